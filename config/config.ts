@@ -1,0 +1,599 @@
+/**
+ * Cluster configuration: one YAML file describes the whole cluster.
+ *
+ * Every key has a default (see {@link describeConfig} / README "Configuration"), may be overridden
+ * from the environment as `GOKV_<KEY>` or `GOKV_<SECTION>_<KEY>` (for example `GOKV_STORAGE=lsm`,
+ * `GOKV_RAFT_HEARTBEAT_MS=50`), and is validated strictly: an unknown or misspelled key, a wrong
+ * type, an out-of-range value or a duplicate id or address is a {@link ConfigError} naming the
+ * file, the key path and the line.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadConfig } from "./config.ts";
+ * const config = await loadConfig("conf/config.yaml");
+ * console.log(config.nodes.length);
+ * ```
+ *
+ * @module
+ */
+import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
+import type { Node as YamlNode, Pair, YAMLMap } from "yaml";
+
+/** One cluster member as seen from the configuration file. */
+export interface NodeConfig {
+  /** The node id, a positive integer unique in the cluster. */
+  id: number;
+  /** The address other nodes dial for Raft traffic (host:port). */
+  peer: string;
+  /** The address clients dial for the binary client protocol (host:port). */
+  client: string;
+  /** The address of the HTTP/JSON API (host:port). */
+  http: string;
+  /** What the node binds for peer traffic (defaults to `peer`). */
+  listenPeer: string;
+  /** What the node binds for clients (defaults to `client`). */
+  listenClient: string;
+  /** What the node binds for HTTP (defaults to `http`). */
+  listenHttp: string;
+}
+
+/** Raft timings and switches. */
+export interface RaftSettings {
+  /** Length of one Raft tick in milliseconds. */
+  tickMs: number;
+  /** Heartbeat interval in milliseconds (a multiple of tickMs). */
+  heartbeatMs: number;
+  /** Minimum election timeout in milliseconds; the real one is random in [T, 2T). */
+  electionMs: number;
+  /** Run a pre-vote round before a real election. */
+  preVote: boolean;
+  /** A leader that has not heard from a quorum for an election timeout steps down. */
+  checkQuorum: boolean;
+  /** Applied entries between two state-machine snapshots. */
+  snapshotThreshold: number;
+  /** Maximum AppendEntries messages in flight per follower. */
+  maxInflightMsgs: number;
+  /** Maximum bytes of entries in one AppendEntries message. */
+  maxSizePerMsg: number;
+  /** Serve linearizable reads from a leader lease (requires checkQuorum). */
+  leaseRead: boolean;
+}
+
+/** LSM engine options (see lsm/). */
+export interface LsmSettings {
+  /** Memtable size before it is frozen and flushed. */
+  memtableBytes: number;
+  /** Target size of an SSTable data block. */
+  blockBytes: number;
+  /** Capacity of the data-block cache. */
+  blockCacheBytes: number;
+  /** Bloom filter bits per key. */
+  bloomBitsPerKey: number;
+  /** Number of L0 files that triggers a compaction. */
+  l0CompactionTrigger: number;
+  /** Number of L0 files at which writes wait. */
+  l0StopTrigger: number;
+  /** Target size of L1. */
+  levelBaseBytes: number;
+  /** Growth factor between levels. */
+  levelMultiplier: number;
+  /** Target size of one SSTable. */
+  targetFileBytes: number;
+}
+
+/** Logging settings. */
+export interface LogSettings {
+  /** The lowest level printed. */
+  level: "debug" | "info" | "warn" | "error";
+  /** `text` for terminals, `json` for machines. */
+  format: "text" | "json";
+}
+
+/** The whole validated configuration. */
+export interface Config {
+  /** The file it was read from ("" when built in code). */
+  file: string;
+  /** Node data lives under `<dataDir>/node-<id>`. */
+  dataDir: string;
+  /** Storage backend. */
+  storage: "memory" | "simplefile" | "lsm";
+  /** Peer transport. */
+  transport: "tcp" | "grpc";
+  /** Cluster members. */
+  nodes: NodeConfig[];
+  /** Raft settings. */
+  raft: RaftSettings;
+  /** LSM settings. */
+  lsm: LsmSettings;
+  /** Log settings. */
+  log: LogSettings;
+}
+
+/** A configuration problem: exit code 2 in the CLI. */
+export class ConfigError extends Error {
+  /** The file the problem is in ("" for none). */
+  readonly file: string;
+  /** The key path, e.g. `raft.snapshot_threshold` or `nodes[1].peer`. */
+  readonly path: string;
+  /** The 1-based line, or 0 when unknown. */
+  readonly line: number;
+  /** Creates the error; the message names file, line and key path. */
+  constructor(file: string, path: string, line: number, problem: string) {
+    const where = line ? `${file || "config"}:${line}` : file || "config";
+    super(`${where}: ${path ? `${path}: ` : ""}${problem}`);
+    this.name = "ConfigError";
+    this.file = file;
+    this.path = path;
+    this.line = line;
+  }
+}
+
+type Kind = "int" | "bool" | "string" | "address";
+interface KeySpec {
+  kind: Kind;
+  default: number | boolean | string;
+  doc: string;
+  min?: number;
+  max?: number;
+  choices?: readonly string[];
+}
+
+const KIB = 1024;
+const MIB = 1024 * 1024;
+
+/** Top-level scalar keys (snake_case as in the YAML file). */
+const TOP: Record<string, KeySpec> = {
+  data_dir: { kind: "string", default: "data", doc: "node data under <data_dir>/node-<id>" },
+  storage: {
+    kind: "string",
+    default: "lsm",
+    choices: ["memory", "simplefile", "lsm"],
+    doc: "storage backend",
+  },
+  transport: { kind: "string", default: "tcp", choices: ["tcp", "grpc"], doc: "peer transport" },
+};
+
+/** Section keys. */
+const SECTIONS: Record<string, Record<string, KeySpec>> = {
+  raft: {
+    tick_ms: { kind: "int", default: 10, min: 1, max: 1000, doc: "length of one Raft tick" },
+    heartbeat_ms: {
+      kind: "int",
+      default: 50,
+      min: 1,
+      max: 10_000,
+      doc: "leader heartbeat interval",
+    },
+    election_ms: {
+      kind: "int",
+      default: 500,
+      min: 2,
+      max: 60_000,
+      doc: "minimum election timeout (randomized in [T, 2T))",
+    },
+    pre_vote: { kind: "bool", default: true, doc: "pre-vote before elections" },
+    check_quorum: { kind: "bool", default: true, doc: "leader steps down without a quorum" },
+    snapshot_threshold: {
+      kind: "int",
+      default: 10_000,
+      min: 1,
+      max: 100_000_000,
+      doc: "applied entries between snapshots",
+    },
+    max_inflight_msgs: {
+      kind: "int",
+      default: 256,
+      min: 1,
+      max: 65_536,
+      doc: "AppendEntries in flight per follower",
+    },
+    max_size_per_msg: {
+      kind: "int",
+      default: 1 * MIB,
+      min: 1 * KIB,
+      max: 64 * MIB,
+      doc: "bytes of entries per AppendEntries",
+    },
+    lease_read: { kind: "bool", default: false, doc: "leader-lease reads (needs check_quorum)" },
+  },
+  lsm: {
+    memtable_bytes: {
+      kind: "int",
+      default: 4 * MIB,
+      min: 64 * KIB,
+      max: 1024 * MIB,
+      doc: "memtable size",
+    },
+    block_bytes: { kind: "int", default: 4 * KIB, min: 256, max: 1 * MIB, doc: "data block size" },
+    block_cache_bytes: {
+      kind: "int",
+      default: 32 * MIB,
+      min: 0,
+      max: 64 * 1024 * MIB,
+      doc: "block cache capacity",
+    },
+    bloom_bits_per_key: { kind: "int", default: 10, min: 0, max: 64, doc: "bloom filter bits" },
+    l0_compaction_trigger: { kind: "int", default: 4, min: 1, max: 1000, doc: "L0 trigger" },
+    l0_stop_trigger: { kind: "int", default: 12, min: 1, max: 1000, doc: "L0 write stop" },
+    level_base_bytes: {
+      kind: "int",
+      default: 10 * MIB,
+      min: 64 * KIB,
+      max: 1024 * 1024 * MIB,
+      doc: "L1 target size",
+    },
+    level_multiplier: { kind: "int", default: 10, min: 2, max: 100, doc: "level growth factor" },
+    target_file_bytes: {
+      kind: "int",
+      default: 2 * MIB,
+      min: 64 * KIB,
+      max: 4096 * MIB,
+      doc: "SSTable target size",
+    },
+  },
+  log: {
+    level: {
+      kind: "string",
+      default: "info",
+      choices: ["debug", "info", "warn", "error"],
+      doc: "lowest level printed",
+    },
+    format: { kind: "string", default: "text", choices: ["text", "json"], doc: "log line format" },
+  },
+};
+
+const NODE_KEYS: Record<string, KeySpec> = {
+  id: { kind: "int", default: 0, min: 1, max: 2 ** 31 - 1, doc: "node id" },
+  peer: { kind: "address", default: "", doc: "address peers dial" },
+  client: { kind: "address", default: "", doc: "address clients dial" },
+  http: { kind: "address", default: "", doc: "HTTP API address" },
+  listen_peer: { kind: "address", default: "", doc: "bind address for peers (default: peer)" },
+  listen_client: {
+    kind: "address",
+    default: "",
+    doc: "bind address for clients (default: client)",
+  },
+  listen_http: { kind: "address", default: "", doc: "bind address for HTTP (default: http)" },
+};
+const REQUIRED_NODE_KEYS = ["id", "peer", "client", "http"];
+
+function camel(s: string): string {
+  return s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+function closest(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word, c);
+    if (d < bestD) {
+      bestD = d;
+      best = c;
+    }
+  }
+  return bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  const dp = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = dp[0];
+    dp[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = dp[j];
+      dp[j] = Math.min(dp[j] + 1, dp[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return dp[b.length];
+}
+
+const ADDRESS_RE = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+
+/** Splits `host:port`; throws a plain Error on a malformed address. */
+export function parseAddress(addr: string): { hostname: string; port: number } {
+  const m = ADDRESS_RE.exec(addr);
+  if (!m) throw new Error(`"${addr}" is not a host:port address`);
+  const port = Number(m[2]);
+  if (port < 0 || port > 65535) throw new Error(`port ${port} is out of range`);
+  return { hostname: m[1].replace(/^\[|\]$/g, ""), port };
+}
+
+class Reader {
+  constructor(readonly file: string, readonly lc: LineCounter) {}
+  line(node: YamlNode | Pair | null | undefined): number {
+    // deno-lint-ignore no-explicit-any
+    const range = (node as any)?.range ?? (node as any)?.key?.range;
+    if (!range) return 0;
+    return this.lc.linePos(range[0]).line;
+  }
+  fail(path: string, node: YamlNode | Pair | null | undefined, problem: string): never {
+    throw new ConfigError(this.file, path, this.line(node), problem);
+  }
+}
+
+function convert(
+  r: Reader,
+  path: string,
+  spec: KeySpec,
+  raw: unknown,
+  node: YamlNode | null | undefined,
+): number | boolean | string {
+  switch (spec.kind) {
+    case "int": {
+      if (typeof raw !== "number" || !Number.isInteger(raw)) {
+        r.fail(path, node, `expected an integer, got ${JSON.stringify(raw)}`);
+      }
+      if (spec.min !== undefined && raw < spec.min) {
+        r.fail(path, node, `${raw} is below the minimum ${spec.min}`);
+      }
+      if (spec.max !== undefined && raw > spec.max) {
+        r.fail(path, node, `${raw} is above the maximum ${spec.max}`);
+      }
+      return raw;
+    }
+    case "bool":
+      if (typeof raw !== "boolean") {
+        r.fail(path, node, `expected true or false, got ${JSON.stringify(raw)}`);
+      }
+      return raw;
+    case "string":
+    case "address": {
+      if (typeof raw !== "string" || raw === "") {
+        r.fail(path, node, `expected a non-empty string, got ${JSON.stringify(raw)}`);
+      }
+      if (spec.choices && !spec.choices.includes(raw)) {
+        r.fail(path, node, `"${raw}" is not one of ${spec.choices.join(", ")}`);
+      }
+      if (spec.kind === "address") {
+        try {
+          parseAddress(raw);
+        } catch (e) {
+          r.fail(path, node, (e as Error).message);
+        }
+      }
+      return raw;
+    }
+  }
+}
+
+function envValue(spec: KeySpec, text: string): unknown {
+  if (spec.kind === "int") return /^-?\d+$/.test(text.trim()) ? Number(text) : text;
+  if (spec.kind === "bool") {
+    if (/^(true|1|yes|on)$/i.test(text)) return true;
+    if (/^(false|0|no|off)$/i.test(text)) return false;
+    return text;
+  }
+  return text;
+}
+
+/** Reads a map's pairs, rejecting unknown keys with a suggestion. */
+function pairsOf(
+  r: Reader,
+  path: string,
+  node: YamlNode | null | undefined,
+  known: string[],
+): Map<string, Pair> {
+  const out = new Map<string, Pair>();
+  if (node === null || node === undefined) return out;
+  if (!isMap(node)) r.fail(path, node, "expected a mapping");
+  for (const pair of (node as YAMLMap).items) {
+    const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+    const keyPath = path ? `${path}.${key}` : key;
+    if (!known.includes(key)) {
+      const hint = closest(key, known);
+      r.fail(
+        keyPath,
+        pair.key as YamlNode,
+        `unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : ""}`,
+      );
+    }
+    if (out.has(key)) r.fail(keyPath, pair.key as YamlNode, `duplicate key "${key}"`);
+    out.set(key, pair as Pair);
+  }
+  return out;
+}
+
+function scalarOf(r: Reader, path: string, pair: Pair): { raw: unknown; node: YamlNode } {
+  const v = pair.value as YamlNode | null;
+  if (v === null || v === undefined) r.fail(path, pair.key as YamlNode, "missing value");
+  if (!isScalar(v)) r.fail(path, v, "expected a single value");
+  return { raw: v.value, node: v };
+}
+
+/**
+ * Parses and validates configuration text. `env` supplies `GOKV_*` overrides (pass `{}` for
+ * none). Throws {@link ConfigError} on any problem.
+ */
+export function parseConfig(
+  text: string,
+  file = "",
+  env: Record<string, string | undefined> = {},
+): Config {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: false });
+  const r = new Reader(file, lc);
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const line = lc.linePos(e.pos[0]).line;
+    throw new ConfigError(file, "", line, `invalid YAML: ${e.message.split("\n")[0]}`);
+  }
+  const root = doc.contents as YamlNode | null;
+  const known = [...Object.keys(TOP), ...Object.keys(SECTIONS), "nodes"];
+  const top = pairsOf(r, "", root, known);
+
+  // deno-lint-ignore no-explicit-any
+  const out: any = { file };
+  const usedEnv = new Set<string>();
+  const scalar = (path: string, yamlKey: string, spec: KeySpec, pair: Pair | undefined) => {
+    const envName = `GOKV_${path.replace(/\./g, "_").toUpperCase()}`;
+    const fromEnv = env[envName];
+    if (fromEnv !== undefined) {
+      usedEnv.add(envName);
+      return convert(
+        new Reader(`environment ${envName}`, lc),
+        path,
+        spec,
+        envValue(spec, fromEnv),
+        null,
+      );
+    }
+    if (pair === undefined) return spec.default;
+    const { raw, node } = scalarOf(r, path, pair);
+    void yamlKey;
+    return convert(r, path, spec, raw, node);
+  };
+
+  for (const [key, spec] of Object.entries(TOP)) {
+    out[camel(key)] = scalar(key, key, spec, top.get(key));
+  }
+  for (const [section, keys] of Object.entries(SECTIONS)) {
+    const pair = top.get(section);
+    const pairs = pairsOf(r, section, (pair?.value ?? null) as YamlNode | null, Object.keys(keys));
+    const sec: Record<string, unknown> = {};
+    for (const [key, spec] of Object.entries(keys)) {
+      sec[camel(key)] = scalar(`${section}.${key}`, key, spec, pairs.get(key));
+    }
+    out[section] = sec;
+  }
+
+  // Unknown GOKV_<SECTION>_* variables are misspellings too.
+  for (const name of Object.keys(env)) {
+    if (usedEnv.has(name) || !name.startsWith("GOKV_")) continue;
+    const rest = name.slice(5).toLowerCase();
+    const section = Object.keys(SECTIONS).find((s) => rest.startsWith(s + "_"));
+    if (section) {
+      const all = Object.keys(SECTIONS[section]).map((k) => `GOKV_${section}_${k}`.toUpperCase());
+      const hint = closest(name, all);
+      throw new ConfigError(
+        `environment ${name}`,
+        `${section}.${rest.slice(section.length + 1)}`,
+        0,
+        `unknown setting${hint ? ` (did you mean ${hint}?)` : ""}`,
+      );
+    }
+  }
+
+  // Nodes.
+  const nodesPair = top.get("nodes");
+  const nodesNode = (nodesPair?.value ?? null) as YamlNode | null;
+  if (!nodesPair || nodesNode === null) r.fail("nodes", nodesPair?.key as YamlNode, "required");
+  if (!isSeq(nodesNode)) r.fail("nodes", nodesNode, "expected a list of nodes");
+  const nodes: NodeConfig[] = [];
+  const seenIds = new Map<number, string>();
+  const seenAddr = new Map<string, string>();
+  (nodesNode as unknown as { items: YamlNode[] }).items.forEach((item, i) => {
+    const path = `nodes[${i}]`;
+    const pairs = pairsOf(r, path, item as YamlNode, Object.keys(NODE_KEYS));
+    const n: Record<string, unknown> = {};
+    for (const key of REQUIRED_NODE_KEYS) {
+      if (!pairs.has(key)) r.fail(`${path}.${key}`, item as YamlNode, `missing required key`);
+    }
+    for (const [key, spec] of Object.entries(NODE_KEYS)) {
+      const pair = pairs.get(key);
+      if (pair === undefined) continue;
+      const { raw, node } = scalarOf(r, `${path}.${key}`, pair);
+      n[camel(key)] = convert(r, `${path}.${key}`, spec, raw, node);
+    }
+    const node = n as unknown as NodeConfig;
+    node.listenPeer ??= node.peer;
+    node.listenClient ??= node.client;
+    node.listenHttp ??= node.http;
+    const idLine = pairs.get("id")!;
+    if (seenIds.has(node.id)) {
+      r.fail(`${path}.id`, idLine.value as YamlNode, `duplicate id ${node.id}`);
+    }
+    seenIds.set(node.id, path);
+    for (const key of ["peer", "client", "http"] as const) {
+      const addr = node[key];
+      if (seenAddr.has(addr)) {
+        r.fail(
+          `${path}.${key}`,
+          pairs.get(key)!.value as YamlNode,
+          `address ${addr} is already used by ${seenAddr.get(addr)}`,
+        );
+      }
+      seenAddr.set(addr, `${path}.${key}`);
+    }
+    nodes.push(node);
+  });
+  if (nodes.length === 0) r.fail("nodes", nodesNode, "at least one node is required");
+  out.nodes = nodes;
+
+  const raft = out.raft as RaftSettings;
+  const raftPair = top.get("raft");
+  const raftNode = (raftPair?.value ?? null) as YamlNode | null;
+  if (raft.heartbeatMs < raft.tickMs) {
+    r.fail("raft.heartbeat_ms", raftNode, `must be at least tick_ms (${raft.tickMs})`);
+  }
+  if (raft.electionMs < 2 * raft.heartbeatMs) {
+    r.fail("raft.election_ms", raftNode, `must be at least twice heartbeat_ms`);
+  }
+  if (raft.leaseRead && !raft.checkQuorum) {
+    r.fail("raft.lease_read", raftNode, "lease reads require check_quorum: true");
+  }
+  const lsm = out.lsm as LsmSettings;
+  if (lsm.l0StopTrigger < lsm.l0CompactionTrigger) {
+    r.fail(
+      "lsm.l0_stop_trigger",
+      (top.get("lsm")?.value ?? null) as YamlNode | null,
+      "must be at least l0_compaction_trigger",
+    );
+  }
+  return out as Config;
+}
+
+/** Reads, parses and validates a configuration file (with `GOKV_*` overrides from `env`). */
+export async function loadConfig(
+  path: string,
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+): Promise<Config> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    const reason = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    throw new ConfigError(path, "", 0, reason);
+  }
+  return parseConfig(text, path, env);
+}
+
+/** Builds a configuration in code: defaults for everything not given. */
+export function defaultConfig(
+  nodes: Array<Pick<NodeConfig, "id" | "peer" | "client" | "http">>,
+): Config {
+  const yaml = ["nodes:"];
+  for (const n of nodes) {
+    yaml.push(`  - { id: ${n.id}, peer: "${n.peer}", client: "${n.client}", http: "${n.http}" }`);
+  }
+  return parseConfig(yaml.join("\n"), "", {});
+}
+
+/** One documented setting. */
+export interface SettingDoc {
+  /** YAML key path, e.g. `raft.heartbeat_ms`. */
+  key: string;
+  /** Environment variable overriding it. */
+  env: string;
+  /** The default value. */
+  default: string;
+  /** What it does. */
+  doc: string;
+}
+
+/** Every scalar setting with its default and environment variable, for docs and `--help`. */
+export function describeConfig(): SettingDoc[] {
+  const out: SettingDoc[] = [];
+  const add = (key: string, spec: KeySpec) =>
+    out.push({
+      key,
+      env: `GOKV_${key.replace(/\./g, "_").toUpperCase()}`,
+      default: String(spec.default),
+      doc: spec.choices ? `${spec.doc} (${spec.choices.join(" | ")})` : spec.doc,
+    });
+  for (const [k, s] of Object.entries(TOP)) add(k, s);
+  for (const [sec, keys] of Object.entries(SECTIONS)) {
+    for (const [k, s] of Object.entries(keys)) add(`${sec}.${k}`, s);
+  }
+  return out;
+}
