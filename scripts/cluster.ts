@@ -1,0 +1,193 @@
+/**
+ * Local cluster management for `deno task cluster | stop-cluster | clean`.
+ *
+ * - `start [--config FILE] [--run-dir DIR] [--timeout-ms N]`: starts every node of the config in
+ *   the background (pid files and logs under the run directory), waits until a leader is elected
+ *   and prints the endpoints. Environment variables (GOKV_*) are passed on to the nodes.
+ * - `stop [--run-dir DIR] [--timeout-ms N]`: SIGTERM, then SIGKILL after the timeout.
+ * - `clean [--config FILE] [--run-dir DIR]`: stops what runs, removes data, logs and dist/.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { dirname, fromFileUrl, join, resolve } from "node:path";
+import { type Config, ConfigError, loadConfig } from "../config/config.ts";
+
+const ROOT = resolve(dirname(fromFileUrl(import.meta.url)), "..");
+
+function alive(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readPids(runDir: string): Promise<Map<number, number>> {
+  const out = new Map<number, number>();
+  try {
+    for await (const e of Deno.readDir(runDir)) {
+      const m = /^node-(\d+)\.pid$/.exec(e.name);
+      if (!m) continue;
+      const pid = Number((await Deno.readTextFile(join(runDir, e.name))).trim());
+      if (Number.isInteger(pid) && pid > 0) out.set(Number(m[1]), pid);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return out;
+}
+
+async function waitFor(
+  pred: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  stepMs = 50,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await pred()) return true;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return await pred();
+}
+
+async function leaderOf(config: Config): Promise<number | undefined> {
+  for (const n of config.nodes) {
+    try {
+      const res = await fetch(`http://${n.http}/v1/status`, { signal: AbortSignal.timeout(500) });
+      const body = await res.json();
+      if (body.role === "leader") return n.id;
+    } catch {
+      // not up yet
+    }
+  }
+  return undefined;
+}
+
+async function start(configPath: string, runDir: string, timeoutMs: number): Promise<number> {
+  const config = await loadConfig(configPath);
+  await Deno.mkdir(runDir, { recursive: true });
+  const running = await readPids(runDir);
+  const deno = Deno.execPath();
+  for (const node of config.nodes) {
+    const old = running.get(node.id);
+    if (old !== undefined && alive(old)) {
+      console.log(`node ${node.id} already running (pid ${old})`);
+      continue;
+    }
+    const log = join(runDir, `node-${node.id}.log`);
+    // `exec` replaces the shell, so the pid we record is the node's own.
+    const cmd = new Deno.Command("/bin/sh", {
+      args: [
+        "-c",
+        'log="$1"; shift; exec "$@" >>"$log" 2>&1 </dev/null',
+        "sh",
+        log,
+        deno,
+        "run",
+        "-A",
+        join(ROOT, "main.ts"),
+        "server",
+        "--config",
+        configPath,
+        "--id",
+        String(node.id),
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+      detached: true,
+    });
+    const child = cmd.spawn();
+    child.unref();
+    await Deno.writeTextFile(join(runDir, `node-${node.id}.pid`), `${child.pid}\n`);
+    console.log(`started node ${node.id} (pid ${child.pid}, log ${log})`);
+  }
+  let leader: number | undefined;
+  const ok = await waitFor(async () => (leader = await leaderOf(config)) !== undefined, timeoutMs);
+  if (!ok) {
+    console.error(
+      `no leader elected within ${timeoutMs} ms; see the logs in ${runDir} (stop with deno task stop-cluster)`,
+    );
+    return 1;
+  }
+  console.log(`\nleader elected: node ${leader}`);
+  console.log(`storage=${config.storage} transport=${config.transport}\nendpoints:`);
+  for (const n of config.nodes) {
+    console.log(`  node ${n.id}: client ${n.client}  http http://${n.http}  peer ${n.peer}`);
+  }
+  console.log(`\ntry: deno run -A main.ts set hello "hello world"`);
+  return 0;
+}
+
+async function stop(runDir: string, timeoutMs: number): Promise<number> {
+  const pids = await readPids(runDir);
+  if (pids.size === 0) {
+    console.log("no cluster is running");
+    return 0;
+  }
+  for (const [id, pid] of pids) {
+    if (alive(pid)) {
+      Deno.kill(pid, "SIGTERM");
+      console.log(`stopping node ${id} (pid ${pid})`);
+    }
+  }
+  let forced = 0;
+  await waitFor(() => [...pids.values()].every((p) => !alive(p)), timeoutMs);
+  for (const [id, pid] of pids) {
+    if (alive(pid)) {
+      Deno.kill(pid, "SIGKILL");
+      forced++;
+      console.log(`node ${id} did not stop within ${timeoutMs} ms: killed`);
+    }
+    await Deno.remove(join(runDir, `node-${id}.pid`)).catch(() => {});
+  }
+  console.log(forced ? `stopped (${forced} forced)` : "stopped");
+  return 0;
+}
+
+async function clean(configPath: string, runDir: string): Promise<number> {
+  await stop(runDir, 5000);
+  let dataDir = "data";
+  try {
+    dataDir = (await loadConfig(configPath)).dataDir;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+  }
+  for (const dir of [dataDir, runDir, join(ROOT, "dist")]) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    console.log(`removed ${dir}`);
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  let code = 2;
+  try {
+    const { positionals, values } = parseArgs({
+      args: Deno.args,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", default: "conf/config.yaml" },
+        "run-dir": { type: "string", default: "run" },
+        "timeout-ms": { type: "string", default: "" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+    const [action] = positionals;
+    const runDir = resolve(values["run-dir"]);
+    const configPath = resolve(values.config);
+    const timeout = values["timeout-ms"] ? Number(values["timeout-ms"]) : undefined;
+    if (values.help || !["start", "stop", "clean"].includes(action ?? "")) {
+      console.log("Usage: deno run -A scripts/cluster.ts start|stop|clean [--config FILE]");
+      code = values.help ? 0 : 2;
+    } else if (action === "start") code = await start(configPath, runDir, timeout ?? 30_000);
+    else if (action === "stop") code = await stop(runDir, timeout ?? 10_000);
+    else code = await clean(configPath, runDir);
+  } catch (e) {
+    console.error(e instanceof ConfigError ? `config error: ${e.message}` : String(e));
+    code = 2;
+  }
+  Deno.exit(code);
+}
