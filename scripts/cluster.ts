@@ -10,10 +10,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dirname, fromFileUrl, join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { type Config, ConfigError, loadConfig } from "../config/config.ts";
 
-const ROOT = resolve(dirname(fromFileUrl(import.meta.url)), "..");
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 function alive(pid: number): boolean {
   try {

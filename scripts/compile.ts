@@ -25,7 +25,9 @@ for (const [target, suffix] of TARGETS) {
   }).output();
   if (!out.success) {
     const err = new TextDecoder().decode(out.stderr);
-    const offline = /download|fetch|dns|connect|network|resolve|tcp|unreachable|timed out/i.test(err);
+    const offline = /download|fetch|dns|connect|network|resolve|tcp|unreachable|timed out/i.test(
+      err,
+    );
     console.error(
       offline
         ? `compile: cannot download the Deno runtime for ${target} (no internet access here); run this task on a machine with internet or use the release workflow.`
