@@ -7,6 +7,7 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { TcpProxy } from "./proxy.ts";
 
 /** The repository root. */
 export const ROOT: string = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -96,6 +97,9 @@ export interface ClusterOptions {
   extraYaml?: string;
   /** Extra environment for the nodes. */
   env?: Record<string, string>;
+  /** Route peer traffic through one TCP proxy per ordered pair of nodes, with a config file
+   * per node, so that links can be cut with {@link TestCluster.isolate}. */
+  proxied?: boolean;
 }
 
 /** A cluster of real node processes. */
@@ -104,6 +108,8 @@ export class TestCluster {
   readonly nodes: Map<number, NodeAddrs> = new Map();
   /** Running processes by node id. */
   readonly procs: Map<number, Deno.ChildProcess> = new Map();
+  /** Proxies by "from->to" when proxied. */
+  readonly proxies: Map<string, TcpProxy> = new Map();
   private constructor(
     /** The temporary directory holding config, data and logs. */
     readonly dir: string,
@@ -133,21 +139,59 @@ export class TestCluster {
     return n;
   }
 
-  /** (Re)writes the config file from the known nodes. */
+  /** The config file node `id` is started with. */
+  configFor(id: number): string {
+    return this.opts.proxied ? join(this.dir, `config-${id}.yaml`) : this.configPath;
+  }
+
+  /** (Re)writes the config file(s) from the known nodes. */
   async writeConfig(): Promise<void> {
+    await Deno.writeTextFile(this.configPath, this.configText());
+    if (!this.opts.proxied) return;
+    for (const from of this.nodes.keys()) {
+      const peerOf = (to: NodeAddrs) => {
+        if (to.id === from) return to.peer;
+        const key = `${from}->${to.id}`;
+        let p = this.proxies.get(key);
+        if (!p) this.proxies.set(key, p = new TcpProxy(to.peer));
+        return p.address;
+      };
+      await Deno.writeTextFile(this.configFor(from), this.configText(peerOf));
+    }
+  }
+
+  /** Cuts every peer link to and from node `id` (proxied clusters only). */
+  isolate(id: number): void {
+    for (const [key, p] of this.proxies) {
+      const [a, b] = key.split("->").map(Number);
+      if (a === id || b === id) p.partition();
+    }
+  }
+
+  /** Restores every peer link to and from node `id`. */
+  heal(id: number): void {
+    for (const [key, p] of this.proxies) {
+      const [a, b] = key.split("->").map(Number);
+      if (a === id || b === id) p.heal();
+    }
+  }
+
+  private configText(peerOf: (n: NodeAddrs) => string = (n) => n.peer): string {
     const lines = [
       `data_dir: ${JSON.stringify(join(this.dir, "data"))}`,
       `storage: ${this.opts.storage ?? "lsm"}`,
       `transport: ${this.opts.transport ?? "tcp"}`,
       "nodes:",
       ...[...this.nodes.values()].map((n) =>
-        `  - { id: ${n.id}, peer: ${n.peer}, client: ${n.client}, http: ${n.http} }`
+        `  - { id: ${n.id}, peer: ${
+          peerOf(n)
+        }, client: ${n.client}, http: ${n.http}, listen_peer: ${n.peer} }`
       ),
       this.opts.extraYaml ??
         "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 300\n",
       "log:\n  level: info\n",
     ];
-    await Deno.writeTextFile(this.configPath, lines.join("\n") + "\n");
+    return lines.join("\n") + "\n";
   }
 
   /** Starts node `id` (extra server flags in `args`). */
@@ -158,7 +202,17 @@ export class TestCluster {
       write: true,
     });
     const proc = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, "server", "--config", this.configPath, "--id", String(id), ...args],
+      args: [
+        "run",
+        "-A",
+        MAIN,
+        "server",
+        "--config",
+        this.configFor(id),
+        "--id",
+        String(id),
+        ...args,
+      ],
       cwd: ROOT,
       env: { NO_COLOR: "1", ...this.opts.env },
       stdin: "null",
@@ -249,6 +303,7 @@ export class TestCluster {
   /** Kills every node and removes the temporary directory. */
   async stop(): Promise<void> {
     for (const id of [...this.procs.keys()]) await this.kill(id);
+    for (const p of this.proxies.values()) p.close();
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }
