@@ -1,0 +1,544 @@
+/**
+ * The gRPC transport: @grpc/grpc-js with the service in transport/raft.proto.
+ *
+ * - `Send(Batch)` (unary) carries every kind but Snap. Each peer keeps one call in flight and
+ *   batches whatever was queued meanwhile into the next call, which keeps per-peer order and
+ *   still pipelines. Each unary call has the `callTimeoutMs` deadline.
+ * - `SendSnapshot(stream Message)` (client stream) carries consecutive Snap chunks; it has no
+ *   overall deadline (a long transfer is never cut by a per-call timeout) and honours flow
+ *   control. When a non-Snap message follows, the stream is ended and acknowledged first, so
+ *   order is kept across both RPCs.
+ * - Same queue and drop policy as tcp: a bounded per-peer queue; failed calls drop their
+ *   messages and report the peer unreachable; grpc-js reconnects with backoff bounded by
+ *   `reconnectMinMs`..`reconnectMaxMs`.
+ * - The server validates every message (ranges, integers, snapshot bounds, addressed to this
+ *   node, not a local kind) and fails the call with INVALID_ARGUMENT and a `logger.warn`
+ *   otherwise; malformed HTTP/2 or protobuf input is refused by grpc-js on that connection only.
+ *
+ * @module
+ */
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { fileURLToPath } from "node:url";
+import { type Logger, nullLogger } from "../raft/logger.ts";
+import type { MessageHandler } from "../raft/transport.ts";
+import {
+  type ConfState,
+  type Entry,
+  EntryType,
+  type Message,
+  message,
+  MessageType,
+  type NodeId,
+  NONE,
+  type SnapshotChunk,
+} from "../raft/types.ts";
+import { DecodeError, ProtocolError } from "./errors.ts";
+import { encodedMessageSize } from "./message_codec.ts";
+import {
+  formatAddress,
+  isLocalMessage,
+  parseAddress,
+  type PeerTransport,
+  type ResolvedOptions,
+  resolveOptions,
+  type TransportOptions,
+} from "./options.ts";
+import { SendQueue } from "./send_queue.ts";
+
+/** Where the service definition lives. */
+export const RAFT_PROTO_PATH: string = fileURLToPath(new URL("./raft.proto", import.meta.url));
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+let serviceCache: Any = null;
+function raftService(): Any {
+  if (serviceCache === null) {
+    const def = protoLoader.loadSync(RAFT_PROTO_PATH, {
+      keepCase: false,
+      longs: Number,
+      enums: Number,
+      defaults: true,
+      oneofs: false,
+    });
+    serviceCache = (grpc.loadPackageDefinition(def) as Any).gokv.raft.v1.Raft;
+  }
+  return serviceCache;
+}
+
+/** Extra bytes allowed above maxFrameBytes for protobuf overhead of a batch. */
+const GRPC_SLACK_BYTES = 64 * 1024;
+
+function channelOptions(o: ResolvedOptions): grpc.ChannelOptions {
+  return {
+    "grpc.max_receive_message_length": o.maxFrameBytes + GRPC_SLACK_BYTES,
+    "grpc.max_send_message_length": o.maxFrameBytes + GRPC_SLACK_BYTES,
+    "grpc.initial_reconnect_backoff_ms": o.reconnectMinMs,
+    "grpc.min_reconnect_backoff_ms": o.reconnectMinMs,
+    "grpc.max_reconnect_backoff_ms": o.reconnectMaxMs,
+    "grpc.enable_retries": 0,
+    "grpc.use_local_subchannel_pool": 1,
+  };
+}
+
+// ---- conversion of decoded protobuf objects, validating every field ----
+
+const MAX_MESSAGE_TYPE = MessageType.CheckQuorum;
+
+function int(v: unknown, what: string): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    throw new DecodeError("bad-integer", `${what}: ${String(v)}`, 0);
+  }
+  return v;
+}
+
+function bytes(v: unknown, what: string): Uint8Array {
+  if (!(v instanceof Uint8Array)) throw new DecodeError("bad-length", `${what} is not bytes`, 0);
+  return new Uint8Array(v); // a plain copy, detached from grpc's buffers
+}
+
+function ids(v: unknown, what: string): NodeId[] {
+  if (!Array.isArray(v)) throw new DecodeError("bad-count", `${what} is not a list`, 0);
+  return v.map((x) => int(x, what));
+}
+
+/** Converts and validates a decoded protobuf Message; throws {@link DecodeError}. */
+export function messageFromProto(p: Any): Message {
+  if (p === null || typeof p !== "object") throw new DecodeError("truncated", "no message", 0);
+  const type = int(p.type, "type");
+  if (type > MAX_MESSAGE_TYPE) throw new DecodeError("bad-enum", `message type ${type}`, 0);
+  if (!Array.isArray(p.entries)) throw new DecodeError("bad-count", "entries", 0);
+  const entries: Entry[] = p.entries.map((e: Any): Entry => {
+    const t = int(e?.type, "entry type");
+    if (t > EntryType.ConfChange) throw new DecodeError("bad-enum", `entry type ${t}`, 0);
+    return {
+      term: int(e.term, "entry term"),
+      index: int(e.index, "entry index"),
+      type: t,
+      data: bytes(e.data, "entry data"),
+    };
+  });
+  let snapshot: SnapshotChunk | null = null;
+  if (p.snapshot !== null && p.snapshot !== undefined) {
+    const s = p.snapshot;
+    const meta = s.meta;
+    if (meta === null || typeof meta !== "object" || meta.conf === null) {
+      throw new DecodeError("bad-snapshot", "snapshot without meta", 0);
+    }
+    const conf: ConfState = {
+      voters: ids(meta.conf.voters, "voters"),
+      votersOutgoing: ids(meta.conf.votersOutgoing, "votersOutgoing"),
+      learners: ids(meta.conf.learners, "learners"),
+      learnersNext: ids(meta.conf.learnersNext, "learnersNext"),
+    };
+    const data = bytes(s.data, "snapshot data");
+    const offset = int(s.offset, "snapshot offset");
+    const total = int(s.total, "snapshot total");
+    if (offset + data.length > total) {
+      throw new DecodeError("bad-snapshot", "offset + data length exceeds total", 0);
+    }
+    snapshot = {
+      meta: {
+        index: int(meta.index, "snapshot index"),
+        term: int(meta.term, "snapshot term"),
+        conf,
+      },
+      offset,
+      total,
+      data,
+      done: s.done === true,
+    };
+  }
+  return {
+    type,
+    to: int(p.to, "to"),
+    from: int(p.from, "from"),
+    term: int(p.term, "term"),
+    logTerm: int(p.logTerm, "logTerm"),
+    index: int(p.index, "index"),
+    entries,
+    commit: int(p.commit, "commit"),
+    reject: p.reject === true,
+    rejectHint: int(p.rejectHint, "rejectHint"),
+    context: bytes(p.context, "context"),
+    snapshot,
+  };
+}
+
+/** The gRPC {@link PeerTransport}. */
+export class GrpcTransport implements PeerTransport {
+  /** Always "grpc". */
+  readonly kind = "grpc";
+  readonly #o: ResolvedOptions;
+  readonly #log: Logger;
+  readonly #peers = new Map<NodeId, GrpcPeer>();
+  readonly #tasks = new Set<Promise<void>>();
+  #server: grpc.Server | null = null;
+  #handler: MessageHandler | null = null;
+  #address = "";
+  #closed = false;
+  /** Counters: messages dropped, calls refused for bad input. */
+  readonly stats = { dropped: 0, rejectedCalls: 0 };
+
+  /** Creates a transport; nothing is bound or dialed until used. */
+  constructor(opts: TransportOptions) {
+    this.#log = opts.logger ?? nullLogger;
+    this.#o = resolveOptions(opts, this.#log);
+    for (const [id, a] of this.#o.peers) this.addPeer(id, a);
+  }
+
+  /** The bound address (after `start`). */
+  get address(): string {
+    return this.#address;
+  }
+
+  /** Binds the gRPC server. */
+  async start(handler: MessageHandler): Promise<void> {
+    if (this.#closed) throw new Error("transport closed");
+    if (this.#server !== null) throw new Error("transport already started");
+    const { hostname, port } = parseAddress(this.#o.listen);
+    const server = new grpc.Server({
+      "grpc.max_receive_message_length": this.#o.maxFrameBytes + GRPC_SLACK_BYTES,
+      "grpc.max_send_message_length": this.#o.maxFrameBytes + GRPC_SLACK_BYTES,
+    });
+    server.addService(raftService().service, {
+      Send: (call: grpc.ServerUnaryCall<Any, Any>, cb: grpc.sendUnaryData<Any>) =>
+        this.#onSend(call, cb),
+      SendSnapshot: (call: grpc.ServerReadableStream<Any, Any>, cb: grpc.sendUnaryData<Any>) =>
+        this.#onSnapshot(call, cb),
+    });
+    this.#server = server;
+    this.#handler = handler;
+    const bound = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(
+        formatAddress(hostname, port),
+        grpc.ServerCredentials.createInsecure(),
+        (err, p) => err ? reject(err) : resolve(p),
+      )
+    );
+    this.#address = formatAddress(hostname, bound);
+    this.#log.info("transport: grpc listening", { id: this.#o.id, address: this.#address });
+  }
+
+  /** Queues messages; never throws, never blocks. */
+  send(msgs: Message[]): void {
+    if (this.#closed) return;
+    for (const m of msgs) {
+      if (isLocalMessage(m.type)) continue;
+      const peer = this.#peers.get(m.to);
+      if (peer === undefined) {
+        this.stats.dropped++;
+        continue;
+      }
+      let size: number;
+      try {
+        size = encodedMessageSize(m);
+      } catch (e) {
+        this.stats.dropped++;
+        this.#log.warn("transport: message not encodable, dropped", { to: m.to, error: String(e) });
+        continue;
+      }
+      if (size > this.#o.maxFrameBytes) {
+        this.stats.dropped++;
+        this.#log.warn("transport: message too large, dropped", { to: m.to, size });
+        continue;
+      }
+      peer.enqueue(m, size);
+    }
+  }
+
+  /** Adds `id` or changes its address. */
+  addPeer(id: NodeId, address: string): void {
+    if (this.#closed || id === this.#o.id || id === NONE) return;
+    const old = this.#peers.get(id);
+    if (old !== undefined) {
+      if (old.address === address) return;
+      old.close();
+    }
+    this.#peers.set(id, new GrpcPeer(this, id, address));
+  }
+
+  /** Forgets `id` and closes its channel. */
+  removePeer(id: NodeId): void {
+    const p = this.#peers.get(id);
+    if (p === undefined) return;
+    this.#peers.delete(id);
+    p.close();
+  }
+
+  /** Shuts the server down, closes every channel and waits for the peer loops. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const p of this.#peers.values()) p.close();
+    this.#peers.clear();
+    this.#server?.forceShutdown();
+    this.#handler = null;
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+  }
+
+  // ---- internals shared with GrpcPeer ----
+
+  /** @internal */
+  get options(): ResolvedOptions {
+    return this.#o;
+  }
+
+  /** @internal */
+  get logger(): Logger {
+    return this.#log;
+  }
+
+  /** @internal */
+  track(p: Promise<void>): void {
+    const t = p.catch((e) => this.#log.error("transport: task failed", { error: String(e) }))
+      .finally(() => this.#tasks.delete(t));
+    this.#tasks.add(t);
+  }
+
+  /** @internal */
+  reportUnreachable(peer: NodeId): void {
+    if (!this.#o.reportUnreachable || this.#closed || this.#handler === null) return;
+    this.#deliver(message({ type: MessageType.Unreachable, to: this.#o.id, from: peer }));
+  }
+
+  #deliver(m: Message): void {
+    try {
+      this.#handler?.(m);
+    } catch (e) {
+      this.#log.error("transport: message handler threw", { type: m.type, error: String(e) });
+    }
+  }
+
+  /** Converts and checks one incoming message; throws DecodeError/ProtocolError. */
+  #accept(p: Any, snap: boolean): Message {
+    const m = messageFromProto(p);
+    if (m.to !== this.#o.id) {
+      throw new ProtocolError("wrong-node", `message to ${m.to}, this is ${this.#o.id}`);
+    }
+    if (isLocalMessage(m.type)) {
+      throw new ProtocolError("local-message", `message type ${m.type} is local`);
+    }
+    if (snap !== (m.type === MessageType.Snap)) {
+      throw new ProtocolError("local-message", `message type ${m.type} on the wrong RPC`);
+    }
+    return m;
+  }
+
+  #refuse(call: { getPeer(): string }, e: unknown): grpc.ServiceError {
+    this.stats.rejectedCalls++;
+    const err = e as Error & { reason?: string };
+    this.#log.warn("transport: refusing grpc call on bad input", {
+      remote: call.getPeer(),
+      error: err.name,
+      reason: err.reason,
+      detail: err.message,
+    });
+    return Object.assign(new Error(err.message), {
+      code: grpc.status.INVALID_ARGUMENT,
+      details: err.message,
+      metadata: new grpc.Metadata(),
+    });
+  }
+
+  #onSend(call: grpc.ServerUnaryCall<Any, Any>, cb: grpc.sendUnaryData<Any>): void {
+    const list = call.request?.messages;
+    try {
+      if (!Array.isArray(list)) throw new DecodeError("bad-count", "batch without messages", 0);
+      const msgs = list.map((p: Any) => this.#accept(p, false));
+      for (const m of msgs) {
+        if (this.#closed) break;
+        this.#deliver(m);
+      }
+      cb(null, {});
+    } catch (e) {
+      cb(this.#refuse(call, e), null);
+    }
+  }
+
+  #onSnapshot(call: grpc.ServerReadableStream<Any, Any>, cb: grpc.sendUnaryData<Any>): void {
+    let failed = false;
+    call.on("data", (p: Any) => {
+      if (failed) return;
+      try {
+        const m = this.#accept(p, true);
+        if (!this.#closed) this.#deliver(m);
+      } catch (e) {
+        failed = true;
+        cb(this.#refuse(call, e), null);
+      }
+    });
+    call.on("end", () => {
+      if (!failed) cb(null, {});
+    });
+    call.on("error", () => {
+      failed = true;
+    });
+  }
+}
+
+/** One outbound peer: a bounded queue of messages and the loop that sends them. */
+class GrpcPeer {
+  readonly #t: GrpcTransport;
+  readonly #queue: SendQueue<Message>;
+  #client: Any = null;
+  #running = false;
+  #closed = false;
+  #wake: (() => void) | null = null;
+
+  constructor(t: GrpcTransport, readonly id: NodeId, readonly address: string) {
+    this.#t = t;
+    this.#queue = new SendQueue(t.options.queueMessages, t.options.queueBytes);
+  }
+
+  enqueue(m: Message, size: number): void {
+    if (this.#closed) return;
+    if (!this.#queue.push(m, size)) {
+      this.#t.stats.dropped++;
+      return;
+    }
+    if (!this.#running) {
+      this.#running = true;
+      this.#t.track(this.#run());
+    } else {
+      const w = this.#wake;
+      this.#wake = null;
+      w?.();
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue.clear();
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+    this.#client?.close();
+  }
+
+  #clientFor(): Any {
+    if (this.#client === null) {
+      const Client = raftService();
+      const { hostname, port } = parseAddress(this.address);
+      this.#client = new Client(
+        formatAddress(hostname, port),
+        grpc.credentials.createInsecure(),
+        channelOptions(this.#t.options),
+      );
+    }
+    return this.#client;
+  }
+
+  #failed(what: string, err: grpc.ServiceError, dropped: number): void {
+    this.#t.stats.dropped += dropped;
+    this.#t.logger.debug("transport: grpc call failed", {
+      peer: this.id,
+      what,
+      code: err.code,
+      error: err.details ?? err.message,
+      dropped,
+    });
+    if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
+      this.#t.reportUnreachable(this.id);
+    }
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#closed) {
+      const head = this.#queue.peek();
+      if (head === undefined) {
+        await new Promise<void>((r) => this.#wake = r);
+        continue;
+      }
+      if (head.type === MessageType.Snap) await this.#streamSnapshot();
+      else await this.#sendBatch();
+    }
+  }
+
+  async #sendBatch(): Promise<void> {
+    const o = this.#t.options;
+    const limit = Math.min(o.maxFrameBytes, 4 * 1024 * 1024);
+    const batch: Message[] = [];
+    let bytes = 0;
+    for (;;) {
+      const m = this.#queue.peek();
+      if (m === undefined || m.type === MessageType.Snap) break;
+      const size = this.#queue.peekSize();
+      if (batch.length > 0 && bytes + size > limit) break;
+      batch.push(this.#queue.shift()!);
+      bytes += size;
+    }
+    const client = this.#clientFor();
+    const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+      client.Send(
+        { messages: batch },
+        { deadline: Date.now() + o.callTimeoutMs },
+        (e: grpc.ServiceError | null) => resolve(e),
+      )
+    );
+    if (err !== null && !this.#closed) this.#failed("Send", err, batch.length);
+  }
+
+  async #streamSnapshot(): Promise<void> {
+    const client = this.#clientFor();
+    let settled = false;
+    let sent = 0;
+    const result = new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = client.SendSnapshot((e: grpc.ServiceError | null) => {
+        settled = true;
+        resolve(e);
+      });
+      this.#pump(call, () => settled, () => sent++).finally(() => call.end());
+    });
+    const err = await result;
+    if (err !== null && !this.#closed) this.#failed("SendSnapshot", err, sent);
+  }
+
+  /** Writes queued Snap chunks to `call` while they keep coming, honouring flow control. */
+  async #pump(call: Any, settled: () => boolean, count: () => void): Promise<void> {
+    for (;;) {
+      if (this.#closed || settled()) return;
+      const m = this.#queue.peek();
+      if (m === undefined) {
+        // Keep the stream open briefly for the chunks that follow (flow-controlled senders).
+        const more = await this.#waitFor(50);
+        if (!more) return;
+        continue;
+      }
+      if (m.type !== MessageType.Snap) return;
+      this.#queue.shift();
+      count();
+      const last = m.snapshot?.done === true;
+      if (!call.write(m) && !last) {
+        await new Promise<void>((r) => {
+          const done = () => {
+            call.off("drain", done);
+            clearInterval(poll);
+            r();
+          };
+          call.on("drain", done);
+          const poll = setInterval(() => {
+            if (this.#closed || settled()) done();
+          }, 20);
+        });
+      }
+      if (last) return;
+    }
+  }
+
+  /** Waits up to `ms` for a message to be queued; true if one was. */
+  #waitFor(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = null;
+        resolve(false);
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve(!this.#closed);
+      };
+    });
+  }
+}

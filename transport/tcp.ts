@@ -1,0 +1,512 @@
+/**
+ * The TCP transport (the default): length-prefixed, checksummed binary frames
+ * (transport/frame.ts) over one long-lived outbound connection per peer.
+ *
+ * - Outbound: `send` encodes each message into a frame at once and queues it in the peer's
+ *   bounded queue (dropped when full). One writer loop per peer dials on demand (with a timeout),
+ *   sends a Hello frame, then writes queued frames without waiting for anything (pipelining),
+ *   coalescing many small frames into one write. A dial or write failure drops what was queued,
+ *   reports the peer unreachable and backs off (exponential, with jitter) before the next dial.
+ *   TCP_NODELAY is set on every connection.
+ * - Inbound: every accepted connection must start with a Hello naming this node; after that
+ *   only Message frames from that sender, addressed to this node, of a kind that may cross the
+ *   network. Anything else (garbage, truncated or oversized frames, a wrong version, invalid
+ *   fields) closes that one connection with a `logger.warn` giving the reason.
+ *
+ * @module
+ */
+import { type Logger, nullLogger } from "../raft/logger.ts";
+import type { MessageHandler } from "../raft/transport.ts";
+import { type Message, MessageType, type NodeId, NONE } from "../raft/types.ts";
+import { ProtocolError } from "./errors.ts";
+import {
+  decodeHello,
+  encodeHello,
+  encodeMessageFrame,
+  FRAME_HEADER_BYTES,
+  FRAME_TRAILER_BYTES,
+  FrameDecoder,
+  FrameType,
+  type Hello,
+} from "./frame.ts";
+import { decodeMessage, encodedMessageSize } from "./message_codec.ts";
+import {
+  backoffDelay,
+  formatAddress,
+  isLocalMessage,
+  parseAddress,
+  type PeerTransport,
+  type ResolvedOptions,
+  resolveOptions,
+  type TransportOptions,
+} from "./options.ts";
+import { SendQueue } from "./send_queue.ts";
+
+/** Frames are coalesced into writes of up to this many bytes. */
+const COALESCE_BYTES = 256 * 1024;
+const READ_BUFFER_BYTES = 256 * 1024;
+
+/** Statistics of one transport, for tests and metrics. */
+export interface TcpStats {
+  /** Messages dropped because a queue was full, a peer unknown or unreachable. */
+  dropped: number;
+  /** Inbound connections closed because of bad input. */
+  rejectedConnections: number;
+}
+
+/** The TCP {@link PeerTransport}. */
+export class TcpTransport implements PeerTransport {
+  /** Always "tcp". */
+  readonly kind = "tcp";
+  readonly #o: ResolvedOptions;
+  readonly #log: Logger;
+  readonly #peers = new Map<NodeId, TcpPeer>();
+  readonly #inbound = new Set<Deno.TcpConn>();
+  readonly #tasks = new Set<Promise<void>>();
+  #listener: Deno.TcpListener | null = null;
+  #handler: MessageHandler | null = null;
+  #address = "";
+  #closed = false;
+  /** Counters (see {@link TcpStats}). */
+  readonly stats: TcpStats = { dropped: 0, rejectedConnections: 0 };
+
+  /** Creates a transport; nothing is bound or dialed until used. */
+  constructor(opts: TransportOptions) {
+    this.#log = opts.logger ?? nullLogger;
+    this.#o = resolveOptions(opts, this.#log);
+    for (const [id, addr] of this.#o.peers) this.addPeer(id, addr);
+  }
+
+  /** The bound address (after `start`). */
+  get address(): string {
+    return this.#address;
+  }
+
+  /** Binds the listen address and starts accepting peers. */
+  start(handler: MessageHandler): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error("transport closed"));
+    if (this.#listener !== null) return Promise.reject(new Error("transport already started"));
+    const { hostname, port } = parseAddress(this.#o.listen);
+    this.#handler = handler;
+    this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
+    this.#address = formatAddress(hostname, this.#listener.addr.port);
+    this.#track(this.#acceptLoop(this.#listener));
+    this.#log.info("transport: tcp listening", { id: this.#o.id, address: this.#address });
+    return Promise.resolve();
+  }
+
+  /** Queues messages; never throws, never blocks. */
+  send(msgs: Message[]): void {
+    if (this.#closed) return;
+    for (const m of msgs) {
+      if (isLocalMessage(m.type)) {
+        this.#log.debug("transport: local message not sent", { type: m.type });
+        continue;
+      }
+      const peer = this.#peers.get(m.to);
+      if (peer === undefined) {
+        this.stats.dropped++;
+        this.#log.debug("transport: message to unknown peer dropped", { to: m.to, type: m.type });
+        continue;
+      }
+      let frame: Uint8Array;
+      try {
+        frame = encodeMessageFrame(m, this.#o.maxFrameBytes);
+      } catch (e) {
+        this.stats.dropped++;
+        this.#log.warn("transport: message not encodable, dropped", {
+          to: m.to,
+          type: m.type,
+          error: String(e),
+        });
+        continue;
+      }
+      peer.enqueue(frame);
+    }
+  }
+
+  /** Adds `id` or changes its address (an existing connection is replaced). */
+  addPeer(id: NodeId, address: string): void {
+    if (this.#closed || id === this.#o.id || id === NONE) return;
+    const old = this.#peers.get(id);
+    if (old !== undefined) {
+      if (old.address === address) return;
+      old.close();
+    }
+    this.#peers.set(id, new TcpPeer(this, id, address));
+  }
+
+  /** Forgets `id` and closes its connection. */
+  removePeer(id: NodeId): void {
+    const p = this.#peers.get(id);
+    if (p === undefined) return;
+    this.#peers.delete(id);
+    p.close();
+  }
+
+  /** Stops listening, closes every connection and waits for all loops to end. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#listener?.close();
+    } catch { /* already closed */ }
+    for (const c of this.#inbound) closeQuietly(c);
+    for (const p of this.#peers.values()) p.close();
+    this.#peers.clear();
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+  }
+
+  // ---- internals shared with TcpPeer ----
+
+  /** @internal */
+  get options(): ResolvedOptions {
+    return this.#o;
+  }
+
+  /** @internal */
+  get logger(): Logger {
+    return this.#log;
+  }
+
+  /** @internal */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** @internal Runs `p` as a tracked background task that `close` waits for. */
+  track(p: Promise<void>): void {
+    this.#track(p);
+  }
+
+  /** @internal Tells the Raft driver that `peer` could not be reached. */
+  reportUnreachable(peer: NodeId): void {
+    if (!this.#o.reportUnreachable || this.#closed || this.#handler === null) return;
+    this.#deliver({
+      type: MessageType.Unreachable,
+      to: this.#o.id,
+      from: peer,
+      term: 0,
+      logTerm: 0,
+      index: 0,
+      entries: [],
+      commit: 0,
+      reject: false,
+      rejectHint: 0,
+      context: new Uint8Array(0),
+      snapshot: null,
+    });
+  }
+
+  #track(p: Promise<void>): void {
+    const t = p.catch((e) => this.#log.error("transport: task failed", { error: String(e) }))
+      .finally(() => this.#tasks.delete(t));
+    this.#tasks.add(t);
+  }
+
+  #deliver(m: Message): void {
+    try {
+      this.#handler?.(m);
+    } catch (e) {
+      this.#log.error("transport: message handler threw", { type: m.type, error: String(e) });
+    }
+  }
+
+  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
+    while (!this.#closed) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (this.#closed) return;
+        this.#log.warn("transport: accept failed", { error: String(e) });
+        continue;
+      }
+      if (this.#closed) {
+        closeQuietly(conn);
+        return;
+      }
+      try {
+        conn.setNoDelay(true);
+      } catch { /* not fatal */ }
+      this.#inbound.add(conn);
+      this.#track(this.#serve(conn));
+    }
+  }
+
+  async #serve(conn: Deno.TcpConn): Promise<void> {
+    const dec = new FrameDecoder(this.#o.maxFrameBytes);
+    const buf = new Uint8Array(READ_BUFFER_BYTES);
+    const remote = formatAddress(conn.remoteAddr.hostname, conn.remoteAddr.port);
+    let hello: Hello | null = null;
+    try {
+      for (;;) {
+        let n: number | null;
+        try {
+          n = await conn.read(buf);
+        } catch (e) {
+          if (this.#closed) return;
+          this.#log.debug("transport: inbound read failed", { remote, error: String(e) });
+          return;
+        }
+        if (n === null) {
+          dec.finish();
+          return;
+        }
+        dec.push(buf.subarray(0, n));
+        for (let f = dec.next(); f !== null; f = dec.next()) {
+          if (hello === null) {
+            if (f.type !== FrameType.Hello) {
+              throw new ProtocolError("expected-hello", "first frame must be Hello");
+            }
+            hello = decodeHello(f.payload);
+            if (hello.to !== this.#o.id) {
+              throw new ProtocolError(
+                "wrong-node",
+                `hello for node ${hello.to}, this is ${this.#o.id}`,
+              );
+            }
+            continue;
+          }
+          if (f.type !== FrameType.Message) {
+            throw new ProtocolError("duplicate-hello", "Hello after the first frame");
+          }
+          const m = decodeMessage(f.payload);
+          if (m.to !== this.#o.id) {
+            throw new ProtocolError("wrong-node", `message to ${m.to}, this is ${this.#o.id}`);
+          }
+          if (m.from !== hello.from) {
+            throw new ProtocolError(
+              "wrong-sender",
+              `message from ${m.from} on ${hello.from}'s link`,
+            );
+          }
+          if (isLocalMessage(m.type)) {
+            throw new ProtocolError("local-message", `message type ${m.type} is local`);
+          }
+          if (this.#closed) return;
+          this.#deliver(m);
+        }
+      }
+    } catch (e) {
+      if (this.#closed) return;
+      this.stats.rejectedConnections++;
+      const err = e as Error & { reason?: string };
+      this.#log.warn("transport: closing inbound connection on bad input", {
+        remote,
+        peer: hello?.from,
+        error: err.name,
+        reason: err.reason,
+        detail: err.message,
+      });
+    } finally {
+      this.#inbound.delete(conn);
+      closeQuietly(conn);
+    }
+  }
+}
+
+/** One outbound peer: a bounded queue of encoded frames and the loop that writes them. */
+class TcpPeer {
+  readonly #t: TcpTransport;
+  readonly #queue: SendQueue<Uint8Array>;
+  #conn: Deno.TcpConn | null = null;
+  #running = false;
+  #closed = false;
+  #wake: (() => void) | null = null;
+  #failures = 0;
+  #scratch: Uint8Array | null = null;
+
+  constructor(t: TcpTransport, readonly id: NodeId, readonly address: string) {
+    this.#t = t;
+    this.#queue = new SendQueue(t.options.queueMessages, t.options.queueBytes);
+  }
+
+  enqueue(frame: Uint8Array): void {
+    if (this.#closed) return;
+    if (!this.#queue.push(frame, frame.length)) {
+      this.#t.stats.dropped++;
+      this.#t.logger.debug("transport: send queue full, message dropped", { peer: this.id });
+      return;
+    }
+    if (!this.#running) {
+      this.#running = true;
+      this.#t.track(this.#run());
+    } else {
+      this.#signal();
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue.clear();
+    if (this.#conn !== null) closeQuietly(this.#conn);
+    this.#signal();
+  }
+
+  #signal(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  /** Waits until signalled (a message queued, or close), or `ms` elapsed when given. */
+  #wait(ms?: number): Promise<void> {
+    return new Promise((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      this.#wake = () => {
+        if (timer !== undefined) clearTimeout(timer);
+        resolve();
+      };
+      if (ms !== undefined) {
+        timer = setTimeout(() => {
+          this.#wake = null;
+          resolve();
+        }, ms);
+      }
+    });
+  }
+
+  #drop(why: string, error?: unknown): void {
+    const n = this.#queue.clear();
+    this.#t.stats.dropped += n;
+    this.#t.logger.debug("transport: peer unreachable", {
+      peer: this.id,
+      address: this.address,
+      why,
+      dropped: n,
+      error: error === undefined ? undefined : String(error),
+    });
+    this.#t.reportUnreachable(this.id);
+  }
+
+  async #run(): Promise<void> {
+    const o = this.#t.options;
+    while (!this.#closed) {
+      if (this.#queue.length === 0) {
+        await this.#wait();
+        continue;
+      }
+      if (this.#conn === null) {
+        try {
+          this.#conn = await this.#dial();
+          this.#failures = 0;
+        } catch (e) {
+          if (this.#closed) break;
+          this.#drop("dial failed", e);
+          const delay = backoffDelay(o, this.#failures++);
+          // Wait out the backoff; messages queued meanwhile wait for the next dial.
+          await this.#sleep(delay);
+          continue;
+        }
+      }
+      const conn = this.#conn;
+      try {
+        await this.#writeAll(conn, this.#takeBatch());
+      } catch (e) {
+        if (this.#closed) break;
+        this.#disconnect(conn);
+        this.#drop("write failed", e);
+        await this.#sleep(backoffDelay(o, this.#failures++));
+      }
+    }
+    if (this.#conn !== null) closeQuietly(this.#conn);
+    this.#conn = null;
+  }
+
+  /** Sleeps `ms` unless closed first; messages queued meanwhile do not cut it short. */
+  async #sleep(ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (!this.#closed) {
+      const left = until - Date.now();
+      if (left <= 0) return;
+      await this.#wait(left);
+    }
+  }
+
+  async #dial(): Promise<Deno.TcpConn> {
+    const o = this.#t.options;
+    const { hostname, port } = parseAddress(this.address);
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), o.dialTimeoutMs);
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({ hostname, port, transport: "tcp", signal: ac.signal });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.#closed) {
+      closeQuietly(conn);
+      throw new Error("peer closed");
+    }
+    try {
+      conn.setNoDelay(true);
+      await this.#writeAll(conn, encodeHello({ from: o.id, to: this.id }));
+    } catch (e) {
+      closeQuietly(conn);
+      throw e;
+    }
+    // The receiver never writes back; a read that ends means the connection is gone.
+    this.#t.track(this.#watch(conn));
+    return conn;
+  }
+
+  async #watch(conn: Deno.TcpConn): Promise<void> {
+    const buf = new Uint8Array(64);
+    try {
+      while ((await conn.read(buf)) !== null) { /* ignore */ }
+    } catch { /* closed */ }
+    this.#disconnect(conn);
+  }
+
+  #disconnect(conn: Deno.TcpConn): void {
+    if (this.#conn === conn) this.#conn = null;
+    closeQuietly(conn);
+  }
+
+  /** Removes frames from the queue: one large frame, or several coalesced into one buffer. */
+  #takeBatch(): Uint8Array {
+    const first = this.#queue.shift()!;
+    if (first.length >= COALESCE_BYTES || this.#queue.length === 0) return first;
+    const buf = this.#scratch ??= new Uint8Array(COALESCE_BYTES);
+    buf.set(first, 0);
+    let n = first.length;
+    while (this.#queue.length > 0 && n + this.#queue.peekSize() <= COALESCE_BYTES) {
+      const f = this.#queue.shift()!;
+      buf.set(f, n);
+      n += f.length;
+    }
+    return buf.subarray(0, n);
+  }
+
+  async #writeAll(conn: Deno.TcpConn, data: Uint8Array): Promise<void> {
+    const stall = this.#t.options.stallTimeoutMs;
+    let off = 0;
+    while (off < data.length) {
+      const timer = setTimeout(() => {
+        this.#t.logger.warn("transport: write stalled, closing connection", {
+          peer: this.id,
+          ms: stall,
+        });
+        this.#disconnect(conn);
+      }, stall);
+      try {
+        off += await conn.write(data.subarray(off));
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  }
+}
+
+function closeQuietly(c: Deno.Conn): void {
+  try {
+    c.close();
+  } catch { /* already closed */ }
+}
+
+/** Bytes of the frame that carries `m` (for sizing queues and batches). */
+export function messageFrameBytes(m: Message): number {
+  return FRAME_HEADER_BYTES + encodedMessageSize(m) + FRAME_TRAILER_BYTES;
+}
