@@ -1,0 +1,127 @@
+/**
+ * The KV state machine contract and the exactly-once apply rules shared by every backend.
+ *
+ * ## Apply results
+ *
+ * `apply()` returns one {@link ApplyResult} per command:
+ * - `null` for an empty command (a leader's no-op or a conf change): only the applied index moves;
+ * - `{ ok: true, existed }` for a Put or Delete, `existed` telling whether the key had a value
+ *   before (for a Delete: whether something was removed);
+ * - the cached result of the original command when a session command is a duplicate
+ *   (`seq <= lastSeq` for its client) — nothing changes then;
+ * - `{ ok: false, error: "bad_command", message }` for bytes that are not a valid command
+ *   (nothing changes, the applied index still moves).
+ *
+ * @module
+ */
+import type { StateMachine } from "../raft/state_machine.ts";
+import { type Command, decodeCommand } from "./command.ts";
+import { DecodeError } from "./errors.ts";
+
+/** A range and/or prefix query over user keys. */
+export interface ScanOptions {
+  /** Inclusive lower bound. */
+  start?: Uint8Array;
+  /** Exclusive upper bound. */
+  end?: Uint8Array;
+  /** Only keys with this prefix. */
+  prefix?: Uint8Array;
+  /** At most this many pairs. */
+  limit?: number;
+  /** Descending key order. */
+  reverse?: boolean;
+}
+
+/** The result of a successfully applied Put or Delete. */
+export interface OkResult {
+  /** Always true. */
+  ok: true;
+  /** Whether the key had a value before the command. */
+  existed: boolean;
+}
+
+/** The result of a command whose bytes could not be decoded. */
+export interface BadCommandResult {
+  /** Always false. */
+  ok: false;
+  /** The error code. */
+  error: "bad_command";
+  /** What was wrong. */
+  message: string;
+}
+
+/** One command's result (see the module documentation). */
+export type ApplyResult = OkResult | BadCommandResult | null;
+
+/** A client's entry in the session table. */
+export interface SessionEntry {
+  /** The highest sequence number applied for the client. */
+  lastSeq: number;
+  /** The result of that command. */
+  lastResult: OkResult;
+}
+
+/** The session table: client id to its last applied command. */
+export type SessionTable = Map<bigint, SessionEntry>;
+
+/** The replicated KV state machine. */
+export interface KvStateMachine extends StateMachine {
+  /** The value of a user key, or undefined. */
+  get(key: Uint8Array): Promise<Uint8Array | undefined>;
+  /** User key/value pairs in key order (descending with `reverse`), from one consistent view. */
+  scan(opts?: ScanOptions): Promise<Array<[Uint8Array, Uint8Array]>>;
+  /** Counters for monitoring (backend, keys, sessions, applied index...). */
+  stats(): Record<string, unknown>;
+  /** The client session table (read-only view; for inspection and tests). */
+  sessions(): ReadonlyMap<bigint, SessionEntry>;
+}
+
+/** What to do with one command, as decided by {@link planApply}. */
+export type ApplyPlan =
+  | { kind: "done"; result: ApplyResult }
+  | { kind: "apply"; cmd: Command };
+
+/**
+ * Decodes a command and checks it against the session table: empty data is a no-op, undecodable
+ * bytes a bad command, a duplicate session command answers from the cache; anything else must be
+ * applied (then call {@link recordSession}).
+ */
+export function planApply(data: Uint8Array, sessions: SessionTable): ApplyPlan {
+  if (data.length === 0) return { kind: "done", result: null };
+  let cmd: Command;
+  try {
+    cmd = decodeCommand(data);
+  } catch (e) {
+    if (!(e instanceof DecodeError)) throw e;
+    return { kind: "done", result: { ok: false, error: "bad_command", message: e.message } };
+  }
+  if (cmd.session) {
+    const s = sessions.get(cmd.session.clientId);
+    if (s && cmd.session.seq <= s.lastSeq) return { kind: "done", result: s.lastResult };
+  }
+  return { kind: "apply", cmd };
+}
+
+/** Records an applied command's result in the session table (no-op without a session). */
+export function recordSession(
+  cmd: Command,
+  result: OkResult,
+  sessions: SessionTable,
+): SessionEntry | undefined {
+  if (!cmd.session) return undefined;
+  const entry = { lastSeq: cmd.session.seq, lastResult: result };
+  sessions.set(cmd.session.clientId, entry);
+  return entry;
+}
+
+/** Encodes an {@link OkResult} as one byte (for session storage). */
+export function encodeResult(r: OkResult): number {
+  return r.existed ? 2 : 1;
+}
+
+/** Decodes {@link encodeResult}. */
+export function decodeResult(b: number): OkResult {
+  if (b === 1) return { ok: true, existed: false };
+  if (b === 2) return { ok: true, existed: true };
+  throw new DecodeError("session result", `unknown result code ${b}`);
+}

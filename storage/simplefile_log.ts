@@ -1,0 +1,329 @@
+/**
+ * The simplefile {@link LogStore}: human-readable JSON, correct before fast.
+ *
+ * Files in the directory:
+ * - `raft-state.json` — hard state, snapshot metadata and the name of the live log file; always
+ *   replaced atomically (temporary file, fsync, rename, directory fsync). It is the commit point.
+ * - `raft-log-<gen>.jsonl` — the entries, one JSON object per line, only ever appended to
+ *   (`{"index":1,"term":1,"type":0,"data":"<base64>"}`). A later line with a lower or equal index
+ *   replaces the suffix from that index (log truncation).
+ * - `raft-snapshot-<index>.json` — the latest snapshot: `{"meta":{...},"data":"<base64>"}`.
+ *
+ * Installing or creating a snapshot starts a new log generation holding only the entries after
+ * it, then commits through `raft-state.json`; the old generation and snapshot are then deleted.
+ * A torn last line (crash during an append) is cut off on open; a bad line followed by good ones is
+ * a {@link CorruptionError}.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { InitialState, LogStore } from "../raft/storage.ts";
+import {
+  type ConfState,
+  type Entry,
+  EntryType,
+  type HardState,
+  type Snapshot,
+  type SnapshotMeta,
+} from "../raft/types.ts";
+import { fromBase64, toBase64 } from "./bytes.ts";
+import { CorruptionError, LogGapError, StoreClosedError } from "./errors.ts";
+import { fsyncDir, readFileIfExists, removeIfExists, writeAll, writeFileAtomic } from "./fsutil.ts";
+import { cloneConf, cloneMeta, LogCore } from "./log_core.ts";
+
+const STATE_FILE = "raft-state.json";
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+interface StateJson {
+  version: 1;
+  hardState: HardState;
+  snapshot: SnapshotMeta;
+  logFile: string;
+}
+
+function logName(gen: number): string {
+  return `raft-log-${String(gen).padStart(6, "0")}.jsonl`;
+}
+
+function snapName(index: number): string {
+  return `raft-snapshot-${String(index).padStart(20, "0")}.json`;
+}
+
+function entryLine(e: Entry): string {
+  return JSON.stringify({ index: e.index, term: e.term, type: e.type, data: toBase64(e.data) }) +
+    "\n";
+}
+
+function parseEntry(line: string): Entry | undefined {
+  try {
+    const o = JSON.parse(line);
+    if (
+      typeof o !== "object" || o === null || !Number.isSafeInteger(o.index) ||
+      !Number.isSafeInteger(o.term) || (o.type !== EntryType.Normal &&
+        o.type !== EntryType.ConfChange) ||
+      typeof o.data !== "string"
+    ) return undefined;
+    return { index: o.index, term: o.term, type: o.type, data: fromBase64(o.data) };
+  } catch {
+    return undefined;
+  }
+}
+
+function parseConf(c: ConfState): ConfState {
+  return cloneConf({
+    voters: c?.voters ?? [],
+    votersOutgoing: c?.votersOutgoing ?? [],
+    learners: c?.learners ?? [],
+    learnersNext: c?.learnersNext ?? [],
+  });
+}
+
+/** A Raft log kept in JSON files (see the module documentation for the layout). */
+export class SimpleFileLogStore implements LogStore {
+  readonly #dir: string;
+  readonly #core = new LogCore();
+  #gen = 1;
+  #file: Deno.FsFile | null = null;
+  #pending = "";
+  #hsDirty = false;
+  /** A snapshot installed or created since the last sync, with its data. */
+  #pendingSnap: Snapshot | null = null;
+  #closed = false;
+
+  private constructor(dir: string) {
+    this.#dir = dir;
+  }
+
+  /** Opens (or creates) the log in `dir`. */
+  static open(dir: string): Promise<SimpleFileLogStore> {
+    Deno.mkdirSync(dir, { recursive: true });
+    const s = new SimpleFileLogStore(dir);
+    s.#load();
+    return Promise.resolve(s);
+  }
+
+  #load(): void {
+    const raw = readFileIfExists(join(this.#dir, STATE_FILE));
+    let logFile = logName(1);
+    if (raw) {
+      let st: StateJson;
+      try {
+        st = JSON.parse(dec.decode(raw));
+      } catch (e) {
+        throw new CorruptionError(STATE_FILE, 0, "json", String(e));
+      }
+      this.#core.hs = {
+        term: st.hardState.term,
+        vote: st.hardState.vote,
+        commit: st.hardState.commit,
+      };
+      this.#core.snap = {
+        index: st.snapshot.index,
+        term: st.snapshot.term,
+        conf: parseConf(st.snapshot.conf),
+      };
+      logFile = st.logFile;
+      const m = /^raft-log-(\d+)\.jsonl$/.exec(logFile);
+      if (!m) throw new CorruptionError(STATE_FILE, 0, "log file name", logFile);
+      this.#gen = Number(m[1]);
+      if (
+        this.#core.snap.index > 0 &&
+        !readFileIfExists(join(this.#dir, snapName(this.#core.snap.index)))
+      ) {
+        throw new CorruptionError(snapName(this.#core.snap.index), 0, "missing snapshot");
+      }
+    }
+    this.#replay(logFile);
+    // Leftovers of an interrupted snapshot switch.
+    for (const d of Deno.readDirSync(this.#dir)) {
+      const stale = (d.name.startsWith("raft-log-") && d.name !== logFile) ||
+        (d.name.startsWith("raft-snapshot-") && d.name !== snapName(this.#core.snap.index)) ||
+        d.name.endsWith(".tmp");
+      if (stale && d.name.startsWith("raft-")) removeIfExists(join(this.#dir, d.name));
+    }
+    this.#file = Deno.openSync(join(this.#dir, logFile), {
+      write: true,
+      create: true,
+      append: true,
+    });
+  }
+
+  #replay(logFile: string): void {
+    const path = join(this.#dir, logFile);
+    const raw = readFileIfExists(path);
+    if (!raw) return;
+    const text = dec.decode(raw);
+    let pos = 0;
+    let lineNo = 0;
+    let cut = -1;
+    while (pos < text.length) {
+      const nl = text.indexOf("\n", pos);
+      const line = nl < 0 ? text.slice(pos) : text.slice(pos, nl);
+      const e = nl < 0 ? undefined : parseEntry(line);
+      lineNo++;
+      if (!e) {
+        // Torn tail unless a good line follows.
+        const rest = nl < 0 ? "" : text.slice(nl + 1);
+        if (rest.split("\n").some((l) => parseEntry(l) !== undefined)) {
+          throw new CorruptionError(logFile, lineNo, "bad line");
+        }
+        cut = pos;
+        break;
+      }
+      try {
+        this.#core.append([e]);
+      } catch (err) {
+        if (err instanceof LogGapError) throw new CorruptionError(logFile, lineNo, "gap");
+        throw err;
+      }
+      pos = nl + 1;
+    }
+    if (cut >= 0) {
+      const bytes = enc.encode(text.slice(0, cut)).length;
+      const f = Deno.openSync(path, { write: true });
+      try {
+        f.truncateSync(bytes);
+        f.syncSync();
+      } finally {
+        f.close();
+      }
+    }
+  }
+
+  /** See {@link LogStore.initialState}. */
+  initialState(): InitialState {
+    return { hardState: { ...this.#core.hs }, confState: cloneConf(this.#core.snap.conf) };
+  }
+
+  /** See {@link LogStore.entries}. */
+  entries(lo: number, hi: number, maxBytes?: number): Entry[] {
+    return this.#core.entries(lo, hi, maxBytes);
+  }
+
+  /** See {@link LogStore.term}. */
+  term(index: number): number {
+    return this.#core.term(index);
+  }
+
+  /** See {@link LogStore.firstIndex}. */
+  firstIndex(): number {
+    return this.#core.firstIndex();
+  }
+
+  /** See {@link LogStore.lastIndex}. */
+  lastIndex(): number {
+    return this.#core.lastIndex();
+  }
+
+  /** See {@link LogStore.snapshotMeta}. */
+  snapshotMeta(): SnapshotMeta {
+    return cloneMeta(this.#core.snap);
+  }
+
+  /** See {@link LogStore.snapshot}. */
+  snapshot(): Snapshot {
+    if (this.#pendingSnap) {
+      return { meta: cloneMeta(this.#core.snap), data: this.#pendingSnap.data };
+    }
+    if (this.#core.snap.index === 0) {
+      return { meta: cloneMeta(this.#core.snap), data: new Uint8Array(0) };
+    }
+    const name = snapName(this.#core.snap.index);
+    const raw = readFileIfExists(join(this.#dir, name));
+    if (!raw) throw new CorruptionError(name, 0, "missing snapshot");
+    const o = JSON.parse(dec.decode(raw));
+    return { meta: cloneMeta(this.#core.snap), data: fromBase64(o.data) };
+  }
+
+  /** See {@link LogStore.append}. */
+  append(entries: Entry[]): void {
+    this.#check();
+    for (const e of this.#core.append(entries)) this.#pending += entryLine(e);
+  }
+
+  /** See {@link LogStore.setHardState}. */
+  setHardState(hs: HardState): void {
+    this.#check();
+    this.#core.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
+    this.#hsDirty = true;
+  }
+
+  /** See {@link LogStore.applySnapshot}. */
+  applySnapshot(snap: Snapshot): void {
+    this.#check();
+    if (this.#core.install(snap.meta) !== undefined) this.#pendingSnap = snap;
+  }
+
+  /** See {@link LogStore.createSnapshot}. */
+  createSnapshot(snap: Snapshot): void {
+    this.#check();
+    if (this.#core.compact(snap.meta)) this.#pendingSnap = snap;
+  }
+
+  /** Makes everything recorded so far durable. */
+  sync(): Promise<void> {
+    this.#check();
+    if (this.#pendingSnap) this.#switchGeneration(this.#pendingSnap);
+    else {
+      if (this.#pending) {
+        writeAll(this.#file!, enc.encode(this.#pending));
+        this.#file!.syncDataSync();
+        this.#pending = "";
+      }
+      if (this.#hsDirty) this.#writeState(logName(this.#gen));
+    }
+    return Promise.resolve();
+  }
+
+  #writeState(logFile: string): void {
+    const st: StateJson = {
+      version: 1,
+      hardState: this.#core.hs,
+      snapshot: this.#core.snap,
+      logFile,
+    };
+    writeFileAtomic(this.#dir, STATE_FILE, enc.encode(JSON.stringify(st, null, 2) + "\n"));
+    this.#hsDirty = false;
+  }
+
+  /** Writes a new log generation with the live entries, the snapshot, then the state. */
+  #switchGeneration(snap: Snapshot): void {
+    const oldLog = logName(this.#gen);
+    const newLog = logName(this.#gen + 1);
+    const lines = this.#core.ents.map(entryLine).join("");
+    writeFileAtomic(this.#dir, newLog, enc.encode(lines));
+    const meta = this.#core.snap;
+    writeFileAtomic(
+      this.#dir,
+      snapName(meta.index),
+      enc.encode(JSON.stringify({ meta, data: toBase64(snap.data) }) + "\n"),
+    );
+    this.#writeState(newLog);
+    this.#file!.close();
+    this.#gen++;
+    this.#file = Deno.openSync(join(this.#dir, newLog), { write: true, append: true });
+    this.#pending = "";
+    this.#pendingSnap = null;
+    removeIfExists(join(this.#dir, oldLog));
+    for (const d of Deno.readDirSync(this.#dir)) {
+      if (d.name.startsWith("raft-snapshot-") && d.name !== snapName(meta.index)) {
+        removeIfExists(join(this.#dir, d.name));
+      }
+    }
+    fsyncDir(this.#dir);
+  }
+
+  /** Syncs and closes the files. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.sync();
+    this.#closed = true;
+    this.#file?.close();
+    this.#file = null;
+  }
+
+  #check(): void {
+    if (this.#closed) throw new StoreClosedError("simplefile log store");
+  }
+}
