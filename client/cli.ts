@@ -1,0 +1,431 @@
+/**
+ * The client commands of the `gokv` executable: set, get, delete, scan, member, leader, status,
+ * bench. Results print exactly as go-kv prints them (see client/format.ts); a failed operation
+ * prints "❌ Failed to execute command." on stdout and the reason on stderr (exit 1); usage and
+ * configuration errors print on stderr (exit 2).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { Client, type ConsistencyLevel } from "./client.ts";
+import { NotFoundError } from "./errors.ts";
+import {
+  FAILED,
+  formatMembersTable,
+  formatStatusTable,
+  progressBar,
+  SUCCESS_NIL,
+  SUCCESS_NOT_FOUND,
+  successResult,
+  successValue,
+} from "./format.ts";
+import { runBench } from "./bench.ts";
+import { asUsageError, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from "../config/cli.ts";
+import { ConfigError, loadConfig } from "../config/config.ts";
+
+/** Where the CLI writes (tests capture it). */
+export interface CliIO {
+  /** A line to stdout. */
+  out(line: string): void;
+  /** A line to stderr. */
+  err(line: string): void;
+  /** Text to stderr without a newline (progress bar). */
+  progress?(text: string): void;
+}
+
+const encoder = new TextEncoder();
+
+/** The process's stdout/stderr. */
+export const stdio: CliIO = {
+  out: (line) => console.log(line),
+  err: (line) => console.error(line),
+  progress: (text) => {
+    try {
+      Deno.stderr.writeSync(encoder.encode(text));
+    } catch { /* stderr closed */ }
+  },
+};
+
+const COMMON = {
+  config: { type: "string", short: "c" },
+  endpoints: { type: "string", short: "e" },
+  "timeout-ms": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+const COMMON_HELP = `
+Cluster options:
+  -c, --config FILE       config file listing the nodes (default conf/config.yaml)
+  -e, --endpoints A,B,C   client addresses host:port (instead of --config)
+      --timeout-ms N      overall deadline of the operation (default 10000)
+  -h, --help              show this help`;
+
+const HELP: Record<string, string> = {
+  set: "Usage: gokv set <key> <value> [options]\n\nWrites value at key.",
+  get:
+    "Usage: gokv get <key> [--consistency linearizable|serializable] [options]\n\nReads a key (linearizable by default).",
+  delete: "Usage: gokv delete <key> [options]\n\nDeletes a key.",
+  scan:
+    "Usage: gokv scan [--prefix P] [--start S] [--end E] [--limit N] [--json] [options]\n\nLists key/value pairs in key order, one `key<TAB>value` per line.",
+  member: `Usage:
+  gokv member list [--json] [options]
+  gokv member add <id> <peer-addr> <client-addr> <http-addr> [options]
+  gokv member remove <id> [options]
+
+Lists, adds (as a learner, promoted once caught up) or removes cluster members.
+Start the new node first with \`gokv server --config FILE --id <id> --join\`.`,
+  leader: "Usage: gokv leader transfer <id> [options]\n\nHands leadership to node <id>.",
+  status:
+    "Usage: gokv status [--json] [options]\n\nShows a table of every node (id, role, term, leader, indexes, sizes).",
+  bench: `Usage: gokv bench [options]
+
+Closed-loop load: C clients each with one request in flight.
+  --clients N        concurrent clients (default 16)
+  --connections N    client connections shared by them (default 1)
+  --read-ratio F     fraction of gets, 0..1 (default 0: puts only)
+  --keys N           key space (default 10000)
+  --key-size N       key bytes (default 15: "key" + 12 digits)
+  --value-size N     value bytes (default 100)
+  --duration S       seconds to run (default 10) ...
+  --count N          ... or number of operations
+  --consistency C    linearizable (default) | serializable
+  --json             print the result as JSON`,
+};
+
+function help(name: string): string {
+  return `${HELP[name]}\n${COMMON_HELP}`;
+}
+
+function int(name: string, v: string | undefined, def: number, min = 0): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`--${name} must be an integer >= ${min}`);
+  }
+  return n;
+}
+
+function num(name: string, v: string | undefined, def: number, min: number, max: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min || n > max) {
+    throw new UsageError(`--${name} must be a number in [${min}, ${max}]`);
+  }
+  return n;
+}
+
+function consistencyArg(v: string | undefined): ConsistencyLevel {
+  if (v === undefined || v === "linearizable" || v === "serializable") {
+    return v ?? "linearizable";
+  }
+  throw new UsageError(`--consistency must be linearizable or serializable`);
+}
+
+async function endpointsOf(values: { config?: string; endpoints?: string }): Promise<string[]> {
+  if (values.endpoints !== undefined) {
+    const eps = values.endpoints.split(",").map((s) => s.trim()).filter((s) => s);
+    if (eps.length === 0) throw new UsageError("--endpoints is empty");
+    for (const e of eps) {
+      if (!/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(e)) {
+        throw new UsageError(`endpoint "${e}" is not host:port`);
+      }
+    }
+    return eps;
+  }
+  const cfg = await loadConfig(values.config ?? "conf/config.yaml");
+  return cfg.nodes.map((n) => n.client);
+}
+
+function positionals(p: string[], want: number, usage: string): string[] {
+  if (p.length !== want) {
+    throw new UsageError(
+      `expected ${want} argument${want === 1 ? "" : "s"} (${usage}), got ${p.length}`,
+    );
+  }
+  return p;
+}
+
+function nodeId(s: string): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1 || n > 0x7fffffff) {
+    throw new UsageError(`"${s}" is not a node id (a positive integer)`);
+  }
+  return n;
+}
+
+/**
+ * Runs client command `name` with its arguments; returns the exit code (0 ok, 1 failed,
+ * 2 usage/config error).
+ */
+export async function clientCommand(
+  name: string,
+  argv: string[],
+  io: CliIO = stdio,
+): Promise<number> {
+  if (!(name in HELP)) {
+    io.err(`gokv: unknown command "${name}"`);
+    return EXIT_USAGE;
+  }
+  let client: Client | undefined;
+  try {
+    const extra = {
+      consistency: { type: "string" },
+      prefix: { type: "string" },
+      start: { type: "string" },
+      end: { type: "string" },
+      limit: { type: "string" },
+      json: { type: "boolean" },
+      clients: { type: "string" },
+      connections: { type: "string" },
+      "read-ratio": { type: "string" },
+      keys: { type: "string" },
+      "key-size": { type: "string" },
+      "value-size": { type: "string" },
+      duration: { type: "string" },
+      count: { type: "string" },
+    } as const;
+    const allowed: Record<string, (keyof typeof extra)[]> = {
+      set: [],
+      get: ["consistency"],
+      delete: [],
+      scan: ["prefix", "start", "end", "limit", "json", "consistency"],
+      member: ["json"],
+      leader: [],
+      status: ["json"],
+      bench: [
+        "clients",
+        "connections",
+        "read-ratio",
+        "keys",
+        "key-size",
+        "value-size",
+        "duration",
+        "count",
+        "consistency",
+        "json",
+      ],
+    };
+    const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+      ...COMMON,
+    };
+    for (const k of allowed[name]) options[k] = extra[k];
+    const { values: v, positionals: pos } = parseArgs({
+      args: argv,
+      options,
+      allowPositionals: true,
+      strict: true,
+    }) as { values: Record<string, string | boolean | undefined>; positionals: string[] };
+    if (v.help) {
+      io.out(help(name));
+      return EXIT_OK;
+    }
+    const s = (k: string) => v[k] as string | undefined;
+    const timeoutMs = int("timeout-ms", s("timeout-ms"), 10_000, 1);
+
+    // Validate arguments fully before touching the network.
+    let run: (c: Client) => Promise<number>;
+    switch (name) {
+      case "set": {
+        const [key, value] = positionals(pos, 2, "<key> <value>");
+        if (key === "") throw new UsageError("the key must not be empty");
+        run = async (c) => {
+          await c.put(key, value);
+          io.out(SUCCESS_NIL);
+          return EXIT_OK;
+        };
+        break;
+      }
+      case "get": {
+        const [key] = positionals(pos, 1, "<key>");
+        if (key === "") throw new UsageError("the key must not be empty");
+        const consistency = consistencyArg(s("consistency"));
+        run = async (c) => {
+          const value = await c.getString(key, { consistency });
+          io.out(value === undefined ? SUCCESS_NOT_FOUND : successValue(value));
+          return EXIT_OK;
+        };
+        break;
+      }
+      case "delete": {
+        const [key] = positionals(pos, 1, "<key>");
+        if (key === "") throw new UsageError("the key must not be empty");
+        run = async (c) => {
+          await c.delete(key);
+          io.out(SUCCESS_NIL);
+          return EXIT_OK;
+        };
+        break;
+      }
+      case "scan": {
+        positionals(pos, 0, "no positional arguments");
+        const limit = s("limit") === undefined ? undefined : int("limit", s("limit"), 0, 1);
+        const consistency = consistencyArg(s("consistency"));
+        run = async (c) => {
+          const pairs = await c.scan({
+            prefix: s("prefix"),
+            start: s("start"),
+            end: s("end"),
+            limit,
+            consistency,
+          });
+          const d = new TextDecoder();
+          if (v.json) {
+            io.out(
+              JSON.stringify(
+                pairs.map((p) => ({ key: d.decode(p.key), value: d.decode(p.value) })),
+              ),
+            );
+          } else {
+            for (const p of pairs) io.out(`${d.decode(p.key)}\t${d.decode(p.value)}`);
+          }
+          return EXIT_OK;
+        };
+        break;
+      }
+      case "member": {
+        const sub = pos[0];
+        if (sub === "list") {
+          positionals(pos, 1, "list");
+          run = async (c) => {
+            const members = await c.members();
+            if (v.json) {
+              io.out(JSON.stringify(members));
+            } else {
+              let leader = 0;
+              try {
+                leader = (await c.status()).leader;
+              } catch { /* table without leader mark */ }
+              io.out(formatMembersTable(members, leader));
+            }
+            return EXIT_OK;
+          };
+        } else if (sub === "add") {
+          const [, id, peer, clientAddr, http] = positionals(
+            pos,
+            5,
+            "add <id> <peer-addr> <client-addr> <http-addr>",
+          );
+          const member = { id: nodeId(id), peer, client: clientAddr, http };
+          for (const a of [peer, clientAddr, http]) {
+            if (!/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(a)) {
+              throw new UsageError(`"${a}" is not a host:port address`);
+            }
+          }
+          run = async (c) => {
+            await c.addMember(member, { timeoutMs: Math.max(timeoutMs, 30_000) });
+            io.out(successResult(`member ${member.id} added`));
+            return EXIT_OK;
+          };
+        } else if (sub === "remove") {
+          const [, id] = positionals(pos, 2, "remove <id>");
+          const nid = nodeId(id);
+          run = async (c) => {
+            await c.removeMember(nid);
+            io.out(successResult(`member ${nid} removed`));
+            return EXIT_OK;
+          };
+        } else {
+          throw new UsageError(`member needs a subcommand: list, add or remove`);
+        }
+        break;
+      }
+      case "leader": {
+        if (pos[0] !== "transfer") throw new UsageError(`leader needs a subcommand: transfer <id>`);
+        const [, id] = positionals(pos, 2, "transfer <id>");
+        const nid = nodeId(id);
+        run = async (c) => {
+          await c.transferLeader(nid);
+          io.out(successResult(`leadership transferred to ${nid}`));
+          return EXIT_OK;
+        };
+        break;
+      }
+      case "status": {
+        positionals(pos, 0, "no positional arguments");
+        run = async (c) => {
+          const rows = await c.statusAll({ timeoutMs: Math.min(timeoutMs, 3_000) });
+          if (v.json) {
+            io.out(JSON.stringify(
+              rows.map((r) => ({
+                endpoint: r.endpoint,
+                status: r.status,
+                error: r.error?.message,
+              })),
+            ));
+          } else {
+            io.out(formatStatusTable(rows));
+          }
+          return rows.some((r) => r.status) ? EXIT_OK : EXIT_FAILED;
+        };
+        break;
+      }
+      case "bench": {
+        positionals(pos, 0, "no positional arguments");
+        const count = s("count") === undefined ? undefined : int("count", s("count"), 0, 1);
+        const durationMs = num("duration", s("duration"), 10, 0.1, 86400) * 1000;
+        const opts = {
+          clients: int("clients", s("clients"), 16, 1),
+          connections: int("connections", s("connections"), 1, 1),
+          readRatio: num("read-ratio", s("read-ratio"), 0, 0, 1),
+          keySpace: int("keys", s("keys"), 10_000, 1),
+          keySize: int("key-size", s("key-size"), 15, 4),
+          valueSize: int("value-size", s("value-size"), 100, 0),
+          count,
+          durationMs: count === undefined ? durationMs : undefined,
+          consistency: consistencyArg(s("consistency")),
+        };
+        const endpoints = await endpointsOf(v as { config?: string; endpoints?: string });
+        const tty = Deno.stderr.isTerminal();
+        const r = await runBench({
+          ...opts,
+          endpoints,
+          onProgress: (f, ops) => {
+            const text = progressBar(f, 30, `${ops} ops`);
+            io.progress?.(tty ? `\r${text}` : f >= 1 ? text + "\n" : "");
+          },
+        });
+        if (tty) io.progress?.("\n");
+        if (v.json) {
+          io.out(JSON.stringify(r));
+        } else {
+          const l = r.latency;
+          io.out(
+            `${r.ops} ops in ${r.seconds.toFixed(2)} s: ${Math.round(r.opsPerSec)} ops/s ` +
+              `(${r.puts} puts, ${r.gets} gets, ${r.errors} errors)`,
+          );
+          io.out(
+            `latency ms: p50 ${l.p50.toFixed(2)}  p95 ${l.p95.toFixed(2)}  p99 ${
+              l.p99.toFixed(2)
+            }  max ${l.max.toFixed(2)}`,
+          );
+          if (r.firstError) io.err(`first error: ${r.firstError}`);
+        }
+        return r.errors > 0 && r.ops === 0 ? EXIT_FAILED : EXIT_OK;
+      }
+      default:
+        throw new UsageError(`unknown command ${name}`);
+    }
+    const endpoints = await endpointsOf(v as { config?: string; endpoints?: string });
+    client = await Client.connect({ endpoints, timeoutMs });
+    return await run(client);
+  } catch (e) {
+    const err = asUsageError(e);
+    if (err instanceof UsageError) {
+      io.err(`gokv ${name}: ${err.message}\nRun \`gokv ${name} --help\` for usage.`);
+      return EXIT_USAGE;
+    }
+    if (err instanceof ConfigError) {
+      io.err(`gokv: config error: ${err.message}`);
+      return EXIT_USAGE;
+    }
+    io.out(FAILED);
+    io.err(
+      err instanceof NotFoundError
+        ? `not found: ${err.what}`
+        : `${(err as Error).name}: ${(err as Error).message}`,
+    );
+    return EXIT_FAILED;
+  } finally {
+    await client?.close();
+  }
+}

@@ -1,0 +1,457 @@
+/**
+ * The gokv client library.
+ *
+ * ```ts
+ * const kv = await Client.connect({ endpoints: ["127.0.0.1:8001", "127.0.0.1:8002"] });
+ * await kv.put("greeting", "hello world");
+ * const v = await kv.getString("greeting"); // "hello world", or undefined if missing
+ * await kv.close();
+ * ```
+ *
+ * The client finds and caches the leader, follows "not leader" redirects, retries with backoff
+ * across leader changes and unreachable nodes until the operation's deadline, and makes writes
+ * exactly-once through client sessions: every write carries (client id, sequence number) and a
+ * retry reuses the same pair, so the state machine applies it at most once. One instance is safe
+ * for any number of concurrent callers (they share multiplexed connections).
+ *
+ * `get` returns `undefined` for a missing key (it does NOT throw {@link NotFoundError}).
+ *
+ * @module
+ */
+import { Connection, type RequestBody } from "./connection.ts";
+import {
+  Consistency,
+  type MemberInfo,
+  Op,
+  type Response,
+  type ScanRange,
+  Status,
+} from "./protocol.ts";
+import {
+  GokvError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  TimeoutError,
+  UnavailableError,
+} from "./errors.ts";
+
+/** Keys and values: UTF-8 strings or raw bytes. */
+export type Bytes = string | Uint8Array;
+
+/** Read consistency names. */
+export type ConsistencyLevel = "linearizable" | "serializable";
+
+/** Options of {@link Client.connect}. */
+export interface ClientOptions {
+  /** Client (binary protocol) addresses "host:port" of some or all nodes. */
+  endpoints: string[];
+  /** Overall deadline of one operation including retries (default 10 000 ms). */
+  timeoutMs?: number;
+  /** Deadline of one attempt against one node (default 3 000 ms). */
+  requestTimeoutMs?: number;
+  /** TCP connect timeout (default 1 000 ms). */
+  connectTimeoutMs?: number;
+}
+
+/** Per-call options. */
+export interface CallOptions {
+  /** Overrides the overall deadline of this call. */
+  timeoutMs?: number;
+}
+
+/** Options of {@link Client.get}. */
+export interface GetOptions extends CallOptions {
+  /** "linearizable" (default) or "serializable" (may be stale, served by any node). */
+  consistency?: ConsistencyLevel;
+}
+
+/** Options of {@link Client.scan}. */
+export interface ScanOptions extends CallOptions {
+  /** Inclusive lower bound. */
+  start?: Bytes;
+  /** Exclusive upper bound. */
+  end?: Bytes;
+  /** Only keys with this prefix. */
+  prefix?: Bytes;
+  /** At most this many pairs. */
+  limit?: number;
+  /** "linearizable" (default) or "serializable". */
+  consistency?: ConsistencyLevel;
+}
+
+/** One key-value pair. */
+export interface KeyValue {
+  /** The key. */
+  key: Uint8Array;
+  /** The value. */
+  value: Uint8Array;
+}
+
+/** A member of the cluster. */
+export type Member = MemberInfo;
+
+/** The status a node reports about itself (see GET /v1/status). */
+export interface NodeStatus {
+  /** The node id. */
+  id: number;
+  /** "leader", "follower", "candidate", "learner" (or "pre-candidate"). */
+  role: string;
+  /** Current term. */
+  term: number;
+  /** The leader's id as this node knows it (0: none). */
+  leader: number;
+  /** Highest committed index. */
+  commitIndex: number;
+  /** Highest applied index. */
+  appliedIndex: number;
+  /** Index of the latest snapshot. */
+  snapshotIndex: number;
+  /** Entries in the log. */
+  logSize: number;
+  /** Storage engine statistics. */
+  storage: Record<string, unknown>;
+  /** Other fields. */
+  [key: string]: unknown;
+}
+
+/** A node's answer (or failure) to a status request, from {@link Client.statusAll}. */
+export interface EndpointStatus {
+  /** The address asked. */
+  endpoint: string;
+  /** The status, when the node answered. */
+  status?: NodeStatus;
+  /** Why it did not. */
+  error?: Error;
+}
+
+interface Session {
+  clientId: bigint;
+  seq: number;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Converts a key or value to bytes. */
+export function toBytes(b: Bytes): Uint8Array {
+  return typeof b === "string" ? enc.encode(b) : b;
+}
+
+function randomClientId(): bigint {
+  const a = new BigUint64Array(1);
+  do crypto.getRandomValues(a); while (a[0] === 0n);
+  return a[0];
+}
+
+function consistency(c: ConsistencyLevel | undefined): Consistency {
+  if (c === undefined || c === "linearizable") return Consistency.Linearizable;
+  if (c === "serializable") return Consistency.Serializable;
+  throw new InvalidArgumentError(`unknown consistency "${c}"`);
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A gokv client. Create with {@link Client.connect} or {@link Client.fromConfig}. */
+export class Client {
+  private endpoints: string[];
+  private conns = new Map<string, Promise<Connection>>();
+  private leader: string | undefined;
+  private rr = 0;
+  private sessions: Session[] = [];
+  private closed = false;
+  private readonly timeoutMs: number;
+  private readonly requestTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+
+  private constructor(opts: ClientOptions) {
+    this.endpoints = [...new Set(opts.endpoints.map((e) => e.trim()).filter((e) => e))];
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 3_000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 1_000;
+    this.rr = Math.floor(Math.random() * this.endpoints.length);
+  }
+
+  /** Creates a client for `opts.endpoints` and checks that at least one answers. Throws
+   * {@link InvalidArgumentError} without endpoints and {@link UnavailableError} if none
+   * connects. */
+  static async connect(opts: ClientOptions): Promise<Client> {
+    const c = new Client(opts);
+    if (c.endpoints.length === 0) throw new InvalidArgumentError("no endpoints given");
+    const errors: string[] = [];
+    for (let i = 0; i < c.endpoints.length; i++) {
+      const ep = c.endpoints[(c.rr + i) % c.endpoints.length];
+      try {
+        await c.connection(ep);
+        c.rr = (c.rr + i) % c.endpoints.length;
+        return c;
+      } catch (e) {
+        errors.push((e as Error).message);
+      }
+    }
+    await c.close();
+    throw new UnavailableError(`no endpoint reachable: ${errors.join("; ")}`);
+  }
+
+  /** Creates a client for the client addresses of the nodes of a gokv config file. */
+  static async fromConfig(
+    path: string,
+    opts: Omit<ClientOptions, "endpoints"> = {},
+  ): Promise<Client> {
+    const { loadConfig } = await import("../config/config.ts");
+    const cfg = await loadConfig(path);
+    return Client.connect({ ...opts, endpoints: cfg.nodes.map((n) => n.client) });
+  }
+
+  /** Writes `value` at `key`. */
+  async put(key: Bytes, value: Bytes, opts: CallOptions = {}): Promise<void> {
+    const k = toBytes(key);
+    if (k.length === 0) throw new InvalidArgumentError("empty key");
+    const v = toBytes(value);
+    await this.write((s) => ({ op: Op.Put, key: k, value: v, ...s }), opts);
+  }
+
+  /** Deletes `key` (no error if it does not exist). */
+  async delete(key: Bytes, opts: CallOptions = {}): Promise<void> {
+    const k = toBytes(key);
+    if (k.length === 0) throw new InvalidArgumentError("empty key");
+    await this.write((s) => ({ op: Op.Delete, key: k, ...s }), opts);
+  }
+
+  /** Reads `key`; `undefined` when it does not exist. */
+  async get(key: Bytes, opts: GetOptions = {}): Promise<Uint8Array | undefined> {
+    const k = toBytes(key);
+    if (k.length === 0) throw new InvalidArgumentError("empty key");
+    const c = consistency(opts.consistency);
+    const res = await this.call({ op: Op.Get, key: k, consistency: c }, opts);
+    return res.status === Status.NotFound ? undefined : res.value;
+  }
+
+  /** Reads `key` as UTF-8 text; `undefined` when it does not exist. */
+  async getString(key: Bytes, opts: GetOptions = {}): Promise<string | undefined> {
+    const v = await this.get(key, opts);
+    return v === undefined ? undefined : dec.decode(v);
+  }
+
+  /** Range scan in key order. */
+  async scan(opts: ScanOptions = {}): Promise<KeyValue[]> {
+    const range: ScanRange = {};
+    if (opts.start !== undefined) range.start = toBytes(opts.start);
+    if (opts.end !== undefined) range.end = toBytes(opts.end);
+    if (opts.prefix !== undefined) range.prefix = toBytes(opts.prefix);
+    if (opts.limit !== undefined) {
+      if (!Number.isInteger(opts.limit) || opts.limit < 0 || opts.limit > 0xffffffff) {
+        throw new InvalidArgumentError(`bad limit ${opts.limit}`);
+      }
+      range.limit = opts.limit;
+    }
+    const c = consistency(opts.consistency);
+    const res = await this.call({ op: Op.Scan, range, consistency: c }, opts);
+    return (res.pairs ?? []).map(([key, value]) => ({ key, value }));
+  }
+
+  /** The cluster's members with their addresses, as the leader knows them. */
+  async members(opts: CallOptions = {}): Promise<Member[]> {
+    const res = await this.call({ op: Op.Members }, opts);
+    return res.members ?? [];
+  }
+
+  /** Adds a node (as a learner, promoted to voter once caught up). */
+  async addMember(member: Omit<Member, "learner">, opts: CallOptions = {}): Promise<void> {
+    await this.call({ op: Op.MemberAdd, member }, { timeoutMs: opts.timeoutMs ?? 30_000 });
+  }
+
+  /** Removes a node. Throws {@link NotFoundError} if it is not a member. */
+  async removeMember(id: number, opts: CallOptions = {}): Promise<void> {
+    const res = await this.call({ op: Op.MemberRemove, nodeId: id }, opts);
+    if (res.status === Status.NotFound) throw new NotFoundError(`member ${id}`);
+  }
+
+  /** Asks the leader to hand leadership to `id`. */
+  async transferLeader(id: number, opts: CallOptions = {}): Promise<void> {
+    await this.call({ op: Op.Transfer, nodeId: id }, opts);
+  }
+
+  /** The status of one node: `endpoint`, or the leader (found as for any request). */
+  async status(endpoint?: string, opts: CallOptions = {}): Promise<NodeStatus> {
+    if (endpoint === undefined) {
+      const res = await this.call({ op: Op.Status }, opts);
+      return JSON.parse(res.json ?? "{}");
+    }
+    const conn = await this.connection(endpoint);
+    const res = await conn.request({ op: Op.Status }, opts.timeoutMs ?? this.requestTimeoutMs);
+    if (res.status !== Status.Ok) throw errorFor(res);
+    return JSON.parse(res.json ?? "{}");
+  }
+
+  /** The status of every known endpoint (plus members' addresses the client learned). */
+  async statusAll(opts: CallOptions = {}): Promise<EndpointStatus[]> {
+    let endpoints = [...this.endpoints];
+    try {
+      const members = await this.members({ timeoutMs: opts.timeoutMs ?? 3_000 });
+      for (const m of members) {
+        if (m.client && !endpoints.includes(m.client)) endpoints.push(m.client);
+      }
+    } catch { /* report what we can reach */ }
+    endpoints = [...new Set(endpoints)];
+    return await Promise.all(endpoints.map(async (endpoint): Promise<EndpointStatus> => {
+      try {
+        return { endpoint, status: await this.status(endpoint, opts) };
+      } catch (e) {
+        return { endpoint, error: e as Error };
+      }
+    }));
+  }
+
+  /** The address of the node currently believed to lead (undefined if unknown). */
+  get leaderEndpoint(): string | undefined {
+    return this.leader;
+  }
+
+  /** Closes every connection; later calls fail with {@link UnavailableError}. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const conns = [...this.conns.values()];
+    this.conns.clear();
+    for (const p of conns) {
+      try {
+        (await p).close();
+      } catch { /* never connected */ }
+    }
+  }
+
+  private async write(
+    build: (s: { clientId: bigint; seq: number }) => RequestBody,
+    opts: CallOptions,
+  ): Promise<void> {
+    const session = this.sessions.pop() ?? { clientId: randomClientId(), seq: 0 };
+    session.seq++;
+    try {
+      await this.call(build({ clientId: session.clientId, seq: session.seq }), opts);
+    } finally {
+      this.sessions.push(session);
+    }
+  }
+
+  private connection(ep: string): Promise<Connection> {
+    if (this.closed) return Promise.reject(new UnavailableError("client is closed"));
+    let p = this.conns.get(ep);
+    if (p) return p;
+    p = Connection.open(ep, this.connectTimeoutMs);
+    this.conns.set(ep, p);
+    p.catch(() => {
+      if (this.conns.get(ep) === p) this.conns.delete(ep);
+    });
+    return p;
+  }
+
+  private target(): string {
+    if (this.leader) return this.leader;
+    return this.endpoints[this.rr % this.endpoints.length];
+  }
+
+  private rotate(failed: string): void {
+    if (this.leader === failed) this.leader = undefined;
+    const i = this.endpoints.indexOf(failed);
+    this.rr = (i < 0 ? this.rr : i) + 1;
+  }
+
+  /**
+   * Sends `body` to the leader (or, for serializable reads, any node), following redirects and
+   * retrying with backoff until the deadline. Returns Ok and NotFound responses; throws typed
+   * errors otherwise.
+   */
+  private async call(
+    body: RequestBody,
+    opts: CallOptions,
+  ): Promise<Response> {
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    const deadline = Date.now() + timeoutMs;
+    let backoff = 10;
+    let lastError: Error | undefined;
+    let redirects = 0;
+    while (true) {
+      if (this.closed) throw new UnavailableError("client is closed");
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      const ep = this.target();
+      let res: Response;
+      try {
+        const conn = await this.connection(ep);
+        if (conn.closed) {
+          if (this.conns.get(ep) !== undefined) this.conns.delete(ep);
+          throw new UnavailableError(`connection to ${ep} closed`);
+        }
+        res = await conn.request(body, Math.min(left, this.requestTimeoutMs));
+      } catch (e) {
+        lastError = e as Error;
+        if (!(e instanceof GokvError)) throw e;
+        this.rotate(ep);
+        await sleep(Math.min(backoff, Math.max(0, deadline - Date.now())));
+        backoff = Math.min(backoff * 2, 500);
+        continue;
+      }
+      switch (res.status) {
+        case Status.Ok:
+        case Status.NotFound:
+          if (!this.leader && body.op !== Op.Status) this.leader = ep;
+          return res;
+        case Status.NotLeader: {
+          lastError = errorFor(res);
+          const hint = res.leaderAddr;
+          if (hint && hint !== ep && redirects < 8) {
+            redirects++;
+            if (!this.endpoints.includes(hint)) this.endpoints.push(hint);
+            this.leader = hint;
+            continue; // follow the redirect at once
+          }
+          this.rotate(ep);
+          break;
+        }
+        case Status.Unavailable:
+        case Status.Timeout:
+          lastError = errorFor(res);
+          this.rotate(ep);
+          break;
+        default:
+          throw errorFor(res);
+      }
+      redirects = 0;
+      await sleep(
+        Math.min(backoff * (0.5 + Math.random()), Math.max(0, deadline - Date.now())),
+      );
+      backoff = Math.min(backoff * 2, 500);
+    }
+    if (lastError instanceof UnavailableError) {
+      throw new UnavailableError(`operation failed within ${timeoutMs} ms: ${lastError.message}`, {
+        cause: lastError,
+      });
+    }
+    throw new TimeoutError(
+      `operation timed out after ${timeoutMs} ms${lastError ? `: ${lastError.message}` : ""}`,
+      timeoutMs,
+      { cause: lastError },
+    );
+  }
+}
+
+/** Maps an error response to a typed error. */
+export function errorFor(res: Response): Error {
+  const msg = res.message || Status[res.status];
+  switch (res.status) {
+    case Status.NotFound:
+      return new NotFoundError(msg);
+    case Status.NotLeader:
+      return new UnavailableError(
+        `not the leader${res.leaderAddr ? ` (leader ${res.leaderId} at ${res.leaderAddr})` : ""}`,
+      );
+    case Status.Timeout:
+      return new TimeoutError(msg, 0);
+    case Status.Unavailable:
+      return new UnavailableError(msg);
+    case Status.InvalidArgument:
+      return new InvalidArgumentError(msg);
+    default:
+      return new InternalError(msg);
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * One multiplexed TCP connection to a gokv server: many requests in flight, matched to their
+ * responses by request id. Writes issued in the same tick are coalesced into one socket write.
+ *
+ * @module
+ */
+import {
+  decodeResponse,
+  encodeRequest,
+  FrameReader,
+  ProtocolError,
+  type Request,
+  type Response,
+} from "./protocol.ts";
+import { TimeoutError, UnavailableError } from "./errors.ts";
+
+/** A request without its id (the connection assigns one). */
+export type RequestBody = Request extends infer R ? R extends Request ? Omit<R, "id"> : never
+  : never;
+
+interface Pending {
+  resolve: (r: Response) => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** Splits "host:port" (IPv6 in brackets allowed). */
+export function parseAddress(addr: string): { hostname: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(addr.trim());
+  if (!m) throw new UnavailableError(`bad address "${addr}" (want host:port)`);
+  const port = Number(m[2]);
+  if (port <= 0 || port > 65535) throw new UnavailableError(`bad port in "${addr}"`);
+  return { hostname: m[1] || "127.0.0.1", port };
+}
+
+/** A client connection. Create with {@link Connection.open}. */
+export class Connection {
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private outQueue: Uint8Array[] = [];
+  private outBytes = 0;
+  private writing = false;
+  private failure: Error | undefined;
+
+  private constructor(readonly address: string, private conn: Deno.TcpConn) {
+    this.readLoop();
+  }
+
+  /** Connects to `address` ("host:port") within `timeoutMs`. Throws {@link UnavailableError}. */
+  static async open(address: string, timeoutMs = 2000): Promise<Connection> {
+    const { hostname, port } = parseAddress(address);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ac = new AbortController();
+    try {
+      const conn = await Promise.race([
+        Deno.connect({ hostname, port, transport: "tcp", signal: ac.signal }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            ac.abort();
+            reject(new UnavailableError(`connect to ${address} timed out`));
+          }, timeoutMs);
+        }),
+      ]);
+      conn.setNoDelay(true);
+      return new Connection(address, conn);
+    } catch (e) {
+      if (e instanceof UnavailableError) throw e;
+      throw new UnavailableError(`cannot connect to ${address}: ${(e as Error).message}`, {
+        cause: e,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** True once the connection failed or was closed. */
+  get closed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /** Requests in flight. */
+  get inflight(): number {
+    return this.pending.size;
+  }
+
+  /** Sends a request and waits for its response (any status) or `timeoutMs`. Rejects with
+   * {@link TimeoutError} or {@link UnavailableError} (connection lost). */
+  request(body: RequestBody, timeoutMs: number): Promise<Response> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    const frame = encodeRequest({ ...body, id } as Request);
+    return new Promise<Response>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new TimeoutError(`request to ${this.address} timed out`, timeoutMs));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      this.enqueue(frame);
+    });
+  }
+
+  private enqueue(frame: Uint8Array): void {
+    this.outQueue.push(frame);
+    this.outBytes += frame.length;
+    if (!this.writing) {
+      this.writing = true;
+      queueMicrotask(() => this.writeLoop());
+    }
+  }
+
+  private async writeLoop(): Promise<void> {
+    try {
+      while (this.outQueue.length > 0 && !this.failure) {
+        let buf: Uint8Array;
+        if (this.outQueue.length === 1) {
+          buf = this.outQueue[0];
+        } else {
+          buf = new Uint8Array(this.outBytes);
+          let off = 0;
+          for (const f of this.outQueue) {
+            buf.set(f, off);
+            off += f.length;
+          }
+        }
+        this.outQueue = [];
+        this.outBytes = 0;
+        let off = 0;
+        while (off < buf.length) off += await this.conn.write(buf.subarray(off));
+      }
+    } catch (e) {
+      this.fail(new UnavailableError(`write to ${this.address} failed: ${(e as Error).message}`));
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async readLoop(): Promise<void> {
+    const frames = new FrameReader();
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      while (true) {
+        const n = await this.conn.read(buf);
+        if (n === null) break;
+        frames.push(buf.subarray(0, n));
+        for (let body = frames.next(); body; body = frames.next()) {
+          const res = decodeResponse(body);
+          const p = this.pending.get(res.id);
+          if (!p) continue; // timed out already
+          this.pending.delete(res.id);
+          clearTimeout(p.timer);
+          p.resolve(res);
+        }
+      }
+      this.fail(new UnavailableError(`connection to ${this.address} closed by the server`));
+    } catch (e) {
+      const reason = e instanceof ProtocolError
+        ? `bad response from ${this.address}: ${e.reason}`
+        : `connection to ${this.address} lost: ${(e as Error).message}`;
+      this.fail(new UnavailableError(reason));
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    try {
+      this.conn.close();
+    } catch { /* already closed */ }
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+  }
+
+  /** Closes the connection; requests in flight fail with {@link UnavailableError}. */
+  close(): void {
+    this.fail(new UnavailableError(`connection to ${this.address} closed`));
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * Typed errors raised by the gokv client library. Test them with `instanceof` or by `name`.
+ *
+ * @module
+ */
+
+/** Base class of every error the client raises. */
+export class GokvError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "GokvError";
+  }
+}
+
+/** The key (or member) does not exist. Not a failure of the cluster. `Client.get` does not
+ * throw it (it returns `undefined`); `removeMember` of an unknown id does. */
+export class NotFoundError extends GokvError {
+  /** Creates the error for `what`. */
+  constructor(readonly what: string) {
+    super(`${what} not found`);
+    this.name = "NotFoundError";
+  }
+}
+
+/** The operation did not complete in time. A write may still have taken effect (a retry with
+ * the same session would not apply it twice). */
+export class TimeoutError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string, readonly timeoutMs: number, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TimeoutError";
+  }
+}
+
+/** No endpoint could serve the request (no leader, nodes unreachable, client closed...). */
+export class UnavailableError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UnavailableError";
+  }
+}
+
+/** The request was refused as invalid (empty key, unknown node, bad address...). */
+export class InvalidArgumentError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidArgumentError";
+  }
+}
+
+/** The contacted node is not the leader (handled inside the client; exported for servers and
+ * tests). */
+export class NotLeaderError extends GokvError {
+  /** Creates the error with the leader hint (0 / "" when unknown). */
+  constructor(readonly leaderId: number, readonly leaderAddr: string, message = "not the leader") {
+    super(message);
+    this.name = "NotLeaderError";
+  }
+}
+
+/** The server reported an internal failure. */
+export class InternalError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "InternalError";
+  }
+}

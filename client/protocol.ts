@@ -1,0 +1,575 @@
+/**
+ * The gokv client wire protocol: length-prefixed binary frames over TCP, shared by the server
+ * (server/client_server.ts) and the client library (client/client.ts). See client/PROTOCOL.md.
+ *
+ * Every frame is `u32 length` (big-endian, of the body) followed by the body. A request body is
+ * `u8 op | u32 requestId | payload`; a response body is `u8 (op | 0x80) | u32 requestId |
+ * u8 status | payload`. Many requests may be in flight on one connection; responses carry the
+ * request id and may arrive in any order.
+ *
+ * @module
+ */
+
+/** Operation codes. */
+export enum Op {
+  /** Write a key. */
+  Put = 1,
+  /** Read a key. */
+  Get = 2,
+  /** Delete a key. */
+  Delete = 3,
+  /** Range scan. */
+  Scan = 4,
+  /** List members. */
+  Members = 5,
+  /** Add a member. */
+  MemberAdd = 6,
+  /** Remove a member. */
+  MemberRemove = 7,
+  /** Transfer leadership. */
+  Transfer = 8,
+  /** The answering node's status. */
+  Status = 9,
+}
+
+/** Response status codes. */
+export enum Status {
+  /** Success. */
+  Ok = 0,
+  /** The key (or member) does not exist. */
+  NotFound = 1,
+  /** The node is not the leader; the payload names the leader if known. */
+  NotLeader = 2,
+  /** The operation timed out; it may or may not have taken effect. */
+  Timeout = 3,
+  /** The cluster cannot serve the request now (no leader, shutting down...). */
+  Unavailable = 4,
+  /** The request was malformed or refers to something invalid. */
+  InvalidArgument = 5,
+  /** An unexpected server failure. */
+  Internal = 6,
+}
+
+/** Read consistency. */
+export enum Consistency {
+  /** Linearizable: a ReadIndex barrier before reading. */
+  Linearizable = 0,
+  /** Serializable: the answering node's local state, possibly stale. */
+  Serializable = 1,
+}
+
+/** Largest frame body accepted (64 MiB). */
+export const MAX_FRAME = 64 * 1024 * 1024;
+
+/** Bytes that violate the protocol. */
+export class ProtocolError extends Error {
+  /** Creates the error with the reason. */
+  constructor(readonly reason: string) {
+    super(`protocol error: ${reason}`);
+    this.name = "ProtocolError";
+  }
+}
+
+/** A member's addresses and role as carried on the wire. */
+export interface MemberInfo {
+  /** The node id. */
+  id: number;
+  /** True when the member is a learner (non-voting). */
+  learner: boolean;
+  /** Raft peer address. */
+  peer: string;
+  /** Client (binary protocol) address. */
+  client: string;
+  /** HTTP address. */
+  http: string;
+}
+
+/** Bounds of a scan. */
+export interface ScanRange {
+  /** Inclusive lower bound. */
+  start?: Uint8Array;
+  /** Exclusive upper bound. */
+  end?: Uint8Array;
+  /** Only keys with this prefix. */
+  prefix?: Uint8Array;
+  /** At most this many pairs (0 or absent: no limit). */
+  limit?: number;
+}
+
+/** A decoded request. */
+export type Request =
+  | {
+    op: Op.Put;
+    id: number;
+    key: Uint8Array;
+    value: Uint8Array;
+    clientId: bigint;
+    seq: number;
+  }
+  | { op: Op.Get; id: number; key: Uint8Array; consistency: Consistency }
+  | { op: Op.Delete; id: number; key: Uint8Array; clientId: bigint; seq: number }
+  | { op: Op.Scan; id: number; range: ScanRange; consistency: Consistency }
+  | { op: Op.Members; id: number }
+  | { op: Op.MemberAdd; id: number; member: Omit<MemberInfo, "learner"> }
+  | { op: Op.MemberRemove; id: number; nodeId: number }
+  | { op: Op.Transfer; id: number; nodeId: number }
+  | { op: Op.Status; id: number };
+
+/** A decoded response. Which optional fields are set depends on `op` and `status`. */
+export interface Response {
+  /** The operation answered. */
+  op: Op;
+  /** The request id. */
+  id: number;
+  /** The outcome. */
+  status: Status;
+  /** Get: the value. */
+  value?: Uint8Array;
+  /** Scan: the pairs in key order. */
+  pairs?: [Uint8Array, Uint8Array][];
+  /** Members: the members. */
+  members?: MemberInfo[];
+  /** Status: the node status as JSON text. */
+  json?: string;
+  /** NotLeader: the leader's id (0 unknown). */
+  leaderId?: number;
+  /** NotLeader: the leader's client address ("" unknown). */
+  leaderAddr?: string;
+  /** Any error status: a human-readable reason. */
+  message?: string;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder("utf-8", { fatal: true });
+const EMPTY = new Uint8Array(0);
+
+/** A growable big-endian byte writer. */
+class Writer {
+  buf: Uint8Array;
+  view: DataView;
+  pos = 4; // room for the frame length
+
+  constructor(size = 64) {
+    this.buf = new Uint8Array(size);
+    this.view = new DataView(this.buf.buffer);
+  }
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  u8(v: number): void {
+    this.ensure(1);
+    this.buf[this.pos++] = v;
+  }
+
+  u32(v: number): void {
+    this.ensure(4);
+    this.view.setUint32(this.pos, v >>> 0);
+    this.pos += 4;
+  }
+
+  u64(v: bigint): void {
+    this.ensure(8);
+    this.view.setBigUint64(this.pos, BigInt.asUintN(64, v));
+    this.pos += 8;
+  }
+
+  /** A non-negative safe integer as u64. */
+  num(v: number): void {
+    this.ensure(8);
+    this.view.setUint32(this.pos, Math.floor(v / 0x100000000));
+    this.view.setUint32(this.pos + 4, v >>> 0);
+    this.pos += 8;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.u32(b.length);
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  str(s: string): void {
+    this.bytes(s.length === 0 ? EMPTY : enc.encode(s));
+  }
+
+  /** Completes the frame: writes the length prefix and returns the frame bytes. */
+  finish(): Uint8Array {
+    const len = this.pos - 4;
+    if (len > MAX_FRAME) throw new ProtocolError(`frame of ${len} bytes exceeds ${MAX_FRAME}`);
+    this.view.setUint32(0, len);
+    return this.buf.subarray(0, this.pos);
+  }
+}
+
+/** A bounds-checked big-endian byte reader; every underflow is a {@link ProtocolError}. */
+class Reader {
+  pos = 0;
+  private view: DataView;
+
+  constructor(private buf: Uint8Array) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+
+  private need(n: number, what: string): void {
+    if (this.pos + n > this.buf.length) {
+      throw new ProtocolError(`truncated ${what} at byte ${this.pos}`);
+    }
+  }
+
+  u8(what = "u8"): number {
+    this.need(1, what);
+    return this.buf[this.pos++];
+  }
+
+  u32(what = "u32"): number {
+    this.need(4, what);
+    const v = this.view.getUint32(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  u64(what = "u64"): bigint {
+    this.need(8, what);
+    const v = this.view.getBigUint64(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  num(what = "u64"): number {
+    this.need(8, what);
+    const hi = this.view.getUint32(this.pos);
+    const lo = this.view.getUint32(this.pos + 4);
+    this.pos += 8;
+    if (hi >= 0x200000) throw new ProtocolError(`${what} exceeds 2^53`);
+    return hi * 0x100000000 + lo;
+  }
+
+  bytes(what = "bytes"): Uint8Array {
+    const n = this.u32(`${what} length`);
+    this.need(n, what);
+    // Copy so decoded values do not pin (or alias) the connection's receive buffer.
+    const out = this.buf.slice(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  str(what = "string"): string {
+    const b = this.bytes(what);
+    try {
+      return dec.decode(b);
+    } catch {
+      throw new ProtocolError(`${what} is not valid UTF-8`);
+    }
+  }
+
+  end(): void {
+    if (this.pos !== this.buf.length) {
+      throw new ProtocolError(`${this.buf.length - this.pos} trailing bytes`);
+    }
+  }
+}
+
+const SCAN_START = 1;
+const SCAN_END = 2;
+const SCAN_PREFIX = 4;
+
+function checkOp(op: number): Op {
+  if (op < Op.Put || op > Op.Status) throw new ProtocolError(`unknown op ${op}`);
+  return op;
+}
+
+function checkConsistency(c: number): Consistency {
+  if (c !== Consistency.Linearizable && c !== Consistency.Serializable) {
+    throw new ProtocolError(`unknown consistency ${c}`);
+  }
+  return c;
+}
+
+/** Encodes a request as a complete frame (length prefix included). */
+export function encodeRequest(req: Request): Uint8Array {
+  const w = new Writer(
+    req.op === Op.Put ? 40 + req.key.length + req.value.length : 64,
+  );
+  w.u8(req.op);
+  w.u32(req.id);
+  switch (req.op) {
+    case Op.Put:
+      w.bytes(req.key);
+      w.bytes(req.value);
+      w.u64(req.clientId);
+      w.num(req.seq);
+      break;
+    case Op.Get:
+      w.u8(req.consistency);
+      w.bytes(req.key);
+      break;
+    case Op.Delete:
+      w.bytes(req.key);
+      w.u64(req.clientId);
+      w.num(req.seq);
+      break;
+    case Op.Scan: {
+      const r = req.range;
+      w.u8(
+        (r.start ? SCAN_START : 0) | (r.end ? SCAN_END : 0) | (r.prefix ? SCAN_PREFIX : 0),
+      );
+      w.bytes(r.start ?? EMPTY);
+      w.bytes(r.end ?? EMPTY);
+      w.bytes(r.prefix ?? EMPTY);
+      w.u32(r.limit ?? 0);
+      w.u8(req.consistency);
+      break;
+    }
+    case Op.Members:
+    case Op.Status:
+      break;
+    case Op.MemberAdd:
+      w.u32(req.member.id);
+      w.str(req.member.peer);
+      w.str(req.member.client);
+      w.str(req.member.http);
+      break;
+    case Op.MemberRemove:
+    case Op.Transfer:
+      w.u32(req.nodeId);
+      break;
+  }
+  return w.finish();
+}
+
+/** Decodes a request body (the frame without its length prefix). Throws {@link ProtocolError}. */
+export function decodeRequest(body: Uint8Array): Request {
+  const r = new Reader(body);
+  const op = checkOp(r.u8("op"));
+  const id = r.u32("request id");
+  let req: Request;
+  switch (op) {
+    case Op.Put:
+      req = {
+        op,
+        id,
+        key: r.bytes("key"),
+        value: r.bytes("value"),
+        clientId: r.u64("client id"),
+        seq: r.num("seq"),
+      };
+      break;
+    case Op.Get: {
+      const consistency = checkConsistency(r.u8("consistency"));
+      req = { op, id, consistency, key: r.bytes("key") };
+      break;
+    }
+    case Op.Delete:
+      req = { op, id, key: r.bytes("key"), clientId: r.u64("client id"), seq: r.num("seq") };
+      break;
+    case Op.Scan: {
+      const flags = r.u8("scan flags");
+      if (flags & ~(SCAN_START | SCAN_END | SCAN_PREFIX)) {
+        throw new ProtocolError(`unknown scan flags ${flags}`);
+      }
+      const start = r.bytes("scan start");
+      const end = r.bytes("scan end");
+      const prefix = r.bytes("scan prefix");
+      const limit = r.u32("scan limit");
+      const range: ScanRange = {};
+      if (flags & SCAN_START) range.start = start;
+      if (flags & SCAN_END) range.end = end;
+      if (flags & SCAN_PREFIX) range.prefix = prefix;
+      if (limit > 0) range.limit = limit;
+      req = { op, id, range, consistency: checkConsistency(r.u8("consistency")) };
+      break;
+    }
+    case Op.Members:
+    case Op.Status:
+      req = { op, id };
+      break;
+    case Op.MemberAdd:
+      req = {
+        op,
+        id,
+        member: {
+          id: r.u32("node id"),
+          peer: r.str("peer"),
+          client: r.str("client"),
+          http: r.str("http"),
+        },
+      };
+      break;
+    case Op.MemberRemove:
+    case Op.Transfer:
+      req = { op, id, nodeId: r.u32("node id") };
+      break;
+  }
+  r.end();
+  return req;
+}
+
+/** Encodes a response as a complete frame (length prefix included). */
+export function encodeResponse(res: Response): Uint8Array {
+  const w = new Writer(res.value ? 32 + res.value.length : 64);
+  w.u8(res.op | 0x80);
+  w.u32(res.id);
+  w.u8(res.status);
+  if (res.status === Status.Ok) {
+    switch (res.op) {
+      case Op.Get:
+        w.bytes(res.value ?? EMPTY);
+        break;
+      case Op.Scan: {
+        const pairs = res.pairs ?? [];
+        w.u32(pairs.length);
+        for (const [k, v] of pairs) {
+          w.bytes(k);
+          w.bytes(v);
+        }
+        break;
+      }
+      case Op.Members: {
+        const members = res.members ?? [];
+        w.u32(members.length);
+        for (const m of members) {
+          w.u32(m.id);
+          w.u8(m.learner ? 1 : 0);
+          w.str(m.peer);
+          w.str(m.client);
+          w.str(m.http);
+        }
+        break;
+      }
+      case Op.Status:
+        w.str(res.json ?? "{}");
+        break;
+      default:
+        break;
+    }
+  } else {
+    if (res.status === Status.NotLeader) {
+      w.u32(res.leaderId ?? 0);
+      w.str(res.leaderAddr ?? "");
+    }
+    w.str(res.message ?? "");
+  }
+  return w.finish();
+}
+
+/** Decodes a response body (the frame without its length prefix). Throws {@link ProtocolError}. */
+export function decodeResponse(body: Uint8Array): Response {
+  const r = new Reader(body);
+  const tag = r.u8("op");
+  if ((tag & 0x80) === 0) throw new ProtocolError(`response tag ${tag} lacks the response bit`);
+  const op = checkOp(tag & 0x7f);
+  const id = r.u32("request id");
+  const status = r.u8("status");
+  if (status > Status.Internal) throw new ProtocolError(`unknown status ${status}`);
+  const res: Response = { op, id, status };
+  if (status === Status.Ok) {
+    switch (op) {
+      case Op.Get:
+        res.value = r.bytes("value");
+        break;
+      case Op.Scan: {
+        const n = r.u32("pair count");
+        if (n > body.length / 8) throw new ProtocolError(`pair count ${n} exceeds the frame`);
+        const pairs: [Uint8Array, Uint8Array][] = new Array(n);
+        for (let i = 0; i < n; i++) pairs[i] = [r.bytes("key"), r.bytes("value")];
+        res.pairs = pairs;
+        break;
+      }
+      case Op.Members: {
+        const n = r.u32("member count");
+        if (n > body.length / 17) throw new ProtocolError(`member count ${n} exceeds the frame`);
+        const members: MemberInfo[] = [];
+        for (let i = 0; i < n; i++) {
+          const mid = r.u32("node id");
+          const role = r.u8("role");
+          if (role > 1) throw new ProtocolError(`unknown member role ${role}`);
+          members.push({
+            id: mid,
+            learner: role === 1,
+            peer: r.str("peer"),
+            client: r.str("client"),
+            http: r.str("http"),
+          });
+        }
+        res.members = members;
+        break;
+      }
+      case Op.Status:
+        res.json = r.str("status");
+        break;
+      default:
+        break;
+    }
+  } else {
+    if (status === Status.NotLeader) {
+      res.leaderId = r.u32("leader id");
+      res.leaderAddr = r.str("leader address");
+    }
+    res.message = r.str("message");
+  }
+  r.end();
+  return res;
+}
+
+/**
+ * Splits a byte stream into frame bodies. Feed it chunks with {@link push}; take complete
+ * bodies with {@link next}. A declared length above {@link MAX_FRAME} throws {@link ProtocolError}.
+ */
+export class FrameReader {
+  private buf = new Uint8Array(0);
+  private start = 0;
+  private end = 0;
+
+  constructor(private readonly maxFrame = MAX_FRAME) {}
+
+  /** Appends received bytes (copied). */
+  push(chunk: Uint8Array): void {
+    if (this.end + chunk.length > this.buf.length) {
+      const live = this.end - this.start;
+      if (live + chunk.length <= this.buf.length && this.start > 0) {
+        this.buf.copyWithin(0, this.start, this.end);
+      } else {
+        let size = Math.max(4096, this.buf.length);
+        while (size < live + chunk.length) size *= 2;
+        const next = new Uint8Array(size);
+        next.set(this.buf.subarray(this.start, this.end));
+        this.buf = next;
+      }
+      this.start = 0;
+      this.end = live;
+    }
+    this.buf.set(chunk, this.end);
+    this.end += chunk.length;
+  }
+
+  /** The next complete frame body, or undefined if more bytes are needed. The returned view is
+   * valid until the next {@link push}. */
+  next(): Uint8Array | undefined {
+    const avail = this.end - this.start;
+    if (avail < 4) return undefined;
+    const b = this.buf;
+    const s = this.start;
+    const len = ((b[s] << 24) | (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3]) >>> 0;
+    if (len > this.maxFrame) {
+      throw new ProtocolError(`frame of ${len} bytes exceeds ${this.maxFrame}`);
+    }
+    if (len === 0) throw new ProtocolError("empty frame");
+    if (avail < 4 + len) return undefined;
+    this.start += 4 + len;
+    if (this.start === this.end) this.start = this.end = 0;
+    return b.subarray(s + 4, s + 4 + len);
+  }
+
+  /** Bytes buffered but not yet returned as frames. */
+  get buffered(): number {
+    return this.end - this.start;
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * `gokv server --config FILE --id N [--join] [--log-level L] [--log-format F]`: runs one node
+ * until SIGINT or SIGTERM, then shuts down gracefully (stops accepting, finishes in-flight
+ * requests, persists) and returns exit code 0.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { asUsageError, EXIT_OK, UsageError } from "../config/cli.ts";
+import { loadConfig } from "../config/config.ts";
+import { startServer, UnknownNodeError } from "./server.ts";
+
+/** The server command's usage text. */
+export const SERVER_USAGE = `Usage: gokv server --config FILE --id N [options]
+
+Runs cluster node N of the config until SIGINT or SIGTERM (graceful shutdown, exit 0).
+
+Options:
+  -c, --config FILE      config file (default conf/config.yaml)
+      --id N             this node's id (must be listed in the config's nodes)
+      --join             join an existing cluster: never bootstrap from an empty data dir; wait
+                         until the leader adds this node (\`gokv member add ...\`, then start it)
+      --log-level L      debug | info | warn | error (overrides log.level)
+      --log-format F     text | json (overrides log.format)
+  -h, --help             show this help
+
+A node with an empty data directory that is started WITHOUT --join bootstraps a new cluster
+whose voters are every node in the config; all initial nodes must use the same config.`;
+
+/** Runs the server command; resolves with the exit code once the node has stopped. */
+export async function serverCommand(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        config: { type: "string", short: "c", default: "conf/config.yaml" },
+        id: { type: "string" },
+        join: { type: "boolean", default: false },
+        "log-level": { type: "string" },
+        "log-format": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: false,
+      strict: true,
+    });
+  } catch (e) {
+    throw asUsageError(e);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    console.log(SERVER_USAGE);
+    return EXIT_OK;
+  }
+  if (v.id === undefined) throw new UsageError("--id is required");
+  const id = Number(v.id);
+  if (!Number.isInteger(id) || id < 1) throw new UsageError(`--id must be a positive integer`);
+  const level = v["log-level"];
+  if (level !== undefined && !["debug", "info", "warn", "error"].includes(level)) {
+    throw new UsageError(`--log-level must be debug, info, warn or error`);
+  }
+  const format = v["log-format"];
+  if (format !== undefined && format !== "text" && format !== "json") {
+    throw new UsageError(`--log-format must be text or json`);
+  }
+  const config = await loadConfig(v.config!);
+  if (level) config.log.level = level as typeof config.log.level;
+  if (format) config.log.format = format;
+  let server;
+  try {
+    server = await startServer(config, id, { join: v.join });
+  } catch (e) {
+    if (e instanceof UnknownNodeError) throw new UsageError(e.message);
+    throw e;
+  }
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  const onSignal = () => resolve();
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  await promise;
+  for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  await server.close();
+  return EXIT_OK;
+}

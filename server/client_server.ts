@@ -1,0 +1,270 @@
+/**
+ * The binary client protocol front-end (client/protocol.ts) on the node's `client` address.
+ * Each connection runs a read loop that decodes frames and dispatches every request at once
+ * (many in flight); responses are written as they complete, coalesced per tick. Malformed bytes
+ * close that connection with a logged reason and never affect others.
+ *
+ * @module
+ */
+import type { Logger } from "../raft/logger.ts";
+import {
+  Consistency,
+  decodeRequest,
+  encodeResponse,
+  FrameReader,
+  Op,
+  ProtocolError,
+  type Request,
+  type Response,
+  Status,
+} from "../client/protocol.ts";
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  NotLeaderError,
+  TimeoutError,
+  UnavailableError,
+} from "../client/errors.ts";
+import type { KvService } from "./service.ts";
+import type { ServerMetrics } from "./server_metrics.ts";
+import { parseAddress } from "../client/connection.ts";
+
+/** Maps a service error to a response status and message. */
+export function errorResponse(op: Op, id: number, e: unknown): Response {
+  const message = (e as Error)?.message ?? String(e);
+  if (e instanceof NotLeaderError) {
+    return {
+      op,
+      id,
+      status: Status.NotLeader,
+      leaderId: e.leaderId,
+      leaderAddr: e.leaderAddr,
+      message,
+    };
+  }
+  let status = Status.Internal;
+  if (e instanceof NotFoundError) status = Status.NotFound;
+  else if (e instanceof TimeoutError) status = Status.Timeout;
+  else if (e instanceof UnavailableError) status = Status.Unavailable;
+  else if (e instanceof InvalidArgumentError) status = Status.InvalidArgument;
+  return { op, id, status, message };
+}
+
+/** Serves one decoded request. */
+export async function handleRequest(service: KvService, req: Request): Promise<Response> {
+  const { op, id } = req;
+  try {
+    switch (req.op) {
+      case Op.Put:
+        await service.put(req.key, req.value, { clientId: req.clientId, seq: req.seq });
+        return { op, id, status: Status.Ok };
+      case Op.Delete:
+        await service.delete(req.key, { clientId: req.clientId, seq: req.seq });
+        return { op, id, status: Status.Ok };
+      case Op.Get: {
+        const v = await service.get(req.key, req.consistency === Consistency.Linearizable);
+        return v === undefined
+          ? { op, id, status: Status.NotFound, message: "key not found" }
+          : { op, id, status: Status.Ok, value: v };
+      }
+      case Op.Scan: {
+        const pairs = await service.scan(req.range, req.consistency === Consistency.Linearizable);
+        return { op, id, status: Status.Ok, pairs };
+      }
+      case Op.Members:
+        return { op, id, status: Status.Ok, members: service.members() };
+      case Op.MemberAdd:
+        await service.addMember(req.member);
+        return { op, id, status: Status.Ok };
+      case Op.MemberRemove:
+        await service.removeMember(req.nodeId);
+        return { op, id, status: Status.Ok };
+      case Op.Transfer:
+        await service.transferLeader(req.nodeId);
+        return { op, id, status: Status.Ok };
+      case Op.Status:
+        return { op, id, status: Status.Ok, json: JSON.stringify(service.status()) };
+    }
+  } catch (e) {
+    return errorResponse(op, id, e);
+  }
+}
+
+/** Options of {@link ClientServer}. */
+export interface ClientServerOptions {
+  /** "host:port" to bind. */
+  listen: string;
+  /** Where to log. */
+  logger: Logger;
+  /** Metrics to update. */
+  metrics: ServerMetrics;
+}
+
+class ServerConn {
+  private out: Uint8Array[] = [];
+  private outBytes = 0;
+  private writing = false;
+  private closed = false;
+  private writeDone: Promise<void> = Promise.resolve();
+  inflight = 0;
+
+  constructor(
+    readonly conn: Deno.TcpConn,
+    private readonly service: KvService,
+    private readonly o: ClientServerOptions,
+    private readonly onClose: (c: ServerConn) => void,
+  ) {}
+
+  async serve(): Promise<void> {
+    const frames = new FrameReader();
+    const buf = new Uint8Array(64 * 1024);
+    const peer = `${(this.conn.remoteAddr as Deno.NetAddr).hostname}:${
+      (this.conn.remoteAddr as Deno.NetAddr).port
+    }`;
+    try {
+      while (!this.closed) {
+        const n = await this.conn.read(buf);
+        if (n === null) break;
+        frames.push(buf.subarray(0, n));
+        for (let body = frames.next(); body; body = frames.next()) {
+          this.dispatch(decodeRequest(body));
+        }
+      }
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        this.o.metrics.protocolErrors.inc();
+        this.o.logger.warn("closing client connection: malformed request", {
+          peer,
+          reason: e.reason,
+        });
+      } else if (!this.closed && !(e instanceof Deno.errors.BadResource)) {
+        this.o.logger.debug("client connection read failed", { peer, error: (e as Error).message });
+      }
+    }
+    // Let requests already dispatched finish and be written before closing (graceful).
+    while (this.inflight > 0 && !this.closed) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await this.writeDone;
+    this.close();
+  }
+
+  private dispatch(req: Request): void {
+    this.inflight++;
+    handleRequest(this.service, req).then((res) => {
+      this.inflight--;
+      this.send(encodeResponse(res));
+    }, (e) => {
+      this.inflight--;
+      this.send(encodeResponse(errorResponse(req.op, req.id, e)));
+    });
+  }
+
+  private send(frame: Uint8Array): void {
+    if (this.closed) return;
+    this.out.push(frame);
+    this.outBytes += frame.length;
+    if (!this.writing) {
+      this.writing = true;
+      this.writeDone = new Promise<void>((resolve) =>
+        queueMicrotask(() => this.flush().finally(resolve))
+      );
+    }
+  }
+
+  private async flush(): Promise<void> {
+    try {
+      while (this.out.length > 0 && !this.closed) {
+        let buf: Uint8Array;
+        if (this.out.length === 1) {
+          buf = this.out[0];
+        } else {
+          buf = new Uint8Array(this.outBytes);
+          let off = 0;
+          for (const f of this.out) {
+            buf.set(f, off);
+            off += f.length;
+          }
+        }
+        this.out = [];
+        this.outBytes = 0;
+        let off = 0;
+        while (off < buf.length) off += await this.conn.write(buf.subarray(off));
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  /** Waits for pending responses to be written (bounded), then closes. */
+  async shutdown(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((this.inflight > 0 || this.writing) && Date.now() < deadline && !this.closed) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    this.close();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.conn.close();
+    } catch { /* already closed */ }
+    this.onClose(this);
+  }
+}
+
+/** Listens for client connections and serves the binary protocol. */
+export class ClientServer {
+  private listener: Deno.TcpListener | undefined;
+  private conns = new Set<ServerConn>();
+  private acceptLoop: Promise<void> | undefined;
+
+  /** Creates the server (call {@link start}). */
+  constructor(private readonly service: KvService, private readonly o: ClientServerOptions) {}
+
+  /** Binds and starts accepting; returns the bound address. */
+  start(): Deno.NetAddr {
+    const { hostname, port } = parseAddress(this.o.listen);
+    this.listener = Deno.listen({ hostname, port, transport: "tcp" });
+    this.acceptLoop = this.accept(this.listener);
+    return this.listener.addr;
+  }
+
+  private async accept(l: Deno.TcpListener): Promise<void> {
+    try {
+      for await (const conn of l) {
+        try {
+          conn.setNoDelay(true);
+        } catch { /* not fatal */ }
+        this.o.metrics.connections.inc();
+        const c = new ServerConn(conn, this.service, this.o, (x) => this.conns.delete(x));
+        this.conns.add(c);
+        c.serve().catch((e) =>
+          this.o.logger.warn("client connection failed", { error: (e as Error).message })
+        );
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.BadResource)) {
+        this.o.logger.error("client listener failed", { error: (e as Error).message });
+      }
+    }
+  }
+
+  /** Stops accepting connections (existing ones keep being served). */
+  stopAccepting(): void {
+    try {
+      this.listener?.close();
+    } catch { /* closed */ }
+  }
+
+  /** Stops accepting, lets in-flight requests finish (up to `timeoutMs`), closes all. */
+  async close(timeoutMs = 5_000): Promise<void> {
+    this.stopAccepting();
+    await this.acceptLoop;
+    await Promise.all([...this.conns].map((c) => c.shutdown(timeoutMs)));
+  }
+}

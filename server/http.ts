@@ -1,0 +1,328 @@
+/**
+ * The HTTP/JSON API (served with Deno.serve on the node's `http` address):
+ *
+ * | Method and path                 | Meaning                                                    |
+ * |---------------------------------|------------------------------------------------------------|
+ * | `PUT /v1/kv/{key}`              | body = the value (raw bytes, or JSON `{"value": "..."}`)   |
+ * | `GET /v1/kv/{key}`              | `?consistency=linearizable` (default) or `serializable`    |
+ * | `DELETE /v1/kv/{key}`           | delete                                                     |
+ * | `GET /v1/kv?prefix=&start=&end=&limit=` | range scan in key order                            |
+ * | `GET /v1/members`               | members with addresses                                     |
+ * | `POST /v1/members`              | add: `{"id", "peer", "client", "http"}`                    |
+ * | `DELETE /v1/members/{id}`       | remove                                                     |
+ * | `POST /v1/leader/transfer`      | `{"id": n}`                                                |
+ * | `GET /v1/status`                | this node's status                                         |
+ * | `GET /healthz`                  | liveness                                                   |
+ * | `GET /metrics`                  | Prometheus text format                                     |
+ *
+ * Values are returned as `{"key", "value"}` when they are UTF-8 text, `{"key", "valueBase64"}`
+ * otherwise. Errors are JSON `{"error": code, "message": ...}` with status 400 (invalid
+ * argument), 404 (not found), 503 (unavailable / not leader), 504 (timeout), 500 (internal).
+ * A follower forwards a request that needs the leader to the leader's HTTP address (once:
+ * forwarded requests carry `x-gokv-forwarded`); without a known leader it answers 503 with
+ * `leader` / `leaderHttp`.
+ *
+ * @module
+ */
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  NotLeaderError,
+  TimeoutError,
+  UnavailableError,
+} from "../client/errors.ts";
+import type { ScanRange } from "../client/protocol.ts";
+import type { KvService } from "./service.ts";
+import type { ServerMetrics } from "./server_metrics.ts";
+import type { MemberAddrs } from "./members.ts";
+
+/** Header marking a request forwarded by a follower. */
+export const FORWARDED_HEADER = "x-gokv-forwarded";
+
+/** Options of {@link createHttpHandler}. */
+export interface HttpOptions {
+  /** Metrics (rendered at /metrics). */
+  metrics: ServerMetrics;
+  /** The HTTP address of a node (for forwarding); default: the service's address book. */
+  httpAddressOf?: (id: number) => string | undefined;
+  /** Forward not-leader requests to the leader (default true). */
+  forward?: boolean;
+  /** fetch used for forwarding (tests inject one). */
+  fetch?: typeof fetch;
+  /** False once the node is shutting down (healthz answers 503). */
+  healthy?: () => boolean;
+}
+
+const enc = new TextEncoder();
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+function b64(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i += 0x8000) {
+    s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+/** A key/value as JSON: text when valid UTF-8, base64 otherwise. */
+export function kvJson(key: Uint8Array, value: Uint8Array): Record<string, string> {
+  const out: Record<string, string> = {};
+  try {
+    out.key = utf8.decode(key);
+  } catch {
+    out.keyBase64 = b64(key);
+  }
+  try {
+    out.value = utf8.decode(value);
+  } catch {
+    out.valueBase64 = b64(value);
+  }
+  return out;
+}
+
+/** Maps an error to an HTTP JSON response. */
+export function errorToHttp(e: unknown): Response {
+  const message = (e as Error)?.message ?? String(e);
+  if (e instanceof NotLeaderError) {
+    return json(503, { error: "not_leader", message, leader: e.leaderId });
+  }
+  if (e instanceof InvalidArgumentError) return json(400, { error: "invalid_argument", message });
+  if (e instanceof NotFoundError) return json(404, { error: "not_found", message });
+  if (e instanceof TimeoutError) return json(504, { error: "timeout", message });
+  if (e instanceof UnavailableError) return json(503, { error: "unavailable", message });
+  return json(500, { error: "internal", message });
+}
+
+class HttpError extends InvalidArgumentError {}
+
+function consistencyParam(q: URLSearchParams): boolean {
+  const c = q.get("consistency");
+  if (c === null || c === "" || c === "linearizable") return true;
+  if (c === "serializable") return false;
+  throw new HttpError(`consistency must be linearizable or serializable, not "${c}"`);
+}
+
+function keyFromPath(rest: string): Uint8Array {
+  let key: string;
+  try {
+    key = decodeURIComponent(rest);
+  } catch {
+    throw new HttpError("malformed percent-encoding in key");
+  }
+  if (key === "") throw new HttpError("empty key");
+  return enc.encode(key);
+}
+
+async function readJson(req: Request): Promise<Record<string, unknown>> {
+  try {
+    const v = await req.json();
+    if (v && typeof v === "object" && !Array.isArray(v)) return v;
+  } catch { /* fall through */ }
+  throw new HttpError("the body must be a JSON object");
+}
+
+function intParam(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (v === null || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) {
+    throw new HttpError(`${name} must be a non-negative integer`);
+  }
+  return n;
+}
+
+function nodeIdOf(v: unknown): number {
+  const n = typeof v === "string" ? Number(v) : v;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 0x7fffffff) {
+    throw new HttpError(`"${v}" is not a node id`);
+  }
+  return n;
+}
+
+/** Creates the request handler for Deno.serve. */
+export function createHttpHandler(
+  service: KvService,
+  opts: HttpOptions,
+): (req: Request) => Promise<Response> {
+  const doFetch = opts.fetch ?? fetch;
+  const forward = opts.forward ?? true;
+
+  const route = async (req: Request, url: URL, body: Uint8Array<ArrayBuffer> | undefined): Promise<Response> => {
+    const path = url.pathname;
+    const q = url.searchParams;
+    const m = req.method;
+    if (path.startsWith("/v1/kv/")) {
+      const key = keyFromPath(path.slice("/v1/kv/".length));
+      if (m === "GET") {
+        const v = await service.get(key, consistencyParam(q));
+        if (v === undefined) {
+          return json(404, {
+            error: "not_found",
+            message: "key not found",
+            key: kvJson(key, new Uint8Array()).key,
+          });
+        }
+        return json(200, kvJson(key, v));
+      }
+      if (m === "PUT" || m === "POST") {
+        let value = body ?? new Uint8Array();
+        if (req.headers.get("content-type")?.startsWith("application/json")) {
+          let obj: unknown;
+          try {
+            obj = JSON.parse(new TextDecoder().decode(value));
+          } catch {
+            throw new HttpError("invalid JSON body");
+          }
+          const v = (obj as { value?: unknown })?.value;
+          if (typeof v !== "string") throw new HttpError('JSON body needs a string "value"');
+          value = enc.encode(v);
+        }
+        await service.put(key, value);
+        return json(200, { ok: true });
+      }
+      if (m === "DELETE") {
+        await service.delete(key);
+        return json(200, { ok: true });
+      }
+      return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+    }
+    if (path === "/v1/kv" || path === "/v1/kv/") {
+      if (m !== "GET") return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+      const range: ScanRange = {};
+      for (const k of ["prefix", "start", "end"] as const) {
+        const v = q.get(k);
+        if (v !== null) range[k] = enc.encode(v);
+      }
+      const limit = intParam(q, "limit");
+      if (limit) range.limit = limit;
+      const pairs = await service.scan(range, consistencyParam(q));
+      return json(200, { count: pairs.length, kvs: pairs.map(([k, v]) => kvJson(k, v)) });
+    }
+    if (path === "/v1/members") {
+      if (m === "GET") {
+        return json(200, { leader: service.leaderId(), members: service.members() });
+      }
+      if (m === "POST") {
+        const o = body ? JSON.parse(new TextDecoder().decode(body)) : await readJson(req);
+        if (!o || typeof o !== "object") throw new HttpError("the body must be a JSON object");
+        const member: MemberAddrs = {
+          id: nodeIdOf(o.id),
+          peer: String(o.peer ?? ""),
+          client: String(o.client ?? ""),
+          http: String(o.http ?? ""),
+        };
+        await service.addMember(member);
+        return json(200, { ok: true, member });
+      }
+      return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+    }
+    if (path.startsWith("/v1/members/")) {
+      if (m !== "DELETE") {
+        return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+      }
+      const id = nodeIdOf(path.slice("/v1/members/".length));
+      await service.removeMember(id);
+      return json(200, { ok: true });
+    }
+    if (path === "/v1/leader/transfer") {
+      if (m !== "POST") return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+      let id: number;
+      if (q.has("id")) {
+        id = nodeIdOf(q.get("id"));
+      } else {
+        let o: Record<string, unknown>;
+        try {
+          o = JSON.parse(new TextDecoder().decode(body ?? new Uint8Array()));
+        } catch {
+          throw new HttpError('the body must be JSON {"id": n}');
+        }
+        id = nodeIdOf(o?.id);
+      }
+      await service.transferLeader(id);
+      return json(200, { ok: true });
+    }
+    if (path === "/v1/status" && m === "GET") return json(200, service.status());
+    if (path === "/healthz" && m === "GET") {
+      const ok = opts.healthy?.() ?? true;
+      return json(ok ? 200 : 503, {
+        status: ok ? "ok" : "shutting_down",
+        id: service.id,
+        leader: service.leaderId(),
+      });
+    }
+    if (path === "/metrics" && m === "GET") {
+      return new Response(opts.metrics.registry.render(), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      });
+    }
+    return json(404, { error: "not_found", message: `no route for ${m} ${path}` });
+  };
+
+  return async (req: Request): Promise<Response> => {
+    opts.metrics.httpRequests.inc();
+    const url = new URL(req.url);
+    let body: Uint8Array<ArrayBuffer> | undefined;
+    if (req.body && (req.method === "PUT" || req.method === "POST")) {
+      try {
+        body = new Uint8Array(await req.arrayBuffer());
+      } catch {
+        return json(400, { error: "invalid_argument", message: "cannot read the request body" });
+      }
+    }
+    try {
+      return await route(req, url, body);
+    } catch (e) {
+      if (e instanceof SyntaxError) {
+        return json(400, { error: "invalid_argument", message: e.message });
+      }
+      if (e instanceof NotLeaderError && forward && !req.headers.has(FORWARDED_HEADER)) {
+        const addr = e.leaderId
+          ? (opts.httpAddressOf?.(e.leaderId) ?? service.leaderAddrs()?.http)
+          : undefined;
+        if (addr) {
+          try {
+            const headers = new Headers(req.headers);
+            headers.set(FORWARDED_HEADER, String(service.id));
+            headers.delete("host");
+            headers.delete("content-length");
+            const res = await doFetch(`http://${addr}${url.pathname}${url.search}`, {
+              method: req.method,
+              headers,
+              body: body && body.length > 0 ? body : undefined,
+              signal: AbortSignal.timeout(10_000),
+            });
+            const out = new Uint8Array(await res.arrayBuffer());
+            return new Response(out, { status: res.status, headers: res.headers });
+          } catch (fe) {
+            return json(503, {
+              error: "unavailable",
+              message: `forwarding to leader ${e.leaderId} at ${addr} failed: ${
+                (fe as Error).message
+              }`,
+              leader: e.leaderId,
+              leaderHttp: addr,
+            });
+          }
+        }
+        return json(503, { error: "not_leader", message: e.message, leader: e.leaderId });
+      }
+      if (e instanceof NotLeaderError) {
+        const addr = e.leaderId ? opts.httpAddressOf?.(e.leaderId) : undefined;
+        return json(503, {
+          error: "not_leader",
+          message: e.message,
+          leader: e.leaderId,
+          leaderHttp: addr ?? "",
+        });
+      }
+      return errorToHttp(e);
+    }
+  };
+}

@@ -1,0 +1,311 @@
+/**
+ * A gokv node: wires the Raft node, storage and peer transport together and serves the binary
+ * client protocol and the HTTP/JSON API.
+ *
+ * Bootstrap rule: a node whose log is empty and that is not started with `join` bootstraps the
+ * cluster with every node of the config as a voter (all initial nodes do the same thing, so they
+ * agree). A node started with `join` (a node added later with `member add`) never bootstraps: it
+ * waits for the leader to replicate the log (or a snapshot) to it.
+ *
+ * @module
+ */
+import { join as joinPath } from "node:path";
+import type { Config } from "../config/config.ts";
+import { createLogger } from "../config/log.ts";
+import type { Logger } from "../raft/logger.ts";
+import { RaftNode } from "../raft/node.ts";
+import { type ConfChange, ConfChangeType, type ConfState } from "../raft/types.ts";
+import { openStorage } from "../storage/mod.ts";
+import { createTransport } from "../transport/mod.ts";
+import { ClientServer } from "./client_server.ts";
+import { createHttpHandler } from "./http.ts";
+import { AddressBook, decodeMemberContext } from "./members.ts";
+import {
+  countingStateMachine,
+  createServerMetrics,
+  type ServerMetrics,
+  timedLogStore,
+} from "./server_metrics.ts";
+import { KvService, type RaftApi, roleName } from "./service.ts";
+import { parseAddress } from "../client/connection.ts";
+
+/** The server's version, reported in status. */
+export const SERVER_VERSION = "0.1.0";
+
+/** Options of {@link startServer}. */
+export interface ServerOptions {
+  /** The logger (default: from the config's log settings). */
+  logger?: Logger;
+  /** Join an existing cluster: never bootstrap, wait to be added (`gokv server --join`). */
+  join?: boolean;
+  /** Deadline of one client request inside the server (default 2 500 ms). */
+  requestTimeoutMs?: number;
+}
+
+/** A running node. */
+export interface ServerHandle {
+  /** The node id. */
+  readonly id: number;
+  /** The bound client protocol address. */
+  readonly clientAddress: string;
+  /** The bound HTTP address. */
+  readonly httpAddress: string;
+  /** The node's metrics. */
+  readonly metrics: ServerMetrics;
+  /** The node's status (as GET /v1/status). */
+  status(): Record<string, unknown>;
+  /** Stops accepting requests, finishes in-flight ones, stops Raft and persists. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The id is not a node of the configuration. */
+export class UnknownNodeError extends Error {
+  /** Creates the error. */
+  constructor(readonly id: number, readonly ids: number[]) {
+    super(`node id ${id} is not in the config (nodes: ${ids.join(", ")})`);
+    this.name = "UnknownNodeError";
+  }
+}
+
+function isEmptyLog(
+  init: { hardState: { term: number; commit: number }; confState: ConfState },
+  lastIndex: number,
+  snapIndex: number,
+): boolean {
+  const c = init.confState;
+  return init.hardState.term === 0 && init.hardState.commit === 0 && lastIndex === 0 &&
+    snapIndex === 0 && c.voters.length === 0 && c.learners.length === 0;
+}
+
+/** Starts node `id` of `config`. */
+export async function startServer(
+  config: Config,
+  id: number,
+  opts: ServerOptions = {},
+): Promise<ServerHandle> {
+  const node = config.nodes.find((n) => n.id === id);
+  if (!node) throw new UnknownNodeError(id, config.nodes.map((n) => n.id));
+  const logger = opts.logger ??
+    createLogger({ level: config.log.level, format: config.log.format, nodeId: id });
+  const dir = joinPath(config.dataDir, `node-${id}`);
+  await Deno.mkdir(dir, { recursive: true });
+
+  let raftRef: RaftNode | undefined;
+  let storageStats: () => Record<string, unknown> = () => ({});
+  const metrics = createServerMetrics({
+    raft: () => {
+      const s = raftRef?.status();
+      if (!s) return { term: 0, commit: 0, applied: 0, isLeader: false, logSize: 0 };
+      return {
+        term: s.term,
+        commit: s.commit,
+        applied: s.applied,
+        isLeader: s.role === "leader",
+        logSize: s.logSize,
+      };
+    },
+    storage: () => storageStats(),
+  });
+
+  const opened = await openStorage(config.storage, joinPath(dir, "store"), {
+    lsm: config.lsm,
+    logger,
+  });
+  const log = timedLogStore(opened.log, metrics.fsyncSeconds);
+  const sm = countingStateMachine(opened.sm, metrics.applies);
+  storageStats = () => opened.sm.stats();
+
+  const book = new AddressBook(
+    config.nodes.map((n) => ({ id: n.id, peer: n.peer, client: n.client, http: n.http })),
+    dir,
+  );
+  await book.load();
+  const peers = new Map<number, string>();
+  for (const m of book.all()) if (m.id !== id) peers.set(m.id, m.peer);
+  const transport = createTransport(config.transport, {
+    id,
+    listen: node.listenPeer,
+    peers,
+    logger,
+  });
+
+  const init = opened.log.initialState();
+  const empty = isEmptyLog(init, opened.log.lastIndex(), opened.log.snapshotMeta().index);
+  const bootstrapVoters = empty && !opts.join ? config.nodes.map((n) => n.id) : undefined;
+  if (bootstrapVoters) {
+    logger.info("bootstrapping a new cluster", { voters: bootstrapVoters });
+  } else if (empty) {
+    logger.info("empty log: waiting to be added to the cluster (--join)");
+  }
+
+  const onConfChange = (cc: ConfChange, conf: ConfState, index: number) => {
+    for (const ch of cc.changes) {
+      if (ch.type === ConfChangeType.RemoveNode) {
+        if (ch.nodeId !== id) transport.removePeer(ch.nodeId);
+        logger.info("member removed", { node: ch.nodeId, index });
+        continue;
+      }
+      if (cc.context.length > 0) {
+        try {
+          const m = decodeMemberContext(cc.context);
+          if (m.id === ch.nodeId) {
+            const eff = book.learn(m);
+            if (m.id !== id) transport.addPeer(m.id, eff.peer);
+          }
+        } catch (e) {
+          logger.warn("conf change with unreadable member context", {
+            index,
+            error: (e as Error).message,
+          });
+        }
+      }
+      const known = book.get(ch.nodeId);
+      if (known && ch.nodeId !== id) transport.addPeer(ch.nodeId, known.peer);
+      logger.info(ch.type === ConfChangeType.AddLearner ? "learner added" : "voter added", {
+        node: ch.nodeId,
+        index,
+      });
+    }
+    logger.debug("configuration", { voters: conf.voters, learners: conf.learners });
+  };
+
+  const r = config.raft;
+  const raft = await RaftNode.start({
+    config: {
+      id,
+      electionTick: Math.max(2, Math.round(r.electionMs / r.tickMs)),
+      heartbeatTick: Math.max(1, Math.round(r.heartbeatMs / r.tickMs)),
+      preVote: r.preVote,
+      checkQuorum: r.checkQuorum,
+      maxSizePerMsg: r.maxSizePerMsg,
+      maxInflightMsgs: r.maxInflightMsgs,
+      maxInflightBytes: 0,
+      leaseRead: r.leaseRead,
+    },
+    tickMs: r.tickMs,
+    log,
+    sm,
+    transport,
+    bootstrapVoters,
+    snapshotThreshold: r.snapshotThreshold,
+    logger,
+    onConfChange,
+  });
+  raftRef = raft;
+
+  let lastTerm = raft.status().term;
+  raft.onLeaderChange((lead: number) => {
+    metrics.leaderChanges.inc();
+    logger.info("leader changed", { leader: lead, term: raft.status().term });
+  });
+  const sampler = setInterval(() => {
+    const t = raft.status().term;
+    if (t > lastTerm) metrics.elections.inc(t - lastTerm);
+    lastTerm = t;
+  }, 100);
+  Deno.unrefTimer(sampler);
+
+  const service = new KvService({
+    id,
+    raft: raft as unknown as RaftApi,
+    sm,
+    book,
+    metrics,
+    requestTimeoutMs: opts.requestTimeoutMs,
+    statusExtra: () => ({
+      version: SERVER_VERSION,
+      storageKind: config.storage,
+      transport: config.transport,
+      peerAddr: node.peer,
+      clientAddr: node.client,
+      httpAddr: node.http,
+    }),
+  });
+
+  let shuttingDown = false;
+  const clientServer = new ClientServer(service, {
+    listen: node.listenClient,
+    logger,
+    metrics,
+  });
+  let clientAddr: Deno.NetAddr;
+  let httpServer: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    clientAddr = clientServer.start();
+    const h = parseAddress(node.listenHttp);
+    const handler = createHttpHandler(service, {
+      metrics,
+      httpAddressOf: (nid) => book.get(nid)?.http,
+      healthy: () => !shuttingDown,
+    });
+    httpServer = Deno.serve({
+      hostname: h.hostname,
+      port: h.port,
+      onListen: () => {},
+      onError: (e) => {
+        logger.error("http handler failed", { error: (e as Error)?.message });
+        return new Response(JSON.stringify({ error: "internal" }), { status: 500 });
+      },
+    }, handler);
+  } catch (e) {
+    clearInterval(sampler);
+    await clientServer.close(0);
+    await raft.stop();
+    await transport.close().catch(() => {});
+    await log.close().catch(() => {});
+    await sm.close().catch(() => {});
+    throw e;
+  }
+  logger.info("node started", {
+    peer: node.listenPeer,
+    client: `${clientAddr.hostname}:${clientAddr.port}`,
+    http: `${httpServer.addr.hostname}:${httpServer.addr.port}`,
+    storage: config.storage,
+    transport: config.transport,
+    dir,
+  });
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      shuttingDown = true;
+      logger.info("shutting down: finishing in-flight requests");
+      clientServer.stopAccepting();
+      service.stopAccepting();
+      const httpDone = httpServer.shutdown().catch(() => {});
+      await service.drain(5_000);
+      await clientServer.close(2_000);
+      await httpDone;
+      clearInterval(sampler);
+      try {
+        await raft.stop();
+      } catch (e) {
+        logger.warn("raft stop failed", { error: (e as Error).message });
+      }
+      await transport.close().catch((e) =>
+        logger.warn("transport close failed", { error: (e as Error).message })
+      );
+      await log.close().catch((e) =>
+        logger.warn("log close failed", { error: (e as Error).message })
+      );
+      await sm.close().catch((e) =>
+        logger.warn("state machine close failed", { error: (e as Error).message })
+      );
+      book.save();
+      logger.info("node stopped");
+    })();
+    return closing;
+  };
+
+  return {
+    id,
+    clientAddress: `${clientAddr.hostname}:${clientAddr.port}`,
+    httpAddress: `${httpServer.addr.hostname}:${httpServer.addr.port}`,
+    metrics,
+    status: () => service.status(),
+    close,
+  };
+}
+
+/** Re-exported for status consumers. */
+export { roleName };

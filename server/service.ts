@@ -1,0 +1,338 @@
+/**
+ * The operations a node serves, independent of the front-end (binary client protocol or
+ * HTTP/JSON): writes go through Raft, linearizable reads through a ReadIndex barrier,
+ * serializable reads straight to the local state machine. Errors are the client library's typed
+ * errors so both front-ends map them the same way.
+ *
+ * @module
+ */
+import type { ConfState } from "../raft/types.ts";
+import { deleteCommand, encodeCommand, putCommand } from "../storage/command.ts";
+import type { KvStateMachine } from "../storage/kv_state_machine.ts";
+import {
+  GokvError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  NotLeaderError,
+  TimeoutError,
+  UnavailableError,
+} from "../client/errors.ts";
+import type { MemberInfo, ScanRange } from "../client/protocol.ts";
+import { type AddressBook, encodeMemberContext, type MemberAddrs } from "./members.ts";
+import type { ServerMetrics } from "./server_metrics.ts";
+
+/** The Raft status fields the server reads (raft/node.ts `RaftNode.status()`). */
+export interface RaftStatusLike {
+  /** This node. */
+  id: number;
+  /** Current term. */
+  term: number;
+  /** Highest committed index. */
+  commit: number;
+  /** Highest applied index. */
+  applied: number;
+  /** Role name or enum value. */
+  role: unknown;
+  /** Known leader (0 none). */
+  lead: number;
+  /** Current configuration. */
+  conf: ConfState;
+  /** Latest snapshot index. */
+  snapshotIndex: number;
+  /** Entries in the log. */
+  logSize: number;
+}
+
+/** The subset of raft/node.ts `RaftNode` the server uses (fakes implement it in tests). */
+export interface RaftApi {
+  /** Proposes a command; resolves with the state machine's apply result. */
+  propose(data: Uint8Array, opts?: { timeoutMs?: number }): Promise<unknown>;
+  /** Linearizable read barrier: resolves once local state reflects every write committed
+   * before the call. */
+  readIndex(opts?: { timeoutMs?: number }): Promise<void>;
+  /** Adds a node (learner, then promoted). */
+  addMember(id: number, context: Uint8Array, opts?: { timeoutMs?: number }): Promise<unknown>;
+  /** Removes a node. */
+  removeMember(id: number, opts?: { timeoutMs?: number }): Promise<unknown>;
+  /** Hands leadership to `id`. */
+  transferLeader(id: number, opts?: { timeoutMs?: number }): Promise<unknown>;
+  /** The node's Raft status. */
+  status(): RaftStatusLike;
+}
+
+/** A client session for exactly-once writes. */
+export interface WriteSession {
+  /** Random 64-bit client id. */
+  clientId: bigint;
+  /** Increasing sequence number (reused on retry). */
+  seq: number;
+}
+
+/** Role names as reported by status. */
+export type RoleName = "leader" | "follower" | "candidate" | "pre-candidate" | "learner";
+
+const ROLE_NAMES: Record<string, RoleName> = {
+  leader: "leader",
+  follower: "follower",
+  candidate: "candidate",
+  precandidate: "pre-candidate",
+  "pre-candidate": "pre-candidate",
+  learner: "learner",
+};
+
+/** Normalizes a Raft role (string or enum-ish) into a status role name. */
+export function roleName(role: unknown, isLearner: boolean): RoleName {
+  const r = ROLE_NAMES[String(role).toLowerCase().replace(/[_\s]/g, "")] ??
+    ROLE_NAMES[String(role).toLowerCase()] ?? "follower";
+  if (isLearner && r === "follower") return "learner";
+  return r;
+}
+
+/** Options of {@link KvService}. */
+export interface ServiceOptions {
+  /** This node's id. */
+  id: number;
+  /** The Raft node. */
+  raft: RaftApi;
+  /** The local state machine. */
+  sm: KvStateMachine;
+  /** Addresses of members. */
+  book: AddressBook;
+  /** Metrics to update. */
+  metrics: ServerMetrics;
+  /** Deadline of one request inside the server (default 2 500 ms). */
+  requestTimeoutMs?: number;
+  /** Extra fields for status (version, addresses...). */
+  statusExtra?: () => Record<string, unknown>;
+}
+
+function mapRaftError(
+  e: unknown,
+  leaderHint: () => MemberAddrs | undefined,
+  leaderId: number,
+): Error {
+  if (e instanceof GokvError) return e;
+  const err = e as Error & { leaderId?: number; timeoutMs?: number };
+  switch (err?.name) {
+    case "NotLeaderError": {
+      const lid = err.leaderId ?? leaderId;
+      const m = lid ? leaderHint() : undefined;
+      return new NotLeaderError(lid, m?.client ?? "", err.message);
+    }
+    case "TimeoutError":
+      return new TimeoutError(err.message, err.timeoutMs ?? 0);
+    case "ProposalDroppedError":
+    case "StoppedError":
+    case "ConfChangeInProgressError":
+      return new UnavailableError(err.message);
+    case "InvalidConfChangeError":
+      return new InvalidArgumentError(err.message);
+    default:
+      return new InternalError(err?.message ?? String(e));
+  }
+}
+
+/** The node's operations. */
+export class KvService {
+  private inflight = 0;
+  private drainWaiters: (() => void)[] = [];
+  private closing = false;
+  private readonly timeoutMs: number;
+
+  /** Creates the service. */
+  constructor(private readonly o: ServiceOptions) {
+    this.timeoutMs = o.requestTimeoutMs ?? 2_500;
+  }
+
+  /** This node's id. */
+  get id(): number {
+    return this.o.id;
+  }
+
+  /** Stops accepting new requests (they fail with {@link UnavailableError}). */
+  stopAccepting(): void {
+    this.closing = true;
+  }
+
+  /** Resolves when no request is in flight (or after `timeoutMs`). */
+  async drain(timeoutMs = 5_000): Promise<void> {
+    if (this.inflight === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      new Promise<void>((r) => this.drainWaiters.push(r)),
+      new Promise<void>((r) => timer = setTimeout(r, timeoutMs)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Requests in flight. */
+  get pending(): number {
+    return this.inflight;
+  }
+
+  private async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closing) throw new UnavailableError("node is shutting down");
+    this.inflight++;
+    try {
+      return await fn();
+    } catch (e) {
+      throw mapRaftError(e, () => this.leaderAddrs(), this.leaderId());
+    } finally {
+      if (--this.inflight === 0 && this.drainWaiters.length) {
+        for (const w of this.drainWaiters.splice(0)) w();
+      }
+    }
+  }
+
+  /** The leader's id as this node knows it (0 none). */
+  leaderId(): number {
+    return this.o.raft.status().lead;
+  }
+
+  /** The leader's addresses, if known. */
+  leaderAddrs(): MemberAddrs | undefined {
+    const lead = this.leaderId();
+    return lead ? this.o.book.get(lead) : undefined;
+  }
+
+  /** True when this node believes it leads. */
+  isLeader(): boolean {
+    const s = this.o.raft.status();
+    return s.lead === this.o.id && roleName(s.role, false) === "leader";
+  }
+
+  private async propose(data: Uint8Array): Promise<void> {
+    this.o.metrics.proposals.inc();
+    let result: unknown;
+    try {
+      result = await this.o.raft.propose(data, { timeoutMs: this.timeoutMs });
+    } catch (e) {
+      this.o.metrics.proposalsFailed.inc();
+      throw e;
+    }
+    const r = result as { ok?: boolean; message?: string } | null | undefined;
+    if (r && r.ok === false) throw new InternalError(r.message ?? "command rejected");
+  }
+
+  /** Writes `value` at `key` (exactly once per session seq). */
+  put(key: Uint8Array, value: Uint8Array, session?: WriteSession): Promise<void> {
+    if (key.length === 0) return Promise.reject(new InvalidArgumentError("empty key"));
+    return this.run(() => this.propose(encodeCommand(putCommand(key, value, session))));
+  }
+
+  /** Deletes `key` (exactly once per session seq). */
+  delete(key: Uint8Array, session?: WriteSession): Promise<void> {
+    if (key.length === 0) return Promise.reject(new InvalidArgumentError("empty key"));
+    return this.run(() => this.propose(encodeCommand(deleteCommand(key, session))));
+  }
+
+  private async barrier(linearizable: boolean): Promise<void> {
+    if (!linearizable) return;
+    const t0 = performance.now();
+    await this.o.raft.readIndex({ timeoutMs: this.timeoutMs });
+    this.o.metrics.readIndexSeconds.observe((performance.now() - t0) / 1000);
+  }
+
+  /** Reads `key`; undefined when missing. */
+  get(key: Uint8Array, linearizable: boolean): Promise<Uint8Array | undefined> {
+    if (key.length === 0) return Promise.reject(new InvalidArgumentError("empty key"));
+    return this.run(async () => {
+      await this.barrier(linearizable);
+      this.o.metrics.reads.inc();
+      return await this.o.sm.get(key);
+    });
+  }
+
+  /** Range scan in key order. */
+  scan(range: ScanRange, linearizable: boolean): Promise<[Uint8Array, Uint8Array][]> {
+    return this.run(async () => {
+      await this.barrier(linearizable);
+      this.o.metrics.reads.inc();
+      return await this.o.sm.scan({ ...range });
+    });
+  }
+
+  /** The members of the current configuration with their addresses. */
+  members(): MemberInfo[] {
+    const conf = this.o.raft.status().conf;
+    const voters = new Set([...conf.voters, ...conf.votersOutgoing]);
+    const learners = new Set([...conf.learners, ...conf.learnersNext]);
+    const out: MemberInfo[] = [];
+    for (const id of [...new Set([...voters, ...learners])].sort((a, b) => a - b)) {
+      const a = this.o.book.get(id);
+      out.push({
+        id,
+        learner: !voters.has(id),
+        peer: a?.peer ?? "",
+        client: a?.client ?? "",
+        http: a?.http ?? "",
+      });
+    }
+    return out;
+  }
+
+  /** Adds a member (learner first, promoted once caught up). Must run on the leader. */
+  addMember(m: MemberAddrs): Promise<void> {
+    if (!Number.isInteger(m.id) || m.id < 1 || m.id > 0x7fffffff) {
+      return Promise.reject(new InvalidArgumentError(`bad node id ${m.id}`));
+    }
+    for (const a of [m.peer, m.client, m.http]) {
+      if (typeof a !== "string" || !/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(a)) {
+        return Promise.reject(new InvalidArgumentError(`bad address "${a}"`));
+      }
+    }
+    return this.run(async () => {
+      if (this.members().some((x) => x.id === m.id && !x.learner)) {
+        throw new InvalidArgumentError(`node ${m.id} is already a voter`);
+      }
+      await this.o.raft.addMember(m.id, encodeMemberContext(m), {
+        timeoutMs: Math.max(this.timeoutMs, 20_000),
+      });
+    });
+  }
+
+  /** Removes a member; {@link NotFoundError} if it is not one. */
+  removeMember(id: number): Promise<void> {
+    return this.run(async () => {
+      if (!this.members().some((x) => x.id === id)) throw new NotFoundError(`member ${id}`);
+      await this.o.raft.removeMember(id, { timeoutMs: Math.max(this.timeoutMs, 10_000) });
+    });
+  }
+
+  /** Transfers leadership to `id`. */
+  transferLeader(id: number): Promise<void> {
+    return this.run(async () => {
+      const m = this.members().find((x) => x.id === id);
+      if (!m) throw new NotFoundError(`member ${id}`);
+      if (m.learner) throw new InvalidArgumentError(`node ${id} is a learner`);
+      await this.o.raft.transferLeader(id, { timeoutMs: Math.max(this.timeoutMs, 5_000) });
+    });
+  }
+
+  /** The node's status (GET /v1/status). */
+  status(): Record<string, unknown> {
+    const s = this.o.raft.status();
+    const learner = s.conf.learners.includes(this.o.id) ||
+      s.conf.learnersNext.includes(this.o.id);
+    let storage: Record<string, unknown> = {};
+    try {
+      storage = this.o.sm.stats();
+    } catch (e) {
+      storage = { error: (e as Error).message };
+    }
+    return {
+      id: this.o.id,
+      role: roleName(s.role, learner),
+      term: s.term,
+      leader: s.lead,
+      commitIndex: s.commit,
+      appliedIndex: s.applied,
+      snapshotIndex: s.snapshotIndex,
+      logSize: s.logSize,
+      conf: s.conf,
+      storage,
+      ...this.o.statusExtra?.(),
+    };
+  }
+}
