@@ -1,0 +1,44 @@
+/**
+ * Replays simulator seeds: `deno run -A raft/sim/replay.ts --seed N [--trace] [--steps S]`, or
+ * `--from A --count C` to sweep a range of seeds and list the failing ones.
+ *
+ * @module
+ */
+import { runSimulation } from "./simulation.ts";
+
+function arg(name: string): string | undefined {
+  const i = Deno.args.indexOf(`--${name}`);
+  if (i >= 0) return Deno.args[i + 1];
+  const eq = Deno.args.find((a) => a.startsWith(`--${name}=`));
+  return eq?.slice(name.length + 3);
+}
+
+if (import.meta.main) {
+  const steps = arg("steps") ? Number(arg("steps")) : undefined;
+  const trace = Deno.args.includes("--trace");
+  const seed = arg("seed");
+  if (seed !== undefined) {
+    const result = runSimulation(Number(seed), { steps, trace });
+    console.log(JSON.stringify(result.summary));
+    if (!result.ok) {
+      console.log(`seed ${seed} FAILED: ${result.error}`);
+      Deno.exit(1);
+    }
+    console.log(`seed ${seed} ok`);
+  } else {
+    const from = Number(arg("from") ?? 1);
+    const count = Number(arg("count") ?? 100);
+    const failed: number[] = [];
+    const t0 = performance.now();
+    for (let s = from; s < from + count; s++) {
+      const result = runSimulation(s, { steps });
+      if (!result.ok) {
+        failed.push(s);
+        console.log(`seed ${s} FAILED: ${result.error?.split("\n")[0]}`);
+      }
+    }
+    const ms = performance.now() - t0;
+    console.log(`${count} runs in ${(ms / 1000).toFixed(1)} s, ${failed.length} failed`);
+    if (failed.length > 0) Deno.exit(1);
+  }
+}

@@ -1,0 +1,475 @@
+/**
+ * One seeded simulation run: a cluster under a randomly chosen fault profile (lossy, duplicating,
+ * reordering network; partitions, asymmetric ones included; crashes, also in the middle of
+ * persisting a Ready; membership changes, leader removal included; leadership transfers;
+ * snapshots with small thresholds), clients writing and reading through it, then a healing
+ * phase that checks the cluster converges and makes progress, and finally a linearizability
+ * check of the clients' history. The seed decides everything, so `runSimulation(seed)` replays.
+ *
+ * @module
+ */
+import { checkLinearizable, formatHistory } from "../linearizability.ts";
+import type { LogFields, Logger } from "../logger.ts";
+import { type ConfChange, ConfChangeType, type ConfState, type NodeId } from "../types.ts";
+import { SimCluster } from "./cluster.ts";
+import { InvariantViolation } from "./invariants.ts";
+import type { NetworkFaults } from "./network.ts";
+import { Prng } from "./prng.ts";
+import { Workload } from "./workload.ts";
+
+/** Size of a run. */
+export interface SimulationOptions {
+  /** Steps of the chaotic phase (default 300). */
+  steps?: number;
+  /** Steps allowed for the healed cluster to converge (default 400). */
+  healSteps?: number;
+  /** Print a trace of the run's events to the console. */
+  trace?: boolean;
+}
+
+/** What a run did. */
+export interface SimulationResult {
+  /** The seed. */
+  seed: number;
+  /** True when every check passed. */
+  ok: boolean;
+  /** The failure (property and detail), when not ok. */
+  error?: string;
+  /** The run's profile and counters. */
+  summary: Record<string, number | string | boolean>;
+}
+
+interface Profile {
+  nodes: number;
+  faults: NetworkFaults;
+  partitionRate: number;
+  crashRate: number;
+  crashDuringReadyRate: number;
+  membership: boolean;
+  transferRate: number;
+  snapshotThreshold: number;
+  tickSkipRate: number;
+}
+
+function chooseProfile(rng: Prng): Profile {
+  const lossy = rng.chance(0.7);
+  return {
+    nodes: rng.pick([1, 3, 3, 3, 5, 5]),
+    faults: {
+      dropRate: lossy ? rng.pick([0.01, 0.05, 0.1, 0.2]) : 0,
+      duplicateRate: lossy ? rng.pick([0, 0.02, 0.05]) : 0,
+      minDelay: 1,
+      maxDelay: rng.pick([1, 2, 3, 5]),
+    },
+    partitionRate: rng.pick([0, 0.01, 0.02, 0.04]),
+    crashRate: rng.pick([0, 0.005, 0.01, 0.02]),
+    crashDuringReadyRate: rng.pick([0, 0, 0.002, 0.01]),
+    membership: rng.chance(0.5),
+    transferRate: rng.pick([0, 0, 0.005]),
+    snapshotThreshold: rng.pick([3, 5, 8, 20, Infinity]),
+    tickSkipRate: rng.pick([0, 0.05, 0.2]),
+  };
+}
+
+/** Raised through the node logger when the core swallowed an exception. */
+class CoreWarning extends Error {}
+
+/** Runs the simulation for `seed`; never throws for a failed check (see `ok`/`error`). */
+export function runSimulation(seed: number, options: SimulationOptions = {}): SimulationResult {
+  const steps = options.steps ?? 300;
+  const healSteps = options.healSteps ?? 400;
+  const rng = new Prng(seed);
+  const p = chooseProfile(rng);
+  const summary: Record<string, number | string | boolean> = {
+    nodes: p.nodes,
+    membership: p.membership,
+    snapshotThreshold: String(p.snapshotThreshold),
+    dropRate: p.faults.dropRate,
+  };
+  const trace = options.trace
+    ? (msg: string) => console.log(`[${cluster.now}] ${msg}`)
+    : (_msg: string) => {};
+  const coreErrors: string[] = [];
+  const logger: Logger = {
+    debug() {},
+    info(msg: string, fields?: LogFields) {
+      if (options.trace) console.log(`[${cluster.now}] ${msg} ${JSON.stringify(fields ?? {})}`);
+    },
+    warn(msg: string, fields?: LogFields) {
+      if (options.trace) {
+        console.log(`[${cluster.now}] WARN ${msg} ${JSON.stringify(fields ?? {})}`);
+      }
+      if (/could not be processed/.test(msg)) coreErrors.push(`${msg} ${JSON.stringify(fields)}`);
+    },
+    error(msg: string, fields?: LogFields) {
+      coreErrors.push(`${msg} ${JSON.stringify(fields)}`);
+    },
+  };
+  const voters = Array.from({ length: p.nodes }, (_, i) => i + 1);
+  const cluster = new SimCluster({
+    seed: rng.nextU32(),
+    voters,
+    faults: p.faults,
+    snapshotThreshold: p.snapshotThreshold,
+    crashDuringReadyRate: p.crashDuringReadyRate,
+    tickSkipRate: p.tickSkipRate,
+    logger,
+  });
+  const workload = new Workload(cluster, {
+    clients: rng.range(1, 5),
+    keys: rng.range(1, 4),
+    rate: rng.pick([0.1, 0.3, 0.6]),
+    timeout: 40,
+    maxAttempts: rng.range(2, 8),
+    readShare: rng.pick([0.2, 0.5]),
+    deleteShare: 0.15,
+  });
+  const admin = new Admin(cluster, trace);
+  const frng = rng.fork(); // fault decisions
+
+  const checkCore = () => {
+    if (coreErrors.length > 0) throw new InvariantViolation("no core exceptions", coreErrors[0]);
+  };
+
+  try {
+    // Chaos.
+    for (let i = 0; i < steps; i++) {
+      faultStep(cluster, p, frng, trace);
+      if (p.membership) admin.step(frng);
+      workload.tick();
+      cluster.step();
+      checkCore();
+    }
+    // Heal: a reliable network, every member back up, no new membership changes.
+    cluster.net.healAll();
+    cluster.net.faults = { dropRate: 0, duplicateRate: 0, minDelay: 1, maxDelay: 2 };
+    cluster.crashDuringReadyRate = 0;
+    cluster.tickSkipRate = 0;
+    for (const id of cluster.memberIds()) cluster.restart(id);
+    trace("healed");
+    const completedBefore = workload.stats.completed;
+    const startedBefore = workload.stats.started;
+    // The clients keep going for a while: the healed cluster must serve them.
+    for (let i = 0; i < healSteps / 2; i++) {
+      admin.finish();
+      workload.tick();
+      cluster.step();
+      checkCore();
+    }
+    workload.issuing = false;
+    const quiet = cluster.runUntil(() => {
+      admin.finish();
+      workload.tick();
+      return workload.idle() && converged(cluster);
+    }, healSteps);
+    checkCore();
+    if (!quiet) {
+      throw new InvariantViolation(
+        "liveness",
+        `healed cluster did not converge within ${healSteps} steps (idle clients: ${workload.idle()})\n${
+          describe(cluster)
+        }`,
+      );
+    }
+    if (workload.stats.completed === completedBefore && workload.stats.started > startedBefore) {
+      throw new InvariantViolation("liveness", "no operation completed after healing");
+    }
+    // Final reads of every key, through ReadIndex at random members.
+    for (let k = 0; k < 4; k++) {
+      workload.start(1, { kind: "get", key: "k" + k });
+      const done = cluster.runUntil(() => {
+        workload.tick();
+        return workload.idle();
+      }, healSteps);
+      if (!done) throw new InvariantViolation("liveness", `final read of k${k} did not complete`);
+    }
+    checkCore();
+    const lin = checkLinearizable(workload.history);
+    if (!lin.ok) {
+      throw new InvariantViolation(
+        "linearizability",
+        `history of key ${lin.key} is not linearizable:\n${formatHistory(lin.operations!)}`,
+      );
+    }
+    summary.inconclusive = !!lin.inconclusive;
+  } catch (e) {
+    Object.assign(summary, collect(cluster, workload));
+    const error = e instanceof InvariantViolation ? e.message : `exception: ${(e as Error).stack}`;
+    return { seed, ok: false, error, summary };
+  }
+  Object.assign(summary, collect(cluster, workload));
+  return { seed, ok: true, summary };
+}
+
+function collect(cluster: SimCluster, workload: Workload): Record<string, number> {
+  return {
+    steps: cluster.now,
+    ops: workload.history.length,
+    completed: workload.stats.completed,
+    gaveUp: workload.stats.gaveUp,
+    crashes: cluster.stats.crashes,
+    snapshotsTaken: cluster.stats.snapshotsTaken,
+    snapshotsInstalled: cluster.stats.snapshotsInstalled,
+    leaderTerms: cluster.checker.leaderTerms(),
+    maxApplied: cluster.checker.maxApplied(),
+    checks: cluster.checker.checks,
+    messages: cluster.net.stats.sent,
+  };
+}
+
+/** One line per node: role, term, indexes, configuration. */
+export function describe(cluster: SimCluster): string {
+  const lines: string[] = [];
+  for (const node of cluster.nodes.values()) {
+    if (!node.raw) {
+      lines.push(`node ${node.id}: ${node.stopped ? "stopped" : "down"}`);
+      continue;
+    }
+    const st = node.raw.status();
+    const pr = st.progress
+      ? " progress " +
+        [...st.progress].map(([id, p]) => `${id}:${p.state}/${p.match}/${p.next}`).join(" ")
+      : "";
+    lines.push(
+      `node ${node.id}: ${st.role} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${node.kv.applied} ` +
+        `log [${st.firstIndex}, ${st.lastIndex}] voters [${st.conf.voters}] out [${st.conf.votersOutgoing}] ` +
+        `learners [${st.conf.learners}]${pr}`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** True when a leader exists and every member of its configuration is up, caught up and in the
+ * same state. */
+function converged(cluster: SimCluster): boolean {
+  const leader = cluster.leader();
+  if (!leader?.raw) return false;
+  const st = leader.raw.status();
+  if (st.conf.votersOutgoing.length > 0) return false;
+  if (leader.kv.applied !== st.commit || st.commit !== st.lastIndex) return false;
+  const fp = leader.kv.fingerprint();
+  for (const id of [...st.conf.voters, ...st.conf.learners]) {
+    const n = cluster.nodes.get(id);
+    if (!n?.raw || n.kv.applied !== leader.kv.applied || n.kv.fingerprint() !== fp) return false;
+  }
+  return true;
+}
+
+function faultStep(cluster: SimCluster, p: Profile, rng: Prng, trace: (m: string) => void): void {
+  const members = cluster.memberIds();
+  if (rng.chance(p.partitionRate)) {
+    const kind = rng.int(4);
+    if (kind === 0) {
+      const id = rng.pick(members);
+      cluster.net.isolate(id, members);
+      trace(`isolate ${id}`);
+    } else if (kind === 1) {
+      const group = members.filter(() => rng.chance(0.4));
+      const others = members.filter((id) => !group.includes(id));
+      cluster.net.partition(group, others);
+      trace(`partition [${group}] | [${others}]`);
+    } else if (kind === 2) {
+      const a = rng.pick(members);
+      const b = rng.pick(members);
+      if (a !== b) cluster.net.cutOneWay(a, b);
+      trace(`cut ${a} -> ${b}`);
+    } else {
+      cluster.net.healAll();
+      trace("heal");
+    }
+  }
+  if (cluster.net.hasCuts() && rng.chance(p.partitionRate)) {
+    cluster.net.healAll();
+    trace("heal");
+  }
+  if (rng.chance(p.crashRate)) {
+    const up = cluster.liveIds();
+    const down = members.length - up.length;
+    if (up.length > 0 && down < Math.floor(members.length / 2) + (rng.chance(0.1) ? 1 : 0)) {
+      const id = rng.pick(up);
+      cluster.crash(id);
+      trace(`crash ${id}`);
+    }
+  }
+  if (rng.chance(p.crashRate * 2)) {
+    const down = members.filter((id) => !cluster.node(id).up);
+    if (down.length > 0) {
+      const id = rng.pick(down);
+      cluster.restart(id);
+      trace(`restart ${id}`);
+    }
+  }
+  if (rng.chance(p.transferRate)) {
+    const leader = cluster.leader();
+    if (leader?.raw) {
+      const to = rng.pick(leader.raw.status().conf.voters);
+      leader.raw.transferLeader(to);
+      trace(`transfer ${leader.id} -> ${to}`);
+    }
+  }
+}
+
+/** Drives membership changes: add learners, promote them, remove voters (the leader too),
+ * swap members in one joint change; retries a change until the leader's configuration shows it. */
+class Admin {
+  #cluster: SimCluster;
+  #trace: (m: string) => void;
+  #intent: { cc: ConfChange; desc: string } | null = null;
+  #nextPropose = 0;
+  #nextId = 100;
+  #admitted = new Set<NodeId>();
+  #stopAt = new Map<NodeId, number>();
+  #lastConfIndex = 0;
+
+  constructor(cluster: SimCluster, trace: (m: string) => void) {
+    this.#cluster = cluster;
+    this.#trace = trace;
+    const prev = cluster.listener;
+    cluster.listener = {
+      ...prev,
+      onConfChange: (node, entry, conf) => {
+        prev.onConfChange?.(node, entry, conf);
+        // Restarted nodes replay old changes: only the newest configuration counts.
+        if (entry.index <= this.#lastConfIndex) return;
+        this.#lastConfIndex = entry.index;
+        this.#onConf(conf);
+      },
+    };
+    for (const id of cluster.memberIds()) this.#admitted.add(id);
+  }
+
+  #onConf(conf: ConfState): void {
+    const inConf = new Set([
+      ...conf.voters,
+      ...conf.votersOutgoing,
+      ...conf.learners,
+      ...conf.learnersNext,
+    ]);
+    for (const id of inConf) this.#admitted.add(id);
+    if (conf.votersOutgoing.length > 0) return;
+    for (const id of this.#admitted) {
+      if (!inConf.has(id) && !this.#stopAt.has(id)) {
+        this.#stopAt.set(id, this.#cluster.now + this.#cluster.rng.int(30));
+      }
+    }
+  }
+
+  /** Stops removed nodes that are due; keeps pushing the current intent. */
+  finish(): void {
+    this.#reap();
+    if (this.#intent) this.#push();
+  }
+
+  #reap(): void {
+    for (const [id, at] of this.#stopAt) {
+      if (at <= this.#cluster.now && !this.#cluster.node(id).stopped) {
+        this.#cluster.stop(id);
+        this.#trace(`stop removed node ${id}`);
+      }
+    }
+  }
+
+  step(rng: Prng): void {
+    this.#reap();
+    if (!this.#intent && rng.chance(0.02)) this.#intent = this.#choose(rng);
+    if (this.#intent) this.#push();
+  }
+
+  #choose(rng: Prng): { cc: ConfChange; desc: string } | null {
+    const leader = this.#cluster.leader();
+    if (!leader?.raw) return null;
+    const conf = leader.raw.status().conf;
+    if (conf.votersOutgoing.length > 0) return null;
+    const ctx = new Uint8Array(0);
+    const voters = conf.voters;
+    const learners = conf.learners;
+    const choices: (() => { cc: ConfChange; desc: string })[] = [];
+    if (voters.length + learners.length < 7) {
+      choices.push(() => {
+        const id = this.#nextId++;
+        this.#cluster.addNode(id);
+        return {
+          cc: { changes: [{ type: ConfChangeType.AddLearner, nodeId: id }], context: ctx },
+          desc: `add learner ${id}`,
+        };
+      });
+    }
+    if (learners.length > 0 && voters.length < 5) {
+      const id = rng.pick(learners);
+      choices.push(() => ({
+        cc: { changes: [{ type: ConfChangeType.AddNode, nodeId: id }], context: ctx },
+        desc: `promote ${id}`,
+      }));
+    }
+    if (voters.length > 3 || (voters.length > 1 && rng.chance(0.2))) {
+      // Removing the leader is a case of its own.
+      const id = rng.chance(0.4) ? leader.id : rng.pick(voters);
+      choices.push(() => ({
+        cc: { changes: [{ type: ConfChangeType.RemoveNode, nodeId: id }], context: ctx },
+        desc: `remove voter ${id}`,
+      }));
+    }
+    if (learners.length > 0) {
+      const id = rng.pick(learners);
+      choices.push(() => ({
+        cc: { changes: [{ type: ConfChangeType.RemoveNode, nodeId: id }], context: ctx },
+        desc: `remove learner ${id}`,
+      }));
+    }
+    if (learners.length > 0 && voters.length >= 3) {
+      // Replace a voter by a learner in one joint change.
+      const add = rng.pick(learners);
+      const remove = rng.pick(voters);
+      choices.push(() => ({
+        cc: {
+          changes: [
+            { type: ConfChangeType.AddNode, nodeId: add },
+            { type: ConfChangeType.RemoveNode, nodeId: remove },
+          ],
+          context: ctx,
+        },
+        desc: `replace ${remove} by ${add}`,
+      }));
+    }
+    if (choices.length === 0) return null;
+    const intent = rng.pick(choices)();
+    this.#trace(`intent: ${intent.desc}`);
+    return intent;
+  }
+
+  #push(): void {
+    const cl = this.#cluster;
+    const leader = cl.leader();
+    if (!leader?.raw) return;
+    const conf = leader.raw.status().conf;
+    const intent = this.#intent!;
+    if (conf.votersOutgoing.length === 0 && satisfied(intent.cc, conf)) {
+      this.#trace(`done: ${intent.desc}`);
+      this.#intent = null;
+      return;
+    }
+    if (cl.now < this.#nextPropose || conf.votersOutgoing.length > 0) return;
+    this.#nextPropose = cl.now + 40;
+    try {
+      leader.raw.proposeConfChange(intent.cc);
+      this.#trace(`proposed at ${leader.id}: ${intent.desc}`);
+    } catch (e) {
+      this.#trace(`propose failed: ${(e as Error).message}`);
+      // A change that became impossible (e.g. its node was removed meanwhile) is dropped.
+      if ((e as Error).name === "InvalidConfChangeError") this.#intent = null;
+    }
+  }
+}
+
+function satisfied(cc: ConfChange, conf: ConfState): boolean {
+  return cc.changes.every((c) => {
+    switch (c.type) {
+      case ConfChangeType.AddNode:
+        return conf.voters.includes(c.nodeId);
+      case ConfChangeType.AddLearner:
+        return conf.learners.includes(c.nodeId);
+      case ConfChangeType.RemoveNode:
+        return !conf.voters.includes(c.nodeId) && !conf.learners.includes(c.nodeId);
+    }
+  });
+}

@@ -1,0 +1,275 @@
+/**
+ * Simulated clients: each issues one operation at a time (put, delete or get on a few shared
+ * keys) and records it in a history for the linearizability checker. Writes carry a session
+ * (clientId, seq) and are retried with the same seq after a timeout, a lost leadership or a
+ * crashed server, so they apply at most once. Gets use ReadIndex, at the leader or at a
+ * follower. A client that runs out of attempts gives up: a write's outcome is then unknown
+ * (return time infinity).
+ *
+ * @module
+ */
+import { NotLeaderError } from "../errors.ts";
+import type { KvInput, KvOperation } from "../linearizability.ts";
+import type { Entry, NodeId } from "../types.ts";
+import type { SimCluster, SimNode } from "./cluster.ts";
+import { encodeCommand, type KvApplyResult } from "./kv.ts";
+
+/** Tunables of the workload. */
+export interface WorkloadOptions {
+  /** Number of clients (ids 1..n). */
+  clients: number;
+  /** Keys used ("k0".."k{n-1}"). */
+  keys: number;
+  /** Per-step probability that an idle client starts an operation. */
+  rate: number;
+  /** Steps a client waits for an answer before retrying. */
+  timeout: number;
+  /** Attempts before a client gives up on an operation. */
+  maxAttempts: number;
+  /** Share of operations that are gets. */
+  readShare: number;
+  /** Share of writes that are deletes. */
+  deleteShare: number;
+}
+
+interface InFlight {
+  hist: number;
+  input: KvInput;
+  seq: number;
+  attempts: number;
+  /** Node holding the attempt, 0 when none is in flight. */
+  target: NodeId;
+  deadline: number;
+  retryAt: number;
+  /** For writes: where the proposal landed. */
+  index: number;
+  term: number;
+  /** For gets: the read's key at the node. */
+  readKey: string;
+}
+
+interface Client {
+  id: number;
+  seq: number;
+  leaderHint: NodeId;
+  op: InFlight | null;
+}
+
+/** Counters for reports. */
+export interface WorkloadStats {
+  started: number;
+  completed: number;
+  gaveUp: number;
+  retries: number;
+}
+
+/** Clients driving a {@link SimCluster} and recording a history. */
+export class Workload {
+  readonly #cluster: SimCluster;
+  readonly #opts: WorkloadOptions;
+  readonly #clients: Client[] = [];
+  /** The recorded history (logical times). */
+  readonly history: KvOperation[] = [];
+  /** When false, idle clients start nothing new. */
+  issuing = true;
+  /** Counters. */
+  readonly stats: WorkloadStats = { started: 0, completed: 0, gaveUp: 0, retries: 0 };
+  #clock = 0;
+  #reads = 0;
+  #value = 0;
+
+  /** Creates clients and hooks them to the cluster's listener. */
+  constructor(cluster: SimCluster, opts: WorkloadOptions) {
+    this.#cluster = cluster;
+    this.#opts = opts;
+    for (let i = 1; i <= opts.clients; i++) {
+      this.#clients.push({ id: i, seq: 0, leaderHint: 0, op: null });
+    }
+    const prev = cluster.listener;
+    cluster.listener = {
+      ...prev,
+      onApply: (node, entry, result) => {
+        prev.onApply?.(node, entry, result);
+        this.#onApply(node, entry, result);
+      },
+      onRead: (node, key) => {
+        prev.onRead?.(node, key);
+        this.#onRead(node, key);
+      },
+      onDown: (node) => {
+        prev.onDown?.(node);
+        this.#onDown(node);
+      },
+    };
+  }
+
+  /** True when no client has an operation in progress. */
+  idle(): boolean {
+    return this.#clients.every((c) => c.op === null);
+  }
+
+  /** Starts `input` on client `clientId` now (it must be idle). */
+  start(clientId: number, input: KvInput): void {
+    const c = this.#clients[clientId - 1];
+    if (c.op) throw new RangeError(`client ${clientId} is busy`);
+    const hist = this.history.length;
+    this.history.push({ client: c.id, call: ++this.#clock, ret: Infinity, input });
+    const write = input.kind !== "get";
+    c.op = {
+      hist,
+      input,
+      seq: write ? ++c.seq : 0,
+      attempts: 0,
+      target: 0,
+      deadline: 0,
+      retryAt: this.#cluster.now,
+      index: 0,
+      term: 0,
+      readKey: "",
+    };
+    this.stats.started++;
+    this.#attempt(c);
+  }
+
+  /** Drives the clients for the current step (call once per step, before `cluster.step()`). */
+  tick(): void {
+    const cl = this.#cluster;
+    const rng = cl.rng;
+    for (const c of this.#clients) {
+      const op = c.op;
+      if (op === null) {
+        if (this.issuing && rng.chance(this.#opts.rate)) this.start(c.id, this.#randomInput(c));
+        continue;
+      }
+      if (op.target !== 0 && cl.now >= op.deadline) {
+        this.#abandonAttempt(c, rng.int(3));
+      }
+      if (op.target === 0 && cl.now >= op.retryAt) this.#attempt(c);
+    }
+  }
+
+  #randomInput(c: Client): KvInput {
+    const rng = this.#cluster.rng;
+    const key = "k" + rng.int(this.#opts.keys);
+    if (rng.chance(this.#opts.readShare)) return { kind: "get", key };
+    if (rng.chance(this.#opts.deleteShare)) return { kind: "delete", key };
+    return { kind: "put", key, value: `${c.id}.${++this.#value}` };
+  }
+
+  #pickTarget(c: Client, preferLeader: boolean): NodeId {
+    const cl = this.#cluster;
+    const members = cl.memberIds();
+    if (preferLeader && c.leaderHint !== 0 && cl.nodes.get(c.leaderHint)?.stopped === false) {
+      return c.leaderHint;
+    }
+    return cl.rng.pick(members);
+  }
+
+  #attempt(c: Client): void {
+    const op = c.op!;
+    const cl = this.#cluster;
+    if (op.attempts >= this.#opts.maxAttempts) {
+      this.#giveUp(c);
+      return;
+    }
+    const isRead = op.input.kind === "get";
+    const target = this.#pickTarget(c, !isRead || cl.rng.chance(0.5));
+    const node = cl.nodes.get(target);
+    if (!node?.raw) {
+      // Connection refused: try elsewhere soon.
+      c.leaderHint = 0;
+      op.retryAt = cl.now + 1;
+      return;
+    }
+    // Only attempts that reached a server count; refusals are retried without limit.
+    if (isRead) {
+      op.attempts++;
+      if (op.attempts > 1) this.stats.retries++;
+      op.readKey = `r${++this.#reads}`;
+      op.target = target;
+      op.deadline = cl.now + this.#opts.timeout;
+      cl.readIndex(target, op.readKey);
+      return;
+    }
+    const input = op.input as Exclude<KvInput, { kind: "get" }>;
+    const data = encodeCommand({
+      kind: input.kind,
+      clientId: c.id,
+      seq: op.seq,
+      key: input.key,
+      value: input.kind === "put" ? input.value : "",
+    });
+    try {
+      const r = node.raw.propose(data);
+      op.attempts++;
+      if (op.attempts > 1) this.stats.retries++;
+      op.index = r.index;
+      op.term = r.term;
+      op.target = target;
+      op.deadline = cl.now + this.#opts.timeout;
+      c.leaderHint = target;
+    } catch (e) {
+      c.leaderHint = e instanceof NotLeaderError ? e.leaderId : 0;
+      op.retryAt = cl.now + 1 + cl.rng.int(3);
+    }
+  }
+
+  #abandonAttempt(c: Client, backoff: number): void {
+    const op = c.op!;
+    if (op.readKey) this.#cluster.dropRead(op.target, op.readKey);
+    op.target = 0;
+    op.readKey = "";
+    op.retryAt = this.#cluster.now + backoff;
+    c.leaderHint = 0;
+  }
+
+  #giveUp(c: Client): void {
+    // The history keeps ret = Infinity: a write may or may not have happened.
+    c.op = null;
+    this.stats.gaveUp++;
+  }
+
+  #complete(c: Client, output: string | null | undefined): void {
+    const op = c.op!;
+    const h = this.history[op.hist];
+    h.ret = ++this.#clock;
+    if (op.input.kind === "get") h.output = output ?? null;
+    c.op = null;
+    this.stats.completed++;
+  }
+
+  #onApply(node: SimNode, entry: Entry, _result: KvApplyResult): void {
+    for (const c of this.#clients) {
+      const op = c.op;
+      if (!op || op.target !== node.id || op.input.kind === "get" || op.index !== entry.index) {
+        continue;
+      }
+      if (entry.term === op.term) this.#complete(c, undefined);
+      else this.#abandonAttempt(c, 0); // overwritten by another leader: retry
+    }
+  }
+
+  #onRead(node: SimNode, key: string): void {
+    for (const c of this.#clients) {
+      const op = c.op;
+      if (op && op.readKey === key && op.target === node.id && op.input.kind === "get") {
+        this.#complete(c, node.kv.get(op.input.key));
+      }
+    }
+  }
+
+  #onDown(node: SimNode): void {
+    for (const c of this.#clients) {
+      if (c.op && c.op.target === node.id) this.#abandonAttempt(c, 1);
+    }
+  }
+
+  /** Makes every client give up its current operation (end of run). */
+  abandonAll(): void {
+    for (const c of this.#clients) {
+      if (!c.op) continue;
+      if (c.op.target !== 0) this.#abandonAttempt(c, 0);
+      this.#giveUp(c);
+    }
+  }
+}
