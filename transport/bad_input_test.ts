@@ -161,10 +161,9 @@ Deno.test("grpc: garbage and invalid messages are refused while a good peer keep
     a.send([message({ type: MessageType.Heartbeat, from: 1, to: 2, commit: i })]);
     await waitFor(() => got.some((m) => m.commit === i), 3000, `good message ${i}`);
   };
+  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(RAFT_PROTO_PATH, { longs: Number }));
   // deno-lint-ignore no-explicit-any
-  const Raft =
-    (grpc.loadPackageDefinition(protoLoader.loadSync(RAFT_PROTO_PATH, { longs: Number })) as any)
-      .gokv.raft.v1.Raft;
+  const Raft = (pkg as any).gokv.raft.v1.Raft;
   const raw = new Raft(b.address, grpc.credentials.createInsecure());
   try {
     await exchange();

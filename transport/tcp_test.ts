@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import { type Message, message, MessageType } from "../raft/types.ts";
+import { formatAddress, parseAddress } from "./options.ts";
+import { AddressError } from "./errors.ts";
+import { TcpTransport } from "./tcp.ts";
+import { RecordingLogger, waitFor } from "./test_util.ts";
+
+const hb = (i: number) => message({ type: MessageType.Heartbeat, from: 1, to: 2, commit: i });
+
+Deno.test("tcp: a full per-peer queue drops the excess instead of blocking", async () => {
+  const got: Message[] = [];
+  const b = new TcpTransport({ id: 2, listen: "127.0.0.1:0", peers: new Map() });
+  await b.start((m) => got.push(m));
+  const a = new TcpTransport({
+    id: 1,
+    listen: "127.0.0.1:0",
+    peers: new Map([[2, b.address]]),
+    queueMessages: 10,
+  });
+  try {
+    a.send(Array.from({ length: 1000 }, (_, i) => hb(i)));
+    assert.equal(a.stats.dropped, 990);
+    await waitFor(() => got.length >= 10, 3000, "queued messages");
+    assert.deepStrictEqual(got.map((m) => m.commit), Array.from({ length: 10 }, (_, i) => i));
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("tcp: a frame above the receiver's maximum closes that connection, then traffic resumes", async () => {
+  const log = new RecordingLogger();
+  const got: Message[] = [];
+  const b = new TcpTransport({
+    id: 2,
+    listen: "127.0.0.1:0",
+    peers: new Map(),
+    logger: log,
+    maxFrameBytes: 64 * 1024,
+  });
+  await b.start((m) => got.push(m));
+  const a = new TcpTransport({
+    id: 1,
+    listen: "127.0.0.1:0",
+    peers: new Map([[2, b.address]]),
+    reconnectMaxMs: 50,
+  });
+  try {
+    a.send([message({ type: MessageType.App, from: 1, to: 2, context: new Uint8Array(100_000) })]);
+    await waitFor(
+      () => log.warnings.some((w) => w.fields?.reason === "too-large"),
+      3000,
+      "too-large warning",
+    );
+    let i = 0;
+    await waitFor(
+      () => {
+        a.send([hb(i++)]);
+        return got.length > 0;
+      },
+      5000,
+      "traffic after reconnect",
+    );
+    assert.ok(got.every((m) => m.type === MessageType.Heartbeat));
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("tcp: messages that cannot be encoded are dropped with a warning, not thrown", async () => {
+  const log = new RecordingLogger();
+  const a = new TcpTransport({
+    id: 1,
+    listen: "127.0.0.1:0",
+    peers: new Map([[2, "127.0.0.1:1"]]),
+    logger: log,
+    maxFrameBytes: 1000,
+  });
+  try {
+    a.send([
+      { ...hb(1), term: -1 },
+      message({ type: MessageType.App, from: 1, to: 2, context: new Uint8Array(2000) }),
+    ]);
+    assert.equal(log.warnings.length, 2);
+    assert.equal(a.stats.dropped, 2);
+  } finally {
+    await a.close();
+  }
+});
+
+Deno.test("tcp: a peer that never listens is reported unreachable, repeatedly with backoff", async () => {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = formatAddress("127.0.0.1", probe.addr.port);
+  probe.close();
+  const reports: number[] = [];
+  const a = new TcpTransport({
+    id: 1,
+    listen: "127.0.0.1:0",
+    peers: new Map([[2, dead]]),
+    reconnectMinMs: 5,
+    reconnectMaxMs: 20,
+  });
+  await a.start((m) => m.type === MessageType.Unreachable && reports.push(Date.now()));
+  try {
+    await waitFor(
+      () => {
+        a.send([hb(1)]);
+        return reports.length >= 3;
+      },
+      3000,
+      "three reports",
+    );
+    assert.ok(a.stats.dropped >= 3);
+  } finally {
+    await a.close();
+  }
+});
+
+Deno.test("addresses parse as host:port and [v6]:port", () => {
+  assert.deepStrictEqual(parseAddress("127.0.0.1:80"), { hostname: "127.0.0.1", port: 80 });
+  assert.deepStrictEqual(parseAddress("[::1]:7000"), { hostname: "::1", port: 7000 });
+  assert.deepStrictEqual(parseAddress("node-1.local:0"), { hostname: "node-1.local", port: 0 });
+  assert.equal(formatAddress("::1", 5), "[::1]:5");
+  for (const bad of ["", "host", ":80", "h:99999", "h:x", "::1:80"]) {
+    assert.throws(() => parseAddress(bad), AddressError, bad);
+  }
+});
