@@ -1,0 +1,71 @@
+/**
+ * LRU cache of data blocks bounded in bytes. Keys are numbers
+ * (file number × 2^32 + block offset); a Map keeps recency order.
+ * @module
+ */
+
+/** Byte-bounded LRU block cache. */
+export class BlockCache {
+  private map = new Map<number, Uint8Array>();
+  private bytes = 0;
+  /** Lookup hits. */
+  hits = 0;
+  /** Lookup misses. */
+  misses = 0;
+
+  constructor(readonly capacity: number) {}
+
+  /** Cache key of a block. */
+  static key(fileNumber: number, offset: number): number {
+    return fileNumber * 4294967296 + offset;
+  }
+
+  /** Returns the cached block and marks it recently used. */
+  get(key: number): Uint8Array | undefined {
+    const v = this.map.get(key);
+    if (v === undefined) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
+    this.map.delete(key);
+    this.map.set(key, v);
+    return v;
+  }
+
+  /** Inserts a block, evicting least recently used blocks beyond capacity. */
+  set(key: number, block: Uint8Array): void {
+    if (block.length > this.capacity) return;
+    const old = this.map.get(key);
+    if (old !== undefined) {
+      this.bytes -= old.length;
+      this.map.delete(key);
+    }
+    this.map.set(key, block);
+    this.bytes += block.length;
+    if (this.bytes > this.capacity) {
+      for (const [k, v] of this.map) {
+        this.map.delete(k);
+        this.bytes -= v.length;
+        if (this.bytes <= this.capacity) break;
+      }
+    }
+  }
+
+  /** Drops every block of a file (after it is deleted). */
+  evictFile(fileNumber: number): void {
+    const lo = fileNumber * 4294967296;
+    const hi = lo + 4294967296;
+    for (const [k, v] of this.map) {
+      if (k >= lo && k < hi) {
+        this.map.delete(k);
+        this.bytes -= v.length;
+      }
+    }
+  }
+
+  /** Bytes currently cached. */
+  get size(): number {
+    return this.bytes;
+  }
+}

@@ -1,0 +1,1217 @@
+/**
+ * LsmDb: the database. Ties together the WAL, memtables, SSTables, the
+ * manifest-backed version set, the block cache and background flush and
+ * compaction (run on the main thread in short chunks between event-loop turns).
+ * @module
+ */
+import { type Bytes, compareBytes, hasPrefix, prefixSuccessor, toBytes } from "./bytes.ts";
+import {
+  BATCH_HEADER,
+  BatchFormatError,
+  decodeBatch,
+  opSize,
+  writeBatchHeader,
+  writeOp,
+} from "./batch.ts";
+import { BlockCache } from "./cache.ts";
+import {
+  type Compaction,
+  levelScores,
+  makeCompaction,
+  maxBytesForLevel,
+  type MergeContext,
+  pickCompaction,
+  runMerge,
+} from "./compaction.ts";
+import { ClosedError, CorruptionError, InvalidArgumentError } from "./errors.ts";
+import { parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
+import { KIND_DELETE, KIND_PUT, MAX_SEQ, userKeyOf } from "./internal_key.ts";
+import { type InternalIterator, MergingIterator } from "./iterator.ts";
+import { DirLock } from "./lock.ts";
+import { readLog } from "./log_reader.ts";
+import { LogWriter } from "./log_writer.ts";
+import { Memtable } from "./memtable.ts";
+import { type LsmOptions, type ResolvedOptions, resolveOptions } from "./options.ts";
+import { TableReader, TOMBSTONE } from "./sstable_reader.ts";
+import { TableWriter } from "./sstable_writer.ts";
+import { type Version, VersionSet } from "./version.ts";
+import { type FileMeta, NUM_LEVELS, type VersionEdit } from "./version_edit.ts";
+
+/** Largest accepted key length in bytes (64 KiB). */
+export const MAX_KEY_BYTES = 64 * 1024;
+/** Largest accepted value length in bytes (64 MiB). */
+export const MAX_VALUE_BYTES = 64 * 1024 * 1024;
+
+/** Options of a single write. */
+export interface WriteOptions {
+  /** Resolve only after the write is fdatasynced (default: the db's `sync` option). */
+  sync?: boolean;
+}
+
+/** One operation of an atomic batch. */
+export type BatchOperation =
+  | { type: "put"; key: Bytes; value: Bytes }
+  | { type: "delete"; key: Bytes };
+
+/** Range and order of a scan. Bounds combine (intersection). */
+export interface ScanOptions {
+  /** Inclusive lower bound. */
+  gte?: Bytes;
+  /** Exclusive lower bound. */
+  gt?: Bytes;
+  /** Exclusive upper bound. */
+  lt?: Bytes;
+  /** Inclusive upper bound. */
+  lte?: Bytes;
+  /** Only keys starting with this prefix. */
+  prefix?: Bytes;
+  /** Iterate in descending key order. */
+  reverse?: boolean;
+  /** Stop after this many entries. */
+  limit?: number;
+}
+
+/** Optional range of {@linkcode LsmDb.compact}. */
+export interface CompactRange {
+  /** Inclusive start (undefined = from the first key). */
+  start?: Bytes;
+  /** Inclusive end (undefined = to the last key). */
+  end?: Bytes;
+}
+
+/** Per-level statistics. */
+export interface LevelStats {
+  level: number;
+  files: number;
+  bytes: number;
+  /** Compaction score (>= 1 means due). */
+  score: number;
+}
+
+/** Engine statistics (cheap to compute; used by /metrics). */
+export interface LsmStats {
+  levels: LevelStats[];
+  /** Completed compactions (including trivial moves). */
+  compactions: number;
+  /** Completed memtable flushes. */
+  flushes: number;
+  memtableBytes: number;
+  immutableMemtables: number;
+  cacheHits: number;
+  cacheMisses: number;
+  cacheBytes: number;
+  /** Bytes of index + filter blocks held in memory. */
+  tableMetaBytes: number;
+  lastSequence: number;
+  liveSnapshots: number;
+  /** Writes that had to wait for flush/compaction. */
+  writeStalls: number;
+  /** Group commits (fdatasync calls for sync writes). */
+  syncs: number;
+  compactionBytesRead: number;
+  compactionBytesWritten: number;
+  /** Message of the background error that stopped flush/compaction, if any. */
+  backgroundError?: string;
+}
+
+interface Op {
+  kind: number;
+  key: Uint8Array;
+  value: Uint8Array | undefined;
+}
+
+function checkKey(k: unknown, arg = "key"): Uint8Array {
+  if (typeof k !== "string" && !(k instanceof Uint8Array)) {
+    throw new InvalidArgumentError(arg, "must be a Uint8Array or string");
+  }
+  const b = toBytes(k);
+  if (b.length === 0) throw new InvalidArgumentError(arg, "must not be empty");
+  if (b.length > MAX_KEY_BYTES) {
+    throw new InvalidArgumentError(arg, `length ${b.length} exceeds ${MAX_KEY_BYTES}`);
+  }
+  return b;
+}
+
+function checkValue(v: unknown): Uint8Array {
+  if (typeof v !== "string" && !(v instanceof Uint8Array)) {
+    throw new InvalidArgumentError("value", "must be a Uint8Array or string");
+  }
+  const b = toBytes(v);
+  if (b.length > MAX_VALUE_BYTES) {
+    throw new InvalidArgumentError("value", `length ${b.length} exceeds ${MAX_VALUE_BYTES}`);
+  }
+  return b;
+}
+
+function boundBytes(v: unknown, arg: string): Uint8Array {
+  if (typeof v !== "string" && !(v instanceof Uint8Array)) {
+    throw new InvalidArgumentError(arg, "must be a Uint8Array or string");
+  }
+  return toBytes(v);
+}
+
+/** Concatenating iterator over the sorted, disjoint files of one level. */
+class LevelIterator implements InternalIterator {
+  private fi = -1;
+  private it: InternalIterator | undefined;
+  constructor(
+    private readonly files: FileMeta[],
+    private readonly open: (f: FileMeta) => TableReader,
+    private readonly v: Version,
+    private readonly level: number,
+  ) {}
+  private load(i: number): boolean {
+    if (i < 0 || i >= this.files.length) {
+      this.fi = -1;
+      this.it = undefined;
+      return false;
+    }
+    this.fi = i;
+    this.it = this.open(this.files[i]).iterator();
+    return true;
+  }
+  private skipForward(): void {
+    while (this.it !== undefined && !this.it.valid()) {
+      if (!this.load(this.fi + 1)) return;
+      this.it!.seekToFirst();
+    }
+  }
+  valid(): boolean {
+    return this.it !== undefined && this.it.valid();
+  }
+  seekToFirst(): void {
+    if (this.load(0)) this.it!.seekToFirst();
+    this.skipForward();
+  }
+  seek(key: Uint8Array, seq: number): void {
+    if (this.load(this.v.findFile(this.level, key))) this.it!.seek(key, seq);
+    this.skipForward();
+  }
+  seekLT(key: Uint8Array): void {
+    let i = this.v.findFile(this.level, key);
+    if (i >= this.files.length) {
+      this.seekToLast();
+      return;
+    }
+    this.load(i);
+    this.it!.seekLT(key);
+    while (!this.it!.valid()) {
+      i--;
+      if (!this.load(i)) return;
+      this.it!.seekToLast();
+    }
+  }
+  seekToLast(): void {
+    if (this.load(this.files.length - 1)) this.it!.seekToLast();
+  }
+  next(): void {
+    this.it!.next();
+    this.skipForward();
+  }
+  userKey(): Uint8Array {
+    return this.it!.userKey();
+  }
+  seq(): number {
+    return this.it!.seq();
+  }
+  kind(): number {
+    return this.it!.kind();
+  }
+  value(): Uint8Array {
+    return this.it!.value();
+  }
+}
+
+/**
+ * A consistent read-only view of the database at one sequence number. Holds
+ * old versions alive against compaction until {@linkcode Snapshot.release}.
+ */
+export class Snapshot {
+  private released = false;
+  /** @internal */
+  constructor(private readonly db: LsmDb, readonly sequence: number) {}
+
+  /** Reads `key` as of this snapshot. */
+  get(key: Bytes): Promise<Uint8Array | undefined> {
+    try {
+      this.check();
+      return Promise.resolve(this.db._getAt(checkKey(key), this.sequence));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Iterates key/value pairs as of this snapshot. */
+  scan(opts: ScanOptions = {}): AsyncIterableIterator<[Uint8Array, Uint8Array]> {
+    this.check();
+    return this.db._scanAt(opts, this.sequence);
+  }
+
+  /** Releases the snapshot (idempotent). */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.db._releaseSnapshot(this.sequence);
+  }
+
+  private check(): void {
+    if (this.released) throw new ClosedError("snapshot");
+  }
+}
+
+interface SyncWaiter {
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * A durable, crash-safe LSM-tree key-value store.
+ *
+ * ```ts
+ * const db = await LsmDb.open("./data");
+ * await db.put("k", "v");
+ * const v = await db.get("k"); // Uint8Array
+ * await db.close();
+ * ```
+ */
+export class LsmDb {
+  private mem: Memtable;
+  /** Frozen memtables, oldest first. */
+  private imms: Memtable[] = [];
+  private wal!: LogWriter;
+  private lastSeq: number;
+  private readonly tables = new Map<number, TableReader>();
+  private readonly cache: BlockCache;
+  private readonly snapshots = new Map<number, number>();
+  private readonly versionRefs = new Map<Version, number>();
+  private obsoleteTables: number[] = [];
+  private closed = false;
+  private closing = false;
+  private bgRunning: Promise<void> | undefined;
+  private bgError: unknown;
+  private bgWaiters: Array<() => void> = [];
+  private writeQueue: Promise<void> | undefined;
+  private queued = 0;
+  private syncWaiters: SyncWaiter[] = [];
+  private syncInFlight: Promise<void> | undefined;
+  private scratch = new Uint8Array(4096);
+  private readonly pointers: Array<Uint8Array | undefined> = new Array(NUM_LEVELS);
+  private manualCompaction = false;
+  private readonly channel = new MessageChannel();
+  private yieldResolvers: Array<() => void> = [];
+  private counters = {
+    compactions: 0,
+    flushes: 0,
+    writeStalls: 0,
+    syncs: 0,
+    compactionBytesRead: 0,
+    compactionBytesWritten: 0,
+  };
+
+  private constructor(
+    /** Directory of the database. */
+    readonly dir: string,
+    private readonly opts: ResolvedOptions,
+    private readonly lock: DirLock,
+    private readonly vs: VersionSet,
+  ) {
+    this.cache = new BlockCache(opts.blockCacheBytes);
+    this.mem = new Memtable();
+    this.lastSeq = vs.lastSequence;
+    this.channel.port1.onmessage = () => {
+      const rs = this.yieldResolvers;
+      this.yieldResolvers = [];
+      for (const r of rs) r();
+    };
+  }
+
+  /**
+   * Opens (creating when missing) the database in `dir`. Replays live WALs,
+   * rewrites the manifest and removes files outside the live version.
+   * Throws {@linkcode DatabaseLockedError} when another handle holds the
+   * directory and {@linkcode CorruptionError} when files are damaged.
+   */
+  static open(dir: string, options: LsmOptions = {}): Promise<LsmDb> {
+    try {
+      return Promise.resolve(LsmDb.openSync(dir, options));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private static openSync(dir: string, options: LsmOptions): LsmDb {
+    const opts = resolveOptions(options);
+    if (typeof dir !== "string" || dir === "") {
+      throw new InvalidArgumentError("dir", "must be a path");
+    }
+    if (opts.createIfMissing) Deno.mkdirSync(dir, { recursive: true });
+    const lock = DirLock.acquire(dir);
+    let db: LsmDb | undefined;
+    try {
+      const vs = new VersionSet(dir);
+      const exists = vs.recover();
+      if (exists && opts.errorIfExists) {
+        throw new InvalidArgumentError("dir", "database already exists (errorIfExists)");
+      }
+      if (!exists && !opts.createIfMissing) {
+        throw new InvalidArgumentError("dir", "database does not exist (createIfMissing false)");
+      }
+      db = new LsmDb(dir, opts, lock, vs);
+      db.recoverSync(exists);
+      return db;
+    } catch (e) {
+      if (db) db.abortOpen();
+      else lock.release();
+      throw e;
+    }
+  }
+
+  private abortOpen(): void {
+    for (const t of this.tables.values()) t.close();
+    this.tables.clear();
+    try {
+      this.wal?.close();
+    } catch { /* ignore */ }
+    this.vs.close();
+    this.channel.port1.close();
+    this.channel.port2.close();
+    this.lock.release();
+  }
+
+  private recoverSync(exists: boolean): void {
+    const vs = this.vs;
+    const recovered = new Memtable();
+    let maxSeq = vs.lastSequence;
+    if (exists) {
+      const wals = vs.wals.filter((n) => n >= vs.logNumber);
+      for (let i = 0; i < wals.length; i++) {
+        const path = walPath(this.dir, wals[i]);
+        let data: Uint8Array;
+        try {
+          data = Deno.readFileSync(path);
+        } catch (e) {
+          if (e instanceof Deno.errors.NotFound) {
+            throw new CorruptionError(path, 0, "live WAL missing");
+          }
+          throw e;
+        }
+        const res = readLog(data, path, (rec, off) => {
+          let b;
+          try {
+            b = decodeBatch(rec);
+          } catch (e) {
+            if (e instanceof BatchFormatError) throw new CorruptionError(path, off, e.message);
+            throw e;
+          }
+          for (let j = 0; j < b.ops.length; j++) {
+            const op = b.ops[j];
+            recovered.add(b.seq + j, op.kind, op.key, op.value);
+          }
+          if (b.ops.length > 0 && b.seq + b.ops.length - 1 > maxSeq) {
+            maxSeq = b.seq + b.ops.length - 1;
+          }
+        });
+        if (res.tornTail) {
+          if (i !== wals.length - 1) {
+            throw new CorruptionError(path, res.validEnd, "truncated record in a non-final WAL");
+          }
+          const f = Deno.openSync(path, { write: true });
+          f.truncateSync(res.validEnd);
+          f.syncDataSync();
+          f.close();
+        }
+      }
+    }
+    const edit: VersionEdit = { newFiles: [] };
+    if (recovered.entries > 0) {
+      const number = vs.newFileNumber();
+      edit.newFiles!.push([0, this.writeMemtableSync(recovered, number)]);
+      syncDir(this.dir);
+    }
+    const walNum = vs.newFileNumber();
+    this.openWal(walNum);
+    this.mem.walNumber = walNum;
+    edit.logNumber = walNum;
+    edit.addWals = [walNum];
+    edit.lastSequence = maxSeq;
+    vs.writeNewManifest(edit);
+    this.lastSeq = maxSeq;
+    // Open every live table now so damage is reported at open.
+    for (const level of vs.current.levels) for (const f of level) this.table(f);
+    this.removeObsoleteFiles();
+  }
+
+  private openWal(n: number): void {
+    const path = walPath(this.dir, n);
+    const f = Deno.openSync(path, { write: true, create: true, truncate: true });
+    this.wal = new LogWriter(f, path);
+  }
+
+  /** Deletes files that belong to no live version (used at open). */
+  private removeObsoleteFiles(): void {
+    const live = new Set<number>();
+    for (const l of this.vs.current.levels) for (const f of l) live.add(f.number);
+    const wals = new Set(this.vs.wals);
+    for (const e of Deno.readDirSync(this.dir)) {
+      if (!e.isFile) continue;
+      const p = parseFileName(e.name);
+      if (!p) continue;
+      const keep = (p.kind === "table" && live.has(p.number)) ||
+        (p.kind === "wal" && wals.has(p.number)) ||
+        (p.kind === "manifest" && p.number === this.vs.manifestNumber);
+      if (!keep) {
+        try {
+          Deno.removeSync(`${this.dir}/${e.name}`);
+        } catch { /* ignore */ }
+      }
+    }
+  }
+
+  private writeMemtableSync(m: Memtable, number: number): FileMeta {
+    const w = new TableWriter(tablePath(this.dir, number), this.opts);
+    try {
+      const it = m.iterator();
+      for (it.seekToFirst(); it.valid(); it.next()) {
+        w.add(it.userKey(), it.seq(), it.kind(), it.value());
+      }
+      const info = w.finish();
+      return { number, size: info.size, smallest: info.smallest, largest: info.largest };
+    } catch (e) {
+      w.abandon();
+      throw e;
+    }
+  }
+
+  /** Opens (or returns the cached) reader of a table. */
+  private table(f: FileMeta): TableReader {
+    let t = this.tables.get(f.number);
+    if (t === undefined) {
+      t = TableReader.open(tablePath(this.dir, f.number), f.number, this.cache);
+      this.tables.set(f.number, t);
+    }
+    return t;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /** Stores `value` under `key`. */
+  put(key: Bytes, value: Bytes, options?: WriteOptions): Promise<void> {
+    let op: Op;
+    try {
+      op = { kind: KIND_PUT, key: checkKey(key), value: checkValue(value) };
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.writeOps([op], options?.sync ?? this.opts.sync);
+  }
+
+  /** Removes `key` (writes a tombstone). */
+  delete(key: Bytes, options?: WriteOptions): Promise<void> {
+    let op: Op;
+    try {
+      op = { kind: KIND_DELETE, key: checkKey(key), value: undefined };
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.writeOps([op], options?.sync ?? this.opts.sync);
+  }
+
+  /** Applies all operations atomically (all or none survive a crash). */
+  write(batch: BatchOperation[], options?: WriteOptions): Promise<void> {
+    const ops: Op[] = [];
+    try {
+      if (!Array.isArray(batch)) throw new InvalidArgumentError("batch", "must be an array");
+      let total = 0;
+      for (let i = 0; i < batch.length; i++) {
+        const b = batch[i];
+        if (b?.type === "put") {
+          const op = { kind: KIND_PUT, key: checkKey(b.key), value: checkValue(b.value) };
+          total += op.key.length + op.value.length;
+          ops.push(op);
+        } else if (b?.type === "delete") {
+          const op = { kind: KIND_DELETE, key: checkKey(b.key), value: undefined };
+          total += op.key.length;
+          ops.push(op);
+        } else {
+          throw new InvalidArgumentError(`batch[${i}].type`, 'must be "put" or "delete"');
+        }
+      }
+      if (total > 0xffffffff - 1024) throw new InvalidArgumentError("batch", "too large");
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (ops.length === 0) {
+      return this.closed ? Promise.reject(new ClosedError()) : Promise.resolve();
+    }
+    return this.writeOps(ops, options?.sync ?? this.opts.sync);
+  }
+
+  private writeOps(ops: Op[], sync: boolean): Promise<void> {
+    if (this.closed || this.closing) return Promise.reject(new ClosedError());
+    if (this.queued === 0 && !this.needsRoom()) {
+      try {
+        return this.apply(ops, sync);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    // Slow path: wait in FIFO order for flush/compaction to make room.
+    this.counters.writeStalls++;
+    this.queued++;
+    const prev = this.writeQueue ?? Promise.resolve();
+    const p = prev.then(async () => {
+      try {
+        await this.waitForRoom();
+        if (this.closed) throw new ClosedError();
+        return this.apply(ops, sync);
+      } finally {
+        this.queued--;
+      }
+    });
+    this.writeQueue = p.then(() => {}, () => {});
+    return p;
+  }
+
+  private memFull(): boolean {
+    return this.mem.approximateBytes >= this.opts.memtableBytes;
+  }
+
+  private needsRoom(): boolean {
+    return (this.memFull() && this.imms.length >= this.opts.maxMemtables - 1) ||
+      this.vs.current.levels[0].length >= this.opts.l0StopTrigger;
+  }
+
+  private async waitForRoom(): Promise<void> {
+    for (;;) {
+      if (this.bgError !== undefined) throw this.bgError;
+      if (this.closed) throw new ClosedError();
+      if (this.memFull() && this.imms.length < this.opts.maxMemtables - 1) this.rotateMemtable();
+      if (!this.needsRoom()) return;
+      this.scheduleBackground();
+      await new Promise<void>((r) => this.bgWaiters.push(r));
+    }
+  }
+
+  /** Appends ops to the WAL and memtable (synchronously). */
+  private apply(ops: Op[], sync: boolean): Promise<void> {
+    const seq = this.lastSeq + 1;
+    let size = BATCH_HEADER;
+    for (let i = 0; i < ops.length; i++) size += opSize(ops[i].kind, ops[i].key, ops[i].value);
+    if (size > this.scratch.length) {
+      this.scratch = new Uint8Array(Math.max(size, this.scratch.length * 2));
+    }
+    const buf = this.scratch;
+    writeBatchHeader(buf, 0, seq, ops.length);
+    let off = BATCH_HEADER;
+    for (let i = 0; i < ops.length; i++) {
+      off = writeOp(buf, off, ops[i].kind, ops[i].key, ops[i].value);
+    }
+    this.wal.addRecord(buf.subarray(0, off));
+    if (this.scratch.length > 1 << 20) this.scratch = new Uint8Array(4096);
+    const mem = this.mem;
+    for (let i = 0; i < ops.length; i++) mem.add(seq + i, ops[i].kind, ops[i].key, ops[i].value);
+    this.lastSeq = seq + ops.length - 1;
+    let p: Promise<void>;
+    if (sync) {
+      p = new Promise<void>((resolve, reject) => this.syncWaiters.push({ resolve, reject }));
+      if (this.syncInFlight === undefined) this.syncInFlight = this.groupCommit();
+    } else {
+      this.wal.flushSync();
+      p = Promise.resolve();
+    }
+    if (this.memFull() && this.imms.length < this.opts.maxMemtables - 1) this.rotateMemtable();
+    return p;
+  }
+
+  /** One fdatasync for every sync writer queued so far; repeats while more queue up. */
+  private async groupCommit(): Promise<void> {
+    // Let concurrent writers of this turn join the group.
+    await Promise.resolve();
+    try {
+      while (this.syncWaiters.length > 0) {
+        const waiters = this.syncWaiters;
+        this.syncWaiters = [];
+        const wal = this.wal;
+        try {
+          wal.flushSync();
+          await wal.file.syncData();
+          this.counters.syncs++;
+          for (const w of waiters) w.resolve();
+        } catch (e) {
+          for (const w of waiters) w.reject(e);
+        }
+      }
+    } finally {
+      this.syncInFlight = undefined;
+    }
+  }
+
+  /** Freezes the memtable and starts a new WAL (durably recorded in the manifest). */
+  private rotateMemtable(): void {
+    const old = this.wal;
+    old.flushSync();
+    const n = this.vs.newFileNumber();
+    this.openWal(n);
+    this.vs.logAndApply({ addWals: [n] });
+    const oldMem = this.mem;
+    this.imms.push(oldMem);
+    this.mem = new Memtable();
+    this.mem.walNumber = n;
+    // Pending sync writers wrote into the old WAL: sync it for them now.
+    const waiters = this.syncWaiters;
+    this.syncWaiters = [];
+    const finish = () => {
+      try {
+        old.file.syncDataSync();
+        for (const w of waiters) w.resolve();
+      } catch (e) {
+        for (const w of waiters) w.reject(e);
+      } finally {
+        old.close();
+      }
+    };
+    if (this.syncInFlight) this.syncInFlight.then(finish);
+    else finish();
+    this.scheduleBackground();
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /** Reads the newest value of `key`, or undefined. */
+  get(key: Bytes): Promise<Uint8Array | undefined> {
+    try {
+      return Promise.resolve(this._getAt(checkKey(key), MAX_SEQ));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** @internal Point lookup at a sequence number (synchronous). */
+  _getAt(key: Uint8Array, seq: number): Uint8Array | undefined {
+    if (this.closed) throw new ClosedError();
+    let m = this.mem;
+    let x = m.find(key, seq);
+    if (x >= 0) return m.kindOf(x) === KIND_PUT ? m.valueCopy(x) : undefined;
+    for (let i = this.imms.length - 1; i >= 0; i--) {
+      m = this.imms[i];
+      x = m.find(key, seq);
+      if (x >= 0) return m.kindOf(x) === KIND_PUT ? m.valueCopy(x) : undefined;
+    }
+    const v = this.vs.current;
+    const l0 = v.levels[0];
+    for (let i = l0.length - 1; i >= 0; i--) {
+      const f = l0[i];
+      if (
+        compareBytes(key, userKeyOf(f.smallest)) < 0 || compareBytes(key, userKeyOf(f.largest)) > 0
+      ) {
+        continue;
+      }
+      const r = this.table(f).get(key, seq);
+      if (r !== undefined) return r === TOMBSTONE ? undefined : r;
+    }
+    for (let l = 1; l < NUM_LEVELS; l++) {
+      const files = v.levels[l];
+      if (files.length === 0) continue;
+      const i = v.findFile(l, key);
+      if (i >= files.length) continue;
+      const f = files[i];
+      if (compareBytes(key, userKeyOf(f.smallest)) < 0) continue;
+      const r = this.table(f).get(key, seq);
+      if (r !== undefined) return r === TOMBSTONE ? undefined : r;
+    }
+    return undefined;
+  }
+
+  /**
+   * Iterates live key/value pairs in key order (or reverse) over a consistent
+   * snapshot taken when the scan starts. Yielded arrays are copies.
+   */
+  scan(opts: ScanOptions = {}): AsyncIterableIterator<[Uint8Array, Uint8Array]> {
+    if (this.closed) throw new ClosedError();
+    return this._scanAt(opts, this.lastSeq);
+  }
+
+  /** @internal */
+  _scanAt(opts: ScanOptions, seq: number): AsyncIterableIterator<[Uint8Array, Uint8Array]> {
+    let lower: Uint8Array | undefined;
+    let lowerInclusive = true;
+    let upper: Uint8Array | undefined;
+    let upperInclusive = false;
+    let prefix: Uint8Array | undefined;
+    const raise = (b: Uint8Array, inc: boolean) => {
+      const c = lower === undefined ? 1 : compareBytes(b, lower);
+      if (c > 0 || (c === 0 && !inc)) (lower = b, lowerInclusive = inc);
+    };
+    const cut = (b: Uint8Array, inc: boolean) => {
+      const c = upper === undefined ? -1 : compareBytes(b, upper);
+      if (c < 0 || (c === 0 && !inc)) (upper = b, upperInclusive = inc);
+    };
+    if (opts.gte !== undefined) raise(boundBytes(opts.gte, "gte"), true);
+    if (opts.gt !== undefined) raise(boundBytes(opts.gt, "gt"), false);
+    if (opts.lt !== undefined) cut(boundBytes(opts.lt, "lt"), false);
+    if (opts.lte !== undefined) cut(boundBytes(opts.lte, "lte"), true);
+    if (opts.prefix !== undefined) {
+      prefix = boundBytes(opts.prefix, "prefix");
+      if (prefix.length > 0) {
+        raise(prefix, true);
+        const s = prefixSuccessor(prefix);
+        if (s) cut(s, false);
+      }
+    }
+    const limit = opts.limit ?? Infinity;
+    if (typeof limit !== "number" || !(limit >= 0)) {
+      throw new InvalidArgumentError("limit", "must be >= 0");
+    }
+    return this.scanGen(
+      seq,
+      lower,
+      lowerInclusive,
+      upper,
+      upperInclusive,
+      prefix,
+      limit,
+      !!opts.reverse,
+    );
+  }
+
+  private pinVersion(): Version {
+    const v = this.vs.current;
+    this.versionRefs.set(v, (this.versionRefs.get(v) ?? 0) + 1);
+    return v;
+  }
+
+  private unpinVersion(v: Version): void {
+    const n = (this.versionRefs.get(v) ?? 1) - 1;
+    if (n <= 0) this.versionRefs.delete(v);
+    else this.versionRefs.set(v, n);
+    this.deleteObsoleteTables();
+  }
+
+  private buildIterator(v: Version): MergingIterator {
+    const ch: InternalIterator[] = [this.mem.iterator()];
+    for (let i = this.imms.length - 1; i >= 0; i--) ch.push(this.imms[i].iterator());
+    const l0 = v.levels[0];
+    for (let i = l0.length - 1; i >= 0; i--) ch.push(this.table(l0[i]).iterator());
+    for (let l = 1; l < NUM_LEVELS; l++) {
+      if (v.levels[l].length > 0) {
+        ch.push(new LevelIterator(v.levels[l], (f) => this.table(f), v, l));
+      }
+    }
+    return new MergingIterator(ch);
+  }
+
+  private async *scanGen(
+    seq: number,
+    lower: Uint8Array | undefined,
+    lowerInc: boolean,
+    upper: Uint8Array | undefined,
+    upperInc: boolean,
+    prefix: Uint8Array | undefined,
+    limit: number,
+    reverse: boolean,
+  ): AsyncGenerator<[Uint8Array, Uint8Array]> {
+    if (limit === 0) return;
+    if (lower && upper) {
+      const c = compareBytes(lower, upper);
+      if (c > 0 || (c === 0 && !(lowerInc && upperInc))) return;
+    }
+    const v = this.pinVersion();
+    let it: MergingIterator;
+    try {
+      it = this.buildIterator(v);
+    } catch (e) {
+      this.unpinVersion(v);
+      throw e;
+    }
+    let count = 0;
+    try {
+      if (!reverse) {
+        if (lower) it.seek(lower, MAX_SEQ);
+        else it.seekToFirst();
+        let cur: Uint8Array | undefined;
+        while (it.valid()) {
+          if (this.closed) throw new ClosedError();
+          if (it.seq() > seq) {
+            it.next();
+            continue;
+          }
+          const uk = it.userKey();
+          if (cur !== undefined && compareBytes(uk, cur) === 0) {
+            it.next();
+            continue;
+          }
+          cur = uk.slice();
+          if (!lowerInc && lower && compareBytes(cur, lower) === 0) {
+            it.next();
+            continue;
+          }
+          if (upper) {
+            const c = compareBytes(cur, upper);
+            if (c > 0 || (c === 0 && !upperInc)) return;
+          }
+          if (prefix && !hasPrefix(cur, prefix)) return;
+          if (it.kind() === KIND_PUT) {
+            const val = it.value().slice();
+            it.next();
+            yield [cur, val];
+            if (++count >= limit) return;
+          } else {
+            it.next();
+          }
+        }
+      } else {
+        let bound = upper;
+        let first = true;
+        for (;;) {
+          if (this.closed) throw new ClosedError();
+          if (first && upper && upperInc) {
+            // Inclusive upper bound: look at `upper` itself first.
+            first = false;
+            it.seek(upper, seq);
+            if (it.valid() && compareBytes(it.userKey(), upper) === 0) {
+              if (it.kind() === KIND_PUT && (!prefix || hasPrefix(upper, prefix))) {
+                const item: [Uint8Array, Uint8Array] = [upper.slice(), it.value().slice()];
+                yield item;
+                if (++count >= limit) return;
+              }
+            }
+            continue;
+          }
+          first = false;
+          if (bound) it.seekLT(bound);
+          else it.seekToLast();
+          if (!it.valid()) return;
+          const k = it.userKey().slice();
+          if (lower) {
+            const c = compareBytes(k, lower);
+            if (c < 0 || (c === 0 && !lowerInc)) return;
+          }
+          if (prefix && !hasPrefix(k, prefix)) return;
+          bound = k;
+          it.seek(k, seq);
+          if (it.valid() && compareBytes(it.userKey(), k) === 0 && it.kind() === KIND_PUT) {
+            const val = it.value().slice();
+            yield [k, val];
+            if (++count >= limit) return;
+          }
+        }
+      }
+    } finally {
+      this.unpinVersion(v);
+    }
+  }
+
+  /** Takes a consistent snapshot; call {@linkcode Snapshot.release} when done. */
+  snapshot(): Snapshot {
+    if (this.closed) throw new ClosedError();
+    const s = this.lastSeq;
+    this.snapshots.set(s, (this.snapshots.get(s) ?? 0) + 1);
+    return new Snapshot(this, s);
+  }
+
+  /** @internal */
+  _releaseSnapshot(seq: number): void {
+    const n = (this.snapshots.get(seq) ?? 1) - 1;
+    if (n <= 0) this.snapshots.delete(seq);
+    else this.snapshots.set(seq, n);
+  }
+
+  private smallestSnapshot(): number {
+    let s = this.lastSeq;
+    for (const k of this.snapshots.keys()) if (k < s) s = k;
+    return s;
+  }
+
+  // ---------------------------------------------------------------- background
+
+  private yieldNow(): Promise<void> {
+    return new Promise<void>((r) => {
+      this.yieldResolvers.push(r);
+      if (this.yieldResolvers.length === 1) this.channel.port2.postMessage(0);
+    });
+  }
+
+  private wakeWaiters(): void {
+    const ws = this.bgWaiters;
+    this.bgWaiters = [];
+    for (const w of ws) w();
+  }
+
+  private scheduleBackground(): void {
+    if (this.bgRunning || this.closed || this.bgError !== undefined) return;
+    this.bgRunning = this.backgroundLoop().finally(() => {
+      this.bgRunning = undefined;
+      this.wakeWaiters();
+    });
+  }
+
+  private async backgroundLoop(): Promise<void> {
+    try {
+      while (!this.closed) {
+        if (this.imms.length > 0) {
+          await this.flushOldestImm();
+        } else if (!this.manualCompaction && !this.closing) {
+          const c = pickCompaction(this.vs.current, this.opts, this.pointers);
+          if (!c) break;
+          await this.doCompaction(c);
+        } else break;
+        this.wakeWaiters();
+      }
+    } catch (e) {
+      if (!this.closed && !this.closing) this.bgError = e;
+    }
+  }
+
+  private async flushOldestImm(): Promise<void> {
+    const m = this.imms[0];
+    const edit: VersionEdit = {};
+    if (m.entries > 0) {
+      const number = this.vs.newFileNumber();
+      const w = new TableWriter(tablePath(this.dir, number), this.opts);
+      try {
+        const it = m.iterator();
+        let n = 0;
+        for (it.seekToFirst(); it.valid(); it.next()) {
+          w.add(it.userKey(), it.seq(), it.kind(), it.value());
+          if ((++n & 1023) === 0) await this.yieldNow();
+          if (this.closed) throw new ClosedError();
+        }
+        const info = w.finish();
+        syncDir(this.dir);
+        edit.newFiles = [[0, {
+          number,
+          size: info.size,
+          smallest: info.smallest,
+          largest: info.largest,
+        }]];
+      } catch (e) {
+        w.abandon();
+        throw e;
+      }
+    }
+    const nextLog = this.imms.length > 1 ? this.imms[1].walNumber : this.mem.walNumber;
+    edit.logNumber = nextLog;
+    edit.lastSequence = Math.max(m.maxSeq, this.vs.lastSequence);
+    const obsoleteWals = this.vs.wals.filter((n) => n < nextLog);
+    this.vs.logAndApply(edit);
+    this.imms.shift();
+    this.counters.flushes++;
+    for (const n of obsoleteWals) {
+      try {
+        Deno.removeSync(walPath(this.dir, n));
+      } catch { /* already gone */ }
+    }
+    this.maybeRollManifest();
+  }
+
+  private maybeRollManifest(): void {
+    if (this.vs.manifestBytes < 4 << 20) return;
+    const old = this.vs.writeNewManifest({});
+    try {
+      Deno.removeSync(`${this.dir}/MANIFEST-${String(old).padStart(6, "0")}`);
+    } catch { /* ignore */ }
+  }
+
+  private mergeContext(c: Compaction): MergeContext {
+    const outLevel = c.level + 1;
+    const v = this.vs.current;
+    return {
+      opts: this.opts,
+      table: (f) => this.table(f),
+      newTable: () => {
+        const number = this.vs.newFileNumber();
+        return { number, path: tablePath(this.dir, number) };
+      },
+      smallestSnapshot: this.smallestSnapshot(),
+      isBaseLevelForKey: (uk) => {
+        for (let l = outLevel + 1; l < NUM_LEVELS; l++) {
+          const files = v.levels[l];
+          const i = v.findFile(l, uk);
+          if (i < files.length && compareBytes(uk, userKeyOf(files[i].smallest)) >= 0) return false;
+        }
+        return true;
+      },
+      yield: async () => {
+        await this.yieldNow();
+        if (this.closed || this.closing) throw new ClosedError();
+        // Memtable flushes take priority over a long compaction.
+        while (this.imms.length > 0) {
+          await this.flushOldestImm();
+          this.wakeWaiters();
+        }
+      },
+    };
+  }
+
+  private async doCompaction(c: Compaction): Promise<void> {
+    const edit: VersionEdit = { deletedFiles: [], newFiles: [] };
+    for (const f of c.inputs) edit.deletedFiles!.push([c.level, f.number]);
+    if (c.trivialMove) {
+      edit.newFiles!.push([c.level + 1, c.inputs[0]]);
+      this.vs.logAndApply(edit);
+      this.pointers[c.level] = c.inputs[0].largest;
+      this.counters.compactions++;
+      return;
+    }
+    const v = this.pinVersion();
+    try {
+      const out = await runMerge(c, this.mergeContext(c));
+      syncDir(this.dir);
+      for (const f of c.overlaps) edit.deletedFiles!.push([c.level + 1, f.number]);
+      for (const f of out.files) edit.newFiles!.push([c.level + 1, f]);
+      this.vs.logAndApply(edit);
+      this.counters.compactions++;
+      this.counters.compactionBytesRead += out.bytesRead;
+      this.counters.compactionBytesWritten += out.bytesWritten;
+      let largest = c.inputs[0].largest;
+      for (const f of c.inputs) if (compareBytes(f.largest, largest) > 0) largest = f.largest;
+      this.pointers[c.level] = largest;
+      for (const f of [...c.inputs, ...c.overlaps]) this.obsoleteTables.push(f.number);
+    } finally {
+      this.unpinVersion(v);
+    }
+  }
+
+  /** Deletes obsolete tables that no pinned version still references. */
+  private deleteObsoleteTables(): void {
+    if (this.obsoleteTables.length === 0) return;
+    const inUse = new Set<number>();
+    const versions = [this.vs.current, ...this.versionRefs.keys()];
+    for (const v of versions) for (const l of v.levels) for (const f of l) inUse.add(f.number);
+    const keep: number[] = [];
+    for (const n of this.obsoleteTables) {
+      if (inUse.has(n)) {
+        keep.push(n);
+        continue;
+      }
+      this.tables.get(n)?.close();
+      this.tables.delete(n);
+      this.cache.evictFile(n);
+      try {
+        Deno.removeSync(tablePath(this.dir, n));
+      } catch { /* ignore */ }
+    }
+    this.obsoleteTables = keep;
+  }
+
+  /** Waits until the background loop is idle. */
+  private async waitBackgroundIdle(): Promise<void> {
+    while (this.bgRunning) await this.bgRunning;
+    if (this.bgError !== undefined) throw this.bgError;
+  }
+
+  /** Flushes the memtable to an L0 table and waits for it. */
+  async flush(): Promise<void> {
+    if (this.closed) throw new ClosedError();
+    if (this.writeQueue) await this.writeQueue;
+    if (this.mem.entries > 0) this.rotateMemtable();
+    for (;;) {
+      this.scheduleBackground();
+      await this.waitBackgroundIdle();
+      if (this.imms.length === 0) return;
+    }
+  }
+
+  /**
+   * Flushes the memtable and compacts every level overlapping `range` (all
+   * when omitted) down into the deepest non-empty level.
+   */
+  async compact(range: CompactRange = {}): Promise<void> {
+    const lo = range.start !== undefined ? boundBytes(range.start, "start") : undefined;
+    const hi = range.end !== undefined ? boundBytes(range.end, "end") : undefined;
+    await this.flush();
+    this.manualCompaction = true;
+    try {
+      await this.waitBackgroundIdle();
+      let deepest = 0;
+      const v0 = this.vs.current;
+      for (let l = 0; l < NUM_LEVELS; l++) if (v0.levels[l].length > 0) deepest = l;
+      for (let l = 0; l < deepest; l++) {
+        if (this.closed) throw new ClosedError();
+        const v = this.vs.current;
+        const inputs = l === 0 ? v.levels[0].slice() : v.overlapping(l, lo, hi);
+        if (inputs.length === 0) continue;
+        if (l === 0 && lo !== undefined && v.overlapping(0, lo, hi).length === 0) continue;
+        await this.doCompaction(makeCompaction(v, l, inputs));
+        await this.waitBackgroundIdle();
+      }
+    } finally {
+      this.manualCompaction = false;
+    }
+    this.scheduleBackground();
+  }
+
+  /** Engine statistics. */
+  stats(): LsmStats {
+    const v = this.vs.current;
+    const scores = levelScores(v, this.opts);
+    let metaBytes = 0;
+    for (const t of this.tables.values()) metaBytes += t.metaBytes;
+    let memBytes = this.mem.approximateBytes;
+    for (const m of this.imms) memBytes += m.approximateBytes;
+    const s: LsmStats = {
+      levels: v.levels.map((files, level) => ({
+        level,
+        files: files.length,
+        bytes: v.levelBytes(level),
+        score: level < scores.length ? scores[level] : 0,
+      })),
+      ...this.counters,
+      memtableBytes: memBytes,
+      immutableMemtables: this.imms.length,
+      cacheHits: this.cache.hits,
+      cacheMisses: this.cache.misses,
+      cacheBytes: this.cache.size,
+      tableMetaBytes: metaBytes,
+      lastSequence: this.lastSeq,
+      liveSnapshots: [...this.snapshots.values()].reduce((a, b) => a + b, 0),
+    };
+    if (this.bgError !== undefined) {
+      s.backgroundError = this.bgError instanceof Error
+        ? this.bgError.message
+        : String(this.bgError);
+    }
+    return s;
+  }
+
+  /** Target bytes of each level (for tooling). */
+  levelTargets(): number[] {
+    return Array.from(
+      { length: NUM_LEVELS },
+      (_, l) => (l === 0 ? 0 : maxBytesForLevel(this.opts, l)),
+    );
+  }
+
+  /** True after {@linkcode LsmDb.close}. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Waits for queued writes and background work, syncs the WAL and releases
+   * every resource. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    try {
+      if (this.writeQueue) await this.writeQueue;
+      if (this.syncInFlight) await this.syncInFlight;
+      while (this.bgRunning) await this.bgRunning;
+    } finally {
+      this.closed = true;
+      this.wakeWaiters();
+      try {
+        this.wal.syncSync();
+        this.wal.close();
+      } catch { /* best effort */ }
+      this.vs.close();
+      for (const t of this.tables.values()) t.close();
+      this.tables.clear();
+      this.channel.port1.close();
+      this.channel.port2.close();
+      for (const r of this.yieldResolvers) r();
+      this.lock.release();
+    }
+  }
+}

@@ -1,0 +1,22 @@
+/**
+ * Record-log format shared by the WAL and the MANIFEST (LevelDB style).
+ *
+ * The file is a sequence of 32 KiB blocks. A record is split into fragments that
+ * never cross a block boundary; each fragment has a 7-byte header:
+ * masked CRC32C u32 BE (over type byte + payload) | length u16 BE | type u8.
+ * A block tail shorter than a header is zero padding.
+ * @module
+ */
+
+/** Block size of the log. */
+export const LOG_BLOCK = 32768;
+/** Fragment header size. */
+export const LOG_HEADER = 7;
+/** Fragment types. */
+export const FRAG_FULL = 1;
+/** First fragment of a multi-fragment record. */
+export const FRAG_FIRST = 2;
+/** Middle fragment. */
+export const FRAG_MIDDLE = 3;
+/** Last fragment. */
+export const FRAG_LAST = 4;

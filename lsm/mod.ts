@@ -1,0 +1,33 @@
+/**
+ * gokv LSM-tree storage engine: a durable, crash-safe ordered key-value store.
+ *
+ * ```ts
+ * import { LsmDb } from "./mod.ts";
+ * const db = await LsmDb.open("./data", { memtableBytes: 8 << 20 });
+ * await db.put("user:1", "ada", { sync: true });
+ * for await (const [k, v] of db.scan({ prefix: "user:" })) console.log(k, v);
+ * await db.close();
+ * ```
+ * @module
+ */
+export {
+  type BatchOperation,
+  type CompactRange,
+  type LevelStats,
+  LsmDb,
+  type LsmStats,
+  MAX_KEY_BYTES,
+  MAX_VALUE_BYTES,
+  type ScanOptions,
+  Snapshot,
+  type WriteOptions,
+} from "./db.ts";
+export { DEFAULT_OPTIONS, type LsmOptions } from "./options.ts";
+export {
+  ClosedError,
+  CorruptionError,
+  DatabaseLockedError,
+  InvalidArgumentError,
+  LsmError,
+} from "./errors.ts";
+export type { Bytes } from "./bytes.ts";

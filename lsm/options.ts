@@ -1,0 +1,88 @@
+/**
+ * Engine options and their defaults.
+ * @module
+ */
+import { InvalidArgumentError } from "./errors.ts";
+
+/** Tuning options accepted by {@linkcode LsmDb.open}. All are optional. */
+export interface LsmOptions {
+  /** Bytes of memtable before it is frozen and flushed to L0. Default 8 MiB. */
+  memtableBytes?: number;
+  /** Target size of an SSTable data block before it is cut. Default 4 KiB. */
+  blockBytes?: number;
+  /** Capacity of the LRU data-block cache in bytes. Default 16 MiB. */
+  blockCacheBytes?: number;
+  /** Bloom filter bits per key (0 disables filters). Default 10. */
+  bloomBitsPerKey?: number;
+  /** Number of L0 files that triggers an L0->L1 compaction. Default 4. */
+  l0CompactionTrigger?: number;
+  /** Number of L0 files at which writes wait for compaction. Default 12. */
+  l0StopTrigger?: number;
+  /** Byte target of L1; deeper levels grow by `levelMultiplier`. Default 64 MiB. */
+  levelBaseBytes?: number;
+  /** Growth factor between level byte targets. Default 10. */
+  levelMultiplier?: number;
+  /** Compaction output files are cut at this size. Default 4 MiB. */
+  targetFileBytes?: number;
+  /** Default for the `sync` flag of writes. Default false. */
+  sync?: boolean;
+  /** Create the directory/database when missing. Default true. */
+  createIfMissing?: boolean;
+  /** Fail when the database already exists. Default false. */
+  errorIfExists?: boolean;
+  /** Number of memtables (active + immutable) allowed before writes wait. Default 3. */
+  maxMemtables?: number;
+}
+
+/** Options with every default filled in. */
+export type ResolvedOptions = Required<LsmOptions>;
+
+/** Default option values. */
+export const DEFAULT_OPTIONS: ResolvedOptions = {
+  memtableBytes: 8 << 20,
+  blockBytes: 4096,
+  blockCacheBytes: 16 << 20,
+  bloomBitsPerKey: 10,
+  l0CompactionTrigger: 4,
+  l0StopTrigger: 12,
+  levelBaseBytes: 64 << 20,
+  levelMultiplier: 10,
+  targetFileBytes: 4 << 20,
+  sync: false,
+  createIfMissing: true,
+  errorIfExists: false,
+  maxMemtables: 3,
+};
+
+function positiveInt(name: string, v: unknown, min: number): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || Math.floor(v) !== v || v < min) {
+    throw new InvalidArgumentError(`options.${name}`, `must be an integer >= ${min}`);
+  }
+  return v;
+}
+
+/** Validates options and fills in defaults. */
+export function resolveOptions(o: LsmOptions = {}): ResolvedOptions {
+  const r: ResolvedOptions = { ...DEFAULT_OPTIONS };
+  for (const [k, v] of Object.entries(o)) {
+    if (v === undefined) continue;
+    if (!(k in DEFAULT_OPTIONS)) throw new InvalidArgumentError(`options.${k}`, "unknown option");
+    (r as unknown as Record<string, unknown>)[k] = v;
+  }
+  positiveInt("memtableBytes", r.memtableBytes, 1024);
+  positiveInt("blockBytes", r.blockBytes, 64);
+  positiveInt("blockCacheBytes", r.blockCacheBytes, 0);
+  positiveInt("bloomBitsPerKey", r.bloomBitsPerKey, 0);
+  positiveInt("l0CompactionTrigger", r.l0CompactionTrigger, 1);
+  positiveInt("l0StopTrigger", r.l0StopTrigger, r.l0CompactionTrigger + 1);
+  positiveInt("levelBaseBytes", r.levelBaseBytes, 1024);
+  positiveInt("levelMultiplier", r.levelMultiplier, 2);
+  positiveInt("targetFileBytes", r.targetFileBytes, 1024);
+  positiveInt("maxMemtables", r.maxMemtables, 2);
+  for (const b of ["sync", "createIfMissing", "errorIfExists"] as const) {
+    if (typeof r[b] !== "boolean") {
+      throw new InvalidArgumentError(`options.${b}`, "must be boolean");
+    }
+  }
+  return r;
+}

@@ -1,0 +1,250 @@
+/**
+ * SSTable reader: validates the footer, keeps the index and bloom filter in
+ * memory, reads data blocks through the shared LRU {@linkcode BlockCache} and
+ * verifies every block checksum when it is read from disk.
+ * @module
+ */
+import { compareBytes, getVarint, varintOut } from "./bytes.ts";
+import { BlockIterator } from "./block_reader.ts";
+import { bloomHash, bloomMayContain } from "./bloom.ts";
+import type { BlockCache } from "./cache.ts";
+import { CorruptionError } from "./errors.ts";
+import { compareInternalTo, KIND_PUT, MAX_SEQ } from "./internal_key.ts";
+import type { InternalIterator } from "./iterator.ts";
+import { BLOCK_TRAILER, checkBlockTrailer, decodeFooter, FOOTER_SIZE } from "./sstable_format.ts";
+
+/** Sentinel returned by lookups that found a tombstone. */
+export const TOMBSTONE: Uint8Array = new Uint8Array(0);
+
+/** An open table file. */
+export class TableReader {
+  private readonly indexKeys: Uint8Array[] = [];
+  private readonly blockOffs: number[] = [];
+  private readonly blockSizes: number[] = [];
+  private readonly filter: Uint8Array;
+  private closed = false;
+
+  private constructor(
+    private readonly file: Deno.FsFile,
+    readonly path: string,
+    readonly number: number,
+    readonly fileSize: number,
+    private readonly cache: BlockCache | undefined,
+    filter: Uint8Array,
+    index: Uint8Array,
+    indexOffset: number,
+  ) {
+    this.filter = filter;
+    const it = new BlockIterator(index, path, indexOffset);
+    for (it.seekToFirst(); it.valid(); it.next()) {
+      const v = it.value();
+      if (!getVarint(v, 0, v.length)) {
+        throw new CorruptionError(path, indexOffset, "bad index entry");
+      }
+      const off = varintOut.value;
+      if (!getVarint(v, varintOut.offset, v.length)) {
+        throw new CorruptionError(path, indexOffset, "bad index entry");
+      }
+      const size = varintOut.value;
+      if (off + size + BLOCK_TRAILER > indexOffset) {
+        throw new CorruptionError(path, indexOffset, "index entry points past data");
+      }
+      this.indexKeys.push(it.internalKey().slice());
+      this.blockOffs.push(off);
+      this.blockSizes.push(size);
+    }
+  }
+
+  /** Opens and validates a table file. Throws CorruptionError on damage. */
+  static open(path: string, number: number, cache?: BlockCache): TableReader {
+    const file = Deno.openSync(path, { read: true });
+    try {
+      const size = file.statSync().size;
+      if (size < FOOTER_SIZE) throw new CorruptionError(path, 0, "file shorter than footer");
+      const fb = readAt(file, size - FOOTER_SIZE, FOOTER_SIZE, path);
+      const f = decodeFooter(fb);
+      if (typeof f === "string") throw new CorruptionError(path, size - FOOTER_SIZE, f);
+      const metaEnd = size - FOOTER_SIZE;
+      if (
+        f.indexOffset + f.indexSize + BLOCK_TRAILER > metaEnd ||
+        f.filterOffset + f.filterSize + BLOCK_TRAILER > metaEnd
+      ) {
+        throw new CorruptionError(path, size - FOOTER_SIZE, "footer handles out of range");
+      }
+      const index = readBlockAt(file, path, f.indexOffset, f.indexSize);
+      const filter = readBlockAt(file, path, f.filterOffset, f.filterSize);
+      return new TableReader(file, path, number, size, cache, filter, index, f.indexOffset);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  /** Number of data blocks. */
+  get blockCount(): number {
+    return this.blockOffs.length;
+  }
+
+  /** Memory held by index + filter. */
+  get metaBytes(): number {
+    let n = this.filter.length;
+    for (const k of this.indexKeys) n += k.length + 16;
+    return n;
+  }
+
+  /** Returns data block `i` (cached). */
+  block(i: number): Uint8Array {
+    const off = this.blockOffs[i];
+    const c = this.cache;
+    if (c !== undefined) {
+      const key = this.number * 4294967296 + off;
+      const b = c.get(key);
+      if (b !== undefined) return b;
+      const nb = readBlockAt(this.file, this.path, off, this.blockSizes[i]);
+      c.set(key, nb);
+      return nb;
+    }
+    return readBlockAt(this.file, this.path, off, this.blockSizes[i]);
+  }
+
+  /** Offset of data block `i`. */
+  blockOffset(i: number): number {
+    return this.blockOffs[i];
+  }
+
+  /** Index of the first block whose last key >= (key, seq); blockCount when none. */
+  findBlock(key: Uint8Array, seq: number): number {
+    const keys = this.indexKeys;
+    let lo = 0;
+    let hi = keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const k = keys[mid];
+      if (compareInternalTo(k, 0, k.length, key, seq) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** True when the bloom filter says `key` may be present. */
+  mayContain(key: Uint8Array): boolean {
+    return bloomMayContain(this.filter, bloomHash(key));
+  }
+
+  /**
+   * Newest entry of `key` with sequence <= seq: its value, {@linkcode TOMBSTONE},
+   * or undefined when the table holds no such entry.
+   */
+  get(key: Uint8Array, seq: number): Uint8Array | undefined {
+    if (!bloomMayContain(this.filter, bloomHash(key))) return undefined;
+    const i = this.findBlock(key, seq);
+    if (i >= this.blockOffs.length) return undefined;
+    const it = new BlockIterator(this.block(i), this.path, this.blockOffs[i]);
+    it.seek(key, seq);
+    if (!it.valid() || compareBytes(it.userKey(), key) !== 0) return undefined;
+    return it.kind() === KIND_PUT ? it.value().slice() : TOMBSTONE;
+  }
+
+  /** A new two-level iterator over the whole table. */
+  iterator(): TableIterator {
+    return new TableIterator(this);
+  }
+
+  /** Closes the file handle. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.file.close();
+  }
+}
+
+function readAt(file: Deno.FsFile, off: number, len: number, path: string): Uint8Array {
+  const buf = new Uint8Array(len);
+  file.seekSync(off, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < len) {
+    const n = file.readSync(buf.subarray(got));
+    if (n === null || n === 0) throw new CorruptionError(path, off + got, "unexpected end of file");
+    got += n;
+  }
+  return buf;
+}
+
+function readBlockAt(file: Deno.FsFile, path: string, off: number, size: number): Uint8Array {
+  const buf = readAt(file, off, size + BLOCK_TRAILER, path);
+  const err = checkBlockTrailer(buf, size);
+  if (err !== "") throw new CorruptionError(path, off, err);
+  return buf.subarray(0, size);
+}
+
+/** Iterates a table block by block. */
+export class TableIterator implements InternalIterator {
+  private bi = -1;
+  private it: BlockIterator | undefined;
+  constructor(private readonly t: TableReader) {}
+
+  private load(i: number): boolean {
+    if (i < 0 || i >= this.t.blockCount) {
+      this.bi = -1;
+      this.it = undefined;
+      return false;
+    }
+    this.bi = i;
+    this.it = new BlockIterator(this.t.block(i), this.t.path, this.t.blockOffset(i));
+    return true;
+  }
+  private skipEmptyForward(): void {
+    while (this.it !== undefined && !this.it.valid()) {
+      if (!this.load(this.bi + 1)) return;
+      this.it!.seekToFirst();
+    }
+  }
+  valid(): boolean {
+    return this.it !== undefined && this.it.valid();
+  }
+  seekToFirst(): void {
+    if (this.load(0)) this.it!.seekToFirst();
+    this.skipEmptyForward();
+  }
+  seek(key: Uint8Array, seq: number): void {
+    if (this.load(this.t.findBlock(key, seq))) this.it!.seek(key, seq);
+    this.skipEmptyForward();
+  }
+  seekLT(key: Uint8Array): void {
+    let i = this.t.findBlock(key, MAX_SEQ);
+    if (i >= this.t.blockCount) {
+      this.seekToLast();
+      return;
+    }
+    this.load(i);
+    this.it!.seekLT(key);
+    while (!this.it!.valid()) {
+      i--;
+      if (!this.load(i)) return;
+      this.it!.seekToLast();
+    }
+  }
+  seekToLast(): void {
+    if (this.load(this.t.blockCount - 1)) this.it!.seekToLast();
+  }
+  next(): void {
+    this.it!.next();
+    this.skipEmptyForward();
+  }
+  userKey(): Uint8Array {
+    return this.it!.userKey();
+  }
+  seq(): number {
+    return this.it!.seq();
+  }
+  kind(): number {
+    return this.it!.kind();
+  }
+  value(): Uint8Array {
+    return this.it!.value();
+  }
+  /** Full internal key of the current entry (a view). */
+  internalKey(): Uint8Array {
+    return this.it!.internalKey();
+  }
+}
