@@ -247,6 +247,7 @@ export class TestCluster {
 
   /** Elects `id` by forcing a campaign (ticking until it is leader). */
   elect(id: NodeId): void {
+    this.stabilize();
     this.get(id).rn.campaign();
     this.stabilize();
     if (this.get(id).rn.raft.role !== "leader") throw new Error(`${id} did not win`);

@@ -1,0 +1,100 @@
+// ReadIndex (thesis §6.4) and lease reads.
+import assert from "node:assert/strict";
+import { TestCluster } from "./test_cluster.ts";
+import { MessageType } from "./types.ts";
+
+const ctx = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+Deno.test("read index: the leader answers after one heartbeat round with its commit index", () => {
+  const c = new TestCluster([1, 2, 3]);
+  c.elect(1);
+  c.propose(1, "a");
+  const commit = c.get(1).rn.raft.log.committed;
+  c.get(1).rn.readIndex(ctx("r1"));
+  c.stabilize();
+  const rs = c.get(1).readStates;
+  assert.equal(rs.length, 1);
+  assert.equal(rs[0].index, commit);
+  assert.equal(dec(rs[0].context), "r1");
+});
+
+Deno.test("read index: reads waiting at the same moment share one heartbeat round", () => {
+  const c = new TestCluster([1, 2, 3]);
+  c.elect(1);
+  let heartbeats = 0;
+  c.filter = (m) => {
+    if (m.type === MessageType.Heartbeat && m.from === 1) heartbeats++;
+    return true;
+  };
+  for (let i = 0; i < 100; i++) c.get(1).rn.readIndex(ctx(`r${i}`));
+  c.stabilize();
+  assert.equal(c.get(1).readStates.length, 100);
+  assert.equal(heartbeats, 2, "one round: one heartbeat per follower");
+});
+
+Deno.test("read index: no answer without a quorum of acknowledgements", () => {
+  const c = new TestCluster([1, 2, 3]);
+  c.elect(1);
+  c.isolate(1);
+  c.get(1).rn.readIndex(ctx("r"));
+  c.tick(3);
+  assert.equal(c.get(1).readStates.length, 0);
+  c.heal();
+  c.tick(2);
+  assert.equal(c.get(1).readStates.length, 1);
+});
+
+Deno.test("read index: a follower forwards the request to the leader", () => {
+  const c = new TestCluster([1, 2, 3]);
+  c.elect(1);
+  c.propose(1, "a");
+  c.get(2).rn.readIndex(ctx("f"));
+  c.stabilize();
+  const rs = c.get(2).readStates;
+  assert.equal(rs.length, 1);
+  assert.equal(dec(rs[0].context), "f");
+  assert.equal(rs[0].index, c.get(1).rn.raft.log.committed);
+});
+
+Deno.test("read index: a new leader defers reads until it commits an entry of its term", () => {
+  const c = new TestCluster([1, 2, 3]);
+  c.elect(1);
+  c.stabilize();
+  // Node 2 becomes leader but its no-op cannot be replicated yet.
+  c.filter = (m) => !(m.type === MessageType.App && m.from === 2);
+  c.get(1).rn.transferLeader(2);
+  c.stabilize();
+  assert.equal(c.get(2).rn.raft.role, "leader");
+  c.get(2).rn.readIndex(ctx("x"));
+  c.stabilize();
+  assert.equal(c.get(2).readStates.length, 0);
+  c.filter = null;
+  c.tick(2);
+  const rs = c.get(2).readStates;
+  assert.equal(rs.length, 1);
+  assert.ok(rs[0].index >= c.get(2).rn.raft.log.lastIndex() - 0);
+});
+
+Deno.test("read index: lease reads answer at once when enabled with check quorum", () => {
+  const c = new TestCluster([1, 2, 3], { checkQuorum: true, leaseRead: true });
+  c.elect(1);
+  let heartbeats = 0;
+  c.filter = (m) => {
+    if (m.type === MessageType.Heartbeat) heartbeats++;
+    return true;
+  };
+  c.get(1).rn.readIndex(ctx("l"));
+  c.processReadies();
+  assert.equal(c.get(1).readStates.length, 1);
+  c.deliver();
+  assert.equal(heartbeats, 0);
+});
+
+Deno.test("read index: a single-voter leader answers at once", () => {
+  const c = new TestCluster([1]);
+  c.elect(1);
+  c.get(1).rn.readIndex(ctx("s"));
+  c.stabilize();
+  assert.equal(c.get(1).readStates.length, 1);
+});
