@@ -532,6 +532,9 @@ export class Raft {
       case MessageType.HeartbeatResp:
         pr.recentActive = true;
         pr.msgAppFlowPaused = false;
+        // Appends may have been lost: free one slot of a full window so replication resumes
+        // (the follower then rejects the gap and the leader probes back; etcd does the same).
+        if (pr.state === "replicate" && pr.inflights.full()) pr.inflights.freeFirstOne();
         if (pr.match < this.log.lastIndex() || pr.state === "probe") this.sendAppend(m.from);
         if (m.context.length > 0) this.handleReadAck(m);
         return;
@@ -716,7 +719,12 @@ export class Raft {
     const oldPaused = pr.isPaused();
     if (!(pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state === "probe"))) return;
     if (pr.state === "probe") pr.becomeReplicate();
-    else if (pr.state === "snapshot" && pr.match + 1 >= this.log.firstIndex()) {
+    else if (
+      pr.state === "snapshot" &&
+      // Also once the snapshot itself is acknowledged: the leader may have compacted past it
+      // meanwhile and must then send a newer one instead of resending the old one forever.
+      (pr.match + 1 >= this.log.firstIndex() || pr.match >= pr.pendingSnapshot)
+    ) {
       pr.becomeProbe();
       pr.becomeReplicate();
     } else if (pr.state === "replicate") pr.inflights.freeLE(m.index);

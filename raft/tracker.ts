@@ -46,6 +46,11 @@ export class Inflights {
     }
   }
 
+  /** Frees the oldest message in flight (used when responses may have been lost). */
+  freeFirstOne(): void {
+    if (this.count > 0) this.freeLE(this.idx[this.head]);
+  }
+
   /** True when no more messages may be sent. */
   full(): boolean {
     return this.count >= this.maxCount || (this.maxBytes > 0 && this.bytes >= this.maxBytes);

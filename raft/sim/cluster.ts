@@ -131,6 +131,8 @@ export class SimCluster {
   crashDuringReadyRate: number;
   /** Tick-skip probability. */
   tickSkipRate: number;
+  /** Nodes whose clocks are stopped (scenarios use it to decide who campaigns). */
+  readonly frozen = new Set<NodeId>();
   /** Counters for reports. */
   readonly stats = {
     readies: 0,
@@ -284,7 +286,9 @@ export class SimCluster {
       if (node?.raw) node.raw.step(msg);
     }
     for (const node of this.nodes.values()) {
-      if (node.raw && !this.rng.chance(this.tickSkipRate)) node.raw.tick();
+      if (node.raw && !this.frozen.has(node.id) && !this.rng.chance(this.tickSkipRate)) {
+        node.raw.tick();
+      }
     }
     this.processReadies();
     this.checkInvariants();

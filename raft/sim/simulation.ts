@@ -71,9 +71,6 @@ function chooseProfile(rng: Prng): Profile {
   };
 }
 
-/** Raised through the node logger when the core swallowed an exception. */
-class CoreWarning extends Error {}
-
 /** Runs the simulation for `seed`; never throws for a failed check (see `ok`/`error`). */
 export function runSimulation(seed: number, options: SimulationOptions = {}): SimulationResult {
   const steps = options.steps ?? 300;
