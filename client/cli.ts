@@ -73,7 +73,7 @@ const HELP: Record<string, string> = {
   gokv member remove <id> [options]
 
 Lists, adds (as a learner, promoted once caught up) or removes cluster members.
-Start the new node first with \`gokv server --config FILE --id <id> --join\`.`,
+Start the new node (before or after adding it) with \`gokv server --config FILE --id <id> --join\`.`,
   leader: "Usage: gokv leader transfer <id> [options]\n\nHands leadership to node <id>.",
   status:
     "Usage: gokv status [--json] [options]\n\nShows a table of every node (id, role, term, leader, indexes, sizes).",

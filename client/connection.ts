@@ -29,7 +29,7 @@ export function parseAddress(addr: string): { hostname: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(addr.trim());
   if (!m) throw new UnavailableError(`bad address "${addr}" (want host:port)`);
   const port = Number(m[2]);
-  if (port <= 0 || port > 65535) throw new UnavailableError(`bad port in "${addr}"`);
+  if (port < 0 || port > 65535) throw new UnavailableError(`bad port in "${addr}"`);
   return { hostname: m[1] || "127.0.0.1", port };
 }
 

@@ -154,7 +154,11 @@ export function createHttpHandler(
   const doFetch = opts.fetch ?? fetch;
   const forward = opts.forward ?? true;
 
-  const route = async (req: Request, url: URL, body: Uint8Array<ArrayBuffer> | undefined): Promise<Response> => {
+  const route = async (
+    req: Request,
+    url: URL,
+    body: Uint8Array<ArrayBuffer> | undefined,
+  ): Promise<Response> => {
     const path = url.pathname;
     const q = url.searchParams;
     const m = req.method;

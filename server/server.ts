@@ -107,7 +107,7 @@ export async function startServer(
     storage: () => storageStats(),
   });
 
-  const opened = await openStorage(config.storage, joinPath(dir, "store"), {
+  const opened = await openStorage(config.storage, dir, {
     lsm: config.lsm,
     logger,
   });

@@ -1,0 +1,190 @@
+import assert from "node:assert/strict";
+import { clientCommand, type CliIO } from "./cli.ts";
+import {
+  FAILED,
+  formatStatusTable,
+  formatTable,
+  progressBar,
+  SUCCESS_NIL,
+  SUCCESS_NOT_FOUND,
+  successValue,
+} from "./format.ts";
+import { startFakeNode } from "../server/testing.ts";
+
+function capture(): CliIO & { stdout: string[]; stderr: string[] } {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  return {
+    stdout,
+    stderr,
+    out: (l) => stdout.push(l),
+    err: (l) => stderr.push(l),
+    progress: () => {},
+  };
+}
+
+function deadAddress(): string {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return `127.0.0.1:${port}`;
+}
+
+Deno.test("result lines are exactly go-kv's", () => {
+  assert.equal(SUCCESS_NIL, "✅ Success! Result: <nil>");
+  assert.equal(SUCCESS_NOT_FOUND, "✅ Success! Result: key not found");
+  assert.equal(successValue("hello world"), "✅ Success! Value: hello world");
+  assert.equal(FAILED, "❌ Failed to execute command.");
+});
+
+Deno.test("set, get and delete print go-kv's lines and exit 0", async () => {
+  const n = startFakeNode(1);
+  try {
+    const ep = ["--endpoints", n.address];
+    let io = capture();
+    assert.equal(await clientCommand("set", ["hello", "hello world", ...ep], io), 0);
+    assert.deepEqual(io.stdout, ["✅ Success! Result: <nil>"]);
+    io = capture();
+    assert.equal(await clientCommand("get", ["hello", ...ep], io), 0);
+    assert.deepEqual(io.stdout, ["✅ Success! Value: hello world"]);
+    io = capture();
+    assert.equal(await clientCommand("delete", ["hello", ...ep], io), 0);
+    assert.deepEqual(io.stdout, ["✅ Success! Result: <nil>"]);
+    io = capture();
+    assert.equal(
+      await clientCommand("get", ["hello", ...ep, "--consistency", "serializable"], io),
+      0,
+    );
+    assert.deepEqual(io.stdout, ["✅ Success! Result: key not found"]);
+    assert.deepEqual(io.stderr, []);
+  } finally {
+    await n.close();
+  }
+});
+
+Deno.test("scan, member list, status and leader transfer print their results", async () => {
+  const n = startFakeNode(1, { voters: [1, 2] });
+  n.book.learn({ id: 1, peer: "127.0.0.1:7001", client: n.address, http: "127.0.0.1:9001" });
+  try {
+    const ep = ["--endpoints", n.address];
+    for (const k of ["p1", "p2", "q1"]) await clientCommand("set", [k, `v-${k}`, ...ep], capture());
+    let io = capture();
+    assert.equal(await clientCommand("scan", ["--prefix", "p", ...ep], io), 0);
+    assert.deepEqual(io.stdout, ["p1\tv-p1", "p2\tv-p2"]);
+    io = capture();
+    assert.equal(await clientCommand("scan", ["--limit", "1", "--json", ...ep], io), 0);
+    assert.deepEqual(JSON.parse(io.stdout[0]), [{ key: "p1", value: "v-p1" }]);
+    io = capture();
+    assert.equal(await clientCommand("member", ["list", ...ep], io), 0);
+    assert.match(io.stdout[0], /\| +ID +\| +ROLE +\|/);
+    assert.match(io.stdout[0], /\| 1 +\| voter +\| true +\| 127\.0\.0\.1:7001/);
+    io = capture();
+    assert.equal(await clientCommand("status", ["--json", ...ep], io), 0);
+    const rows = JSON.parse(io.stdout[0]);
+    assert.equal(rows[0].status.role, "leader");
+    io = capture();
+    assert.equal(await clientCommand("status", [...ep], io), 0);
+    assert.match(io.stdout[0], /ENDPOINT/);
+    io = capture();
+    assert.equal(await clientCommand("leader", ["transfer", "2", ...ep], io), 0);
+    assert.deepEqual(n.raft.transfers, [2]);
+  } finally {
+    await n.close();
+  }
+});
+
+Deno.test("a failure prints the failure line on stdout, the reason on stderr, exit 1", async () => {
+  const io = capture();
+  const code = await clientCommand("set", [
+    "k",
+    "v",
+    "--endpoints",
+    deadAddress(),
+    "--timeout-ms",
+    "300",
+  ], io);
+  assert.equal(code, 1);
+  assert.deepEqual(io.stdout, ["❌ Failed to execute command."]);
+  assert.match(io.stderr.join("\n"), /UnavailableError/);
+});
+
+Deno.test("usage errors go to stderr with exit 2, --help to stdout with exit 0", async () => {
+  for (
+    const [name, argv] of [
+      ["set", ["only-key"]],
+      ["get", []],
+      ["get", ["k", "--bogus"]],
+      ["get", ["k", "--consistency", "eventual"]],
+      ["scan", ["--limit", "-1"]],
+      ["member", ["frob"]],
+      ["member", ["add", "x", "a:1", "b:2", "c:3"]],
+      ["leader", ["transfer"]],
+      ["set", ["k", "v", "--endpoints", "nohostport"]],
+      ["bench", ["--read-ratio", "2"]],
+    ] as [string, string[]][]
+  ) {
+    const io = capture();
+    assert.equal(await clientCommand(name, argv, io), 2, `${name} ${argv.join(" ")}`);
+    assert.deepEqual(io.stdout, []);
+    assert.ok(io.stderr.length > 0);
+  }
+  for (const name of ["set", "get", "delete", "scan", "member", "leader", "status", "bench"]) {
+    const io = capture();
+    assert.equal(await clientCommand(name, ["--help"], io), 0);
+    assert.match(io.stdout[0], /^Usage:/);
+  }
+});
+
+Deno.test("a missing config file is a configuration error (exit 2)", async () => {
+  const io = capture();
+  assert.equal(await clientCommand("get", ["k", "--config", "/nonexistent/gokv.yaml"], io), 2);
+  assert.match(io.stderr.join("\n"), /config/);
+});
+
+Deno.test("bench runs a closed loop and reports throughput and percentiles", async () => {
+  const n = startFakeNode(1);
+  try {
+    const io = capture();
+    const code = await clientCommand(
+      "bench",
+      [
+        "--endpoints",
+        n.address,
+        "--count",
+        "300",
+        "--clients",
+        "8",
+        "--read-ratio",
+        "0.5",
+        "--keys",
+        "50",
+        "--json",
+      ],
+      io,
+    );
+    assert.equal(code, 0, io.stderr.join("\n"));
+    const r = JSON.parse(io.stdout[0]);
+    assert.equal(r.ops, 300);
+    assert.equal(r.errors, 0);
+    assert.ok(r.gets > 0 && r.puts > 0);
+    assert.ok(r.latency.p50 <= r.latency.p99 && r.latency.p99 <= r.latency.max);
+  } finally {
+    await n.close();
+  }
+});
+
+Deno.test("tables and progress bars render aligned", () => {
+  assert.equal(
+    formatTable(["A", "LONGER"], [["xyz", "1"]]),
+    [
+      "+-----+--------+",
+      "|  A  | LONGER |",
+      "+-----+--------+",
+      "| xyz | 1      |",
+      "+-----+--------+",
+    ].join("\n"),
+  );
+  assert.equal(progressBar(0.5, 10, "x"), "[#####.....]  50% x");
+  const t = formatStatusTable([{ endpoint: "h:1", error: new Error("down") }]);
+  assert.match(t, /\| h:1 +\|.*\| down +\|/);
+});

@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { Client } from "./client.ts";
+import { InvalidArgumentError, NotFoundError, TimeoutError, UnavailableError } from "./errors.ts";
+import { startFakeNode } from "../server/testing.ts";
+import { TimeoutError as RaftTimeoutError } from "../raft/errors.ts";
+import { encodeCommand, putCommand } from "../storage/command.ts";
+
+const te = new TextEncoder();
+
+/** A port nobody listens on. */
+function deadAddress(): string {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return `127.0.0.1:${port}`;
+}
+
+Deno.test("put, get, delete and scan work against a leader", async () => {
+  const n = startFakeNode(1);
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    await kv.put("a", "1");
+    await kv.put(te.encode("b"), new Uint8Array([0, 255]));
+    await kv.put("c", "3");
+    assert.equal(await kv.getString("a"), "1");
+    assert.deepEqual(await kv.get("b"), new Uint8Array([0, 255]));
+    assert.equal(await kv.get("missing"), undefined);
+    assert.equal(await kv.getString("a", { consistency: "serializable" }), "1");
+    const all = await kv.scan();
+    assert.deepEqual(all.map((p) => new TextDecoder().decode(p.key)), ["a", "b", "c"]);
+    const some = await kv.scan({ start: "b", limit: 1 });
+    assert.equal(some.length, 1);
+    assert.deepEqual(some[0].key, te.encode("b"));
+    await kv.delete("a");
+    assert.equal(await kv.get("a"), undefined);
+    assert.equal(n.raft.reads, 6, "linearizable reads and scans use the ReadIndex barrier");
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
+Deno.test("a follower's not-leader answer redirects the client to the leader, which it caches", async () => {
+  const leader = startFakeNode(2, { voters: [1, 2] });
+  const follower = startFakeNode(1, { lead: 2, voters: [1, 2] });
+  follower.book.learn({ id: 2, peer: "127.0.0.1:1", client: leader.address, http: "127.0.0.1:2" });
+  const kv = await Client.connect({ endpoints: [follower.address] });
+  try {
+    await kv.put("k", "v");
+    assert.equal(kv.leaderEndpoint, leader.address);
+    assert.equal(
+      await leader.sm.get(te.encode("k")).then((v) => v && new TextDecoder().decode(v)),
+      "v",
+    );
+    await kv.put("k2", "v2");
+    assert.equal(follower.raft.proposals, 1, "the second write went straight to the leader");
+    assert.equal(leader.raft.proposals, 2);
+  } finally {
+    await kv.close();
+    await leader.close();
+    await follower.close();
+  }
+});
+
+Deno.test("the client follows a leader change and skips unreachable endpoints", async () => {
+  const a = startFakeNode(1, { voters: [1, 2] });
+  const b = startFakeNode(2, { lead: 1, voters: [1, 2], sm: a.sm });
+  const members = [
+    { id: 1, peer: "127.0.0.1:1", client: a.address, http: "127.0.0.1:3" },
+    { id: 2, peer: "127.0.0.1:2", client: b.address, http: "127.0.0.1:4" },
+  ];
+  for (const m of members) {
+    a.book.learn(m);
+    b.book.learn(m);
+  }
+  const kv = await Client.connect({
+    endpoints: [deadAddress(), a.address, b.address],
+    timeoutMs: 5000,
+  });
+  try {
+    await kv.put("x", "1");
+    assert.equal(kv.leaderEndpoint, a.address);
+    // Leadership moves to node 2.
+    a.raft.lead = 2;
+    b.raft.lead = 2;
+    b.raft.index = a.raft.index;
+    await kv.put("x", "2");
+    assert.equal(kv.leaderEndpoint, b.address);
+    assert.equal(await kv.getString("x"), "2");
+    // Node 2 goes away and node 1 leads again.
+    await b.close();
+    a.raft.lead = 1;
+    await kv.put("x", "3");
+    assert.equal(kv.leaderEndpoint, a.address);
+  } finally {
+    await kv.close();
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("a write whose answer was lost is retried with the same session and applied once", async () => {
+  const n = startFakeNode(1);
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    // The first attempt commits, then the answer is lost (timeout); before the retry another
+    // writer changes the key. A second application of the retried put would undo that write.
+    n.raft.failNext = {
+      error: new RaftTimeoutError("proposal", 10),
+      count: 1,
+      afterApply: true,
+      hook: async () => {
+        await n.sm.apply([{
+          index: ++n.raft.index,
+          data: encodeCommand(putCommand(te.encode("k"), te.encode("other"))),
+        }]);
+      },
+    };
+    await kv.put("k", "mine");
+    assert.equal(n.raft.proposals, 2, "the put was retried");
+    assert.equal(await kv.getString("k"), "other", "the retry was not applied a second time");
+    const sessions = [...n.sm.sessions().values()];
+    assert.equal(sessions.length, 1);
+    assert.equal(sessions[0].lastSeq, 1);
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
+Deno.test("many concurrent callers share one client safely", async () => {
+  const n = startFakeNode(1);
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    await Promise.all(Array.from({ length: 300 }, (_, i) => kv.put(`k${i}`, `v${i}`)));
+    const got = await Promise.all(Array.from({ length: 300 }, (_, i) => kv.getString(`k${i}`)));
+    assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => `v${i}`));
+    assert.equal(n.raft.proposals, 300);
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
+Deno.test("errors are typed: invalid argument, not found, timeout, unavailable", async () => {
+  const n = startFakeNode(1);
+  const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 400 });
+  try {
+    await assert.rejects(kv.put("", "v"), InvalidArgumentError);
+    await assert.rejects(
+      kv.addMember({ id: 9, peer: "nope", client: "127.0.0.1:1", http: "127.0.0.1:2" }),
+      InvalidArgumentError,
+    );
+    await assert.rejects(kv.removeMember(42), NotFoundError);
+    n.raft.failNext = { error: new RaftTimeoutError("proposal", 10), count: 1000 };
+    const t0 = Date.now();
+    await assert.rejects(kv.put("k", "v"), TimeoutError);
+    assert.ok(Date.now() - t0 < 2000);
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+  await assert.rejects(Client.connect({ endpoints: [deadAddress()] }), UnavailableError);
+  await assert.rejects(Client.connect({ endpoints: [] }), InvalidArgumentError);
+});
+
+Deno.test("members, transfer and status go through the client", async () => {
+  const n = startFakeNode(1, { voters: [1, 2] });
+  n.book.learn({ id: 1, peer: "127.0.0.1:11", client: n.address, http: "127.0.0.1:12" });
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    await kv.addMember({
+      id: 3,
+      peer: "127.0.0.1:31",
+      client: "127.0.0.1:32",
+      http: "127.0.0.1:33",
+    });
+    const members = await kv.members();
+    assert.deepEqual(members.map((m) => m.id), [1, 2, 3]);
+    assert.equal(members[0].client, n.address);
+    assert.equal(members[2].http, "127.0.0.1:33");
+    await kv.transferLeader(2);
+    assert.deepEqual(n.raft.transfers, [2]);
+    const s = await kv.status();
+    assert.equal(s.id, 1);
+    assert.equal(s.role, "leader");
+    const all = await kv.statusAll();
+    assert.ok(all.some((r) => r.status?.id === 1));
+    assert.ok(
+      all.some((r) => r.endpoint === "127.0.0.1:32" && r.error),
+      "unreachable member reported",
+    );
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
+Deno.test("bad bytes on the client port close that connection only", async () => {
+  const n = startFakeNode(1);
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    const [host, port] = n.address.split(":");
+    const bad = await Deno.connect({ hostname: host, port: Number(port) });
+    await bad.write(new Uint8Array([0, 0, 0, 5, 77, 1, 2, 3, 4]));
+    const buf = new Uint8Array(16);
+    assert.equal(await bad.read(buf), null, "the server closed the bad connection");
+    bad.close();
+    assert.equal(n.metrics.protocolErrors.get(), 1);
+    await kv.put("still", "works");
+    assert.equal(await kv.getString("still"), "works");
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});

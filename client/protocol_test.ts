@@ -1,0 +1,195 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  Consistency,
+  decodeRequest,
+  decodeResponse,
+  encodeRequest,
+  encodeResponse,
+  FrameReader,
+  MAX_FRAME,
+  Op,
+  ProtocolError,
+  type Request,
+  type Response,
+  Status,
+} from "./protocol.ts";
+
+const bytes = fc.uint8Array({ maxLength: 64 });
+const u32 = fc.integer({ min: 0, max: 0xffffffff });
+const addr = fc.string({ maxLength: 20 });
+const consistency = fc.constantFrom(Consistency.Linearizable, Consistency.Serializable);
+const seq = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+const clientId = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
+
+const requestArb: fc.Arbitrary<Request> = fc.oneof(
+  fc.record({ op: fc.constant(Op.Put as const), id: u32, key: bytes, value: bytes, clientId, seq }),
+  fc.record({ op: fc.constant(Op.Get as const), id: u32, key: bytes, consistency }),
+  fc.record({ op: fc.constant(Op.Delete as const), id: u32, key: bytes, clientId, seq }),
+  fc.record({
+    op: fc.constant(Op.Scan as const),
+    id: u32,
+    consistency,
+    range: fc.record(
+      { start: bytes, end: bytes, prefix: bytes, limit: fc.integer({ min: 1, max: 0xffffffff }) },
+      { requiredKeys: [] },
+    ),
+  }),
+  fc.record({ op: fc.constant(Op.Members as const), id: u32 }),
+  fc.record({ op: fc.constant(Op.Status as const), id: u32 }),
+  fc.record({
+    op: fc.constant(Op.MemberAdd as const),
+    id: u32,
+    member: fc.record({ id: u32, peer: addr, client: addr, http: addr }),
+  }),
+  fc.record({ op: fc.constant(Op.MemberRemove as const), id: u32, nodeId: u32 }),
+  fc.record({ op: fc.constant(Op.Transfer as const), id: u32, nodeId: u32 }),
+);
+
+const opArb = fc.constantFrom(...[1, 2, 3, 4, 5, 6, 7, 8, 9] as Op[]);
+const responseArb: fc.Arbitrary<Response> = fc.oneof(
+  fc.record({ op: fc.constant(Op.Get), id: u32, status: fc.constant(Status.Ok), value: bytes }),
+  fc.record({
+    op: fc.constant(Op.Scan),
+    id: u32,
+    status: fc.constant(Status.Ok),
+    pairs: fc.array(fc.tuple(bytes, bytes), { maxLength: 5 }),
+  }),
+  fc.record({
+    op: fc.constant(Op.Members),
+    id: u32,
+    status: fc.constant(Status.Ok),
+    members: fc.array(
+      fc.record({ id: u32, learner: fc.boolean(), peer: addr, client: addr, http: addr }),
+      { maxLength: 5 },
+    ),
+  }),
+  fc.record({ op: fc.constant(Op.Status), id: u32, status: fc.constant(Status.Ok), json: addr }),
+  fc.record({ op: fc.constantFrom(Op.Put, Op.Delete), id: u32, status: fc.constant(Status.Ok) }),
+  fc.record({
+    op: opArb,
+    id: u32,
+    status: fc.constant(Status.NotLeader),
+    leaderId: u32,
+    leaderAddr: addr,
+    message: addr,
+  }),
+  fc.record({
+    op: opArb,
+    id: u32,
+    status: fc.constantFrom(
+      Status.NotFound,
+      Status.Timeout,
+      Status.Unavailable,
+      Status.InvalidArgument,
+      Status.Internal,
+    ),
+    message: addr,
+  }),
+);
+
+function body(frame: Uint8Array): Uint8Array {
+  const len = new DataView(frame.buffer, frame.byteOffset).getUint32(0);
+  assert.equal(len, frame.length - 4);
+  return frame.subarray(4);
+}
+
+Deno.test("every request survives an encode/decode round trip", () => {
+  fc.assert(
+    fc.property(requestArb, (req) => {
+      const got = decodeRequest(body(encodeRequest(req)));
+      if (req.op === Op.Scan) {
+        const r = { ...req.range };
+        if (r.limit === 0) delete r.limit;
+        assert.deepEqual(got, structuredClone({ ...req, range: r }));
+      } else {
+        assert.deepEqual(got, structuredClone(req));
+      }
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("every response survives an encode/decode round trip", () => {
+  fc.assert(
+    fc.property(responseArb, (res) => {
+      assert.deepEqual(decodeResponse(body(encodeResponse(res))), structuredClone(res));
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("random bytes decode to a request/response or throw ProtocolError, nothing else", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 80 }), (b) => {
+      for (const decode of [decodeRequest, decodeResponse]) {
+        try {
+          decode(b);
+        } catch (e) {
+          assert.ok(e instanceof ProtocolError, `unexpected ${(e as Error).name}`);
+        }
+      }
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("truncating or corrupting a valid request never escapes as a non-protocol error", () => {
+  fc.assert(
+    fc.property(requestArb, fc.nat(), fc.nat(255), (req, cut, flip) => {
+      const b = body(encodeRequest(req)).slice();
+      const truncated = b.subarray(0, cut % b.length);
+      assert.throws(() => decodeRequest(truncated), ProtocolError);
+      b[cut % b.length] ^= flip || 1;
+      try {
+        decodeRequest(b);
+      } catch (e) {
+        assert.ok(e instanceof ProtocolError);
+      }
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("an unknown op and trailing bytes are protocol errors", () => {
+  assert.throws(() => decodeRequest(new Uint8Array([42, 0, 0, 0, 1])), /unknown op 42/);
+  const frame = encodeRequest({ op: Op.Members, id: 7 });
+  const extra = new Uint8Array(frame.length - 4 + 1);
+  extra.set(frame.subarray(4));
+  assert.throws(() => decodeRequest(extra), /trailing/);
+  assert.throws(() => decodeResponse(frame.subarray(4)), /response bit/);
+});
+
+Deno.test("the frame reader splits a stream fed in arbitrary chunks", () => {
+  fc.assert(
+    fc.property(fc.array(requestArb, { minLength: 1, maxLength: 8 }), fc.nat(50), (reqs, step) => {
+      const frames = reqs.map(encodeRequest);
+      const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+      let o = 0;
+      for (const f of frames) {
+        all.set(f, o);
+        o += f.length;
+      }
+      const fr = new FrameReader();
+      const got: Request[] = [];
+      for (let i = 0; i < all.length; i += step + 1) {
+        fr.push(all.subarray(i, i + step + 1));
+        for (let b = fr.next(); b; b = fr.next()) got.push(decodeRequest(b));
+      }
+      assert.equal(got.length, reqs.length);
+      assert.equal(fr.buffered, 0);
+    }),
+    { numRuns: 200 },
+  );
+});
+
+Deno.test("the frame reader refuses oversized and empty frames", () => {
+  const fr = new FrameReader();
+  const big = new Uint8Array(8);
+  new DataView(big.buffer).setUint32(0, MAX_FRAME + 1);
+  fr.push(big);
+  assert.throws(() => fr.next(), ProtocolError);
+  const fr2 = new FrameReader();
+  fr2.push(new Uint8Array(4));
+  assert.throws(() => fr2.next(), /empty frame/);
+});

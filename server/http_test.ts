@@ -1,0 +1,173 @@
+import assert from "node:assert/strict";
+import { MemoryStateMachine } from "../storage/memory_sm.ts";
+import { AddressBook } from "./members.ts";
+import { KvService } from "./service.ts";
+import { createServerMetrics } from "./server_metrics.ts";
+import { createHttpHandler, FORWARDED_HEADER } from "./http.ts";
+import { FakeRaft } from "./testing.ts";
+
+function setup(opts: { lead?: number; fetch?: typeof fetch } = {}) {
+  const sm = new MemoryStateMachine();
+  const raft = new FakeRaft(1, sm, opts.lead ?? 1, [1, 2, 3]);
+  const book = new AddressBook([
+    { id: 1, peer: "127.0.0.1:7001", client: "127.0.0.1:8001", http: "127.0.0.1:9001" },
+    { id: 2, peer: "127.0.0.1:7002", client: "127.0.0.1:8002", http: "127.0.0.1:9002" },
+    { id: 3, peer: "127.0.0.1:7003", client: "127.0.0.1:8003", http: "127.0.0.1:9003" },
+  ]);
+  const metrics = createServerMetrics({
+    raft: () => ({ term: 1, commit: raft.index, applied: raft.index, isLeader: true, logSize: 0 }),
+    storage: () => ({ ...sm.stats(), levels: [{ level: 0, bytes: 10, files: 1 }] }),
+  });
+  const service = new KvService({ id: 1, raft, sm, book, metrics });
+  const handler = createHttpHandler(service, {
+    metrics,
+    httpAddressOf: (id) => book.get(id)?.http,
+    fetch: opts.fetch,
+  });
+  const call = async (method: string, path: string, body?: BodyInit, headers?: HeadersInit) => {
+    const res = await handler(new Request(`http://node1${path}`, { method, body, headers }));
+    const text = await res.text();
+    let json: Record<string, unknown> = {};
+    try {
+      json = JSON.parse(text);
+    } catch { /* not JSON */ }
+    return { status: res.status, json, text, headers: res.headers };
+  };
+  return { sm, raft, service, call };
+}
+
+Deno.test("HTTP put, get and delete of a key; a missing key is 404 with a JSON body", async () => {
+  const { call } = setup();
+  assert.equal((await call("PUT", "/v1/kv/greeting", "hello world")).status, 200);
+  let r = await call("GET", "/v1/kv/greeting");
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.json, { key: "greeting", value: "hello world" });
+  r = await call("GET", "/v1/kv/greeting?consistency=serializable");
+  assert.equal(r.json.value, "hello world");
+  assert.equal((await call("DELETE", "/v1/kv/greeting")).status, 200);
+  r = await call("GET", "/v1/kv/greeting");
+  assert.equal(r.status, 404);
+  assert.equal(r.json.error, "not_found");
+  assert.equal(r.json.key, "greeting");
+});
+
+Deno.test("HTTP keys are percent-decoded and JSON bodies with a value are accepted", async () => {
+  const { call, sm } = setup();
+  await call("PUT", "/v1/kv/a%2Fb%20c", JSON.stringify({ value: "v" }), {
+    "content-type": "application/json",
+  });
+  assert.deepEqual(await sm.get(new TextEncoder().encode("a/b c")), new TextEncoder().encode("v"));
+  const bin = await call("PUT", "/v1/kv/bin", new Uint8Array([0xff, 0xfe]));
+  assert.equal(bin.status, 200);
+  assert.equal((await call("GET", "/v1/kv/bin")).json.valueBase64, "//4=");
+});
+
+Deno.test("HTTP range scan honours prefix, start, end and limit", async () => {
+  const { call } = setup();
+  for (const k of ["a1", "a2", "a3", "b1"]) await call("PUT", `/v1/kv/${k}`, k.toUpperCase());
+  let r = await call("GET", "/v1/kv?prefix=a");
+  assert.deepEqual((r.json.kvs as { key: string }[]).map((x) => x.key), ["a1", "a2", "a3"]);
+  r = await call("GET", "/v1/kv?start=a2&end=b1");
+  assert.deepEqual((r.json.kvs as { key: string }[]).map((x) => x.key), ["a2", "a3"]);
+  r = await call("GET", "/v1/kv?limit=2");
+  assert.equal(r.json.count, 2);
+  assert.equal((await call("GET", "/v1/kv?limit=x")).status, 400);
+});
+
+Deno.test("HTTP bad input is 400, unknown routes 404, wrong methods 405", async () => {
+  const { call } = setup();
+  assert.equal((await call("GET", "/v1/kv/k?consistency=eventual")).status, 400);
+  assert.equal((await call("GET", "/v1/kv/%E0%A4%A")).status, 400);
+  assert.equal((await call("POST", "/v1/members", "{not json")).status, 400);
+  assert.equal(
+    (await call("POST", "/v1/members", JSON.stringify({ id: 4, peer: "x" }))).status,
+    400,
+  );
+  assert.equal((await call("GET", "/v1/nothing")).status, 404);
+  assert.equal((await call("PATCH", "/v1/kv/k")).status, 405);
+  assert.equal((await call("DELETE", "/v1/members/99")).status, 404);
+});
+
+Deno.test("HTTP members, add, remove and leader transfer", async () => {
+  const { call, raft } = setup();
+  let r = await call("GET", "/v1/members");
+  assert.equal((r.json.members as unknown[]).length, 3);
+  assert.equal(r.json.leader, 1);
+  r = await call(
+    "POST",
+    "/v1/members",
+    JSON.stringify({
+      id: 4,
+      peer: "127.0.0.1:7004",
+      client: "127.0.0.1:8004",
+      http: "127.0.0.1:9004",
+    }),
+  );
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(raft.voters, [1, 2, 3, 4]);
+  assert.equal((await call("DELETE", "/v1/members/3")).status, 200);
+  assert.deepEqual(raft.voters, [1, 2, 4]);
+  assert.equal((await call("POST", "/v1/leader/transfer", JSON.stringify({ id: 2 }))).status, 200);
+  assert.deepEqual(raft.transfers, [2]);
+});
+
+Deno.test("HTTP status, healthz and Prometheus metrics", async () => {
+  const { call } = setup();
+  await call("PUT", "/v1/kv/k", "v");
+  await call("GET", "/v1/kv/k");
+  const s = await call("GET", "/v1/status");
+  for (
+    const f of [
+      "id",
+      "role",
+      "term",
+      "leader",
+      "commitIndex",
+      "appliedIndex",
+      "snapshotIndex",
+      "logSize",
+      "storage",
+    ]
+  ) {
+    assert.ok(f in s.json, `status has ${f}`);
+  }
+  assert.equal(s.json.role, "leader");
+  assert.equal((await call("GET", "/healthz")).status, 200);
+  const m = await call("GET", "/metrics");
+  assert.match(m.headers.get("content-type")!, /text\/plain/);
+  assert.match(m.text, /^# TYPE gokv_proposals_total counter$/m);
+  assert.match(m.text, /^gokv_proposals_total 1$/m);
+  assert.match(m.text, /^gokv_read_index_seconds_count 1$/m);
+  assert.match(m.text, /^gokv_fsync_seconds_bucket\{le="\+Inf"\} 0$/m);
+  assert.match(m.text, /^gokv_storage_stat\{name="levels_bytes",level="0"\} 10$/m);
+  assert.match(m.text, /^gokv_raft_commit_index 1$/m);
+});
+
+Deno.test("a follower forwards writes to the leader's HTTP address, once", async () => {
+  const seen: string[] = [];
+  const fakeFetch = ((input: string | URL | Request, init?: RequestInit) => {
+    seen.push(`${init?.method} ${input} fwd=${new Headers(init?.headers).get(FORWARDED_HEADER)}`);
+    return Promise.resolve(
+      new Response(JSON.stringify({ ok: true, from: "leader" }), { status: 200 }),
+    );
+  }) as typeof fetch;
+  const { call } = setup({ lead: 2, fetch: fakeFetch });
+  const r = await call("PUT", "/v1/kv/k?x=1", "v");
+  assert.equal(r.status, 200);
+  assert.equal(r.json.from, "leader");
+  assert.deepEqual(seen, ["PUT http://127.0.0.1:9002/v1/kv/k?x=1 fwd=1"]);
+  // An already-forwarded request is not forwarded again.
+  const again = await call("PUT", "/v1/kv/k", "v", { [FORWARDED_HEADER]: "3" });
+  assert.equal(again.status, 503);
+  assert.equal(again.json.error, "not_leader");
+  assert.equal(again.json.leader, 2);
+  assert.equal(again.json.leaderHttp, "127.0.0.1:9002");
+});
+
+Deno.test("without a known leader a write is 503 not_leader", async () => {
+  const { call } = setup({ lead: 0 });
+  const r = await call("PUT", "/v1/kv/k", "v");
+  assert.equal(r.status, 503);
+  assert.equal(r.json.error, "not_leader");
+  assert.equal((await call("GET", "/v1/kv/k")).status, 503);
+});
