@@ -138,3 +138,19 @@ Deno.test("a follower far behind the log's start catches up by snapshot without 
   assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3]), 300), "node 3 never caught up");
   assert.ok(c.node(3).store.snapshotMeta().index > first, "node 3 needed a second snapshot");
 });
+
+Deno.test("regression: a node added after the leader compacted its log catches up from an older snapshot", () => {
+  const c = newCluster(3, { snapshotThreshold: 3 });
+  elect(c, 1);
+  load(c, 10);
+  c.run(5);
+  assert.ok(c.node(1).store.snapshotMeta().index > 0);
+  // The leader's latest snapshot predates the change that adds node 4, and the cluster is
+  // quiet afterwards, so no newer snapshot will be taken.
+  c.snapshotThreshold = Infinity;
+  c.addNode(4);
+  confChange(c, [{ type: ConfChangeType.AddLearner, nodeId: 4 }]);
+  waitConf(c, (_voters, learners) => learners.includes(4));
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4]), 300), "node 4 never caught up");
+  assert.deepEqual(conf(c.node(4)).learners, [4]);
+});
