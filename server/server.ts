@@ -90,11 +90,11 @@ export async function startServer(
   const dir = joinPath(config.dataDir, `node-${id}`);
   await Deno.mkdir(dir, { recursive: true });
 
-  let raftRef: RaftNode | undefined;
+  const ref: { raft?: RaftNode } = {};
   let storageStats: () => Record<string, unknown> = () => ({});
   const metrics = createServerMetrics({
     raft: () => {
-      const s = raftRef?.status();
+      const s = ref.raft?.status();
       if (!s) return { term: 0, commit: 0, applied: 0, isLeader: false, logSize: 0 };
       return {
         term: s.term,
@@ -191,7 +191,7 @@ export async function startServer(
     logger,
     onConfChange,
   });
-  raftRef = raft;
+  ref.raft = raft;
 
   let lastTerm = raft.status().term;
   raft.onLeaderChange((lead: number) => {
