@@ -100,6 +100,28 @@ export function encodeMessageFrame(
   return seal(buf, dv, end);
 }
 
+/**
+ * Appends the Message frame of `m` to `buf` at `offset` and returns the offset after it. `buf`
+ * must have `FRAME_HEADER_BYTES + size + FRAME_TRAILER_BYTES` bytes free, where `size` is
+ * {@link encodedMessageSize}(m); `dv` spans exactly `buf`. Throws {@link EncodeError}; on a
+ * throw, bytes from `offset` on are garbage but nothing before it is touched.
+ */
+export function writeMessageFrame(
+  m: Message,
+  size: number,
+  buf: Uint8Array,
+  dv: DataView,
+  offset: number,
+): number {
+  dv.setUint16(offset, FRAME_MAGIC);
+  dv.setUint8(offset + 2, FRAME_VERSION);
+  dv.setUint8(offset + 3, FrameType.Message);
+  dv.setUint32(offset + 4, size);
+  const end = encodeMessageInto(m, buf, offset + FRAME_HEADER_BYTES, dv);
+  dv.setUint32(end, crc32cUpdate(0, buf, offset, end));
+  return end + FRAME_TRAILER_BYTES;
+}
+
 /** Encodes a Hello frame. */
 export function encodeHello(h: Hello): Uint8Array {
   for (const [k, v] of [["from", h.from], ["to", h.to]] as const) {

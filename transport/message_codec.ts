@@ -80,9 +80,14 @@ function putIds(dv: DataView, o: number, field: string, ids: number[]): number {
 /**
  * Writes `m` into `buf` at `offset` (which must have {@link encodedMessageSize} bytes free) and
  * returns the offset after it. Throws {@link EncodeError} for a field that cannot be encoded.
+ * `dv` may be passed to reuse a DataView spanning exactly `buf`.
  */
-export function encodeMessageInto(m: Message, buf: Uint8Array, offset: number): number {
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+export function encodeMessageInto(
+  m: Message,
+  buf: Uint8Array,
+  offset: number,
+  dv: DataView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength),
+): number {
   if (!Number.isInteger(m.type) || m.type < 0 || m.type > MAX_MESSAGE_TYPE) {
     throw new EncodeError("type", `unknown message type ${m.type}`);
   }

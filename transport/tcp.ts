@@ -18,16 +18,16 @@
 import { type Logger, nullLogger } from "../raft/logger.ts";
 import type { MessageHandler } from "../raft/transport.ts";
 import { type Message, MessageType, type NodeId, NONE } from "../raft/types.ts";
-import { ProtocolError } from "./errors.ts";
+import { EncodeError, ProtocolError } from "./errors.ts";
 import {
   decodeHello,
   encodeHello,
-  encodeMessageFrame,
   FRAME_HEADER_BYTES,
   FRAME_TRAILER_BYTES,
   FrameDecoder,
   FrameType,
   type Hello,
+  writeMessageFrame,
 } from "./frame.ts";
 import { decodeMessage, encodedMessageSize } from "./message_codec.ts";
 import {
@@ -40,10 +40,11 @@ import {
   resolveOptions,
   type TransportOptions,
 } from "./options.ts";
-import { SendQueue } from "./send_queue.ts";
 
-/** Frames are coalesced into writes of up to this many bytes. */
-const COALESCE_BYTES = 256 * 1024;
+/** Initial size of a peer's output buffer. */
+const OUT_INITIAL_BYTES = 64 * 1024;
+/** Output buffers up to this size are reused; larger ones are released after their write. */
+const OUT_KEEP_BYTES = 1024 * 1024;
 const READ_BUFFER_BYTES = 256 * 1024;
 
 /** Statistics of one transport, for tests and metrics. */
@@ -109,9 +110,15 @@ export class TcpTransport implements PeerTransport {
         this.#log.debug("transport: message to unknown peer dropped", { to: m.to, type: m.type });
         continue;
       }
-      let frame: Uint8Array;
       try {
-        frame = encodeMessageFrame(m, this.#o.maxFrameBytes);
+        const size = encodedMessageSize(m);
+        if (size > this.#o.maxFrameBytes) {
+          throw new EncodeError(
+            "message",
+            `encoded size ${size} exceeds max frame ${this.#o.maxFrameBytes}`,
+          );
+        }
+        peer.enqueue(m, size);
       } catch (e) {
         this.stats.dropped++;
         this.#log.warn("transport: message not encodable, dropped", {
@@ -119,9 +126,7 @@ export class TcpTransport implements PeerTransport {
           type: m.type,
           error: String(e),
         });
-        continue;
       }
-      peer.enqueue(frame);
     }
   }
 
@@ -306,29 +311,51 @@ export class TcpTransport implements PeerTransport {
   }
 }
 
-/** One outbound peer: a bounded queue of encoded frames and the loop that writes them. */
+/**
+ * One outbound peer: frames are encoded straight into an output buffer (the bounded send
+ * queue, counted in messages and bytes); one loop swaps it with a spare buffer and writes it
+ * whole, so every message queued while a write is in flight goes out in the next single write.
+ */
 class TcpPeer {
   readonly #t: TcpTransport;
-  readonly #queue: SendQueue<Uint8Array>;
+  #out: Uint8Array = new Uint8Array(OUT_INITIAL_BYTES);
+  #outDv: DataView = new DataView(this.#out.buffer);
+  #outLen = 0;
+  #outCount = 0;
+  #spare: Uint8Array | null = null;
   #conn: Deno.TcpConn | null = null;
   #running = false;
   #closed = false;
   #wake: (() => void) | null = null;
   #failures = 0;
-  #scratch: Uint8Array | null = null;
 
   constructor(t: TcpTransport, readonly id: NodeId, readonly address: string) {
     this.#t = t;
-    this.#queue = new SendQueue(t.options.queueMessages, t.options.queueBytes);
   }
 
-  enqueue(frame: Uint8Array): void {
+  /** Encodes `m` (of encoded size `size`) into the output buffer; throws EncodeError. */
+  enqueue(m: Message, size: number): void {
     if (this.#closed) return;
-    if (!this.#queue.push(frame, frame.length)) {
+    const o = this.#t.options;
+    const frameLen = FRAME_HEADER_BYTES + size + FRAME_TRAILER_BYTES;
+    if (
+      this.#outCount >= o.queueMessages ||
+      (this.#outLen > 0 && this.#outLen + frameLen > o.queueBytes)
+    ) {
       this.#t.stats.dropped++;
       this.#t.logger.debug("transport: send queue full, message dropped", { peer: this.id });
       return;
     }
+    if (this.#outLen + frameLen > this.#out.length) {
+      let cap = this.#out.length * 2;
+      while (cap < this.#outLen + frameLen) cap *= 2;
+      const nb = new Uint8Array(cap);
+      nb.set(this.#out.subarray(0, this.#outLen));
+      this.#out = nb;
+      this.#outDv = new DataView(nb.buffer);
+    }
+    this.#outLen = writeMessageFrame(m, size, this.#out, this.#outDv, this.#outLen);
+    this.#outCount++;
     if (!this.#running) {
       this.#running = true;
       this.#t.track(this.#run());
@@ -340,7 +367,7 @@ class TcpPeer {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#queue.clear();
+    this.#clear();
     if (this.#conn !== null) closeQuietly(this.#conn);
     this.#signal();
   }
@@ -368,8 +395,16 @@ class TcpPeer {
     });
   }
 
+  /** Drops everything queued; returns how many messages were dropped. */
+  #clear(): number {
+    const n = this.#outCount;
+    this.#outLen = 0;
+    this.#outCount = 0;
+    return n;
+  }
+
   #drop(why: string, error?: unknown): void {
-    const n = this.#queue.clear();
+    const n = this.#clear();
     this.#t.stats.dropped += n;
     this.#t.logger.debug("transport: peer unreachable", {
       peer: this.id,
@@ -384,7 +419,7 @@ class TcpPeer {
   async #run(): Promise<void> {
     const o = this.#t.options;
     while (!this.#closed) {
-      if (this.#queue.length === 0) {
+      if (this.#outCount === 0) {
         await this.#wait();
         continue;
       }
@@ -402,8 +437,10 @@ class TcpPeer {
         }
       }
       const conn = this.#conn;
+      const batch = this.#takeBatch();
       try {
-        await this.#writeAll(conn, this.#takeBatch());
+        await this.#writeAll(conn, batch);
+        this.#recycle(batch);
       } catch (e) {
         if (this.#closed) break;
         this.#disconnect(conn);
@@ -465,19 +502,21 @@ class TcpPeer {
     closeQuietly(conn);
   }
 
-  /** Removes frames from the queue: one large frame, or several coalesced into one buffer. */
+  /** Takes everything queued as one buffer and starts a fresh (spare) output buffer. */
   #takeBatch(): Uint8Array {
-    const first = this.#queue.shift()!;
-    if (first.length >= COALESCE_BYTES || this.#queue.length === 0) return first;
-    const buf = this.#scratch ??= new Uint8Array(COALESCE_BYTES);
-    buf.set(first, 0);
-    let n = first.length;
-    while (this.#queue.length > 0 && n + this.#queue.peekSize() <= COALESCE_BYTES) {
-      const f = this.#queue.shift()!;
-      buf.set(f, n);
-      n += f.length;
-    }
-    return buf.subarray(0, n);
+    const batch = this.#out.subarray(0, this.#outLen);
+    const next = this.#spare ?? new Uint8Array(OUT_INITIAL_BYTES);
+    this.#spare = null;
+    this.#out = next;
+    this.#outDv = new DataView(next.buffer);
+    this.#outLen = 0;
+    this.#outCount = 0;
+    return batch;
+  }
+
+  /** Keeps a written buffer for reuse unless it grew large (a snapshot burst). */
+  #recycle(batch: Uint8Array): void {
+    if (batch.buffer.byteLength <= OUT_KEEP_BYTES) this.#spare = new Uint8Array(batch.buffer);
   }
 
   async #writeAll(conn: Deno.TcpConn, data: Uint8Array): Promise<void> {
@@ -504,9 +543,4 @@ function closeQuietly(c: Deno.Conn): void {
   try {
     c.close();
   } catch { /* already closed */ }
-}
-
-/** Bytes of the frame that carries `m` (for sizing queues and batches). */
-export function messageFrameBytes(m: Message): number {
-  return FRAME_HEADER_BYTES + encodedMessageSize(m) + FRAME_TRAILER_BYTES;
 }
