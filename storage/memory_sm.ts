@@ -8,6 +8,7 @@ import type { ApplyCommand } from "../raft/state_machine.ts";
 import { bytesToLatin1, hasPrefix, latin1ToBytes } from "./bytes.ts";
 import { CommandOp } from "./command.ts";
 import { StoreClosedError } from "./errors.ts";
+import { settle } from "./settle.ts";
 import {
   type ApplyResult,
   type KvStateMachine,
@@ -117,6 +118,11 @@ export class MemoryStateMachine implements KvStateMachine {
 
   /** Applies commands (see kv_state_machine.ts for the results). */
   apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+    return settle(() => this.applySync(cmds));
+  }
+
+  /** Applies commands synchronously. */
+  protected applySync(cmds: ApplyCommand[]): ApplyResult[] {
     this.check();
     const out: ApplyResult[] = [];
     for (const c of cmds) {
@@ -135,19 +141,23 @@ export class MemoryStateMachine implements KvStateMachine {
       this.applied = c.index;
     }
     this.#applies += cmds.length;
-    return Promise.resolve(out);
+    return out;
   }
 
   /** See {@link KvStateMachine.get}. */
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    this.check();
-    return Promise.resolve(this.data.get(key));
+    return settle(() => {
+      this.check();
+      return this.data.get(key);
+    });
   }
 
   /** See {@link KvStateMachine.scan}. */
   scan(opts: ScanOptions = {}): Promise<Array<[Uint8Array, Uint8Array]>> {
-    this.check();
-    return Promise.resolve(this.data.scan(opts));
+    return settle(() => {
+      this.check();
+      return this.data.scan(opts);
+    });
   }
 
   /** See {@link KvStateMachine.sessions}. */
@@ -157,8 +167,10 @@ export class MemoryStateMachine implements KvStateMachine {
 
   /** Serializes data, sessions and applied index (see sm_snapshot.ts). */
   snapshot(): Promise<Uint8Array> {
-    this.check();
-    return Promise.resolve(this.encodeSnapshot());
+    return settle(() => {
+      this.check();
+      return this.encodeSnapshot();
+    });
   }
 
   /** Encodes the current state as a snapshot stream. */
@@ -170,9 +182,10 @@ export class MemoryStateMachine implements KvStateMachine {
 
   /** Replaces everything with a snapshot taken at `index`. */
   restore(data: Uint8Array, index: number): Promise<void> {
-    this.check();
-    this.restoreSync(data, index);
-    return Promise.resolve();
+    return settle(() => {
+      this.check();
+      this.restoreSync(data, index);
+    });
   }
 
   /** Decodes the whole snapshot first, then swaps it in (a bad snapshot changes nothing). */

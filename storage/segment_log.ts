@@ -23,6 +23,7 @@ import { ByteWriter } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
 import { CorruptionError, StoreClosedError } from "./errors.ts";
 import { fsyncDir, readFileIfExists, removeIfExists, writeAll, writeFileAtomic } from "./fsutil.ts";
+import { settle } from "./settle.ts";
 import { cloneConf, cloneMeta, LogCore } from "./log_core.ts";
 import type { Logger } from "../raft/logger.ts";
 import { nullLogger } from "../raft/logger.ts";
@@ -118,10 +119,14 @@ export class SegmentLogStore implements LogStore {
 
   /** Opens (or creates) the log in `dir`, repairing a torn tail. */
   static open(dir: string, opts: SegmentLogOptions = {}): Promise<SegmentLogStore> {
+    return settle(() => SegmentLogStore.#openSync(dir, opts));
+  }
+
+  static #openSync(dir: string, opts: SegmentLogOptions): SegmentLogStore {
     Deno.mkdirSync(dir, { recursive: true });
     const s = new SegmentLogStore(dir, opts);
     s.#load();
-    return Promise.resolve(s);
+    return s;
   }
 
   #load(): void {
@@ -324,9 +329,10 @@ export class SegmentLogStore implements LogStore {
 
   /** Makes everything recorded so far durable: one write and one fdatasync. */
   sync(): Promise<void> {
-    this.#check();
-    this.#syncNow();
-    return Promise.resolve();
+    return settle(() => {
+      this.#check();
+      this.#syncNow();
+    });
   }
 
   #syncNow(): void {
@@ -383,12 +389,16 @@ export class SegmentLogStore implements LogStore {
 
   /** Syncs and closes the active segment. */
   close(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
-    this.#syncNow();
-    this.#closed = true;
-    this.#file?.close();
-    this.#file = null;
-    return Promise.resolve();
+    return settle(() => {
+      if (this.#closed) return;
+      this.#closed = true;
+      try {
+        this.#syncNow();
+      } finally {
+        this.#file?.close();
+        this.#file = null;
+      }
+    });
   }
 
   #check(): void {

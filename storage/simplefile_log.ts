@@ -29,6 +29,7 @@ import {
 import { fromBase64, toBase64 } from "./bytes.ts";
 import { CorruptionError, LogGapError, StoreClosedError } from "./errors.ts";
 import { fsyncDir, readFileIfExists, removeIfExists, writeAll, writeFileAtomic } from "./fsutil.ts";
+import { settle } from "./settle.ts";
 import { cloneConf, cloneMeta, LogCore } from "./log_core.ts";
 
 const STATE_FILE = "raft-state.json";
@@ -97,10 +98,14 @@ export class SimpleFileLogStore implements LogStore {
 
   /** Opens (or creates) the log in `dir`. */
   static open(dir: string): Promise<SimpleFileLogStore> {
+    return settle(() => SimpleFileLogStore.#openSync(dir));
+  }
+
+  static #openSync(dir: string): SimpleFileLogStore {
     Deno.mkdirSync(dir, { recursive: true });
     const s = new SimpleFileLogStore(dir);
     s.#load();
-    return Promise.resolve(s);
+    return s;
   }
 
   #load(): void {
@@ -263,6 +268,10 @@ export class SimpleFileLogStore implements LogStore {
 
   /** Makes everything recorded so far durable. */
   sync(): Promise<void> {
+    return settle(() => this.#syncNow());
+  }
+
+  #syncNow(): void {
     this.#check();
     if (this.#pendingSnap) this.#switchGeneration(this.#pendingSnap);
     else {
@@ -273,7 +282,6 @@ export class SimpleFileLogStore implements LogStore {
       }
       if (this.#hsDirty) this.#writeState(logName(this.#gen));
     }
-    return Promise.resolve();
   }
 
   #writeState(logFile: string): void {
@@ -315,12 +323,17 @@ export class SimpleFileLogStore implements LogStore {
   }
 
   /** Syncs and closes the files. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    await this.sync();
-    this.#closed = true;
-    this.#file?.close();
-    this.#file = null;
+  close(): Promise<void> {
+    return settle(() => {
+      if (this.#closed) return;
+      try {
+        this.#syncNow();
+      } finally {
+        this.#closed = true;
+        this.#file?.close();
+        this.#file = null;
+      }
+    });
   }
 
   #check(): void {

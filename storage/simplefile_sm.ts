@@ -19,6 +19,7 @@ import { CorruptionError } from "./errors.ts";
 import { readFileIfExists, writeFileAtomic } from "./fsutil.ts";
 import type { ApplyResult, SessionTable } from "./kv_state_machine.ts";
 import { MemoryStateMachine, OrderedBytesMap } from "./memory_sm.ts";
+import { settle } from "./settle.ts";
 
 const FILE = "sm-state.json";
 
@@ -40,6 +41,10 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
 
   /** Opens (or creates) the state machine in `dir`. */
   static open(dir: string): Promise<SimpleFileStateMachine> {
+    return settle(() => SimpleFileStateMachine.#openSync(dir));
+  }
+
+  static #openSync(dir: string): SimpleFileStateMachine {
     Deno.mkdirSync(dir, { recursive: true });
     const sm = new SimpleFileStateMachine(dir);
     const raw = readFileIfExists(join(dir, FILE));
@@ -62,22 +67,25 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
         throw new CorruptionError(FILE, 0, "json", String(e));
       }
     }
-    return Promise.resolve(sm);
+    return sm;
   }
 
   /** Applies, then persists the whole state. */
-  override async apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
-    const out = await super.apply(cmds);
-    if (cmds.length > 0) this.#persist();
-    return out;
+  override apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+    return settle(() => {
+      const out = this.applySync(cmds);
+      if (cmds.length > 0) this.#persist();
+      return out;
+    });
   }
 
   /** Restores, then persists the whole state. */
   override restore(data: Uint8Array, index: number): Promise<void> {
-    this.check();
-    this.restoreSync(data, index);
-    this.#persist();
-    return Promise.resolve();
+    return settle(() => {
+      this.check();
+      this.restoreSync(data, index);
+      this.#persist();
+    });
   }
 
   #persist(): void {

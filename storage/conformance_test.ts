@@ -1,0 +1,382 @@
+/**
+ * The storage conformance suite: the same behaviour checks run unchanged against every backend
+ * (memory, simplefile, lsm); reopen and kill -9 checks run against the disk backends.
+ */
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { CompactedError, type LogStore, UnavailableError } from "../raft/storage.ts";
+import { type ConfState, type Entry, EntryType } from "../raft/types.ts";
+import {
+  deleteCommand,
+  encodeCommand,
+  type KvStateMachine,
+  type OpenedStorage,
+  openStorage,
+  putCommand,
+  type StorageKind,
+} from "./mod.ts";
+import { entryPayload, payloadMatches } from "./testdata/payload.ts";
+
+const BACKENDS: Array<{ kind: StorageKind; disk: boolean }> = [
+  { kind: "memory", disk: false },
+  { kind: "simplefile", disk: true },
+  { kind: "lsm", disk: true },
+];
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const b = (s: string) => enc.encode(s);
+const conf: ConfState = { voters: [1, 2, 3], votersOutgoing: [], learners: [4], learnersNext: [] };
+
+function ent(index: number, term: number, data?: Uint8Array): Entry {
+  return { index, term, type: EntryType.Normal, data: data ?? entryPayload(index, term) };
+}
+
+function range(lo: number, hi: number, term: number): Entry[] {
+  const out: Entry[] = [];
+  for (let i = lo; i <= hi; i++) out.push(ent(i, term));
+  return out;
+}
+
+/** Runs `fn` with a fresh backend in a temporary directory, closing and cleaning up after. */
+async function withStorage(
+  kind: StorageKind,
+  fn: (s: OpenedStorage, reopen: () => Promise<OpenedStorage>) => Promise<void>,
+): Promise<void> {
+  const dir = Deno.makeTempDirSync({ prefix: `gokv-storage-${kind}-` });
+  let cur = await openStorage(kind, dir);
+  const reopen = async () => {
+    await cur.log.close();
+    await cur.sm.close();
+    cur = await openStorage(kind, dir);
+    return cur;
+  };
+  try {
+    await fn(cur, reopen);
+  } finally {
+    await cur.log.close();
+    await cur.sm.close();
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+function checkRange(log: LogStore, lo: number, hi: number, term: (i: number) => number): void {
+  const got = log.entries(lo, hi + 1);
+  assert.equal(got.length, hi - lo + 1);
+  got.forEach((e, k) => {
+    assert.equal(e.index, lo + k);
+    assert.equal(e.term, term(e.index));
+    assert.ok(payloadMatches(e.data, e.index, e.term), `payload of ${e.index}`);
+  });
+}
+
+async function applyCmds(sm: KvStateMachine, from: number, cmds: Uint8Array[]) {
+  return await sm.apply(cmds.map((data, i) => ({ index: from + i, data })));
+}
+
+async function dump(sm: KvStateMachine): Promise<string[]> {
+  return (await sm.scan()).map(([k, v]) => `${dec.decode(k)}=${dec.decode(v)}`);
+}
+
+for (const { kind, disk } of BACKENDS) {
+  Deno.test(`${kind}: the log round-trips entries, terms, bounds and hard state`, async () => {
+    await withStorage(kind, async ({ log }) => {
+      assert.equal(log.firstIndex(), 1);
+      assert.equal(log.lastIndex(), 0);
+      assert.equal(log.term(0), 0);
+      assert.deepEqual(log.initialState().hardState, { term: 0, vote: 0, commit: 0 });
+      log.append(range(1, 10, 1));
+      log.append(range(11, 12, 2));
+      log.setHardState({ term: 2, vote: 3, commit: 9 });
+      await log.sync();
+      assert.equal(log.lastIndex(), 12);
+      checkRange(log, 1, 12, (i) => (i <= 10 ? 1 : 2));
+      assert.equal(log.term(11), 2);
+      assert.throws(() => log.term(13), UnavailableError);
+      assert.throws(() => log.entries(5, 14), UnavailableError);
+      assert.deepEqual(log.entries(4, 4), []);
+      // maxBytes: the first entry always, then as many as fit.
+      const one = log.entries(1, 13, 0);
+      assert.equal(one.length, 1);
+      const size = entryPayload(1, 1).length + entryPayload(2, 1).length;
+      assert.equal(log.entries(1, 13, size).length, 2);
+      assert.deepEqual(log.initialState().hardState, { term: 2, vote: 3, commit: 9 });
+    });
+  });
+
+  Deno.test(`${kind}: an append replaces the conflicting suffix of the log`, async () => {
+    await withStorage(kind, async ({ log }, reopen) => {
+      log.append(range(1, 10, 1));
+      await log.sync();
+      log.append(range(6, 8, 2));
+      await log.sync();
+      assert.equal(log.lastIndex(), 8);
+      checkRange(log, 1, 8, (i) => (i <= 5 ? 1 : 2));
+      log.append(range(9, 9, 2));
+      log.append(range(8, 8, 3)); // replace within an unsynced batch
+      await log.sync();
+      const check = (l: LogStore) => {
+        assert.equal(l.lastIndex(), 8);
+        checkRange(l, 1, 8, (i) => (i <= 5 ? 1 : i <= 7 ? 2 : 3));
+      };
+      check(log);
+      if (disk) check((await reopen()).log);
+    });
+  });
+
+  Deno.test(`${kind}: compaction behind a snapshot keeps later entries and the snapshot`, async () => {
+    await withStorage(kind, async ({ log }, reopen) => {
+      log.append(range(1, 20, 1));
+      await log.sync();
+      log.createSnapshot({ meta: { index: 10, term: 1, conf }, data: b("snap@10") });
+      await log.sync();
+      const check = (l: LogStore) => {
+        assert.equal(l.firstIndex(), 11);
+        assert.equal(l.lastIndex(), 20);
+        assert.equal(l.term(10), 1);
+        assert.throws(() => l.term(9), CompactedError);
+        assert.throws(() => l.entries(10, 12), CompactedError);
+        checkRange(l, 11, 20, () => 1);
+        assert.deepEqual(l.snapshotMeta(), { index: 10, term: 1, conf });
+        assert.equal(dec.decode(l.snapshot().data), "snap@10");
+        assert.deepEqual(l.initialState().confState, conf);
+      };
+      check(log);
+      // A stale snapshot changes nothing.
+      log.createSnapshot({ meta: { index: 5, term: 1, conf }, data: b("old") });
+      log.applySnapshot({ meta: { index: 8, term: 1, conf }, data: b("old") });
+      await log.sync();
+      check(log);
+      if (disk) check(log = (await reopen()).log);
+
+      // Installing a snapshot that matches an entry keeps the entries after it.
+      log.applySnapshot({ meta: { index: 15, term: 1, conf }, data: b("snap@15") });
+      await log.sync();
+      const keep = (l: LogStore) => {
+        assert.equal(l.firstIndex(), 16);
+        assert.equal(l.lastIndex(), 20);
+        checkRange(l, 16, 20, () => 1);
+        assert.equal(dec.decode(l.snapshot().data), "snap@15");
+      };
+      keep(log);
+      if (disk) keep(log = (await reopen()).log);
+
+      // A snapshot that does not match the log discards the whole log.
+      log.applySnapshot({ meta: { index: 18, term: 5, conf }, data: b("snap@18") });
+      log.append(range(19, 19, 5));
+      await log.sync();
+      const discard = (l: LogStore) => {
+        assert.equal(l.firstIndex(), 19);
+        assert.equal(l.lastIndex(), 19);
+        assert.equal(l.term(18), 5);
+        checkRange(l, 19, 19, () => 5);
+        assert.equal(dec.decode(l.snapshot().data), "snap@18");
+      };
+      discard(log);
+      if (disk) discard((await reopen()).log);
+    });
+  });
+
+  Deno.test(`${kind}: a state machine snapshot restores data, sessions and applied index`, async () => {
+    await withStorage(kind, async ({ sm }) => {
+      const s1 = { clientId: 0xfeed_beef_cafe_0001n, seq: 3 };
+      const s2 = { clientId: 7n, seq: 1 };
+      await applyCmds(sm, 1, [
+        encodeCommand(putCommand(b("a"), b("1"), s1)),
+        encodeCommand(putCommand(b("b"), b("2"))),
+        new Uint8Array(0),
+        encodeCommand(putCommand(b("c"), b("3"), s2)),
+        encodeCommand(deleteCommand(b("b"))),
+      ]);
+      assert.equal(sm.appliedIndex(), 5);
+      const snap = await sm.snapshot();
+      // The snapshot is independent of later changes.
+      await applyCmds(sm, 6, [encodeCommand(putCommand(b("z"), b("26")))]);
+      for (const target of BACKENDS) {
+        await withStorage(target.kind, async ({ sm: other }) => {
+          await applyCmds(other, 1, [encodeCommand(putCommand(b("gone"), b("x")))]);
+          await other.restore(snap, 5);
+          assert.equal(other.appliedIndex(), 5);
+          assert.deepEqual(await dump(other), ["a=1", "c=3"]);
+          assert.deepEqual([...other.sessions()].sort((x, y) => (x[0] < y[0] ? -1 : 1)), [
+            [7n, { lastSeq: 1, lastResult: { ok: true, existed: false } }],
+            [s1.clientId, { lastSeq: 3, lastResult: { ok: true, existed: false } }],
+          ]);
+          // Sessions came along: a retried command is not applied again.
+          const [r] = await applyCmds(other, 6, [encodeCommand(putCommand(b("a"), b("X"), s1))]);
+          assert.deepEqual(r, { ok: true, existed: false });
+          assert.equal(dec.decode((await other.get(b("a")))!), "1");
+        });
+      }
+      await assert.rejects(() => sm.restore(snap.slice(0, snap.length - 1), 5));
+      assert.deepEqual(await dump(sm), ["a=1", "c=3", "z=26"]);
+    });
+  });
+
+  Deno.test(`${kind}: session commands are applied exactly once`, async () => {
+    await withStorage(kind, async ({ sm }) => {
+      const id = 42n;
+      const put = (v: string, seq: number) =>
+        encodeCommand(putCommand(b("k"), b(v), { clientId: id, seq }));
+      const res = await applyCmds(sm, 1, [
+        put("v1", 1),
+        put("v1-retry", 1), // duplicate within a batch
+        encodeCommand(putCommand(b("k"), b("other-client"), { clientId: 43n, seq: 1 })),
+      ]);
+      assert.deepEqual(res, [
+        { ok: true, existed: false },
+        { ok: true, existed: false },
+        { ok: true, existed: true },
+      ]);
+      assert.equal(dec.decode((await sm.get(b("k")))!), "other-client");
+      const res2 = await applyCmds(sm, 4, [
+        put("v1-late", 1), // duplicate in a later batch: cached result, no change
+        put("v2", 2),
+        put("v0", 0), // older than the last: cached result of seq 2
+        encodeCommand(deleteCommand(b("k"), { clientId: id, seq: 3 })),
+        encodeCommand(deleteCommand(b("k"), { clientId: id, seq: 3 })),
+      ]);
+      assert.deepEqual(res2, [
+        { ok: true, existed: false },
+        { ok: true, existed: true },
+        { ok: true, existed: true },
+        { ok: true, existed: true },
+        { ok: true, existed: true },
+      ]);
+      assert.equal(await sm.get(b("k")), undefined);
+      assert.equal(sm.appliedIndex(), 8);
+      assert.deepEqual(sm.sessions().get(id), {
+        lastSeq: 3,
+        lastResult: { ok: true, existed: true },
+      });
+    });
+  });
+
+  Deno.test(`${kind}: bad commands and no-ops only advance the applied index`, async () => {
+    await withStorage(kind, async ({ sm }) => {
+      const res = await applyCmds(sm, 1, [new Uint8Array(0), new Uint8Array([9, 9, 9])]);
+      assert.equal(res[0], null);
+      assert.equal((res[1] as { ok: boolean }).ok, false);
+      assert.equal((res[1] as { error: string }).error, "bad_command");
+      assert.equal(sm.appliedIndex(), 2);
+      assert.deepEqual(await sm.scan(), []);
+    });
+  });
+
+  Deno.test(`${kind}: scans honour start, end, prefix, limit and reverse`, async () => {
+    await withStorage(kind, async ({ sm }) => {
+      const keys = ["a", "ab", "abc", "b", "ba", "c", "\u00ff"];
+      await applyCmds(sm, 1, keys.map((k) => encodeCommand(putCommand(b(k), b(k.toUpperCase())))));
+      // The session table and applied index never show up in user scans.
+      await applyCmds(sm, 8, [encodeCommand(putCommand(b("d"), b("D"), { clientId: 1n, seq: 1 }))]);
+      const ks = async (o: Parameters<KvStateMachine["scan"]>[0]) =>
+        (await sm.scan(o)).map(([k]) => dec.decode(k));
+      assert.deepEqual(await ks({}), ["a", "ab", "abc", "b", "ba", "c", "d", "\u00ff"]);
+      assert.deepEqual(await ks({ start: b("ab"), end: b("ba") }), ["ab", "abc", "b"]);
+      assert.deepEqual(await ks({ prefix: b("a") }), ["a", "ab", "abc"]);
+      assert.deepEqual(await ks({ prefix: b("a"), start: b("ab"), limit: 1 }), ["ab"]);
+      assert.deepEqual(await ks({ reverse: true, limit: 3 }), ["\u00ff", "d", "c"]);
+      assert.deepEqual(await ks({ prefix: b("b"), reverse: true }), ["ba", "b"]);
+      assert.deepEqual(await ks({ start: b("zz") }), ["\u00ff"]);
+      assert.deepEqual(await ks({ limit: 0 }), []);
+      assert.equal(dec.decode((await sm.get(b("abc")))!), "ABC");
+      assert.equal(await sm.get(b("nope")), undefined);
+      const st = sm.stats();
+      assert.equal(st.backend, kind);
+      assert.equal(st.appliedIndex, 8);
+    });
+  });
+
+  if (!disk) continue;
+
+  Deno.test(`${kind}: hard state, entries, snapshot and state machine survive close and reopen`, async () => {
+    await withStorage(kind, async ({ log, sm }, reopen) => {
+      log.append(range(1, 30, 2));
+      log.setHardState({ term: 2, vote: 1, commit: 25 });
+      log.createSnapshot({ meta: { index: 12, term: 2, conf }, data: b("snap") });
+      await log.sync();
+      await applyCmds(sm, 1, [
+        encodeCommand(putCommand(b("x"), b("1"), { clientId: 5n, seq: 9 })),
+        encodeCommand(putCommand(b("y"), b("2"))),
+        encodeCommand(deleteCommand(b("x"))),
+      ]);
+      const again = await reopen();
+      assert.deepEqual(again.log.initialState(), {
+        hardState: { term: 2, vote: 1, commit: 25 },
+        confState: conf,
+      });
+      assert.equal(again.log.firstIndex(), 13);
+      assert.equal(again.log.lastIndex(), 30);
+      checkRange(again.log, 13, 30, () => 2);
+      assert.deepEqual(again.log.snapshotMeta(), { index: 12, term: 2, conf });
+      assert.equal(dec.decode(again.log.snapshot().data), "snap");
+      assert.equal(again.sm.appliedIndex(), 3);
+      assert.deepEqual(await dump(again.sm), ["y=2"]);
+      assert.deepEqual(again.sm.sessions().get(5n), {
+        lastSeq: 9,
+        lastResult: { ok: true, existed: false },
+      });
+      // Still writable after reopen.
+      again.log.append(range(31, 31, 3));
+      await again.log.sync();
+      assert.equal((await reopen()).log.lastIndex(), 31);
+    });
+  });
+
+  Deno.test(`${kind}: no acknowledged entry is lost when the writer is killed with SIGKILL`, async () => {
+    const dir = Deno.makeTempDirSync({ prefix: `gokv-kill-${kind}-` });
+    const writer = fileURLToPath(new URL("./testdata/kill_writer.ts", import.meta.url));
+    try {
+      let acked = 0;
+      for (let round = 0; round < 4; round++) {
+        const killAfter = 5 + Math.floor(Math.random() * 120);
+        const child = new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", writer, kind, dir],
+          stdout: "piped",
+          stderr: "null",
+        }).spawn();
+        let text = "";
+        let acks = 0;
+        let term = 0;
+        let killed = false;
+        for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+          text += chunk;
+          let nl;
+          while ((nl = text.indexOf("\n")) >= 0) {
+            const [what, n] = text.slice(0, nl).split(" ");
+            text = text.slice(nl + 1);
+            if (what === "term") term = Number(n);
+            else {
+              acked = Math.max(acked, Number(n));
+              acks++;
+            }
+          }
+          if (!killed && acks >= killAfter) {
+            child.kill("SIGKILL");
+            killed = true;
+          }
+        }
+        const status = await child.status;
+        assert.ok(killed, `writer exited early with ${status.code}`);
+        assert.ok(term > 0 && acks > 0);
+        const { log, sm } = await openStorage(kind, dir);
+        try {
+          assert.ok(log.initialState().hardState.term >= term);
+          assert.ok(log.lastIndex() >= acked, `last ${log.lastIndex()} < acked ${acked}`);
+          const snap = log.snapshotMeta();
+          assert.ok(snap.index <= acked);
+          if (snap.index > 0) assert.ok(payloadMatches(log.snapshot().data, snap.index, snap.term));
+          for (const e of log.entries(log.firstIndex(), acked + 1)) {
+            assert.ok(payloadMatches(e.data, e.index, e.term), `entry ${e.index} damaged`);
+          }
+          assert.equal(log.entries(log.firstIndex(), acked + 1).length, acked - snap.index);
+        } finally {
+          await log.close();
+          await sm.close();
+        }
+      }
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
+}

@@ -1,0 +1,357 @@
+/**
+ * The lsm {@link KvStateMachine}: data and client sessions in the LSM engine.
+ *
+ * Key layout inside the LSM (user scans never see the metadata):
+ * - `0x01 ++ userKey` → value
+ * - `0x00 "applied"` → u64 applied index, written in the same batch as the commands it covers
+ * - `0x00 "s" ++ u64be clientId` → u64 lastSeq, u8 result (the session table)
+ *
+ * Writes use `sync: false`: the Raft log is the write-ahead log, and after a crash the driver
+ * replays it from {@link LsmStateMachine.appliedIndex}, which reports what the LSM really holds.
+ * `snapshot()` makes the LSM durable up to the snapshot before returning (so a log compacted behind
+ * it never needs entries the LSM lost).
+ *
+ * `restore()` builds the new state in a fresh LSM directory (`sm-<gen>`), makes it durable, then
+ * switches the `SM_CURRENT` pointer file atomically and deletes the old directory: a crash leaves
+ * either the old or the new state, never a mix.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { LsmDb, type LsmOptions } from "../lsm/mod.ts";
+import type { ApplyCommand } from "../raft/state_machine.ts";
+import { ByteReader, bytesToLatin1, ByteWriter, compareBytes, prefixEnd } from "./bytes.ts";
+import { CommandOp } from "./command.ts";
+import { CorruptionError, StoreClosedError } from "./errors.ts";
+import { readFileIfExists, writeFileAtomic } from "./fsutil.ts";
+import {
+  type ApplyResult,
+  decodeResult,
+  encodeResult,
+  type KvStateMachine,
+  planApply,
+  recordSession,
+  type ScanOptions,
+  type SessionEntry,
+  type SessionTable,
+} from "./kv_state_machine.ts";
+import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
+
+const USER = 0x01;
+const APPLIED_KEY = new Uint8Array([0x00, ...new TextEncoder().encode("applied")]);
+const SESSION_PREFIX = new Uint8Array([0x00, 0x73]); // 0x00 "s"
+const USER_LO = new Uint8Array([USER]);
+const USER_HI = new Uint8Array([USER + 1]);
+const CURRENT = "SM_CURRENT";
+const RESTORE_BATCH = 1024;
+
+type Op = { type: "put"; key: Uint8Array; value: Uint8Array } | {
+  type: "delete";
+  key: Uint8Array;
+};
+
+function userKey(k: Uint8Array): Uint8Array {
+  const out = new Uint8Array(k.length + 1);
+  out[0] = USER;
+  out.set(k, 1);
+  return out;
+}
+
+function sessionKey(id: bigint): Uint8Array {
+  const out = new Uint8Array(SESSION_PREFIX.length + 8);
+  out.set(SESSION_PREFIX);
+  new DataView(out.buffer).setBigUint64(SESSION_PREFIX.length, id, false);
+  return out;
+}
+
+function encodeSession(s: SessionEntry): Uint8Array {
+  const w = new ByteWriter(16);
+  w.u64(s.lastSeq);
+  w.u8(encodeResult(s.lastResult));
+  return w.finish();
+}
+
+function encodeU64(n: number): Uint8Array {
+  const w = new ByteWriter(8);
+  w.u64(n);
+  return w.finish();
+}
+
+function removeDirIfExists(path: string): void {
+  try {
+    Deno.removeSync(path, { recursive: true });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+function genDir(gen: number): string {
+  return `sm-${String(gen).padStart(6, "0")}`;
+}
+
+/** The readable side shared by a database and one of its snapshots. */
+interface Readable {
+  get(key: Uint8Array): Promise<Uint8Array | undefined>;
+  scan(
+    opts: { gte?: Uint8Array; lt?: Uint8Array; reverse?: boolean; limit?: number },
+  ): AsyncIterable<[Uint8Array, Uint8Array]>;
+}
+
+async function readApplied(db: Readable): Promise<number> {
+  const v = await db.get(APPLIED_KEY);
+  return v ? new ByteReader(v, "applied index").u64() : 0;
+}
+
+async function readSessions(db: Readable): Promise<SessionTable> {
+  const t: SessionTable = new Map();
+  for await (const [k, v] of db.scan({ gte: SESSION_PREFIX, lt: prefixEnd(SESSION_PREFIX) })) {
+    const id = new DataView(k.buffer, k.byteOffset, k.byteLength).getBigUint64(
+      SESSION_PREFIX.length,
+      false,
+    );
+    const r = new ByteReader(v, "session");
+    t.set(id, { lastSeq: r.u64(), lastResult: decodeResult(r.u8()) });
+  }
+  return t;
+}
+
+/** Options of {@link LsmStateMachine.open}. */
+export interface LsmStateMachineOptions {
+  /** Options passed to the LSM engine. */
+  lsm?: LsmOptions;
+}
+
+/** A state machine stored in the LSM engine. */
+export class LsmStateMachine implements KvStateMachine {
+  readonly #dir: string;
+  readonly #lsmOptions: LsmOptions;
+  #gen: number;
+  #db: LsmDb;
+  #applied: number;
+  #sessions: SessionTable;
+  #closed = false;
+  #applies = 0;
+  #restores = 0;
+
+  private constructor(
+    dir: string,
+    lsmOptions: LsmOptions,
+    gen: number,
+    db: LsmDb,
+    applied: number,
+    sessions: SessionTable,
+  ) {
+    this.#dir = dir;
+    this.#lsmOptions = lsmOptions;
+    this.#gen = gen;
+    this.#db = db;
+    this.#applied = applied;
+    this.#sessions = sessions;
+  }
+
+  /** Opens (or creates) the state machine in `dir`. */
+  static async open(dir: string, opts: LsmStateMachineOptions = {}): Promise<LsmStateMachine> {
+    Deno.mkdirSync(dir, { recursive: true });
+    const raw = readFileIfExists(join(dir, CURRENT));
+    let gen = 1;
+    if (raw) {
+      const m = /^sm-(\d+)\s*$/.exec(new TextDecoder().decode(raw));
+      if (!m) throw new CorruptionError(CURRENT, 0, "pointer");
+      gen = Number(m[1]);
+    } else {
+      writeFileAtomic(dir, CURRENT, new TextEncoder().encode(genDir(gen) + "\n"));
+    }
+    // Remove directories of interrupted restores (or of the previous generation).
+    for (const d of Deno.readDirSync(dir)) {
+      if (d.isDirectory && /^sm-\d+$/.test(d.name) && d.name !== genDir(gen)) {
+        Deno.removeSync(join(dir, d.name), { recursive: true });
+      }
+    }
+    const lsmOptions = opts.lsm ?? {};
+    const db = await LsmDb.open(join(dir, genDir(gen)), lsmOptions);
+    try {
+      const applied = await readApplied(db);
+      const sessions = await readSessions(db);
+      return new LsmStateMachine(dir, lsmOptions, gen, db, applied, sessions);
+    } catch (e) {
+      await db.close();
+      throw e;
+    }
+  }
+
+  /** See {@link KvStateMachine.appliedIndex}: what the LSM holds (or will after replay). */
+  appliedIndex(): number {
+    return this.#applied;
+  }
+
+  /** Applies commands in one LSM batch that also records the applied index (no sync). */
+  async apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+    this.#check();
+    if (cmds.length === 0) return [];
+    const ops: Op[] = [];
+    const out: ApplyResult[] = [];
+    const overlay = new Map<string, boolean>(); // user key -> exists, for keys touched in the batch
+    const touched = new Map<bigint, SessionEntry>();
+    for (const c of cmds) {
+      const plan = planApply(c.data, this.#sessions);
+      if (plan.kind === "done") {
+        out.push(plan.result);
+        continue;
+      }
+      const cmd = plan.cmd;
+      const uk = userKey(cmd.key);
+      const lk = bytesToLatin1(cmd.key);
+      let existed = overlay.get(lk);
+      if (existed === undefined) existed = (await this.#db.get(uk)) !== undefined;
+      if (cmd.op === CommandOp.Put) {
+        ops.push({ type: "put", key: uk, value: cmd.value });
+        overlay.set(lk, true);
+      } else {
+        ops.push({ type: "delete", key: uk });
+        overlay.set(lk, false);
+      }
+      const result = { ok: true as const, existed };
+      const s = recordSession(cmd, result, this.#sessions);
+      if (s) touched.set(cmd.session!.clientId, s);
+      out.push(result);
+    }
+    for (const [id, s] of touched) {
+      ops.push({ type: "put", key: sessionKey(id), value: encodeSession(s) });
+    }
+    const applied = cmds[cmds.length - 1].index;
+    ops.push({ type: "put", key: APPLIED_KEY, value: encodeU64(applied) });
+    await this.#db.write(ops, { sync: false });
+    this.#applied = applied;
+    this.#applies += cmds.length;
+    return out;
+  }
+
+  /** See {@link KvStateMachine.get}. */
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    this.#check();
+    return this.#db.get(userKey(key));
+  }
+
+  /** See {@link KvStateMachine.scan}. Runs on one LSM snapshot. */
+  async scan(opts: ScanOptions = {}): Promise<Array<[Uint8Array, Uint8Array]>> {
+    this.#check();
+    let lo = opts.start ? userKey(opts.start) : USER_LO;
+    let hi = opts.end ? userKey(opts.end) : USER_HI;
+    if (opts.prefix) {
+      const p = userKey(opts.prefix);
+      if (compareBytes(p, lo) > 0) lo = p;
+      const pe = prefixEnd(p) ?? USER_HI;
+      if (compareBytes(pe, hi) < 0) hi = pe;
+    }
+    const out: Array<[Uint8Array, Uint8Array]> = [];
+    const limit = opts.limit ?? Infinity;
+    if (limit <= 0 || compareBytes(lo, hi) >= 0) return out;
+    for await (
+      const [k, v] of this.#db.scan({
+        gte: lo,
+        lt: hi,
+        reverse: opts.reverse ?? false,
+        limit: Number.isFinite(limit) ? limit : undefined,
+      })
+    ) {
+      out.push([k.subarray(1), v]);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** See {@link KvStateMachine.sessions}. */
+  sessions(): ReadonlyMap<bigint, SessionEntry> {
+    return this.#sessions;
+  }
+
+  /**
+   * Serializes a consistent LSM snapshot (data, sessions and applied index read from it), after
+   * making the LSM durable up to it.
+   */
+  async snapshot(): Promise<Uint8Array> {
+    this.#check();
+    await this.#db.write([{ type: "put", key: APPLIED_KEY, value: encodeU64(this.#applied) }], {
+      sync: true,
+    });
+    const snap = this.#db.snapshot();
+    try {
+      const applied = await readApplied(snap);
+      const w = new SnapshotWriter(applied, await readSessions(snap));
+      for await (const [k, v] of snap.scan({ gte: USER_LO, lt: USER_HI })) w.add(k.subarray(1), v);
+      return w.finish();
+    } finally {
+      snap.release();
+    }
+  }
+
+  /** Replaces everything with a snapshot taken at `index` (atomic switch to a new LSM). */
+  async restore(data: Uint8Array, index: number): Promise<void> {
+    this.#check();
+    const content = readSnapshot(data);
+    const gen = this.#gen + 1;
+    const path = join(this.#dir, genDir(gen));
+    removeDirIfExists(path);
+    const db = await LsmDb.open(path, this.#lsmOptions);
+    try {
+      let ops: Op[] = [];
+      for (const [k, v] of content.entries()) {
+        ops.push({ type: "put", key: userKey(k), value: v });
+        if (ops.length >= RESTORE_BATCH) {
+          await db.write(ops, { sync: false });
+          ops = [];
+        }
+      }
+      for (const [id, s] of content.sessions) {
+        ops.push({ type: "put", key: sessionKey(id), value: encodeSession(s) });
+      }
+      ops.push({ type: "put", key: APPLIED_KEY, value: encodeU64(index) });
+      await db.write(ops, { sync: false });
+      await db.flush();
+      await db.write([{ type: "put", key: APPLIED_KEY, value: encodeU64(index) }], { sync: true });
+    } catch (e) {
+      await db.close();
+      throw e;
+    }
+    writeFileAtomic(this.#dir, CURRENT, new TextEncoder().encode(genDir(gen) + "\n"));
+    const old = this.#db;
+    const oldPath = join(this.#dir, genDir(this.#gen));
+    this.#db = db;
+    this.#gen = gen;
+    this.#applied = index;
+    this.#sessions = content.sessions;
+    this.#restores++;
+    await old.close();
+    removeDirIfExists(oldPath);
+  }
+
+  /** See {@link KvStateMachine.stats}. */
+  stats(): Record<string, unknown> {
+    let lsm: unknown;
+    try {
+      lsm = this.#db.stats();
+    } catch {
+      lsm = undefined;
+    }
+    return {
+      backend: "lsm",
+      appliedIndex: this.#applied,
+      sessions: this.#sessions.size,
+      applied: this.#applies,
+      restores: this.#restores,
+      generation: this.#gen,
+      lsm,
+    };
+  }
+
+  /** Closes the LSM. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#db.close();
+  }
+
+  #check(): void {
+    if (this.#closed) throw new StoreClosedError("lsm state machine");
+  }
+}
