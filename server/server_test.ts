@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { type Config, defaultConfig } from "../config/config.ts";
+import { nullLogger } from "../raft/logger.ts";
+import { Client } from "../client/client.ts";
+import { type ServerHandle, startServer } from "./server.ts";
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+interface TestCluster {
+  config: Config;
+  servers: Map<number, ServerHandle>;
+  endpoints: string[];
+  leader(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+async function startCluster(size = 3): Promise<TestCluster> {
+  const nodes = Array.from({ length: size }, (_, i) => ({
+    id: i + 1,
+    peer: `127.0.0.1:${freePort()}`,
+    client: `127.0.0.1:${freePort()}`,
+    http: `127.0.0.1:${freePort()}`,
+  }));
+  const config = defaultConfig(nodes);
+  config.storage = "memory";
+  config.transport = "tcp";
+  config.dataDir = await Deno.makeTempDir({ prefix: "gokv-server-test-" });
+  Object.assign(config.raft, { tickMs: 10, heartbeatMs: 30, electionMs: 200 });
+  const servers = new Map<number, ServerHandle>();
+  await Promise.all(nodes.map(async (n) => {
+    servers.set(n.id, await startServer(config, n.id, { logger: nullLogger }));
+  }));
+  const c: TestCluster = {
+    config,
+    servers,
+    endpoints: nodes.map((n) => n.client),
+    leader: () =>
+      waitFor("a leader", () => {
+        for (const [id, s] of servers) if (s.status().role === "leader") return id;
+        return 0;
+      }),
+    stop: async () => {
+      await Promise.all([...servers.values()].map((s) => s.close()));
+      await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
+    },
+  };
+  return c;
+}
+
+Deno.test("three in-process nodes serve put, get, delete through the client and HTTP", async () => {
+  const c = await startCluster();
+  const kv = await Client.connect({ endpoints: c.endpoints });
+  try {
+    const leader = await c.leader();
+    await kv.put("hello", "hello world");
+    assert.equal(await kv.getString("hello"), "hello world");
+    assert.equal(kv.leaderEndpoint, c.config.nodes.find((n) => n.id === leader)!.client);
+    // Every node eventually applies it; a serializable read on a follower sees it then.
+    const follower = c.config.nodes.find((n) => n.id !== leader)!;
+    await waitFor("replication", async () => {
+      const r = await fetch(`http://${follower.http}/v1/kv/hello?consistency=serializable`);
+      return r.status === 200 && (await r.json()).value === "hello world";
+    });
+    // A follower forwards an HTTP write to the leader; a linearizable read on it sees it at once.
+    const put = await fetch(`http://${follower.http}/v1/kv/via-follower`, {
+      method: "PUT",
+      body: "yes",
+    });
+    assert.equal(put.status, 200, await put.text());
+    const got = await fetch(`http://${follower.http}/v1/kv/via-follower`);
+    assert.deepEqual(await got.json(), { key: "via-follower", value: "yes" });
+    // A client pointed only at a follower is redirected to the leader.
+    const kv2 = await Client.connect({ endpoints: [follower.client] });
+    try {
+      await kv2.put("redirected", "1");
+      assert.notEqual(kv2.leaderEndpoint, follower.client);
+    } finally {
+      await kv2.close();
+    }
+    await kv.delete("hello");
+    assert.equal(await kv.get("hello"), undefined);
+    const missing = await fetch(`http://${follower.http}/v1/kv/hello`);
+    assert.equal(missing.status, 404);
+    assert.equal((await missing.json()).error, "not_found");
+    const status = await (await fetch(`http://${follower.http}/v1/status`)).json();
+    assert.equal(status.role, "follower");
+    assert.equal(status.leader, leader);
+    const metrics = await (await fetch(`http://${follower.http}/metrics`)).text();
+    assert.match(metrics, /^gokv_applies_total [1-9]/m);
+    const members = await kv.members();
+    assert.deepEqual(members.map((m) => m.id), [1, 2, 3]);
+  } finally {
+    await kv.close();
+    await c.stop();
+  }
+});
+
+Deno.test("when the leader is closed a new one is elected and the client keeps working", async () => {
+  const c = await startCluster();
+  const kv = await Client.connect({ endpoints: c.endpoints, timeoutMs: 15_000 });
+  try {
+    const old = await c.leader();
+    for (let i = 0; i < 20; i++) await kv.put(`k${i}`, `v${i}`);
+    // Writers keep going while the leader stops.
+    let stop = false;
+    let acked = 0;
+    const writer = (async () => {
+      for (let i = 0; !stop; i++) {
+        await kv.put(`w${i}`, `x${i}`);
+        acked = i + 1;
+      }
+    })();
+    await waitFor("some writes", () => acked >= 5);
+    await c.servers.get(old)!.close();
+    c.servers.delete(old);
+    const next = await c.leader();
+    assert.notEqual(next, old);
+    const before = acked;
+    await waitFor("writes after the failover", () => acked >= before + 10);
+    stop = true;
+    await writer;
+    for (let i = 0; i < 20; i++) assert.equal(await kv.getString(`k${i}`), `v${i}`);
+    assert.equal(await kv.getString(`w${acked - 1}`), `x${acked - 1}`);
+  } finally {
+    await kv.close();
+    await c.stop();
+  }
+});
