@@ -170,27 +170,35 @@ export async function startServer(
   };
 
   const r = config.raft;
-  const raft = await RaftNode.start({
-    config: {
-      id,
-      electionTick: Math.max(2, Math.round(r.electionMs / r.tickMs)),
-      heartbeatTick: Math.max(1, Math.round(r.heartbeatMs / r.tickMs)),
-      preVote: r.preVote,
-      checkQuorum: r.checkQuorum,
-      maxSizePerMsg: r.maxSizePerMsg,
-      maxInflightMsgs: r.maxInflightMsgs,
-      maxInflightBytes: 0,
-      leaseRead: r.leaseRead,
-    },
-    tickMs: r.tickMs,
-    log,
-    sm,
-    transport,
-    bootstrapVoters,
-    snapshotThreshold: r.snapshotThreshold,
-    logger,
-    onConfChange,
-  });
+  let raft: RaftNode;
+  try {
+    raft = await RaftNode.start({
+      config: {
+        id,
+        electionTick: Math.max(2, Math.round(r.electionMs / r.tickMs)),
+        heartbeatTick: Math.max(1, Math.round(r.heartbeatMs / r.tickMs)),
+        preVote: r.preVote,
+        checkQuorum: r.checkQuorum,
+        maxSizePerMsg: r.maxSizePerMsg,
+        maxInflightMsgs: r.maxInflightMsgs,
+        maxInflightBytes: 0,
+        leaseRead: r.leaseRead,
+      },
+      tickMs: r.tickMs,
+      log,
+      sm,
+      transport,
+      bootstrapVoters,
+      snapshotThreshold: r.snapshotThreshold,
+      logger,
+      onConfChange,
+    });
+  } catch (e) {
+    await transport.close().catch(() => {});
+    await log.close().catch(() => {});
+    await sm.close().catch(() => {});
+    throw e;
+  }
   ref.raft = raft;
 
   let lastTerm = raft.status().term;
@@ -251,9 +259,6 @@ export async function startServer(
     clearInterval(sampler);
     await clientServer.close(0);
     await raft.stop();
-    await transport.close().catch(() => {});
-    await log.close().catch(() => {});
-    await sm.close().catch(() => {});
     throw e;
   }
   logger.info("node started", {
@@ -277,20 +282,13 @@ export async function startServer(
       await clientServer.close(2_000);
       await httpDone;
       clearInterval(sampler);
+      // RaftNode owns the transport, the log store and the state machine: stop() persists
+      // and closes them.
       try {
         await raft.stop();
       } catch (e) {
         logger.warn("raft stop failed", { error: (e as Error).message });
       }
-      await transport.close().catch((e) =>
-        logger.warn("transport close failed", { error: (e as Error).message })
-      );
-      await log.close().catch((e) =>
-        logger.warn("log close failed", { error: (e as Error).message })
-      );
-      await sm.close().catch((e) =>
-        logger.warn("state machine close failed", { error: (e as Error).message })
-      );
       book.save();
       logger.info("node stopped");
     })();
