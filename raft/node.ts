@@ -1,0 +1,589 @@
+/**
+ * RaftNode: the driver that runs a {@link RawNode} against real storage, a transport and a
+ * state machine. It owns the only timer of the Raft layer (the tick) and the processing loop:
+ *
+ * each tick, received message or request schedules one pass; a pass takes a Ready, sends its
+ * `messages` at once, persists entries / hard state / snapshot with ONE `LogStore.sync()`
+ * (group commit: every proposal made since the previous pass shares it), sends
+ * `persistedMessages`, applies committed entries (resolving waiting proposals by index and
+ * term), serves reads, advances, and takes a snapshot every `snapshotThreshold` applied entries.
+ *
+ * `stop()` closes the transport, the log store and the state machine (the node owns them).
+ *
+ * @module
+ */
+import { NotLeaderError, ProposalDroppedError, StoppedError, TimeoutError } from "./errors.ts";
+import { type Logger, nullLogger } from "./logger.ts";
+import type { RaftConfig } from "./raft.ts";
+import { type RaftStatus, RawNode, type Ready } from "./raw_node.ts";
+import type { ApplyCommand, StateMachine } from "./state_machine.ts";
+import type { LogStore } from "./storage.ts";
+import type { Transport } from "./transport.ts";
+import {
+  type ConfChange,
+  ConfChangeType,
+  type ConfState,
+  type Entry,
+  EntryType,
+  type Message,
+  type NodeId,
+  NONE,
+  type SnapshotMeta,
+} from "./types.ts";
+
+/** Options of {@link RaftNode.start}. */
+export interface RaftNodeOptions {
+  /** Raft configuration (the random source is Math.random). */
+  config: Omit<RaftConfig, "random" | "applied" | "logger">;
+  /** Milliseconds per tick. */
+  tickMs: number;
+  /** The durable log (owned: closed by stop()). */
+  log: LogStore;
+  /** The state machine (owned: closed by stop()). */
+  sm: StateMachine;
+  /** The transport (owned: started here, closed by stop()). */
+  transport: Transport;
+  /** Initial voters; used only when the log is empty (a brand-new cluster member). */
+  bootstrapVoters?: NodeId[];
+  /** Applied entries since the last snapshot before a new snapshot is taken. */
+  snapshotThreshold: number;
+  /** Logger (default: discard). */
+  logger?: Logger;
+  /** Called after a ConfChange entry is applied, with the resulting configuration. */
+  onConfChange?: (cc: ConfChange, conf: ConfState, index: number) => void;
+  /** Called after a snapshot received from the leader was installed. */
+  onSnapshotRestored?: (meta: SnapshotMeta) => void;
+}
+
+/** Per-request options. */
+export interface RequestOptions {
+  /** Deadline in milliseconds (default 10 000). */
+  timeoutMs?: number;
+}
+
+/** Extra fields of {@link RaftNode.status}. */
+export interface NodeStatus extends RaftStatus {
+  /** Index of the latest local snapshot. */
+  snapshotIndex: number;
+  /** Entries held in the log (after the snapshot). */
+  logSize: number;
+}
+
+const DEFAULT_TIMEOUT = 10_000;
+
+interface ProposalWaiter {
+  term: number;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+interface ReadWaiter {
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+  done: boolean;
+}
+
+interface ReadBatch {
+  ctx: Uint8Array;
+  key: string;
+  waiters: ReadWaiter[];
+  /** Read index once answered, else -1. */
+  index: number;
+  issuedAtTick: number;
+}
+
+interface CondWaiter {
+  check: () => boolean;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** A running Raft member. */
+export class RaftNode {
+  /** The underlying deterministic node (for tests and tools). */
+  readonly rawNode: RawNode;
+  private readonly log: LogStore;
+  private readonly sm: StateMachine;
+  private readonly transport: Transport;
+  private readonly logger: Logger;
+  private readonly opts: RaftNodeOptions;
+  private interval: ReturnType<typeof setInterval> | undefined;
+  private scheduled = false;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+  private ticks = 0;
+  private proposals = new Map<number, ProposalWaiter>();
+  private newReads: ReadWaiter[] = [];
+  private readBatches = new Map<string, ReadBatch>();
+  private answeredReads: ReadBatch[] = [];
+  private readSeq = 0;
+  private conds: CondWaiter[] = [];
+  private leaderCbs: ((lead: NodeId, term: number) => void)[] = [];
+  private lead: NodeId = NONE;
+  private applied: number;
+  private snapshotIndex: number;
+  private fatal: Error | null = null;
+
+  private constructor(opts: RaftNodeOptions, rn: RawNode, applied: number) {
+    this.opts = opts;
+    this.rawNode = rn;
+    this.log = opts.log;
+    this.sm = opts.sm;
+    this.transport = opts.transport;
+    this.logger = opts.logger ?? nullLogger;
+    this.applied = applied;
+    this.snapshotIndex = opts.log.snapshotMeta().index;
+  }
+
+  /** Opens the node: bootstraps an empty log, catches the state machine up, starts ticking. */
+  static async start(opts: RaftNodeOptions): Promise<RaftNode> {
+    const { log, sm } = opts;
+    const empty = log.lastIndex() === 0 && log.snapshotMeta().index === 0 &&
+      log.initialState().hardState.term === 0;
+    if (empty && opts.bootstrapVoters && opts.bootstrapVoters.length > 0) {
+      RawNode.bootstrap(log, opts.bootstrapVoters);
+      await log.sync();
+    }
+    const meta = log.snapshotMeta();
+    let applied = sm.appliedIndex();
+    if (applied < meta.index) {
+      await sm.restore(log.snapshot().data, meta.index);
+      applied = meta.index;
+    }
+    const rn = new RawNode({
+      ...opts.config,
+      random: Math.random,
+      applied,
+      logger: opts.logger,
+    }, log);
+    const node = new RaftNode(opts, rn, Math.max(applied, meta.index));
+    await opts.transport.start((m) => node.onMessage(m));
+    node.interval = setInterval(() => node.onTick(), opts.tickMs);
+    node.schedule();
+    return node;
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** Proposes a command; resolves with the state machine's result once it is applied. */
+  propose(data: Uint8Array, opts?: RequestOptions): Promise<unknown> {
+    if (this.stopped) return Promise.reject(new StoppedError());
+    let r: { index: number; term: number };
+    try {
+      r = this.rawNode.propose(data);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const p = this.waitProposal(r.index, r.term, opts?.timeoutMs ?? DEFAULT_TIMEOUT, "propose");
+    this.schedule();
+    return p;
+  }
+
+  /** Proposes a membership change; resolves once it is applied. */
+  async proposeConfChange(cc: ConfChange, opts?: RequestOptions): Promise<void> {
+    if (this.stopped) throw new StoppedError();
+    const r = this.rawNode.proposeConfChange(cc);
+    const p = this.waitProposal(r.index, r.term, opts?.timeoutMs ?? DEFAULT_TIMEOUT, "conf change");
+    this.schedule();
+    await p;
+  }
+
+  /**
+   * Resolves when a linearizable read may be served from the local state machine. Reads
+   * waiting at the same moment share one ReadIndex request (one heartbeat round).
+   */
+  readIndex(opts?: RequestOptions): Promise<void> {
+    if (this.stopped) return Promise.reject(new StoppedError());
+    const timeoutMs = opts?.timeoutMs ?? DEFAULT_TIMEOUT;
+    return new Promise<void>((resolve, reject) => {
+      const w: ReadWaiter = {
+        resolve,
+        reject,
+        done: false,
+        timer: setTimeout(() => {
+          if (w.done) return;
+          w.done = true;
+          const lead = this.rawNode.raft.lead;
+          reject(
+            lead === NONE ? new NotLeaderError(NONE) : new TimeoutError("readIndex", timeoutMs),
+          );
+        }, timeoutMs),
+      };
+      this.newReads.push(w);
+      this.schedule();
+    });
+  }
+
+  /**
+   * Adds a member: first as a learner, waits until it has caught up with the leader's log, then
+   * promotes it to voter (each step through joint consensus). Must be called on the leader.
+   */
+  async addMember(id: NodeId, context: Uint8Array, opts?: RequestOptions): Promise<void> {
+    const timeoutMs = opts?.timeoutMs ?? 30_000;
+    const deadline = Date.now() + timeoutMs;
+    const left = () => Math.max(1, deadline - Date.now());
+    await this.waitConfIdle(left());
+    const conf = this.rawNode.status().conf;
+    if (!conf.voters.includes(id) && !conf.learners.includes(id)) {
+      await this.proposeConfChange(
+        { changes: [{ type: ConfChangeType.AddLearner, nodeId: id }], context },
+        { timeoutMs: left() },
+      );
+      await this.waitConfIdle(left());
+    }
+    // Caught up: the learner's match is close to the leader's last index.
+    await this.waitFor(
+      () => {
+        const st = this.rawNode.status();
+        if (st.role !== "leader") throw new NotLeaderError(st.lead);
+        const pr = st.progress?.get(id);
+        return !!pr && pr.state === "replicate" && pr.match + 16 >= st.lastIndex;
+      },
+      left(),
+      "addMember catch-up",
+    );
+    if (!this.rawNode.status().conf.voters.includes(id)) {
+      await this.proposeConfChange(
+        { changes: [{ type: ConfChangeType.AddNode, nodeId: id }], context },
+        { timeoutMs: left() },
+      );
+    }
+    await this.waitConfIdle(left());
+  }
+
+  /** Removes a member (voter or learner) through joint consensus. Must be called on the leader. */
+  async removeMember(id: NodeId, opts?: RequestOptions): Promise<void> {
+    const timeoutMs = opts?.timeoutMs ?? 30_000;
+    const deadline = Date.now() + timeoutMs;
+    const left = () => Math.max(1, deadline - Date.now());
+    await this.waitConfIdle(left());
+    await this.proposeConfChange(
+      { changes: [{ type: ConfChangeType.RemoveNode, nodeId: id }], context: new Uint8Array(0) },
+      { timeoutMs: left() },
+    );
+    if (id !== this.rawNode.raft.id) await this.waitConfIdle(left()).catch(() => {});
+  }
+
+  /** Transfers leadership to `id`; resolves once `id` is the known leader. */
+  transferLeader(id: NodeId, opts?: RequestOptions): Promise<void> {
+    if (this.stopped) return Promise.reject(new StoppedError());
+    this.rawNode.transferLeader(id);
+    this.schedule();
+    return this.waitFor(
+      () => this.rawNode.raft.lead === id,
+      opts?.timeoutMs ?? DEFAULT_TIMEOUT,
+      "transferLeader",
+    );
+  }
+
+  /** Starts an election at once. */
+  campaign(): void {
+    this.rawNode.campaign();
+    this.schedule();
+  }
+
+  /** The node's state. */
+  status(): NodeStatus {
+    const st = this.rawNode.status();
+    return {
+      ...st,
+      applied: this.applied,
+      snapshotIndex: this.snapshotIndex,
+      logSize: st.lastIndex - st.firstIndex + 1,
+    };
+  }
+
+  /** Registers a callback for leader changes (called with the new leader, 0 when unknown). */
+  onLeaderChange(cb: (lead: NodeId, term: number) => void): void {
+    this.leaderCbs.push(cb);
+  }
+
+  /** Stops ticking, waits for the current pass, fails waiting requests, closes what it owns. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.interval !== undefined) clearInterval(this.interval);
+    if (this.running) await this.running.catch(() => {});
+    const err = new StoppedError();
+    for (const w of this.proposals.values()) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    this.proposals.clear();
+    const reads = [...this.newReads];
+    for (const b of this.readBatches.values()) reads.push(...b.waiters);
+    for (const b of this.answeredReads) reads.push(...b.waiters);
+    for (const w of reads) {
+      clearTimeout(w.timer);
+      if (!w.done) {
+        w.done = true;
+        w.reject(err);
+      }
+    }
+    this.newReads = [];
+    this.readBatches.clear();
+    this.answeredReads = [];
+    for (const c of this.conds) {
+      clearTimeout(c.timer);
+      c.reject(err);
+    }
+    this.conds = [];
+    await this.transport.close();
+    await this.log.close();
+    await this.sm.close();
+  }
+
+  // ---------------------------------------------------------------- waiting helpers
+
+  private waitProposal(index: number, term: number, timeoutMs: number, what: string) {
+    return new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proposals.delete(index);
+        reject(new TimeoutError(what, timeoutMs));
+      }, timeoutMs);
+      const prev = this.proposals.get(index);
+      if (prev) {
+        clearTimeout(prev.timer);
+        prev.reject(new ProposalDroppedError("entry overwritten by another term"));
+      }
+      this.proposals.set(index, { term, resolve, reject, timer });
+    });
+  }
+
+  /** Resolves when `check()` holds (checked after every pass and tick); `check` may throw. */
+  private waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      try {
+        if (check()) return resolve();
+      } catch (e) {
+        return reject(e);
+      }
+      const c: CondWaiter = {
+        check,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.conds = this.conds.filter((x) => x !== c);
+          reject(new TimeoutError(what, timeoutMs));
+        }, timeoutMs),
+      };
+      this.conds.push(c);
+    });
+  }
+
+  private waitConfIdle(timeoutMs: number): Promise<void> {
+    return this.waitFor(
+      () => {
+        const r = this.rawNode.raft;
+        if (r.role !== "leader") throw new NotLeaderError(r.lead);
+        return !r.trk.isJoint() && r.pendingConfIndex <= r.log.applied;
+      },
+      timeoutMs,
+      "waiting for the configuration to settle",
+    );
+  }
+
+  private checkConds(): void {
+    if (this.conds.length === 0) return;
+    const keep: CondWaiter[] = [];
+    for (const c of this.conds) {
+      let ok = false;
+      try {
+        ok = c.check();
+      } catch (e) {
+        clearTimeout(c.timer);
+        c.reject(e as Error);
+        continue;
+      }
+      if (ok) {
+        clearTimeout(c.timer);
+        c.resolve();
+      } else keep.push(c);
+    }
+    this.conds = keep;
+  }
+
+  // ---------------------------------------------------------------- loop
+
+  private onMessage(m: Message): void {
+    if (this.stopped) return;
+    this.rawNode.step(m);
+    this.schedule();
+  }
+
+  private onTick(): void {
+    if (this.stopped) return;
+    this.ticks++;
+    this.rawNode.tick();
+    // Re-issue unanswered read batches every election timeout (leader changes, lost messages).
+    const every = this.opts.config.electionTick;
+    for (const b of this.readBatches.values()) {
+      if (this.ticks - b.issuedAtTick >= every) {
+        b.issuedAtTick = this.ticks;
+        this.rawNode.readIndex(b.ctx);
+      }
+    }
+    this.checkConds();
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.stopped) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      if (!this.running) {
+        this.running = this.run().finally(() => {
+          this.running = null;
+          // Work may have arrived while the last pass was finishing.
+          if (!this.stopped && (this.rawNode.hasReady() || this.newReads.length)) this.schedule();
+        });
+      }
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped && !this.fatal) {
+      this.issueReads();
+      if (!this.rawNode.hasReady()) break;
+      const rd = this.rawNode.ready();
+      try {
+        await this.handleReady(rd);
+      } catch (e) {
+        this.fatal = e as Error;
+        this.logger.error("raft: fatal error in the processing loop; node halted", {
+          id: this.rawNode.raft.id,
+          err: String(e),
+        });
+        if (this.interval !== undefined) clearInterval(this.interval);
+        return;
+      }
+      this.checkConds();
+    }
+  }
+
+  private issueReads(): void {
+    const live = this.newReads.filter((w) => !w.done);
+    this.newReads = [];
+    if (live.length === 0) return;
+    const ctx = new Uint8Array(8);
+    new DataView(ctx.buffer).setFloat64(0, ++this.readSeq);
+    const key = String(this.readSeq);
+    this.readBatches.set(key, { ctx, key, waiters: live, index: -1, issuedAtTick: this.ticks });
+    this.rawNode.readIndex(ctx);
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    if (rd.softState && rd.softState.lead !== this.lead) {
+      this.lead = rd.softState.lead;
+      const term = this.rawNode.raft.term;
+      for (const cb of this.leaderCbs) {
+        try {
+          cb(this.lead, term);
+        } catch (e) {
+          this.logger.warn("raft: leader change callback failed", { err: String(e) });
+        }
+      }
+    }
+    if (rd.messages.length) this.transport.send(rd.messages);
+    if (rd.snapshot) this.log.applySnapshot(rd.snapshot);
+    if (rd.entries.length) this.log.append(rd.entries);
+    if (rd.hardState) this.log.setHardState(rd.hardState);
+    if (rd.snapshot || rd.entries.length || rd.hardState) await this.log.sync();
+    if (rd.snapshot) {
+      const meta = rd.snapshot.meta;
+      await this.sm.restore(rd.snapshot.data, meta.index);
+      this.applied = meta.index;
+      this.snapshotIndex = meta.index;
+      for (const [idx, w] of this.proposals) {
+        if (idx <= meta.index) {
+          clearTimeout(w.timer);
+          w.reject(new ProposalDroppedError("outcome unknown: superseded by a snapshot"));
+          this.proposals.delete(idx);
+        }
+      }
+      this.opts.onSnapshotRestored?.(meta);
+    }
+    if (rd.persistedMessages.length) this.transport.send(rd.persistedMessages);
+    if (rd.committedEntries.length) await this.apply(rd.committedEntries);
+    for (const rs of rd.readStates) {
+      const key = rs.context.length === 8
+        ? String(new DataView(rs.context.buffer, rs.context.byteOffset, 8).getFloat64(0))
+        : "";
+      const b = this.readBatches.get(key);
+      if (!b) continue;
+      this.readBatches.delete(key);
+      b.index = rs.index;
+      this.answeredReads.push(b);
+    }
+    this.rawNode.advance(rd);
+    this.releaseReads();
+    await this.maybeSnapshot();
+  }
+
+  private releaseReads(): void {
+    if (this.answeredReads.length === 0) return;
+    const keep: ReadBatch[] = [];
+    for (const b of this.answeredReads) {
+      if (this.applied >= b.index) {
+        for (const w of b.waiters) {
+          if (w.done) continue;
+          w.done = true;
+          clearTimeout(w.timer);
+          w.resolve();
+        }
+      } else keep.push(b);
+    }
+    this.answeredReads = keep;
+  }
+
+  private async apply(ents: Entry[]): Promise<void> {
+    const empty = new Uint8Array(0);
+    const cmds: ApplyCommand[] = ents.map((e) => ({
+      index: e.index,
+      data: e.type === EntryType.Normal ? e.data : empty,
+    }));
+    const results = await this.sm.apply(cmds);
+    for (let i = 0; i < ents.length; i++) {
+      const e = ents[i];
+      if (e.type === EntryType.ConfChange) {
+        const r = this.rawNode.applyConfChangeEntry(e);
+        if (r) {
+          try {
+            this.opts.onConfChange?.(r.cc, r.conf, e.index);
+          } catch (err) {
+            this.logger.warn("raft: onConfChange callback failed", { err: String(err) });
+          }
+        }
+      }
+      this.applied = e.index;
+      const w = this.proposals.get(e.index);
+      if (w) {
+        this.proposals.delete(e.index);
+        clearTimeout(w.timer);
+        if (w.term === e.term) w.resolve(results[i]);
+        else w.reject(new ProposalDroppedError("entry overwritten by another term"));
+      }
+    }
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    const th = this.opts.snapshotThreshold;
+    if (!(th > 0) || this.applied - this.snapshotIndex < th) return;
+    const index = this.applied;
+    if (this.sm.appliedIndex() !== index) return;
+    const data = await this.sm.snapshot();
+    const term = this.rawNode.raft.log.term(index);
+    const conf = this.rawNode.status().conf;
+    this.log.createSnapshot({ meta: { index, term, conf }, data });
+    this.snapshotIndex = index;
+    this.logger.info("raft: snapshot taken", {
+      id: this.rawNode.raft.id,
+      index,
+      bytes: data.length,
+    });
+  }
+}

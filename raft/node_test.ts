@@ -1,0 +1,294 @@
+// Driver tests: three RaftNodes in one process over an in-memory transport.
+import assert from "node:assert/strict";
+import { NotLeaderError, TimeoutError } from "./errors.ts";
+import { MemoryLogStore } from "./memory_log_store.ts";
+import { RaftNode } from "./node.ts";
+import type { ApplyCommand, StateMachine } from "./state_machine.ts";
+import type { MessageHandler, Transport } from "./transport.ts";
+import type { Message, NodeId } from "./types.ts";
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** A key/value state machine test double: commands are "key=value". */
+class KvSm implements StateMachine {
+  data = new Map<string, string>();
+  applied = 0;
+  closed = false;
+  appliedIndex(): number {
+    return this.applied;
+  }
+  apply(cmds: ApplyCommand[]): Promise<unknown[]> {
+    const out: unknown[] = [];
+    for (const c of cmds) {
+      this.applied = c.index;
+      if (c.data.length === 0) {
+        out.push(null);
+        continue;
+      }
+      const [k, v] = dec(c.data).split("=");
+      out.push(this.data.get(k) ?? null);
+      this.data.set(k, v);
+    }
+    return Promise.resolve(out);
+  }
+  snapshot(): Promise<Uint8Array> {
+    return Promise.resolve(enc([...this.data].map(([k, v]) => `${k}=${v}`).join("\n")));
+  }
+  restore(data: Uint8Array, index: number): Promise<void> {
+    this.data.clear();
+    for (const line of dec(data).split("\n")) {
+      if (!line) continue;
+      const [k, v] = line.split("=");
+      this.data.set(k, v);
+    }
+    this.applied = index;
+    return Promise.resolve();
+  }
+  close(): Promise<void> {
+    this.closed = true;
+    return Promise.resolve();
+  }
+}
+
+/** An in-process network with per-node isolation. */
+class Hub {
+  handlers = new Map<NodeId, MessageHandler>();
+  down = new Set<NodeId>();
+  transport(id: NodeId): Transport {
+    return {
+      start: (h) => {
+        this.handlers.set(id, h);
+        return Promise.resolve();
+      },
+      send: (msgs: Message[]) => {
+        for (const m of msgs) {
+          if (this.down.has(m.from) || this.down.has(m.to)) continue;
+          setTimeout(() => {
+            if (this.down.has(m.from) || this.down.has(m.to)) return;
+            this.handlers.get(m.to)?.(m);
+          }, 0);
+        }
+      },
+      addPeer: () => {},
+      removePeer: () => {},
+      close: () => {
+        this.handlers.delete(id);
+        return Promise.resolve();
+      },
+    };
+  }
+}
+
+interface Member {
+  id: NodeId;
+  node: RaftNode;
+  log: MemoryLogStore;
+  sm: KvSm;
+}
+
+const config = (id: NodeId) => ({
+  id,
+  electionTick: 10,
+  heartbeatTick: 1,
+  preVote: true,
+  checkQuorum: true,
+  maxSizePerMsg: 1 << 20,
+  maxInflightMsgs: 64,
+  maxInflightBytes: 0,
+  snapshotChunkBytes: 64,
+});
+
+async function startMember(
+  hub: Hub,
+  id: NodeId,
+  voters: NodeId[] | undefined,
+  log = new MemoryLogStore(),
+  sm = new KvSm(),
+  snapshotThreshold = 1000,
+): Promise<Member> {
+  const node = await RaftNode.start({
+    config: config(id),
+    tickMs: 5,
+    log,
+    sm,
+    transport: hub.transport(id),
+    bootstrapVoters: voters,
+    snapshotThreshold,
+  });
+  return { id, node, log, sm };
+}
+
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function cluster(n = 3, snapshotThreshold = 1000) {
+  const hub = new Hub();
+  const ids = Array.from({ length: n }, (_, i) => i + 1);
+  const members = new Map<NodeId, Member>();
+  for (const id of ids) {
+    members.set(
+      id,
+      await startMember(hub, id, ids, undefined, undefined, snapshotThreshold),
+    );
+  }
+  const leader = async () => {
+    let l: Member | undefined;
+    await until(() => {
+      l = [...members.values()].find((m) => m.node.status().role === "leader");
+      return !!l;
+    }, "a leader");
+    return l!;
+  };
+  const stopAll = async () => {
+    for (const m of members.values()) await m.node.stop();
+  };
+  return { hub, members, leader, stopAll };
+}
+
+Deno.test("driver: three nodes elect a leader and apply proposals everywhere", async () => {
+  const c = await cluster();
+  try {
+    const l = await c.leader();
+    assert.equal(await l.node.propose(enc("a=1")), null);
+    assert.equal(await l.node.propose(enc("a=2")), "1", "resolves with the apply result");
+    await until(() => [...c.members.values()].every((m) => m.sm.data.get("a") === "2"), "apply");
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: many concurrent proposals share log syncs (group commit)", async () => {
+  const c = await cluster();
+  try {
+    const l = await c.leader();
+    const before = l.log.syncCount;
+    const ps = [];
+    for (let i = 0; i < 500; i++) ps.push(l.node.propose(enc(`k${i}=${i}`)));
+    await Promise.all(ps);
+    const syncs = l.log.syncCount - before;
+    assert.ok(syncs < 50, `expected batching, got ${syncs} syncs for 500 proposals`);
+    assert.equal(l.sm.data.size, 500);
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: a follower refuses proposals with NotLeaderError naming the leader", async () => {
+  const c = await cluster();
+  try {
+    const l = await c.leader();
+    const f = [...c.members.values()].find((m) => m !== l)!;
+    await until(() => f.node.status().lead === l.id, "follower knows the leader");
+    await assert.rejects(
+      f.node.propose(enc("x=1")),
+      (e: unknown) => e instanceof NotLeaderError && e.leaderId === l.id,
+    );
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: readIndex on leader and followers observes every completed write", async () => {
+  const c = await cluster();
+  try {
+    const l = await c.leader();
+    await l.node.propose(enc("r=42"));
+    for (const m of c.members.values()) {
+      await m.node.readIndex();
+      assert.equal(m.sm.data.get("r"), "42", `node ${m.id} reads its own state after readIndex`);
+    }
+    // Many reads at once are batched.
+    const f = [...c.members.values()].find((m) => m !== l)!;
+    await Promise.all(Array.from({ length: 200 }, () => f.node.readIndex()));
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: a node restarts from its log and replays into a fresh state machine", async () => {
+  const c = await cluster();
+  try {
+    const l = await c.leader();
+    for (let i = 0; i < 20; i++) await l.node.propose(enc(`k${i}=${i}`));
+    const f = [...c.members.values()].find((m) => m !== l)!;
+    await until(() => f.sm.data.size === 20, "follower applied");
+    await f.node.stop();
+    const restarted = await startMember(c.hub, f.id, [1, 2, 3], f.log.crash(), new KvSm());
+    c.members.set(f.id, restarted);
+    await until(() => restarted.sm.data.size === 20, "replayed after restart");
+    assert.equal(restarted.sm.data.get("k7"), "7");
+    await l.node.propose(enc("after=1"));
+    await until(() => restarted.sm.data.get("after") === "1", "new entries after restart");
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: snapshots compact the log and a new member joins via snapshot, learner first", async () => {
+  const c = await cluster(3, 10);
+  try {
+    const l = await c.leader();
+    for (let i = 0; i < 40; i++) await l.node.propose(enc(`k${i}=${i}`));
+    await until(() => l.node.status().snapshotIndex > 0, "leader snapshot");
+    assert.ok(l.log.firstIndex() > 1, "log compacted");
+    const m4 = await startMember(c.hub, 4, undefined);
+    c.members.set(4, m4);
+    await l.node.addMember(4, enc("addr4"), { timeoutMs: 10_000 });
+    await until(() => m4.sm.data.size === 40, "new member has the data");
+    const st = l.node.status();
+    assert.deepEqual(st.conf.voters, [1, 2, 3, 4]);
+    assert.deepEqual(st.conf.learners, []);
+    assert.ok(m4.log.snapshotMeta().index > 0, "joined through a snapshot");
+    await l.node.propose(enc("z=9"));
+    await until(() => m4.sm.data.get("z") === "9", "replication to the new voter");
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: removeMember and transferLeader", async () => {
+  const c = await cluster();
+  try {
+    const l = await c.leader();
+    const others = [...c.members.values()].filter((m) => m !== l);
+    await l.node.transferLeader(others[0].id, { timeoutMs: 5000 });
+    const nl = others[0];
+    await until(() => nl.node.status().role === "leader", "new leader");
+    await nl.node.removeMember(l.id);
+    assert.deepEqual(nl.node.status().conf.voters, [others[0].id, others[1].id].sort());
+    await l.node.stop();
+    c.members.delete(l.id);
+    await nl.node.propose(enc("two=2"));
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: proposals time out without a quorum", async () => {
+  const c = await cluster();
+  try {
+    const l = await c.leader();
+    for (const m of c.members.values()) if (m !== l) c.hub.down.add(m.id);
+    await assert.rejects(l.node.propose(enc("x=1"), { timeoutMs: 30 }), (e: unknown) => {
+      return e instanceof TimeoutError || e instanceof NotLeaderError;
+    });
+  } finally {
+    c.hub.down.clear();
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: stop closes the log, the state machine and the transport", async () => {
+  const c = await cluster(1);
+  const m = c.members.get(1)!;
+  await c.leader();
+  await m.node.stop();
+  assert.equal(m.sm.closed, true);
+  assert.equal(c.hub.handlers.has(1), false);
+});
