@@ -57,6 +57,8 @@ export interface TestClusterOptions {
   seed?: number;
   /** Keep a durable copy per sync so crash() works (default true). */
   crashable?: boolean;
+  /** Record applied entries in {@link TestMember.applied} (default true). */
+  recordApplied?: boolean;
 }
 
 /** A deterministic cluster driven by explicit ticks and message delivery. */
@@ -164,7 +166,7 @@ export class TestCluster {
       if (e.type === EntryType.ConfChange) {
         const r = m.rn.applyConfChangeEntry(e);
         if (r) m.confChanges.push({ ...r, index: e.index });
-      } else if (e.data.length > 0) {
+      } else if (e.data.length > 0 && this.opts.recordApplied !== false) {
         m.applied.push(e);
       }
       m.appliedIndex = e.index;
