@@ -61,12 +61,10 @@ function mulberry32(seed: number): () => number {
 export class MemoryNetwork {
   readonly #endpoints = new Map<string, MemoryTransport>();
   readonly #cut = new Set<string>();
-  readonly #timers = new Map<
-    ReturnType<typeof setTimeout>,
-    { src: MemoryTransport; dst: string }
-  >();
-  /** Per link (from->address): when the last in-order message is due, to keep FIFO order. */
-  readonly #due = new Map<string, number>();
+  /** In-order messages per link (sender -> address), each link drained by one timer. */
+  readonly #links = new Map<string, Link>();
+  /** Messages held back by the reorder fault, each with its own timer. */
+  readonly #held = new Map<ReturnType<typeof setTimeout>, InFlight>();
   #faults: Required<FaultOptions>;
   #rand: () => number;
   #nextPort = 1;
@@ -123,9 +121,10 @@ export class MemoryNetwork {
 
   /** Stops every pending delivery (pending messages are lost). */
   clearPending(): void {
-    for (const t of this.#timers.keys()) clearTimeout(t);
-    this.#timers.clear();
-    this.#due.clear();
+    for (const t of this.#held.keys()) clearTimeout(t);
+    this.#held.clear();
+    for (const l of this.#links.values()) if (l.timer !== null) clearTimeout(l.timer);
+    this.#links.clear();
   }
 
   /** @internal */
@@ -144,11 +143,21 @@ export class MemoryNetwork {
   /** @internal Removes `t` and cancels the messages in flight from or to it. */
   unbind(address: string, t: MemoryTransport): void {
     if (this.#endpoints.get(address) === t) this.#endpoints.delete(address);
-    for (const [timer, link] of this.#timers) {
-      if (link.src === t || link.dst === address) {
+    const gone = (m: InFlight) => m.src === t || m.address === address;
+    for (const [timer, m] of this.#held) {
+      if (gone(m)) {
         clearTimeout(timer);
-        this.#timers.delete(timer);
+        this.#held.delete(timer);
         this.stats.dropped++;
+      }
+    }
+    for (const [key, l] of this.#links) {
+      const keep = l.queue.filter((m) => !gone(m));
+      this.stats.dropped += l.queue.length - keep.length;
+      l.queue = keep;
+      if (keep.length === 0) {
+        if (l.timer !== null) clearTimeout(l.timer);
+        this.#links.delete(key);
       }
     }
   }
@@ -168,31 +177,67 @@ export class MemoryNetwork {
     const copies = f.duplicateRate > 0 && this.#rand() < f.duplicateRate ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       if (i > 0) this.stats.duplicated++;
-      const link = `${from}>${address}`;
       const now = Date.now();
-      let delay = f.minDelayMs + (f.maxDelayMs - f.minDelayMs) * this.#rand();
-      let at = now + delay;
+      const delay = f.minDelayMs + (f.maxDelayMs - f.minDelayMs) * this.#rand();
       if (f.reorderRate > 0 && this.#rand() < f.reorderRate) {
-        // Held back past the messages that follow it; does not move the link's FIFO clock.
-        delay += 5 + 20 * this.#rand();
-        at = now + delay;
-      } else {
-        at = Math.max(at, this.#due.get(link) ?? 0);
-        this.#due.set(link, at);
+        // Held back past the messages that follow it.
+        const m: InFlight = { src, from, to, address, bytes, at: 0 };
+        const timer = setTimeout(() => {
+          this.#held.delete(timer);
+          this.#arrive(m);
+        }, delay + 5 + 20 * this.#rand());
+        this.#held.set(timer, m);
+        continue;
       }
-      const timer = setTimeout(() => {
-        this.#timers.delete(timer);
-        const ep = this.#endpoints.get(address);
-        if (ep === undefined || this.#cut.has(`${from}-${to}`)) {
-          this.stats.dropped++;
-          return;
-        }
-        this.stats.delivered++;
-        ep.receive(bytes);
-      }, Math.max(0, at - now));
-      this.#timers.set(timer, { src, dst: address });
+      const key = `${from}>${address}`;
+      let link = this.#links.get(key);
+      if (link === undefined) this.#links.set(key, link = { queue: [], timer: null });
+      const last = link.queue.at(-1)?.at ?? 0;
+      link.queue.push({ src, from, to, address, bytes, at: Math.max(now + delay, last) });
+      if (link.timer === null) this.#schedule(key, link);
     }
   }
+
+  #schedule(key: string, link: Link): void {
+    const wait = Math.max(0, link.queue[0].at - Date.now());
+    link.timer = setTimeout(() => {
+      link.timer = null;
+      const now = Date.now();
+      let n = 0;
+      while (n < link.queue.length && link.queue[n].at <= now + 1) n++;
+      const due = link.queue.splice(0, Math.max(n, 1));
+      if (link.queue.length > 0) this.#schedule(key, link);
+      else if (this.#links.get(key) === link) this.#links.delete(key);
+      for (const m of due) this.#arrive(m);
+    }, wait);
+  }
+
+  #arrive(m: InFlight): void {
+    const ep = this.#endpoints.get(m.address);
+    if (ep === undefined || this.#cut.has(`${m.from}-${m.to}`)) {
+      this.stats.dropped++;
+      return;
+    }
+    this.stats.delivered++;
+    ep.receive(m.bytes);
+  }
+}
+
+/** A message on its way. */
+interface InFlight {
+  src: MemoryTransport;
+  from: NodeId;
+  to: NodeId;
+  address: string;
+  bytes: Uint8Array;
+  /** When it is due (in-order messages only). */
+  at: number;
+}
+
+/** The in-order queue of one link and the timer that drains it. */
+interface Link {
+  queue: InFlight[];
+  timer: ReturnType<typeof setTimeout> | null;
 }
 
 /** The network used when none is given to {@link MemoryTransport}. */
