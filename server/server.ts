@@ -220,6 +220,7 @@ export async function startServer(
     book,
     metrics,
     requestTimeoutMs: opts.requestTimeoutMs,
+    logger,
     statusExtra: () => ({
       version: SERVER_VERSION,
       storageKind: config.storage,

@@ -7,6 +7,7 @@
  * @module
  */
 import type { ConfState } from "../raft/types.ts";
+import type { Logger } from "../raft/logger.ts";
 import { deleteCommand, encodeCommand, putCommand } from "../storage/command.ts";
 import type { KvStateMachine } from "../storage/kv_state_machine.ts";
 import {
@@ -103,6 +104,8 @@ export interface ServiceOptions {
   metrics: ServerMetrics;
   /** Deadline of one request inside the server (default 2 500 ms). */
   requestTimeoutMs?: number;
+  /** Where background work (member promotion) reports. */
+  logger?: Logger;
   /** Extra fields for status (version, addresses...). */
   statusExtra?: () => Record<string, unknown>;
 }
@@ -272,7 +275,11 @@ export class KvService {
     return out;
   }
 
-  /** Adds a member (learner first, promoted once caught up). Must run on the leader. */
+  /**
+   * Adds a member. Must run on the leader. Resolves once the node is in the configuration as a
+   * learner; the promotion to voter happens in the background once it has caught up (so the new
+   * node may be started before or after this call).
+   */
   addMember(m: MemberAddrs): Promise<void> {
     if (!Number.isInteger(m.id) || m.id < 1 || m.id > 0x7fffffff) {
       return Promise.reject(new InvalidArgumentError(`bad node id ${m.id}`));
@@ -286,9 +293,34 @@ export class KvService {
       if (this.members().some((x) => x.id === m.id && !x.learner)) {
         throw new InvalidArgumentError(`node ${m.id} is already a voter`);
       }
-      await this.o.raft.addMember(m.id, encodeMemberContext(m), {
-        timeoutMs: Math.max(this.timeoutMs, 20_000),
-      });
+      if (!this.isLeader()) {
+        throw new NotLeaderError(this.leaderId(), this.leaderAddrs()?.client ?? "");
+      }
+      let settled = false;
+      let failure: unknown;
+      this.o.raft.addMember(m.id, encodeMemberContext(m), { timeoutMs: 10 * 60_000 }).then(
+        () => {
+          settled = true;
+          this.o.logger?.info("member promoted to voter", { node: m.id });
+        },
+        (e) => {
+          settled = true;
+          failure = e;
+          this.o.logger?.warn("adding member failed", { node: m.id, error: (e as Error).message });
+        },
+      );
+      const deadline = Date.now() + Math.max(this.timeoutMs, 20_000);
+      while (true) {
+        if (failure !== undefined) throw failure;
+        if (settled || this.members().some((x) => x.id === m.id)) return;
+        if (Date.now() > deadline) {
+          throw new TimeoutError(
+            `adding member ${m.id} timed out`,
+            Math.max(this.timeoutMs, 20_000),
+          );
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
     });
   }
 
