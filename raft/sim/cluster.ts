@@ -131,6 +131,8 @@ export class SimCluster {
   crashDuringReadyRate: number;
   /** Tick-skip probability. */
   tickSkipRate: number;
+  /** Probability that a message stopped by a cut link is reported unreachable to its sender. */
+  unreachableReportRate = 0.3;
   /** Nodes whose clocks are stopped (scenarios use it to decide who campaigns). */
   readonly frozen = new Set<NodeId>();
   /** Counters for reports. */
@@ -153,6 +155,11 @@ export class SimCluster {
     this.snapshotThreshold = opts.snapshotThreshold ?? Infinity;
     this.crashDuringReadyRate = opts.crashDuringReadyRate ?? 0;
     this.tickSkipRate = opts.tickSkipRate ?? 0;
+    this.net.onBlocked = (m) => {
+      if (this.rng.chance(this.unreachableReportRate)) {
+        this.nodes.get(m.from)?.raw?.reportUnreachable(m.to);
+      }
+    };
     for (const id of opts.voters) {
       const node = this.#newNode(id);
       RawNode.bootstrap(node.store, opts.voters);

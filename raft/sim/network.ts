@@ -45,6 +45,8 @@ export class SimNetwork {
   #pending = 0;
   /** An extra filter applied at delivery (null = deliver everything that is not cut). */
   filter: MessageFilter | null = null;
+  /** Called for each message a cut link stopped (a transport would report the peer unreachable). */
+  onBlocked: ((msg: Message) => void) | null = null;
   /** What happened so far. */
   readonly stats: NetworkStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, blocked: 0 };
 
@@ -85,7 +87,12 @@ export class SimNetwork {
     this.#pending -= bucket.length;
     const out: Message[] = [];
     for (const msg of bucket) {
-      if (this.#cut.has(link(msg.from, msg.to)) || (this.filter && !this.filter(msg))) {
+      if (this.#cut.has(link(msg.from, msg.to))) {
+        this.stats.blocked++;
+        this.onBlocked?.(msg);
+        continue;
+      }
+      if (this.filter && !this.filter(msg)) {
         this.stats.blocked++;
         continue;
       }

@@ -52,6 +52,9 @@ export class SimLogStore implements LogStore {
   onAppend: AppendObserver | null = null;
   /** How many times `syncNow()` made something durable. */
   syncs = 0;
+  /** Fault injection for testing the simulator itself: when true, `sync()` silently leaves the
+   * hard state (term, vote, commit) volatile, like a disk that lies about flushing it. */
+  lieAboutHardState = false;
 
   /** Creates an empty store. */
   constructor() {
@@ -150,7 +153,10 @@ export class SimLogStore implements LogStore {
   /** Synchronous `sync()` for the simulator's single-threaded loop. */
   syncNow(): void {
     if (this.#pending.length === 0) return;
-    for (const op of this.#pending) applyOp(this.#durable, op);
+    for (const op of this.#pending) {
+      if (this.lieAboutHardState && op.kind === "hardState") continue;
+      applyOp(this.#durable, op);
+    }
     this.#pending = [];
     this.syncs++;
   }

@@ -25,6 +25,13 @@ export interface SimulationOptions {
   healSteps?: number;
   /** Print a trace of the run's events to the console. */
   trace?: boolean;
+  /** Deliberate bugs, to show that the checks catch them. */
+  bugs?: {
+    /** Gets read the contacted node's state without ReadIndex. */
+    staleReads?: boolean;
+    /** Log stores do not make the hard state durable. */
+    volatileHardState?: boolean;
+  };
 }
 
 /** What a run did. */
@@ -120,7 +127,11 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     maxAttempts: rng.range(2, 8),
     readShare: rng.pick([0.2, 0.5]),
     deleteShare: 0.15,
+    unsafeLocalReads: options.bugs?.staleReads,
   });
+  if (options.bugs?.volatileHardState) {
+    for (const node of cluster.nodes.values()) node.store.lieAboutHardState = true;
+  }
   const admin = new Admin(cluster, trace);
   const frng = rng.fork(); // fault decisions
 
@@ -257,7 +268,8 @@ function faultStep(cluster: SimCluster, p: Profile, rng: Prng, trace: (m: string
   if (rng.chance(p.partitionRate)) {
     const kind = rng.int(4);
     if (kind === 0) {
-      const id = rng.pick(members);
+      const leader = cluster.leader();
+      const id = leader && rng.chance(0.5) ? leader.id : rng.pick(members);
       cluster.net.isolate(id, members);
       trace(`isolate ${id}`);
     } else if (kind === 1) {
@@ -283,7 +295,8 @@ function faultStep(cluster: SimCluster, p: Profile, rng: Prng, trace: (m: string
     const up = cluster.liveIds();
     const down = members.length - up.length;
     if (up.length > 0 && down < Math.floor(members.length / 2) + (rng.chance(0.1) ? 1 : 0)) {
-      const id = rng.pick(up);
+      const leader = cluster.leader();
+      const id = leader && rng.chance(0.4) ? leader.id : rng.pick(up);
       cluster.crash(id);
       trace(`crash ${id}`);
     }
@@ -317,6 +330,7 @@ class Admin {
   #admitted = new Set<NodeId>();
   #stopAt = new Map<NodeId, number>();
   #lastConfIndex = 0;
+  #removals: { ids: NodeId[]; index: number; voters: NodeId[] }[] = [];
 
   constructor(cluster: SimCluster, trace: (m: string) => void) {
     this.#cluster = cluster;
@@ -326,16 +340,19 @@ class Admin {
       ...prev,
       onConfChange: (node, entry, conf) => {
         prev.onConfChange?.(node, entry, conf);
+        trace(
+          `node ${node.id} applied conf change at ${entry.index}: voters [${conf.voters}] out [${conf.votersOutgoing}] learners [${conf.learners}]`,
+        );
         // Restarted nodes replay old changes: only the newest configuration counts.
         if (entry.index <= this.#lastConfIndex) return;
         this.#lastConfIndex = entry.index;
-        this.#onConf(conf);
+        this.#onConf(conf, entry.index);
       },
     };
     for (const id of cluster.memberIds()) this.#admitted.add(id);
   }
 
-  #onConf(conf: ConfState): void {
+  #onConf(conf: ConfState, index: number): void {
     const inConf = new Set([
       ...conf.voters,
       ...conf.votersOutgoing,
@@ -344,11 +361,27 @@ class Admin {
     ]);
     for (const id of inConf) this.#admitted.add(id);
     if (conf.votersOutgoing.length > 0) return;
-    for (const id of this.#admitted) {
-      if (!inConf.has(id) && !this.#stopAt.has(id)) {
-        this.#stopAt.set(id, this.#cluster.now + this.#cluster.rng.int(30));
+    const removed = [...this.#admitted].filter((id) => !inConf.has(id) && !this.#stopAt.has(id));
+    if (removed.length > 0) this.#removals.push({ ids: removed, index, voters: conf.voters });
+  }
+
+  /** Schedules the shutdown of removed nodes once every voter of the new configuration has
+   * applied their removal. Stopping them as soon as any node applied it can strand the new
+   * configuration: a voter that restarts with a lower durable commit is back in the joint
+   * configuration and needs the departed nodes to commit (found by seed 1000117). */
+  #scheduleStops(): void {
+    const cl = this.#cluster;
+    this.#removals = this.#removals.filter((r) => {
+      const applied = r.voters.every((id) => {
+        const n = cl.nodes.get(id);
+        return !!n?.raw && n.kv.applied >= r.index;
+      });
+      if (!applied) return true;
+      for (const id of r.ids) {
+        if (!this.#stopAt.has(id)) this.#stopAt.set(id, cl.now + cl.rng.int(30));
       }
-    }
+      return false;
+    });
   }
 
   /** Stops removed nodes that are due; keeps pushing the current intent. */
@@ -358,6 +391,7 @@ class Admin {
   }
 
   #reap(): void {
+    this.#scheduleStops();
     for (const [id, at] of this.#stopAt) {
       if (at <= this.#cluster.now && !this.#cluster.node(id).stopped) {
         this.#cluster.stop(id);

@@ -30,6 +30,9 @@ export interface WorkloadOptions {
   readShare: number;
   /** Share of writes that are deletes. */
   deleteShare: number;
+  /** Fault injection for testing the simulator itself: serve gets from the contacted node's
+   * local state without ReadIndex (stale reads). */
+  unsafeLocalReads?: boolean;
 }
 
 interface InFlight {
@@ -185,6 +188,10 @@ export class Workload {
     if (isRead) {
       op.attempts++;
       if (op.attempts > 1) this.stats.retries++;
+      if (this.#opts.unsafeLocalReads) {
+        this.#complete(c, node.kv.get((op.input as { key: string }).key));
+        return;
+      }
       op.readKey = `r${++this.#reads}`;
       op.target = target;
       op.deadline = cl.now + this.#opts.timeout;
