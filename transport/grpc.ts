@@ -17,8 +17,7 @@
  *
  * @module
  */
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import type * as grpc from "@grpc/grpc-js";
 import { fileURLToPath } from "node:url";
 import { type Logger, nullLogger } from "../raft/logger.ts";
 import type { MessageHandler } from "../raft/transport.ts";
@@ -52,9 +51,23 @@ export const RAFT_PROTO_PATH: string = fileURLToPath(new URL("./raft.proto", imp
 // deno-lint-ignore no-explicit-any
 type Any = any;
 
-let serviceCache: Any = null;
-function raftService(): Any {
-  if (serviceCache === null) {
+/** grpc-js and the Raft service, loaded on first use (grpc-js takes ~250 ms to load). */
+interface GrpcRuntime {
+  /** The grpc-js module. */
+  grpc: typeof grpc;
+  /** The generated Raft client constructor (with `.service` for servers). */
+  Raft: Any;
+}
+
+let runtime: Promise<GrpcRuntime> | null = null;
+
+/** Loads grpc-js, proto-loader and transport/raft.proto once. */
+export function loadGrpcRuntime(): Promise<GrpcRuntime> {
+  return runtime ??= (async () => {
+    const [g, protoLoader] = await Promise.all([
+      import("@grpc/grpc-js"),
+      import("@grpc/proto-loader"),
+    ]);
     const def = protoLoader.loadSync(RAFT_PROTO_PATH, {
       keepCase: false,
       longs: Number,
@@ -62,9 +75,8 @@ function raftService(): Any {
       defaults: true,
       oneofs: false,
     });
-    serviceCache = (grpc.loadPackageDefinition(def) as Any).gokv.raft.v1.Raft;
-  }
-  return serviceCache;
+    return { grpc: g, Raft: (g.loadPackageDefinition(def) as Any).gokv.raft.v1.Raft };
+  })();
 }
 
 /** Extra bytes allowed above maxFrameBytes for protobuf overhead of a batch. */
@@ -175,6 +187,7 @@ export class GrpcTransport implements PeerTransport {
   readonly #peers = new Map<NodeId, GrpcPeer>();
   readonly #tasks = new Set<Promise<void>>();
   #server: grpc.Server | null = null;
+  #rt: GrpcRuntime | null = null;
   #handler: MessageHandler | null = null;
   #address = "";
   #closed = false;
@@ -198,11 +211,14 @@ export class GrpcTransport implements PeerTransport {
     if (this.#closed) throw new Error("transport closed");
     if (this.#server !== null) throw new Error("transport already started");
     const { hostname, port } = parseAddress(this.#o.listen);
-    const server = new grpc.Server({
+    const rt = await loadGrpcRuntime();
+    if (this.#closed) throw new Error("transport closed");
+    this.#rt = rt;
+    const server = new rt.grpc.Server({
       "grpc.max_receive_message_length": this.#o.maxFrameBytes + GRPC_SLACK_BYTES,
       "grpc.max_send_message_length": this.#o.maxFrameBytes + GRPC_SLACK_BYTES,
     });
-    server.addService(raftService().service, {
+    server.addService(rt.Raft.service, {
       Send: (call: grpc.ServerUnaryCall<Any, Any>, cb: grpc.sendUnaryData<Any>) =>
         this.#onSend(call, cb),
       SendSnapshot: (call: grpc.ServerReadableStream<Any, Any>, cb: grpc.sendUnaryData<Any>) =>
@@ -213,7 +229,7 @@ export class GrpcTransport implements PeerTransport {
     const bound = await new Promise<number>((resolve, reject) =>
       server.bindAsync(
         formatAddress(hostname, port),
-        grpc.ServerCredentials.createInsecure(),
+        rt.grpc.ServerCredentials.createInsecure(),
         (err, p) => err ? reject(err) : resolve(p),
       )
     );
@@ -336,9 +352,9 @@ export class GrpcTransport implements PeerTransport {
       detail: err.message,
     });
     return Object.assign(new Error(err.message), {
-      code: grpc.status.INVALID_ARGUMENT,
+      code: this.#rt!.grpc.status.INVALID_ARGUMENT,
       details: err.message,
-      metadata: new grpc.Metadata(),
+      metadata: new this.#rt!.grpc.Metadata(),
     });
   }
 
@@ -383,6 +399,7 @@ class GrpcPeer {
   readonly #t: GrpcTransport;
   readonly #queue: SendQueue<Message>;
   #client: Any = null;
+  #rt: GrpcRuntime | null = null;
   #running = false;
   #closed = false;
   #wake: (() => void) | null = null;
@@ -420,11 +437,11 @@ class GrpcPeer {
 
   #clientFor(): Any {
     if (this.#client === null) {
-      const Client = raftService();
+      const rt = this.#rt!;
       const { hostname, port } = parseAddress(this.address);
-      this.#client = new Client(
+      this.#client = new rt.Raft(
         formatAddress(hostname, port),
-        grpc.credentials.createInsecure(),
+        rt.grpc.credentials.createInsecure(),
         channelOptions(this.#t.options),
       );
     }
@@ -440,12 +457,14 @@ class GrpcPeer {
       error: err.details ?? err.message,
       dropped,
     });
-    if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
+    const status = this.#rt!.grpc.status;
+    if (err.code === status.UNAVAILABLE || err.code === status.DEADLINE_EXCEEDED) {
       this.#t.reportUnreachable(this.id);
     }
   }
 
   async #run(): Promise<void> {
+    this.#rt = await loadGrpcRuntime();
     while (!this.#closed) {
       const head = this.#queue.peek();
       if (head === undefined) {
