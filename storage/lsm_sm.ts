@@ -3,8 +3,9 @@
  *
  * Key layout inside the LSM (user scans never see the metadata):
  * - `0x01 ++ userKey` → value
- * - `0x00 "applied"` → u64 applied index, written in the same batch as the commands it covers
- * - `0x00 "s" ++ u64be clientId` → u64 lastSeq, u8 result (the session table)
+ * - `0x00 0x01` → u64 applied index, written in the same batch as the commands it covers
+ * - `0x00 0x02 ++ u64be clientId` → u64 lastSeq, u8 result (the session table)
+ * - `0x00 0x03` → empty (written with `sync: true` to make earlier writes durable)
  *
  * Writes use `sync: false`: the Raft log is the write-ahead log, and after a crash the driver
  * replays it from {@link LsmStateMachine.appliedIndex}, which reports what the LSM really holds.
@@ -38,8 +39,9 @@ import {
 import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
 
 const USER = 0x01;
-const APPLIED_KEY = new Uint8Array([0x00, ...new TextEncoder().encode("applied")]);
-const SESSION_PREFIX = new Uint8Array([0x00, 0x73]); // 0x00 "s"
+const APPLIED_KEY = new Uint8Array([0x00, 0x01]);
+const SYNC_KEY = new Uint8Array([0x00, 0x03]);
+const SESSION_PREFIX = new Uint8Array([0x00, 0x02]);
 const USER_LO = new Uint8Array([USER]);
 const USER_HI = new Uint8Array([USER + 1]);
 const CURRENT = "SM_CURRENT";
@@ -105,6 +107,9 @@ async function readApplied(db: Readable): Promise<number> {
 async function readSessions(db: Readable): Promise<SessionTable> {
   const t: SessionTable = new Map();
   for await (const [k, v] of db.scan({ gte: SESSION_PREFIX, lt: prefixEnd(SESSION_PREFIX) })) {
+    if (k.length !== SESSION_PREFIX.length + 8) {
+      throw new CorruptionError("state machine", 0, "session key");
+    }
     const id = new DataView(k.buffer, k.byteOffset, k.byteLength).getBigUint64(
       SESSION_PREFIX.length,
       false,
@@ -130,6 +135,8 @@ export class LsmStateMachine implements KvStateMachine {
   #applied: number;
   #sessions: SessionTable;
   #closed = false;
+  /** Serializes apply, snapshot and restore. */
+  #tail: Promise<unknown> = Promise.resolve();
   #applies = 0;
   #restores = 0;
 
@@ -184,16 +191,41 @@ export class LsmStateMachine implements KvStateMachine {
     return this.#applied;
   }
 
+  /** Runs `fn` after every earlier apply/snapshot/restore has finished. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(() => {
+      this.#check();
+      return fn();
+    });
+    this.#tail = run.catch(() => {});
+    return run;
+  }
+
   /** Applies commands in one LSM batch that also records the applied index (no sync). */
-  async apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
-    this.#check();
+  apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+    return this.#serial(() => this.#apply(cmds));
+  }
+
+  async #apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
     if (cmds.length === 0) return [];
+    const plans = cmds.map((c) => planApply(c.data, this.#sessions));
+    // Read whether each touched key exists, all at once (duplicates may over-fetch; harmless).
+    const lookups = new Map<string, Promise<boolean>>();
+    for (const p of plans) {
+      if (p.kind !== "apply") continue;
+      const lk = bytesToLatin1(p.cmd.key);
+      if (!lookups.has(lk)) {
+        lookups.set(lk, this.#db.get(userKey(p.cmd.key)).then((v) => v !== undefined));
+      }
+    }
+    const exists = new Map<string, boolean>();
+    await Promise.all([...lookups].map(async ([k, p]) => exists.set(k, await p)));
     const ops: Op[] = [];
     const out: ApplyResult[] = [];
-    const overlay = new Map<string, boolean>(); // user key -> exists, for keys touched in the batch
     const touched = new Map<bigint, SessionEntry>();
-    for (const c of cmds) {
-      const plan = planApply(c.data, this.#sessions);
+    for (let i = 0; i < cmds.length; i++) {
+      // Plan again: an earlier command of this batch may have changed the session table.
+      const plan = planApply(cmds[i].data, this.#sessions);
       if (plan.kind === "done") {
         out.push(plan.result);
         continue;
@@ -201,14 +233,13 @@ export class LsmStateMachine implements KvStateMachine {
       const cmd = plan.cmd;
       const uk = userKey(cmd.key);
       const lk = bytesToLatin1(cmd.key);
-      let existed = overlay.get(lk);
-      if (existed === undefined) existed = (await this.#db.get(uk)) !== undefined;
+      const existed = exists.get(lk)!;
       if (cmd.op === CommandOp.Put) {
         ops.push({ type: "put", key: uk, value: cmd.value });
-        overlay.set(lk, true);
+        exists.set(lk, true);
       } else {
         ops.push({ type: "delete", key: uk });
-        overlay.set(lk, false);
+        exists.set(lk, false);
       }
       const result = { ok: true as const, existed };
       const s = recordSession(cmd, result, this.#sessions);
@@ -269,9 +300,12 @@ export class LsmStateMachine implements KvStateMachine {
    * Serializes a consistent LSM snapshot (data, sessions and applied index read from it), after
    * making the LSM durable up to it.
    */
-  async snapshot(): Promise<Uint8Array> {
-    this.#check();
-    await this.#db.write([{ type: "put", key: APPLIED_KEY, value: encodeU64(this.#applied) }], {
+  snapshot(): Promise<Uint8Array> {
+    return this.#serial(() => this.#snapshot());
+  }
+
+  async #snapshot(): Promise<Uint8Array> {
+    await this.#db.write([{ type: "put", key: SYNC_KEY, value: new Uint8Array(0) }], {
       sync: true,
     });
     const snap = this.#db.snapshot();
@@ -286,8 +320,11 @@ export class LsmStateMachine implements KvStateMachine {
   }
 
   /** Replaces everything with a snapshot taken at `index` (atomic switch to a new LSM). */
-  async restore(data: Uint8Array, index: number): Promise<void> {
-    this.#check();
+  restore(data: Uint8Array, index: number): Promise<void> {
+    return this.#serial(() => this.#restore(data, index));
+  }
+
+  async #restore(data: Uint8Array, index: number): Promise<void> {
     const content = readSnapshot(data);
     const gen = this.#gen + 1;
     const path = join(this.#dir, genDir(gen));
@@ -308,7 +345,7 @@ export class LsmStateMachine implements KvStateMachine {
       ops.push({ type: "put", key: APPLIED_KEY, value: encodeU64(index) });
       await db.write(ops, { sync: false });
       await db.flush();
-      await db.write([{ type: "put", key: APPLIED_KEY, value: encodeU64(index) }], { sync: true });
+      await db.write([{ type: "put", key: SYNC_KEY, value: new Uint8Array(0) }], { sync: true });
     } catch (e) {
       await db.close();
       throw e;
@@ -347,6 +384,7 @@ export class LsmStateMachine implements KvStateMachine {
   /** Closes the LSM. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    await this.#tail;
     this.#closed = true;
     await this.#db.close();
   }

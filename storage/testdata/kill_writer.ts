@@ -1,15 +1,15 @@
 /**
  * Child process of the kill -9 conformance test: opens a storage backend, appends entries forever
- * in random batches, and after each `sync()` prints the last acknowledged index (`ack <index>`).
+ * in random batches, and after each `sync()` prints the last acknowledged index (`ack <index>`),
+ * then applies the batch to the state machine as `put counter=<index>` commands.
  * Usage: `deno run -A kill_writer.ts <kind> <dir>`.
  */
-import { openStorage, type StorageKind } from "../mod.ts";
+import { encodeCommand, openStorage, putCommand, type StorageKind } from "../mod.ts";
 import { EntryType } from "../../raft/types.ts";
 import { entryPayload } from "./payload.ts";
 
 const [kind, dir] = Deno.args;
 const { log, sm } = await openStorage(kind as StorageKind, dir, { segmentBytes: 16 * 1024 });
-await sm.close();
 const enc = new TextEncoder();
 const hs = log.initialState().hardState;
 const term = hs.term + 1;
@@ -40,4 +40,8 @@ for (;;) {
   }
   await log.sync();
   Deno.stdout.writeSync(enc.encode(`ack ${last}\n`));
+  await sm.apply(batch.map((e) => ({
+    index: e.index,
+    data: encodeCommand(putCommand(enc.encode("counter"), enc.encode(String(e.index)))),
+  })));
 }
