@@ -16,10 +16,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { dirname, fromFileUrl, join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Client } from "../client/client.ts";
 
-const ROOT = resolve(dirname(fromFileUrl(import.meta.url)), "..");
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const ETCD_SCRIPT = resolve(ROOT, "../shared/anchors/etcd-cluster.sh");
 
 const { values: a } = parseArgs({
@@ -94,20 +95,22 @@ async function preload(d: Driver): Promise<void> {
   }));
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
+/** Distinct free ports (all listeners are held open until every port is chosen). */
+function freePorts(n: number): number[] {
+  const ls = Array.from({ length: n }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const ports = ls.map((l) => l.addr.port);
+  for (const l of ls) l.close();
+  return ports;
 }
 
 async function startGokv(): Promise<{ endpoints: string[]; stop: () => Promise<void> }> {
   const dir = await Deno.makeTempDir({ prefix: "gokv-bench-" });
-  const nodes = [1, 2, 3].map((id) => ({
+  const ports = freePorts(9);
+  const nodes = [1, 2, 3].map((id, i) => ({
     id,
-    peer: `127.0.0.1:${freePort()}`,
-    client: `127.0.0.1:${freePort()}`,
-    http: `127.0.0.1:${freePort()}`,
+    peer: `127.0.0.1:${ports[3 * i]}`,
+    client: `127.0.0.1:${ports[3 * i + 1]}`,
+    http: `127.0.0.1:${ports[3 * i + 2]}`,
   }));
   const config = [
     `data_dir: ${JSON.stringify(join(dir, "data"))}`,

@@ -4,11 +4,12 @@ import { nullLogger } from "../raft/logger.ts";
 import { Client } from "../client/client.ts";
 import { type ServerHandle, startServer } from "./server.ts";
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
+/** Distinct free ports (all listeners are held open until every port is chosen). */
+function freePorts(n: number): number[] {
+  const ls = Array.from({ length: n }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const ports = ls.map((l) => l.addr.port);
+  for (const l of ls) l.close();
+  return ports;
 }
 
 async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {
@@ -35,11 +36,12 @@ interface TestCluster {
 }
 
 async function startCluster(size = 3): Promise<TestCluster> {
+  const ports = freePorts(3 * size);
   const nodes = Array.from({ length: size }, (_, i) => ({
     id: i + 1,
-    peer: `127.0.0.1:${freePort()}`,
-    client: `127.0.0.1:${freePort()}`,
-    http: `127.0.0.1:${freePort()}`,
+    peer: `127.0.0.1:${ports[3 * i]}`,
+    client: `127.0.0.1:${ports[3 * i + 1]}`,
+    http: `127.0.0.1:${ports[3 * i + 2]}`,
   }));
   const config = defaultConfig(nodes);
   config.storage = "memory";
