@@ -453,11 +453,9 @@ export class Raft {
         this.becomeFollower(m.term, NONE);
       }
     } else if (m.term < this.term) {
-      if (
-        (this.checkQuorum || this.preVote) &&
-        (m.type === MessageType.App || m.type === MessageType.Heartbeat)
-      ) {
-        // Tell a stale leader about the newer term.
+      if (m.type === MessageType.App || m.type === MessageType.Heartbeat) {
+        // Tell a stale leader about the newer term. Always done: with leader stickiness the
+        // votes of a node with a higher term are ignored, so this is how its term gets out.
         this.send(message({ type: MessageType.AppResp, to: m.from }));
       } else if (m.type === MessageType.PreVote) {
         this.send(message({
