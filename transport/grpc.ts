@@ -33,6 +33,7 @@ import {
   type SnapshotChunk,
 } from "../raft/types.ts";
 import { DecodeError, ProtocolError } from "./errors.ts";
+import { RAFT_PROTO_JSON } from "./raft_proto.ts";
 import { encodedMessageSize } from "./message_codec.ts";
 import {
   formatAddress,
@@ -45,7 +46,16 @@ import {
 } from "./options.ts";
 import { SendQueue } from "./send_queue.ts";
 
-/** Where the service definition lives. */
+/** How proto-loader maps protobuf to JS: camelCase fields, numbers for 64-bit ints and enums. */
+export const PROTO_OPTIONS = {
+  keepCase: false,
+  longs: Number,
+  enums: Number,
+  defaults: true,
+  oneofs: false,
+};
+
+/** Where the service definition lives (the embedded {@link RAFT_PROTO_JSON} mirrors it). */
 export const RAFT_PROTO_PATH: string = fileURLToPath(new URL("./raft.proto", import.meta.url));
 
 // deno-lint-ignore no-explicit-any
@@ -61,20 +71,14 @@ interface GrpcRuntime {
 
 let runtime: Promise<GrpcRuntime> | null = null;
 
-/** Loads grpc-js, proto-loader and transport/raft.proto once. */
+/** Loads grpc-js, proto-loader and the Raft service definition once. */
 export function loadGrpcRuntime(): Promise<GrpcRuntime> {
   return runtime ??= (async () => {
     const [g, protoLoader] = await Promise.all([
       import("@grpc/grpc-js"),
       import("@grpc/proto-loader"),
     ]);
-    const def = protoLoader.loadSync(RAFT_PROTO_PATH, {
-      keepCase: false,
-      longs: Number,
-      enums: Number,
-      defaults: true,
-      oneofs: false,
-    });
+    const def = protoLoader.fromJSON(RAFT_PROTO_JSON as Any, PROTO_OPTIONS);
     return { grpc: g, Raft: (g.loadPackageDefinition(def) as Any).gokv.raft.v1.Raft };
   })();
 }
