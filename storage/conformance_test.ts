@@ -10,6 +10,7 @@ import {
   deleteCommand,
   encodeCommand,
   type KvStateMachine,
+  MAX_KEY_BYTES,
   type OpenedStorage,
   openStorage,
   putCommand,
@@ -254,12 +255,22 @@ for (const { kind, disk } of BACKENDS) {
 
   Deno.test(`${kind}: bad commands and no-ops only advance the applied index`, async () => {
     await withStorage(kind, async ({ sm }) => {
-      const res = await applyCmds(sm, 1, [new Uint8Array(0), new Uint8Array([9, 9, 9])]);
+      const huge = new Uint8Array(MAX_KEY_BYTES + 1);
+      const res = await applyCmds(sm, 1, [
+        new Uint8Array(0),
+        new Uint8Array([9, 9, 9]),
+        encodeCommand(putCommand(huge, b("v"), { clientId: 1n, seq: 1 })),
+        encodeCommand(putCommand(huge.subarray(1), b("v"))),
+      ]);
       assert.equal(res[0], null);
-      assert.equal((res[1] as { ok: boolean }).ok, false);
-      assert.equal((res[1] as { error: string }).error, "bad_command");
-      assert.equal(sm.appliedIndex(), 2);
-      assert.deepEqual(await sm.scan(), []);
+      for (const r of res.slice(1, 3)) {
+        assert.equal((r as { ok: boolean }).ok, false);
+        assert.equal((r as { error: string }).error, "bad_command");
+      }
+      assert.deepEqual(res[3], { ok: true, existed: false });
+      assert.equal(sm.appliedIndex(), 4);
+      assert.equal((await sm.scan()).length, 1);
+      assert.equal(sm.sessions().size, 0);
     });
   });
 

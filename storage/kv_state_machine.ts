@@ -9,13 +9,14 @@
  *   before (for a Delete: whether something was removed);
  * - the cached result of the original command when a session command is a duplicate
  *   (`seq <= lastSeq` for its client) — nothing changes then;
- * - `{ ok: false, error: "bad_command", message }` for bytes that are not a valid command
- *   (nothing changes, the applied index still moves).
+ * - `{ ok: false, error: "bad_command", message }` for bytes that are not a valid command, or a
+ *   command whose key or value exceeds `MAX_KEY_BYTES` / `MAX_VALUE_BYTES` (command.ts; nothing
+ *   changes, the applied index still moves; the session table is not updated).
  *
  * @module
  */
 import type { StateMachine } from "../raft/state_machine.ts";
-import { type Command, decodeCommand } from "./command.ts";
+import { type Command, commandSizeError, decodeCommand } from "./command.ts";
 import { DecodeError } from "./errors.ts";
 
 /** A range and/or prefix query over user keys. */
@@ -95,6 +96,8 @@ export function planApply(data: Uint8Array, sessions: SessionTable): ApplyPlan {
     if (!(e instanceof DecodeError)) throw e;
     return { kind: "done", result: { ok: false, error: "bad_command", message: e.message } };
   }
+  const tooBig = commandSizeError(cmd);
+  if (tooBig) return { kind: "done", result: { ok: false, error: "bad_command", message: tooBig } };
   if (cmd.session) {
     const s = sessions.get(cmd.session.clientId);
     if (s && cmd.session.seq <= s.lastSeq) return { kind: "done", result: s.lastResult };

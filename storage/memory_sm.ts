@@ -5,7 +5,7 @@
  * @module
  */
 import type { ApplyCommand } from "../raft/state_machine.ts";
-import { bytesToLatin1, hasPrefix, latin1ToBytes } from "./bytes.ts";
+import { bytesToLatin1, hasPrefix, latin1ToBytes, prefixEnd } from "./bytes.ts";
 import { CommandOp } from "./command.ts";
 import { StoreClosedError } from "./errors.ts";
 import { settle } from "./settle.ts";
@@ -67,13 +67,22 @@ export class OrderedBytesMap {
   /** Pairs matching `opts`, in order. */
   scan(opts: ScanOptions = {}): Array<[Uint8Array, Uint8Array]> {
     const keys = this.sortedKeys();
-    const lo = opts.start ? bytesToLatin1(opts.start) : undefined;
-    const hi = opts.end ? bytesToLatin1(opts.end) : undefined;
+    let lo = opts.start ? bytesToLatin1(opts.start) : undefined;
+    let hi = opts.end ? bytesToLatin1(opts.end) : undefined;
+    if (opts.prefix) {
+      const p = bytesToLatin1(opts.prefix);
+      if (lo === undefined || p > lo) lo = p;
+      const pe = prefixEnd(opts.prefix);
+      if (pe) {
+        const e = bytesToLatin1(pe);
+        if (hi === undefined || e < hi) hi = e;
+      }
+    }
     const limit = opts.limit ?? Infinity;
     const out: Array<[Uint8Array, Uint8Array]> = [];
     if (limit <= 0) return out;
     const from = lo === undefined ? 0 : lowerBound(keys, lo);
-    const to = hi === undefined ? keys.length : lowerBound(keys, hi);
+    const to = Math.max(from, hi === undefined ? keys.length : lowerBound(keys, hi));
     const pre = opts.prefix;
     const push = (k: string) => {
       const kb = latin1ToBytes(k);
