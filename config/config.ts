@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, stringify } from "yaml";
 import type { Node as YamlNode, Pair, YAMLMap } from "yaml";
 
 /** One cluster member as seen from the configuration file. */
@@ -596,4 +596,26 @@ export function describeConfig(): SettingDoc[] {
     for (const [k, s] of Object.entries(keys)) add(`${sec}.${k}`, s);
   }
   return out;
+}
+
+/**
+ * Validates a configuration given as a plain object in the YAML file's shape (snake_case keys),
+ * so a cluster can be described in code without a file. Throws {@link ConfigError} like a file.
+ *
+ * @example
+ * ```ts
+ * import { configFromObject } from "./config.ts";
+ * const config = configFromObject({
+ *   storage: "memory",
+ *   nodes: [{ id: 1, peer: "127.0.0.1:7001", client: "127.0.0.1:8001", http: "127.0.0.1:9001" }],
+ *   raft: { heartbeat_ms: 20, election_ms: 200 },
+ * });
+ * console.log(config.raft.heartbeatMs); // 20
+ * ```
+ */
+export function configFromObject(
+  obj: Record<string, unknown>,
+  env: Record<string, string | undefined> = {},
+): Config {
+  return parseConfig(stringify(obj), "<config object>", env);
 }

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { ConfigError, defaultConfig, describeConfig, loadConfig, parseConfig } from "./config.ts";
+import {
+  ConfigError,
+  configFromObject,
+  defaultConfig,
+  describeConfig,
+  loadConfig,
+  parseConfig,
+} from "./config.ts";
 
 const NODES = `nodes:
   - { id: 1, peer: 127.0.0.1:7001, client: 127.0.0.1:8001, http: 127.0.0.1:9001 }
@@ -118,4 +125,18 @@ Deno.test("defaultConfig builds a valid config in code and every key is document
   const docs = describeConfig();
   assert.ok(docs.some((d) => d.key === "raft.snapshot_threshold" && d.default === "10000"));
   assert.ok(docs.every((d) => d.doc.length > 0 && d.env.startsWith("GOKV_")));
+});
+
+Deno.test("configFromObject validates an object in the file's shape", () => {
+  const c = configFromObject({
+    storage: "memory",
+    nodes: [{ id: 1, peer: "127.0.0.1:1", client: "127.0.0.1:2", http: "127.0.0.1:3" }],
+    raft: { heartbeat_ms: 20 },
+  });
+  assert.equal(c.storage, "memory");
+  assert.equal(c.raft.heartbeatMs, 20);
+  assert.throws(
+    () => configFromObject({ nodes: [], raft: { heartbat_ms: 1 } }),
+    (e: unknown) => e instanceof ConfigError && e.path === "raft.heartbat_ms",
+  );
 });

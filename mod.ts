@@ -1,0 +1,61 @@
+/**
+ * gokv as a library: a client for a gokv cluster, the LSM-tree storage engine on its own, and an
+ * embeddable node.
+ *
+ * Talk to a cluster:
+ * ```ts ignore
+ * import { Client } from "@gokv/gokv";
+ * const kv = await Client.connect({ endpoints: ["127.0.0.1:8001", "127.0.0.1:8002"] });
+ * await kv.put("hello", "hello world");
+ * console.log(await kv.getString("hello"));
+ * await kv.close();
+ * ```
+ *
+ * Use the storage engine directly:
+ * ```ts
+ * import { LsmDb } from "./mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * const db = await LsmDb.open(dir);
+ * await db.put("user:1", "ada");
+ * console.log(new TextDecoder().decode(await db.get("user:1")));
+ * await db.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ *
+ * Embed a node:
+ * ```ts ignore
+ * import { startNode } from "@gokv/gokv";
+ * const node = await startNode({ config: "conf/config.yaml", id: 1 });
+ * ```
+ *
+ * @module
+ */
+export * from "./client/mod.ts";
+export {
+  type BatchOperation,
+  ClosedError,
+  type CompactRange,
+  CorruptionError,
+  DatabaseLockedError,
+  DEFAULT_OPTIONS as LSM_DEFAULT_OPTIONS,
+  InvalidArgumentError as LsmInvalidArgumentError,
+  type LevelStats,
+  LsmDb,
+  LsmError,
+  type LsmOptions,
+  type LsmStats,
+  type ScanOptions as LsmScanOptions,
+  Snapshot as LsmSnapshot,
+  type WriteOptions,
+} from "./lsm/mod.ts";
+export { type NodeHandle, startNode, type StartNodeOptions } from "./server/embed.ts";
+export { type ServerHandle, type ServerOptions, startServer } from "./server/server.ts";
+export {
+  type Config,
+  ConfigError,
+  configFromObject,
+  defaultConfig,
+  loadConfig,
+  type NodeConfig,
+  parseConfig,
+} from "./config/config.ts";
