@@ -40,7 +40,8 @@ export interface TransportOptions {
    * have no overall deadline: they fail only when the connection does.
    */
   callTimeoutMs?: number;
-  /** A write that makes no progress for this long (ms) closes the connection (default 30000). */
+  /** A write, or an inbound frame, that makes no progress for this long (ms) closes the
+   * connection (default 30000). */
   stallTimeoutMs?: number;
   /**
    * Deliver a local {@link MessageType.Unreachable} message (`from` = the peer) to the handler

@@ -18,7 +18,7 @@
 import { type Logger, nullLogger } from "../raft/logger.ts";
 import type { MessageHandler } from "../raft/transport.ts";
 import { type Message, MessageType, type NodeId, NONE } from "../raft/types.ts";
-import { EncodeError, ProtocolError } from "./errors.ts";
+import { EncodeError, FrameError, ProtocolError } from "./errors.ts";
 import {
   decodeHello,
   encodeHello,
@@ -247,12 +247,28 @@ export class TcpTransport implements PeerTransport {
     try {
       for (;;) {
         let n: number | null;
+        // A frame left half-sent for too long closes the connection (it would pin memory).
+        let stalled = false;
+        const timer = dec.buffered > 0
+          ? setTimeout(() => {
+            stalled = true;
+            closeQuietly(conn);
+          }, this.#o.stallTimeoutMs)
+          : undefined;
         try {
           n = await conn.read(buf);
         } catch (e) {
           if (this.#closed) return;
+          if (stalled) {
+            throw new FrameError(
+              "truncated",
+              `no progress inside a frame for ${this.#o.stallTimeoutMs} ms`,
+            );
+          }
           this.#log.debug("transport: inbound read failed", { remote, error: String(e) });
           return;
+        } finally {
+          clearTimeout(timer);
         }
         if (n === null) {
           dec.finish();

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type Message, message, MessageType } from "../raft/types.ts";
 import { formatAddress, parseAddress } from "./options.ts";
 import { AddressError } from "./errors.ts";
+import { encodeHello, encodeMessageFrame } from "./frame.ts";
 import { TcpTransport } from "./tcp.ts";
 import { RecordingLogger, waitFor } from "./test_util.ts";
 
@@ -126,3 +127,37 @@ Deno.test("addresses parse as host:port and [v6]:port", () => {
     assert.throws(() => parseAddress(bad), AddressError, bad);
   }
 });
+
+Deno.test("tcp: a frame left half-sent is dropped with its connection after the stall timeout", async () => {
+  const log = new RecordingLogger();
+  const b = new TcpTransport({
+    id: 2,
+    listen: "127.0.0.1:0",
+    peers: new Map(),
+    logger: log,
+    stallTimeoutMs: 100,
+  });
+  await b.start(() => {});
+  const { hostname, port } = parseAddress(b.address);
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    const frame = encodeMessageFrame(hb(1));
+    await conn.write(concatBytes(encodeHello({ from: 1, to: 2 }), frame.subarray(0, 20)));
+    const t0 = Date.now();
+    const n = await conn.read(new Uint8Array(8)).catch(() => null);
+    assert.equal(n, null, "server closed the connection");
+    assert.ok(Date.now() - t0 >= 80);
+    await waitFor(() => log.warnings.length > 0, 2000, "warning");
+    assert.equal(log.warnings[0].fields?.reason, "truncated");
+  } finally {
+    conn.close();
+    await b.close();
+  }
+});
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
