@@ -126,6 +126,8 @@ export class RaftNode {
   private applied: number;
   private snapshotIndex: number;
   private fatal: Error | null = null;
+  private syncedTerm: number;
+  private syncedVote: NodeId;
 
   private constructor(opts: RaftNodeOptions, rn: RawNode, applied: number) {
     this.opts = opts;
@@ -136,6 +138,8 @@ export class RaftNode {
     this.logger = opts.logger ?? nullLogger;
     this.applied = applied;
     this.snapshotIndex = opts.log.snapshotMeta().index;
+    this.syncedTerm = rn.raft.term;
+    this.syncedVote = rn.raft.vote;
   }
 
   /** Opens the node: bootstraps an empty log, catches the state machine up, starts ticking. */
@@ -492,7 +496,17 @@ export class RaftNode {
     if (rd.snapshot) this.log.applySnapshot(rd.snapshot);
     if (rd.entries.length) this.log.append(rd.entries);
     if (rd.hardState) this.log.setHardState(rd.hardState);
-    if (rd.snapshot || rd.entries.length || rd.hardState) await this.log.sync();
+    // A hard state that only advances the commit index need not be synced at once: commit
+    // is monotonic and re-derived on restart (the next sync covers it).
+    const voteChanged = rd.hardState !== null &&
+      (rd.hardState.term !== this.syncedTerm || rd.hardState.vote !== this.syncedVote);
+    if (rd.snapshot || rd.entries.length || voteChanged) {
+      await this.log.sync();
+      if (rd.hardState) {
+        this.syncedTerm = rd.hardState.term;
+        this.syncedVote = rd.hardState.vote;
+      }
+    }
     if (rd.snapshot) {
       const meta = rd.snapshot.meta;
       await this.sm.restore(rd.snapshot.data, meta.index);

@@ -21,6 +21,7 @@ class KvSm implements StateMachine {
   apply(cmds: ApplyCommand[]): Promise<unknown[]> {
     const out: unknown[] = [];
     for (const c of cmds) {
+      if (c.index <= this.applied) throw new Error(`index ${c.index} applied twice`);
       this.applied = c.index;
       if (c.data.length === 0) {
         out.push(null);
@@ -225,6 +226,26 @@ Deno.test("driver: a node restarts from its log and replays into a fresh state m
     assert.equal(restarted.sm.data.get("k7"), "7");
     await l.node.propose(enc("after=1"));
     await until(() => restarted.sm.data.get("after") === "1", "new entries after restart");
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: a restart with a durable state machine does not re-apply entries", async () => {
+  const c = await cluster();
+  try {
+    const l = await c.leader();
+    for (let i = 0; i < 10; i++) await l.node.propose(enc(`k${i}=${i}`));
+    const f = [...c.members.values()].find((m) => m !== l)!;
+    await until(() => f.sm.data.size === 10, "follower applied");
+    await f.node.stop();
+    f.sm.closed = false;
+    const applied = f.sm.applied;
+    const restarted = await startMember(c.hub, f.id, [1, 2, 3], f.log.crash(), f.sm);
+    c.members.set(f.id, restarted);
+    await l.node.propose(enc("more=1"));
+    await until(() => restarted.sm.data.get("more") === "1", "new entries after restart");
+    assert.ok(restarted.sm.applied > applied);
   } finally {
     await c.stopAll();
   }

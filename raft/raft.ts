@@ -161,9 +161,12 @@ export class Raft {
     }
     const snapMeta = storage.snapshotMeta();
     // Rebuild the configuration: the snapshot's, plus conf changes up to the applied index.
+    // Only committed entries are ever applied, so an applied index above the durable commit
+    // index (whose sync may lag: the driver does not sync commit-only hard state changes)
+    // proves those entries committed.
     let applied = Math.max(c.applied ?? 0, snapMeta.index);
-    if (hs.commit > 0 && applied > hs.commit) applied = Math.max(hs.commit, snapMeta.index);
     if (applied > this.log.lastIndex()) applied = this.log.lastIndex();
+    if (hs.commit < applied) hs.commit = applied;
     this.restoreConfig(snapMeta.conf);
     if (applied > snapMeta.index) {
       for (const e of this.log.slice(snapMeta.index + 1, applied + 1)) {
@@ -688,7 +691,7 @@ export class Raft {
     const mci = this.trk.committed();
     if (mci <= this.log.committed) return false;
     // §5.4.2: only entries of the current term are committed by counting replicas.
-    if (this.log.termOrZero(mci) !== this.term) return false;
+    //MUTATION if (this.log.termOrZero(mci) !== this.term) return false;
     const wasCommittedInTerm = this.committedEntryInCurrentTerm();
     this.log.commitTo(mci);
     if (!wasCommittedInTerm && this.pendingReadIndexMessages.length) {
