@@ -18,6 +18,7 @@ export class BlockIterator implements InternalIterator {
   private keyLen = 0;
   private valOff = 0;
   private valLen = 0;
+  private uk: Uint8Array | undefined;
 
   constructor(
     private readonly data: Uint8Array,
@@ -64,7 +65,9 @@ export class BlockIterator implements InternalIterator {
       nk.set(this.key.subarray(0, shared));
       this.key = nk;
     }
-    this.key.set(d.subarray(p, p + unshared), shared);
+    const key = this.key;
+    for (let i = 0; i < unshared; i++) key[shared + i] = d[p + i];
+    this.uk = undefined;
     this.keyLen = klen;
     this.valOff = p + unshared;
     this.valLen = vlen;
@@ -127,6 +130,7 @@ export class BlockIterator implements InternalIterator {
       if (this.off < 0 || compareInternalTo(this.key, 0, this.keyLen, key, MAX_SEQ) >= 0) {
         this.key.set(saveKey);
         this.keyLen = saveKey.length;
+        this.uk = undefined;
         this.parseAt2(save);
         return;
       }
@@ -158,7 +162,7 @@ export class BlockIterator implements InternalIterator {
     return this.key.subarray(0, this.keyLen);
   }
   userKey(): Uint8Array {
-    return this.key.subarray(0, this.keyLen - TRAILER);
+    return this.uk ??= this.key.subarray(0, this.keyLen - TRAILER);
   }
   seq(): number {
     return readTrailerSeq(this.key, this.keyLen - TRAILER);

@@ -7,6 +7,7 @@
 import { compareBytes } from "./bytes.ts";
 import { compareInternal, KIND_DELETE, MAX_SEQ, userKeyOf } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
+import { LevelIterator } from "./level_iterator.ts";
 import type { ResolvedOptions } from "./options.ts";
 import type { TableReader } from "./sstable_reader.ts";
 import { type TableInfo, TableWriter } from "./sstable_writer.ts";
@@ -84,7 +85,7 @@ export interface MergeContext {
   /** Opens (or returns cached) reader of a table. */
   table(f: FileMeta): TableReader;
   /** Allocates a new table file path and number. */
-  newTable(): { number: number; path: string };
+  newTable(): { number: number; path: string } | Promise<{ number: number; path: string }>;
   /** Oldest sequence any snapshot can read at. */
   smallestSnapshot: number;
   /** True when no level deeper than the output level may hold `userKey`. */
@@ -105,8 +106,9 @@ export async function runMerge(c: Compaction, ctx: MergeContext): Promise<MergeO
   const children: InternalIterator[] = [];
   // Inputs at L0 may overlap: newest first. L1+ inputs are disjoint.
   const ins = c.level === 0 ? c.inputs.slice().sort((a, b) => b.number - a.number) : c.inputs;
-  for (const f of ins) children.push(ctx.table(f).iterator());
-  for (const f of c.overlaps) children.push(ctx.table(f).iterator());
+  if (c.level === 0) { for (const f of ins) children.push(ctx.table(f).iterator()); }
+  else children.push(new LevelIterator(ins, (f) => ctx.table(f)));
+  if (c.overlaps.length > 0) children.push(new LevelIterator(c.overlaps, (f) => ctx.table(f)));
   const it = new MergingIterator(children);
   const out: FileMeta[] = [];
   let bytesRead = 0;
@@ -143,7 +145,7 @@ export async function runMerge(c: Compaction, ctx: MergeContext): Promise<MergeO
         finishOutput();
       }
       if (writer === undefined) {
-        const t = ctx.newTable();
+        const t = await ctx.newTable();
         number = t.number;
         writer = new TableWriter(t.path, ctx.opts);
       }

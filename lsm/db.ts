@@ -20,13 +20,16 @@ import {
   makeCompaction,
   maxBytesForLevel,
   type MergeContext,
+  type MergeOutput,
   pickCompaction,
   runMerge,
 } from "./compaction.ts";
-import { ClosedError, CorruptionError, InvalidArgumentError } from "./errors.ts";
+import { ClosedError, CorruptionError, InvalidArgumentError, LsmError } from "./errors.ts";
+import { WorkerClient } from "./worker_client.ts";
 import { parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
 import { KIND_DELETE, KIND_PUT, MAX_SEQ, userKeyOf } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
+import { LevelIterator } from "./level_iterator.ts";
 import { DirLock } from "./lock.ts";
 import { readLog } from "./log_reader.ts";
 import { LogWriter } from "./log_writer.ts";
@@ -150,78 +153,6 @@ function boundBytes(v: unknown, arg: string): Uint8Array {
   return toBytes(v);
 }
 
-/** Concatenating iterator over the sorted, disjoint files of one level. */
-class LevelIterator implements InternalIterator {
-  private fi = -1;
-  private it: InternalIterator | undefined;
-  constructor(
-    private readonly files: FileMeta[],
-    private readonly open: (f: FileMeta) => TableReader,
-    private readonly v: Version,
-    private readonly level: number,
-  ) {}
-  private load(i: number): boolean {
-    if (i < 0 || i >= this.files.length) {
-      this.fi = -1;
-      this.it = undefined;
-      return false;
-    }
-    this.fi = i;
-    this.it = this.open(this.files[i]).iterator();
-    return true;
-  }
-  private skipForward(): void {
-    while (this.it !== undefined && !this.it.valid()) {
-      if (!this.load(this.fi + 1)) return;
-      this.it!.seekToFirst();
-    }
-  }
-  valid(): boolean {
-    return this.it !== undefined && this.it.valid();
-  }
-  seekToFirst(): void {
-    if (this.load(0)) this.it!.seekToFirst();
-    this.skipForward();
-  }
-  seek(key: Uint8Array, seq: number): void {
-    if (this.load(this.v.findFile(this.level, key))) this.it!.seek(key, seq);
-    this.skipForward();
-  }
-  seekLT(key: Uint8Array): void {
-    let i = this.v.findFile(this.level, key);
-    if (i >= this.files.length) {
-      this.seekToLast();
-      return;
-    }
-    this.load(i);
-    this.it!.seekLT(key);
-    while (!this.it!.valid()) {
-      i--;
-      if (!this.load(i)) return;
-      this.it!.seekToLast();
-    }
-  }
-  seekToLast(): void {
-    if (this.load(this.files.length - 1)) this.it!.seekToLast();
-  }
-  next(): void {
-    this.it!.next();
-    this.skipForward();
-  }
-  userKey(): Uint8Array {
-    return this.it!.userKey();
-  }
-  seq(): number {
-    return this.it!.seq();
-  }
-  kind(): number {
-    return this.it!.kind();
-  }
-  value(): Uint8Array {
-    return this.it!.value();
-  }
-}
-
 /**
  * A consistent read-only view of the database at one sequence number. Holds
  * old versions alive against compaction until {@linkcode Snapshot.release}.
@@ -287,7 +218,10 @@ export class LsmDb {
   private obsoleteTables: number[] = [];
   private closed = false;
   private closing = false;
-  private bgRunning: Promise<void> | undefined;
+  private flushRunning: Promise<void> | undefined;
+  private compactRunning: Promise<void> | undefined;
+  private readonly compactWorker = new WorkerClient(() => this.vs.newFileNumber());
+  private readonly flushWorker = new WorkerClient(() => this.vs.newFileNumber());
   private bgError: unknown;
   private bgWaiters: Array<() => void> = [];
   private writeQueue: Promise<void> | undefined;
@@ -367,6 +301,7 @@ export class LsmDb {
   }
 
   private abortOpen(): void {
+    this.terminateWorkers();
     for (const t of this.tables.values()) t.close();
     this.tables.clear();
     try {
@@ -794,7 +729,7 @@ export class LsmDb {
     for (let i = l0.length - 1; i >= 0; i--) ch.push(this.table(l0[i]).iterator());
     for (let l = 1; l < NUM_LEVELS; l++) {
       if (v.levels[l].length > 0) {
-        ch.push(new LevelIterator(v.levels[l], (f) => this.table(f), v, l));
+        ch.push(new LevelIterator(v.levels[l], (f) => this.table(f)));
       }
     }
     return new MergingIterator(ch);
@@ -938,27 +873,53 @@ export class LsmDb {
   }
 
   private scheduleBackground(): void {
-    if (this.bgRunning || this.closed || this.bgError !== undefined) return;
-    this.bgRunning = this.backgroundLoop().finally(() => {
-      this.bgRunning = undefined;
-      this.wakeWaiters();
-    });
+    if (this.closed || this.bgError !== undefined) return;
+    if (!this.flushRunning && this.imms.length > 0) {
+      this.flushRunning = this.flushLoop().finally(() => {
+        this.flushRunning = undefined;
+        this.wakeWaiters();
+      });
+    }
+    if (!this.compactRunning && !this.manualCompaction && !this.closing) {
+      const c = pickCompaction(this.vs.current, this.opts, this.pointers);
+      if (c) {
+        this.compactRunning = this.compactionLoop(c).finally(() => {
+          this.compactRunning = undefined;
+          this.wakeWaiters();
+          this.scheduleBackground();
+        });
+      }
+    }
   }
 
-  private async backgroundLoop(): Promise<void> {
+  private backgroundFailed(e: unknown): void {
+    if (!this.closed && !this.closing && this.bgError === undefined) this.bgError = e;
+    this.wakeWaiters();
+  }
+
+  private async flushLoop(): Promise<void> {
     try {
-      while (!this.closed) {
-        if (this.imms.length > 0) {
-          await this.flushOldestImm();
-        } else if (!this.manualCompaction && !this.closing) {
-          const c = pickCompaction(this.vs.current, this.opts, this.pointers);
-          if (!c) break;
-          await this.doCompaction(c);
-        } else break;
+      while (!this.closed && this.imms.length > 0) {
+        await this.flushOldestImm();
         this.wakeWaiters();
+        this.scheduleBackground();
       }
     } catch (e) {
-      if (!this.closed && !this.closing) this.bgError = e;
+      this.backgroundFailed(e);
+    }
+  }
+
+  private async compactionLoop(first: Compaction): Promise<void> {
+    try {
+      let c: Compaction | undefined = first;
+      while (c && !this.closed && !this.closing && !this.manualCompaction) {
+        await this.doCompaction(c);
+        this.wakeWaiters();
+        if (this.bgError !== undefined) return;
+        c = pickCompaction(this.vs.current, this.opts, this.pointers);
+      }
+    } catch (e) {
+      this.backgroundFailed(e);
     }
   }
 
@@ -967,26 +928,42 @@ export class LsmDb {
     const edit: VersionEdit = {};
     if (m.entries > 0) {
       const number = this.vs.newFileNumber();
-      const w = new TableWriter(tablePath(this.dir, number), this.opts);
-      try {
-        const it = m.iterator();
-        let n = 0;
-        for (it.seekToFirst(); it.valid(); it.next()) {
-          w.add(it.userKey(), it.seq(), it.kind(), it.value());
-          if ((++n & 1023) === 0) await this.yieldNow();
-          if (this.closed) throw new ClosedError();
-        }
-        const info = w.finish();
-        syncDir(this.dir);
-        edit.newFiles = [[0, {
+      if (this.opts.backgroundWorker) {
+        const out = await this.flushWorker.request({
+          type: "flush",
+          dir: this.dir,
+          path: tablePath(this.dir, number),
           number,
-          size: info.size,
-          smallest: info.smallest,
-          largest: info.largest,
-        }]];
-      } catch (e) {
-        w.abandon();
-        throw e;
+          opts: this.opts,
+          mem: m.exportState(),
+        });
+        if (this.closed) throw new ClosedError();
+        edit.newFiles = [[0, out.files[0]]];
+      }
+      const w = this.opts.backgroundWorker
+        ? undefined
+        : new TableWriter(tablePath(this.dir, number), this.opts);
+      if (w) {
+        try {
+          const it = m.iterator();
+          let n = 0;
+          for (it.seekToFirst(); it.valid(); it.next()) {
+            w.add(it.userKey(), it.seq(), it.kind(), it.value());
+            if ((++n & 1023) === 0) await this.yieldNow();
+            if (this.closed) throw new ClosedError();
+          }
+          const info = w.finish();
+          syncDir(this.dir);
+          edit.newFiles = [[0, {
+            number,
+            size: info.size,
+            smallest: info.smallest,
+            largest: info.largest,
+          }]];
+        } catch (e) {
+          w.abandon();
+          throw e;
+        }
       }
     }
     const nextLog = this.imms.length > 1 ? this.imms[1].walNumber : this.mem.walNumber;
@@ -1034,11 +1011,6 @@ export class LsmDb {
       yield: async () => {
         await this.yieldNow();
         if (this.closed || this.closing) throw new ClosedError();
-        // Memtable flushes take priority over a long compaction.
-        while (this.imms.length > 0) {
-          await this.flushOldestImm();
-          this.wakeWaiters();
-        }
       },
     };
   }
@@ -1055,8 +1027,10 @@ export class LsmDb {
     }
     const v = this.pinVersion();
     try {
-      const out = await runMerge(c, this.mergeContext(c));
-      syncDir(this.dir);
+      const out = this.opts.backgroundWorker
+        ? await this.mergeInWorker(c, v)
+        : await runMerge(c, this.mergeContext(c));
+      if (!this.opts.backgroundWorker) syncDir(this.dir);
       for (const f of c.overlaps) edit.deletedFiles!.push([c.level + 1, f.number]);
       for (const f of out.files) edit.newFiles!.push([c.level + 1, f]);
       this.vs.logAndApply(edit);
@@ -1070,6 +1044,22 @@ export class LsmDb {
     } finally {
       this.unpinVersion(v);
     }
+  }
+
+  private mergeInWorker(c: Compaction, v: Version): Promise<MergeOutput> {
+    return this.compactWorker.request({
+      type: "merge",
+      dir: this.dir,
+      compaction: c,
+      opts: this.opts,
+      smallestSnapshot: this.smallestSnapshot(),
+      levels: v.levels,
+    });
+  }
+
+  private terminateWorkers(): void {
+    this.compactWorker.terminate();
+    this.flushWorker.terminate();
   }
 
   /** Deletes obsolete tables that no pinned version still references. */
@@ -1096,7 +1086,9 @@ export class LsmDb {
 
   /** Waits until the background loop is idle. */
   private async waitBackgroundIdle(): Promise<void> {
-    while (this.bgRunning) await this.bgRunning;
+    while (this.flushRunning || this.compactRunning) {
+      await (this.flushRunning ?? this.compactRunning);
+    }
     if (this.bgError !== undefined) throw this.bgError;
   }
 
@@ -1197,7 +1189,10 @@ export class LsmDb {
     try {
       if (this.writeQueue) await this.writeQueue;
       if (this.syncInFlight) await this.syncInFlight;
-      while (this.bgRunning) await this.bgRunning;
+      this.compactWorker.terminate();
+      while (this.flushRunning || this.compactRunning) {
+        await (this.flushRunning ?? this.compactRunning);
+      }
     } finally {
       this.closed = true;
       this.wakeWaiters();
@@ -1211,6 +1206,7 @@ export class LsmDb {
       this.channel.port1.close();
       this.channel.port2.close();
       for (const r of this.yieldResolvers) r();
+      this.terminateWorkers();
       this.lock.release();
     }
   }

@@ -32,11 +32,14 @@ export class CorruptionError extends LsmError {
   readonly file: string;
   /** Byte offset within the file where the damage was detected. */
   readonly offset: number;
+  /** What was wrong. */
+  readonly detail: string;
   constructor(file: string, offset: number, detail: string) {
     super("CORRUPTION", `corruption in ${file} at offset ${offset}: ${detail}`);
     this.name = "CorruptionError";
     this.file = file;
     this.offset = offset;
+    this.detail = detail;
   }
 }
 

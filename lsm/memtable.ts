@@ -14,6 +14,21 @@ const MAX_HEIGHT = 12;
 const HEAD = 0;
 const NIL = -1;
 
+/** Transferable snapshot of a memtable's arrays. */
+export interface MemtableState {
+  arena: Uint8Array;
+  kOff: Int32Array;
+  kLen: Int32Array;
+  vOff: Int32Array;
+  vLen: Int32Array;
+  seqs: Float64Array;
+  kinds: Uint8Array;
+  linkBase: Int32Array;
+  links: Int32Array;
+  height: number;
+  entries: number;
+}
+
 /** In-memory sorted write buffer. */
 export class Memtable {
   private arena: Uint8Array;
@@ -247,6 +262,43 @@ export class Memtable {
     return this.arena.slice(o, o + this.vLen[x]);
   }
 
+  /** Copies of the arrays holding this memtable (for a flush in a Worker). */
+  exportState(): MemtableState {
+    return {
+      arena: this.arena.slice(0, this.arenaLen),
+      kOff: this.kOff.slice(0, this.count),
+      kLen: this.kLen.slice(0, this.count),
+      vOff: this.vOff.slice(0, this.count),
+      vLen: this.vLen.slice(0, this.count),
+      seqs: this.seqs.slice(0, this.count),
+      kinds: this.kinds.slice(0, this.count),
+      linkBase: this.linkBase.slice(0, this.count),
+      links: this.links.slice(0, this.linksLen),
+      height: this.height,
+      entries: this.entries,
+    };
+  }
+
+  /** Rebuilds a read-only memtable from {@linkcode Memtable.exportState} output. */
+  static fromState(st: MemtableState): Memtable {
+    const m = new Memtable(16);
+    m.arena = st.arena;
+    m.arenaLen = st.arena.length;
+    m.kOff = st.kOff;
+    m.kLen = st.kLen;
+    m.vOff = st.vOff;
+    m.vLen = st.vLen;
+    m.seqs = st.seqs;
+    m.kinds = st.kinds;
+    m.linkBase = st.linkBase;
+    m.links = st.links;
+    m.linksLen = st.links.length;
+    m.count = st.kOff.length;
+    m.height = st.height;
+    m.entries = st.entries;
+    return m;
+  }
+
   /** A new iterator over this memtable. */
   iterator(): MemtableIterator {
     return new MemtableIterator(this);
@@ -256,6 +308,8 @@ export class Memtable {
 /** Iterator over a memtable's internal entries. */
 export class MemtableIterator implements InternalIterator {
   private x = -1;
+  private uk: Uint8Array | undefined;
+  private ukx = -2;
   constructor(private readonly m: Memtable) {}
   valid(): boolean {
     return this.x > 0;
@@ -279,7 +333,11 @@ export class MemtableIterator implements InternalIterator {
     this.x = this.m.nextOf(this.x);
   }
   userKey(): Uint8Array {
-    return this.m.keyOf(this.x);
+    if (this.ukx !== this.x) {
+      this.uk = this.m.keyOf(this.x);
+      this.ukx = this.x;
+    }
+    return this.uk!;
   }
   seq(): number {
     return this.m.seqOf(this.x);

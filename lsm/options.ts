@@ -32,6 +32,11 @@ export interface LsmOptions {
   errorIfExists?: boolean;
   /** Number of memtables (active + immutable) allowed before writes wait. Default 3. */
   maxMemtables?: number;
+  /**
+   * Run flushes and compaction merges in Workers (true, default) or on the
+   * main thread in chunks between event-loop turns (false).
+   */
+  backgroundWorker?: boolean;
 }
 
 /** Options with every default filled in. */
@@ -52,6 +57,7 @@ export const DEFAULT_OPTIONS: ResolvedOptions = {
   createIfMissing: true,
   errorIfExists: false,
   maxMemtables: 3,
+  backgroundWorker: true,
 };
 
 function positiveInt(name: string, v: unknown, min: number): number {
@@ -79,7 +85,7 @@ export function resolveOptions(o: LsmOptions = {}): ResolvedOptions {
   positiveInt("levelMultiplier", r.levelMultiplier, 2);
   positiveInt("targetFileBytes", r.targetFileBytes, 1024);
   positiveInt("maxMemtables", r.maxMemtables, 2);
-  for (const b of ["sync", "createIfMissing", "errorIfExists"] as const) {
+  for (const b of ["sync", "createIfMissing", "errorIfExists", "backgroundWorker"] as const) {
     if (typeof r[b] !== "boolean") {
       throw new InvalidArgumentError(`options.${b}`, "must be boolean");
     }

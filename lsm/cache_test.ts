@@ -1,0 +1,21 @@
+import assert from "node:assert/strict";
+import { BlockCache } from "./cache.ts";
+
+Deno.test("block cache evicts least recently used blocks beyond its byte capacity", () => {
+  const c = new BlockCache(300);
+  c.set(BlockCache.key(1, 0), new Uint8Array(100));
+  c.set(BlockCache.key(1, 100), new Uint8Array(100));
+  c.set(BlockCache.key(2, 0), new Uint8Array(100));
+  assert.ok(c.get(BlockCache.key(1, 0)));
+  c.set(BlockCache.key(3, 0), new Uint8Array(100));
+  assert.equal(c.get(BlockCache.key(1, 100)), undefined, "LRU entry evicted");
+  assert.ok(c.get(BlockCache.key(1, 0)));
+  assert.ok(c.size <= 300);
+  assert.equal(c.hits, 2);
+  assert.equal(c.misses, 1);
+  c.evictFile(1);
+  assert.equal(c.get(BlockCache.key(1, 0)), undefined);
+  assert.ok(c.get(BlockCache.key(2, 0)));
+  c.set(BlockCache.key(4, 0), new Uint8Array(1000));
+  assert.equal(c.get(BlockCache.key(4, 0)), undefined, "blocks above capacity are not cached");
+});

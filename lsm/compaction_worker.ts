@@ -1,0 +1,158 @@
+/**
+ * Worker entry that runs compaction merges off the main thread. The main
+ * thread sends a {@linkcode MergeRequest}; the worker opens the input tables
+ * itself, asks the main thread for output file numbers, writes and fsyncs the
+ * outputs and replies with their metadata. It never touches the manifest.
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { compareBytes } from "./bytes.ts";
+import { type Compaction, runMerge } from "./compaction.ts";
+import { CorruptionError } from "./errors.ts";
+import { syncDir, tablePath } from "./filenames.ts";
+import { userKeyOf } from "./internal_key.ts";
+import type { ResolvedOptions } from "./options.ts";
+import { TableReader } from "./sstable_reader.ts";
+import { Version } from "./version.ts";
+import { Memtable, type MemtableState } from "./memtable.ts";
+import { TableWriter } from "./sstable_writer.ts";
+import type { FileMeta } from "./version_edit.ts";
+
+/** Request to merge a compaction. */
+export interface MergeRequest {
+  type: "merge";
+  id: number;
+  dir: string;
+  compaction: Compaction;
+  opts: ResolvedOptions;
+  smallestSnapshot: number;
+  levels: FileMeta[][];
+}
+
+/** Request to write a frozen memtable as table `number`. */
+export interface FlushRequest {
+  type: "flush";
+  id: number;
+  dir: string;
+  path: string;
+  number: number;
+  opts: ResolvedOptions;
+  mem: MemtableState;
+}
+
+/** Messages the worker sends. */
+export type WorkerMessage =
+  | { type: "alloc"; id: number }
+  | {
+    type: "done";
+    id: number;
+    files: FileMeta[];
+    bytesRead: number;
+    bytesWritten: number;
+  }
+  | {
+    type: "error";
+    id: number;
+    name: string;
+    message: string;
+    file?: string;
+    offset?: number;
+  };
+
+function flush(req: FlushRequest): void {
+  try {
+    const m = Memtable.fromState(req.mem);
+    const w = new TableWriter(req.path, req.opts);
+    try {
+      const it = m.iterator();
+      for (it.seekToFirst(); it.valid(); it.next()) {
+        w.add(it.userKey(), it.seq(), it.kind(), it.value());
+      }
+      const info = w.finish();
+      syncDir(req.dir);
+      const meta: FileMeta = {
+        number: req.number,
+        size: info.size,
+        smallest: info.smallest,
+        largest: info.largest,
+      };
+      self.postMessage(
+        {
+          type: "done",
+          id: req.id,
+          files: [meta],
+          bytesRead: 0,
+          bytesWritten: info.size,
+        } satisfies WorkerMessage,
+      );
+    } catch (e) {
+      w.abandon();
+      throw e;
+    }
+  } catch (e) {
+    postError(req.id, e);
+  }
+}
+
+function postError(id: number, e: unknown): void {
+  const err = e as Error;
+  self.postMessage(
+    {
+      type: "error",
+      id,
+      name: err?.name ?? "Error",
+      message: e instanceof CorruptionError ? e.detail : err?.message ?? String(e),
+      file: e instanceof CorruptionError ? e.file : undefined,
+      offset: e instanceof CorruptionError ? e.offset : undefined,
+    } satisfies WorkerMessage,
+  );
+}
+
+const allocWaiters: Array<(n: number) => void> = [];
+
+async function merge(req: MergeRequest): Promise<void> {
+  const readers = new Map<number, TableReader>();
+  const v = new Version(req.levels);
+  const outLevel = req.compaction.level + 1;
+  try {
+    const out = await runMerge(req.compaction, {
+      opts: req.opts,
+      table: (f) => {
+        let t = readers.get(f.number);
+        if (!t) {
+          t = TableReader.open(tablePath(req.dir, f.number), f.number);
+          readers.set(f.number, t);
+        }
+        return t;
+      },
+      newTable: () =>
+        new Promise((resolve) => {
+          allocWaiters.push((number) => resolve({ number, path: tablePath(req.dir, number) }));
+          self.postMessage({ type: "alloc", id: req.id } satisfies WorkerMessage);
+        }),
+      smallestSnapshot: req.smallestSnapshot,
+      isBaseLevelForKey: (uk) => {
+        for (let l = outLevel + 1; l < v.levels.length; l++) {
+          const files = v.levels[l];
+          const i = v.findFile(l, uk);
+          if (i < files.length && compareBytes(uk, userKeyOf(files[i].smallest)) >= 0) return false;
+        }
+        return true;
+      },
+      yield: () => Promise.resolve(),
+    });
+    syncDir(req.dir);
+    self.postMessage({ type: "done", id: req.id, ...out } satisfies WorkerMessage);
+  } catch (e) {
+    postError(req.id, e);
+  } finally {
+    for (const t of readers.values()) t.close();
+  }
+}
+
+self.onmessage = (ev: MessageEvent) => {
+  const m = ev.data;
+  if (m.type === "merge") merge(m as MergeRequest);
+  else if (m.type === "flush") flush(m as FlushRequest);
+  else if (m.type === "alloc") allocWaiters.shift()?.(m.number as number);
+};

@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import { CorruptionError } from "./errors.ts";
+import { LOG_BLOCK, LOG_HEADER } from "./log_format.ts";
+import { readLog } from "./log_reader.ts";
+import { LogWriter } from "./log_writer.ts";
+import { prng, randomBytes, withTempDir } from "./testutil_test.ts";
+
+async function writeLog(dir: string, records: Uint8Array[]): Promise<Uint8Array> {
+  const path = `${dir}/x.log`;
+  const f = Deno.openSync(path, { write: true, create: true, truncate: true });
+  const w = new LogWriter(f, path);
+  for (const r of records) w.addRecord(r);
+  w.close();
+  return await Deno.readFile(path);
+}
+
+function readAll(data: Uint8Array) {
+  const out: Uint8Array[] = [];
+  const offs: number[] = [];
+  const res = readLog(data, "x.log", (p, off) => {
+    out.push(p.slice());
+    offs.push(off);
+  });
+  return { out, offs, ...res };
+}
+
+const sizes = [
+  0,
+  1,
+  100,
+  LOG_BLOCK - LOG_HEADER,
+  LOG_BLOCK - LOG_HEADER - 3,
+  LOG_BLOCK,
+  3 * LOG_BLOCK + 17,
+  5,
+];
+
+Deno.test("log records of every size round-trip across block boundaries", async () => {
+  await withTempDir(async (dir) => {
+    const r = prng(3);
+    const recs = sizes.map((n) => randomBytes(r, n));
+    const data = await writeLog(dir, recs);
+    const got = readAll(data);
+    assert.equal(got.tornTail, false);
+    assert.equal(got.validEnd, data.length);
+    assert.deepEqual(got.out, recs);
+  });
+});
+
+Deno.test("log truncated anywhere inside the last record yields the earlier records (torn tail)", async () => {
+  await withTempDir(async (dir) => {
+    const r = prng(4);
+    const recs = [randomBytes(r, 50), randomBytes(r, 40000), randomBytes(r, 30)];
+    const data = await writeLog(dir, recs);
+    const full = readAll(data);
+    const lastStart = full.offs[2];
+    for (let cut = lastStart; cut < data.length; cut += 3) {
+      const got = readAll(data.subarray(0, cut));
+      assert.equal(got.tornTail, cut !== lastStart);
+      assert.deepEqual(got.out, recs.slice(0, 2));
+      assert.equal(got.validEnd, lastStart);
+    }
+    // A cut inside the fragmented middle record keeps only the first.
+    const got = readAll(data.subarray(0, full.offs[1] + LOG_BLOCK));
+    assert.deepEqual(got.out, recs.slice(0, 1));
+    assert.ok(got.tornTail);
+  });
+});
+
+Deno.test("log checksum damage before the tail is reported with file and offset", async () => {
+  await withTempDir(async (dir) => {
+    const r = prng(5);
+    const recs = Array.from({ length: 10 }, () => randomBytes(r, 200));
+    const data = await writeLog(dir, recs);
+    const { offs } = readAll(data);
+    const bad = data.slice();
+    bad[offs[4] + LOG_HEADER + 10] ^= 0x40;
+    assert.throws(() => readAll(bad), (e: unknown) => {
+      assert.ok(e instanceof CorruptionError);
+      assert.equal(e.file, "x.log");
+      assert.equal(e.offset, offs[4]);
+      return true;
+    });
+  });
+});
+
+Deno.test("log damage in the final record, or zero fill at the end, is a torn tail", async () => {
+  await withTempDir(async (dir) => {
+    const r = prng(6);
+    const recs = Array.from({ length: 3 }, () => randomBytes(r, 100));
+    const data = await writeLog(dir, recs);
+    const { offs } = readAll(data);
+    const bad = data.slice();
+    bad[bad.length - 5] ^= 1;
+    const got = readAll(bad);
+    assert.ok(got.tornTail);
+    assert.equal(got.out.length, 2);
+    const zeroTail = new Uint8Array(data.length + 500);
+    zeroTail.set(data);
+    const z = readAll(zeroTail);
+    assert.equal(z.out.length, 3);
+    assert.ok(z.tornTail);
+    assert.equal(z.validEnd, data.length);
+    assert.equal(offs.length, 3);
+  });
+});
+
+Deno.test("log reader fuzz: random bytes never crash with anything but CorruptionError", () => {
+  const r = prng(7);
+  for (let i = 0; i < 2000; i++) {
+    const data = randomBytes(r, Math.floor(r() * 300));
+    if (r() < 0.5 && data.length > 7) data[6] = 1 + Math.floor(r() * 4);
+    try {
+      readLog(data, "fuzz.log", () => {});
+    } catch (e) {
+      assert.ok(e instanceof CorruptionError, String(e));
+    }
+  }
+});

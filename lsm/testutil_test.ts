@@ -1,0 +1,49 @@
+/**
+ * Shared helpers for lsm tests (a *_test.ts file so it is never published;
+ * it declares one trivial test of the PRNG itself).
+ * @module
+ */
+import assert from "node:assert/strict";
+
+/** Deterministic PRNG (mulberry32) returning floats in [0, 1). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Random bytes of length n from `r`. */
+export function randomBytes(r: () => number, n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
+  return b;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+/** UTF-8 encode. */
+export const b = (s: string): Uint8Array => enc.encode(s);
+/** UTF-8 decode. */
+export const s = (x: Uint8Array | undefined): string | undefined =>
+  x === undefined ? undefined : dec.decode(x);
+
+/** Runs `f` with a fresh temporary directory, removed afterwards. */
+export async function withTempDir(f: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "lsm_test_" });
+  try {
+    await f(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+Deno.test("prng is deterministic per seed", () => {
+  const a = prng(7);
+  const c = prng(7);
+  for (let i = 0; i < 10; i++) assert.equal(a(), c());
+});

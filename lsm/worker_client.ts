@@ -1,0 +1,77 @@
+/**
+ * Main-thread side of a background Worker (compaction_worker.ts): sends
+ * flush/merge requests, answers output-file-number allocations and turns
+ * replies into resolved results or typed errors.
+ * @module
+ */
+import type { MergeOutput } from "./compaction.ts";
+import type { FlushRequest, MergeRequest, WorkerMessage } from "./compaction_worker.ts";
+import { ClosedError, CorruptionError, LsmError } from "./errors.ts";
+
+type Request = Omit<FlushRequest, "id"> | Omit<MergeRequest, "id">;
+
+/** A lazily started background worker. */
+export class WorkerClient {
+  private worker: Worker | undefined;
+  private readonly reqs = new Map<
+    number,
+    { resolve: (m: MergeOutput) => void; reject: (e: unknown) => void }
+  >();
+  private nextId = 1;
+
+  constructor(private readonly allocFileNumber: () => number) {}
+
+  private start(): Worker {
+    const w = new Worker(new URL("./compaction_worker.ts", import.meta.url).href, {
+      type: "module",
+    });
+    w.onmessage = (ev: MessageEvent) => {
+      const m = ev.data as WorkerMessage;
+      if (m.type === "alloc") {
+        w.postMessage({ type: "alloc", number: this.allocFileNumber() });
+        return;
+      }
+      const r = this.reqs.get(m.id);
+      if (!r) return;
+      this.reqs.delete(m.id);
+      if (m.type === "done") r.resolve(m);
+      else if (m.file !== undefined) {
+        r.reject(new CorruptionError(m.file, m.offset ?? 0, m.message));
+      } else {r.reject(
+          new LsmError("BACKGROUND", `background work failed: ${m.name}: ${m.message}`),
+        );}
+    };
+    w.onerror = (ev: ErrorEvent) => {
+      ev.preventDefault();
+      this.failAll(new LsmError("BACKGROUND", `background worker crashed: ${ev.message}`));
+      this.worker = undefined;
+      w.terminate();
+    };
+    return w;
+  }
+
+  /** Sends a request and resolves with the worker's output. */
+  request(req: Request): Promise<MergeOutput> {
+    this.worker ??= this.start();
+    const id = this.nextId++;
+    return new Promise<MergeOutput>((resolve, reject) => {
+      this.reqs.set(id, { resolve, reject });
+      this.worker!.postMessage({ ...req, id });
+    });
+  }
+
+  private failAll(e: unknown): void {
+    const reqs = [...this.reqs.values()];
+    this.reqs.clear();
+    for (const r of reqs) r.reject(e);
+  }
+
+  /** Stops the worker; pending requests reject with ClosedError. */
+  terminate(): void {
+    if (this.worker) {
+      this.worker.terminate();
+      this.worker = undefined;
+    }
+    this.failAll(new ClosedError());
+  }
+}
