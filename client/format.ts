@@ -55,6 +55,10 @@ export function formatBytes(n: number): string {
 
 function storageBytes(storage: Record<string, unknown> | undefined): number {
   if (!storage) return NaN;
+  const lsm = storage.lsm as { levels?: { bytes?: number }[]; memtableBytes?: number } | undefined;
+  if (lsm && Array.isArray(lsm.levels)) {
+    return lsm.levels.reduce((n, l) => n + (l.bytes ?? 0), 0) + (lsm.memtableBytes ?? 0);
+  }
   for (const k of ["dbSize", "sizeBytes", "totalBytes", "bytes", "diskBytes"]) {
     const v = storage[k];
     if (typeof v === "number") return v;

@@ -16,7 +16,11 @@ function setup(opts: { lead?: number; fetch?: typeof fetch } = {}) {
   ]);
   const metrics = createServerMetrics({
     raft: () => ({ term: 1, commit: raft.index, applied: raft.index, isLeader: true, logSize: 0 }),
-    storage: () => ({ ...sm.stats(), levels: [{ level: 0, bytes: 10, files: 1 }] }),
+    storage: () => ({
+      ...sm.stats(),
+      levels: [{ level: 0, bytes: 10, files: 1 }],
+      lsm: { compactions: 3, levels: [{ level: 0, bytes: 7, files: 2 }] },
+    }),
   });
   const service = new KvService({ id: 1, raft, sm, book, metrics });
   const handler = createHttpHandler(service, {
@@ -141,6 +145,9 @@ Deno.test("HTTP status, healthz and Prometheus metrics", async () => {
   assert.match(m.text, /^gokv_fsync_seconds_bucket\{le="\+Inf"\} 0$/m);
   assert.match(m.text, /^gokv_storage_stat\{name="levels_bytes",level="0"\} 10$/m);
   assert.match(m.text, /^gokv_raft_commit_index 1$/m);
+  assert.match(m.text, /^gokv_lsm_level_bytes\{level="0"\} 7$/m);
+  assert.match(m.text, /^gokv_lsm_level_files\{level="0"\} 2$/m);
+  assert.match(m.text, /^gokv_lsm_compactions 3$/m);
 });
 
 Deno.test("a follower forwards writes to the leader's HTTP address, once", async () => {

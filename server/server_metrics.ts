@@ -128,6 +128,32 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
         value: s.value,
       })),
   );
+  const lsm = () => {
+    const l = src.storage().lsm as
+      | { levels?: { level: number; files: number; bytes: number }[]; compactions?: number }
+      | undefined;
+    return l && typeof l === "object" ? l : undefined;
+  };
+  r.gauge(
+    "gokv_lsm_level_bytes",
+    "Bytes of SSTables per LSM level.",
+    () =>
+      (lsm()?.levels ?? []).map((x) => ({ labels: { level: String(x.level) }, value: x.bytes })),
+  );
+  r.gauge(
+    "gokv_lsm_level_files",
+    "SSTables per LSM level.",
+    () =>
+      (lsm()?.levels ?? []).map((x) => ({ labels: { level: String(x.level) }, value: x.files })),
+  );
+  r.gauge(
+    "gokv_lsm_compactions",
+    "Completed LSM compactions since the node started (a counter read at scrape time).",
+    () => {
+      const c = lsm()?.compactions;
+      return typeof c === "number" ? [{ value: c }] : [];
+    },
+  );
   return m;
 }
 
