@@ -21,6 +21,19 @@ import { SegmentLogStore } from "./segment_log.ts";
 import { SimpleFileLogStore } from "./simplefile_log.ts";
 import { SimpleFileStateMachine } from "./simplefile_sm.ts";
 
+export type { InitialState, LogStore } from "../raft/storage.ts";
+export type { ApplyCommand, StateMachine } from "../raft/state_machine.ts";
+export type {
+  ConfState,
+  Entry,
+  EntryType,
+  HardState,
+  NodeId,
+  Snapshot,
+  SnapshotMeta,
+} from "../raft/types.ts";
+export type { LogFields, Logger } from "../raft/logger.ts";
+export type { LsmOptions } from "../lsm/mod.ts";
 export * from "./command.ts";
 export * from "./errors.ts";
 export * from "./kv_state_machine.ts";

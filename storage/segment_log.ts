@@ -302,6 +302,8 @@ export class SegmentLogStore implements LogStore {
   /** See {@link LogStore.setHardState}. Only the latest hard state before a sync is written. */
   setHardState(hs: HardState): void {
     this.#check();
+    const cur = this.#core.hs;
+    if (cur.term === hs.term && cur.vote === hs.vote && cur.commit === hs.commit) return;
     this.#core.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
     this.#hsDirty = true;
   }
