@@ -150,6 +150,8 @@ function consistency(c: ConsistencyLevel | undefined): Consistency {
   throw new InvalidArgumentError(`unknown consistency "${c}"`);
 }
 
+const WRITE_OPS = new Set<Op>([Op.Put, Op.Delete, Op.MemberAdd, Op.MemberRemove, Op.Transfer]);
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A gokv client. Create with {@link Client.connect} or {@link Client.fromConfig}. */
@@ -394,7 +396,8 @@ export class Client {
       switch (res.status) {
         case Status.Ok:
         case Status.NotFound:
-          if (!this.leader && body.op !== Op.Status) this.leader = ep;
+          // Only the leader accepts writes; reads and status may come from any node.
+          if (!this.leader && WRITE_OPS.has(body.op)) this.leader = ep;
           return res;
         case Status.NotLeader: {
           lastError = errorFor(res);
