@@ -345,7 +345,13 @@ export class SegmentLogStore implements LogStore {
       this.#hsDirty = false;
     }
     if (this.#buf.length > 0) {
-      writeAll(this.#file!, this.#buf.view());
+      try {
+        writeAll(this.#file!, this.#buf.view());
+      } catch (e) {
+        // Leave no partial record behind (it would read as corruption once more data follows).
+        this.#file!.truncateSync(this.#fileSize);
+        throw e;
+      }
       this.#file!.syncDataSync();
       this.#fileSize += this.#buf.length;
       this.#buf.reset();

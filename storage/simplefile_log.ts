@@ -276,7 +276,13 @@ export class SimpleFileLogStore implements LogStore {
     if (this.#pendingSnap) this.#switchGeneration(this.#pendingSnap);
     else {
       if (this.#pending) {
-        writeAll(this.#file!, enc.encode(this.#pending));
+        const size = this.#file!.statSync().size;
+        try {
+          writeAll(this.#file!, enc.encode(this.#pending));
+        } catch (e) {
+          this.#file!.truncateSync(size); // no partial line before later ones
+          throw e;
+        }
         this.#file!.syncDataSync();
         this.#pending = "";
       }
