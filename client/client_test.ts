@@ -214,3 +214,25 @@ Deno.test("bad bytes on the client port close that connection only", async () =>
     await n.close();
   }
 });
+
+Deno.test("fromConfig reads the client addresses of the config's nodes", async () => {
+  const n = startFakeNode(1);
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/gokv.yaml`;
+    await Deno.writeTextFile(
+      file,
+      `nodes:\n  - { id: 1, peer: "127.0.0.1:1", client: "${n.address}", http: "127.0.0.1:2" }\n`,
+    );
+    const kv = await Client.fromConfig(file);
+    try {
+      await kv.put("from", "config");
+      assert.equal(await kv.getString("from"), "config");
+    } finally {
+      await kv.close();
+    }
+  } finally {
+    await n.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
