@@ -202,14 +202,17 @@ export async function startServer(
   ref.raft = raft;
 
   let lastTerm = raft.status().term;
+  let lastCommit = raft.status().commit;
   raft.onLeaderChange((lead: number) => {
     metrics.leaderChanges.inc();
     logger.info("leader changed", { leader: lead, term: raft.status().term });
   });
   const sampler = setInterval(() => {
-    const t = raft.status().term;
-    if (t > lastTerm) metrics.elections.inc(t - lastTerm);
-    lastTerm = t;
+    const st = raft.status();
+    if (st.term > lastTerm) metrics.elections.inc(st.term - lastTerm);
+    if (st.commit > lastCommit) metrics.commits.inc(st.commit - lastCommit);
+    lastTerm = st.term;
+    lastCommit = st.commit;
   }, 100);
   Deno.unrefTimer(sampler);
 

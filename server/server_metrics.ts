@@ -17,6 +17,8 @@ export interface ServerMetrics {
   proposals: Counter;
   /** Proposals that failed (not leader, timeout, dropped). */
   proposalsFailed: Counter;
+  /** Entries committed (sampled from the commit index). */
+  commits: Counter;
   /** Entries applied to the state machine. */
   applies: Counter;
   /** Local reads served. */
@@ -92,6 +94,10 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
     proposalsFailed: r.counter(
       "gokv_proposals_failed_total",
       "Proposals that failed (not leader, timeout, dropped).",
+    ),
+    commits: r.counter(
+      "gokv_commits_total",
+      "Log entries committed, as observed by this node (sampled every 100 ms).",
     ),
     applies: r.counter("gokv_applies_total", "Log entries applied to the state machine."),
     reads: r.counter("gokv_reads_total", "Reads (get and scan) served from local state."),
