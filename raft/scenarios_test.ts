@@ -28,10 +28,24 @@ function ids(c: SimCluster): NodeId[] {
   return c.memberIds();
 }
 
-/** Makes `id` campaign and waits until it leads. */
+/** Makes `id` campaign (again every 10 steps, as a lost pre-vote round may only teach it the
+ * current term) and waits until it leads. */
 function elect(c: SimCluster, id: NodeId): void {
-  c.node(id).raw!.campaign();
-  assert.ok(c.runUntil(() => c.leader()?.id === id, 200), `node ${id} did not become leader`);
+  assert.ok(tryElect(c, id), `node ${id} did not become leader`);
+}
+
+function tryElect(c: SimCluster, id: NodeId, rounds = 10): boolean {
+  for (let i = 0; i < rounds; i++) {
+    c.node(id).raw!.campaign();
+    if (c.runUntil(() => c.leader()?.id === id && status(c, id).role === "leader", 10)) return true;
+  }
+  return false;
+}
+
+/** Crashes and restarts `id` (it forgets the leader it followed). */
+function bounce(c: SimCluster, id: NodeId): void {
+  c.crash(id);
+  c.restart(id);
 }
 
 function status(c: SimCluster, id: NodeId) {
@@ -153,4 +167,102 @@ Deno.test("regression: a node added after the leader compacted its log catches u
   waitConf(c, (_voters, learners) => learners.includes(4));
   assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4]), 300), "node 4 never caught up");
   assert.deepEqual(conf(c.node(4)).learners, [4]);
+});
+
+Deno.test("Figure 8: an old-term entry on a majority is not committed and may be overwritten", () => {
+  // Raft paper §5.4.2, Figure 8 (a)-(d). Clocks are frozen: elections happen only on request.
+  const c = newCluster(5, { maxSizePerMsg: 1 });
+  for (const id of [1, 2, 3, 4, 5]) c.frozen.add(id);
+  elect(c, 1);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 50));
+  const t2 = status(c, 1).term;
+  // (a) S1 leads term t2 and replicates X at index i to S2 only.
+  c.net.partition([1, 2], [3, 4, 5]);
+  const x = put(c, 1, "k", "X");
+  c.run(5);
+  const i = x.index;
+  assert.equal(c.node(2).store.lastIndex(), i);
+  assert.ok(status(c, 1).commit < i);
+  // (b) S1 crashes; S5 wins term t3 with S3 and S4 and writes its own entry at index i.
+  c.crash(1);
+  c.net.healAll();
+  c.net.cut(5, 2);
+  bounce(c, 3);
+  bounce(c, 4);
+  elect(c, 5);
+  const t3 = status(c, 5).term;
+  assert.ok(t3 > t2);
+  c.net.isolate(5, [1, 2, 3, 4]);
+  c.run(3);
+  assert.equal(c.node(5).store.term(i), t3);
+  c.crash(5);
+  // (c) S1 restarts and wins term t4 with S3 and S4; it replicates X to S3 and S4, so X is on a
+  // majority, but its own no-op of term t4 reaches S2 only.
+  c.net.healAll();
+  c.restart(1);
+  let t4 = 0;
+  // Drop appends of term-t4 entries to S3 and S4 once they hold X (earlier ones must arrive so
+  // that they reject them and the leader probes back to X).
+  c.net.filter = (m) =>
+    !(m.type === MessageType.App && (m.to === 3 || m.to === 4) && t4 > 0 &&
+      m.entries.some((e) => e.term === t4) && c.node(m.to).store.lastIndex() >= i);
+  c.node(1).raw!.campaign();
+  assert.ok(
+    c.runUntil(() => {
+      if (c.leader()?.id === 1 && t4 === 0) t4 = status(c, 1).term;
+      return t4 > 0;
+    }, 100) || tryElect(c, 1),
+  );
+  if (t4 === 0) t4 = status(c, 1).term;
+  c.run(20);
+  for (const id of [1, 2, 3, 4]) assert.equal(c.node(id).store.term(i), t2, `X on node ${id}`);
+  // §5.4.2: counting replicas does not commit an entry of an earlier term.
+  assert.ok(status(c, 1).commit < i, "X must not be committed by counting replicas");
+  // (d) S1 crashes; S5 restarts and wins with S3 and S4 (its last term t3 beats their t2), then
+  // overwrites X everywhere. That is only safe because X was never committed.
+  c.crash(1);
+  c.net.filter = null;
+  c.restart(5);
+  bounce(c, 3);
+  bounce(c, 4);
+  elect(c, 5);
+  c.restart(1);
+  for (const id of [1, 2, 3, 4, 5]) c.frozen.delete(id);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 300));
+  for (const id of [1, 2, 3, 4, 5]) assert.equal(c.node(id).store.term(i), t3);
+  for (const id of [1, 2, 3, 4, 5]) assert.equal(c.node(id).kv.get("k"), null, "X was applied");
+});
+
+Deno.test("Figure 8: once an entry of the leader's term commits, the old-term entry before it is safe", () => {
+  // Figure 8 (e): S1 replicates its current-term entry to a majority before crashing, which
+  // commits X; S5 can then no longer win an election.
+  const c = newCluster(5, { maxSizePerMsg: 1 });
+  for (const id of [1, 2, 3, 4, 5]) c.frozen.add(id);
+  elect(c, 1);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 50));
+  c.net.partition([1, 2], [3, 4, 5]);
+  const x = put(c, 1, "k", "X");
+  c.run(5);
+  c.crash(1);
+  c.net.healAll();
+  c.net.cut(5, 2);
+  bounce(c, 3);
+  bounce(c, 4);
+  elect(c, 5);
+  c.net.isolate(5, [1, 2, 3, 4]);
+  c.run(3);
+  c.crash(5);
+  c.net.healAll();
+  c.restart(1);
+  elect(c, 1);
+  assert.ok(c.runUntil(() => status(c, 1).commit > x.index, 50), "X and the no-op commit");
+  c.crash(1);
+  c.restart(5);
+  bounce(c, 3);
+  bounce(c, 4);
+  assert.equal(tryElect(c, 5, 5), false, "S5 must not win: a majority holds newer entries");
+  c.restart(1);
+  for (const id of [1, 2, 3, 4, 5]) c.frozen.delete(id);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 500));
+  for (const id of [1, 2, 3, 4, 5]) assert.equal(c.node(id).kv.get("k"), "X");
 });

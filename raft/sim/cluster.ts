@@ -83,6 +83,8 @@ export class SimNode {
   reads: PendingRead[] = [];
   /** Term of the last leadership checked for completeness (0 = not leader). */
   leaderTerm = 0;
+  /** Extra probability of missing a tick: this node's clock runs slow. */
+  clockDrift = 0;
   /** Its private random stream (Raft's randomized election timeout). */
   readonly rng: Prng;
 
@@ -293,7 +295,8 @@ export class SimCluster {
       if (node?.raw) node.raw.step(msg);
     }
     for (const node of this.nodes.values()) {
-      if (node.raw && !this.frozen.has(node.id) && !this.rng.chance(this.tickSkipRate)) {
+      const skip = this.tickSkipRate + node.clockDrift;
+      if (node.raw && !this.frozen.has(node.id) && !this.rng.chance(skip)) {
         node.raw.tick();
       }
     }

@@ -56,6 +56,8 @@ interface Profile {
   transferRate: number;
   snapshotThreshold: number;
   tickSkipRate: number;
+  /** Up to this much extra tick-skip probability per node (slow clocks). */
+  clockDrift: number;
 }
 
 function chooseProfile(rng: Prng): Profile {
@@ -68,13 +70,14 @@ function chooseProfile(rng: Prng): Profile {
       minDelay: 1,
       maxDelay: rng.pick([1, 2, 3, 5]),
     },
-    partitionRate: rng.pick([0, 0.01, 0.02, 0.04]),
+    partitionRate: rng.pick([0, 0.01, 0.02, 0.04, 0.08]),
     crashRate: rng.pick([0, 0.005, 0.01, 0.02]),
     crashDuringReadyRate: rng.pick([0, 0, 0.002, 0.01]),
     membership: rng.chance(0.5),
     transferRate: rng.pick([0, 0, 0.005]),
     snapshotThreshold: rng.pick([3, 5, 8, 20, Infinity]),
     tickSkipRate: rng.pick([0, 0.05, 0.2]),
+    clockDrift: rng.pick([0, 0, 0.3, 0.6]),
   };
 }
 
@@ -129,6 +132,7 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     deleteShare: 0.15,
     unsafeLocalReads: options.bugs?.staleReads,
   });
+  for (const node of cluster.nodes.values()) node.clockDrift = frngDrift(rng, p.clockDrift);
   if (options.bugs?.volatileHardState) {
     for (const node of cluster.nodes.values()) node.store.lieAboutHardState = true;
   }
@@ -153,6 +157,7 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     cluster.net.faults = { dropRate: 0, duplicateRate: 0, minDelay: 1, maxDelay: 2 };
     cluster.crashDuringReadyRate = 0;
     cluster.tickSkipRate = 0;
+    for (const node of cluster.nodes.values()) node.clockDrift = 0;
     for (const id of cluster.memberIds()) cluster.restart(id);
     trace("healed");
     const completedBefore = workload.stats.completed;
@@ -207,6 +212,10 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
   }
   Object.assign(summary, collect(cluster, workload));
   return { seed, ok: true, summary };
+}
+
+function frngDrift(rng: Prng, max: number): number {
+  return max === 0 ? 0 : rng.float() * max;
 }
 
 function collect(cluster: SimCluster, workload: Workload): Record<string, number> {
@@ -266,12 +275,22 @@ function converged(cluster: SimCluster): boolean {
 function faultStep(cluster: SimCluster, p: Profile, rng: Prng, trace: (m: string) => void): void {
   const members = cluster.memberIds();
   if (rng.chance(p.partitionRate)) {
-    const kind = rng.int(4);
-    if (kind === 0) {
+    const kind = rng.int(5);
+    if (kind === 0 || kind === 4) {
+      // Cut the leader off with a minority, its clock slowed down: the most dangerous case
+      // for reads (an old leader that does not know it was deposed).
       const leader = cluster.leader();
+      if (leader && kind === 4) {
+        const minority = members.filter((id) => id !== leader.id && rng.chance(0.25))
+          .slice(0, Math.max(0, Math.floor((members.length - 1) / 2) - 1));
+        const group = [leader.id, ...minority];
+        cluster.net.partition(group, members.filter((id) => !group.includes(id)));
+        leader.clockDrift = Math.max(leader.clockDrift, rng.float() * 0.8);
+        trace(`cut leader off: [${group}] (drift ${leader.clockDrift.toFixed(2)})`);
+        return;
+      }
       const id = leader && rng.chance(0.5) ? leader.id : rng.pick(members);
       cluster.net.isolate(id, members);
-      trace(`isolate ${id}`);
     } else if (kind === 1) {
       const group = members.filter(() => rng.chance(0.4));
       const others = members.filter((id) => !group.includes(id));
