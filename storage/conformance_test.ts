@@ -344,8 +344,11 @@ for (const { kind, disk } of BACKENDS) {
         const child = new Deno.Command(Deno.execPath(), {
           args: ["run", "-A", writer, kind, dir],
           stdout: "piped",
-          stderr: "null",
+          stderr: "piped",
         }).spawn();
+        const errText = new Response(child.stderr).text();
+        // A deadline, not a wait: a writer that never acknowledges enough fails the test.
+        const deadline = setTimeout(() => child.kill("SIGKILL"), 30_000);
         let text = "";
         let acks = 0;
         let term = 0;
@@ -367,8 +370,9 @@ for (const { kind, disk } of BACKENDS) {
             killed = true;
           }
         }
+        clearTimeout(deadline);
         const status = await child.status;
-        assert.ok(killed, `writer exited early with ${status.code}`);
+        assert.ok(killed, `writer stopped early (${status.code}): ${await errText}`);
         assert.ok(term > 0 && acks > 0);
         const { log, sm } = await openStorage(kind, dir);
         try {
