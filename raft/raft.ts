@@ -691,7 +691,7 @@ export class Raft {
     const mci = this.trk.committed();
     if (mci <= this.log.committed) return false;
     // §5.4.2: only entries of the current term are committed by counting replicas.
-    //MUTATION if (this.log.termOrZero(mci) !== this.term) return false;
+    if (this.log.termOrZero(mci) !== this.term) return false;
     const wasCommittedInTerm = this.committedEntryInCurrentTerm();
     this.log.commitTo(mci);
     if (!wasCommittedInTerm && this.pendingReadIndexMessages.length) {
