@@ -29,21 +29,25 @@ async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10
 
 interface TestCluster {
   config: Config;
+  /** The config with the extra (not started) nodes too. */
+  fullConfig: Config;
   servers: Map<number, ServerHandle>;
   endpoints: string[];
   leader(): Promise<number>;
   stop(): Promise<void>;
 }
 
-async function startCluster(size = 3): Promise<TestCluster> {
-  const ports = freePorts(3 * size);
-  const nodes = Array.from({ length: size }, (_, i) => ({
+async function startCluster(size = 3, extra = 0): Promise<TestCluster> {
+  const ports = freePorts(3 * (size + extra));
+  const all = Array.from({ length: size + extra }, (_, i) => ({
     id: i + 1,
     peer: `127.0.0.1:${ports[3 * i]}`,
     client: `127.0.0.1:${ports[3 * i + 1]}`,
     http: `127.0.0.1:${ports[3 * i + 2]}`,
   }));
+  const nodes = all.slice(0, size);
   const config = defaultConfig(nodes);
+  const fullConfig = defaultConfig(all);
   config.storage = "memory";
   config.transport = "tcp";
   config.dataDir = await Deno.makeTempDir({ prefix: "gokv-server-test-" });
@@ -52,8 +56,12 @@ async function startCluster(size = 3): Promise<TestCluster> {
   await Promise.all(nodes.map(async (n) => {
     servers.set(n.id, await startServer(config, n.id, { logger: nullLogger }));
   }));
+  for (const k of ["storage", "transport", "dataDir", "raft"] as const) {
+    (fullConfig as unknown as Record<string, unknown>)[k] = config[k];
+  }
   const c: TestCluster = {
     config,
+    fullConfig,
     servers,
     endpoints: nodes.map((n) => n.client),
     leader: () =>
@@ -145,6 +153,34 @@ Deno.test("when the leader is closed a new one is elected and the client keeps w
     assert.equal(await kv.getString(`w${acked - 1}`), `x${acked - 1}`);
   } finally {
     await kv.close();
+    await c.stop();
+  }
+});
+
+Deno.test("a node started with --join does not bootstrap; once added it catches up and serves", async () => {
+  // Nodes 1-3 bootstrap from a 3-node config; node 4 starts from a config that lists it too.
+  const c = await startCluster(3, 1);
+  const kv = await Client.connect({ endpoints: c.endpoints, timeoutMs: 15_000 });
+  let n4: ServerHandle | undefined;
+  try {
+    await c.leader();
+    for (let i = 0; i < 10; i++) await kv.put(`j${i}`, `v${i}`);
+    const spec = c.fullConfig.nodes[3];
+    n4 = await startServer(c.fullConfig, 4, { logger: nullLogger, join: true });
+    const s4 = n4.status();
+    assert.equal(s4.term, 0, "a joining node does not campaign or bootstrap");
+    assert.deepEqual((s4.conf as { voters: number[] }).voters, []);
+    await kv.addMember({ id: 4, peer: spec.peer, client: spec.client, http: spec.http });
+    await waitFor("node 4 to become a voter", async () => {
+      const m = await kv.members();
+      return m.some((x) => x.id === 4 && !x.learner);
+    }, 20_000);
+    await waitFor("node 4 to catch up", () => (n4!.status().appliedIndex as number) >= 10);
+    const r = await fetch(`http://${spec.http}/v1/kv/j9`);
+    assert.deepEqual(await r.json(), { key: "j9", value: "v9" });
+  } finally {
+    await kv.close();
+    await n4?.close();
     await c.stop();
   }
 });
