@@ -15,6 +15,7 @@ import {
   openStorage,
   putCommand,
   type StorageKind,
+  StoreLockedError,
 } from "./mod.ts";
 import { entryPayload, payloadMatches } from "./testdata/payload.ts";
 
@@ -42,7 +43,7 @@ function range(lo: number, hi: number, term: number): Entry[] {
 /** Runs `fn` with a fresh backend in a temporary directory, closing and cleaning up after. */
 async function withStorage(
   kind: StorageKind,
-  fn: (s: OpenedStorage, reopen: () => Promise<OpenedStorage>) => Promise<void>,
+  fn: (s: OpenedStorage, reopen: () => Promise<OpenedStorage>, dir: string) => Promise<void>,
 ): Promise<void> {
   const dir = Deno.makeTempDirSync({ prefix: `gokv-storage-${kind}-` });
   let cur = await openStorage(kind, dir);
@@ -53,7 +54,7 @@ async function withStorage(
     return cur;
   };
   try {
-    await fn(cur, reopen);
+    await fn(cur, reopen, dir);
   } finally {
     await cur.log.close();
     await cur.sm.close();
@@ -301,7 +302,9 @@ for (const { kind, disk } of BACKENDS) {
   if (!disk) continue;
 
   Deno.test(`${kind}: hard state, entries, snapshot and state machine survive close and reopen`, async () => {
-    await withStorage(kind, async ({ log, sm }, reopen) => {
+    await withStorage(kind, async ({ log, sm }, reopen, dir) => {
+      // Only one open store per directory.
+      await assert.rejects(() => openStorage(kind, dir), StoreLockedError);
       log.append(range(1, 30, 2));
       log.setHardState({ term: 2, vote: 1, commit: 25 });
       log.createSnapshot({ meta: { index: 12, term: 2, conf }, data: b("snap") });

@@ -60,3 +60,16 @@ export class LogGapError extends Error {
     this.got = got;
   }
 }
+
+/** Another process (or another open store in this process) holds the directory. */
+export class StoreLockedError extends Error {
+  /** The locked directory. */
+  readonly dir: string;
+
+  /** Creates the error. */
+  constructor(dir: string) {
+    super(`storage directory ${dir} is in use by another process`);
+    this.name = "StoreLockedError";
+    this.dir = dir;
+  }
+}

@@ -4,6 +4,34 @@
  * @module
  */
 import { join } from "node:path";
+import { StoreLockedError } from "./errors.ts";
+
+/** An exclusive advisory lock on `dir/LOCK` (released by the kernel if the process dies). */
+export interface DirLock {
+  /** Releases the lock. */
+  release(): void;
+}
+
+/** Takes the lock or throws {@link StoreLockedError}. */
+export function lockDir(dir: string): DirLock {
+  const file = Deno.openSync(join(dir, "LOCK"), { read: true, write: true, create: true });
+  let ok = false;
+  try {
+    ok = file.tryLockSync(true);
+  } finally {
+    if (!ok) file.close();
+  }
+  if (!ok) throw new StoreLockedError(dir);
+  return {
+    release() {
+      try {
+        file.unlockSync();
+      } finally {
+        file.close();
+      }
+    },
+  };
+}
 
 /** Fsyncs a directory so that renames and creations in it are durable. */
 export function fsyncDir(dir: string): void {

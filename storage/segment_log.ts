@@ -22,7 +22,15 @@ import type { Entry, HardState, Snapshot, SnapshotMeta } from "../raft/types.ts"
 import { ByteWriter } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
 import { CorruptionError, StoreClosedError } from "./errors.ts";
-import { fsyncDir, readFileIfExists, removeIfExists, writeAll, writeFileAtomic } from "./fsutil.ts";
+import {
+  type DirLock,
+  fsyncDir,
+  lockDir,
+  readFileIfExists,
+  removeIfExists,
+  writeAll,
+  writeFileAtomic,
+} from "./fsutil.ts";
 import { settle } from "./settle.ts";
 import { cloneConf, cloneMeta, LogCore } from "./log_core.ts";
 import type { Logger } from "../raft/logger.ts";
@@ -110,6 +118,7 @@ export class SegmentLogStore implements LogStore {
   #pendingSnap: Snapshot | null = null;
   #syncs = 0;
   #closed = false;
+  #lock: DirLock | null = null;
 
   private constructor(dir: string, opts: SegmentLogOptions) {
     this.#dir = dir;
@@ -125,7 +134,14 @@ export class SegmentLogStore implements LogStore {
   static #openSync(dir: string, opts: SegmentLogOptions): SegmentLogStore {
     Deno.mkdirSync(dir, { recursive: true });
     const s = new SegmentLogStore(dir, opts);
-    s.#load();
+    s.#lock = lockDir(dir);
+    try {
+      s.#load();
+    } catch (e) {
+      s.#file?.close();
+      s.#lock.release();
+      throw e;
+    }
     return s;
   }
 
@@ -405,6 +421,8 @@ export class SegmentLogStore implements LogStore {
       } finally {
         this.#file?.close();
         this.#file = null;
+        this.#lock?.release();
+        this.#lock = null;
       }
     });
   }

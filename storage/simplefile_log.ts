@@ -28,7 +28,15 @@ import {
 } from "../raft/types.ts";
 import { fromBase64, toBase64 } from "./bytes.ts";
 import { CorruptionError, LogGapError, StoreClosedError } from "./errors.ts";
-import { fsyncDir, readFileIfExists, removeIfExists, writeAll, writeFileAtomic } from "./fsutil.ts";
+import {
+  type DirLock,
+  fsyncDir,
+  lockDir,
+  readFileIfExists,
+  removeIfExists,
+  writeAll,
+  writeFileAtomic,
+} from "./fsutil.ts";
 import { settle } from "./settle.ts";
 import { cloneConf, cloneMeta, LogCore } from "./log_core.ts";
 
@@ -91,6 +99,7 @@ export class SimpleFileLogStore implements LogStore {
   /** A snapshot installed or created since the last sync, with its data. */
   #pendingSnap: Snapshot | null = null;
   #closed = false;
+  #lock: DirLock | null = null;
 
   private constructor(dir: string) {
     this.#dir = dir;
@@ -104,7 +113,14 @@ export class SimpleFileLogStore implements LogStore {
   static #openSync(dir: string): SimpleFileLogStore {
     Deno.mkdirSync(dir, { recursive: true });
     const s = new SimpleFileLogStore(dir);
-    s.#load();
+    s.#lock = lockDir(dir);
+    try {
+      s.#load();
+    } catch (e) {
+      s.#file?.close();
+      s.#lock.release();
+      throw e;
+    }
     return s;
   }
 
@@ -338,6 +354,8 @@ export class SimpleFileLogStore implements LogStore {
         this.#closed = true;
         this.#file?.close();
         this.#file = null;
+        this.#lock?.release();
+        this.#lock = null;
       }
     });
   }
