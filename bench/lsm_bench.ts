@@ -54,7 +54,8 @@ async function openEngine(kind: string, dir: string): Promise<Engine> {
   if (kind === "lsm") {
     const db = await LsmDb.open(dir);
     return {
-      batch: (ops) => db.write(ops.map((o) => ({ type: "put" as const, key: o.key, value: o.value }))),
+      batch: (ops) =>
+        db.write(ops.map((o) => ({ type: "put" as const, key: o.key, value: o.value }))),
       put: (k, v, sync) => db.put(k, v, { sync }),
       get: (k) => db.get(k),
       scan: async () => {
@@ -72,7 +73,8 @@ async function openEngine(kind: string, dir: string): Promise<Engine> {
   });
   await db.open();
   return {
-    batch: (ops) => db.batch(ops.map((o) => ({ type: "put" as const, key: o.key, value: o.value }))),
+    batch: (ops) =>
+      db.batch(ops.map((o) => ({ type: "put" as const, key: o.key, value: o.value }))),
     put: (k, v, sync) => db.put(k, v, { sync } as Record<string, unknown>),
     get: (k) => db.get(k),
     scan: async () => {
@@ -171,7 +173,10 @@ if (childArg) {
     median(runs[kind].map((r) => (r.results[i].ops * 1000) / r.results[i].ms));
   const names = runs.lsm[0].results.map((r) => r.name);
   console.log(`${quick ? "quick" : "full"} run, ${rounds} round(s); ops/s (median)`);
-  console.log("workload".padEnd(30) + "gokv lsm".padStart(14) + "classic-level".padStart(16) + "ratio".padStart(9));
+  console.log(
+    "workload".padEnd(30) + "gokv lsm".padStart(14) + "classic-level".padStart(16) +
+      "ratio".padStart(9),
+  );
   names.forEach((n, i) => {
     const a = rate("lsm", i);
     const b = rate("level", i);
@@ -181,5 +186,9 @@ if (childArg) {
     );
   });
   const mb = (x: number) => (x / 1048576).toFixed(0) + " MiB";
-  console.log(`peak-ish RSS at end: lsm ${mb(median(runs.lsm.map((r) => r.rss)))}, level ${mb(median(runs.level.map((r) => r.rss)))}`);
+  console.log(
+    `peak-ish RSS at end: lsm ${mb(median(runs.lsm.map((r) => r.rss)))}, level ${
+      mb(median(runs.level.map((r) => r.rss)))
+    }`,
+  );
 }

@@ -24,7 +24,7 @@ import {
   pickCompaction,
   runMerge,
 } from "./compaction.ts";
-import { ClosedError, CorruptionError, InvalidArgumentError, LsmError } from "./errors.ts";
+import { ClosedError, CorruptionError, InvalidArgumentError } from "./errors.ts";
 import { WorkerClient } from "./worker_client.ts";
 import { parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
 import { KIND_DELETE, KIND_PUT, MAX_SEQ, userKeyOf } from "./internal_key.ts";
@@ -287,6 +287,7 @@ export class LsmDb {
       if (exists && opts.errorIfExists) {
         throw new InvalidArgumentError("dir", "database already exists (errorIfExists)");
       }
+      if (!exists) LsmDb.checkNoOrphanData(dir);
       if (!exists && !opts.createIfMissing) {
         throw new InvalidArgumentError("dir", "database does not exist (createIfMissing false)");
       }
@@ -297,6 +298,25 @@ export class LsmDb {
       if (db) db.abortOpen();
       else lock.release();
       throw e;
+    }
+  }
+
+  /**
+   * Without CURRENT the directory must not hold data: only an interrupted
+   * first open (empty WALs, a manifest) is tolerated. Never guess from names.
+   */
+  private static checkNoOrphanData(dir: string): void {
+    for (const e of Deno.readDirSync(dir)) {
+      const p = parseFileName(e.name);
+      if (!p || !e.isFile) continue;
+      const path = `${dir}/${e.name}`;
+      if (p.kind === "table" || (p.kind === "wal" && Deno.statSync(path).size > 0)) {
+        throw new CorruptionError(
+          `${dir}/CURRENT`,
+          0,
+          `CURRENT is missing but ${e.name} holds data`,
+        );
+      }
     }
   }
 
