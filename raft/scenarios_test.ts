@@ -8,6 +8,9 @@ import assert from "node:assert/strict";
 import { NotLeaderError } from "./errors.ts";
 import { SimCluster, type SimNode } from "./sim/cluster.ts";
 import { encodeCommand } from "./sim/kv.ts";
+import { Workload } from "./sim/workload.ts";
+import { describe } from "./sim/simulation.ts";
+import { checkLinearizable, formatHistory } from "./linearizability.ts";
 import { type ConfChange, ConfChangeType, MessageType, type NodeId } from "./types.ts";
 
 interface Opts {
@@ -265,4 +268,243 @@ Deno.test("Figure 8: once an entry of the leader's term commits, the old-term en
   for (const id of [1, 2, 3, 4, 5]) c.frozen.delete(id);
   assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 500));
   for (const id of [1, 2, 3, 4, 5]) assert.equal(c.node(id).kv.get("k"), "X");
+});
+
+/** Registers a read at `id`; returns a function giving the value once served (undefined before). */
+function read(c: SimCluster, id: NodeId, key: string): () => string | null | undefined {
+  const tag = `read-${++seq}`;
+  let result: string | null | undefined = undefined;
+  const prev = c.listener.onRead;
+  c.listener.onRead = (node, k) => {
+    prev?.(node, k);
+    if (k === tag) result = node.kv.get(key);
+  };
+  c.readIndex(id, tag);
+  return () => result;
+}
+
+Deno.test("an old leader cut off with a minority serves no stale read, commits nothing and steps down", () => {
+  const c = newCluster(5);
+  elect(c, 1);
+  put(c, 1, "k", "old");
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 100));
+  const oldTerm = status(c, 1).term;
+  c.net.partition([1, 2], [3, 4, 5]);
+  // The old leader accepts a write and a read but can complete neither.
+  const lost = put(c, 1, "k", "lost");
+  const staleRead = read(c, 1, "k");
+  // The majority elects a leader and commits a new value.
+  assert.ok(c.runUntil(() => {
+    const l = c.leader();
+    return !!l && l.id !== 1 && l.id !== 2;
+  }, 200));
+  const newLeader = c.leader()!.id;
+  const w = put(c, newLeader, "k", "new");
+  assert.ok(c.runUntil(() => c.node(newLeader).kv.applied >= w.index, 100));
+  // CheckQuorum: the old leader notices it lost its quorum and steps down.
+  assert.ok(c.runUntil(() => status(c, 1).role !== "leader", 100), "old leader never stepped down");
+  assert.equal(status(c, 1).term, oldTerm, "stepping down must not need a newer term");
+  c.run(50);
+  assert.ok(status(c, 1).commit < lost.index, "the minority committed an entry");
+  assert.equal(staleRead(), undefined, "the minority served a read");
+  assert.equal(c.node(1).kv.get("k"), "old");
+  // After healing, the uncommitted write is gone and reads see the new value everywhere.
+  c.net.healAll();
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 300));
+  for (const id of [1, 2, 3, 4, 5]) assert.equal(c.node(id).kv.get("k"), "new");
+  const fresh = read(c, 1, "k");
+  assert.ok(c.runUntil(() => fresh() !== undefined, 100));
+  assert.equal(fresh(), "new");
+});
+
+Deno.test("Pre-Vote: a node rejoining after a partition does not depose a healthy leader", () => {
+  const c = newCluster(3);
+  elect(c, 1);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3]), 100));
+  const term = status(c, 1).term;
+  c.net.isolate(3, ids(c));
+  c.run(200); // twenty election timeouts: node 3 keeps trying pre-vote rounds
+  assert.equal(status(c, 3).term, term, "pre-vote rounds must not raise the isolated node's term");
+  load(c, 5);
+  c.net.healAll();
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3]), 200));
+  c.run(100);
+  assert.equal(c.leader()?.id, 1);
+  assert.equal(status(c, 1).term, term, "the leader was deposed");
+});
+
+Deno.test("without Pre-Vote the same rejoining node does depose the leader (the failure Pre-Vote prevents)", () => {
+  const voters = [1, 2, 3];
+  const c = new SimCluster({ seed: 7, voters, preVote: false });
+  c.processReadies();
+  elect(c, 1);
+  assert.ok(c.runUntil(() => caughtUp(c, voters), 100));
+  const term = status(c, 1).term;
+  c.net.isolate(3, voters);
+  c.run(200);
+  assert.ok(status(c, 3).term > term + 1, "the isolated node inflates its term");
+  c.net.healAll();
+  assert.ok(c.runUntil(() => (c.leader() ? status(c, c.leader()!.id).term > term : false), 200));
+  assert.ok(c.runUntil(() => caughtUp(c, voters), 300));
+});
+
+Deno.test("removing the leader: it steps down once the change commits and the rest carry on", () => {
+  const c = newCluster(3, { snapshotThreshold: 10 });
+  elect(c, 1);
+  load(c, 10);
+  confChange(c, [{ type: ConfChangeType.RemoveNode, nodeId: 1 }]);
+  waitConf(c, (voters) => !voters.includes(1));
+  assert.ok(
+    c.runUntil(() => {
+      const l = c.leader();
+      return !!l && l.id !== 1;
+    }, 300),
+    "no new leader after removing the old one",
+  );
+  assert.notEqual(status(c, 1).role, "leader");
+  c.stop(1);
+  load(c, 10);
+  assert.ok(c.runUntil(() => caughtUp(c, [2, 3]), 300));
+  assert.deepEqual(conf(c.leader()!).voters, [2, 3]);
+  assert.equal(c.node(2).kv.fingerprint(), c.node(3).kv.fingerprint());
+  assert.equal(c.node(2).kv.get("k"), "v9");
+});
+
+/** The leader's applied index (infinity while there is no leader, so waits keep going). */
+function leaderApplied(c: SimCluster): number {
+  return c.leader()?.kv.applied ?? Infinity;
+}
+
+/** Steps with the clients running until `pred` holds. */
+function drive(c: SimCluster, w: Workload, pred: () => boolean, maxSteps: number): boolean {
+  return c.runUntil(() => {
+    w.tick();
+    return pred();
+  }, maxSteps);
+}
+
+function newWorkload(c: SimCluster): Workload {
+  return new Workload(c, {
+    clients: 3,
+    keys: 2,
+    rate: 0.5,
+    timeout: 40,
+    maxAttempts: 10,
+    readShare: 0.3,
+    deleteShare: 0.1,
+  });
+}
+
+/** Proposes a conf change at the leader (retrying) while the clients run, then waits for it. */
+function changeUnderLoad(
+  c: SimCluster,
+  w: Workload,
+  changes: ConfChange["changes"],
+  done: (voters: NodeId[], learners: NodeId[]) => boolean,
+): void {
+  const cc: ConfChange = { changes, context: new Uint8Array(0) };
+  let next = 0;
+  const ok = drive(c, w, () => {
+    const leader = c.leader();
+    if (!leader) return false;
+    const cs = conf(leader);
+    if (cs.votersOutgoing.length === 0 && done(cs.voters, cs.learners)) return true;
+    if (c.now >= next) {
+      next = c.now + 50;
+      try {
+        leader.raw!.proposeConfChange(cc);
+      } catch { /* in progress or not leader: retry later */ }
+    }
+    return false;
+  }, 2000);
+  assert.ok(ok, `change ${JSON.stringify(changes)} did not complete`);
+}
+
+/** Asserts the commit index keeps moving while the clients write. */
+function watchProgress(c: SimCluster): () => number {
+  let lastCommit = 0;
+  let lastMove = c.now;
+  let worst = 0;
+  const prev = c.listener.onApply;
+  c.listener.onApply = (node, entry, result) => {
+    prev?.(node, entry, result);
+    if (entry.index > lastCommit) {
+      worst = Math.max(worst, c.now - lastMove);
+      lastCommit = entry.index;
+      lastMove = c.now;
+    }
+  };
+  return () => worst;
+}
+
+function finishAndCheck(c: SimCluster, w: Workload, members: NodeId[]): void {
+  w.issuing = false;
+  assert.ok(drive(c, w, () => w.idle() && caughtUp(c, members), 1000), "clients did not finish");
+  const fp = c.node(members[0]).kv.fingerprint();
+  for (const id of members) assert.equal(c.node(id).kv.fingerprint(), fp, `node ${id} diverged`);
+  const lin = checkLinearizable(w.history);
+  assert.ok(lin.ok, lin.ok ? "" : formatHistory(lin.operations!));
+  assert.ok(w.stats.completed > 50, `only ${w.stats.completed} operations completed`);
+}
+
+Deno.test("adding a node under load: it catches up by snapshot and becomes a voter without stalling writes", () => {
+  const c = newCluster(3, { snapshotThreshold: 8 });
+  const w = newWorkload(c);
+  const stall = watchProgress(c);
+  elect(c, 1);
+  drive(c, w, () => false, 100);
+  c.addNode(4);
+  changeUnderLoad(c, w, [{ type: ConfChangeType.AddLearner, nodeId: 4 }], (_v, l) => l.includes(4));
+  assert.ok(drive(c, w, () => c.node(4).kv.applied >= leaderApplied(c) - 2, 500));
+  changeUnderLoad(c, w, [{ type: ConfChangeType.AddNode, nodeId: 4 }], (v) => v.includes(4));
+  drive(c, w, () => false, 100);
+  finishAndCheck(c, w, [1, 2, 3, 4]);
+  assert.ok(c.stats.snapshotsInstalled > 0, "node 4 should have needed a snapshot");
+  assert.ok(stall() < 30, `writes stalled for ${stall()} steps`);
+});
+
+Deno.test("replacing every member one at a time keeps the cluster available and linearizable", () => {
+  const c = newCluster(3, { snapshotThreshold: 10 });
+  const w = newWorkload(c);
+  const stall = watchProgress(c);
+  elect(c, 2);
+  drive(c, w, () => false, 50);
+  for (const old of [1, 2, 3]) { // node 2 leads when its turn comes
+    const fresh = old + 3;
+    c.addNode(fresh);
+    changeUnderLoad(
+      c,
+      w,
+      [{ type: ConfChangeType.AddLearner, nodeId: fresh }],
+      (_v, l) => l.includes(fresh),
+    );
+    assert.ok(drive(c, w, () => c.node(fresh).kv.applied >= leaderApplied(c) - 2, 500));
+    changeUnderLoad(
+      c,
+      w,
+      [{ type: ConfChangeType.AddNode, nodeId: fresh }],
+      (v) => v.includes(fresh),
+    );
+    changeUnderLoad(
+      c,
+      w,
+      [{ type: ConfChangeType.RemoveNode, nodeId: old }],
+      (v) => !v.includes(old),
+    );
+    const voters = conf(c.leader()!).voters;
+    // Shut the old member down once it no longer leads and every remaining voter has applied
+    // its removal.
+    assert.ok(
+      drive(c, w, () => {
+        const l = c.leader();
+        return !!l && l.id !== old && voters.every((id) => c.node(id).kv.applied >= l.kv.applied);
+      }, 500),
+      `removed node ${old} kept leading:\n${describe(c)}`,
+    );
+    c.stop(old);
+  }
+  assert.deepEqual(conf(c.leader()!).voters, [4, 5, 6]);
+  drive(c, w, () => false, 100);
+  finishAndCheck(c, w, [4, 5, 6]);
+  assert.ok(stall() < 60, `writes stalled for ${stall()} steps`);
 });
