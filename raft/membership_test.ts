@@ -4,7 +4,7 @@ import { decodeConfChange, encodeConfChange } from "./confchange_codec.ts";
 import { ConfChangeInProgressError } from "./errors.ts";
 import { jointCommitted, jointVote, majorityCommitted } from "./quorum.ts";
 import { TestCluster } from "./test_cluster.ts";
-import { ConfChangeType, type NodeId } from "./types.ts";
+import { ConfChangeType, MessageType, type NodeId } from "./types.ts";
 
 const ctx = new Uint8Array(0);
 const add = (nodeId: NodeId) => ({ type: ConfChangeType.AddNode, nodeId });
@@ -109,19 +109,41 @@ Deno.test("§6 only one membership change at a time", () => {
   );
 });
 
-Deno.test("§6 a leader removed by C(new) steps down once it is committed", () => {
+Deno.test("§6 a leader removed by C(new) steps down once it is committed, handing off first", () => {
   const c = new TestCluster([1, 2, 3]);
   c.elect(1);
+  let timeoutNow = 0;
+  c.filter = (m) => {
+    if (m.type === MessageType.TimeoutNow && m.from === 1) timeoutNow++;
+    return true;
+  };
   c.get(1).rn.proposeConfChange({ changes: [remove(1)], context: ctx });
   c.stabilize();
   c.tick(2);
   assert.notEqual(c.get(1).rn.raft.role, "leader");
+  assert.equal(timeoutNow, 1, "leadership handed to a caught-up voter of C(new)");
   c.remove(1);
   const l = c.waitLeader(300, [2, 3]);
   assert.deepEqual(c.get(l).rn.status().conf.voters, [2, 3]);
   c.propose(l, "y");
   c.tick(2);
   assert.deepEqual(c.appliedData(2), ["y"]);
+});
+
+Deno.test("§6 a removed leader cut off from C(new) accepts no proposals and hands off later", () => {
+  const c = new TestCluster([1, 2, 3]);
+  c.elect(1);
+  c.get(1).rn.proposeConfChange({ changes: [remove(1)], context: ctx });
+  // The commit of C(new) reaches nobody: node 1 applies it alone.
+  c.filter = (m) => !(m.from === 1 && (m.type === MessageType.TimeoutNow || m.commit >= 4));
+  c.stabilize();
+  assert.equal(c.get(1).rn.status().conf.voters.includes(1), false);
+  assert.throws(() => c.get(1).rn.propose(new Uint8Array([1])));
+  c.filter = null;
+  c.tick(15);
+  const l = c.leader([2, 3]);
+  assert.ok(l === 2 || l === 3);
+  assert.notEqual(c.get(1).rn.raft.role, "leader");
 });
 
 Deno.test("§6 joint-consensus configuration survives a restart (rebuilt from the log)", () => {

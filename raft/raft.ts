@@ -124,6 +124,7 @@ export class Raft {
 
   leadTransferee: NodeId = NONE;
   pendingConfIndex = 0;
+  private pendingTransferCampaign = false;
   readOnly = new ReadOnly();
   private pendingReadIndexMessages: Message[] = [];
   /** Entries were appended as leader: broadcast them at the next Ready. */
@@ -231,6 +232,7 @@ export class Raft {
     this.lead = NONE;
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
+    this.pendingTransferCampaign = false;
     this.resetRandomizedElectionTimeout();
     this.abortLeaderTransfer();
     this.trk.resetVotes();
@@ -324,6 +326,9 @@ export class Raft {
         for (const [id, pr] of this.trk.progress) if (id !== this.id) pr.recentActive = false;
       }
       if (this.leadTransferee !== NONE) this.abortLeaderTransfer();
+      // A removed leader retries the hand-off every election timeout until another leader
+      // takes over (it accepts no proposals meanwhile; CheckQuorum still applies).
+      if (this.isRemovedLeader()) this.handOff();
     }
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0;
@@ -355,6 +360,18 @@ export class Raft {
     }
     if (this.preVote && !transfer) this.campaign("pre");
     else this.campaign(transfer ? "transfer" : "election");
+  }
+
+  /** Called after the driver applied entries: runs a transfer campaign deferred by TimeoutNow. */
+  afterApply(): void {
+    if (!this.pendingTransferCampaign) return;
+    if (this.role !== "follower") {
+      this.pendingTransferCampaign = false;
+      return;
+    }
+    if (this.hasUnappliedConfChanges()) return;
+    this.pendingTransferCampaign = false;
+    this.hup(true);
   }
 
   private hasUnappliedConfChanges(): boolean {
@@ -598,6 +615,11 @@ export class Raft {
         return;
       case MessageType.TimeoutNow:
         this.logger.info("raft: TimeoutNow received, campaigning", { id: this.id, from: m.from });
+        if (this.promotable() && this.hasUnappliedConfChanges()) {
+          // Campaign as soon as the committed conf changes are applied (see afterApply).
+          this.pendingTransferCampaign = true;
+          return;
+        }
         this.hup(true);
         return;
       case MessageType.ReadIndex:
@@ -1070,8 +1092,13 @@ export class Raft {
     this.isLearner = !!self && self.isLearner;
     const cs = toConfState(cfg);
     if ((!self || this.isLearner) && this.role === "leader") {
-      this.logger.info("raft: leader removed from configuration, stepping down", { id: this.id });
-      this.becomeFollower(this.term, NONE);
+      // Removed (or demoted) by a committed C(new): hand leadership to the most up-to-date
+      // voter, then step down. Stepping down at once could deadlock the cluster: the remaining
+      // voters may not yet know that C(new) is committed (they apply configurations when
+      // committed) and still need this node's vote, which it refuses when it holds entries
+      // they lack. The transfer first replicates those entries and the commit index.
+      this.logger.info("raft: leader removed from configuration, handing off", { id: this.id });
+      this.handOff();
       return cs;
     }
     if (this.role !== "leader" || cs.voters.length === 0) return cs;
@@ -1115,6 +1142,32 @@ export class Raft {
     this.leadTransferee = to;
     if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(to);
     else this.sendAppend(to);
+  }
+
+  /** A leader that is no longer a voter of its (committed) configuration. */
+  isRemovedLeader(): boolean {
+    if (this.role !== "leader") return false;
+    const self = this.trk.progress.get(this.id);
+    return !self || self.isLearner;
+  }
+
+  /** Removed leader: transfers leadership to the voter with the highest match index. */
+  private handOff(): void {
+    let best = NONE;
+    let bestMatch = -1;
+    for (const id of this.trk.voterIds()) {
+      if (id === this.id) continue;
+      const pr = this.trk.progress.get(id);
+      if (pr && pr.match > bestMatch) {
+        best = id;
+        bestMatch = pr.match;
+      }
+    }
+    if (best === NONE) {
+      this.becomeFollower(this.term, NONE);
+      return;
+    }
+    this.leaderTransfer(best);
   }
 
   private sendTimeoutNow(to: NodeId): void {

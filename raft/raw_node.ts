@@ -320,6 +320,7 @@ export class RawNode {
     }
     r.selfPersisted(r.log.persistedLastIndex());
     r.maybeAutoLeave();
+    r.afterApply();
   }
 
   /** The node's current state. */
