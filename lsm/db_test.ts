@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ClosedError, DatabaseLockedError, InvalidArgumentError, LsmDb } from "./mod.ts";
-import { b, s, withTempDir } from "./testutil_test.ts";
+import { s, withTempDir } from "./testutil_test.ts";
 
 const small = {
   memtableBytes: 16 * 1024,
