@@ -100,6 +100,9 @@ export interface ClientServerOptions {
   metrics: ServerMetrics;
 }
 
+/** Requests one connection may have pending before the server stops reading from it. */
+export const MAX_INFLIGHT_PER_CONN = 8192;
+
 class ServerConn {
   private out: Uint8Array[] = [];
   private outBytes = 0;
@@ -107,6 +110,7 @@ class ServerConn {
   private closed = false;
   private writeDone: Promise<void> = Promise.resolve();
   inflight = 0;
+  private resume: (() => void) | undefined;
 
   constructor(
     readonly conn: Deno.TcpConn,
@@ -128,6 +132,10 @@ class ServerConn {
         frames.push(buf.subarray(0, n));
         for (let body = frames.next(); body; body = frames.next()) {
           this.dispatch(decodeRequest(body));
+        }
+        // Backpressure: stop reading while too many requests of this connection are pending.
+        if (this.inflight >= MAX_INFLIGHT_PER_CONN) {
+          await new Promise<void>((r) => this.resume = r);
         }
       }
     } catch (e) {
@@ -152,12 +160,21 @@ class ServerConn {
   private dispatch(req: Request): void {
     this.inflight++;
     handleRequest(this.service, req).then((res) => {
-      this.inflight--;
+      this.done();
       this.send(encodeResponse(res));
     }, (e) => {
-      this.inflight--;
+      this.done();
       this.send(encodeResponse(errorResponse(req.op, req.id, e)));
     });
+  }
+
+  private done(): void {
+    this.inflight--;
+    if (this.resume && this.inflight < MAX_INFLIGHT_PER_CONN / 2) {
+      const r = this.resume;
+      this.resume = undefined;
+      r();
+    }
   }
 
   private send(frame: Uint8Array): void {
@@ -210,6 +227,7 @@ class ServerConn {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.resume?.();
     try {
       this.conn.close();
     } catch { /* already closed */ }

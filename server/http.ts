@@ -36,6 +36,9 @@ import type { KvService } from "./service.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import type { MemberAddrs } from "./members.ts";
 
+/** Largest request body accepted (bytes). */
+export const MAX_BODY_BYTES = 32 * 1024 * 1024;
+
 /** Header marking a request forwarded by a follower. */
 export const FORWARDED_HEADER = "x-gokv-forwarded";
 
@@ -274,6 +277,13 @@ export function createHttpHandler(
     const url = new URL(req.url);
     let body: Uint8Array<ArrayBuffer> | undefined;
     if (req.body && (req.method === "PUT" || req.method === "POST")) {
+      const declared = Number(req.headers.get("content-length") ?? "0");
+      if (declared > MAX_BODY_BYTES) {
+        return json(413, {
+          error: "invalid_argument",
+          message: `body of ${declared} bytes exceeds ${MAX_BODY_BYTES}`,
+        });
+      }
       try {
         body = new Uint8Array(await req.arrayBuffer());
       } catch {

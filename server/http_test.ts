@@ -90,6 +90,8 @@ Deno.test("HTTP bad input is 400, unknown routes 404, wrong methods 405", async 
   assert.equal((await call("GET", "/v1/nothing")).status, 404);
   assert.equal((await call("PATCH", "/v1/kv/k")).status, 405);
   assert.equal((await call("DELETE", "/v1/members/99")).status, 404);
+  const huge = await call("PUT", "/v1/kv/k", "x", { "content-length": String(64 * 1024 * 1024) });
+  assert.equal(huge.status, 413);
 });
 
 Deno.test("HTTP members, add, remove and leader transfer", async () => {
