@@ -28,7 +28,6 @@ import {
   Status,
 } from "./protocol.ts";
 import {
-  GokvError,
   InternalError,
   InvalidArgumentError,
   NotFoundError,
@@ -387,7 +386,8 @@ export class Client {
         res = await conn.request(body, Math.min(left, this.requestTimeoutMs));
       } catch (e) {
         lastError = e as Error;
-        if (!(e instanceof GokvError)) throw e;
+        // Only connection-level failures are retried elsewhere.
+        if (!(e instanceof UnavailableError) && !(e instanceof TimeoutError)) throw e;
         this.rotate(ep);
         await sleep(Math.min(backoff, Math.max(0, deadline - Date.now())));
         backoff = Math.min(backoff * 2, 500);

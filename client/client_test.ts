@@ -147,6 +147,7 @@ Deno.test("errors are typed: invalid argument, not found, timeout, unavailable",
   const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 400 });
   try {
     await assert.rejects(kv.put("", "v"), InvalidArgumentError);
+    await assert.rejects(kv.put("big", new Uint8Array(65 * 1024 * 1024)), InvalidArgumentError);
     await assert.rejects(
       kv.addMember({ id: 9, peer: "nope", client: "127.0.0.1:1", http: "127.0.0.1:2" }),
       InvalidArgumentError,

@@ -12,7 +12,7 @@ import {
   type Request,
   type Response,
 } from "./protocol.ts";
-import { TimeoutError, UnavailableError } from "./errors.ts";
+import { InvalidArgumentError, TimeoutError, UnavailableError } from "./errors.ts";
 
 /** A request without its id (the connection assigns one). */
 export type RequestBody = Request extends infer R ? R extends Request ? Omit<R, "id"> : never
@@ -89,7 +89,14 @@ export class Connection {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    const frame = encodeRequest({ ...body, id } as Request);
+    let frame: Uint8Array;
+    try {
+      frame = encodeRequest({ ...body, id } as Request);
+    } catch (e) {
+      return Promise.reject(
+        new InvalidArgumentError(e instanceof ProtocolError ? e.reason : String(e)),
+      );
+    }
     return new Promise<Response>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
