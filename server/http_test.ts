@@ -92,6 +92,8 @@ Deno.test("HTTP bad input is 400, unknown routes 404, wrong methods 405", async 
   assert.equal((await call("DELETE", "/v1/members/99")).status, 404);
   const huge = await call("PUT", "/v1/kv/k", "x", { "content-length": String(64 * 1024 * 1024) });
   assert.equal(huge.status, 413);
+  assert.equal((await call("PUT", "/v1/kv/k", new Uint8Array(9 * 1024 * 1024))).status, 400);
+  assert.equal((await call("PUT", `/v1/kv/${"k".repeat(70_000)}`, "v")).status, 400);
 });
 
 Deno.test("HTTP members, add, remove and leader transfer", async () => {

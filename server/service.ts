@@ -70,6 +70,11 @@ export interface WriteSession {
   seq: number;
 }
 
+/** Longest key accepted (bytes). */
+export const MAX_KEY_BYTES = 64 * 1024;
+/** Longest value accepted (bytes): one entry must fit in a peer transport frame. */
+export const MAX_VALUE_BYTES = 8 * 1024 * 1024;
+
 /** Role names as reported by status. */
 export type RoleName = "leader" | "follower" | "candidate" | "pre-candidate" | "learner";
 
@@ -218,9 +223,18 @@ export class KvService {
     if (r && r.ok === false) throw new InternalError(r.message ?? "command rejected");
   }
 
-  /** Writes `value` at `key` (exactly once per session seq). */
+  /** Writes `value` at `key` (exactly once per session seq). Keys are limited to
+   * {@link MAX_KEY_BYTES}, values to {@link MAX_VALUE_BYTES}. */
   put(key: Uint8Array, value: Uint8Array, session?: WriteSession): Promise<void> {
     if (key.length === 0) return Promise.reject(new InvalidArgumentError("empty key"));
+    if (key.length > MAX_KEY_BYTES) {
+      return Promise.reject(new InvalidArgumentError(`key longer than ${MAX_KEY_BYTES} bytes`));
+    }
+    if (value.length > MAX_VALUE_BYTES) {
+      return Promise.reject(
+        new InvalidArgumentError(`value longer than ${MAX_VALUE_BYTES} bytes`),
+      );
+    }
     return this.run(() => this.propose(encodeCommand(putCommand(key, value, session))));
   }
 
