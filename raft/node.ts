@@ -268,7 +268,20 @@ export class RaftNode {
       { changes: [{ type: ConfChangeType.RemoveNode, nodeId: id }], context: new Uint8Array(0) },
       { timeoutMs: left() },
     );
-    if (id !== this.rawNode.raft.id) await this.waitConfIdle(left()).catch(() => {});
+    // Done once the change left the joint configuration, or (removing this leader itself) once
+    // leadership was handed off.
+    await this.waitFor(
+      () => {
+        const r = this.rawNode.raft;
+        if (r.role !== "leader") {
+          if (id === r.id || !r.trk.isVoter(id)) return true;
+          throw new NotLeaderError(r.lead);
+        }
+        return !r.trk.isJoint() && r.pendingConfIndex <= r.log.applied;
+      },
+      left(),
+      "removeMember",
+    );
   }
 
   /** Transfers leadership to `id`; resolves once `id` is the known leader. */
