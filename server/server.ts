@@ -112,7 +112,7 @@ export async function startServer(
     logger,
   });
   const log = timedLogStore(opened.log, metrics.fsyncSeconds);
-  const sm = countingStateMachine(opened.sm, metrics.applies);
+  const sm = countingStateMachine(opened.sm, metrics.applies, metrics.applySeconds);
   storageStats = () => opened.sm.stats();
 
   const book = new AddressBook(

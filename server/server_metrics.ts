@@ -37,6 +37,8 @@ export interface ServerMetrics {
   readIndexSeconds: Histogram;
   /** Log fsync (LogStore.sync) latency. */
   fsyncSeconds: Histogram;
+  /** State machine apply latency (per batch of committed entries). */
+  applySeconds: Histogram;
 }
 
 /** Values sampled at scrape time. */
@@ -111,6 +113,10 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
     httpRequests: r.counter("gokv_http_requests_total", "HTTP requests served."),
     readIndexSeconds: r.histogram("gokv_read_index_seconds", "Latency of ReadIndex barriers."),
     fsyncSeconds: r.histogram("gokv_fsync_seconds", "Latency of Raft log syncs (fsync)."),
+    applySeconds: r.histogram(
+      "gokv_apply_seconds",
+      "Latency of applying one batch of committed entries to the state machine.",
+    ),
   };
   r.gauge("gokv_raft_term", "Current Raft term.", () => src.raft().term);
   r.gauge(
@@ -190,13 +196,22 @@ export function timedLogStore(log: LogStore, hist: Histogram): LogStore {
   };
 }
 
-/** Wraps a state machine so applied entries are counted. */
-export function countingStateMachine(sm: KvStateMachine, applies: Counter): KvStateMachine {
+/** Wraps a state machine so applied entries are counted and apply batches timed. */
+export function countingStateMachine(
+  sm: KvStateMachine,
+  applies: Counter,
+  applySeconds?: Histogram,
+): KvStateMachine {
   return {
     appliedIndex: () => sm.appliedIndex(),
-    apply: (cmds: ApplyCommand[]) => {
+    apply: async (cmds: ApplyCommand[]) => {
       applies.inc(cmds.length);
-      return sm.apply(cmds);
+      const t0 = performance.now();
+      try {
+        return await sm.apply(cmds);
+      } finally {
+        applySeconds?.observe((performance.now() - t0) / 1000);
+      }
     },
     snapshot: () => sm.snapshot(),
     restore: (data, index) => sm.restore(data, index),
