@@ -174,7 +174,7 @@ export class RaftNode {
 
   /** Proposes a command; resolves with the state machine's result once it is applied. */
   propose(data: Uint8Array, opts?: RequestOptions): Promise<unknown> {
-    if (this.stopped) return Promise.reject(new StoppedError());
+    if (this.stopped || this.fatal) return Promise.reject(this.fatal ?? new StoppedError());
     let r: { index: number; term: number };
     try {
       r = this.rawNode.propose(data);
@@ -188,7 +188,7 @@ export class RaftNode {
 
   /** Proposes a membership change; resolves once it is applied. */
   async proposeConfChange(cc: ConfChange, opts?: RequestOptions): Promise<void> {
-    if (this.stopped) throw new StoppedError();
+    if (this.stopped || this.fatal) throw this.fatal ?? new StoppedError();
     const r = this.rawNode.proposeConfChange(cc);
     const p = this.waitProposal(r.index, r.term, opts?.timeoutMs ?? DEFAULT_TIMEOUT, "conf change");
     this.schedule();
@@ -200,7 +200,7 @@ export class RaftNode {
    * waiting at the same moment share one ReadIndex request (one heartbeat round).
    */
   readIndex(opts?: RequestOptions): Promise<void> {
-    if (this.stopped) return Promise.reject(new StoppedError());
+    if (this.stopped || this.fatal) return Promise.reject(this.fatal ?? new StoppedError());
     const timeoutMs = opts?.timeoutMs ?? DEFAULT_TIMEOUT;
     return new Promise<void>((resolve, reject) => {
       const w: ReadWaiter = {
@@ -286,7 +286,7 @@ export class RaftNode {
 
   /** Transfers leadership to `id`; resolves once `id` is the known leader. */
   transferLeader(id: NodeId, opts?: RequestOptions): Promise<void> {
-    if (this.stopped) return Promise.reject(new StoppedError());
+    if (this.stopped || this.fatal) return Promise.reject(this.fatal ?? new StoppedError());
     this.rawNode.transferLeader(id);
     this.schedule();
     return this.waitFor(
@@ -324,7 +324,14 @@ export class RaftNode {
     this.stopped = true;
     if (this.interval !== undefined) clearInterval(this.interval);
     if (this.running) await this.running.catch(() => {});
-    const err = new StoppedError();
+    this.failAll(new StoppedError());
+    await this.transport.close();
+    await this.log.close();
+    await this.sm.close();
+  }
+
+  /** Rejects every waiting request with `err`. */
+  private failAll(err: Error): void {
     for (const w of this.proposals.values()) {
       clearTimeout(w.timer);
       w.reject(err);
@@ -348,9 +355,6 @@ export class RaftNode {
       c.reject(err);
     }
     this.conds = [];
-    await this.transport.close();
-    await this.log.close();
-    await this.sm.close();
   }
 
   // ---------------------------------------------------------------- waiting helpers
@@ -437,7 +441,11 @@ export class RaftNode {
     this.rawNode.tick();
     // Re-issue unanswered read batches every election timeout (leader changes, lost messages).
     const every = this.opts.config.electionTick;
-    for (const b of this.readBatches.values()) {
+    for (const [key, b] of this.readBatches) {
+      if (b.waiters.every((w) => w.done)) {
+        this.readBatches.delete(key); // every waiter timed out
+        continue;
+      }
       if (this.ticks - b.issuedAtTick >= every) {
         b.issuedAtTick = this.ticks;
         this.rawNode.readIndex(b.ctx);
@@ -476,6 +484,7 @@ export class RaftNode {
           err: String(e),
         });
         if (this.interval !== undefined) clearInterval(this.interval);
+        this.failAll(this.fatal);
         return;
       }
       this.checkConds();

@@ -313,3 +313,16 @@ Deno.test("driver: stop closes the log, the state machine and the transport", as
   assert.equal(m.sm.closed, true);
   assert.equal(c.hub.handlers.has(1), false);
 });
+
+Deno.test("driver: a storage failure halts the node and fails waiting requests at once", async () => {
+  const c = await cluster(1);
+  try {
+    const m = c.members.get(1)!;
+    await c.leader();
+    m.log.sync = () => Promise.reject(new Error("disk on fire"));
+    await assert.rejects(m.node.propose(enc("x=1"), { timeoutMs: 5000 }), /disk on fire/);
+    await assert.rejects(m.node.propose(enc("y=1")), /disk on fire/);
+  } finally {
+    await c.stopAll();
+  }
+});
