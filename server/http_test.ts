@@ -182,3 +182,14 @@ Deno.test("without a known leader a write is 503 not_leader", async () => {
   assert.equal(r.json.error, "not_leader");
   assert.equal((await call("GET", "/v1/kv/k")).status, 503);
 });
+
+Deno.test("a failed forward answers 503 naming the leader's HTTP address", async () => {
+  const failing = (() => Promise.reject(new TypeError("connection refused"))) as typeof fetch;
+  const { call } = setup({ lead: 3, fetch: failing });
+  const r = await call("DELETE", "/v1/kv/k");
+  assert.equal(r.status, 503);
+  assert.equal(r.json.error, "unavailable");
+  assert.equal(r.json.leader, 3);
+  assert.equal(r.json.leaderHttp, "127.0.0.1:9003");
+  assert.match(String(r.json.message), /connection refused/);
+});
