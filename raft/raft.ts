@@ -17,7 +17,7 @@ import {
 } from "./errors.ts";
 import { entrySize, RaftLog } from "./log.ts";
 import { type Logger, nullLogger } from "./logger.ts";
-import { jointVote } from "./quorum.ts";
+import { jointCommitted, jointVote } from "./quorum.ts";
 import { ReadOnly } from "./read_only.ts";
 import { CompactedError, type LogStore } from "./storage.ts";
 import {
@@ -125,6 +125,8 @@ export class Raft {
   leadTransferee: NodeId = NONE;
   pendingConfIndex = 0;
   private pendingTransferCampaign = false;
+  /** Ticks since start: the clock heartbeats carry so that acknowledgements date the lease. */
+  private ticks = 0;
   readOnly = new ReadOnly();
   private pendingReadIndexMessages: Message[] = [];
   /** Entries were appended as leader: broadcast them at the next Ready. */
@@ -297,6 +299,7 @@ export class Raft {
   // ---------------------------------------------------------------- ticks
 
   tick(): void {
+    this.ticks++;
     if (this.role === "leader") this.tickHeartbeat();
     else this.tickElection();
   }
@@ -549,6 +552,7 @@ export class Raft {
         return;
       case MessageType.HeartbeatResp:
         pr.recentActive = true;
+        if (m.index > pr.leaseAck) pr.leaseAck = m.index;
         pr.msgAppFlowPaused = false;
         // Appends may have been lost: free one slot of a full window so replication resumes
         // (the follower then rejects the gap and the leader probes back; etcd does the same).
@@ -702,6 +706,7 @@ export class Raft {
       this.send(message({
         type: MessageType.Heartbeat,
         to: id,
+        index: this.ticks, // echoed back: dates the leader lease
         commit: Math.min(pr.match, this.log.committed),
         context: ctx ?? EMPTY,
       }));
@@ -969,7 +974,9 @@ export class Raft {
 
   private handleHeartbeat(m: Message): void {
     this.log.commitTo(m.commit);
-    this.send(message({ type: MessageType.HeartbeatResp, to: m.from, context: m.context }));
+    this.send(
+      message({ type: MessageType.HeartbeatResp, to: m.from, index: m.index, context: m.context }),
+    );
   }
 
   // ---------------------------------------------------------------- reads
@@ -986,12 +993,26 @@ export class Raft {
       this.pendingReadIndexMessages.push(m);
       return;
     }
-    if (this.leaseRead) {
+    if (this.leaseRead && this.leaseValid()) {
       this.answerRead(m, this.log.committed);
       return;
     }
     if (!local && !this.trk.progress.has(m.from)) return;
     this.readOnly.enqueue(m);
+  }
+
+  /**
+   * Whether the leader lease still holds: a quorum acknowledged a heartbeat sent at tick `s`, so
+   * none of them votes for another candidate before `s + electionTimeout` (leader stickiness),
+   * and no other leader can exist until then (assuming clocks that run at the same rate).
+   * Re-checking quorum only every election timeout (CheckQuorum) would allow up to twice that.
+   */
+  private leaseValid(): boolean {
+    const s = jointCommitted(this.trk.config.voters, this.trk.config.outgoing, (id) => {
+      if (id === this.id) return this.ticks;
+      return this.trk.progress.get(id)?.leaseAck ?? -1;
+    });
+    return s >= 0 && this.ticks < s + this.electionTimeout;
   }
 
   /** Starts one heartbeat round for every read queued since the last round. */

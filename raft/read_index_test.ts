@@ -79,6 +79,9 @@ Deno.test("read index: a new leader defers reads until it commits an entry of it
 Deno.test("read index: lease reads answer at once when enabled with check quorum", () => {
   const c = new TestCluster([1, 2, 3], { checkQuorum: true, leaseRead: true });
   c.elect(1);
+  // The lease starts with a heartbeat round a quorum acknowledged.
+  c.tick(1);
+  c.stabilize();
   let heartbeats = 0;
   c.filter = (m) => {
     if (m.type === MessageType.Heartbeat) heartbeats++;

@@ -508,3 +508,33 @@ Deno.test("replacing every member one at a time keeps the cluster available and 
   finishAndCheck(c, w, [4, 5, 6]);
   assert.ok(stall() < 60, `writes stalled for ${stall()} steps`);
 });
+
+Deno.test("lease reads: a leader cut off from its quorum stops serving them before a new leader can exist", () => {
+  // Equal clocks (no drift): followers refuse to elect anyone for an election timeout after the
+  // last heartbeat they saw, so that is all the lease a leader may count on. Checking quorum
+  // only once per election timeout would let the old leader serve reads for up to two.
+  for (let s = 1; s <= 20; s++) {
+    const c = new SimCluster({ seed: s, voters: [1, 2, 3], leaseRead: true });
+    c.processReadies();
+    elect(c, 1);
+    put(c, 1, "k", "old");
+    c.run(5 + (s % 10)); // cut at different points of the check-quorum cycle
+    c.net.partition([1], [2, 3]);
+    let written = 0;
+    let newLeader = 0;
+    for (let i = 0; i < 80; i++) {
+      c.step();
+      newLeader ||= [2, 3].find((id) => status(c, id).role === "leader") ?? 0;
+      if (newLeader && !written && status(c, newLeader).commit === status(c, newLeader).lastIndex) {
+        written = put(c, newLeader, "k", "new").index;
+      }
+      if (written && c.node(newLeader).kv.applied >= written) break;
+    }
+    assert.ok(written && c.node(newLeader).kv.applied >= written, `seed ${s}: no new write`);
+    // The new value is committed and acknowledged; the old leader must not return the old one.
+    const r = read(c, 1, "k");
+    c.processReadies();
+    c.run(30);
+    assert.notEqual(r(), "old", `seed ${s}: the cut-off leader served a stale lease read`);
+  }
+});

@@ -76,6 +76,8 @@ export class Progress {
   pendingSnapshot = 0;
   /** Heard from since the last check-quorum round. */
   recentActive = false;
+  /** The leader tick at which the newest heartbeat this member acknowledged was sent (-1: none). */
+  leaseAck = -1;
   /** In probe state: an App was sent and not yet answered. */
   msgAppFlowPaused = false;
   inflights: Inflights;

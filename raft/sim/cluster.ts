@@ -55,6 +55,8 @@ export interface ClusterOptions {
   crashDuringReadyRate?: number;
   /** Probability that a node misses a tick (clock drift; default 0). */
   tickSkipRate?: number;
+  /** Serve ReadIndex from the leader lease (default false). */
+  leaseRead?: boolean;
   /** A logger for the nodes (default silent). */
   logger?: Logger;
 }
@@ -202,6 +204,7 @@ export class SimCluster {
       maxInflightMsgs: o.maxInflightMsgs ?? 8,
       maxInflightBytes: 1 << 20,
       snapshotChunkBytes: o.snapshotChunkBytes ?? 64,
+      leaseRead: o.leaseRead ?? false,
       random: () => node.rng.float(),
       logger: this.#logger,
       applied,

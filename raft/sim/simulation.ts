@@ -25,6 +25,10 @@ export interface SimulationOptions {
   healSteps?: number;
   /** Print a trace of the run's events to the console. */
   trace?: boolean;
+  /** Run the nodes with lease-based reads (default: ReadIndex with a heartbeat round). */
+  leaseRead?: boolean;
+  /** Force every clock to run at the same rate (no per-node drift). */
+  noDrift?: boolean;
   /** Deliberate bugs, to show that the checks catch them. */
   bugs?: {
     /** Gets read the contacted node's state without ReadIndex. */
@@ -120,6 +124,7 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     snapshotThreshold: p.snapshotThreshold,
     crashDuringReadyRate: p.crashDuringReadyRate,
     tickSkipRate: p.tickSkipRate,
+    leaseRead: options.leaseRead,
     logger,
   });
   const workload = new Workload(cluster, {
@@ -132,6 +137,10 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     deleteShare: 0.15,
     unsafeLocalReads: options.bugs?.staleReads,
   });
+  if (options.noDrift) {
+    p.clockDrift = 0;
+    cluster.tickSkipRate = 0;
+  }
   for (const node of cluster.nodes.values()) node.clockDrift = frngDrift(rng, p.clockDrift);
   if (options.bugs?.volatileHardState) {
     for (const node of cluster.nodes.values()) node.store.lieAboutHardState = true;
@@ -285,7 +294,7 @@ function faultStep(cluster: SimCluster, p: Profile, rng: Prng, trace: (m: string
           .slice(0, Math.max(0, Math.floor((members.length - 1) / 2) - 1));
         const group = [leader.id, ...minority];
         cluster.net.partition(group, members.filter((id) => !group.includes(id)));
-        leader.clockDrift = Math.max(leader.clockDrift, rng.float() * 0.8);
+        if (p.clockDrift > 0) leader.clockDrift = Math.max(leader.clockDrift, rng.float() * 0.8);
         trace(`cut leader off: [${group}] (drift ${leader.clockDrift.toFixed(2)})`);
         return;
       }
