@@ -37,7 +37,7 @@ interface TestCluster {
   stop(): Promise<void>;
 }
 
-async function startCluster(size = 3, extra = 0): Promise<TestCluster> {
+async function startCluster(size = 3, extra = 0, attempt = 1): Promise<TestCluster> {
   const ports = freePorts(3 * (size + extra));
   const all = Array.from({ length: size + extra }, (_, i) => ({
     id: i + 1,
@@ -53,9 +53,20 @@ async function startCluster(size = 3, extra = 0): Promise<TestCluster> {
   config.dataDir = await Deno.makeTempDir({ prefix: "gokv-server-test-" });
   Object.assign(config.raft, { tickMs: 10, heartbeatMs: 30, electionMs: 200 });
   const servers = new Map<number, ServerHandle>();
-  await Promise.all(nodes.map(async (n) => {
+  const started = await Promise.allSettled(nodes.map(async (n) => {
     servers.set(n.id, await startServer(config, n.id, { logger: nullLogger }));
   }));
+  const failed = started.find((r) => r.status === "rejected");
+  if (failed) {
+    // A port taken by another process between choosing and binding: start over.
+    await Promise.all([...servers.values()].map((s) => s.close()));
+    await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
+    const reason = (failed as PromiseRejectedResult).reason;
+    if (reason instanceof Deno.errors.AddrInUse && attempt < 3) {
+      return startCluster(size, extra, attempt + 1);
+    }
+    throw reason;
+  }
   for (const k of ["storage", "transport", "dataDir", "raft"] as const) {
     (fullConfig as unknown as Record<string, unknown>)[k] = config[k];
   }
