@@ -78,7 +78,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const onSignal = () => resolve();
   for (const s of signals) Deno.addSignalListener(s, onSignal);
   await promise;
-  for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  // Repeated signals during the graceful shutdown are ignored (the listeners stay installed).
   await server.close();
+  for (const s of signals) Deno.removeSignalListener(s, onSignal);
   return EXIT_OK;
 }
