@@ -358,8 +358,8 @@ export class Client {
   }
 
   /**
-   * Sends `body` to the leader (or, for serializable reads, any node), following redirects and
-   * retrying with backoff until the deadline. Returns Ok and NotFound responses; throws typed
+   * Sends `body` to the node believed to lead (any endpoint while unknown), following redirects
+   * and retrying with backoff until the deadline. Returns Ok and NotFound responses; throws typed
    * errors otherwise.
    */
   private async call(
