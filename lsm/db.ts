@@ -14,6 +14,7 @@ import {
   writeOp,
 } from "./batch.ts";
 import { BlockCache } from "./cache.ts";
+import { bloomHash } from "./bloom.ts";
 import {
   type Compaction,
   levelScores,
@@ -26,6 +27,7 @@ import {
 } from "./compaction.ts";
 import { ClosedError, CorruptionError, InvalidArgumentError } from "./errors.ts";
 import { WorkerClient } from "./worker_client.ts";
+import { copyBytes } from "./slab.ts";
 import { parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
 import { KIND_DELETE, KIND_PUT, MAX_SEQ, userKeyOf } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
@@ -151,6 +153,47 @@ function boundBytes(v: unknown, arg: string): Uint8Array {
     throw new InvalidArgumentError(arg, "must be a Uint8Array or string");
   }
   return toBytes(v);
+}
+
+/**
+ * Async iterator over scan results. Each step runs synchronously; the version
+ * it reads is released when iteration ends, fails or is abandoned via return().
+ */
+class ScanCursor implements AsyncIterableIterator<[Uint8Array, Uint8Array]> {
+  private done = false;
+  constructor(
+    version: Version | undefined,
+    private readonly step: () => [Uint8Array, Uint8Array] | undefined,
+    private readonly release: () => void,
+  ) {
+    if (version === undefined) this.done = true;
+  }
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.release();
+  }
+  next(): Promise<IteratorResult<[Uint8Array, Uint8Array]>> {
+    if (this.done) return Promise.resolve({ value: undefined, done: true });
+    try {
+      const r = this.step();
+      if (r === undefined) {
+        this.finish();
+        return Promise.resolve({ value: undefined, done: true });
+      }
+      return Promise.resolve({ value: r, done: false });
+    } catch (e) {
+      this.finish();
+      return Promise.reject(e);
+    }
+  }
+  return(): Promise<IteratorResult<[Uint8Array, Uint8Array]>> {
+    this.finish();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+  [Symbol.asyncIterator](): AsyncIterableIterator<[Uint8Array, Uint8Array]> {
+    return this;
+  }
 }
 
 /**
@@ -654,6 +697,7 @@ export class LsmDb {
     }
     const v = this.vs.current;
     const l0 = v.levels[0];
+    const hash = bloomHash(key);
     for (let i = l0.length - 1; i >= 0; i--) {
       const f = l0[i];
       if (
@@ -661,7 +705,7 @@ export class LsmDb {
       ) {
         continue;
       }
-      const r = this.table(f).get(key, seq);
+      const r = this.table(f).get(key, seq, hash);
       if (r !== undefined) return r === TOMBSTONE ? undefined : r;
     }
     for (let l = 1; l < NUM_LEVELS; l++) {
@@ -671,7 +715,7 @@ export class LsmDb {
       if (i >= files.length) continue;
       const f = files[i];
       if (compareBytes(key, userKeyOf(f.smallest)) < 0) continue;
-      const r = this.table(f).get(key, seq);
+      const r = this.table(f).get(key, seq, hash);
       if (r !== undefined) return r === TOMBSTONE ? undefined : r;
     }
     return undefined;
@@ -755,7 +799,7 @@ export class LsmDb {
     return new MergingIterator(ch);
   }
 
-  private async *scanGen(
+  private scanGen(
     seq: number,
     lower: Uint8Array | undefined,
     lowerInc: boolean,
@@ -764,12 +808,13 @@ export class LsmDb {
     prefix: Uint8Array | undefined,
     limit: number,
     reverse: boolean,
-  ): AsyncGenerator<[Uint8Array, Uint8Array]> {
-    if (limit === 0) return;
+  ): AsyncIterableIterator<[Uint8Array, Uint8Array]> {
+    let empty = limit === 0;
     if (lower && upper) {
       const c = compareBytes(lower, upper);
-      if (c > 0 || (c === 0 && !(lowerInc && upperInc))) return;
+      if (c > 0 || (c === 0 && !(lowerInc && upperInc))) empty = true;
     }
+    if (empty) return new ScanCursor(undefined, () => undefined, () => {});
     const v = this.pinVersion();
     let it: MergingIterator;
     try {
@@ -779,81 +824,88 @@ export class LsmDb {
       throw e;
     }
     let count = 0;
-    try {
-      if (!reverse) {
+    let started = false;
+    let cur: Uint8Array | undefined;
+    let bound = upper;
+    let first = true;
+    const forward = (): [Uint8Array, Uint8Array] | undefined => {
+      if (!started) {
+        started = true;
         if (lower) it.seek(lower, MAX_SEQ);
         else it.seekToFirst();
-        let cur: Uint8Array | undefined;
-        while (it.valid()) {
-          if (this.closed) throw new ClosedError();
-          if (it.seq() > seq) {
-            it.next();
-            continue;
-          }
-          const uk = it.userKey();
-          if (cur !== undefined && compareBytes(uk, cur) === 0) {
-            it.next();
-            continue;
-          }
-          cur = uk.slice();
-          if (!lowerInc && lower && compareBytes(cur, lower) === 0) {
-            it.next();
-            continue;
-          }
-          if (upper) {
-            const c = compareBytes(cur, upper);
-            if (c > 0 || (c === 0 && !upperInc)) return;
-          }
-          if (prefix && !hasPrefix(cur, prefix)) return;
-          if (it.kind() === KIND_PUT) {
-            const val = it.value().slice();
-            it.next();
-            yield [cur, val];
-            if (++count >= limit) return;
-          } else {
-            it.next();
-          }
+      }
+      while (it.valid()) {
+        if (it.seq() > seq) {
+          it.next();
+          continue;
         }
-      } else {
-        let bound = upper;
-        let first = true;
-        for (;;) {
-          if (this.closed) throw new ClosedError();
-          if (first && upper && upperInc) {
-            // Inclusive upper bound: look at `upper` itself first.
-            first = false;
-            it.seek(upper, seq);
-            if (it.valid() && compareBytes(it.userKey(), upper) === 0) {
-              if (it.kind() === KIND_PUT && (!prefix || hasPrefix(upper, prefix))) {
-                const item: [Uint8Array, Uint8Array] = [upper.slice(), it.value().slice()];
-                yield item;
-                if (++count >= limit) return;
-              }
-            }
-            continue;
-          }
+        const uk = it.userKey();
+        if (cur !== undefined && compareBytes(uk, cur) === 0) {
+          it.next();
+          continue;
+        }
+        cur = copyBytes(uk);
+        if (!lowerInc && lower && compareBytes(cur, lower) === 0) {
+          it.next();
+          continue;
+        }
+        if (upper) {
+          const c = compareBytes(cur, upper);
+          if (c > 0 || (c === 0 && !upperInc)) return undefined;
+        }
+        if (prefix && !hasPrefix(cur, prefix)) return undefined;
+        if (it.kind() === KIND_PUT) {
+          const val = copyBytes(it.value());
+          it.next();
+          return [cur, val];
+        }
+        it.next();
+      }
+      return undefined;
+    };
+    const backward = (): [Uint8Array, Uint8Array] | undefined => {
+      for (;;) {
+        if (first && upper && upperInc) {
+          // Inclusive upper bound: look at `upper` itself first.
           first = false;
-          if (bound) it.seekLT(bound);
-          else it.seekToLast();
-          if (!it.valid()) return;
-          const k = it.userKey().slice();
-          if (lower) {
-            const c = compareBytes(k, lower);
-            if (c < 0 || (c === 0 && !lowerInc)) return;
+          it.seek(upper, seq);
+          if (
+            it.valid() && compareBytes(it.userKey(), upper) === 0 && it.kind() === KIND_PUT &&
+            (!prefix || hasPrefix(upper, prefix))
+          ) {
+            return [copyBytes(upper), copyBytes(it.value())];
           }
-          if (prefix && !hasPrefix(k, prefix)) return;
-          bound = k;
-          it.seek(k, seq);
-          if (it.valid() && compareBytes(it.userKey(), k) === 0 && it.kind() === KIND_PUT) {
-            const val = it.value().slice();
-            yield [k, val];
-            if (++count >= limit) return;
-          }
+          continue;
+        }
+        first = false;
+        if (bound) it.seekLT(bound);
+        else it.seekToLast();
+        if (!it.valid()) return undefined;
+        const k = copyBytes(it.userKey());
+        if (lower) {
+          const c = compareBytes(k, lower);
+          if (c < 0 || (c === 0 && !lowerInc)) return undefined;
+        }
+        if (prefix && !hasPrefix(k, prefix)) return undefined;
+        bound = k;
+        it.seek(k, seq);
+        if (it.valid() && compareBytes(it.userKey(), k) === 0 && it.kind() === KIND_PUT) {
+          return [k, copyBytes(it.value())];
         }
       }
-    } finally {
-      this.unpinVersion(v);
-    }
+    };
+    const step = reverse ? backward : forward;
+    return new ScanCursor(
+      v,
+      () => {
+        if (this.closed) throw new ClosedError();
+        if (count >= limit) return undefined;
+        const r = step();
+        if (r !== undefined) count++;
+        return r;
+      },
+      () => this.unpinVersion(v),
+    );
   }
 
   /** Takes a consistent snapshot; call {@linkcode Snapshot.release} when done. */
@@ -949,14 +1001,25 @@ export class LsmDb {
     if (m.entries > 0) {
       const number = this.vs.newFileNumber();
       if (this.opts.backgroundWorker) {
+        const mem = m.exportState();
         const out = await this.flushWorker.request({
           type: "flush",
           dir: this.dir,
           path: tablePath(this.dir, number),
           number,
           opts: this.opts,
-          mem: m.exportState(),
-        });
+          mem,
+        }, [
+          mem.arena,
+          mem.kOff,
+          mem.kLen,
+          mem.vOff,
+          mem.vLen,
+          mem.seqs,
+          mem.kinds,
+          mem.linkBase,
+          mem.links,
+        ].map((a) => a.buffer as ArrayBuffer));
         if (this.closed) throw new ClosedError();
         edit.newFiles = [[0, out.files[0]]];
       }

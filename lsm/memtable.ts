@@ -9,6 +9,7 @@
  */
 import { KIND_PUT, MAX_SEQ } from "./internal_key.ts";
 import type { InternalIterator } from "./iterator.ts";
+import { copyOut } from "./slab.ts";
 
 const MAX_HEIGHT = 12;
 const HEAD = 0;
@@ -258,8 +259,7 @@ export class Memtable {
   }
   /** A copy of the value of node `x`. */
   valueCopy(x: number): Uint8Array {
-    const o = this.vOff[x];
-    return this.arena.slice(o, o + this.vLen[x]);
+    return copyOut(this.arena, this.vOff[x], this.vLen[x]);
   }
 
   /** Copies of the arrays holding this memtable (for a flush in a Worker). */

@@ -11,6 +11,7 @@ import type { BlockCache } from "./cache.ts";
 import { CorruptionError } from "./errors.ts";
 import { compareInternalTo, KIND_PUT, MAX_SEQ } from "./internal_key.ts";
 import type { InternalIterator } from "./iterator.ts";
+import { copyBytes } from "./slab.ts";
 import { BLOCK_TRAILER, checkBlockTrailer, decodeFooter, FOOTER_SIZE } from "./sstable_format.ts";
 
 /** Sentinel returned by lookups that found a tombstone. */
@@ -104,8 +105,12 @@ export class TableReader {
       c.set(key, nb);
       return nb;
     }
-    return readBlockAt(this.file, this.path, off, this.blockSizes[i]);
+    // Uncached readers (compaction inputs) have one iterator each: reuse a buffer.
+    const need = this.blockSizes[i] + BLOCK_TRAILER;
+    if (this.scratch.length < need) this.scratch = new Uint8Array(Math.max(need, 8192));
+    return readBlockAt(this.file, this.path, off, this.blockSizes[i], this.scratch);
   }
+  private scratch = new Uint8Array(0);
 
   /** Offset of data block `i`. */
   blockOffset(i: number): number {
@@ -135,14 +140,14 @@ export class TableReader {
    * Newest entry of `key` with sequence <= seq: its value, {@linkcode TOMBSTONE},
    * or undefined when the table holds no such entry.
    */
-  get(key: Uint8Array, seq: number): Uint8Array | undefined {
-    if (!bloomMayContain(this.filter, bloomHash(key))) return undefined;
+  get(key: Uint8Array, seq: number, hash = bloomHash(key)): Uint8Array | undefined {
+    if (!bloomMayContain(this.filter, hash)) return undefined;
     const i = this.findBlock(key, seq);
     if (i >= this.blockOffs.length) return undefined;
     const it = new BlockIterator(this.block(i), this.path, this.blockOffs[i]);
     it.seek(key, seq);
     if (!it.valid() || compareBytes(it.userKey(), key) !== 0) return undefined;
-    return it.kind() === KIND_PUT ? it.value().slice() : TOMBSTONE;
+    return it.kind() === KIND_PUT ? copyBytes(it.value()) : TOMBSTONE;
   }
 
   /** A new two-level iterator over the whole table. */
@@ -158,8 +163,14 @@ export class TableReader {
   }
 }
 
-function readAt(file: Deno.FsFile, off: number, len: number, path: string): Uint8Array {
-  const buf = new Uint8Array(len);
+function readAt(
+  file: Deno.FsFile,
+  off: number,
+  len: number,
+  path: string,
+  into?: Uint8Array,
+): Uint8Array {
+  const buf = into ? into.subarray(0, len) : new Uint8Array(len);
   file.seekSync(off, Deno.SeekMode.Start);
   let got = 0;
   while (got < len) {
@@ -170,8 +181,14 @@ function readAt(file: Deno.FsFile, off: number, len: number, path: string): Uint
   return buf;
 }
 
-function readBlockAt(file: Deno.FsFile, path: string, off: number, size: number): Uint8Array {
-  const buf = readAt(file, off, size + BLOCK_TRAILER, path);
+function readBlockAt(
+  file: Deno.FsFile,
+  path: string,
+  off: number,
+  size: number,
+  into?: Uint8Array,
+): Uint8Array {
+  const buf = readAt(file, off, size + BLOCK_TRAILER, path, into);
   const err = checkBlockTrailer(buf, size);
   if (err !== "") throw new CorruptionError(path, off, err);
   return buf.subarray(0, size);

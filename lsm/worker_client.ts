@@ -51,12 +51,12 @@ export class WorkerClient {
   }
 
   /** Sends a request and resolves with the worker's output. */
-  request(req: Request): Promise<MergeOutput> {
+  request(req: Request, transfer: Transferable[] = []): Promise<MergeOutput> {
     this.worker ??= this.start();
     const id = this.nextId++;
     return new Promise<MergeOutput>((resolve, reject) => {
       this.reqs.set(id, { resolve, reject });
-      this.worker!.postMessage({ ...req, id });
+      this.worker!.postMessage({ ...req, id }, transfer);
     });
   }
 
