@@ -34,6 +34,9 @@ Deno.test("put, get, delete and scan work against a leader", async () => {
     await kv.delete("a");
     assert.equal(await kv.get("a"), undefined);
     assert.equal(n.raft.reads, 6, "linearizable reads and scans use the ReadIndex barrier");
+    const text = n.metrics.registry.render();
+    assert.match(text, /^gokv_request_seconds_count\{op="put"\} 3$/m);
+    assert.match(text, /^gokv_request_seconds_bucket\{op="get",le="\+Inf"\} 5$/m);
   } finally {
     await kv.close();
     await n.close();
@@ -153,6 +156,10 @@ Deno.test("errors are typed: invalid argument, not found, timeout, unavailable",
       InvalidArgumentError,
     );
     await assert.rejects(kv.removeMember(42), NotFoundError);
+    assert.match(
+      n.metrics.registry.render(),
+      /^gokv_request_errors_total\{op="member_add",status="invalid_argument"\} 1$/m,
+    );
     n.raft.failNext = { error: new RaftTimeoutError("proposal", 10), count: 1000 };
     const t0 = Date.now();
     await assert.rejects(kv.put("k", "v"), TimeoutError);

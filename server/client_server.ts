@@ -100,6 +100,28 @@ export interface ClientServerOptions {
   metrics: ServerMetrics;
 }
 
+const OP_NAMES: Record<Op, string> = {
+  [Op.Put]: "put",
+  [Op.Get]: "get",
+  [Op.Delete]: "delete",
+  [Op.Scan]: "scan",
+  [Op.Members]: "members",
+  [Op.MemberAdd]: "member_add",
+  [Op.MemberRemove]: "member_remove",
+  [Op.Transfer]: "transfer",
+  [Op.Status]: "status",
+};
+
+const STATUS_NAMES: Record<Status, string> = {
+  [Status.Ok]: "ok",
+  [Status.NotFound]: "not_found",
+  [Status.NotLeader]: "not_leader",
+  [Status.Timeout]: "timeout",
+  [Status.Unavailable]: "unavailable",
+  [Status.InvalidArgument]: "invalid_argument",
+  [Status.Internal]: "internal",
+};
+
 /** Requests one connection may have pending before the server stops reading from it. */
 export const MAX_INFLIGHT_PER_CONN = 8192;
 
@@ -159,8 +181,14 @@ class ServerConn {
 
   private dispatch(req: Request): void {
     this.inflight++;
+    const t0 = performance.now();
+    const m = this.o.metrics;
     handleRequest(this.service, req).then((res) => {
       this.done();
+      m.requestSeconds.with(OP_NAMES[req.op]).observe((performance.now() - t0) / 1000);
+      if (res.status !== Status.Ok && res.status !== Status.NotFound) {
+        m.requestErrors.inc({ op: OP_NAMES[req.op], status: STATUS_NAMES[res.status] });
+      }
       this.send(encodeResponse(res));
     }, (e) => {
       this.done();

@@ -120,6 +120,8 @@ export class Histogram implements Metric {
     readonly name: string,
     readonly help: string,
     readonly buckets: number[] = LATENCY_BUCKETS,
+    /** Constant labels of this series (for a labeled family, see {@link HistogramVec}). */
+    readonly labels?: Labels,
   ) {
     this.counts = new Float64Array(buckets.length);
   }
@@ -142,13 +144,61 @@ export class Histogram implements Metric {
   /** Appends the sample lines. */
   render(out: string[]): void {
     let cum = 0;
+    const l = this.labels;
     for (let i = 0; i < this.buckets.length; i++) {
       cum += this.counts[i];
-      out.push(`${this.name}_bucket${labelText(undefined, ["le", fmt(this.buckets[i])])} ${cum}`);
+      out.push(`${this.name}_bucket${labelText(l, ["le", fmt(this.buckets[i])])} ${cum}`);
     }
-    out.push(`${this.name}_bucket{le="+Inf"} ${this.count}`);
-    out.push(`${this.name}_sum ${fmt(this.sum)}`);
-    out.push(`${this.name}_count ${this.count}`);
+    out.push(`${this.name}_bucket${labelText(l, ["le", "+Inf"])} ${this.count}`);
+    out.push(`${this.name}_sum${labelText(l)} ${fmt(this.sum)}`);
+    out.push(`${this.name}_count${labelText(l)} ${this.count}`);
+  }
+}
+
+/** A family of histograms told apart by one label (created on first use). */
+export class HistogramVec implements Metric {
+  readonly type = "histogram";
+  private children = new Map<string, Histogram>();
+  /** Creates the family. */
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly label: string,
+    readonly buckets: number[] = LATENCY_BUCKETS,
+  ) {}
+  /** The series for `value`. */
+  with(value: string): Histogram {
+    let h = this.children.get(value);
+    if (!h) {
+      h = new Histogram(this.name, this.help, this.buckets, { [this.label]: value });
+      this.children.set(value, h);
+    }
+    return h;
+  }
+  /** Appends the sample lines of every series. */
+  render(out: string[]): void {
+    for (const h of this.children.values()) h.render(out);
+  }
+}
+
+/** A family of counters told apart by labels (created on first use). */
+export class CounterVec implements Metric {
+  readonly type = "counter";
+  private values = new Map<string, { labels: Labels; value: number }>();
+  /** Creates the family. */
+  constructor(readonly name: string, readonly help: string) {}
+  /** Adds `n` (default 1) to the series with `labels`. */
+  inc(labels: Labels, n = 1): void {
+    const k = labelText(labels);
+    const v = this.values.get(k);
+    if (v) v.value += n;
+    else this.values.set(k, { labels, value: n });
+  }
+  /** Appends the sample lines. */
+  render(out: string[]): void {
+    for (const v of this.values.values()) {
+      out.push(`${this.name}${labelText(v.labels)} ${fmt(v.value)}`);
+    }
   }
 }
 
@@ -173,6 +223,16 @@ export class Registry {
   /** Registers and returns a histogram. */
   histogram(name: string, help: string, buckets?: number[]): Histogram {
     return this.add(new Histogram(name, help, buckets));
+  }
+
+  /** Registers and returns a labeled histogram family. */
+  histogramVec(name: string, help: string, label: string, buckets?: number[]): HistogramVec {
+    return this.add(new HistogramVec(name, help, label, buckets));
+  }
+
+  /** Registers and returns a labeled counter family. */
+  counterVec(name: string, help: string): CounterVec {
+    return this.add(new CounterVec(name, help));
   }
 
   private add<M extends Metric>(m: M): M {

@@ -7,7 +7,13 @@
 import type { LogStore } from "../raft/storage.ts";
 import type { ApplyCommand } from "../raft/state_machine.ts";
 import type { KvStateMachine } from "../storage/kv_state_machine.ts";
-import { type Counter, type Histogram, Registry } from "./metrics.ts";
+import {
+  type Counter,
+  type CounterVec,
+  type Histogram,
+  type HistogramVec,
+  Registry,
+} from "./metrics.ts";
 
 /** Everything the server measures. */
 export interface ServerMetrics {
@@ -33,6 +39,10 @@ export interface ServerMetrics {
   protocolErrors: Counter;
   /** HTTP requests served. */
   httpRequests: Counter;
+  /** Client protocol request latency by op. */
+  requestSeconds: HistogramVec;
+  /** Client protocol requests answered with an error, by op and status. */
+  requestErrors: CounterVec;
   /** ReadIndex barrier latency. */
   readIndexSeconds: Histogram;
   /** Log fsync (LogStore.sync) latency. */
@@ -111,6 +121,15 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
       "Client connections closed because of malformed bytes.",
     ),
     httpRequests: r.counter("gokv_http_requests_total", "HTTP requests served."),
+    requestSeconds: r.histogramVec(
+      "gokv_request_seconds",
+      "Latency of client protocol requests served by this node, by operation.",
+      "op",
+    ),
+    requestErrors: r.counterVec(
+      "gokv_request_errors_total",
+      "Client protocol requests answered with an error status, by operation and status.",
+    ),
     readIndexSeconds: r.histogram("gokv_read_index_seconds", "Latency of ReadIndex barriers."),
     fsyncSeconds: r.histogram("gokv_fsync_seconds", "Latency of Raft log syncs (fsync)."),
     applySeconds: r.histogram(
