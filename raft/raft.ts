@@ -452,7 +452,10 @@ export class Raft {
     } else if (m.term > this.term) {
       if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
         const force = m.context.length > 0 && m.context[0] === TRANSFER_CONTEXT[0];
-        const inLease = this.lead !== NONE && this.electionElapsed < this.electionTimeout;
+        // With lease reads, a node that (re)started less than an election timeout ago may have
+        // acknowledged a leader's heartbeat before it stopped: it keeps that promise too.
+        const inLease = (this.lead !== NONE && this.electionElapsed < this.electionTimeout) ||
+          (this.leaseRead && this.ticks < this.electionTimeout);
         if (!force && inLease) {
           // Leader stickiness (thesis §4.2.3): we heard from a live leader recently.
           this.logger.debug("raft: ignoring vote request within leader lease", {
