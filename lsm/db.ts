@@ -1009,17 +1009,7 @@ export class LsmDb {
           number,
           opts: this.opts,
           mem,
-        }, [
-          mem.arena,
-          mem.kOff,
-          mem.kLen,
-          mem.vOff,
-          mem.vLen,
-          mem.seqs,
-          mem.kinds,
-          mem.linkBase,
-          mem.links,
-        ].map((a) => a.buffer as ArrayBuffer));
+        }, [mem.arena.buffer as ArrayBuffer, mem.nodes.buffer as ArrayBuffer]);
         if (this.closed) throw new ClosedError();
         edit.newFiles = [[0, out.files[0]]];
       }

@@ -2,9 +2,11 @@
  * Memtable: an arena-backed skiplist of internal entries (user key, sequence,
  * kind, value) ordered by user key ascending then sequence descending.
  *
- * Key and value bytes live in one growable arena; node fields live in typed
- * arrays, so inserts allocate no per-entry objects. Readers may iterate while
- * writers insert (single thread): a node is fully linked before it is visible.
+ * Key and value bytes live in one growable byte arena; each node is a record
+ * in one growable Int32Array (fields + the first 4 key bytes + next links), so
+ * a node visit touches one cache line and most comparisons never read the
+ * arena. Inserts allocate no per-entry objects. Readers may iterate while a
+ * writer inserts (single thread): a node is fully linked before it is visible.
  * @module
  */
 import { KIND_PUT, MAX_SEQ } from "./internal_key.ts";
@@ -12,38 +14,43 @@ import type { InternalIterator } from "./iterator.ts";
 import { copyOut } from "./slab.ts";
 
 const MAX_HEIGHT = 12;
-const HEAD = 0;
 const NIL = -1;
+// Node record layout (Int32 slots).
+const K_OFF = 0;
+const K_LEN = 1;
+const V_OFF = 2;
+const V_LEN = 3;
+const SEQ_HI = 4;
+const SEQ_LO = 5;
+const KIND_H = 6; // kind | height << 8
+const PREFIX = 7; // first 4 key bytes, big-endian, xor 0x80000000 (signed-comparable)
+const LINKS = 8;
+const HEAD = 0;
 
 /** Transferable snapshot of a memtable's arrays. */
 export interface MemtableState {
   arena: Uint8Array;
-  kOff: Int32Array;
-  kLen: Int32Array;
-  vOff: Int32Array;
-  vLen: Int32Array;
-  seqs: Float64Array;
-  kinds: Uint8Array;
-  linkBase: Int32Array;
-  links: Int32Array;
+  nodes: Int32Array;
   height: number;
   entries: number;
+  maxSeq: number;
+  minSeq: number;
+}
+
+function prefixOf(key: Uint8Array, off: number, len: number): number {
+  const b0 = len > 0 ? key[off] : 0;
+  const b1 = len > 1 ? key[off + 1] : 0;
+  const b2 = len > 2 ? key[off + 2] : 0;
+  const b3 = len > 3 ? key[off + 3] : 0;
+  return ((b0 << 24) | (b1 << 16) | (b2 << 8) | b3) ^ 0x80000000;
 }
 
 /** In-memory sorted write buffer. */
 export class Memtable {
   private arena: Uint8Array;
   private arenaLen = 0;
-  private kOff: Int32Array;
-  private kLen: Int32Array;
-  private vOff: Int32Array;
-  private vLen: Int32Array;
-  private seqs: Float64Array;
-  private kinds: Uint8Array;
-  private linkBase: Int32Array;
-  private links: Int32Array;
-  private linksLen = 0;
-  private count = 1;
+  private nodes: Int32Array;
+  private nodesLen: number;
   private height = 1;
   private rnd = 0x2545f491;
   private readonly prev = new Int32Array(MAX_HEIGHT);
@@ -57,23 +64,17 @@ export class Memtable {
 
   constructor(initialArena = 64 * 1024) {
     this.arena = new Uint8Array(initialArena);
-    const cap = 1024;
-    this.kOff = new Int32Array(cap);
-    this.kLen = new Int32Array(cap);
-    this.vOff = new Int32Array(cap);
-    this.vLen = new Int32Array(cap);
-    this.seqs = new Float64Array(cap);
-    this.kinds = new Uint8Array(cap);
-    this.linkBase = new Int32Array(cap);
-    this.links = new Int32Array(cap * 2);
-    this.links.fill(NIL, 0, MAX_HEIGHT);
-    this.linksLen = MAX_HEIGHT;
-    this.seqs[HEAD] = MAX_SEQ;
+    this.nodes = new Int32Array(Math.max(1024, initialArena >>> 3));
+    const hs = this.nodes;
+    hs[KIND_H] = MAX_HEIGHT << 8;
+    hs[SEQ_HI] = 0x7fffffff;
+    hs.fill(NIL, LINKS, LINKS + MAX_HEIGHT);
+    this.nodesLen = LINKS + MAX_HEIGHT;
   }
 
   /** Approximate memory used, in bytes. */
   get approximateBytes(): number {
-    return this.arenaLen + this.count * 33 + this.linksLen * 4;
+    return this.arenaLen + this.nodesLen * 4;
   }
 
   private randomHeight(): number {
@@ -90,26 +91,6 @@ export class Memtable {
     return h;
   }
 
-  private growNodes(): void {
-    const cap = this.kOff.length * 2;
-    const g32 = (a: Int32Array) => {
-      const n = new Int32Array(cap);
-      n.set(a);
-      return n;
-    };
-    this.kOff = g32(this.kOff);
-    this.kLen = g32(this.kLen);
-    this.vOff = g32(this.vOff);
-    this.vLen = g32(this.vLen);
-    this.linkBase = g32(this.linkBase);
-    const s = new Float64Array(cap);
-    s.set(this.seqs);
-    this.seqs = s;
-    const k = new Uint8Array(cap);
-    k.set(this.kinds);
-    this.kinds = k;
-  }
-
   private arenaAlloc(n: number): number {
     if (this.arenaLen + n > this.arena.length) {
       let cap = this.arena.length * 2;
@@ -123,56 +104,58 @@ export class Memtable {
     return off;
   }
 
-  /** Compares node `x` with (key, seq): negative when node sorts first. */
-  private cmp(x: number, key: Uint8Array, seq: number): number {
-    const a = this.arena;
-    const ko = this.kOff[x];
-    const kl = this.kLen[x];
+  /** Compares node `x` with (key, seq) whose prefix is `kp`: negative when node sorts first. */
+  private cmp(x: number, key: Uint8Array, kp: number, seq: number): number {
+    const nd = this.nodes;
+    const p = nd[x + PREFIX];
+    if (p !== kp) return p < kp ? -1 : 1;
+    const kl = nd[x + K_LEN];
     const n = kl < key.length ? kl : key.length;
-    for (let i = 0; i < n; i++) {
-      const d = a[ko + i] - key[i];
-      if (d !== 0) return d;
+    if (n > 4) {
+      const a = this.arena;
+      const ko = nd[x + K_OFF];
+      for (let i = 4; i < n; i++) {
+        const d = a[ko + i] - key[i];
+        if (d !== 0) return d;
+      }
     }
     if (kl !== key.length) return kl - key.length;
-    const s = this.seqs[x];
-    return s > seq ? -1 : s < seq ? 1 : 0;
+    const hi = seq < 4294967296 ? 0 : Math.floor(seq / 4294967296);
+    const sh = nd[x + SEQ_HI];
+    if (sh !== hi) return sh > hi ? -1 : 1;
+    const sl = nd[x + SEQ_LO] >>> 0;
+    const lo = seq < 4294967296 ? seq : seq - hi * 4294967296;
+    return sl > lo ? -1 : sl < lo ? 1 : 0;
   }
 
-  /** Node of the first entry >= (key, seq); fills `prev` when asked. */
-  private findGE(key: Uint8Array, seq: number, fillPrev: boolean): number {
+  /** Last node < (key, seq) (HEAD when none); fills `prev` when asked. */
+  private findLess(key: Uint8Array, seq: number, fillPrev: boolean): number {
+    const kp = prefixOf(key, 0, key.length);
     let x = HEAD;
-    const links = this.links;
-    const base = this.linkBase;
+    const nd = this.nodes;
     for (let lvl = this.height - 1; lvl >= 0; lvl--) {
       for (;;) {
-        const nx = links[base[x] + lvl];
-        if (nx !== NIL && this.cmp(nx, key, seq) < 0) x = nx;
+        const nx = nd[x + LINKS + lvl];
+        if (nx !== NIL && this.cmp(nx, key, kp, seq) < 0) x = nx;
         else break;
       }
       if (fillPrev) this.prev[lvl] = x;
     }
-    return links[base[x]];
+    return x;
   }
 
-  /** Last node < (key, seq) or HEAD. */
+  /** Last node < (key, seq), or HEAD. */
   findLT(key: Uint8Array, seq: number): number {
-    let x = HEAD;
-    for (let lvl = this.height - 1; lvl >= 0; lvl--) {
-      for (;;) {
-        const nx = this.links[this.linkBase[x] + lvl];
-        if (nx !== NIL && this.cmp(nx, key, seq) < 0) x = nx;
-        else break;
-      }
-    }
-    return x;
+    return this.findLess(key, seq, false);
   }
 
   /** Last node or HEAD when empty. */
   findLast(): number {
     let x = HEAD;
+    const nd = this.nodes;
     for (let lvl = this.height - 1; lvl >= 0; lvl--) {
       for (;;) {
-        const nx = this.links[this.linkBase[x] + lvl];
+        const nx = nd[x + LINKS + lvl];
         if (nx !== NIL) x = nx;
         else break;
       }
@@ -182,38 +165,44 @@ export class Memtable {
 
   /** Inserts an entry; key and value are copied. Sequence numbers must be unique. */
   add(seq: number, kind: number, key: Uint8Array, value: Uint8Array | undefined): void {
-    this.findGE(key, seq, true);
+    this.findLess(key, seq, true);
     const h = this.randomHeight();
     if (h > this.height) {
       for (let l = this.height; l < h; l++) this.prev[l] = HEAD;
       this.height = h;
     }
-    if (this.count === this.kOff.length) this.growNodes();
-    const x = this.count++;
-    const vl = kind === KIND_PUT ? value!.length : 0;
-    const off = this.arenaAlloc(key.length + vl);
-    this.arena.set(key, off);
-    if (vl > 0) this.arena.set(value!, off + key.length);
-    this.kOff[x] = off;
-    this.kLen[x] = key.length;
-    this.vOff[x] = off + key.length;
-    this.vLen[x] = vl;
-    this.seqs[x] = seq;
-    this.kinds[x] = kind;
-    if (this.linksLen + h > this.links.length) {
-      const nl = new Int32Array(this.links.length * 2);
-      nl.set(this.links);
-      this.links = nl;
+    const need = this.nodesLen + LINKS + h;
+    if (need > this.nodes.length) {
+      const nn = new Int32Array(Math.max(need, this.nodes.length * 2));
+      nn.set(this.nodes.subarray(0, this.nodesLen));
+      this.nodes = nn;
     }
-    const lb = this.linksLen;
-    this.linkBase[x] = lb;
-    this.linksLen += h;
-    const links = this.links;
-    const base = this.linkBase;
+    const x = this.nodesLen;
+    this.nodesLen = need;
+    const vl = kind === KIND_PUT ? value!.length : 0;
+    const kl = key.length;
+    const off = this.arenaAlloc(kl + vl);
+    const a = this.arena;
+    if (kl <= 32) for (let i = 0; i < kl; i++) a[off + i] = key[i];
+    else a.set(key, off);
+    if (vl > 0) {
+      if (vl <= 32) for (let i = 0; i < vl; i++) a[off + kl + i] = value![i];
+      else a.set(value!, off + kl);
+    }
+    const nd = this.nodes;
+    nd[x + K_OFF] = off;
+    nd[x + K_LEN] = kl;
+    nd[x + V_OFF] = off + kl;
+    nd[x + V_LEN] = vl;
+    const hi = Math.floor(seq / 4294967296);
+    nd[x + SEQ_HI] = hi;
+    nd[x + SEQ_LO] = (seq - hi * 4294967296) | 0;
+    nd[x + KIND_H] = kind | (h << 8);
+    nd[x + PREFIX] = prefixOf(key, 0, kl);
     for (let l = 0; l < h; l++) {
       const p = this.prev[l];
-      links[lb + l] = links[base[p] + l];
-      links[base[p] + l] = x;
+      nd[x + LINKS + l] = nd[p + LINKS + l];
+      nd[p + LINKS + l] = x;
     }
     this.entries++;
     if (this.minSeq === 0 || seq < this.minSeq) this.minSeq = seq;
@@ -225,57 +214,54 @@ export class Memtable {
    * id, or -1 when the memtable holds no such entry.
    */
   find(key: Uint8Array, seq: number): number {
-    const x = this.findGE(key, seq, false);
+    const p = this.findLess(key, seq, false);
+    const nd = this.nodes;
+    const x = nd[p + LINKS];
     if (x === NIL) return -1;
-    const kl = this.kLen[x];
+    const kl = nd[x + K_LEN];
     if (kl !== key.length) return -1;
     const a = this.arena;
-    const ko = this.kOff[x];
+    const ko = nd[x + K_OFF];
     for (let i = 0; i < kl; i++) if (a[ko + i] !== key[i]) return -1;
     return x;
   }
 
-  /** Next node at level 0 (NIL = -1 at the end). */
+  /** Next node at level 0 (-1 at the end). */
   nextOf(x: number): number {
-    return this.links[this.linkBase[x]];
+    return this.nodes[x + LINKS];
   }
   /** Kind of node `x`. */
   kindOf(x: number): number {
-    return this.kinds[x];
+    return this.nodes[x + KIND_H] & 0xff;
   }
   /** Sequence of node `x`. */
   seqOf(x: number): number {
-    return this.seqs[x];
+    return this.nodes[x + SEQ_HI] * 4294967296 + (this.nodes[x + SEQ_LO] >>> 0);
   }
   /** User key of node `x` (a view; do not keep across inserts). */
   keyOf(x: number): Uint8Array {
-    const o = this.kOff[x];
-    return this.arena.subarray(o, o + this.kLen[x]);
+    const o = this.nodes[x + K_OFF];
+    return this.arena.subarray(o, o + this.nodes[x + K_LEN]);
   }
   /** Value of node `x` (a view; do not keep across inserts). */
   valueOf(x: number): Uint8Array {
-    const o = this.vOff[x];
-    return this.arena.subarray(o, o + this.vLen[x]);
+    const o = this.nodes[x + V_OFF];
+    return this.arena.subarray(o, o + this.nodes[x + V_LEN]);
   }
   /** A copy of the value of node `x`. */
   valueCopy(x: number): Uint8Array {
-    return copyOut(this.arena, this.vOff[x], this.vLen[x]);
+    return copyOut(this.arena, this.nodes[x + V_OFF], this.nodes[x + V_LEN]);
   }
 
   /** Copies of the arrays holding this memtable (for a flush in a Worker). */
   exportState(): MemtableState {
     return {
       arena: this.arena.slice(0, this.arenaLen),
-      kOff: this.kOff.slice(0, this.count),
-      kLen: this.kLen.slice(0, this.count),
-      vOff: this.vOff.slice(0, this.count),
-      vLen: this.vLen.slice(0, this.count),
-      seqs: this.seqs.slice(0, this.count),
-      kinds: this.kinds.slice(0, this.count),
-      linkBase: this.linkBase.slice(0, this.count),
-      links: this.links.slice(0, this.linksLen),
+      nodes: this.nodes.slice(0, this.nodesLen),
       height: this.height,
       entries: this.entries,
+      maxSeq: this.maxSeq,
+      minSeq: this.minSeq,
     };
   }
 
@@ -284,18 +270,12 @@ export class Memtable {
     const m = new Memtable(16);
     m.arena = st.arena;
     m.arenaLen = st.arena.length;
-    m.kOff = st.kOff;
-    m.kLen = st.kLen;
-    m.vOff = st.vOff;
-    m.vLen = st.vLen;
-    m.seqs = st.seqs;
-    m.kinds = st.kinds;
-    m.linkBase = st.linkBase;
-    m.links = st.links;
-    m.linksLen = st.links.length;
-    m.count = st.kOff.length;
+    m.nodes = st.nodes;
+    m.nodesLen = st.nodes.length;
     m.height = st.height;
     m.entries = st.entries;
+    m.maxSeq = st.maxSeq;
+    m.minSeq = st.minSeq;
     return m;
   }
 
@@ -318,8 +298,7 @@ export class MemtableIterator implements InternalIterator {
     this.x = this.m.nextOf(HEAD);
   }
   seek(key: Uint8Array, seq: number): void {
-    const p = this.m.findLT(key, seq);
-    this.x = this.m.nextOf(p);
+    this.x = this.m.nextOf(this.m.findLT(key, seq));
   }
   seekLT(key: Uint8Array): void {
     const p = this.m.findLT(key, MAX_SEQ);
