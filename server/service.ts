@@ -210,6 +210,13 @@ export class KvService {
     return s.lead === this.o.id && roleName(s.role, false) === "leader";
   }
 
+  /** Throws {@link NotLeaderError} (with the leader's client address) unless this node leads. */
+  private requireLeader(): void {
+    if (!this.isLeader()) {
+      throw new NotLeaderError(this.leaderId(), this.leaderAddrs()?.client ?? "");
+    }
+  }
+
   private async propose(data: Uint8Array): Promise<void> {
     this.o.metrics.proposals.inc();
     let result: unknown;
@@ -307,9 +314,7 @@ export class KvService {
       if (this.members().some((x) => x.id === m.id && !x.learner)) {
         throw new InvalidArgumentError(`node ${m.id} is already a voter`);
       }
-      if (!this.isLeader()) {
-        throw new NotLeaderError(this.leaderId(), this.leaderAddrs()?.client ?? "");
-      }
+      this.requireLeader();
       let settled = false;
       let failure: unknown;
       this.o.raft.addMember(m.id, encodeMemberContext(m), { timeoutMs: 10 * 60_000 }).then(
@@ -342,6 +347,7 @@ export class KvService {
   removeMember(id: number): Promise<void> {
     return this.run(async () => {
       if (!this.members().some((x) => x.id === id)) throw new NotFoundError(`member ${id}`);
+      this.requireLeader();
       await this.o.raft.removeMember(id, { timeoutMs: Math.max(this.timeoutMs, 10_000) });
     });
   }
@@ -352,6 +358,7 @@ export class KvService {
       const m = this.members().find((x) => x.id === id);
       if (!m) throw new NotFoundError(`member ${id}`);
       if (m.learner) throw new InvalidArgumentError(`node ${id} is a learner`);
+      this.requireLeader();
       await this.o.raft.transferLeader(id, { timeoutMs: Math.max(this.timeoutMs, 5_000) });
     });
   }
