@@ -127,6 +127,8 @@ export class Raft {
   private pendingTransferCampaign = false;
   /** Ticks since start: the clock heartbeats carry so that acknowledgements date the lease. */
   private ticks = 0;
+  /** Tick of the last leadership transfer this node started (for lease reads). */
+  private lastTransferTick = -Infinity;
   readOnly = new ReadOnly();
   private pendingReadIndexMessages: Message[] = [];
   /** Entries were appended as leader: broadcast them at the next Ready. */
@@ -1011,6 +1013,10 @@ export class Raft {
    * Re-checking quorum only every election timeout (CheckQuorum) would allow up to twice that.
    */
   private leaseValid(): boolean {
+    // A transfer target campaigns with a forced vote that overrides leader stickiness, so no
+    // lease holds from the moment a transfer starts until well after it ended.
+    if (this.leadTransferee !== NONE) return false;
+    if (this.ticks < this.lastTransferTick + 2 * this.electionTimeout) return false;
     const s = jointCommitted(this.trk.config.voters, this.trk.config.outgoing, (id) => {
       if (id === this.id) return this.ticks;
       return this.trk.progress.get(id)?.leaseAck ?? -1;
@@ -1164,6 +1170,7 @@ export class Raft {
     this.logger.info("raft: starting leadership transfer", { id: this.id, to });
     this.electionElapsed = 0;
     this.leadTransferee = to;
+    this.lastTransferTick = this.ticks;
     if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(to);
     else this.sendAppend(to);
   }

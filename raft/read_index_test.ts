@@ -102,3 +102,17 @@ Deno.test("read index: a single-voter leader answers at once", () => {
   c.stabilize();
   assert.equal(c.get(1).readStates.length, 1);
 });
+
+Deno.test("read index: no lease reads while a leadership transfer may be under way", () => {
+  const c = new TestCluster([1, 2, 3], { checkQuorum: true, leaseRead: true });
+  c.elect(1);
+  c.tick(2);
+  c.isolate(3);
+  c.get(1).rn.transferLeader(3);
+  c.stabilize();
+  c.get(1).rn.readIndex(ctx("t"));
+  c.processReadies();
+  assert.equal(c.get(1).readStates.length, 0, "not served from the lease");
+  c.stabilize();
+  assert.equal(c.get(1).readStates.length, 1, "served after a heartbeat round");
+});
