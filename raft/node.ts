@@ -326,6 +326,8 @@ export class RaftNode {
     if (this.running) await this.running.catch(() => {});
     this.failAll(new StoppedError());
     await this.transport.close();
+    // Persist what was recorded without a sync (commit-only hard state changes).
+    if (!this.fatal) await this.log.sync().catch(() => {});
     await this.log.close();
     await this.sm.close();
   }
