@@ -27,16 +27,26 @@ try {
     const t1 = performance.now();
     const w = new TableWriter(`${dir}/${num}.sst`, opts);
     const it = m.iterator();
-    for (it.seekToFirst(); it.valid(); it.next()) w.add(it.userKey(), it.seq(), it.kind(), it.value());
+    for (it.seekToFirst(); it.valid(); it.next()) {
+      w.add(it.userKey(), it.seq(), it.kind(), it.value());
+    }
     const info = w.finish();
     tableMs += performance.now() - t1;
     files.push({ number: num++, size: info.size, smallest: info.smallest, largest: info.largest });
   }
-  console.log("memtable inserts us/op", ((performance.now() - t - tableMs) * 1000 / 300000).toFixed(2));
+  console.log(
+    "memtable inserts us/op",
+    ((performance.now() - t - tableMs) * 1000 / 300000).toFixed(2),
+  );
   console.log("flush us/entry", (tableMs * 1000 / 300000).toFixed(2));
   for (let r = 0; r < 3; r++) {
     t = performance.now();
-    const out = await runMerge({ level: 0, inputs: files.slice(0, 4), overlaps: [files[4]], trivialMove: false }, {
+    const out = await runMerge({
+      level: 0,
+      inputs: files.slice(0, 4),
+      overlaps: [files[4]],
+      trivialMove: false,
+    }, {
       opts,
       table: (f) => TableReader.open(`${dir}/${f.number}.sst`, f.number),
       newTable: () => {
@@ -48,7 +58,12 @@ try {
       yield: () => Promise.resolve(),
     });
     const ms = performance.now() - t;
-    console.log("merge MB/s in", (out.bytesRead / 1e6 / (ms / 1000)).toFixed(1), "us/entry", (ms * 1000 / 300000).toFixed(2));
+    console.log(
+      "merge MB/s in",
+      (out.bytesRead / 1e6 / (ms / 1000)).toFixed(1),
+      "us/entry",
+      (ms * 1000 / 300000).toFixed(2),
+    );
   }
 } finally {
   await Deno.remove(dir, { recursive: true });

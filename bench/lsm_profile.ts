@@ -21,7 +21,10 @@ try {
   }
   console.log("fill/s", Math.round(N / (performance.now() - t) * 1000));
   const m0 = Deno.memoryUsage();
-  console.log("after fill MiB rss/heapTotal/heapUsed/external", [m0.rss, m0.heapTotal, m0.heapUsed, m0.external].map((x) => Math.round(x / 1048576)).join("/"));
+  console.log(
+    "after fill MiB rss/heapTotal/heapUsed/external",
+    [m0.rss, m0.heapTotal, m0.heapUsed, m0.external].map((x) => Math.round(x / 1048576)).join("/"),
+  );
   t = performance.now();
   await db.flush();
   while (!db.stats().levels.every((l, i) => i === 6 || l.score < 1)) {
@@ -36,14 +39,22 @@ try {
     const t = performance.now();
     for (let i = 0; i < keys.length; i++) await db.get(keys[i]);
     const st = db.stats();
-    console.log("get/s", Math.round(keys.length / (performance.now() - t) * 1000), st.cacheHits, st.cacheMisses);
+    console.log(
+      "get/s",
+      Math.round(keys.length / (performance.now() - t) * 1000),
+      st.cacheHits,
+      st.cacheMisses,
+    );
   }
   t = performance.now();
   let n = 0;
   for await (const _ of db.scan()) n++;
   console.log("scan/s", Math.round(n / (performance.now() - t) * 1000));
   const mu = Deno.memoryUsage();
-  console.log("MiB rss/heapTotal/heapUsed/external", [mu.rss, mu.heapTotal, mu.heapUsed, mu.external].map((x) => Math.round(x / 1048576)).join("/"));
+  console.log(
+    "MiB rss/heapTotal/heapUsed/external",
+    [mu.rss, mu.heapTotal, mu.heapUsed, mu.external].map((x) => Math.round(x / 1048576)).join("/"),
+  );
   await db.close();
 } finally {
   await Deno.remove(dir, { recursive: true });

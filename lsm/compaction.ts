@@ -116,7 +116,7 @@ export async function runMerge(c: Compaction, ctx: MergeContext): Promise<MergeO
   let writer: TableWriter | undefined;
   let number = 0;
   let curKey: Uint8Array | undefined;
-  let lastSeqForKey = MAX_SEQ;
+  let lastSeqForKey = Infinity;
   let n = 0;
   const finishOutput = () => {
     const info: TableInfo = writer!.finish();
@@ -131,7 +131,7 @@ export async function runMerge(c: Compaction, ctx: MergeContext): Promise<MergeO
       let newKey = false;
       if (curKey === undefined || compareBytes(uk, curKey) !== 0) {
         curKey = uk.slice();
-        lastSeqForKey = MAX_SEQ;
+        lastSeqForKey = Infinity;
         newKey = true;
       }
       let drop = false;

@@ -111,6 +111,8 @@ export interface LsmStats {
   liveSnapshots: number;
   /** Writes that had to wait for flush/compaction. */
   writeStalls: number;
+  /** Total milliseconds writes spent waiting for flush/compaction. */
+  writeStallMs: number;
   /** Group commits (fdatasync calls for sync writes). */
   syncs: number;
   compactionBytesRead: number;
@@ -280,6 +282,7 @@ export class LsmDb {
     compactions: 0,
     flushes: 0,
     writeStalls: 0,
+    writeStallMs: 0,
     syncs: 0,
     compactionBytesRead: 0,
     compactionBytesWritten: 0,
@@ -559,7 +562,9 @@ export class LsmDb {
     const prev = this.writeQueue ?? Promise.resolve();
     const p = prev.then(async () => {
       try {
+        const t0 = performance.now();
         await this.waitForRoom();
+        this.counters.writeStallMs += performance.now() - t0;
         if (this.closed) throw new ClosedError();
         return this.apply(ops, sync);
       } finally {

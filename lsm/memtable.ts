@@ -183,10 +183,10 @@ export class Memtable {
     const kl = key.length;
     const off = this.arenaAlloc(kl + vl);
     const a = this.arena;
-    if (kl <= 32) for (let i = 0; i < kl; i++) a[off + i] = key[i];
+    if (kl <= 32) { for (let i = 0; i < kl; i++) a[off + i] = key[i]; }
     else a.set(key, off);
     if (vl > 0) {
-      if (vl <= 32) for (let i = 0; i < vl; i++) a[off + kl + i] = value![i];
+      if (vl <= 32) { for (let i = 0; i < vl; i++) a[off + kl + i] = value![i]; }
       else a.set(value!, off + kl);
     }
     const nd = this.nodes;
