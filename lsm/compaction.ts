@@ -5,7 +5,7 @@
  * @module
  */
 import { compareBytes } from "./bytes.ts";
-import { compareInternal, KIND_DELETE, MAX_SEQ, userKeyOf } from "./internal_key.ts";
+import { compareInternal, KIND_DELETE, userKeyOf } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
 import { LevelIterator } from "./level_iterator.ts";
 import type { ResolvedOptions } from "./options.ts";

@@ -185,7 +185,7 @@ Deno.test("picking: L0 file count and level bytes drive scores; trivial moves sk
 });
 
 Deno.test("merging and level iterators combine sources in internal-key order", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     const t1 = writeTable(dir, 1, [["a", 1, KIND_PUT, "1"], ["c", 2, KIND_PUT, "2"]]);
     const t2 = writeTable(dir, 2, [["d", 3, KIND_PUT, "3"], ["f", 4, KIND_PUT, "4"]]);
     const readers = [TableReader.open(`${dir}/1.sst`, 1), TableReader.open(`${dir}/2.sst`, 2)];
