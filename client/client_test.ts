@@ -244,3 +244,23 @@ Deno.test("fromConfig reads the client addresses of the config's nodes", async (
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("closing a node's client server lets requests in flight finish first", async () => {
+  const n = startFakeNode(1);
+  n.raft.delayMs = 150;
+  const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 2000 });
+  try {
+    const puts = Array.from({ length: 10 }, (_, i) => kv.put(`g${i}`, "v"));
+    while (n.raft.proposals < 10) await new Promise((r) => setTimeout(r, 5));
+    // The server's shutdown order: refuse new work, drain, then close connections.
+    n.service.stopAccepting();
+    await n.service.drain(2000);
+    await n.close();
+    await Promise.all(puts);
+    assert.equal(n.sm.stats().keys, 10);
+    await assert.rejects(kv.put("late", "v", { timeoutMs: 300 }), UnavailableError);
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});

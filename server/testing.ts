@@ -45,9 +45,13 @@ export class FakeRaft implements RaftApi {
     }
   }
 
+  /** Delay before each proposal applies (ms). */
+  delayMs = 0;
+
   async propose(data: Uint8Array): Promise<unknown> {
     this.proposals++;
     if (this.lead !== this.id) throw new NotLeaderError(this.lead);
+    if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
     await this.maybeFail(false);
     const [r] = await this.sm.apply([{ index: ++this.index, data }]);
     await this.maybeFail(true);
