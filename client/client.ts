@@ -94,7 +94,7 @@ export type Member = MemberInfo;
 export interface NodeStatus {
   /** The node id. */
   id: number;
-  /** "leader", "follower", "candidate", "learner" (or "pre-candidate"). */
+  /** "leader", "follower", "candidate" (pre-candidates included) or "learner". */
   role: string;
   /** Current term. */
   term: number;

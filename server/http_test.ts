@@ -193,3 +193,13 @@ Deno.test("a failed forward answers 503 naming the leader's HTTP address", async
   assert.equal(r.json.leaderHttp, "127.0.0.1:9003");
   assert.match(String(r.json.message), /connection refused/);
 });
+
+Deno.test("status roles are leader, follower, candidate or learner", async () => {
+  const { roleName } = await import("./service.ts");
+  assert.equal(roleName("leader", false), "leader");
+  assert.equal(roleName("follower", false), "follower");
+  assert.equal(roleName("follower", true), "learner");
+  assert.equal(roleName("learner", true), "learner");
+  assert.equal(roleName("candidate", false), "candidate");
+  assert.equal(roleName("pre-candidate", false), "candidate");
+});

@@ -76,14 +76,15 @@ export const MAX_KEY_BYTES = 64 * 1024;
 export const MAX_VALUE_BYTES = 8 * 1024 * 1024;
 
 /** Role names as reported by status. */
-export type RoleName = "leader" | "follower" | "candidate" | "pre-candidate" | "learner";
+export type RoleName = "leader" | "follower" | "candidate" | "learner";
 
 const ROLE_NAMES: Record<string, RoleName> = {
   leader: "leader",
   follower: "follower",
   candidate: "candidate",
-  precandidate: "pre-candidate",
-  "pre-candidate": "pre-candidate",
+  // A pre-candidate (Pre-Vote phase) reports as a candidate; `state` keeps the exact name.
+  precandidate: "candidate",
+  "pre-candidate": "candidate",
   learner: "learner",
 };
 
@@ -377,6 +378,7 @@ export class KvService {
     return {
       id: this.o.id,
       role: roleName(s.role, learner),
+      state: String(s.role),
       term: s.term,
       leader: s.lead,
       commitIndex: s.commit,
