@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { MemoryStateMachine } from "../storage/memory_sm.ts";
 import { AddressBook } from "./members.ts";
-import { KvService } from "./service.ts";
+import { KvService, roleName } from "./service.ts";
 import { createServerMetrics } from "./server_metrics.ts";
 import { createHttpHandler, FORWARDED_HEADER } from "./http.ts";
 import { FakeRaft } from "./testing.ts";
@@ -194,8 +194,7 @@ Deno.test("a failed forward answers 503 naming the leader's HTTP address", async
   assert.match(String(r.json.message), /connection refused/);
 });
 
-Deno.test("status roles are leader, follower, candidate or learner", async () => {
-  const { roleName } = await import("./service.ts");
+Deno.test("status roles are leader, follower, candidate or learner", () => {
   assert.equal(roleName("leader", false), "leader");
   assert.equal(roleName("follower", false), "follower");
   assert.equal(roleName("follower", true), "learner");
