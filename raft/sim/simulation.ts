@@ -62,6 +62,8 @@ interface Profile {
   tickSkipRate: number;
   /** Up to this much extra tick-skip probability per node (slow clocks). */
   clockDrift: number;
+  /** Lease-based reads (only run with clocks at equal rates: leases assume bounded drift). */
+  leaseRead: boolean;
 }
 
 function chooseProfile(rng: Prng): Profile {
@@ -82,6 +84,7 @@ function chooseProfile(rng: Prng): Profile {
     snapshotThreshold: rng.pick([3, 5, 8, 20, Infinity]),
     tickSkipRate: rng.pick([0, 0.05, 0.2]),
     clockDrift: rng.pick([0, 0, 0.3, 0.6]),
+    leaseRead: rng.chance(0.25),
   };
 }
 
@@ -91,11 +94,17 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
   const healSteps = options.healSteps ?? 400;
   const rng = new Prng(seed);
   const p = chooseProfile(rng);
+  if (options.leaseRead) p.leaseRead = true;
+  if (p.leaseRead || options.noDrift) {
+    p.clockDrift = 0;
+    p.tickSkipRate = 0;
+  }
   const summary: Record<string, number | string | boolean> = {
     nodes: p.nodes,
     membership: p.membership,
     snapshotThreshold: String(p.snapshotThreshold),
     dropRate: p.faults.dropRate,
+    leaseRead: p.leaseRead,
   };
   const trace = options.trace
     ? (msg: string) => console.log(`[${cluster.now}] ${msg}`)
@@ -124,23 +133,19 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     snapshotThreshold: p.snapshotThreshold,
     crashDuringReadyRate: p.crashDuringReadyRate,
     tickSkipRate: p.tickSkipRate,
-    leaseRead: options.leaseRead,
+    leaseRead: p.leaseRead,
     logger,
   });
   const workload = new Workload(cluster, {
-    clients: rng.range(1, 5),
+    clients: rng.range(1, 8),
     keys: rng.range(1, 4),
     rate: rng.pick([0.1, 0.3, 0.6]),
-    timeout: 40,
+    timeout: rng.pick([8, 15, 40]),
     maxAttempts: rng.range(2, 8),
-    readShare: rng.pick([0.2, 0.5]),
+    readShare: rng.pick([0.2, 0.5, 0.8]),
     deleteShare: 0.15,
     unsafeLocalReads: options.bugs?.staleReads,
   });
-  if (options.noDrift) {
-    p.clockDrift = 0;
-    cluster.tickSkipRate = 0;
-  }
   for (const node of cluster.nodes.values()) node.clockDrift = frngDrift(rng, p.clockDrift);
   if (options.bugs?.volatileHardState) {
     for (const node of cluster.nodes.values()) node.store.lieAboutHardState = true;
