@@ -57,6 +57,12 @@ export interface ClusterOptions {
   tickSkipRate?: number;
   /** Serve ReadIndex from the leader lease (default false). */
   leaseRead?: boolean;
+  /** Do not sync a Ready whose only durable change is the commit index, as the production
+   * driver does (default false: sync every Ready). */
+  lazyCommitSync?: boolean;
+  /** The state machine survives crashes at its applied index, like a disk-backed one; the node
+   * restarts with that applied index instead of its snapshot's (default false). */
+  durableStateMachine?: boolean;
   /** A logger for the nodes (default silent). */
   logger?: Logger;
 }
@@ -85,6 +91,9 @@ export class SimNode {
   reads: PendingRead[] = [];
   /** Term of the last leadership checked for completeness (0 = not leader). */
   leaderTerm = 0;
+  /** Term and vote as of the last sync (lazy commit syncing skips commit-only changes). */
+  syncedTerm = 0;
+  syncedVote = 0;
   /** Extra probability of missing a tick: this node's clock runs slow. */
   clockDrift = 0;
   /** Its private random stream (Raft's randomized election timeout). */
@@ -141,6 +150,8 @@ export class SimCluster {
   readonly frozen = new Set<NodeId>();
   /** Counters for reports. */
   readonly stats = {
+    /** Restarts whose state machine was ahead of the durable commit index. */
+    restartsAheadOfCommit: 0,
     readies: 0,
     crashes: 0,
     restarts: 0,
@@ -211,13 +222,23 @@ export class SimCluster {
     };
   }
 
-  #start(node: SimNode): void {
+  #start(node: SimNode, restart = false): void {
     const snap = node.store.snapshot();
-    node.kv = SimKv.restore(snap.data, snap.meta.index);
-    node.conf = structuredClone(snap.meta.conf);
+    const hs = node.store.initialState().hardState;
     node.reads = [];
     node.leaderTerm = 0;
-    this.checker.observeRestart(node.id, node.store.initialState().hardState.commit);
+    node.syncedTerm = hs.term;
+    node.syncedVote = hs.vote;
+    this.checker.observeRestart(node.id, hs.commit);
+    if (restart && this.#opts.durableStateMachine && node.kv.applied >= snap.meta.index) {
+      // The state machine kept its state: Raft resumes after its applied index.
+      if (node.kv.applied > hs.commit) this.stats.restartsAheadOfCommit++;
+      node.raw = new RawNode(this.#config(node, node.kv.applied), node.store);
+      node.conf = node.raw.status().conf;
+      return;
+    }
+    node.kv = SimKv.restore(snap.data, snap.meta.index);
+    node.conf = structuredClone(snap.meta.conf);
     node.raw = new RawNode(this.#config(node, snap.meta.index), node.store);
   }
 
@@ -255,7 +276,7 @@ export class SimCluster {
   restart(id: NodeId): void {
     const node = this.node(id);
     if (node.raw || node.stopped) return;
-    this.#start(node);
+    this.#start(node, true);
     this.stats.restarts++;
   }
 
@@ -356,20 +377,30 @@ export class SimCluster {
     const rd: Ready = raw.ready();
     this.stats.readies++;
     this.#send(rd.messages);
+    if (rd.snapshot) store.applySnapshot(rd.snapshot);
+    if (rd.entries.length > 0) store.append(rd.entries);
+    if (rd.hardState) store.setHardState(rd.hardState);
+    const mustSync = !this.#opts.lazyCommitSync || rd.snapshot !== null ||
+      rd.entries.length > 0 ||
+      (rd.hardState !== null &&
+        (rd.hardState.term !== node.syncedTerm || rd.hardState.vote !== node.syncedVote));
+    if (mustSync && store.hasUnsynced() && this.rng.chance(this.crashDuringReadyRate)) {
+      this.crash(node.id); // messages went out, the writes never reached the disk
+      return;
+    }
+    if (mustSync) {
+      store.syncNow();
+      if (rd.hardState) {
+        node.syncedTerm = rd.hardState.term;
+        node.syncedVote = rd.hardState.vote;
+      }
+    }
     if (rd.snapshot) {
-      store.applySnapshot(rd.snapshot);
       node.kv = SimKv.restore(rd.snapshot.data, rd.snapshot.meta.index);
       node.conf = structuredClone(rd.snapshot.meta.conf);
       this.checker.observeSnapshot(node.id, rd.snapshot.meta.index, node.kv.fingerprint());
       this.stats.snapshotsInstalled++;
     }
-    if (rd.entries.length > 0) store.append(rd.entries);
-    if (rd.hardState) store.setHardState(rd.hardState);
-    if (store.hasUnsynced() && this.rng.chance(this.crashDuringReadyRate)) {
-      this.crash(node.id); // messages went out, the writes never reached the disk
-      return;
-    }
-    store.syncNow();
     this.#send(rd.persistedMessages);
     for (const e of rd.committedEntries) {
       this.checker.observeApply(node.id, e);

@@ -64,6 +64,10 @@ interface Profile {
   clockDrift: number;
   /** Lease-based reads (only run with clocks at equal rates: leases assume bounded drift). */
   leaseRead: boolean;
+  /** Skip syncing commit-only hard states, like the production driver. */
+  lazyCommitSync: boolean;
+  /** The state machine survives crashes (restart resumes at its applied index). */
+  durableStateMachine: boolean;
 }
 
 function chooseProfile(rng: Prng): Profile {
@@ -85,6 +89,8 @@ function chooseProfile(rng: Prng): Profile {
     tickSkipRate: rng.pick([0, 0.05, 0.2]),
     clockDrift: rng.pick([0, 0, 0.3, 0.6]),
     leaseRead: rng.chance(0.25),
+    lazyCommitSync: rng.chance(0.5),
+    durableStateMachine: rng.chance(0.3),
   };
 }
 
@@ -105,6 +111,8 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     snapshotThreshold: String(p.snapshotThreshold),
     dropRate: p.faults.dropRate,
     leaseRead: p.leaseRead,
+    lazyCommitSync: p.lazyCommitSync,
+    durableStateMachine: p.durableStateMachine,
   };
   const trace = options.trace
     ? (msg: string) => console.log(`[${cluster.now}] ${msg}`)
@@ -134,6 +142,8 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     crashDuringReadyRate: p.crashDuringReadyRate,
     tickSkipRate: p.tickSkipRate,
     leaseRead: p.leaseRead,
+    lazyCommitSync: p.lazyCommitSync,
+    durableStateMachine: p.durableStateMachine,
     logger,
   });
   const workload = new Workload(cluster, {
@@ -241,6 +251,7 @@ function collect(cluster: SimCluster, workload: Workload): Record<string, number
     crashes: cluster.stats.crashes,
     snapshotsTaken: cluster.stats.snapshotsTaken,
     snapshotsInstalled: cluster.stats.snapshotsInstalled,
+    restartsAheadOfCommit: cluster.stats.restartsAheadOfCommit,
     leaderTerms: cluster.checker.leaderTerms(),
     maxApplied: cluster.checker.maxApplied(),
     checks: cluster.checker.checks,
