@@ -128,6 +128,15 @@ Deno.test("the simulator catches a disk that does not make votes and terms durab
   assert.match(failing[0].error!, /election safety|log matching|leader completeness|state machine/);
 });
 
+Deno.test("the simulator catches a driver that acknowledges writes before syncing them", () => {
+  const failing = sweep(1, 200, { bugs: { sendBeforeSync: true } }, 1);
+  assert.ok(failing.length > 0, "no run noticed the early acknowledgements");
+  assert.match(
+    failing[0].error!,
+    /leader completeness|state machine|log matching|election|liveness/,
+  );
+});
+
 function sweep(from: number, count: number, opts: SimulationOptions, stopAfter = Infinity) {
   const failing = [];
   for (let seed = from; seed < from + count && failing.length < stopAfter; seed++) {
@@ -144,7 +153,7 @@ function report(failing: ReturnType<typeof sweep>, steps?: number): string {
   ).join("\n\n");
 }
 
-const RUNS = Number(Deno.env.get("GOKV_SIM_RUNS") ?? 2500);
+const RUNS = Number(Deno.env.get("GOKV_SIM_RUNS") ?? 3000);
 const FIRST_SEED = Number(Deno.env.get("GOKV_SIM_SEED") ?? 1);
 
 Deno.test(`${RUNS} seeded short runs keep every Raft invariant and stay linearizable`, () => {
@@ -152,7 +161,7 @@ Deno.test(`${RUNS} seeded short runs keep every Raft invariant and stay lineariz
   assert.equal(failing.length, 0, report(failing));
 });
 
-Deno.test("200 seeded long runs keep every Raft invariant and stay linearizable", () => {
-  const failing = sweep(1_000_000 + FIRST_SEED, 200, { steps: 3000 });
+Deno.test("300 seeded long runs keep every Raft invariant and stay linearizable", () => {
+  const failing = sweep(1_000_000 + FIRST_SEED, 300, { steps: 3000 });
   assert.equal(failing.length, 0, report(failing, 3000));
 });

@@ -144,6 +144,9 @@ export class SimCluster {
   crashDuringReadyRate: number;
   /** Tick-skip probability. */
   tickSkipRate: number;
+  /** Fault injection for testing the simulator itself: the driver sends `persistedMessages`
+   * before syncing (a driver bug: votes and appends are acknowledged before they are durable). */
+  sendBeforeSync = false;
   /** Probability that a message stopped by a cut link is reported unreachable to its sender. */
   unreachableReportRate = 0.3;
   /** Nodes whose clocks are stopped (scenarios use it to decide who campaigns). */
@@ -380,6 +383,7 @@ export class SimCluster {
     if (rd.snapshot) store.applySnapshot(rd.snapshot);
     if (rd.entries.length > 0) store.append(rd.entries);
     if (rd.hardState) store.setHardState(rd.hardState);
+    if (this.sendBeforeSync) this.#send(rd.persistedMessages);
     const mustSync = !this.#opts.lazyCommitSync || rd.snapshot !== null ||
       rd.entries.length > 0 ||
       (rd.hardState !== null &&
@@ -401,7 +405,7 @@ export class SimCluster {
       this.checker.observeSnapshot(node.id, rd.snapshot.meta.index, node.kv.fingerprint());
       this.stats.snapshotsInstalled++;
     }
-    this.#send(rd.persistedMessages);
+    if (!this.sendBeforeSync) this.#send(rd.persistedMessages);
     for (const e of rd.committedEntries) {
       this.checker.observeApply(node.id, e);
       if (e.index !== node.kv.applied + 1) {

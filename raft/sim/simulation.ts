@@ -35,6 +35,9 @@ export interface SimulationOptions {
     staleReads?: boolean;
     /** Log stores do not make the hard state durable. */
     volatileHardState?: boolean;
+    /** The driver acknowledges (sends persisted messages) before syncing; crashes while
+     * handling a Ready become likely so that it matters. */
+    sendBeforeSync?: boolean;
   };
 }
 
@@ -157,6 +160,10 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     unsafeLocalReads: options.bugs?.staleReads,
   });
   for (const node of cluster.nodes.values()) node.clockDrift = frngDrift(rng, p.clockDrift);
+  if (options.bugs?.sendBeforeSync) {
+    cluster.sendBeforeSync = true;
+    cluster.crashDuringReadyRate = 0.05;
+  }
   if (options.bugs?.volatileHardState) {
     for (const node of cluster.nodes.values()) node.store.lieAboutHardState = true;
   }
