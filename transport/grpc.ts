@@ -33,6 +33,7 @@ import {
   type SnapshotChunk,
 } from "../raft/types.ts";
 import { DecodeError, ProtocolError } from "./errors.ts";
+import { installConnectHook, SocketGroup } from "./grpc_sockets.ts";
 import { RAFT_PROTO_JSON } from "./raft_proto.ts";
 import { encodedMessageSize } from "./message_codec.ts";
 import {
@@ -74,6 +75,7 @@ let runtime: Promise<GrpcRuntime> | null = null;
 /** Loads grpc-js, proto-loader and the Raft service definition once. */
 export function loadGrpcRuntime(): Promise<GrpcRuntime> {
   return runtime ??= (async () => {
+    installConnectHook();
     const [g, protoLoader] = await Promise.all([
       import("@grpc/grpc-js"),
       import("@grpc/proto-loader"),
@@ -94,7 +96,10 @@ function channelOptions(o: ResolvedOptions): grpc.ChannelOptions {
     "grpc.min_reconnect_backoff_ms": o.reconnectMinMs,
     "grpc.max_reconnect_backoff_ms": o.reconnectMaxMs,
     "grpc.enable_retries": 0,
+    // One subchannel per peer channel, so that its sockets are this peer's alone.
     "grpc.use_local_subchannel_pool": 1,
+    // Never let grpc-js close an idle channel gracefully (GOAWAY, see grpc_sockets.ts).
+    "grpc.client_idle_timeout_ms": 2 ** 31 - 1,
   };
 }
 
@@ -192,6 +197,7 @@ export class GrpcTransport implements PeerTransport {
   readonly #tasks = new Set<Promise<void>>();
   #server: grpc.Server | null = null;
   #rt: GrpcRuntime | null = null;
+  readonly #accepted = new SocketGroup();
   #handler: MessageHandler | null = null;
   #address = "";
   #closed = false;
@@ -237,6 +243,9 @@ export class GrpcTransport implements PeerTransport {
         (err, p) => err ? reject(err) : resolve(p),
       )
     );
+    if (!this.#accepted.watchServer(server)) {
+      this.#log.warn("transport: cannot watch grpc server sockets; shutdown will send GOAWAY");
+    }
     this.#address = formatAddress(hostname, bound);
     this.#log.info("transport: grpc listening", { id: this.#o.id, address: this.#address });
   }
@@ -291,6 +300,8 @@ export class GrpcTransport implements PeerTransport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Drop connections without GOAWAY first (Deno 2.9.6 nghttp2 crash, see grpc_sockets.ts).
+    this.#accepted.destroyAll();
     for (const p of this.#peers.values()) p.close();
     this.#peers.clear();
     this.#server?.forceShutdown();
@@ -404,6 +415,7 @@ class GrpcPeer {
   readonly #queue: SendQueue<Message>;
   #client: Any = null;
   #rt: GrpcRuntime | null = null;
+  readonly #sockets = new SocketGroup();
   #running = false;
   #closed = false;
   #wake: (() => void) | null = null;
@@ -436,6 +448,8 @@ class GrpcPeer {
     const w = this.#wake;
     this.#wake = null;
     w?.();
+    // Close the connection under the channel first: no GOAWAY (see grpc_sockets.ts).
+    this.#sockets.destroyAll();
     this.#client?.close();
   }
 
@@ -495,10 +509,12 @@ class GrpcPeer {
     }
     const client = this.#clientFor();
     const err = await new Promise<grpc.ServiceError | null>((resolve) =>
-      client.Send(
-        { messages: batch },
-        { deadline: Date.now() + o.callTimeoutMs },
-        (e: grpc.ServiceError | null) => resolve(e),
+      this.#sockets.run(() =>
+        client.Send(
+          { messages: batch },
+          { deadline: Date.now() + o.callTimeoutMs },
+          (e: grpc.ServiceError | null) => resolve(e),
+        )
       )
     );
     if (err !== null && !this.#closed) this.#failed("Send", err, batch.length);
@@ -509,10 +525,12 @@ class GrpcPeer {
     let settled = false;
     let sent = 0;
     const result = new Promise<grpc.ServiceError | null>((resolve) => {
-      const call = client.SendSnapshot((e: grpc.ServiceError | null) => {
-        settled = true;
-        resolve(e);
-      });
+      const call = this.#sockets.run(() =>
+        client.SendSnapshot((e: grpc.ServiceError | null) => {
+          settled = true;
+          resolve(e);
+        })
+      );
       this.#pump(call, () => settled, () => sent++).finally(() => call.end());
     });
     const err = await result;
