@@ -70,3 +70,125 @@ Deno.test("grpc: a snapshot stream outlasts a per-call timeout far shorter than 
     await b.close();
   }
 });
+
+/** A TCP proxy that parses the HTTP/2 frames going each way and records their types. */
+class FrameSpy {
+  readonly listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  /** Frame types seen client->server and server->client. */
+  readonly up: number[] = [];
+  readonly down: number[] = [];
+  open = 0;
+  readonly #tasks: Promise<void>[] = [];
+  readonly #conns: Deno.Conn[] = [];
+
+  constructor(readonly target: string) {
+    this.#tasks.push(this.#accept());
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.listener.addr.port}`;
+  }
+
+  async #accept(): Promise<void> {
+    for (;;) {
+      let c: Deno.Conn;
+      try {
+        c = await this.listener.accept();
+      } catch {
+        return;
+      }
+      const [hostname, port] = this.target.split(":");
+      const s = await Deno.connect({ hostname, port: Number(port) });
+      this.#conns.push(c, s);
+      this.open++;
+      let done = 0;
+      const end = () => {
+        if (++done === 2) this.open--;
+      };
+      this.#tasks.push(this.#pipe(c, s, this.up, 24).finally(end));
+      this.#tasks.push(this.#pipe(s, c, this.down, 0).finally(end));
+    }
+  }
+
+  async #pipe(from: Deno.Conn, to: Deno.Conn, types: number[], skip: number): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    let pending = new Uint8Array(0);
+    try {
+      for (;;) {
+        const n = await from.read(buf);
+        if (n === null) break;
+        const chunk = buf.slice(0, n);
+        const all = new Uint8Array(pending.length + n);
+        all.set(pending);
+        all.set(chunk, pending.length);
+        let o = 0;
+        if (skip > 0) {
+          const k = Math.min(skip, all.length);
+          skip -= k;
+          o = k;
+        }
+        while (skip === 0 && all.length - o >= 9) {
+          const len = (all[o] << 16) | (all[o + 1] << 8) | all[o + 2];
+          if (all.length - o < 9 + len) break;
+          types.push(all[o + 3]);
+          o += 9 + len;
+        }
+        pending = all.slice(o);
+        let w = 0;
+        while (w < n) w += await to.write(chunk.subarray(w));
+      }
+    } catch { /* closed */ }
+    for (const c of [from, to]) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.listener.close();
+    for (const c of this.#conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await Promise.all(this.#tasks);
+  }
+}
+
+const GOAWAY = 7;
+
+Deno.test("grpc: closing either side never sends an HTTP/2 GOAWAY (Deno nghttp2 crash guard)", async () => {
+  const got: Message[] = [];
+  const b = new GrpcTransport({ id: 2, listen: "127.0.0.1:0", peers: new Map() });
+  await b.start((m) => got.push(m));
+  const spy = new FrameSpy(b.address);
+  try {
+    // The client side closes: nothing but a TCP close reaches the server.
+    const a = new GrpcTransport({
+      id: 1,
+      listen: "127.0.0.1:0",
+      peers: new Map([[2, spy.address]]),
+    });
+    a.send([message({ type: MessageType.Heartbeat, from: 1, to: 2, commit: 1 })]);
+    await waitFor(() => got.length === 1, 5000, "first heartbeat");
+    await a.close();
+    await waitFor(() => spy.open === 0, 5000, "connection closed");
+    assert.ok(spy.up.length > 0 && !spy.up.includes(GOAWAY), `client sent ${spy.up}`);
+    // The server side closes: nothing but a TCP close reaches the client.
+    const a2 = new GrpcTransport({
+      id: 1,
+      listen: "127.0.0.1:0",
+      peers: new Map([[2, spy.address]]),
+    });
+    a2.send([message({ type: MessageType.Heartbeat, from: 1, to: 2, commit: 2 })]);
+    await waitFor(() => got.length === 2, 5000, "second heartbeat");
+    await b.close();
+    await waitFor(() => spy.open === 0, 5000, "connection closed");
+    assert.ok(spy.down.length > 0 && !spy.down.includes(GOAWAY), `server sent ${spy.down}`);
+    await a2.close();
+  } finally {
+    await b.close();
+    await spy.close();
+  }
+});
