@@ -916,10 +916,11 @@ export class Raft {
     const cs = s.meta.conf;
     const inConf = cs.voters.includes(this.id) || cs.votersOutgoing.includes(this.id) ||
       cs.learners.includes(this.id) || cs.learnersNext.includes(this.id);
-    // A brand-new node (no configuration yet) accepts a snapshot taken before the change that
-    // added it: the leader may have nothing newer, and the entries that follow add the node.
-    const fresh = this.trk.voterIds().length === 0 && this.trk.config.learners.size === 0;
-    if (!inConf && !fresh) {
+    // A joining node (not in its own configuration yet: brand-new, or holding only snapshots
+    // that predate its addition) accepts a snapshot taken before the change that added it: the
+    // leader may have nothing newer, and the entries that follow add the node.
+    const joining = !this.trk.progress.has(this.id);
+    if (!inConf && !joining) {
       this.logger.warn("raft: snapshot does not include this node, ignoring", { id: this.id });
       return false;
     }

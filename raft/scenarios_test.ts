@@ -576,3 +576,34 @@ Deno.test("lease reads: a restarted follower does not vote while a lease it may 
   void b;
   void e;
 });
+
+Deno.test("regression: a joining node that installed an old snapshot accepts another one from a new leader", () => {
+  // Seed 112640: node 100 joined, installed a snapshot that predates its addition, then a new
+  // leader whose own snapshot also predated the addition had to send that one; node 100, no
+  // longer "brand-new", refused it forever.
+  const c = newCluster(3);
+  elect(c, 1);
+  load(c, 5);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3]), 100));
+  c.snapshot(1);
+  load(c, 3);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3]), 100));
+  c.snapshot(2);
+  const first = c.node(1).store.snapshotMeta().index;
+  assert.ok(c.node(2).store.firstIndex() > first + 1);
+  // Node 4 gets only node 1's snapshot, nothing else from it.
+  c.addNode(4);
+  c.net.filter = (m) =>
+    !(m.from === 1 && m.to === 4 && m.type === MessageType.App &&
+      c.node(4).store.snapshotMeta().index > 0);
+  confChange(c, [{ type: ConfChangeType.AddLearner, nodeId: 4 }]);
+  assert.ok(c.runUntil(() => c.node(4).store.snapshotMeta().index === first, 100));
+  // Node 2 takes over; its oldest entry is past node 4's snapshot.
+  c.net.isolate(4, [1]);
+  c.node(1).raw!.transferLeader(2);
+  assert.ok(c.runUntil(() => c.leader()?.id === 2, 100));
+  c.net.filter = null;
+  c.net.healAll();
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4]), 300), "node 4 never caught up");
+  assert.deepEqual(conf(c.node(4)).learners, [4]);
+});

@@ -449,9 +449,16 @@ export class SimCluster {
   }
 
   #maybeSnapshot(node: SimNode): void {
+    if (node.kv.applied - node.store.snapshotMeta().index < this.snapshotThreshold) return;
+    this.snapshot(node.id);
+  }
+
+  /** Makes node `id` take a snapshot at its applied index now and compact its log. */
+  snapshot(id: NodeId): void {
+    const node = this.node(id);
     const applied = node.kv.applied;
     const store = node.store;
-    if (applied - store.snapshotMeta().index < this.snapshotThreshold) return;
+    if (!node.raw || applied <= store.snapshotMeta().index) return;
     const data = node.kv.serialize();
     this.checker.observeSnapshot(node.id, applied, node.kv.fingerprint());
     store.createSnapshot({
