@@ -22,10 +22,12 @@ export class BlockBuilder {
 
   /** Appends an entry whose internal key is (userKey, seq, kind); keys must ascend. */
   add(userKey: Uint8Array, seq: number, kind: number, value: Uint8Array): void {
-    const klen = userKey.length + TRAILER;
+    const ulen = userKey.length;
+    const klen = ulen + TRAILER;
     let shared = 0;
+    const lastUser = this.lastLen - TRAILER;
     if (this.counter < this.interval) {
-      const n = this.lastLen - TRAILER < userKey.length ? this.lastLen - TRAILER : userKey.length;
+      const n = lastUser < ulen ? lastUser : ulen;
       const last = this.last;
       while (shared < n && last[shared] === userKey[shared]) shared++;
     } else {
@@ -37,19 +39,25 @@ export class BlockBuilder {
       nl.set(this.last.subarray(0, this.lastLen));
       this.last = nl;
     }
-    this.last.set(userKey, 0);
-    writeTrailer(this.last, userKey.length, seq, kind);
+    const last = this.last;
+    for (let i = shared; i < ulen; i++) last[i] = userKey[i];
+    writeTrailer(last, ulen, seq, kind);
     this.lastLen = klen;
     const unshared = klen - shared;
+    const vlen = value.length;
     const o = this.out;
-    o.reserve(15 + unshared + value.length);
-    let p = putVarint(o.buf, o.len, shared);
-    p = putVarint(o.buf, p, unshared);
-    p = putVarint(o.buf, p, value.length);
-    o.buf.set(this.last.subarray(shared, klen), p);
-    p += unshared;
-    o.buf.set(value, p);
-    o.len = p + value.length;
+    o.reserve(15 + unshared + vlen);
+    const buf = o.buf;
+    let p = putVarint(buf, o.len, shared);
+    p = putVarint(buf, p, unshared);
+    p = putVarint(buf, p, vlen);
+    for (let i = shared; i < klen; i++) buf[p++] = last[i];
+    if (vlen <= 32) {
+      for (let i = 0; i < vlen; i++) buf[p + i] = value[i];
+    } else {
+      buf.set(value, p);
+    }
+    o.len = p + vlen;
     this.counter++;
     this.entries++;
   }

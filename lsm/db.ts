@@ -296,7 +296,7 @@ export class LsmDb {
     private readonly vs: VersionSet,
   ) {
     this.cache = new BlockCache(opts.blockCacheBytes);
-    this.mem = new Memtable();
+    this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
     this.lastSeq = vs.lastSequence;
     this.channel.port1.onmessage = () => {
       const rs = this.yieldResolvers;
@@ -381,7 +381,7 @@ export class LsmDb {
 
   private recoverSync(exists: boolean): void {
     const vs = this.vs;
-    const recovered = new Memtable();
+    const recovered = new Memtable(64 * 1024, this.opts.memtableBytes);
     let maxSeq = vs.lastSequence;
     if (exists) {
       const wals = vs.wals.filter((n) => n >= vs.logNumber);
@@ -658,7 +658,7 @@ export class LsmDb {
     this.vs.logAndApply({ addWals: [n] });
     const oldMem = this.mem;
     this.imms.push(oldMem);
-    this.mem = new Memtable();
+    this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
     this.mem.walNumber = n;
     // Pending sync writers wrote into the old WAL: sync it for them now.
     const waiters = this.syncWaiters;
@@ -692,17 +692,17 @@ export class LsmDb {
   /** @internal Point lookup at a sequence number (synchronous). */
   _getAt(key: Uint8Array, seq: number): Uint8Array | undefined {
     if (this.closed) throw new ClosedError();
+    const hash = bloomHash(key);
     let m = this.mem;
-    let x = m.find(key, seq);
+    let x = m.find(key, seq, hash);
     if (x >= 0) return m.kindOf(x) === KIND_PUT ? m.valueCopy(x) : undefined;
     for (let i = this.imms.length - 1; i >= 0; i--) {
       m = this.imms[i];
-      x = m.find(key, seq);
+      x = m.find(key, seq, hash);
       if (x >= 0) return m.kindOf(x) === KIND_PUT ? m.valueCopy(x) : undefined;
     }
     const v = this.vs.current;
     const l0 = v.levels[0];
-    const hash = bloomHash(key);
     for (let i = l0.length - 1; i >= 0; i--) {
       const f = l0[i];
       if (

@@ -12,6 +12,9 @@
 import { KIND_PUT, MAX_SEQ } from "./internal_key.ts";
 import type { InternalIterator } from "./iterator.ts";
 import { copyOut } from "./slab.ts";
+import { bloomHash } from "./bloom.ts";
+
+
 
 const MAX_HEIGHT = 12;
 const NIL = -1;
@@ -61,8 +64,22 @@ export class Memtable {
   maxSeq = 0;
   /** Number of the WAL file holding this memtable's writes. */
   walNumber = 0;
+  /** Two-probe bit filter over inserted user keys: lets most point misses skip the skiplist. */
+  private filter: Int32Array | undefined;
+  private filterMask = 0;
 
-  constructor(initialArena = 64 * 1024) {
+  /**
+   * @param initialArena initial arena capacity in bytes
+   * @param capacityBytes expected size when full; sizes the key filter (about
+   *   1/16 of it, at least 256 bytes); 0 disables the filter
+   */
+  constructor(initialArena = 64 * 1024, capacityBytes = 8 << 20) {
+    if (capacityBytes > 0) {
+      let bits = 2048;
+      while (bits * 2 <= capacityBytes / 2) bits *= 2;
+      this.filter = new Int32Array(bits >>> 5);
+      this.filterMask = bits - 1;
+    }
     this.arena = new Uint8Array(initialArena);
     this.nodes = new Int32Array(Math.max(1024, initialArena >>> 3));
     const hs = this.nodes;
@@ -74,7 +91,7 @@ export class Memtable {
 
   /** Approximate memory used, in bytes. */
   get approximateBytes(): number {
-    return this.arenaLen + this.nodesLen * 4;
+    return this.arenaLen + this.nodesLen * 4 + (this.filter ? this.filter.length * 4 : 0);
   }
 
   private randomHeight(): number {
@@ -165,6 +182,14 @@ export class Memtable {
 
   /** Inserts an entry; key and value are copied. Sequence numbers must be unique. */
   add(seq: number, kind: number, key: Uint8Array, value: Uint8Array | undefined): void {
+    if (this.filter !== undefined) {
+      const h = bloomHash(key);
+      const f = this.filter;
+      const a = h & this.filterMask;
+      const b2 = ((h >>> 11) ^ (h << 21)) & this.filterMask;
+      f[a >>> 5] |= 1 << (a & 31);
+      f[b2 >>> 5] |= 1 << (b2 & 31);
+    }
     this.findLess(key, seq, true);
     const h = this.randomHeight();
     if (h > this.height) {
@@ -213,7 +238,13 @@ export class Memtable {
    * Looks up the newest entry of `key` with sequence <= `seq`. Returns the node
    * id, or -1 when the memtable holds no such entry.
    */
-  find(key: Uint8Array, seq: number): number {
+  find(key: Uint8Array, seq: number, hash?: number): number {
+    if (hash !== undefined && this.filter !== undefined) {
+      const f = this.filter;
+      const a = hash & this.filterMask;
+      const b2 = ((hash >>> 11) ^ (hash << 21)) & this.filterMask;
+      if ((f[a >>> 5] & (1 << (a & 31))) === 0 || (f[b2 >>> 5] & (1 << (b2 & 31))) === 0) return -1;
+    }
     const p = this.findLess(key, seq, false);
     const nd = this.nodes;
     const x = nd[p + LINKS];
@@ -267,7 +298,7 @@ export class Memtable {
 
   /** Rebuilds a read-only memtable from {@linkcode Memtable.exportState} output. */
   static fromState(st: MemtableState): Memtable {
-    const m = new Memtable(16);
+    const m = new Memtable(16, 0);
     m.arena = st.arena;
     m.arenaLen = st.arena.length;
     m.nodes = st.nodes;
