@@ -112,7 +112,7 @@ Deno.test("SimKv: a retried write of a session applies once; snapshots round-tri
 Deno.test("a simulation seed replays exactly", () => {
   const a = runSimulation(42);
   const b = runSimulation(42);
-  assert.equal(a.ok, true, a.error);
+  assert.equal(a.ok, true, a.error ?? "");
   assert.deepEqual(a.summary, b.summary);
 });
 
