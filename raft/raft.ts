@@ -516,10 +516,28 @@ export class Raft {
             this.vote = m.from;
           }
         } else {
-          this.send(message({ type: respType, to: m.from, term: this.term, reject: true }));
+          // The refusal carries our commit index (and its term) as a hint, see below.
+          this.send(message({
+            type: respType,
+            to: m.from,
+            term: this.term,
+            reject: true,
+            commit: this.log.committed,
+            logTerm: this.log.termOrZero(this.log.committed),
+          }));
         }
         return;
       }
+    }
+    if (
+      (m.type === MessageType.VoteResp || m.type === MessageType.PreVoteResp) && m.reject &&
+      m.commit > this.log.committed && this.log.matchTerm(m.commit, m.logTerm)
+    ) {
+      // A voter that refused us knows a newer commit index, and the entry we hold at that index
+      // has the same term, hence is the same entry (log matching): it is committed for us too.
+      // A voter that missed the commit of a configuration change (e.g. the leader removing
+      // itself) applies it instead of waiting forever for the vote of a node that left.
+      this.log.commitTo(m.commit);
     }
     switch (this.role) {
       case "leader":

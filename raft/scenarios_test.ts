@@ -607,3 +607,45 @@ Deno.test("regression: a joining node that installed an old snapshot accepts ano
   assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4]), 300), "node 4 never caught up");
   assert.deepEqual(conf(c.node(4)).learners, [4]);
 });
+
+Deno.test("regression: after removing the leader, the remaining voter learns the commit it missed and takes over", () => {
+  // Sim seed 2000229: the leader of {1, 2} removed itself; node 2 held the entry leaving the
+  // joint configuration but never learned it was committed, so it still needed node 1's vote.
+  // Node 1 (restarted, no longer a member) held one more entry and refused that vote forever.
+  const c = newCluster(2);
+  elect(c, 1);
+  load(c, 3);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2]), 100));
+  const start = c.node(1).store.lastIndex();
+  let leave = 0; // index of the entry leaving the joint configuration
+  let extra = 0; // an entry node 2 never receives
+  c.net.filter = (m) => {
+    if (m.from !== 1 || m.to !== 2) return true;
+    if (leave > 0 && m.commit >= leave) m.commit = leave - 1; // node 2 never learns it committed
+    if (m.type === MessageType.TimeoutNow) return false; // the hand-off never happens
+    return !(extra > 0 && m.entries.some((e) => e.index >= extra));
+  };
+  c.node(1).raw!.proposeConfChange({
+    changes: [{ type: ConfChangeType.RemoveNode, nodeId: 1 }],
+    context: new Uint8Array(0),
+  });
+  // The leader leaves the joint configuration on its own; right behind that entry it appends
+  // two writes, the second of which never reaches node 2.
+  assert.ok(c.runUntil(() => c.node(1).store.lastIndex() > start + 1, 50));
+  leave = c.node(1).store.lastIndex();
+  put(c, 1, "k", "a");
+  extra = put(c, 1, "k", "b").index;
+  assert.ok(c.runUntil(() => c.node(1).kv.applied >= leave, 50), "node 1 applies its removal");
+  c.run(5);
+  c.crash(1);
+  c.restart(1);
+  c.processReadies(); // re-apply the committed log
+  assert.deepEqual(conf(c.node(1)).voters, [2]);
+  assert.ok(status(c, 2).commit < leave);
+  c.net.clear(); // what node 1 sent before crashing is lost
+  c.net.filter = null;
+  assert.ok(c.runUntil(() => c.leader()?.id === 2, 300), `no leader:\n${describe(c)}`);
+  assert.ok(c.runUntil(() => caughtUp(c, [2]), 300));
+  // The writes behind the leave entry never reached node 2, so they were never committed.
+  assert.equal(c.node(2).kv.get("k"), "v2");
+});
