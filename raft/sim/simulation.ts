@@ -417,15 +417,18 @@ class Admin {
   }
 
   /** Schedules the shutdown of removed nodes once every voter of the new configuration has
-   * applied their removal. Stopping them as soon as any node applied it can strand the new
+   * applied their removal and made its commit durable. Stopping them as soon as any node applied it can strand the new
    * configuration: a voter that restarts with a lower durable commit is back in the joint
    * configuration and needs the departed nodes to commit (found by seed 1000117). */
   #scheduleStops(): void {
     const cl = this.#cluster;
     this.#removals = this.#removals.filter((r) => {
+      // Applied is not enough when commit-only hard states are not synced: a voter that
+      // restarts with an older durable commit is back in the joint configuration.
       const applied = r.voters.every((id) => {
         const n = cl.nodes.get(id);
-        return !!n?.raw && n.kv.applied >= r.index;
+        return !!n?.raw && n.kv.applied >= r.index &&
+          n.store.durableHardState().commit >= r.index;
       });
       if (!applied) return true;
       for (const id of r.ids) {
