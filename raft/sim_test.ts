@@ -7,6 +7,7 @@
  * A failing run prints its seed; `deno run -A raft/sim/replay.ts --seed S --trace` replays it.
  */
 import assert from "node:assert/strict";
+import { InvariantChecker } from "./sim/invariants.ts";
 import { SimKv } from "./sim/kv.ts";
 import { encodeCommand } from "./sim/kv.ts";
 import { SimNetwork } from "./sim/network.ts";
@@ -107,6 +108,46 @@ Deno.test("SimKv: a retried write of a session applies once; snapshots round-tri
   const copy = SimKv.restore(kv.serialize(), 3);
   assert.equal(copy.fingerprint(), kv.fingerprint());
   assert.equal(copy.apply(4, put(2, "y")).duplicate, true);
+});
+
+Deno.test("InvariantChecker: flags two leaders in one term, conflicting entries and applies", () => {
+  const c = new InvariantChecker();
+  c.observeLeader(1, 5);
+  c.observeLeader(1, 5);
+  assert.throws(() => c.observeLeader(2, 5), /election safety/);
+  const e = (index: number, term: number, byte: number) => ({
+    index,
+    term,
+    type: EntryType.Normal,
+    data: new Uint8Array([byte]),
+  });
+  c.observeAppend(1, [e(1, 1, 7), e(2, 1, 8)], (i) => (i === 1 ? 1 : 0));
+  assert.throws(() => c.observeAppend(2, [e(2, 1, 9)], () => 1), /log matching/);
+  assert.throws(() => c.observeAppend(3, [e(2, 1, 8)], () => 3), /log matching/);
+  c.observeApply(1, e(1, 1, 7));
+  assert.throws(() => c.observeApply(2, e(1, 2, 7)), /state machine safety/);
+  c.observeSnapshot(1, 4, "a");
+  assert.throws(() => c.observeSnapshot(2, 4, "b"), /state machine safety/);
+});
+
+Deno.test("InvariantChecker: commit monotonicity and leader completeness", () => {
+  const c = new InvariantChecker();
+  c.observeCommit(1, 2, 5);
+  assert.throws(() => c.observeCommit(1, 2, 4), /commit monotonicity/);
+  c.observeRestart(1, 3); // after a restart the durable commit is the floor
+  c.observeCommit(1, 3, 3);
+  assert.throws(() => c.observeCommit(1, 3, 2), /commit monotonicity/);
+  for (let i = 1; i <= 5; i++) {
+    c.observeApply(1, { index: i, term: 2, type: EntryType.Normal, data: new Uint8Array() });
+  }
+  const log = (last: number, term: number) => ({
+    firstIndex: () => 1,
+    lastIndex: () => last,
+    term: (_i: number) => term,
+  });
+  c.checkLeaderCompleteness(2, 4, log(5, 2));
+  assert.throws(() => c.checkLeaderCompleteness(3, 4, log(4, 2)), /leader completeness/);
+  assert.throws(() => c.checkLeaderCompleteness(3, 4, log(5, 3)), /leader completeness/);
 });
 
 Deno.test("a simulation seed replays exactly", () => {
