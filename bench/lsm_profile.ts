@@ -4,6 +4,7 @@
  * random gets and a full scan. Usage: deno run -A bench/lsm_profile.ts [n]
  */
 import { LsmDb } from "../lsm/mod.ts";
+import process from "node:process";
 
 const N = Number(Deno.args[0] ?? 1_000_000);
 const dir = await Deno.makeTempDir({ prefix: "lsm_profile_" });
@@ -37,9 +38,13 @@ try {
   for (let i = 0; i < 100000; i++) keys.push(te.encode(key(Math.floor(Math.random() * N))));
   for (let r = 0; r < 3; r++) {
     const t = performance.now();
+    const c0 = process.cpuUsage();
     for (let i = 0; i < keys.length; i++) await db.get(keys[i]);
+    const c1 = process.cpuUsage(c0);
     const st = db.stats();
     console.log(
+      "cpu us/get",
+      ((c1.user + c1.system) / keys.length).toFixed(2),
       "get/s",
       Math.round(keys.length / (performance.now() - t) * 1000),
       st.cacheHits,
