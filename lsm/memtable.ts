@@ -26,8 +26,11 @@ const V_LEN = 3;
 const SEQ_HI = 4;
 const SEQ_LO = 5;
 const KIND_H = 6; // kind | height << 8
-const PREFIX = 7; // first 4 key bytes, big-endian, xor 0x80000000 (signed-comparable)
-const LINKS = 8;
+// PREFIX..PREFIX+3: first 16 key bytes (zero padded) as 4 big-endian words,
+// xor 0x80000000 so signed comparison orders them like unsigned bytes.
+const PREFIX = 7;
+const LINKS = 11;
+const INLINE = 16;
 const HEAD = 0;
 
 /** Transferable snapshot of a memtable's arrays. */
@@ -121,18 +124,30 @@ export class Memtable {
     return off;
   }
 
-  /** Compares node `x` with (key, seq) whose prefix is `kp`: negative when node sorts first. */
-  private cmp(x: number, key: Uint8Array, kp: number, seq: number): number {
+  private kw0 = 0;
+  private kw1 = 0;
+  private kw2 = 0;
+  private kw3 = 0;
+
+  /** Compares node `x` with (key, seq) whose inline words are kw0..kw3: negative when node sorts first. */
+  private cmp(x: number, key: Uint8Array, seq: number): number {
     const nd = this.nodes;
-    const p = nd[x + PREFIX];
-    if (p !== kp) return p < kp ? -1 : 1;
+    const p = x + PREFIX;
+    let a = nd[p];
+    if (a !== this.kw0) return a < this.kw0 ? -1 : 1;
+    a = nd[p + 1];
+    if (a !== this.kw1) return a < this.kw1 ? -1 : 1;
+    a = nd[p + 2];
+    if (a !== this.kw2) return a < this.kw2 ? -1 : 1;
+    a = nd[p + 3];
+    if (a !== this.kw3) return a < this.kw3 ? -1 : 1;
     const kl = nd[x + K_LEN];
     const n = kl < key.length ? kl : key.length;
-    if (n > 4) {
-      const a = this.arena;
+    if (n > INLINE) {
+      const ar = this.arena;
       const ko = nd[x + K_OFF];
-      for (let i = 4; i < n; i++) {
-        const d = a[ko + i] - key[i];
+      for (let i = INLINE; i < n; i++) {
+        const d = ar[ko + i] - key[i];
         if (d !== 0) return d;
       }
     }
@@ -147,13 +162,17 @@ export class Memtable {
 
   /** Last node < (key, seq) (HEAD when none); fills `prev` when asked. */
   private findLess(key: Uint8Array, seq: number, fillPrev: boolean): number {
-    const kp = prefixOf(key, 0, key.length);
+    const kl = key.length;
+    this.kw0 = prefixOf(key, 0, kl);
+    this.kw1 = prefixOf(key, 4, kl - 4);
+    this.kw2 = prefixOf(key, 8, kl - 8);
+    this.kw3 = prefixOf(key, 12, kl - 12);
     let x = HEAD;
     const nd = this.nodes;
     for (let lvl = this.height - 1; lvl >= 0; lvl--) {
       for (;;) {
         const nx = nd[x + LINKS + lvl];
-        if (nx !== NIL && this.cmp(nx, key, kp, seq) < 0) x = nx;
+        if (nx !== NIL && this.cmp(nx, key, seq) < 0) x = nx;
         else break;
       }
       if (fillPrev) this.prev[lvl] = x;
@@ -223,7 +242,10 @@ export class Memtable {
     nd[x + SEQ_HI] = hi;
     nd[x + SEQ_LO] = (seq - hi * 4294967296) | 0;
     nd[x + KIND_H] = kind | (h << 8);
-    nd[x + PREFIX] = prefixOf(key, 0, kl);
+    nd[x + PREFIX] = this.kw0;
+    nd[x + PREFIX + 1] = this.kw1;
+    nd[x + PREFIX + 2] = this.kw2;
+    nd[x + PREFIX + 3] = this.kw3;
     for (let l = 0; l < h; l++) {
       const p = this.prev[l];
       nd[x + LINKS + l] = nd[p + LINKS + l];
