@@ -71,6 +71,11 @@ interface Profile {
   lazyCommitSync: boolean;
   /** The state machine survives crashes (restart resumes at its applied index). */
   durableStateMachine: boolean;
+  /** Bytes of entries per append (1: one entry per message, so replication is often partial). */
+  maxSizePerMsg: number;
+  /** Per-step probability of crashing or cutting off a leader that holds uncommitted entries
+   * (diverging logs across terms: the Figure 8 situations). */
+  leaderChurn: number;
 }
 
 function chooseProfile(rng: Prng): Profile {
@@ -94,6 +99,8 @@ function chooseProfile(rng: Prng): Profile {
     leaseRead: rng.chance(0.25),
     lazyCommitSync: rng.chance(0.5),
     durableStateMachine: rng.chance(0.3),
+    maxSizePerMsg: rng.pick([1, 64, 256, 4096]),
+    leaderChurn: rng.pick([0, 0, 0.03, 0.1]),
   };
 }
 
@@ -147,6 +154,7 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     leaseRead: p.leaseRead,
     lazyCommitSync: p.lazyCommitSync,
     durableStateMachine: p.durableStateMachine,
+    maxSizePerMsg: p.maxSizePerMsg,
     logger,
   });
   const workload = new Workload(cluster, {
@@ -341,6 +349,20 @@ function faultStep(cluster: SimCluster, p: Profile, rng: Prng, trace: (m: string
   if (cluster.net.hasCuts() && rng.chance(p.partitionRate)) {
     cluster.net.healAll();
     trace("heal");
+  }
+  if (p.leaderChurn > 0 && rng.chance(p.leaderChurn)) {
+    const leader = cluster.leader();
+    const st = leader?.raw?.status();
+    if (leader && st && st.lastIndex > st.commit) {
+      const down = members.length - cluster.liveIds().length;
+      if (rng.chance(0.5) && down < Math.floor(members.length / 2)) {
+        cluster.crash(leader.id);
+        trace(`crash leader ${leader.id} with uncommitted entries`);
+      } else {
+        cluster.net.isolate(leader.id, members);
+        trace(`cut off leader ${leader.id} with uncommitted entries`);
+      }
+    }
   }
   if (rng.chance(p.crashRate)) {
     const up = cluster.liveIds();
