@@ -478,13 +478,25 @@ export class SimCluster {
       if (st.commit > node.store.lastIndex()) {
         throw new InvariantViolation(
           "commit bound",
-          `node ${node.id} commit ${st.commit} is past its durable last index ${node.store.lastIndex()}`,
+          `node ${node.id} commit ${st.commit} is past its last index ${node.store.lastIndex()}`,
+        );
+      }
+      if (st.applied > st.commit || st.applied !== node.kv.applied) {
+        throw new InvariantViolation(
+          "apply bound",
+          `node ${node.id}: raft applied ${st.applied}, commit ${st.commit}, state machine ${node.kv.applied}`,
         );
       }
       if (st.role === "leader") {
         this.checker.observeLeader(node.id, st.term);
         if (node.leaderTerm !== st.term) {
           node.leaderTerm = st.term;
+          if (!st.conf.voters.includes(node.id) && !st.conf.votersOutgoing.includes(node.id)) {
+            throw new InvariantViolation(
+              "only voters lead",
+              `node ${node.id} became leader of term ${st.term} without being a voter`,
+            );
+          }
           this.checker.checkLeaderCompleteness(node.id, st.term, node.store);
         }
       } else {
