@@ -63,7 +63,10 @@ async function openEngine(kind: string, dir: string): Promise<Engine> {
         for await (const _ of db.scan()) n++;
         return n;
       },
-      close: () => db.close(),
+      close: async () => {
+        if (Deno.env.get("LSM_BENCH_STATS")) console.error(JSON.stringify(db.stats()));
+        await db.close();
+      },
     };
   }
   const { ClassicLevel } = await import("classic-level");
@@ -151,6 +154,7 @@ async function runChild(kind: string): Promise<{ results: Result[]; rss: number 
     args: ["run", "-A", import.meta.filename!, `--child=${kind}`, ...(quick ? ["--quick"] : [])],
     stdout: "piped",
     stderr: "inherit",
+    env: Deno.env.get("LSM_BENCH_STATS") ? { LSM_BENCH_STATS: "1" } : {},
   });
   const out = await cmd.output();
   if (!out.success) throw new Error(`${kind} benchmark process failed`);

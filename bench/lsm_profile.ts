@@ -9,7 +9,7 @@ import process from "node:process";
 const N = Number(Deno.args[0] ?? 1_000_000);
 const dir = await Deno.makeTempDir({ prefix: "lsm_profile_" });
 try {
-  const db = await LsmDb.open(dir);
+  const db = await LsmDb.open(dir, JSON.parse(Deno.env.get("LSM_OPTS") ?? "{}"));
   const v = new Uint8Array(100).fill(7);
   const key = (i: number) => String(i).padStart(16, "0");
   let t = performance.now();

@@ -273,6 +273,7 @@ export class LsmDb {
   private queued = 0;
   private syncWaiters: SyncWaiter[] = [];
   private syncInFlight: Promise<void> | undefined;
+  private oldWalSync: Promise<void> | undefined;
   private scratch = new Uint8Array(4096);
   private readonly pointers: Array<Uint8Array | undefined> = new Array(NUM_LEVELS);
   private manualCompaction = false;
@@ -413,9 +414,9 @@ export class LsmDb {
           }
         });
         if (res.tornTail) {
-          if (i !== wals.length - 1) {
-            throw new CorruptionError(path, res.validEnd, "truncated record in a non-final WAL");
-          }
+          // Any WAL may end in a torn record (an older one whose sync had not
+          // finished at a power cut): cut it off. No sync write after it was
+          // acknowledged, since group commits wait for older WALs' syncs.
           const f = Deno.openSync(path, { write: true });
           f.truncateSync(res.validEnd);
           f.syncDataSync();
@@ -636,8 +637,8 @@ export class LsmDb {
         this.syncWaiters = [];
         const wal = this.wal;
         try {
-          wal.flushSync();
-          await wal.file.syncData();
+          await wal.sync();
+          while (this.oldWalSync) await this.oldWalSync;
           this.counters.syncs++;
           for (const w of waiters) w.resolve();
         } catch (e) {
@@ -660,21 +661,26 @@ export class LsmDb {
     this.imms.push(oldMem);
     this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
     this.mem.walNumber = n;
-    // Pending sync writers wrote into the old WAL: sync it for them now.
+    // The old WAL is fdatasynced off the main thread; sync writers still queued
+    // for it are resolved then, and later group commits wait for it too.
     const waiters = this.syncWaiters;
     this.syncWaiters = [];
-    const finish = () => {
+    const prev = this.oldWalSync;
+    const p: Promise<void> = (async () => {
+      if (prev) await prev;
       try {
-        old.file.syncDataSync();
+        await old.sync();
         for (const w of waiters) w.resolve();
       } catch (e) {
         for (const w of waiters) w.reject(e);
       } finally {
-        old.close();
+        await old.closeWhenIdle().catch(() => {});
       }
-    };
-    if (this.syncInFlight) this.syncInFlight.then(finish);
-    else finish();
+    })();
+    this.oldWalSync = p;
+    p.finally(() => {
+      if (this.oldWalSync === p) this.oldWalSync = undefined;
+    });
     this.scheduleBackground();
   }
 
@@ -1267,6 +1273,7 @@ export class LsmDb {
     try {
       if (this.writeQueue) await this.writeQueue;
       if (this.syncInFlight) await this.syncInFlight;
+      while (this.oldWalSync) await this.oldWalSync;
       this.compactWorker.terminate();
       while (this.flushRunning || this.compactRunning) {
         await (this.flushRunning ?? this.compactRunning);

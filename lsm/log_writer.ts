@@ -84,10 +84,28 @@ export class LogWriter {
     this.file.syncDataSync();
   }
 
+  private syncing = 0;
+  private idle: Array<() => void> = [];
+
   /** Flushes synchronously, then fdatasyncs on a worker thread. */
   async sync(): Promise<void> {
     this.flushSync();
-    await this.file.syncData();
+    this.syncing++;
+    try {
+      await this.file.syncData();
+    } finally {
+      if (--this.syncing === 0) {
+        const w = this.idle;
+        this.idle = [];
+        for (const r of w) r();
+      }
+    }
+  }
+
+  /** Closes the file once no asynchronous sync is running on it. */
+  async closeWhenIdle(): Promise<void> {
+    while (this.syncing > 0) await new Promise<void>((r) => this.idle.push(r));
+    this.close();
   }
 
   /** Closes the file (pending bytes are flushed first). */

@@ -14,8 +14,6 @@ import type { InternalIterator } from "./iterator.ts";
 import { copyOut } from "./slab.ts";
 import { bloomHash } from "./bloom.ts";
 
-
-
 const MAX_HEIGHT = 12;
 const NIL = -1;
 // Node record layout (Int32 slots).
