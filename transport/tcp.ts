@@ -247,9 +247,10 @@ export class TcpTransport implements PeerTransport {
     try {
       for (;;) {
         let n: number | null;
-        // A frame left half-sent for too long closes the connection (it would pin memory).
+        // A frame left half-sent for too long, or a connection that does not say Hello in
+        // time, is closed (it would pin memory or a descriptor).
         let stalled = false;
-        const timer = dec.buffered > 0
+        const timer = dec.buffered > 0 || hello === null
           ? setTimeout(() => {
             stalled = true;
             closeQuietly(conn);
@@ -259,16 +260,25 @@ export class TcpTransport implements PeerTransport {
           n = await conn.read(buf);
         } catch (e) {
           if (this.#closed) return;
-          if (stalled) {
-            throw new FrameError(
-              "truncated",
-              `no progress inside a frame for ${this.#o.stallTimeoutMs} ms`,
-            );
+          if (!stalled) {
+            this.#log.debug("transport: inbound read failed", { remote, error: String(e) });
+            return;
           }
-          this.#log.debug("transport: inbound read failed", { remote, error: String(e) });
-          return;
+          n = null;
         } finally {
           clearTimeout(timer);
+        }
+        if (stalled && !this.#closed) {
+          if (hello === null && dec.buffered === 0) {
+            throw new ProtocolError(
+              "expected-hello",
+              `no Hello within ${this.#o.stallTimeoutMs} ms`,
+            );
+          }
+          throw new FrameError(
+            "truncated",
+            `no progress inside a frame for ${this.#o.stallTimeoutMs} ms`,
+          );
         }
         if (n === null) {
           dec.finish();

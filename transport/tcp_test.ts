@@ -161,3 +161,26 @@ function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(b, a.length);
   return out;
 }
+
+Deno.test("tcp: a connection that never says Hello is closed after the stall timeout", async () => {
+  const log = new RecordingLogger();
+  const b = new TcpTransport({
+    id: 2,
+    listen: "127.0.0.1:0",
+    peers: new Map(),
+    logger: log,
+    stallTimeoutMs: 100,
+  });
+  await b.start(() => {});
+  const { hostname, port } = parseAddress(b.address);
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    const n = await conn.read(new Uint8Array(8)).catch(() => null);
+    assert.equal(n, null, "server closed the connection");
+    await waitFor(() => log.warnings.length > 0, 2000, "warning");
+    assert.equal(log.warnings[0].fields?.reason, "expected-hello");
+  } finally {
+    conn.close();
+    await b.close();
+  }
+});
