@@ -560,8 +560,13 @@ export class LsmDb {
     // Slow path: wait in FIFO order for flush/compaction to make room.
     this.counters.writeStalls++;
     this.queued++;
+    // The next queued write waits only until this one is applied (order), not
+    // until it is durable, so queued sync writes still share group commits.
     const prev = this.writeQueue ?? Promise.resolve();
-    const p = prev.then(async () => {
+    let applied!: () => void;
+    const appliedP = new Promise<void>((r) => (applied = r));
+    this.writeQueue = appliedP;
+    return prev.then(async () => {
       try {
         const t0 = performance.now();
         await this.waitForRoom();
@@ -570,10 +575,10 @@ export class LsmDb {
         return this.apply(ops, sync);
       } finally {
         this.queued--;
+        if (this.writeQueue === appliedP) this.writeQueue = undefined;
+        applied();
       }
     });
-    this.writeQueue = p.then(() => {}, () => {});
-    return p;
   }
 
   private memFull(): boolean {

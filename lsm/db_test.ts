@@ -248,6 +248,20 @@ Deno.test("sync writes from concurrent writers share fdatasyncs (group commit)",
   });
 });
 
+Deno.test("sync writes queued behind a write stall still share fdatasyncs", async () => {
+  await withTempDir(async (dir) => {
+    const db = await LsmDb.open(dir, { ...small, maxMemtables: 2 });
+    const value = new Uint8Array(2000);
+    const n = 400;
+    await Promise.all(Array.from({ length: n }, (_, i) => db.put(`k${i}`, value, { sync: true })));
+    const st = db.stats();
+    assert.ok(st.writeStalls > 0, "the small memtable forced stalls");
+    assert.ok(st.syncs < n / 4, `syncs=${st.syncs} for ${n} writes`);
+    assert.equal((await db.get(`k${n - 1}`))?.length, 2000);
+    await db.close();
+  });
+});
+
 Deno.test("stats report levels, memtable, cache and counters", async () => {
   await withTempDir(async (dir) => {
     const db = await LsmDb.open(dir, small);
