@@ -87,10 +87,14 @@ export class TcpTransport implements PeerTransport {
   start(handler: MessageHandler): Promise<void> {
     if (this.#closed) return Promise.reject(new Error("transport closed"));
     if (this.#listener !== null) return Promise.reject(new Error("transport already started"));
-    const { hostname, port } = parseAddress(this.#o.listen);
+    try {
+      const { hostname, port } = parseAddress(this.#o.listen);
+      this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
+      this.#address = formatAddress(hostname, this.#listener.addr.port);
+    } catch (e) {
+      return Promise.reject(e); // bad address, port in use...
+    }
     this.#handler = handler;
-    this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
-    this.#address = formatAddress(hostname, this.#listener.addr.port);
     this.#track(this.#acceptLoop(this.#listener));
     this.#log.info("transport: tcp listening", { id: this.#o.id, address: this.#address });
     return Promise.resolve();

@@ -184,3 +184,20 @@ Deno.test("tcp: a connection that never says Hello is closed after the stall tim
     await b.close();
   }
 });
+
+Deno.test("tcp: start rejects (never throws) on a bad address or a port in use", async () => {
+  const a = new TcpTransport({ id: 1, listen: "127.0.0.1:0", peers: new Map() });
+  await a.start(() => {});
+  const b = new TcpTransport({ id: 2, listen: a.address, peers: new Map() });
+  const c = new TcpTransport({ id: 3, listen: "nonsense", peers: new Map() });
+  try {
+    const pb = b.start(() => {});
+    const pc = c.start(() => {});
+    await assert.rejects(pb, Deno.errors.AddrInUse);
+    await assert.rejects(pc, AddressError);
+  } finally {
+    await a.close();
+    await b.close();
+    await c.close();
+  }
+});
