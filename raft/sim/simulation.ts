@@ -209,11 +209,20 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
       checkCore();
     }
     workload.issuing = false;
-    const quiet = cluster.runUntil(() => {
-      admin.finish();
-      workload.tick();
-      return workload.idle() && converged(cluster);
-    }, healSteps);
+    // Converge within healSteps, or longer while the slowest member keeps making progress (a
+    // long log sent one entry per message is slow, not stuck).
+    const settle = () =>
+      cluster.runUntil(() => {
+        admin.finish();
+        workload.tick();
+        return workload.idle() && converged(cluster);
+      }, healSteps);
+    let quiet = settle();
+    for (let extra = 0; !quiet && extra < 20; extra++) {
+      const before = slowestApplied(cluster);
+      quiet = settle();
+      if (!quiet && slowestApplied(cluster) <= before) break;
+    }
     checkCore();
     if (!quiet) {
       throw new InvariantViolation(
@@ -294,6 +303,18 @@ export function describe(cluster: SimCluster): string {
     );
   }
   return lines.join("\n");
+}
+
+/** The lowest applied index among the members of the leader's configuration (-1: no leader). */
+function slowestApplied(cluster: SimCluster): number {
+  const leader = cluster.leader();
+  if (!leader?.raw) return -1;
+  const st = leader.raw.status();
+  let min = Infinity;
+  for (const id of [...st.conf.voters, ...st.conf.learners]) {
+    min = Math.min(min, cluster.nodes.get(id)?.kv.applied ?? -1);
+  }
+  return min;
 }
 
 /** True when a leader exists and every member of its configuration is up, caught up and in the
