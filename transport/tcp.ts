@@ -456,7 +456,6 @@ class TcpPeer {
       if (this.#conn === null) {
         try {
           this.#conn = await this.#dial();
-          this.#failures = 0;
         } catch (e) {
           if (this.#closed) break;
           this.#drop("dial failed", e);
@@ -467,13 +466,16 @@ class TcpPeer {
         }
       }
       const conn = this.#conn;
+      const count = this.#outCount;
       const batch = this.#takeBatch();
       try {
         await this.#writeAll(conn, batch);
         this.#recycle(batch);
+        this.#failures = 0;
       } catch (e) {
         if (this.#closed) break;
         this.#disconnect(conn);
+        this.#t.stats.dropped += count;
         this.#drop("write failed", e);
         await this.#sleep(backoffDelay(o, this.#failures++));
       }
