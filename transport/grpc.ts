@@ -87,13 +87,18 @@ export function loadGrpcRuntime(): Promise<GrpcRuntime> {
   })();
 }
 
-/** Extra bytes allowed above maxFrameBytes for protobuf overhead of a batch. */
-const GRPC_SLACK_BYTES = 64 * 1024;
+/**
+ * The largest protobuf message accepted: a message of up to `maxFrameBytes` in our binary
+ * encoding can take more room in protobuf (varints, tags, nested lengths), so allow twice that.
+ */
+function grpcMessageLimit(maxFrameBytes: number): number {
+  return Math.min(2 * maxFrameBytes + 64 * 1024, 0x7fff_ffff);
+}
 
 function channelOptions(o: ResolvedOptions): grpc.ChannelOptions {
   return {
-    "grpc.max_receive_message_length": o.maxFrameBytes + GRPC_SLACK_BYTES,
-    "grpc.max_send_message_length": o.maxFrameBytes + GRPC_SLACK_BYTES,
+    "grpc.max_receive_message_length": grpcMessageLimit(o.maxFrameBytes),
+    "grpc.max_send_message_length": grpcMessageLimit(o.maxFrameBytes),
     "grpc.initial_reconnect_backoff_ms": o.reconnectMinMs,
     "grpc.min_reconnect_backoff_ms": o.reconnectMinMs,
     "grpc.max_reconnect_backoff_ms": o.reconnectMaxMs,
@@ -227,8 +232,8 @@ export class GrpcTransport implements PeerTransport {
     if (this.#closed) throw new Error("transport closed");
     this.#rt = rt;
     const server = new rt.grpc.Server({
-      "grpc.max_receive_message_length": this.#o.maxFrameBytes + GRPC_SLACK_BYTES,
-      "grpc.max_send_message_length": this.#o.maxFrameBytes + GRPC_SLACK_BYTES,
+      "grpc.max_receive_message_length": this.#grpcMessageLimit(o.maxFrameBytes),
+      "grpc.max_send_message_length": this.#grpcMessageLimit(o.maxFrameBytes),
     });
     server.addService(rt.Raft.service, {
       Send: (call: grpc.ServerUnaryCall<Any, Any>, cb: grpc.sendUnaryData<Any>) =>
