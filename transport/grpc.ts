@@ -232,8 +232,8 @@ export class GrpcTransport implements PeerTransport {
     if (this.#closed) throw new Error("transport closed");
     this.#rt = rt;
     const server = new rt.grpc.Server({
-      "grpc.max_receive_message_length": this.#grpcMessageLimit(o.maxFrameBytes),
-      "grpc.max_send_message_length": this.#grpcMessageLimit(o.maxFrameBytes),
+      "grpc.max_receive_message_length": grpcMessageLimit(this.#o.maxFrameBytes),
+      "grpc.max_send_message_length": grpcMessageLimit(this.#o.maxFrameBytes),
     });
     server.addService(rt.Raft.service, {
       Send: (call: grpc.ServerUnaryCall<Any, Any>, cb: grpc.sendUnaryData<Any>) =>
