@@ -16,6 +16,7 @@ export type FrameErrorReason =
 
 /** A frame on the wire is malformed. The connection that carried it must be closed. */
 export class FrameError extends Error {
+  /** Always "FrameError". */
   override name = "FrameError";
   /** The machine-readable cause. */
   readonly reason: FrameErrorReason;
@@ -43,6 +44,7 @@ export type DecodeErrorReason =
 
 /** An encoded message is malformed: bad enum, length, count or integer. */
 export class DecodeError extends Error {
+  /** Always "DecodeError". */
   override name = "DecodeError";
   /** The machine-readable cause. */
   readonly reason: DecodeErrorReason;
@@ -59,6 +61,7 @@ export class DecodeError extends Error {
 
 /** A message cannot be encoded (a field is not a safe non-negative integer, or too large). */
 export class EncodeError extends Error {
+  /** Always "EncodeError". */
   override name = "EncodeError";
   /** The offending field. */
   readonly field: string;
@@ -72,6 +75,7 @@ export class EncodeError extends Error {
 
 /** An address string is not `host:port`. */
 export class AddressError extends Error {
+  /** Always "AddressError". */
   override name = "AddressError";
   /** The address that was refused. */
   readonly address: string;
@@ -93,6 +97,7 @@ export type ProtocolErrorReason =
 
 /** A peer sent something well-formed that the protocol does not allow. */
 export class ProtocolError extends Error {
+  /** Always "ProtocolError". */
   override name = "ProtocolError";
   /** The machine-readable cause. */
   readonly reason: ProtocolErrorReason;
@@ -106,6 +111,7 @@ export class ProtocolError extends Error {
 
 /** An address is already served by another memory transport. */
 export class AddressInUseError extends Error {
+  /** Always "AddressInUseError". */
   override name = "AddressInUseError";
   /** The address. */
   readonly address: string;

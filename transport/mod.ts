@@ -14,14 +14,27 @@ import { MemoryTransport, type MemoryTransportOptions } from "./memory.ts";
 import type { PeerTransport, TransportKind, TransportOptions } from "./options.ts";
 import { TcpTransport } from "./tcp.ts";
 
-export type { PeerTransport, TransportKind, TransportOptions } from "./options.ts";
+export type { HostPort, PeerTransport, TransportKind, TransportOptions } from "./options.ts";
 export { formatAddress, parseAddress } from "./options.ts";
-export { TcpTransport } from "./tcp.ts";
+export { type TcpStats, TcpTransport } from "./tcp.ts";
+export type {
+  ConfState,
+  Entry,
+  EntryType,
+  Message,
+  MessageType,
+  NodeId,
+  SnapshotChunk,
+  SnapshotMeta,
+} from "../raft/types.ts";
+export type { MessageHandler, Transport } from "../raft/transport.ts";
+export type { LogFields, Logger } from "../raft/logger.ts";
 export { GrpcTransport } from "./grpc.ts";
 export {
   defaultMemoryNetwork,
   type FaultOptions,
   MemoryNetwork,
+  type MemoryNetworkStats,
   MemoryTransport,
   type MemoryTransportOptions,
 } from "./memory.ts";
