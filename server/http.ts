@@ -18,6 +18,9 @@
  * Values are returned as `{"key", "value"}` when they are UTF-8 text, `{"key", "valueBase64"}`
  * otherwise. Errors are JSON `{"error": code, "message": ...}` with status 400 (invalid
  * argument), 404 (not found), 503 (unavailable / not leader), 504 (timeout), 500 (internal).
+ * Writes may carry a client session for exactly-once retries: headers `x-gokv-client-id` (random
+ * u64, decimal) and `x-gokv-seq` (1, 2, ... per write; resend the same pair on retry).
+ *
  * A follower forwards a request that needs the leader to the leader's HTTP address (once:
  * forwarded requests carry `x-gokv-forwarded`); without a known leader it answers 503 with
  * `leader` / `leaderHttp`.
@@ -32,7 +35,7 @@ import {
   UnavailableError,
 } from "../client/errors.ts";
 import type { ScanRange } from "../client/protocol.ts";
-import type { KvService } from "./service.ts";
+import type { KvService, WriteSession } from "./service.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import type { MemberAddrs } from "./members.ts";
 
@@ -141,6 +144,32 @@ function intParam(q: URLSearchParams, name: string): number | undefined {
   return n;
 }
 
+/** Header carrying the client id of an exactly-once write (decimal u64). */
+export const CLIENT_ID_HEADER = "x-gokv-client-id";
+/** Header carrying the sequence number of an exactly-once write (decimal, from 1). */
+export const SEQ_HEADER = "x-gokv-seq";
+
+/** The optional client session of a write request (both headers, or none). */
+function sessionOf(req: Request): WriteSession | undefined {
+  const id = req.headers.get(CLIENT_ID_HEADER);
+  const seq = req.headers.get(SEQ_HEADER);
+  if (id === null && seq === null) return undefined;
+  if (id === null || seq === null) {
+    throw new HttpError(`${CLIENT_ID_HEADER} and ${SEQ_HEADER} go together`);
+  }
+  let clientId: bigint;
+  try {
+    clientId = BigInt(id);
+  } catch {
+    throw new HttpError(`${CLIENT_ID_HEADER} must be a decimal integer`);
+  }
+  const n = Number(seq);
+  if (clientId <= 0n || clientId >= 1n << 64n || !Number.isSafeInteger(n) || n < 1) {
+    throw new HttpError(`bad ${CLIENT_ID_HEADER} / ${SEQ_HEADER}`);
+  }
+  return { clientId, seq: n };
+}
+
 function nodeIdOf(v: unknown): number {
   const n = typeof v === "string" ? Number(v) : v;
   if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 0x7fffffff) {
@@ -191,11 +220,11 @@ export function createHttpHandler(
           if (typeof v !== "string") throw new HttpError('JSON body needs a string "value"');
           value = enc.encode(v);
         }
-        await service.put(key, value);
+        await service.put(key, value, sessionOf(req));
         return json(200, { ok: true });
       }
       if (m === "DELETE") {
-        await service.delete(key);
+        await service.delete(key, sessionOf(req));
         return json(200, { ok: true });
       }
       return json(405, { error: "method_not_allowed", message: `${m} ${path}` });

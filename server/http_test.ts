@@ -202,3 +202,19 @@ Deno.test("status roles are leader, follower, candidate or learner", () => {
   assert.equal(roleName("candidate", false), "candidate");
   assert.equal(roleName("pre-candidate", false), "candidate");
 });
+
+Deno.test("HTTP writes with a client session are applied once when retried", async () => {
+  const { call, sm } = setup();
+  const session = { "x-gokv-client-id": "12345678901234567890", "x-gokv-seq": "1" };
+  assert.equal((await call("PUT", "/v1/kv/s", "first", session)).status, 200);
+  assert.equal((await call("PUT", "/v1/kv/s", "other")).status, 200);
+  // A retry of the first write (same session and seq) must not overwrite the later one.
+  assert.equal((await call("PUT", "/v1/kv/s", "first", session)).status, 200);
+  assert.equal((await call("GET", "/v1/kv/s")).json.value, "other");
+  assert.equal(sm.sessions().get(12345678901234567890n)?.lastSeq, 1);
+  assert.equal((await call("PUT", "/v1/kv/s", "x", { "x-gokv-seq": "2" })).status, 400);
+  assert.equal(
+    (await call("PUT", "/v1/kv/s", "x", { "x-gokv-client-id": "abc", "x-gokv-seq": "2" })).status,
+    400,
+  );
+});
