@@ -92,6 +92,8 @@ export interface MergeContext {
   isBaseLevelForKey(userKey: Uint8Array): boolean;
   /** Cooperative yield, called between chunks of work. */
   yield(): Promise<void>;
+  /** Called before each output write/fsync (I/O throttling hook). */
+  beforeIo?: () => void;
 }
 
 /** Output of a merge. */
@@ -147,7 +149,7 @@ export async function runMerge(c: Compaction, ctx: MergeContext): Promise<MergeO
       if (writer === undefined) {
         const t = await ctx.newTable();
         number = t.number;
-        writer = new TableWriter(t.path, ctx.opts);
+        writer = new TableWriter(t.path, { ...ctx.opts, beforeIo: ctx.beforeIo });
       }
       writer.add(uk, seq, it.kind(), it.value());
     }

@@ -27,6 +27,11 @@ export interface MergeRequest {
   opts: ResolvedOptions;
   smallestSnapshot: number;
   levels: FileMeta[][];
+  /**
+   * Shared counter of foreground fdatasyncs in flight: while it is non-zero the
+   * merge holds back its own writes (up to 10 ms per chunk) so WAL syncs stay fast.
+   */
+  ioSignal?: Int32Array;
 }
 
 /** Request to write a frozen memtable as table `number`. */
@@ -108,6 +113,17 @@ function postError(id: number, e: unknown): void {
   );
 }
 
+function yieldIo(sig: Int32Array): void {
+  const deadline = performance.now() + 10;
+  for (;;) {
+    const v = Atomics.load(sig, 0);
+    if (v <= 0) return;
+    const left = deadline - performance.now();
+    if (left <= 0) return;
+    Atomics.wait(sig, 0, v, Math.min(left, 2));
+  }
+}
+
 const allocWaiters: Array<(n: number) => void> = [];
 
 async function merge(req: MergeRequest): Promise<void> {
@@ -140,6 +156,7 @@ async function merge(req: MergeRequest): Promise<void> {
         return true;
       },
       yield: () => Promise.resolve(),
+      beforeIo: req.ioSignal ? () => yieldIo(req.ioSignal!) : undefined,
     });
     syncDir(req.dir);
     self.postMessage({ type: "done", id: req.id, ...out } satisfies WorkerMessage);

@@ -274,6 +274,8 @@ export class LsmDb {
   private syncWaiters: SyncWaiter[] = [];
   private syncInFlight: Promise<void> | undefined;
   private oldWalSync: Promise<void> | undefined;
+  /** Count of WAL fdatasyncs in flight, shared with the compaction worker. */
+  private readonly ioSignal = new Int32Array(new SharedArrayBuffer(4));
   private scratch = new Uint8Array(4096);
   private readonly pointers: Array<Uint8Array | undefined> = new Array(NUM_LEVELS);
   private manualCompaction = false;
@@ -642,7 +644,13 @@ export class LsmDb {
         this.syncWaiters = [];
         const wal = this.wal;
         try {
-          await wal.sync();
+          Atomics.add(this.ioSignal, 0, 1);
+          try {
+            await wal.sync();
+          } finally {
+            Atomics.sub(this.ioSignal, 0, 1);
+            Atomics.notify(this.ioSignal, 0);
+          }
           while (this.oldWalSync) await this.oldWalSync;
           this.counters.syncs++;
           for (const w of waiters) w.resolve();
@@ -1143,6 +1151,7 @@ export class LsmDb {
       opts: this.opts,
       smallestSnapshot: this.smallestSnapshot(),
       levels: v.levels,
+      ioSignal: this.ioSignal,
     });
   }
 

@@ -28,6 +28,8 @@ export interface TableInfo {
 export interface TableWriterOptions {
   blockBytes: number;
   bloomBitsPerKey: number;
+  /** Called before each write/fsync of table data (lets compaction yield I/O to foreground syncs). */
+  beforeIo?: () => void;
 }
 
 const FLUSH_AT = 256 * 1024;
@@ -97,6 +99,7 @@ export class TableWriter {
   }
 
   private flushOut(): void {
+    this.opts.beforeIo?.();
     const o = this.out;
     let w = 0;
     while (w < o.len) w += this.file.writeSync(o.buf.subarray(w, o.len));
@@ -128,6 +131,7 @@ export class TableWriter {
       encodeFooter({ indexOffset, indexSize, filterOffset, filterSize, version: TABLE_VERSION }),
     );
     this.flushOut();
+    this.opts.beforeIo?.();
     this.file.syncDataSync();
     this.file.close();
     Deno.renameSync(this.tmpPath, this.path);
