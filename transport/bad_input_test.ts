@@ -167,13 +167,14 @@ Deno.test("grpc: garbage and invalid messages are refused while a good peer keep
   const raw = new Raft(b.address, grpc.credentials.createInsecure());
   try {
     await exchange();
-    assert.ok(
-      await rawSend(b.address, new TextEncoder().encode("garbage garbage garbage\r\n\r\n")),
-    );
+    const garbage = new TextEncoder().encode("garbage garbage garbage\r\n\r\n");
+    assert.ok(await rawSend(b.address, garbage));
+    await waitFor(() => b.stats.rejectedConnections === 1, 3000, "garbage warning");
+    assert.equal(log.warnings.at(-1)!.fields?.reason, "http2");
     await exchange();
-    assert.ok(
-      await rawSend(b.address, encodeMessageFrame(message({ type: MessageType.App, to: 2 }))),
-    );
+    const tcpFrame = encodeMessageFrame(message({ type: MessageType.App, to: 2 }));
+    assert.ok(await rawSend(b.address, tcpFrame));
+    await waitFor(() => b.stats.rejectedConnections === 2, 3000, "tcp-frame warning");
     await exchange();
     const call = (msg: object) =>
       new Promise<grpc.ServiceError | null>((r) =>

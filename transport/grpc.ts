@@ -208,8 +208,8 @@ export class GrpcTransport implements PeerTransport {
   #handler: MessageHandler | null = null;
   #address = "";
   #closed = false;
-  /** Counters: messages dropped, calls refused for bad input. */
-  readonly stats = { dropped: 0, rejectedCalls: 0 };
+  /** Counters: messages dropped, calls refused and connections closed for bad input. */
+  readonly stats = { dropped: 0, rejectedCalls: 0, rejectedConnections: 0 };
 
   /** Creates a transport; nothing is bound or dialed until used. */
   constructor(opts: TransportOptions) {
@@ -250,7 +250,16 @@ export class GrpcTransport implements PeerTransport {
         (err, p) => err ? reject(err) : resolve(p),
       )
     );
-    if (!this.#accepted.watchServer(server)) {
+    const onSessionError = (e: Error) => {
+      if (this.#closed) return;
+      this.stats.rejectedConnections++;
+      this.#log.warn("transport: closing grpc connection on bad input", {
+        error: e.name,
+        reason: "http2",
+        detail: e.message,
+      });
+    };
+    if (!this.#accepted.watchServer(server, onSessionError)) {
       this.#log.warn("transport: cannot watch grpc server sockets; shutdown will send GOAWAY");
     }
     this.#address = formatAddress(hostname, bound);

@@ -14,7 +14,7 @@
  *   dialed from: the gRPC peer runs its calls inside {@link SocketGroup.run}, so connections its
  *   calls open (and reconnections that follow from them) belong to it.
  * - Inbound sockets: {@link SocketGroup.watchServer} listens to the `connection` event of the
- *   grpc-js server's underlying http2 servers.
+ *   grpc-js server's underlying http2 servers (and to `sessionError`, to log bad input).
  *
  * @module
  */
@@ -45,16 +45,19 @@ export class SocketGroup {
   }
 
   /**
-   * Files every socket that the http2 servers inside a grpc-js `Server` accept. Returns false
-   * if the server's internals are not as expected (then nothing is watched).
+   * Files every socket that the http2 servers inside a grpc-js `Server` accept, and reports
+   * their session errors to `onSessionError`. Returns false if the server's internals are not
+   * as expected (then nothing is watched).
    */
-  watchServer(server: unknown): boolean {
+  watchServer(server: unknown, onSessionError?: (e: Error) => void): boolean {
     const servers = (server as { http2Servers?: unknown }).http2Servers;
     if (!(servers instanceof Map)) return false;
     let n = 0;
     for (const h of servers.keys()) {
       if (typeof (h as net.Server)?.on !== "function") continue;
       (h as net.Server).on("connection", (s: net.Socket) => this.add(s));
+      // Bad bytes on the port (not HTTP/2, bad frames): the http2 server closes that session.
+      if (onSessionError) (h as net.Server).on("sessionError", onSessionError);
       n++;
     }
     return n > 0;
