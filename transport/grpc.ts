@@ -13,7 +13,7 @@
  *   `reconnectMinMs`..`reconnectMaxMs`.
  * - The server validates every message (ranges, integers, snapshot bounds, addressed to this
  *   node, not a local kind) and fails the call with INVALID_ARGUMENT and a `logger.warn`
- *   otherwise; malformed HTTP/2 or protobuf input is refused by grpc-js on that connection only.
+ *   otherwise; malformed HTTP/2 input closes that connection only (grpc-js), with a warning.
  * - Deno 2.9.6 can abort a process that receives an HTTP/2 GOAWAY (denoland/deno#36788), so this
  *   transport never closes sessions gracefully: see transport/grpc_sockets.ts.
  *
