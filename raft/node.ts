@@ -26,6 +26,7 @@ import {
   type Entry,
   EntryType,
   type Message,
+  MessageType,
   type NodeId,
   NONE,
   type SnapshotMeta,
@@ -433,7 +434,10 @@ export class RaftNode {
 
   private onMessage(m: Message): void {
     if (this.stopped) return;
-    this.rawNode.step(m);
+    if (m.type === MessageType.Unreachable) {
+      // The transport dropped messages to m.from: fall back to probing that follower.
+      this.rawNode.reportUnreachable(m.from);
+    } else this.rawNode.step(m);
     this.schedule();
   }
 
