@@ -199,8 +199,6 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     for (const node of cluster.nodes.values()) node.clockDrift = 0;
     for (const id of cluster.memberIds()) cluster.restart(id);
     trace("healed");
-    const completedBefore = workload.stats.completed;
-    const startedBefore = workload.stats.started;
     // The clients keep going for a while: the healed cluster must serve them.
     for (let i = 0; i < healSteps / 2; i++) {
       admin.finish();
@@ -232,8 +230,15 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
         }`,
       );
     }
-    if (workload.stats.completed === completedBefore && workload.stats.started > startedBefore) {
-      throw new InvariantViolation("liveness", "no operation completed after healing");
+    // The converged cluster must accept a write.
+    const completed = workload.stats.completed;
+    workload.start(1, { kind: "put", key: "k0", value: "final" });
+    cluster.runUntil(() => {
+      workload.tick();
+      return workload.idle();
+    }, healSteps);
+    if (workload.stats.completed === completed) {
+      throw new InvariantViolation("liveness", "the healed cluster did not accept a write");
     }
     // Final reads of every key, through ReadIndex at random members.
     for (let k = 0; k < 4; k++) {
