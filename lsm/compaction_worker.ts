@@ -8,7 +8,7 @@
 /// <reference lib="deno.worker" />
 import { compareBytes } from "./bytes.ts";
 import { type Compaction, runMerge } from "./compaction.ts";
-import { CorruptionError } from "./errors.ts";
+import { ClosedError, CorruptionError } from "./errors.ts";
 import { syncDir, tablePath } from "./filenames.ts";
 import { userKeyOf } from "./internal_key.ts";
 import type { ResolvedOptions } from "./options.ts";
@@ -30,6 +30,7 @@ export interface MergeRequest {
   /**
    * Shared counter of foreground fdatasyncs in flight: while it is non-zero the
    * merge holds back its own writes (up to 10 ms per chunk) so WAL syncs stay fast.
+   * Slot 1 is set to 1 when the database closes: the merge aborts.
    */
   ioSignal?: Int32Array;
 }
@@ -155,7 +156,10 @@ async function merge(req: MergeRequest): Promise<void> {
         }
         return true;
       },
-      yield: () => Promise.resolve(),
+      yield: () => {
+        if (req.ioSignal && Atomics.load(req.ioSignal, 1) === 1) throw new ClosedError("database");
+        return Promise.resolve();
+      },
       beforeIo: req.ioSignal ? () => yieldIo(req.ioSignal!) : undefined,
     });
     syncDir(req.dir);

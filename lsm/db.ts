@@ -274,8 +274,11 @@ export class LsmDb {
   private syncWaiters: SyncWaiter[] = [];
   private syncInFlight: Promise<void> | undefined;
   private oldWalSync: Promise<void> | undefined;
-  /** Count of WAL fdatasyncs in flight, shared with the compaction worker. */
-  private readonly ioSignal = new Int32Array(new SharedArrayBuffer(4));
+  /**
+   * Shared with the compaction worker: [0] WAL fdatasyncs in flight,
+   * [1] set to 1 when closing (merges abort at their next chunk).
+   */
+  private readonly ioSignal = new Int32Array(new SharedArrayBuffer(8));
   private scratch = new Uint8Array(4096);
   private readonly pointers: Array<Uint8Array | undefined> = new Array(NUM_LEVELS);
   private manualCompaction = false;
@@ -1288,7 +1291,7 @@ export class LsmDb {
       if (this.writeQueue) await this.writeQueue;
       if (this.syncInFlight) await this.syncInFlight;
       while (this.oldWalSync) await this.oldWalSync;
-      this.compactWorker.terminate();
+      Atomics.store(this.ioSignal, 1, 1);
       while (this.flushRunning || this.compactRunning) {
         await (this.flushRunning ?? this.compactRunning);
       }

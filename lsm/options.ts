@@ -16,7 +16,7 @@ export interface LsmOptions {
   bloomBitsPerKey?: number;
   /** Number of L0 files that triggers an L0->L1 compaction. Default 4. */
   l0CompactionTrigger?: number;
-  /** Number of L0 files at which writes wait for compaction. Default 12. */
+  /** Number of L0 files at which writes wait for compaction. Default 20. */
   l0StopTrigger?: number;
   /** Byte target of L1; deeper levels grow by `levelMultiplier`. Default 64 MiB. */
   levelBaseBytes?: number;
@@ -49,7 +49,7 @@ export const DEFAULT_OPTIONS: ResolvedOptions = {
   blockCacheBytes: 16 << 20,
   bloomBitsPerKey: 10,
   l0CompactionTrigger: 4,
-  l0StopTrigger: 12,
+  l0StopTrigger: 20,
   levelBaseBytes: 64 << 20,
   levelMultiplier: 10,
   targetFileBytes: 4 << 20,
