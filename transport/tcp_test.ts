@@ -144,7 +144,15 @@ Deno.test("tcp: a frame left half-sent is dropped with its connection after the 
     const frame = encodeMessageFrame(hb(1));
     await conn.write(concatBytes(encodeHello({ from: 1, to: 2 }), frame.subarray(0, 20)));
     const t0 = Date.now();
+    // Bounded wait: a server that never closes the connection fails the test, not hangs it.
+    let expired = false;
+    const deadline = setTimeout(() => {
+      expired = true;
+      conn.close();
+    }, 10_000);
     const n = await conn.read(new Uint8Array(8)).catch(() => null);
+    clearTimeout(deadline);
+    assert.equal(expired, false, "server did not close the silent connection within 10 s");
     assert.equal(n, null, "server closed the connection");
     assert.ok(Date.now() - t0 >= 80);
     await waitFor(() => log.warnings.length > 0, 2000, "warning");
@@ -175,12 +183,22 @@ Deno.test("tcp: a connection that never says Hello is closed after the stall tim
   const { hostname, port } = parseAddress(b.address);
   const conn = await Deno.connect({ hostname, port });
   try {
+    // Bounded wait: a server that never closes the connection fails the test, not hangs it.
+    let expired = false;
+    const deadline = setTimeout(() => {
+      expired = true;
+      conn.close();
+    }, 10_000);
     const n = await conn.read(new Uint8Array(8)).catch(() => null);
+    clearTimeout(deadline);
+    assert.equal(expired, false, "server did not close the silent connection within 10 s");
     assert.equal(n, null, "server closed the connection");
     await waitFor(() => log.warnings.length > 0, 2000, "warning");
     assert.equal(log.warnings[0].fields?.reason, "expected-hello");
   } finally {
-    conn.close();
+    try {
+      conn.close();
+    } catch { /* closed by the deadline */ }
     await b.close();
   }
 });
