@@ -1140,6 +1140,12 @@ export class Raft {
     const self = prs.get(this.id);
     this.isLearner = !!self && self.isLearner;
     const cs = toConfState(cfg);
+    if ((!self || this.isLearner) && (this.role === "candidate" || this.role === "pre-candidate")) {
+      // Removed (or demoted) while campaigning: votes still arriving for the campaign would
+      // otherwise make a non-voter leader (sim seed 309055).
+      this.becomeFollower(this.term, NONE);
+      return cs;
+    }
     if ((!self || this.isLearner) && this.role === "leader") {
       // Removed (or demoted) by a committed C(new): hand leadership to the most up-to-date
       // voter, then step down. Stepping down at once could deadlock the cluster: the remaining

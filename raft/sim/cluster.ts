@@ -379,6 +379,16 @@ export class SimCluster {
     const store = node.store;
     const rd: Ready = raw.ready();
     this.stats.readies++;
+    if (rd.softState?.role === "leader") {
+      // Checked against the configuration the election ran under (nothing was applied since).
+      const st = raw.status();
+      if (!st.conf.voters.includes(node.id) && !st.conf.votersOutgoing.includes(node.id)) {
+        throw new InvariantViolation(
+          "only voters lead",
+          `node ${node.id} became leader of term ${st.term} without being a voter`,
+        );
+      }
+    }
     this.#send(rd.messages);
     if (rd.snapshot) store.applySnapshot(rd.snapshot);
     if (rd.entries.length > 0) store.append(rd.entries);
@@ -491,12 +501,6 @@ export class SimCluster {
         this.checker.observeLeader(node.id, st.term);
         if (node.leaderTerm !== st.term) {
           node.leaderTerm = st.term;
-          if (!st.conf.voters.includes(node.id) && !st.conf.votersOutgoing.includes(node.id)) {
-            throw new InvariantViolation(
-              "only voters lead",
-              `node ${node.id} became leader of term ${st.term} without being a voter`,
-            );
-          }
           this.checker.checkLeaderCompleteness(node.id, st.term, node.store);
         }
       } else {
