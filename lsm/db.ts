@@ -29,7 +29,7 @@ import { ClosedError, CorruptionError, InvalidArgumentError } from "./errors.ts"
 import { WorkerClient } from "./worker_client.ts";
 import { copyBytes } from "./slab.ts";
 import { parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
-import { KIND_DELETE, KIND_PUT, MAX_SEQ, userKeyOf } from "./internal_key.ts";
+import { compareUserToInternal, KIND_DELETE, KIND_PUT, MAX_SEQ } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
 import { LevelIterator } from "./level_iterator.ts";
 import { DirLock } from "./lock.ts";
@@ -728,7 +728,7 @@ export class LsmDb {
     for (let i = l0.length - 1; i >= 0; i--) {
       const f = l0[i];
       if (
-        compareBytes(key, userKeyOf(f.smallest)) < 0 || compareBytes(key, userKeyOf(f.largest)) > 0
+        compareUserToInternal(key, f.smallest) < 0 || compareUserToInternal(key, f.largest) > 0
       ) {
         continue;
       }
@@ -741,7 +741,7 @@ export class LsmDb {
       const i = v.findFile(l, key);
       if (i >= files.length) continue;
       const f = files[i];
-      if (compareBytes(key, userKeyOf(f.smallest)) < 0) continue;
+      if (compareUserToInternal(key, f.smallest) < 0) continue;
       const r = this.table(f).get(key, seq, hash);
       if (r !== undefined) return r === TOMBSTONE ? undefined : r;
     }
@@ -1104,7 +1104,7 @@ export class LsmDb {
         for (let l = outLevel + 1; l < NUM_LEVELS; l++) {
           const files = v.levels[l];
           const i = v.findFile(l, uk);
-          if (i < files.length && compareBytes(uk, userKeyOf(files[i].smallest)) >= 0) return false;
+          if (i < files.length && compareUserToInternal(uk, files[i].smallest) >= 0) return false;
         }
         return true;
       },

@@ -84,3 +84,8 @@ export function compareInternal(a: Uint8Array, b: Uint8Array): number {
   if (sa !== sb) return sa > sb ? -1 : 1;
   return b[b.length - 1] - a[a.length - 1];
 }
+
+/** Compares `userKey` with the user-key part of internal key `ikey` (no allocation). */
+export function compareUserToInternal(userKey: Uint8Array, ikey: Uint8Array): number {
+  return compareRange(userKey, 0, userKey.length, ikey, 0, ikey.length - TRAILER);
+}

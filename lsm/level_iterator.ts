@@ -3,8 +3,7 @@
  * (L1+), opening each table only when reached.
  * @module
  */
-import { compareBytes } from "./bytes.ts";
-import { userKeyOf } from "./internal_key.ts";
+import { compareUserToInternal } from "./internal_key.ts";
 import type { InternalIterator } from "./iterator.ts";
 import type { TableReader } from "./sstable_reader.ts";
 import type { FileMeta } from "./version_edit.ts";
@@ -15,7 +14,7 @@ export function findFile(files: FileMeta[], key: Uint8Array): number {
   let hi = files.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (compareBytes(userKeyOf(files[mid].largest), key) < 0) lo = mid + 1;
+    if (compareUserToInternal(key, files[mid].largest) > 0) lo = mid + 1;
     else hi = mid;
   }
   return lo;

@@ -3,10 +3,9 @@
  * persists edits to the MANIFEST log and the CURRENT pointer.
  * @module
  */
-import { compareBytes } from "./bytes.ts";
 import { CorruptionError } from "./errors.ts";
 import { currentPath, manifestPath, syncDir } from "./filenames.ts";
-import { compareInternal, userKeyOf } from "./internal_key.ts";
+import { compareInternal, compareUserToInternal } from "./internal_key.ts";
 import { readLog } from "./log_reader.ts";
 import { LogWriter } from "./log_writer.ts";
 import {
@@ -34,8 +33,8 @@ export class Version {
   /** Files of `level` whose user-key range intersects [lo, hi] (undefined = unbounded). */
   overlapping(level: number, lo?: Uint8Array, hi?: Uint8Array): FileMeta[] {
     return this.levels[level].filter((f) =>
-      (lo === undefined || compareBytes(userKeyOf(f.largest), lo) >= 0) &&
-      (hi === undefined || compareBytes(userKeyOf(f.smallest), hi) <= 0)
+      (lo === undefined || compareUserToInternal(lo, f.largest) <= 0) &&
+      (hi === undefined || compareUserToInternal(hi, f.smallest) >= 0)
     );
   }
 
@@ -46,7 +45,7 @@ export class Version {
     let hi = files.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (compareBytes(userKeyOf(files[mid].largest), key) < 0) lo = mid + 1;
+      if (compareUserToInternal(key, files[mid].largest) > 0) lo = mid + 1;
       else hi = mid;
     }
     return lo;
