@@ -418,8 +418,8 @@ function faultStep(cluster: SimCluster, p: Profile, rng: Prng, trace: (m: string
   }
 }
 
-/** Drives membership changes: add learners, promote them, remove voters (the leader too),
- * swap members in one joint change; retries a change until the leader's configuration shows it. */
+/** Drives membership changes: add learners, promote them, demote and remove voters (the leader
+ * too), swap members in one joint change; retries a change until the leader's configuration shows it. */
 class Admin {
   #cluster: SimCluster;
   #trace: (m: string) => void;
@@ -547,6 +547,14 @@ class Admin {
       choices.push(() => ({
         cc: { changes: [{ type: ConfChangeType.RemoveNode, nodeId: id }], context: ctx },
         desc: `remove learner ${id}`,
+      }));
+    }
+    if (voters.length > 3 && voters.length + learners.length < 7) {
+      // Demote a voter (possibly the leader) to a learner.
+      const id = rng.chance(0.3) ? leader.id : rng.pick(voters);
+      choices.push(() => ({
+        cc: { changes: [{ type: ConfChangeType.AddLearner, nodeId: id }], context: ctx },
+        desc: `demote ${id}`,
       }));
     }
     if (learners.length > 0 && voters.length >= 3) {
