@@ -22,3 +22,25 @@ try {
 } finally {
   await Deno.remove(dir, { recursive: true });
 }
+{
+  const dir2 = await Deno.makeTempDir({ prefix: "lsm_disk2_" });
+  try {
+    const g = Deno.openSync(`${dir2}/wal`, { write: true, create: true });
+    g.writeSync(new Uint8Array(1 << 20));
+    g.syncSync();
+    g.seekSync(0, Deno.SeekMode.Start);
+    const small = new Uint8Array(100).fill(1);
+    const t = performance.now();
+    for (let i = 0; i < 100; i++) {
+      g.writeSync(small);
+      g.syncDataSync();
+    }
+    console.log(
+      "small overwrite(preallocated)+fdatasync us",
+      ((performance.now() - t) * 10).toFixed(0),
+    );
+    g.close();
+  } finally {
+    await Deno.remove(dir2, { recursive: true });
+  }
+}

@@ -639,10 +639,12 @@ export class LsmDb {
 
   /** One fdatasync for every sync writer queued so far; repeats while more queue up. */
   private async groupCommit(): Promise<void> {
-    // Let concurrent writers of this turn join the group.
-    await Promise.resolve();
     try {
-      while (this.syncWaiters.length > 0) {
+      for (;;) {
+        // One event-loop turn lets every writer that is ready (including those
+        // just released by the previous sync) join this group.
+        await this.yieldNow();
+        if (this.syncWaiters.length === 0) break;
         const waiters = this.syncWaiters;
         this.syncWaiters = [];
         const wal = this.wal;
