@@ -86,8 +86,11 @@ export interface CompactRange {
 
 /** Per-level statistics. */
 export interface LevelStats {
+  /** Level number (0..6). */
   level: number;
+  /** Number of table files. */
   files: number;
+  /** Total bytes of the level's tables. */
   bytes: number;
   /** Compaction score (>= 1 means due). */
   score: number;
@@ -95,19 +98,27 @@ export interface LevelStats {
 
 /** Engine statistics (cheap to compute; used by /metrics). */
 export interface LsmStats {
+  /** One entry per level, L0 first. */
   levels: LevelStats[];
   /** Completed compactions (including trivial moves). */
   compactions: number;
   /** Completed memtable flushes. */
   flushes: number;
+  /** Approximate bytes held by the active and immutable memtables. */
   memtableBytes: number;
+  /** Frozen memtables waiting to be flushed. */
   immutableMemtables: number;
+  /** Block cache lookups that hit. */
   cacheHits: number;
+  /** Block cache lookups that missed (block read from disk). */
   cacheMisses: number;
+  /** Bytes currently in the block cache. */
   cacheBytes: number;
   /** Bytes of index + filter blocks held in memory. */
   tableMetaBytes: number;
+  /** Sequence number of the newest write. */
   lastSequence: number;
+  /** Snapshots not yet released. */
   liveSnapshots: number;
   /** Writes that had to wait for flush/compaction. */
   writeStalls: number;
@@ -115,7 +126,9 @@ export interface LsmStats {
   writeStallMs: number;
   /** Group commits (fdatasync calls for sync writes). */
   syncs: number;
+  /** Bytes read by compactions. */
   compactionBytesRead: number;
+  /** Bytes written by compactions. */
   compactionBytesWritten: number;
   /** Message of the background error that stopped flush/compaction, if any. */
   backgroundError?: string;

@@ -8,6 +8,7 @@
 export class LsmError extends Error {
   /** Stable machine-readable code. */
   readonly code: string;
+  /** Creates an error with a stable code. */
   constructor(code: string, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "LsmError";
@@ -19,6 +20,7 @@ export class LsmError extends Error {
 export class InvalidArgumentError extends LsmError {
   /** Which argument was rejected (e.g. "key", "value", "options.memtableBytes"). */
   readonly argument: string;
+  /** Creates an error for the named argument. */
   constructor(argument: string, message: string) {
     super("INVALID_ARGUMENT", `${argument}: ${message}`);
     this.name = "InvalidArgumentError";
@@ -34,6 +36,7 @@ export class CorruptionError extends LsmError {
   readonly offset: number;
   /** What was wrong. */
   readonly detail: string;
+  /** Creates an error for damage in `file` at `offset`. */
   constructor(file: string, offset: number, detail: string) {
     super("CORRUPTION", `corruption in ${file} at offset ${offset}: ${detail}`);
     this.name = "CorruptionError";
@@ -47,6 +50,7 @@ export class CorruptionError extends LsmError {
 export class DatabaseLockedError extends LsmError {
   /** Directory of the database. */
   readonly dir: string;
+  /** Creates an error for the locked directory. */
   constructor(dir: string) {
     super("LOCKED", `database ${dir} is already open by another process (LOCK held)`);
     this.name = "DatabaseLockedError";
@@ -56,6 +60,7 @@ export class DatabaseLockedError extends LsmError {
 
 /** An operation was attempted on a closed database or a released snapshot. */
 export class ClosedError extends LsmError {
+  /** Creates an error naming what is closed. */
   constructor(what = "database") {
     super("CLOSED", `${what} is closed`);
     this.name = "ClosedError";

@@ -22,7 +22,7 @@ export {
   Snapshot,
   type WriteOptions,
 } from "./db.ts";
-export { DEFAULT_OPTIONS, type LsmOptions } from "./options.ts";
+export { DEFAULT_OPTIONS, type LsmOptions, type ResolvedOptions } from "./options.ts";
 export {
   ClosedError,
   CorruptionError,
