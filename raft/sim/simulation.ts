@@ -429,6 +429,8 @@ class Admin {
   #admitted = new Set<NodeId>();
   #stopAt = new Map<NodeId, number>();
   #lastConfIndex = 0;
+  /** Nodes removed from the configuration (never added back). */
+  #gone = new Set<NodeId>();
   #removals: { ids: NodeId[]; index: number; voters: NodeId[] }[] = [];
 
   constructor(cluster: SimCluster, trace: (m: string) => void) {
@@ -461,6 +463,7 @@ class Admin {
     for (const id of inConf) this.#admitted.add(id);
     if (conf.votersOutgoing.length > 0) return;
     const removed = [...this.#admitted].filter((id) => !inConf.has(id) && !this.#stopAt.has(id));
+    for (const id of removed) this.#gone.add(id);
     if (removed.length > 0) this.#removals.push({ ids: removed, index, voters: conf.voters });
   }
 
@@ -514,8 +517,10 @@ class Admin {
     const conf = leader.raw.status().conf;
     if (conf.votersOutgoing.length > 0) return null;
     const ctx = new Uint8Array(0);
-    const voters = conf.voters;
-    const learners = conf.learners;
+    // A leader that has not applied the latest change may still list removed nodes: ids are
+    // never reused, so those are left alone (seed 5000229 re-added a removed, stopped node).
+    const voters = conf.voters.filter((id) => !this.#gone.has(id));
+    const learners = conf.learners.filter((id) => !this.#gone.has(id));
     const choices: (() => { cc: ConfChange; desc: string })[] = [];
     if (voters.length + learners.length < 7) {
       choices.push(() => {
@@ -536,7 +541,7 @@ class Admin {
     }
     if (voters.length > 3 || (voters.length > 1 && rng.chance(0.2))) {
       // Removing the leader is a case of its own.
-      const id = rng.chance(0.4) ? leader.id : rng.pick(voters);
+      const id = rng.chance(0.4) && voters.includes(leader.id) ? leader.id : rng.pick(voters);
       choices.push(() => ({
         cc: { changes: [{ type: ConfChangeType.RemoveNode, nodeId: id }], context: ctx },
         desc: `remove voter ${id}`,
@@ -551,7 +556,7 @@ class Admin {
     }
     if (voters.length > 3 && voters.length + learners.length < 7) {
       // Demote a voter (possibly the leader) to a learner.
-      const id = rng.chance(0.3) ? leader.id : rng.pick(voters);
+      const id = rng.chance(0.3) && voters.includes(leader.id) ? leader.id : rng.pick(voters);
       choices.push(() => ({
         cc: { changes: [{ type: ConfChangeType.AddLearner, nodeId: id }], context: ctx },
         desc: `demote ${id}`,
