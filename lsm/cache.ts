@@ -1,13 +1,24 @@
 /**
  * LRU cache of data blocks bounded in bytes. Keys are numbers
  * (file number × 2^32 + block offset); a Map keeps recency order.
+ *
+ * Evicted blocks that were only ever used by synchronous point lookups are
+ * recycled as read buffers (allocating buffers costs as much as the read).
+ * Blocks handed to iterators are marked pinned and never recycled, since an
+ * iterator may still hold them after eviction.
  * @module
  */
+
+/** Capacity of recyclable block buffers. */
+export const POOL_BUFFER = 8192;
+const POOL_MAX = 64;
 
 /** Byte-bounded LRU block cache. */
 export class BlockCache {
   private map = new Map<number, Uint8Array>();
   private bytes = 0;
+  private readonly pinned = new Set<Uint8Array>();
+  private readonly pool: ArrayBuffer[] = [];
   /** Lookup hits. */
   hits = 0;
   /** Lookup misses. */
@@ -40,6 +51,7 @@ export class BlockCache {
     if (old !== undefined) {
       this.bytes -= old.length;
       this.map.delete(key);
+      this.pinned.delete(old);
     }
     this.map.set(key, block);
     this.bytes += block.length;
@@ -47,9 +59,26 @@ export class BlockCache {
       for (const [k, v] of this.map) {
         this.map.delete(k);
         this.bytes -= v.length;
+        this.retire(v);
         if (this.bytes <= this.capacity) break;
       }
     }
+  }
+
+  /** Marks a cached block as referenced by an iterator (never recycled). */
+  pin(block: Uint8Array): void {
+    this.pinned.add(block);
+  }
+
+  private retire(v: Uint8Array): void {
+    if (this.pinned.delete(v)) return;
+    const ab = v.buffer as ArrayBuffer;
+    if (ab.byteLength === POOL_BUFFER && this.pool.length < POOL_MAX) this.pool.push(ab);
+  }
+
+  /** A recycled buffer of {@linkcode POOL_BUFFER} bytes, if any. */
+  takeBuffer(): ArrayBuffer | undefined {
+    return this.pool.pop();
   }
 
   /** Drops every block of a file (after it is deleted). */
@@ -60,6 +89,7 @@ export class BlockCache {
       if (k >= lo && k < hi) {
         this.map.delete(k);
         this.bytes -= v.length;
+        this.retire(v);
       }
     }
   }

@@ -262,6 +262,29 @@ Deno.test("sync writes queued behind a write stall still share fdatasyncs", asyn
   });
 });
 
+Deno.test("a scan stays correct while point lookups churn a tiny block cache", async () => {
+  await withTempDir(async (dir) => {
+    const db = await LsmDb.open(dir, { ...small, blockCacheBytes: 2048, blockBytes: 512 });
+    const val = (i: number) => `value-${i}-${"x".repeat(i % 50)}`;
+    for (let i = 0; i < 3000; i++) await db.put(`k${String(i).padStart(5, "0")}`, val(i));
+    await db.compact();
+    let n = 0;
+    for await (const [k, v] of db.scan()) {
+      const i = Number(s(k)!.slice(1));
+      assert.equal(s(v), val(i));
+      // Evict and recycle blocks under the scan's feet.
+      for (let j = 0; j < 5; j++) {
+        const r = (i * 7919 + j * 104729) % 3000;
+        assert.equal(s(await db.get(`k${String(r).padStart(5, "0")}`)), val(r));
+      }
+      n++;
+    }
+    assert.equal(n, 3000);
+    assert.ok(db.stats().cacheMisses > 1000);
+    await db.close();
+  });
+});
+
 Deno.test("stats report levels, memtable, cache and counters", async () => {
   await withTempDir(async (dir) => {
     const db = await LsmDb.open(dir, small);

@@ -7,7 +7,7 @@
 import { compareBytes, getVarint, varintOut } from "./bytes.ts";
 import { BlockIterator } from "./block_reader.ts";
 import { bloomHash, bloomMayContain } from "./bloom.ts";
-import type { BlockCache } from "./cache.ts";
+import { type BlockCache, POOL_BUFFER } from "./cache.ts";
 import { CorruptionError } from "./errors.ts";
 import { compareInternalTo, KIND_PUT, MAX_SEQ } from "./internal_key.ts";
 import type { InternalIterator } from "./iterator.ts";
@@ -95,20 +95,27 @@ export class TableReader {
   }
 
   /** Returns data block `i` (cached). */
-  block(i: number): Uint8Array {
+  block(i: number, pin = false): Uint8Array {
     const off = this.blockOffs[i];
     const c = this.cache;
     if (c !== undefined) {
       const key = this.number * 4294967296 + off;
-      const b = c.get(key);
-      if (b !== undefined) return b;
-      // A block's checksum is verified the first time it is read from disk;
-      // re-reads after cache eviction skip the check.
-      const verified = (this.verified[i >>> 5] & (1 << (i & 31))) !== 0;
-      const nb = readBlockAt(this.file, this.path, off, this.blockSizes[i], undefined, !verified);
-      this.verified[i >>> 5] |= 1 << (i & 31);
-      c.set(key, nb);
-      return nb;
+      let b = c.get(key);
+      if (b === undefined) {
+        // A block's checksum is verified the first time it is read from disk;
+        // re-reads after cache eviction skip the check.
+        const verified = (this.verified[i >>> 5] & (1 << (i & 31))) !== 0;
+        const size = this.blockSizes[i];
+        let into: Uint8Array | undefined;
+        if (size + BLOCK_TRAILER <= POOL_BUFFER) {
+          into = new Uint8Array(c.takeBuffer() ?? new ArrayBuffer(POOL_BUFFER));
+        }
+        b = readBlockAt(this.file, this.path, off, size, into, !verified);
+        this.verified[i >>> 5] |= 1 << (i & 31);
+        c.set(key, b);
+      }
+      if (pin) c.pin(b);
+      return b;
     }
     // Uncached readers (compaction inputs) have one iterator each: reuse a buffer.
     const need = this.blockSizes[i] + BLOCK_TRAILER;
@@ -216,7 +223,7 @@ export class TableIterator implements InternalIterator {
       return false;
     }
     this.bi = i;
-    this.it = new BlockIterator(this.t.block(i), this.t.path, this.t.blockOffset(i));
+    this.it = new BlockIterator(this.t.block(i, true), this.t.path, this.t.blockOffset(i));
     return true;
   }
   private skipEmptyForward(): void {
