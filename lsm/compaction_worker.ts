@@ -29,7 +29,7 @@ export interface MergeRequest {
   levels: FileMeta[][];
   /**
    * Shared counter of foreground fdatasyncs in flight: while it is non-zero the
-   * merge holds back its own writes (up to 10 ms per chunk) so WAL syncs stay fast.
+   * merge holds back its own writes (up to 50 ms per chunk) so WAL syncs stay fast.
    * Slot 1 is set to 1 when the database closes: the merge aborts.
    */
   ioSignal?: Int32Array;
@@ -115,7 +115,7 @@ function postError(id: number, e: unknown): void {
 }
 
 function yieldIo(sig: Int32Array): void {
-  const deadline = performance.now() + 10;
+  const deadline = performance.now() + 50;
   for (;;) {
     const v = Atomics.load(sig, 0);
     if (v <= 0) return;
