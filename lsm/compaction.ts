@@ -4,7 +4,7 @@
  * dropping shadowed versions and tombstones nobody can observe any more.
  * @module
  */
-import { compareBytes } from "./bytes.ts";
+import { compareRange } from "./bytes.ts";
 import { compareInternal, KIND_DELETE, userKeyOf } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
 import { LevelIterator } from "./level_iterator.ts";
@@ -117,7 +117,9 @@ export async function runMerge(c: Compaction, ctx: MergeContext): Promise<MergeO
   for (const f of [...c.inputs, ...c.overlaps]) bytesRead += f.size;
   let writer: TableWriter | undefined;
   let number = 0;
-  let curKey: Uint8Array | undefined;
+  // Current user key, copied into a reusable buffer (no allocation per key).
+  let curKey = new Uint8Array(256);
+  let curLen = -1;
   let lastSeqForKey = Infinity;
   let n = 0;
   const finishOutput = () => {
@@ -131,8 +133,10 @@ export async function runMerge(c: Compaction, ctx: MergeContext): Promise<MergeO
       const uk = it.userKey();
       const seq = it.seq();
       let newKey = false;
-      if (curKey === undefined || compareBytes(uk, curKey) !== 0) {
-        curKey = uk.slice();
+      if (curLen < 0 || compareRange(uk, 0, uk.length, curKey, 0, curLen) !== 0) {
+        if (uk.length > curKey.length) curKey = new Uint8Array(uk.length * 2);
+        for (let i = 0; i < uk.length; i++) curKey[i] = uk[i];
+        curLen = uk.length;
         lastSeqForKey = Infinity;
         newKey = true;
       }

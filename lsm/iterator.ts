@@ -41,29 +41,55 @@ export function compareIters(a: InternalIterator, b: InternalIterator): number {
   return sa > sb ? -1 : sa < sb ? 1 : 0;
 }
 
-/** Forward merge of several iterators (earlier children win ties). */
+/**
+ * Forward merge of several iterators (earlier children win ties), using a
+ * binary min-heap of children so each step costs O(log n) comparisons.
+ * `seekLT`/`seekToLast` position at the largest user key (reverse helpers).
+ */
 export class MergingIterator implements InternalIterator {
   private cur = -1;
+  private heap: number[] = [];
   constructor(private readonly children: InternalIterator[]) {}
-  private pick(): void {
-    let best = -1;
-    const ch = this.children;
-    for (let i = 0; i < ch.length; i++) {
-      if (!ch[i].valid()) continue;
-      if (best < 0 || compareIters(ch[i], ch[best]) < 0) best = i;
-    }
-    this.cur = best;
+
+  private less(a: number, b: number): boolean {
+    const c = compareIters(this.children[a], this.children[b]);
+    return c < 0 || (c === 0 && a < b);
   }
+
+  private siftDown(i: number): void {
+    const h = this.heap;
+    const n = h.length;
+    const x = h[i];
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const m = r < n && this.less(h[r], h[l]) ? r : l;
+      if (!this.less(h[m], x)) break;
+      h[i] = h[m];
+      i = m;
+    }
+    h[i] = x;
+  }
+
+  private rebuild(): void {
+    const h: number[] = [];
+    for (let i = 0; i < this.children.length; i++) if (this.children[i].valid()) h.push(i);
+    this.heap = h;
+    for (let i = (h.length >>> 1) - 1; i >= 0; i--) this.siftDown(i);
+    this.cur = h.length > 0 ? h[0] : -1;
+  }
+
   valid(): boolean {
     return this.cur >= 0;
   }
   seekToFirst(): void {
     for (const c of this.children) c.seekToFirst();
-    this.pick();
+    this.rebuild();
   }
   seek(key: Uint8Array, seq: number): void {
     for (const c of this.children) c.seek(key, seq);
-    this.pick();
+    this.rebuild();
   }
   /** Positions at the largest user key < key among children (reverse helper). */
   seekLT(key: Uint8Array): void {
@@ -81,10 +107,27 @@ export class MergingIterator implements InternalIterator {
       if (best < 0 || compareBytes(c.userKey(), this.children[best].userKey()) > 0) best = i;
     }
     this.cur = best;
+    this.heap = []; // forward order is rebuilt by the next seek
   }
   next(): void {
-    this.children[this.cur].next();
-    this.pick();
+    const h = this.heap;
+    if (h.length === 0 || h[0] !== this.cur) {
+      // Not in forward mode (after a reverse helper): step the child and re-merge.
+      this.children[this.cur].next();
+      this.rebuild();
+      return;
+    }
+    this.children[h[0]].next();
+    if (!this.children[h[0]].valid()) {
+      const last = h.pop()!;
+      if (h.length === 0) {
+        this.cur = -1;
+        return;
+      }
+      h[0] = last;
+    }
+    this.siftDown(0);
+    this.cur = h[0];
   }
   userKey(): Uint8Array {
     return this.children[this.cur].userKey();
