@@ -43,6 +43,7 @@ function keyOf(i: number): Uint8Array {
 }
 
 interface Engine {
+  progress(): string;
   batch(ops: { key: Uint8Array; value: Uint8Array }[]): Promise<void>;
   put(k: Uint8Array, v: Uint8Array, sync: boolean): Promise<void>;
   get(k: Uint8Array): Promise<Uint8Array | undefined>;
@@ -57,6 +58,12 @@ async function openEngine(kind: string, dir: string): Promise<Engine> {
       batch: (ops) =>
         db.write(ops.map((o) => ({ type: "put" as const, key: o.key, value: o.value }))),
       put: (k, v, sync) => db.put(k, v, { sync }),
+      progress: () => {
+        const st = db.stats();
+        return `compactions=${st.compactions} L=${st.levels.map((l) => l.files).join(",")} read=${
+          Math.round(st.compactionBytesRead / 1e6)
+        }MB`;
+      },
       get: (k) => db.get(k),
       scan: async () => {
         let n = 0;
@@ -79,6 +86,7 @@ async function openEngine(kind: string, dir: string): Promise<Engine> {
     batch: (ops) =>
       db.batch(ops.map((o) => ({ type: "put" as const, key: o.key, value: o.value }))),
     put: (k, v, sync) => db.put(k, v, { sync } as Record<string, unknown>),
+    progress: () => "",
     get: (k) => db.get(k),
     scan: async () => {
       let n = 0;
@@ -102,6 +110,7 @@ async function child(kind: string): Promise<void> {
       const t = performance.now();
       await f();
       results.push({ name, ops, ms: performance.now() - t });
+      if (Deno.env.get("LSM_BENCH_STATS")) console.error(`${name}: ${db.progress()}`);
     };
     await time("fillrandom (batch 1000)", N, async () => {
       for (let b = 0; b < N; b += 1000) {

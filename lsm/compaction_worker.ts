@@ -27,6 +27,8 @@ export interface MergeRequest {
   opts: ResolvedOptions;
   smallestSnapshot: number;
   levels: FileMeta[][];
+  /** File numbers reserved for the outputs (more are requested when they run out). */
+  fileNumbers?: number[];
   /**
    * Shared counter of foreground fdatasyncs in flight: while it is non-zero the
    * merge holds back its own writes (up to 50 ms per chunk) so WAL syncs stay fast.
@@ -142,11 +144,15 @@ async function merge(req: MergeRequest): Promise<void> {
         }
         return t;
       },
-      newTable: () =>
-        new Promise((resolve) => {
+      newTable: () => {
+        // Pre-reserved numbers first: the main thread may be too busy to answer.
+        const n = req.fileNumbers?.shift();
+        if (n !== undefined) return { number: n, path: tablePath(req.dir, n) };
+        return new Promise((resolve) => {
           allocWaiters.push((number) => resolve({ number, path: tablePath(req.dir, number) }));
           self.postMessage({ type: "alloc", id: req.id } satisfies WorkerMessage);
-        }),
+        });
+      },
       smallestSnapshot: req.smallestSnapshot,
       isBaseLevelForKey: (uk) => {
         for (let l = outLevel + 1; l < v.levels.length; l++) {

@@ -180,6 +180,7 @@ class ScanCursor implements AsyncIterableIterator<[Uint8Array, Uint8Array]> {
     version: Version | undefined,
     private readonly step: () => [Uint8Array, Uint8Array] | undefined,
     private readonly release: () => void,
+    private readonly settle: <T>(v: T) => Promise<T> = (v) => Promise.resolve(v),
   ) {
     if (version === undefined) this.done = true;
   }
@@ -196,7 +197,7 @@ class ScanCursor implements AsyncIterableIterator<[Uint8Array, Uint8Array]> {
         this.finish();
         return Promise.resolve({ value: undefined, done: true });
       }
-      return Promise.resolve({ value: r, done: false });
+      return this.settle({ value: r, done: false });
     } catch (e) {
       this.finish();
       return Promise.reject(e);
@@ -318,6 +319,7 @@ export class LsmDb {
     this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
     this.lastSeq = vs.lastSequence;
     this.channel.port1.onmessage = () => {
+      this.lastTurn = performance.now();
       const rs = this.yieldResolvers;
       this.yieldResolvers = [];
       for (const r of rs) r();
@@ -644,7 +646,7 @@ export class LsmDb {
       if (this.syncInFlight === undefined) this.syncInFlight = this.groupCommit();
     } else {
       this.wal.flushSync();
-      p = Promise.resolve();
+      p = this.settle(undefined);
     }
     if (this.memFull() && this.imms.length < this.opts.maxMemtables - 1) this.rotateMemtable();
     return p;
@@ -720,7 +722,7 @@ export class LsmDb {
   /** Reads the newest value of `key`, or undefined. */
   get(key: Bytes): Promise<Uint8Array | undefined> {
     try {
-      return Promise.resolve(this._getAt(checkKey(key), MAX_SEQ));
+      return this.settle(this._getAt(checkKey(key), MAX_SEQ));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -947,6 +949,7 @@ export class LsmDb {
         return r;
       },
       () => this.unpinVersion(v),
+      (x) => this.settle(x),
     );
   }
 
@@ -972,6 +975,19 @@ export class LsmDb {
   }
 
   // ---------------------------------------------------------------- background
+
+  /**
+   * Resolves `v` right away, except at most every few milliseconds, when it
+   * resolves after one event-loop turn: a caller looping on already-resolved
+   * promises would otherwise never let worker replies and I/O be processed.
+   */
+  private settle<T>(v: T): Promise<T> {
+    const now = performance.now();
+    if (now - this.lastTurn < 4) return Promise.resolve(v);
+    this.lastTurn = now;
+    return this.yieldNow().then(() => v);
+  }
+  private lastTurn = 0;
 
   private yieldNow(): Promise<void> {
     return new Promise<void>((r) => {
@@ -1162,7 +1178,14 @@ export class LsmDb {
   }
 
   private mergeInWorker(c: Compaction, v: Version): Promise<MergeOutput> {
+    let bytes = 0;
+    for (const f of c.inputs) bytes += f.size;
+    for (const f of c.overlaps) bytes += f.size;
+    const fileNumbers: number[] = [];
+    const n = Math.ceil((bytes * 1.1) / this.opts.targetFileBytes) + 2;
+    for (let i = 0; i < n; i++) fileNumbers.push(this.vs.newFileNumber());
     return this.compactWorker.request({
+      fileNumbers,
       type: "merge",
       dir: this.dir,
       compaction: c,
