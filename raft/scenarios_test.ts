@@ -11,7 +11,7 @@ import { encodeCommand } from "./sim/kv.ts";
 import { Workload } from "./sim/workload.ts";
 import { describe } from "./sim/simulation.ts";
 import { checkLinearizable, formatHistory } from "./linearizability.ts";
-import { type ConfChange, ConfChangeType, MessageType, type NodeId } from "./types.ts";
+import { type ConfChange, ConfChangeType, message, MessageType, type NodeId } from "./types.ts";
 
 interface Opts {
   snapshotThreshold?: number;
@@ -648,4 +648,59 @@ Deno.test("regression: after removing the leader, the remaining voter learns the
   assert.ok(c.runUntil(() => caughtUp(c, [2]), 300));
   // The writes behind the leave entry never reached node 2, so they were never committed.
   assert.equal(c.node(2).kv.get("k"), "v2");
+});
+
+Deno.test("a follower commits only what the leader's append matched, never a stale tail after it", () => {
+  // §5.3 with commit: an append that matches a prefix of a follower's log says nothing about
+  // the follower's entries after it, which may be stale leftovers of an older term.
+  const c = newCluster(5, { maxSizePerMsg: 1 });
+  for (const id of [1, 2, 3, 4, 5]) c.frozen.add(id);
+  elect(c, 1);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 100));
+  const base = c.node(1).store.lastIndex();
+  // Old leader 1: entry A reaches 2, 3 and 4; entry B reaches 3 only.
+  // Node 3 is never told that A committed.
+  c.net.filter = (m) => {
+    if (m.from === 1 && m.to === 3) m.commit = Math.min(m.commit, base);
+    return !(m.from === 1 && m.type === MessageType.App &&
+      (m.to === 5 || (m.to !== 3 && m.entries.some((e) => e.index > base + 1))));
+  };
+  put(c, 1, "k", "A");
+  c.run(5);
+  put(c, 1, "k", "B");
+  c.run(5);
+  assert.equal(c.node(3).store.lastIndex(), base + 2);
+  assert.equal(c.node(2).store.lastIndex(), base + 1);
+  c.crash(1);
+  c.net.filter = null;
+  // Node 2 wins with 4 and 5 (node 3 still follows the old leader) and commits its no-op at
+  // base + 2, where node 3 holds the stale B.
+  bounce(c, 4);
+  bounce(c, 5);
+  c.net.cut(2, 3);
+  elect(c, 2);
+  assert.ok(c.runUntil(() => status(c, 2).commit >= base + 2, 50));
+  const st = status(c, 2);
+  // A legitimate but late append of node 2 reaches node 3: it covers A only.
+  const termA = c.node(2).store.term(base + 1);
+  c.node(3).raw!.step(message({
+    type: MessageType.App,
+    from: 2,
+    to: 3,
+    term: st.term,
+    index: base,
+    logTerm: c.node(2).store.term(base),
+    entries: c.node(2).store.entries(base + 1, base + 2),
+    commit: st.commit,
+  }));
+  c.processReadies(); // the invariant checker flags node 3 applying B at base + 2
+  c.checkInvariants();
+  assert.ok(status(c, 3).commit <= base + 1, "node 3 committed past the matched prefix");
+  assert.equal(termA, c.node(3).store.term(base + 1));
+  c.net.healAll();
+  for (const id of [2, 3, 4, 5]) c.frozen.delete(id);
+  c.restart(1);
+  c.frozen.delete(1);
+  assert.ok(c.runUntil(() => caughtUp(c, [1, 2, 3, 4, 5]), 300));
+  for (const id of [1, 2, 3, 4, 5]) assert.equal(c.node(id).kv.get("k"), "A");
 });
