@@ -50,12 +50,27 @@ export {
 } from "./lsm/mod.ts";
 export { type NodeHandle, startNode, type StartNodeOptions } from "./server/embed.ts";
 export { type ServerHandle, type ServerOptions, startServer } from "./server/server.ts";
+export type { LogFields, Logger } from "./raft/logger.ts";
+export type { ServerMetrics } from "./server/server_metrics.ts";
+export {
+  Counter,
+  CounterVec,
+  Gauge,
+  Histogram,
+  HistogramVec,
+  type Labels,
+  type Metric,
+  Registry,
+} from "./server/metrics.ts";
 export {
   type Config,
   ConfigError,
   configFromObject,
   defaultConfig,
   loadConfig,
+  type LogSettings,
+  type LsmSettings,
   type NodeConfig,
   parseConfig,
+  type RaftSettings,
 } from "./config/config.ts";

@@ -321,6 +321,7 @@ export class Client {
     }
   }
 
+  /** Runs a write with a pooled client session (the same sequence on every retry). */
   private async write(
     build: (s: { clientId: bigint; seq: number }) => RequestBody,
     opts: CallOptions,
@@ -334,6 +335,7 @@ export class Client {
     }
   }
 
+  /** The (shared, lazily opened) connection to endpoint `ep`. */
   private connection(ep: string): Promise<Connection> {
     if (this.closed) return Promise.reject(new UnavailableError("client is closed"));
     let p = this.conns.get(ep);
@@ -346,11 +348,13 @@ export class Client {
     return p;
   }
 
+  /** The endpoint to try next: the cached leader, else round robin. */
   private target(): string {
     if (this.leader) return this.leader;
     return this.endpoints[this.rr % this.endpoints.length];
   }
 
+  /** Forgets `failed` as leader and moves round robin past it. */
   private rotate(failed: string): void {
     if (this.leader === failed) this.leader = undefined;
     const i = this.endpoints.indexOf(failed);

@@ -5,7 +5,8 @@
  * @module
  */
 
-type Labels = Record<string, string>;
+/** Label names to values. */
+export type Labels = Record<string, string>;
 
 function labelText(labels: Labels | undefined, extra?: [string, string]): string {
   const parts: string[] = [];
@@ -27,15 +28,21 @@ function fmt(v: number): string {
   return String(v);
 }
 
-interface Metric {
+/** Something the registry renders. */
+export interface Metric {
+  /** The metric name. */
   name: string;
+  /** The HELP text. */
   help: string;
+  /** The TYPE. */
   type: "counter" | "gauge" | "histogram";
+  /** Appends the exposition lines. */
   render(out: string[]): void;
 }
 
 /** A monotonically increasing count. */
 export class Counter implements Metric {
+  /** The Prometheus type. */
   readonly type = "counter";
   private value = 0;
   /** Creates the counter. */
@@ -56,6 +63,7 @@ export class Counter implements Metric {
 
 /** A value that goes up and down, set directly or read from a callback at scrape time. */
 export class Gauge implements Metric {
+  /** The Prometheus type. */
   readonly type = "gauge";
   private values = new Map<string, { labels?: Labels; value: number }>();
   /** Creates the gauge; `collect` (if given) supplies labeled values at each scrape. */
@@ -111,6 +119,7 @@ export const LATENCY_BUCKETS = [
 
 /** A histogram of observations (cumulative buckets, sum and count). */
 export class Histogram implements Metric {
+  /** The Prometheus type. */
   readonly type = "histogram";
   private counts: Float64Array;
   private sum = 0;
@@ -157,6 +166,7 @@ export class Histogram implements Metric {
 
 /** A family of histograms told apart by one label (created on first use). */
 export class HistogramVec implements Metric {
+  /** The Prometheus type. */
   readonly type = "histogram";
   private children = new Map<string, Histogram>();
   /** Creates the family. */
@@ -183,6 +193,7 @@ export class HistogramVec implements Metric {
 
 /** A family of counters told apart by labels (created on first use). */
 export class CounterVec implements Metric {
+  /** The Prometheus type. */
   readonly type = "counter";
   private values = new Map<string, { labels: Labels; value: number }>();
   /** Creates the family. */
@@ -235,6 +246,7 @@ export class Registry {
     return this.add(new CounterVec(name, help));
   }
 
+  /** Registers a metric. */
   private add<M extends Metric>(m: M): M {
     this.metrics.push(m);
     return m;
