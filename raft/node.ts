@@ -528,7 +528,11 @@ export class RaftNode {
     // is monotonic and re-derived on restart (the next sync covers it).
     const voteChanged = rd.hardState !== null &&
       (rd.hardState.term !== this.syncedTerm || rd.hardState.vote !== this.syncedVote);
-    if (rd.snapshot || rd.entries.length || voteChanged) {
+    // Before applying a configuration change, its commit must be durable: a node that
+    // restarted with an older commit would fall back into the previous (joint) configuration
+    // and could wait forever for votes of members that have already left.
+    const confCommitted = rd.committedEntries.some((e) => e.type === EntryType.ConfChange);
+    if (rd.snapshot || rd.entries.length || voteChanged || confCommitted) {
       await this.log.sync();
       if (rd.hardState) {
         this.syncedTerm = rd.hardState.term;
