@@ -2,10 +2,23 @@
  * The gokv client library.
  *
  * ```ts
- * const kv = await Client.connect({ endpoints: ["127.0.0.1:8001", "127.0.0.1:8002"] });
+ * import { Client, startNode } from "../mod.ts";
+ *
+ * // A one-node cluster in this process, so the example runs on its own.
+ * const free = () => {
+ *   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ *   const p = (l.addr as Deno.NetAddr).port;
+ *   l.close();
+ *   return `127.0.0.1:${p}`;
+ * };
+ * const n = { id: 1, peer: free(), client: free(), http: free() };
+ * const node = await startNode({ config: { storage: "memory", nodes: [n] }, id: 1 });
+ *
+ * const kv = await Client.connect({ endpoints: [n.client] });
  * await kv.put("greeting", "hello world");
  * const v = await kv.getString("greeting"); // "hello world", or undefined if missing
  * await kv.close();
+ * await node.close();
  * ```
  *
  * The client finds and caches the leader, follows "not leader" redirects, retries with backoff
