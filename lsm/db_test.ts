@@ -285,6 +285,23 @@ Deno.test("a scan stays correct while point lookups churn a tiny block cache", a
   });
 });
 
+Deno.test("large values and maximum-size keys survive flush, compaction and reopen", async () => {
+  await withTempDir(async (dir) => {
+    let db = await LsmDb.open(dir, small);
+    const big = new Uint8Array(3 * 1024 * 1024).map((_, i) => i * 31);
+    const maxKey = new Uint8Array(64 * 1024).fill(0x61);
+    await db.put("big", big);
+    await db.put(maxKey, "k");
+    for (let i = 0; i < 200; i++) await db.put(`k${i}`, "v".repeat(100));
+    await db.compact();
+    await db.close();
+    db = await LsmDb.open(dir, small);
+    assert.deepEqual(await db.get("big"), big);
+    assert.equal(s(await db.get(maxKey)), "k");
+    await db.close();
+  });
+});
+
 Deno.test("stats report levels, memtable, cache and counters", async () => {
   await withTempDir(async (dir) => {
     const db = await LsmDb.open(dir, small);
