@@ -201,12 +201,12 @@ for (const { kind, disk } of BACKENDS) {
           assert.equal(other.appliedIndex(), 5);
           assert.deepEqual(await dump(other), ["a=1", "c=3"]);
           assert.deepEqual([...other.sessions()].sort((x, y) => (x[0] < y[0] ? -1 : 1)), [
-            [7n, { lastSeq: 1, lastResult: { ok: true, existed: false } }],
-            [s1.clientId, { lastSeq: 3, lastResult: { ok: true, existed: false } }],
+            [7n, { lastSeq: 1, lastResult: { ok: true } }],
+            [s1.clientId, { lastSeq: 3, lastResult: { ok: true } }],
           ]);
           // Sessions came along: a retried command is not applied again.
           const [r] = await applyCmds(other, 6, [encodeCommand(putCommand(b("a"), b("X"), s1))]);
-          assert.deepEqual(r, { ok: true, existed: false });
+          assert.deepEqual(r, { ok: true });
           assert.equal(dec.decode((await other.get(b("a")))!), "1");
         });
       }
@@ -226,9 +226,9 @@ for (const { kind, disk } of BACKENDS) {
         encodeCommand(putCommand(b("k"), b("other-client"), { clientId: 43n, seq: 1 })),
       ]);
       assert.deepEqual(res, [
-        { ok: true, existed: false },
-        { ok: true, existed: false },
-        { ok: true, existed: true },
+        { ok: true },
+        { ok: true },
+        { ok: true },
       ]);
       assert.equal(dec.decode((await sm.get(b("k")))!), "other-client");
       const res2 = await applyCmds(sm, 4, [
@@ -239,17 +239,17 @@ for (const { kind, disk } of BACKENDS) {
         encodeCommand(deleteCommand(b("k"), { clientId: id, seq: 3 })),
       ]);
       assert.deepEqual(res2, [
-        { ok: true, existed: false },
-        { ok: true, existed: true },
-        { ok: true, existed: true },
-        { ok: true, existed: true },
-        { ok: true, existed: true },
+        { ok: true },
+        { ok: true },
+        { ok: true },
+        { ok: true },
+        { ok: true },
       ]);
       assert.equal(await sm.get(b("k")), undefined);
       assert.equal(sm.appliedIndex(), 8);
       assert.deepEqual(sm.sessions().get(id), {
         lastSeq: 3,
-        lastResult: { ok: true, existed: true },
+        lastResult: { ok: true },
       });
     });
   });
@@ -268,7 +268,7 @@ for (const { kind, disk } of BACKENDS) {
         assert.equal((r as { ok: boolean }).ok, false);
         assert.equal((r as { error: string }).error, "bad_command");
       }
-      assert.deepEqual(res[3], { ok: true, existed: false });
+      assert.deepEqual(res[3], { ok: true });
       assert.equal(sm.appliedIndex(), 4);
       assert.equal((await sm.scan()).length, 1);
       assert.equal(sm.sessions().size, 0);
@@ -328,7 +328,7 @@ for (const { kind, disk } of BACKENDS) {
       assert.deepEqual(await dump(again.sm), ["y=2"]);
       assert.deepEqual(again.sm.sessions().get(5n), {
         lastSeq: 9,
-        lastResult: { ok: true, existed: false },
+        lastResult: { ok: true },
       });
       // Still writable after reopen.
       again.log.append(range(31, 31, 3));

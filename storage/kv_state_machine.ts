@@ -5,8 +5,8 @@
  *
  * `apply()` returns one {@link ApplyResult} per command:
  * - `null` for an empty command (a leader's no-op or a conf change): only the applied index moves;
- * - `{ ok: true, existed }` for a Put or Delete, `existed` telling whether the key had a value
- *   before (for a Delete: whether something was removed);
+ * - `{ ok: true }` for a Put or Delete (the write path never reads the old value: a lookup per
+ *   key would halve the LSM backend's apply rate and nothing needs it);
  * - the cached result of the original command when a session command is a duplicate
  *   (`seq <= lastSeq` for its client) — nothing changes then;
  * - `{ ok: false, error: "bad_command", message }` for bytes that are not a valid command, or a
@@ -37,8 +37,6 @@ export interface ScanOptions {
 export interface OkResult {
   /** Always true. */
   ok: true;
-  /** Whether the key had a value before the command. */
-  existed: boolean;
 }
 
 /** The result of a command whose bytes could not be decoded. */
@@ -118,13 +116,13 @@ export function recordSession(
 }
 
 /** Encodes an {@link OkResult} as one byte (for session storage). */
-export function encodeResult(r: OkResult): number {
-  return r.existed ? 2 : 1;
+export function encodeResult(_r: OkResult): number {
+  return 1;
 }
 
 /** Decodes {@link encodeResult}. */
 export function decodeResult(b: number): OkResult {
-  if (b === 1) return { ok: true, existed: false };
-  if (b === 2) return { ok: true, existed: true };
+  // 2 was written by an earlier format that recorded whether the key existed.
+  if (b === 1 || b === 2) return { ok: true };
   throw new DecodeError("session result", `unknown result code ${b}`);
 }

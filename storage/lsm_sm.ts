@@ -21,7 +21,7 @@
 import { join } from "node:path";
 import { LsmDb, type LsmOptions } from "../lsm/mod.ts";
 import type { ApplyCommand } from "../raft/state_machine.ts";
-import { ByteReader, bytesToLatin1, ByteWriter, compareBytes, prefixEnd } from "./bytes.ts";
+import { ByteReader, ByteWriter, compareBytes, prefixEnd } from "./bytes.ts";
 import { CommandOp } from "./command.ts";
 import { CorruptionError, StoreClosedError } from "./errors.ts";
 import { readFileIfExists, writeFileAtomic } from "./fsutil.ts";
@@ -208,23 +208,11 @@ export class LsmStateMachine implements KvStateMachine {
 
   async #apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
     if (cmds.length === 0) return [];
-    const plans = cmds.map((c) => planApply(c.data, this.#sessions));
-    // Read whether each touched key exists, all at once (duplicates may over-fetch; harmless).
-    const lookups = new Map<string, Promise<boolean>>();
-    for (const p of plans) {
-      if (p.kind !== "apply") continue;
-      const lk = bytesToLatin1(p.cmd.key);
-      if (!lookups.has(lk)) {
-        lookups.set(lk, this.#db.get(userKey(p.cmd.key)).then((v) => v !== undefined));
-      }
-    }
-    const exists = new Map<string, boolean>();
-    await Promise.all([...lookups].map(async ([k, p]) => exists.set(k, await p)));
     const ops: Op[] = [];
     const out: ApplyResult[] = [];
     const touched = new Map<bigint, SessionEntry>();
     for (let i = 0; i < cmds.length; i++) {
-      // Plan again: an earlier command of this batch may have changed the session table.
+      // An earlier command of this batch may have changed the session table.
       const plan = planApply(cmds[i].data, this.#sessions);
       if (plan.kind === "done") {
         out.push(plan.result);
@@ -232,16 +220,9 @@ export class LsmStateMachine implements KvStateMachine {
       }
       const cmd = plan.cmd;
       const uk = userKey(cmd.key);
-      const lk = bytesToLatin1(cmd.key);
-      const existed = exists.get(lk)!;
-      if (cmd.op === CommandOp.Put) {
-        ops.push({ type: "put", key: uk, value: cmd.value });
-        exists.set(lk, true);
-      } else {
-        ops.push({ type: "delete", key: uk });
-        exists.set(lk, false);
-      }
-      const result = { ok: true as const, existed };
+      if (cmd.op === CommandOp.Put) ops.push({ type: "put", key: uk, value: cmd.value });
+      else ops.push({ type: "delete", key: uk });
+      const result = { ok: true as const };
       const s = recordSession(cmd, result, this.#sessions);
       if (s) touched.set(cmd.session!.clientId, s);
       out.push(result);

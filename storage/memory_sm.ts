@@ -140,10 +140,9 @@ export class MemoryStateMachine implements KvStateMachine {
         out.push(plan.result);
       } else {
         const cmd = plan.cmd;
-        const existed = cmd.op === CommandOp.Put
-          ? this.data.set(cmd.key, cmd.value)
-          : this.data.delete(cmd.key);
-        const result = { ok: true as const, existed };
+        if (cmd.op === CommandOp.Put) this.data.set(cmd.key, cmd.value);
+        else this.data.delete(cmd.key);
+        const result = { ok: true as const };
         recordSession(cmd, result, this.sessionTable);
         out.push(result);
       }

@@ -6,7 +6,7 @@
  *
  * ```json
  * { "version": 1, "appliedIndex": 42,
- *   "sessions": [{ "clientId": "123", "lastSeq": 7, "existed": false }],
+ *   "sessions": [{ "clientId": "123", "lastSeq": 7 }],
  *   "data": [["<key base64>", "<value base64>"]] }
  * ```
  *
@@ -26,7 +26,7 @@ const FILE = "sm-state.json";
 interface StateJson {
   version: 1;
   appliedIndex: number;
-  sessions: Array<{ clientId: string; lastSeq: number; existed: boolean }>;
+  sessions: Array<{ clientId: string; lastSeq: number }>;
   data: Array<[string, string]>;
 }
 
@@ -57,7 +57,7 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
         for (const s of st.sessions) {
           sessions.set(BigInt(s.clientId), {
             lastSeq: s.lastSeq,
-            lastResult: { ok: true, existed: s.existed },
+            lastResult: { ok: true },
           });
         }
         sm.data = data;
@@ -95,7 +95,6 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
       sessions: [...this.sessionTable].map(([id, s]) => ({
         clientId: id.toString(),
         lastSeq: s.lastSeq,
-        existed: s.lastResult.existed,
       })),
       data: this.data.sortedKeys().map((k) => [
         toBase64(latin1ToBytes(k)),

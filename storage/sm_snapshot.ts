@@ -29,7 +29,7 @@ export class SnapshotWriter {
   /** Starts a snapshot at `appliedIndex` with the given session table. */
   constructor(
     appliedIndex: number,
-    sessions: ReadonlyMap<bigint, { lastSeq: number; lastResult: { ok: true; existed: boolean } }>,
+    sessions: ReadonlyMap<bigint, { lastSeq: number; lastResult: { ok: true } }>,
   ) {
     this.#w = new ByteWriter(4096);
     this.#w.raw(MAGIC);
