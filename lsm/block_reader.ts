@@ -10,8 +10,8 @@ import type { InternalIterator } from "./iterator.ts";
 
 /** Cursor over a block's entries. */
 export class BlockIterator implements InternalIterator {
-  private readonly restartsOff: number;
-  private readonly numRestarts: number;
+  private restartsOff = 0;
+  private numRestarts = 0;
   private off = -1; // offset of current entry; -1 = invalid
   private nextOff = 0;
   private key: Uint8Array = new Uint8Array(64);
@@ -21,10 +21,20 @@ export class BlockIterator implements InternalIterator {
   private uk: Uint8Array | undefined;
 
   constructor(
-    private readonly data: Uint8Array,
+    private data: Uint8Array,
     private readonly path: string,
-    private readonly blockOffset: number,
+    private blockOffset: number,
   ) {
+    this.reset(data, blockOffset);
+  }
+
+  /** Re-targets this iterator at another block of the same file (unpositioned). */
+  reset(data: Uint8Array, blockOffset: number): void {
+    this.data = data;
+    this.blockOffset = blockOffset;
+    this.off = -1;
+    this.keyLen = 0;
+    this.uk = undefined;
     if (data.length < 4) this.corrupt(0, "block too short");
     this.numRestarts = readU32(data, data.length - 4);
     this.restartsOff = data.length - 4 - this.numRestarts * 4;

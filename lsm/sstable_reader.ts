@@ -123,6 +123,7 @@ export class TableReader {
     return readBlockAt(this.file, this.path, off, this.blockSizes[i], this.scratch);
   }
   private scratch = new Uint8Array(0);
+  private getIter: BlockIterator | undefined;
   private verified: Int32Array;
 
   /** Offset of data block `i`. */
@@ -157,7 +158,11 @@ export class TableReader {
     if (!bloomMayContain(this.filter, hash)) return undefined;
     const i = this.findBlock(key, seq);
     if (i >= this.blockOffs.length) return undefined;
-    const it = new BlockIterator(this.block(i), this.path, this.blockOffs[i]);
+    // Point lookups are synchronous: one reusable block cursor per table.
+    let it = this.getIter;
+    if (it === undefined) {
+      it = this.getIter = new BlockIterator(this.block(i), this.path, this.blockOffs[i]);
+    } else it.reset(this.block(i), this.blockOffs[i]);
     it.seek(key, seq);
     if (!it.valid() || compareBytes(it.userKey(), key) !== 0) return undefined;
     return it.kind() === KIND_PUT ? copyBytes(it.value()) : TOMBSTONE;
