@@ -1257,12 +1257,17 @@ export class LsmDb {
       let deepest = 0;
       const v0 = this.vs.current;
       for (let l = 0; l < NUM_LEVELS; l++) if (v0.levels[l].length > 0) deepest = l;
+      if (deepest === 0 && v0.levels[0].length > 0) deepest = 1; // L0 at least moves to L1
       for (let l = 0; l < deepest; l++) {
         if (this.closed) throw new ClosedError();
         const v = this.vs.current;
         const inputs = l === 0 ? v.levels[0].slice() : v.overlapping(l, lo, hi);
         if (inputs.length === 0) continue;
-        if (l === 0 && lo !== undefined && v.overlapping(0, lo, hi).length === 0) continue;
+        if (
+          l === 0 && (lo !== undefined || hi !== undefined) && v.overlapping(0, lo, hi).length === 0
+        ) {
+          continue;
+        }
         await this.doCompaction(makeCompaction(v, l, inputs));
         await this.waitBackgroundIdle();
       }

@@ -206,6 +206,20 @@ Deno.test("data survives close and reopen, including after flush and compaction"
   });
 });
 
+Deno.test("compact() moves data that only lives in L0 down to L1", async () => {
+  await withTempDir(async (dir) => {
+    const db = await LsmDb.open(dir, { ...small, l0CompactionTrigger: 50, l0StopTrigger: 60 });
+    for (let i = 0; i < 100; i++) await db.put(`k${i}`, "v");
+    await db.flush();
+    assert.equal(db.stats().levels[0].files, 1);
+    await db.compact();
+    assert.equal(db.stats().levels[0].files, 0);
+    assert.ok(db.stats().levels[1].files > 0);
+    assert.equal(s(await db.get("k42")), "v");
+    await db.close();
+  });
+});
+
 Deno.test("compact(range) only rewrites the requested range and keeps all data", async () => {
   await withTempDir(async (dir) => {
     const db = await LsmDb.open(dir, { ...small, l0CompactionTrigger: 50, l0StopTrigger: 60 });
