@@ -25,7 +25,7 @@ import {
   pickCompaction,
   runMerge,
 } from "./compaction.ts";
-import { ClosedError, CorruptionError, InvalidArgumentError } from "./errors.ts";
+import { ClosedError, CorruptionError, InvalidArgumentError, LsmError } from "./errors.ts";
 import { WorkerClient } from "./worker_client.ts";
 import { copyBytes } from "./slab.ts";
 import { parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
@@ -288,6 +288,7 @@ export class LsmDb {
   private syncWaiters: SyncWaiter[] = [];
   private syncInFlight: Promise<void> | undefined;
   private oldWalSync: Promise<void> | undefined;
+  private walError: LsmError | undefined;
   /**
    * Shared with the compaction worker: [0] WAL fdatasyncs in flight,
    * [1] set to 1 when closing (merges abort at their next chunk).
@@ -570,6 +571,7 @@ export class LsmDb {
 
   private writeOps(ops: Op[], sync: boolean): Promise<void> {
     if (this.closed || this.closing) return Promise.reject(new ClosedError());
+    if (this.walError !== undefined) return Promise.reject(this.walError);
     if (this.queued === 0 && !this.needsRoom()) {
       try {
         return this.apply(ops, sync);
@@ -645,7 +647,12 @@ export class LsmDb {
       p = new Promise<void>((resolve, reject) => this.syncWaiters.push({ resolve, reject }));
       if (this.syncInFlight === undefined) this.syncInFlight = this.groupCommit();
     } else {
-      this.wal.flushSync();
+      try {
+        this.wal.flushSync();
+      } catch (e) {
+        this.failWal(e);
+        throw e;
+      }
       p = this.settle(undefined);
     }
     if (this.memFull() && this.imms.length < this.opts.maxMemtables - 1) this.rotateMemtable();
@@ -675,12 +682,26 @@ export class LsmDb {
           this.counters.syncs++;
           for (const w of waiters) w.resolve();
         } catch (e) {
+          this.failWal(e);
           for (const w of waiters) w.reject(e);
         }
       }
     } finally {
       this.syncInFlight = undefined;
     }
+  }
+
+  /**
+   * A WAL write or sync failed (e.g. disk full): the outcome of in-flight writes
+   * is unknown, so every later write is refused with the same error (as LevelDB).
+   */
+  private failWal(e: unknown): void {
+    if (this.walError !== undefined) return;
+    this.walError = e instanceof LsmError
+      ? e
+      : new LsmError("WAL_FAILED", `write-ahead log failed; database is read-only: ${e}`, {
+        cause: e,
+      });
   }
 
   /** Freezes the memtable and starts a new WAL (durably recorded in the manifest). */
@@ -705,6 +726,7 @@ export class LsmDb {
         await old.sync();
         for (const w of waiters) w.resolve();
       } catch (e) {
+        this.failWal(e);
         for (const w of waiters) w.reject(e);
       } finally {
         await old.closeWhenIdle().catch(() => {});
@@ -1302,11 +1324,8 @@ export class LsmDb {
       lastSequence: this.lastSeq,
       liveSnapshots: [...this.snapshots.values()].reduce((a, b) => a + b, 0),
     };
-    if (this.bgError !== undefined) {
-      s.backgroundError = this.bgError instanceof Error
-        ? this.bgError.message
-        : String(this.bgError);
-    }
+    const err = this.bgError ?? this.walError;
+    if (err !== undefined) s.backgroundError = err instanceof Error ? err.message : String(err);
     return s;
   }
 

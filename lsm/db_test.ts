@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ClosedError, DatabaseLockedError, InvalidArgumentError, LsmDb } from "./mod.ts";
+import { ClosedError, DatabaseLockedError, InvalidArgumentError, LsmDb, LsmError } from "./mod.ts";
 import { s, withTempDir } from "./testutil_test.ts";
 
 const small = {
@@ -312,6 +312,24 @@ Deno.test("large values and maximum-size keys survive flush, compaction and reop
     db = await LsmDb.open(dir, small);
     assert.deepEqual(await db.get("big"), big);
     assert.equal(s(await db.get(maxKey)), "k");
+    await db.close();
+  });
+});
+
+Deno.test("after a WAL write failure every later write is refused, reads still work", async () => {
+  await withTempDir(async (dir) => {
+    const db = await LsmDb.open(dir);
+    await db.put("a", "1");
+    // Simulate an I/O failure by closing the WAL file behind the engine's back.
+    // deno-lint-ignore no-explicit-any
+    (db as any).wal.file.close();
+    await assert.rejects(db.put("b", "2"));
+    await assert.rejects(
+      db.put("c", "3"),
+      (e: unknown) => e instanceof LsmError && e.code === "WAL_FAILED",
+    );
+    assert.equal(s(await db.get("a")), "1");
+    assert.match(db.stats().backgroundError ?? "", /write-ahead log failed/);
     await db.close();
   });
 });
