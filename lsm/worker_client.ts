@@ -18,8 +18,38 @@ export class WorkerClient {
     { resolve: (m: MergeOutput) => void; reject: (e: unknown) => void }
   >();
   private nextId = 1;
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(private readonly allocFileNumber: () => number) {}
+  /**
+   * @param allocFileNumber answers the worker's requests for output file numbers
+   * @param idleMs the worker is stopped after this long without work (it restarts on demand)
+   */
+  constructor(private readonly allocFileNumber: () => number, private readonly idleMs = 10_000) {}
+
+  /** True while the worker thread exists. */
+  get active(): boolean {
+    return this.worker !== undefined;
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer !== undefined) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = undefined;
+    }
+  }
+
+  private armIdle(): void {
+    this.clearIdle();
+    if (this.reqs.size > 0 || !this.worker) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.reqs.size === 0 && this.worker) {
+        this.worker.terminate();
+        this.worker = undefined;
+      }
+    }, this.idleMs);
+    Deno.unrefTimer(this.idleTimer as unknown as number);
+  }
 
   private start(): Worker {
     const w = new Worker(new URL("./compaction_worker.ts", import.meta.url).href, {
@@ -34,6 +64,7 @@ export class WorkerClient {
       const r = this.reqs.get(m.id);
       if (!r) return;
       this.reqs.delete(m.id);
+      this.armIdle();
       if (m.type === "done") r.resolve(m);
       else if (m.file !== undefined) {
         r.reject(new CorruptionError(m.file, m.offset ?? 0, m.message));
@@ -52,6 +83,7 @@ export class WorkerClient {
 
   /** Sends a request and resolves with the worker's output. */
   request(req: Request, transfer: Transferable[] = []): Promise<MergeOutput> {
+    this.clearIdle();
     this.worker ??= this.start();
     const id = this.nextId++;
     return new Promise<MergeOutput>((resolve, reject) => {
@@ -68,6 +100,7 @@ export class WorkerClient {
 
   /** Stops the worker; pending requests reject with ClosedError. */
   terminate(): void {
+    this.clearIdle();
     if (this.worker) {
       this.worker.terminate();
       this.worker = undefined;

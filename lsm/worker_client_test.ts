@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { CorruptionError } from "./errors.ts";
+import { KIND_PUT, MAX_SEQ } from "./internal_key.ts";
+import { Memtable } from "./memtable.ts";
+import { resolveOptions } from "./options.ts";
+import { TableReader } from "./sstable_reader.ts";
+import { WorkerClient } from "./worker_client.ts";
+import { b, s, withTempDir } from "./testutil_test.ts";
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("condition not reached before deadline");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+Deno.test("worker flushes a memtable to a table, then stops when idle", async () => {
+  await withTempDir(async (dir) => {
+    let next = 100;
+    const w = new WorkerClient(() => next++, 50);
+    try {
+      const m = new Memtable();
+      for (let i = 0; i < 500; i++) m.add(i + 1, KIND_PUT, b(`key${i}`), b(`v${i}`));
+      const out = await w.request({
+        type: "flush",
+        dir,
+        path: `${dir}/000007.sst`,
+        number: 7,
+        opts: resolveOptions(),
+        mem: m.exportState(),
+      });
+      assert.equal(out.files.length, 1);
+      assert.equal(out.files[0].number, 7);
+      const t = TableReader.open(`${dir}/000007.sst`, 7);
+      assert.equal(s(t.get(b("key42"), MAX_SEQ)), "v42");
+      t.close();
+      assert.ok(w.active);
+      await until(() => !w.active);
+    } finally {
+      w.terminate();
+    }
+  });
+});
+
+Deno.test("worker merge errors come back typed (CorruptionError names the file)", async () => {
+  await withTempDir(async (dir) => {
+    const w = new WorkerClient(() => 1);
+    try {
+      await Deno.writeFile(`${dir}/000003.sst`, new Uint8Array(100));
+      const f = {
+        number: 3,
+        size: 100,
+        smallest: b("a\0\0\0\0\0\0\0\x01"),
+        largest: b("z\0\0\0\0\0\0\0\x01"),
+      };
+      await assert.rejects(
+        w.request({
+          type: "merge",
+          dir,
+          compaction: { level: 0, inputs: [f], overlaps: [], trivialMove: false },
+          opts: resolveOptions(),
+          smallestSnapshot: 0,
+          levels: [[f], [], [], [], [], [], []],
+        }),
+        (e: unknown) => e instanceof CorruptionError && e.file.endsWith("000003.sst"),
+      );
+    } finally {
+      w.terminate();
+    }
+  });
+});
