@@ -541,20 +541,30 @@ export class LsmDb {
 
   /** Applies all operations atomically (all or none survive a crash). */
   write(batch: BatchOperation[], options?: WriteOptions): Promise<void> {
-    const ops: Op[] = [];
+    let ops: Op[];
     try {
       if (!Array.isArray(batch)) throw new InvalidArgumentError("batch", "must be an array");
+      const n = batch.length;
+      ops = new Array(n);
       let total = 0;
-      for (let i = 0; i < batch.length; i++) {
+      for (let i = 0; i < n; i++) {
         const b = batch[i];
-        if (b?.type === "put") {
-          const op = { kind: KIND_PUT, key: checkKey(b.key), value: checkValue(b.value) };
-          total += op.key.length + op.value.length;
-          ops.push(op);
-        } else if (b?.type === "delete") {
-          const op = { kind: KIND_DELETE, key: checkKey(b.key), value: undefined };
-          total += op.key.length;
-          ops.push(op);
+        const type = b?.type;
+        let key = b?.key;
+        // Fast path: byte keys/values of valid sizes; otherwise the checking helpers.
+        if (!(key instanceof Uint8Array) || key.length === 0 || key.length > MAX_KEY_BYTES) {
+          key = checkKey(key, `batch[${i}].key`);
+        }
+        if (type === "put") {
+          let value = (b as { value: Bytes }).value;
+          if (!(value instanceof Uint8Array) || value.length > MAX_VALUE_BYTES) {
+            value = checkValue(value);
+          }
+          total += key.length + value.length;
+          ops[i] = { kind: KIND_PUT, key, value };
+        } else if (type === "delete") {
+          total += key.length;
+          ops[i] = { kind: KIND_DELETE, key, value: undefined };
         } else {
           throw new InvalidArgumentError(`batch[${i}].type`, 'must be "put" or "delete"');
         }
