@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { CompactedError, UnavailableError } from "../raft/storage.ts";
+import { CompactedError, type InitialState, UnavailableError } from "../raft/storage.ts";
 import {
   type ConfState,
   emptyConfState,
@@ -123,5 +123,44 @@ export class LogCore {
   #reset(meta: SnapshotMeta, keep: boolean): void {
     this.ents = keep ? this.ents.slice(meta.index - this.snap.index) : [];
     this.snap = cloneMeta(meta);
+  }
+}
+
+/**
+ * The read side of a {@link LogStore} answered from a {@link LogCore}: shared by every backend,
+ * which add persistence (append, hard state, snapshots, sync).
+ */
+export abstract class LogCoreReads {
+  /** The in-memory log the reads are answered from. */
+  protected readonly core: LogCore = new LogCore();
+
+  /** See {@link LogStore.initialState}. */
+  initialState(): InitialState {
+    return { hardState: { ...this.core.hs }, confState: cloneConf(this.core.snap.conf) };
+  }
+
+  /** See {@link LogStore.entries}. */
+  entries(lo: number, hi: number, maxBytes?: number): Entry[] {
+    return this.core.entries(lo, hi, maxBytes);
+  }
+
+  /** See {@link LogStore.term}. */
+  term(index: number): number {
+    return this.core.term(index);
+  }
+
+  /** See {@link LogStore.firstIndex}. */
+  firstIndex(): number {
+    return this.core.firstIndex();
+  }
+
+  /** See {@link LogStore.lastIndex}. */
+  lastIndex(): number {
+    return this.core.lastIndex();
+  }
+
+  /** See {@link LogStore.snapshotMeta}. */
+  snapshotMeta(): SnapshotMeta {
+    return cloneMeta(this.core.snap);
   }
 }

@@ -6,71 +6,40 @@
 import type { InitialState, LogStore } from "../raft/storage.ts";
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "../raft/types.ts";
 import { StoreClosedError } from "./errors.ts";
-import { cloneConf, cloneMeta, LogCore } from "./log_core.ts";
+import { cloneConf, cloneMeta, LogCoreReads } from "./log_core.ts";
 
 /** A Raft log held in memory only; `sync()` resolves at once. */
-export class MemoryLogStore implements LogStore {
-  readonly #core = new LogCore();
+export class MemoryLogStore extends LogCoreReads implements LogStore {
   #snapData: Uint8Array = new Uint8Array(0);
   #closed = false;
 
-  /** See {@link LogStore.initialState}. */
-  initialState(): InitialState {
-    return { hardState: { ...this.#core.hs }, confState: cloneConf(this.#core.snap.conf) };
-  }
-
-  /** See {@link LogStore.entries}. */
-  entries(lo: number, hi: number, maxBytes?: number): Entry[] {
-    return this.#core.entries(lo, hi, maxBytes);
-  }
-
-  /** See {@link LogStore.term}. */
-  term(index: number): number {
-    return this.#core.term(index);
-  }
-
-  /** See {@link LogStore.firstIndex}. */
-  firstIndex(): number {
-    return this.#core.firstIndex();
-  }
-
-  /** See {@link LogStore.lastIndex}. */
-  lastIndex(): number {
-    return this.#core.lastIndex();
-  }
-
-  /** See {@link LogStore.snapshotMeta}. */
-  snapshotMeta(): SnapshotMeta {
-    return cloneMeta(this.#core.snap);
-  }
-
   /** See {@link LogStore.snapshot}. */
   snapshot(): Snapshot {
-    return { meta: cloneMeta(this.#core.snap), data: this.#snapData };
+    return { meta: cloneMeta(this.core.snap), data: this.#snapData };
   }
 
   /** See {@link LogStore.append}. */
   append(entries: Entry[]): void {
     this.#check();
-    this.#core.append(entries);
+    this.core.append(entries);
   }
 
   /** See {@link LogStore.setHardState}. */
   setHardState(hs: HardState): void {
     this.#check();
-    this.#core.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
+    this.core.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
   }
 
   /** See {@link LogStore.applySnapshot}. */
   applySnapshot(snap: Snapshot): void {
     this.#check();
-    if (this.#core.install(snap.meta) !== undefined) this.#snapData = snap.data;
+    if (this.core.install(snap.meta) !== undefined) this.#snapData = snap.data;
   }
 
   /** See {@link LogStore.createSnapshot}. */
   createSnapshot(snap: Snapshot): void {
     this.#check();
-    if (this.#core.compact(snap.meta)) this.#snapData = snap.data;
+    if (this.core.compact(snap.meta)) this.#snapData = snap.data;
   }
 
   /** Nothing to make durable. */

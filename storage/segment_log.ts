@@ -32,7 +32,7 @@ import {
   writeFileAtomic,
 } from "./fsutil.ts";
 import { settle } from "./settle.ts";
-import { cloneConf, cloneMeta, LogCore } from "./log_core.ts";
+import { cloneConf, cloneMeta, LogCoreReads } from "./log_core.ts";
 import type { Logger } from "../raft/logger.ts";
 import { nullLogger } from "../raft/logger.ts";
 import {
@@ -105,11 +105,10 @@ function decodeSnapshotFile(name: string, buf: Uint8Array): Snapshot {
 }
 
 /** A Raft log in CRC-checked, group-committed segment files. */
-export class SegmentLogStore implements LogStore {
+export class SegmentLogStore extends LogCoreReads implements LogStore {
   readonly #dir: string;
   readonly #segmentBytes: number;
   readonly #logger: Logger;
-  readonly #core = new LogCore();
   readonly #segments: SegmentInfo[] = [];
   #file: Deno.FsFile | null = null;
   #fileSize = 0;
@@ -121,6 +120,7 @@ export class SegmentLogStore implements LogStore {
   #lock: DirLock | null = null;
 
   private constructor(dir: string, opts: SegmentLogOptions) {
+    super();
     this.#dir = dir;
     this.#segmentBytes = opts.segmentBytes ?? 64 * 1024 * 1024;
     this.#logger = opts.logger ?? nullLogger;
@@ -168,7 +168,7 @@ export class SegmentLogStore implements LogStore {
       this.#file = Deno.openSync(join(this.#dir, segName(last)), { write: true, append: true });
       this.#fileSize = this.#file.statSync().size;
     }
-    const keep = this.#core.snap.index > 0 ? snapName(this.#core.snap.index) : "";
+    const keep = this.core.snap.index > 0 ? snapName(this.core.snap.index) : "";
     if (keep && !snaps.includes(keep)) throw new CorruptionError(keep, 0, "missing snapshot");
     for (const n of snaps) if (n !== keep) removeIfExists(join(this.#dir, n));
   }
@@ -246,16 +246,16 @@ export class SegmentLogStore implements LogStore {
         `snapshot ${s.index}, first entry ${ents[0].index}`,
       );
     }
-    this.#core.snap = cloneMeta(s);
-    this.#core.ents = ents;
-    this.#core.hs = hs;
+    this.core.snap = cloneMeta(s);
+    this.core.ents = ents;
+    this.core.hs = hs;
   }
 
   /** Creates segment `seq` (header with the current state) atomically and makes it active. */
   #createSegment(seq: number): void {
     const w = new ByteWriter(256);
     w.raw(SEGMENT_MAGIC);
-    writeHeaderRecord(w, this.#core.snap, this.#core.hs);
+    writeHeaderRecord(w, this.core.snap, this.core.hs);
     const bytes = w.finish();
     writeFileAtomic(this.#dir, segName(seq), bytes);
     this.#file?.close();
@@ -264,39 +264,9 @@ export class SegmentLogStore implements LogStore {
     this.#segments.push({ seq, maxIndex: 0 });
   }
 
-  /** See {@link LogStore.initialState}. */
-  initialState(): InitialState {
-    return { hardState: { ...this.#core.hs }, confState: cloneConf(this.#core.snap.conf) };
-  }
-
-  /** See {@link LogStore.entries}. */
-  entries(lo: number, hi: number, maxBytes?: number): Entry[] {
-    return this.#core.entries(lo, hi, maxBytes);
-  }
-
-  /** See {@link LogStore.term}. */
-  term(index: number): number {
-    return this.#core.term(index);
-  }
-
-  /** See {@link LogStore.firstIndex}. */
-  firstIndex(): number {
-    return this.#core.firstIndex();
-  }
-
-  /** See {@link LogStore.lastIndex}. */
-  lastIndex(): number {
-    return this.#core.lastIndex();
-  }
-
-  /** See {@link LogStore.snapshotMeta}. */
-  snapshotMeta(): SnapshotMeta {
-    return cloneMeta(this.#core.snap);
-  }
-
   /** See {@link LogStore.snapshot}. Reads the data from its file. */
   snapshot(): Snapshot {
-    const meta = cloneMeta(this.#core.snap);
+    const meta = cloneMeta(this.core.snap);
     if (this.#pendingSnap) return { meta, data: this.#pendingSnap.data };
     if (meta.index === 0) return { meta, data: new Uint8Array(0) };
     const name = snapName(meta.index);
@@ -308,7 +278,7 @@ export class SegmentLogStore implements LogStore {
   /** See {@link LogStore.append}. */
   append(entries: Entry[]): void {
     this.#check();
-    const added = this.#core.append(entries);
+    const added = this.core.append(entries);
     if (added.length === 0) return;
     const seg = this.#segments[this.#segments.length - 1];
     for (const e of added) writeEntryRecord(this.#buf, e);
@@ -318,31 +288,31 @@ export class SegmentLogStore implements LogStore {
   /** See {@link LogStore.setHardState}. Only the latest hard state before a sync is written. */
   setHardState(hs: HardState): void {
     this.#check();
-    const cur = this.#core.hs;
+    const cur = this.core.hs;
     if (cur.term === hs.term && cur.vote === hs.vote && cur.commit === hs.commit) return;
-    this.#core.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
+    this.core.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
     this.#hsDirty = true;
   }
 
   /** See {@link LogStore.applySnapshot}. */
   applySnapshot(snap: Snapshot): void {
     this.#check();
-    if (snap.meta.index <= this.#core.snap.index) return;
+    if (snap.meta.index <= this.core.snap.index) return;
     if (this.#pendingSnap) this.#syncNow();
-    const keep = this.#core.install(snap.meta)!;
-    writeSnapshotRecord(this.#buf, this.#core.snap, keep);
+    const keep = this.core.install(snap.meta)!;
+    writeSnapshotRecord(this.#buf, this.core.snap, keep);
     if (!keep) { for (const s of this.#segments) s.maxIndex = 0; }
-    this.#pendingSnap = { meta: cloneMeta(this.#core.snap), data: snap.data };
+    this.#pendingSnap = { meta: cloneMeta(this.core.snap), data: snap.data };
   }
 
   /** See {@link LogStore.createSnapshot}. */
   createSnapshot(snap: Snapshot): void {
     this.#check();
-    if (snap.meta.index <= this.#core.snap.index) return;
+    if (snap.meta.index <= this.core.snap.index) return;
     if (this.#pendingSnap) this.#syncNow();
-    this.#core.compact(snap.meta);
-    writeSnapshotRecord(this.#buf, this.#core.snap, true);
-    this.#pendingSnap = { meta: cloneMeta(this.#core.snap), data: snap.data };
+    this.core.compact(snap.meta);
+    writeSnapshotRecord(this.#buf, this.core.snap, true);
+    this.#pendingSnap = { meta: cloneMeta(this.core.snap), data: snap.data };
   }
 
   /** Makes everything recorded so far durable: one write and one fdatasync. */
@@ -357,7 +327,7 @@ export class SegmentLogStore implements LogStore {
     const snap = this.#pendingSnap;
     if (snap) writeFileAtomic(this.#dir, snapName(snap.meta.index), encodeSnapshotFile(snap));
     if (this.#hsDirty) {
-      writeHardStateRecord(this.#buf, this.#core.hs);
+      writeHardStateRecord(this.#buf, this.core.hs);
       this.#hsDirty = false;
     }
     if (this.#buf.length > 0) {
@@ -391,7 +361,7 @@ export class SegmentLogStore implements LogStore {
   #dropCoveredSegments(): void {
     let dropped = 0;
     while (
-      this.#segments.length > 1 && this.#segments[0].maxIndex <= this.#core.snap.index
+      this.#segments.length > 1 && this.#segments[0].maxIndex <= this.core.snap.index
     ) {
       const s = this.#segments.shift()!;
       removeIfExists(join(this.#dir, segName(s.seq)));

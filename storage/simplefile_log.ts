@@ -38,7 +38,7 @@ import {
   writeFileAtomic,
 } from "./fsutil.ts";
 import { settle } from "./settle.ts";
-import { cloneConf, cloneMeta, LogCore } from "./log_core.ts";
+import { cloneConf, cloneMeta, LogCoreReads } from "./log_core.ts";
 
 const STATE_FILE = "raft-state.json";
 const enc = new TextEncoder();
@@ -89,9 +89,8 @@ function parseConf(c: ConfState): ConfState {
 }
 
 /** A Raft log kept in JSON files (see the module documentation for the layout). */
-export class SimpleFileLogStore implements LogStore {
+export class SimpleFileLogStore extends LogCoreReads implements LogStore {
   readonly #dir: string;
-  readonly #core = new LogCore();
   #gen = 1;
   #file: Deno.FsFile | null = null;
   #pending = "";
@@ -102,6 +101,7 @@ export class SimpleFileLogStore implements LogStore {
   #lock: DirLock | null = null;
 
   private constructor(dir: string) {
+    super();
     this.#dir = dir;
   }
 
@@ -134,12 +134,12 @@ export class SimpleFileLogStore implements LogStore {
       } catch (e) {
         throw new CorruptionError(STATE_FILE, 0, "json", String(e));
       }
-      this.#core.hs = {
+      this.core.hs = {
         term: st.hardState.term,
         vote: st.hardState.vote,
         commit: st.hardState.commit,
       };
-      this.#core.snap = {
+      this.core.snap = {
         index: st.snapshot.index,
         term: st.snapshot.term,
         conf: parseConf(st.snapshot.conf),
@@ -149,17 +149,17 @@ export class SimpleFileLogStore implements LogStore {
       if (!m) throw new CorruptionError(STATE_FILE, 0, "log file name", logFile);
       this.#gen = Number(m[1]);
       if (
-        this.#core.snap.index > 0 &&
-        !readFileIfExists(join(this.#dir, snapName(this.#core.snap.index)))
+        this.core.snap.index > 0 &&
+        !readFileIfExists(join(this.#dir, snapName(this.core.snap.index)))
       ) {
-        throw new CorruptionError(snapName(this.#core.snap.index), 0, "missing snapshot");
+        throw new CorruptionError(snapName(this.core.snap.index), 0, "missing snapshot");
       }
     }
     this.#replay(logFile);
     // Leftovers of an interrupted snapshot switch.
     for (const d of Deno.readDirSync(this.#dir)) {
       const stale = (d.name.startsWith("raft-log-") && d.name !== logFile) ||
-        (d.name.startsWith("raft-snapshot-") && d.name !== snapName(this.#core.snap.index)) ||
+        (d.name.startsWith("raft-snapshot-") && d.name !== snapName(this.core.snap.index)) ||
         d.name.endsWith(".tmp");
       if (stale && d.name.startsWith("raft-")) removeIfExists(join(this.#dir, d.name));
     }
@@ -193,7 +193,7 @@ export class SimpleFileLogStore implements LogStore {
         break;
       }
       try {
-        this.#core.append([e]);
+        this.core.append([e]);
       } catch (err) {
         if (err instanceof LogGapError) throw new CorruptionError(logFile, lineNo, "gap");
         throw err;
@@ -212,74 +212,44 @@ export class SimpleFileLogStore implements LogStore {
     }
   }
 
-  /** See {@link LogStore.initialState}. */
-  initialState(): InitialState {
-    return { hardState: { ...this.#core.hs }, confState: cloneConf(this.#core.snap.conf) };
-  }
-
-  /** See {@link LogStore.entries}. */
-  entries(lo: number, hi: number, maxBytes?: number): Entry[] {
-    return this.#core.entries(lo, hi, maxBytes);
-  }
-
-  /** See {@link LogStore.term}. */
-  term(index: number): number {
-    return this.#core.term(index);
-  }
-
-  /** See {@link LogStore.firstIndex}. */
-  firstIndex(): number {
-    return this.#core.firstIndex();
-  }
-
-  /** See {@link LogStore.lastIndex}. */
-  lastIndex(): number {
-    return this.#core.lastIndex();
-  }
-
-  /** See {@link LogStore.snapshotMeta}. */
-  snapshotMeta(): SnapshotMeta {
-    return cloneMeta(this.#core.snap);
-  }
-
   /** See {@link LogStore.snapshot}. */
   snapshot(): Snapshot {
     if (this.#pendingSnap) {
-      return { meta: cloneMeta(this.#core.snap), data: this.#pendingSnap.data };
+      return { meta: cloneMeta(this.core.snap), data: this.#pendingSnap.data };
     }
-    if (this.#core.snap.index === 0) {
-      return { meta: cloneMeta(this.#core.snap), data: new Uint8Array(0) };
+    if (this.core.snap.index === 0) {
+      return { meta: cloneMeta(this.core.snap), data: new Uint8Array(0) };
     }
-    const name = snapName(this.#core.snap.index);
+    const name = snapName(this.core.snap.index);
     const raw = readFileIfExists(join(this.#dir, name));
     if (!raw) throw new CorruptionError(name, 0, "missing snapshot");
     const o = JSON.parse(dec.decode(raw));
-    return { meta: cloneMeta(this.#core.snap), data: fromBase64(o.data) };
+    return { meta: cloneMeta(this.core.snap), data: fromBase64(o.data) };
   }
 
   /** See {@link LogStore.append}. */
   append(entries: Entry[]): void {
     this.#check();
-    for (const e of this.#core.append(entries)) this.#pending += entryLine(e);
+    for (const e of this.core.append(entries)) this.#pending += entryLine(e);
   }
 
   /** See {@link LogStore.setHardState}. */
   setHardState(hs: HardState): void {
     this.#check();
-    this.#core.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
+    this.core.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
     this.#hsDirty = true;
   }
 
   /** See {@link LogStore.applySnapshot}. */
   applySnapshot(snap: Snapshot): void {
     this.#check();
-    if (this.#core.install(snap.meta) !== undefined) this.#pendingSnap = snap;
+    if (this.core.install(snap.meta) !== undefined) this.#pendingSnap = snap;
   }
 
   /** See {@link LogStore.createSnapshot}. */
   createSnapshot(snap: Snapshot): void {
     this.#check();
-    if (this.#core.compact(snap.meta)) this.#pendingSnap = snap;
+    if (this.core.compact(snap.meta)) this.#pendingSnap = snap;
   }
 
   /** Makes everything recorded so far durable. */
@@ -309,8 +279,8 @@ export class SimpleFileLogStore implements LogStore {
   #writeState(logFile: string): void {
     const st: StateJson = {
       version: 1,
-      hardState: this.#core.hs,
-      snapshot: this.#core.snap,
+      hardState: this.core.hs,
+      snapshot: this.core.snap,
       logFile,
     };
     writeFileAtomic(this.#dir, STATE_FILE, enc.encode(JSON.stringify(st, null, 2) + "\n"));
@@ -321,9 +291,9 @@ export class SimpleFileLogStore implements LogStore {
   #switchGeneration(snap: Snapshot): void {
     const oldLog = logName(this.#gen);
     const newLog = logName(this.#gen + 1);
-    const lines = this.#core.ents.map(entryLine).join("");
+    const lines = this.core.ents.map(entryLine).join("");
     writeFileAtomic(this.#dir, newLog, enc.encode(lines));
-    const meta = this.#core.snap;
+    const meta = this.core.snap;
     writeFileAtomic(
       this.#dir,
       snapName(meta.index),
