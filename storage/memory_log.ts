@@ -3,10 +3,10 @@
  *
  * @module
  */
-import type { InitialState, LogStore } from "../raft/storage.ts";
-import type { Entry, HardState, Snapshot, SnapshotMeta } from "../raft/types.ts";
+import type { LogStore } from "../raft/storage.ts";
+import type { Entry, HardState, Snapshot } from "../raft/types.ts";
 import { StoreClosedError } from "./errors.ts";
-import { cloneConf, cloneMeta, LogCoreReads } from "./log_core.ts";
+import { cloneMeta, LogCoreReads } from "./log_core.ts";
 
 /** A Raft log held in memory only; `sync()` resolves at once. */
 export class MemoryLogStore extends LogCoreReads implements LogStore {

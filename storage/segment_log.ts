@@ -17,7 +17,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { InitialState, LogStore } from "../raft/storage.ts";
+import type { LogStore } from "../raft/storage.ts";
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "../raft/types.ts";
 import { ByteWriter } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
@@ -32,7 +32,7 @@ import {
   writeFileAtomic,
 } from "./fsutil.ts";
 import { settle } from "./settle.ts";
-import { cloneConf, cloneMeta, LogCoreReads } from "./log_core.ts";
+import { cloneMeta, LogCoreReads } from "./log_core.ts";
 import type { Logger } from "../raft/logger.ts";
 import { nullLogger } from "../raft/logger.ts";
 import {

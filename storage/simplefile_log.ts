@@ -17,7 +17,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { InitialState, LogStore } from "../raft/storage.ts";
+import type { LogStore } from "../raft/storage.ts";
 import {
   type ConfState,
   type Entry,
