@@ -332,6 +332,7 @@ export class LsmDb {
    * rewrites the manifest and removes files outside the live version.
    * Throws {@linkcode DatabaseLockedError} when another handle holds the
    * directory and {@linkcode CorruptionError} when files are damaged.
+   * An open database keeps the process alive until {@linkcode LsmDb.close}.
    */
   static open(dir: string, options: LsmOptions = {}): Promise<LsmDb> {
     try {
