@@ -33,6 +33,7 @@
 export * from "./client/mod.ts";
 export {
   type BatchOperation,
+  type Bytes as LsmBytes,
   ClosedError,
   type CompactRange,
   CorruptionError,
@@ -44,6 +45,7 @@ export {
   LsmError,
   type LsmOptions,
   type LsmStats,
+  type ResolvedOptions as LsmResolvedOptions,
   type ScanOptions as LsmScanOptions,
   Snapshot as LsmSnapshot,
   type WriteOptions,

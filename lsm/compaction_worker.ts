@@ -5,7 +5,6 @@
  * outputs and replies with their metadata. It never touches the manifest.
  * @module
  */
-/// <reference lib="deno.worker" />
 import { compareBytes } from "./bytes.ts";
 import { type Compaction, runMerge } from "./compaction.ts";
 import { ClosedError, CorruptionError } from "./errors.ts";
@@ -17,6 +16,12 @@ import { Version } from "./version.ts";
 import { Memtable, type MemtableState } from "./memtable.ts";
 import { TableWriter } from "./sstable_writer.ts";
 import type { FileMeta } from "./version_edit.ts";
+
+/** The worker's global scope, typed without a global lib directive (not allowed in a package). */
+const self = globalThis as unknown as {
+  postMessage(message: unknown, transfer?: Transferable[]): void;
+  onmessage: ((ev: MessageEvent) => void) | null;
+};
 
 /** Request to merge a compaction. */
 export interface MergeRequest {

@@ -244,6 +244,7 @@ export class Snapshot {
     this.db._releaseSnapshot(this.sequence);
   }
 
+  /** Throws ClosedError once the database is closed. */
   private check(): void {
     if (this.released) throw new ClosedError("snapshot");
   }
@@ -342,6 +343,7 @@ export class LsmDb {
     }
   }
 
+  /** Opens (or creates) the database synchronously: lock, recover, open the WAL. */
   private static openSync(dir: string, options: LsmOptions): LsmDb {
     const opts = resolveOptions(options);
     if (typeof dir !== "string" || dir === "") {
@@ -389,6 +391,7 @@ export class LsmDb {
     }
   }
 
+  /** Releases what a failed open acquired. */
   private abortOpen(): void {
     this.terminateWorkers();
     for (const t of this.tables.values()) t.close();
@@ -402,6 +405,7 @@ export class LsmDb {
     this.lock.release();
   }
 
+  /** Replays the manifest and the live WAL files into the memtable. */
   private recoverSync(exists: boolean): void {
     const vs = this.vs;
     const recovered = new Memtable(64 * 1024, this.opts.memtableBytes);
@@ -465,6 +469,7 @@ export class LsmDb {
     this.removeObsoleteFiles();
   }
 
+  /** Starts WAL file number `n` for new writes. */
   private openWal(n: number): void {
     const path = walPath(this.dir, n);
     const f = Deno.openSync(path, { write: true, create: true, truncate: true });
@@ -491,6 +496,7 @@ export class LsmDb {
     }
   }
 
+  /** Writes a memtable to an SSTable (temp name, fsync, rename). */
   private writeMemtableSync(m: Memtable, number: number): FileMeta {
     const w = new TableWriter(tablePath(this.dir, number), this.opts);
     try {
@@ -580,6 +586,7 @@ export class LsmDb {
     return this.writeOps(ops, options?.sync ?? this.opts.sync);
   }
 
+  /** Appends a batch to the WAL and the memtable; group-commits synced writes. */
   private writeOps(ops: Op[], sync: boolean): Promise<void> {
     if (this.closed || this.closing) return Promise.reject(new ClosedError());
     if (this.walError !== undefined) return Promise.reject(this.walError);
@@ -614,15 +621,18 @@ export class LsmDb {
     });
   }
 
+  /** True when the active memtable reached its size. */
   private memFull(): boolean {
     return this.mem.approximateBytes >= this.opts.memtableBytes;
   }
 
+  /** True when writes must wait for flushes or L0 compaction. */
   private needsRoom(): boolean {
     return (this.memFull() && this.imms.length >= this.opts.maxMemtables - 1) ||
       this.vs.current.levels[0].length >= this.opts.l0StopTrigger;
   }
 
+  /** Waits (never fails) until writes may proceed. */
   private async waitForRoom(): Promise<void> {
     for (;;) {
       if (this.bgError !== undefined) throw this.bgError;
@@ -850,12 +860,14 @@ export class LsmDb {
     );
   }
 
+  /** Takes a reference on the current version for a reader. */
   private pinVersion(): Version {
     const v = this.vs.current;
     this.versionRefs.set(v, (this.versionRefs.get(v) ?? 0) + 1);
     return v;
   }
 
+  /** Drops a reader's reference; obsolete files may be deleted. */
   private unpinVersion(v: Version): void {
     const n = (this.versionRefs.get(v) ?? 1) - 1;
     if (n <= 0) this.versionRefs.delete(v);
@@ -863,6 +875,7 @@ export class LsmDb {
     this.deleteObsoleteTables();
   }
 
+  /** A merging iterator over the memtables and the tables of `v`. */
   private buildIterator(v: Version): MergingIterator {
     const ch: InternalIterator[] = [this.mem.iterator()];
     for (let i = this.imms.length - 1; i >= 0; i--) ch.push(this.imms[i].iterator());
@@ -876,6 +889,7 @@ export class LsmDb {
     return new MergingIterator(ch);
   }
 
+  /** The generator behind scan(): one pinned version and sequence. */
   private scanGen(
     seq: number,
     lower: Uint8Array | undefined,
@@ -1001,6 +1015,7 @@ export class LsmDb {
     else this.snapshots.set(seq, n);
   }
 
+  /** The oldest sequence an open snapshot can still read. */
   private smallestSnapshot(): number {
     let s = this.lastSeq;
     for (const k of this.snapshots.keys()) if (k < s) s = k;
@@ -1022,6 +1037,7 @@ export class LsmDb {
   }
   private lastTurn = 0;
 
+  /** Lets one event-loop turn through (worker replies) every few ms. */
   private yieldNow(): Promise<void> {
     return new Promise<void>((r) => {
       this.yieldResolvers.push(r);
@@ -1029,12 +1045,14 @@ export class LsmDb {
     });
   }
 
+  /** Wakes writers waiting for room. */
   private wakeWaiters(): void {
     const ws = this.bgWaiters;
     this.bgWaiters = [];
     for (const w of ws) w();
   }
 
+  /** Starts a flush or compaction when one is needed and none runs. */
   private scheduleBackground(): void {
     if (this.closed || this.bgError !== undefined) return;
     if (!this.flushRunning && this.imms.length > 0) {
@@ -1055,11 +1073,13 @@ export class LsmDb {
     }
   }
 
+  /** Records a background error; later writes report it. */
   private backgroundFailed(e: unknown): void {
     if (!this.closed && !this.closing && this.bgError === undefined) this.bgError = e;
     this.wakeWaiters();
   }
 
+  /** Flushes immutable memtables to L0 until none is left. */
   private async flushLoop(): Promise<void> {
     try {
       while (!this.closed && this.imms.length > 0) {
@@ -1072,6 +1092,7 @@ export class LsmDb {
     }
   }
 
+  /** Runs compactions while the picker finds work. */
   private async compactionLoop(first: Compaction): Promise<void> {
     try {
       let c: Compaction | undefined = first;
@@ -1086,6 +1107,7 @@ export class LsmDb {
     }
   }
 
+  /** Flushes the oldest immutable memtable and records it in the manifest. */
   private async flushOldestImm(): Promise<void> {
     const m = this.imms[0];
     const edit: VersionEdit = {};
@@ -1145,6 +1167,7 @@ export class LsmDb {
     this.maybeRollManifest();
   }
 
+  /** Starts a new manifest when the current one grew too large. */
   private maybeRollManifest(): void {
     if (this.vs.manifestBytes < 4 << 20) return;
     const old = this.vs.writeNewManifest({});
@@ -1153,6 +1176,7 @@ export class LsmDb {
     } catch { /* ignore */ }
   }
 
+  /** What a merge needs: inputs, snapshot floor, output sizing. */
   private mergeContext(c: Compaction): MergeContext {
     const outLevel = c.level + 1;
     const v = this.vs.current;
@@ -1179,6 +1203,7 @@ export class LsmDb {
     };
   }
 
+  /** Runs one compaction; inputs are deleted only after outputs are durable. */
   private async doCompaction(c: Compaction): Promise<void> {
     const edit: VersionEdit = { deletedFiles: [], newFiles: [] };
     for (const f of c.inputs) edit.deletedFiles!.push([c.level, f.number]);
@@ -1210,6 +1235,7 @@ export class LsmDb {
     }
   }
 
+  /** Runs a compaction's merge in the background worker. */
   private mergeInWorker(c: Compaction, v: Version): Promise<MergeOutput> {
     let bytes = 0;
     for (const f of c.inputs) bytes += f.size;
@@ -1229,6 +1255,7 @@ export class LsmDb {
     });
   }
 
+  /** Stops the background workers. */
   private terminateWorkers(): void {
     this.compactWorker.terminate();
     this.flushWorker.terminate();
