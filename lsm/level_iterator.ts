@@ -5,6 +5,7 @@
  */
 import { compareUserToInternal } from "./internal_key.ts";
 import type { InternalIterator } from "./iterator.ts";
+import { TwoLevelIterator } from "./two_level_iterator.ts";
 import type { TableReader } from "./sstable_reader.ts";
 import type { FileMeta } from "./version_edit.ts";
 
@@ -21,71 +22,24 @@ export function findFile(files: FileMeta[], key: Uint8Array): number {
 }
 
 /** Iterator over a level's files in key order. */
-export class LevelIterator implements InternalIterator {
-  private fi = -1;
-  private it: InternalIterator | undefined;
+export class LevelIterator extends TwoLevelIterator<InternalIterator> {
+  /** Iterates `files` (sorted, disjoint), opening tables through `open`. */
   constructor(
     private readonly files: FileMeta[],
     private readonly open: (f: FileMeta) => TableReader,
-  ) {}
-  private load(i: number): boolean {
-    if (i < 0 || i >= this.files.length) {
-      this.fi = -1;
-      this.it = undefined;
-      return false;
-    }
-    this.fi = i;
-    this.it = this.open(this.files[i]).iterator();
-    return true;
+  ) {
+    super();
   }
-  private skipForward(): void {
-    while (this.it !== undefined && !this.it.valid()) {
-      if (!this.load(this.fi + 1)) return;
-      this.it!.seekToFirst();
-    }
+  /** The number of files. */
+  protected childCount(): number {
+    return this.files.length;
   }
-  valid(): boolean {
-    return this.it !== undefined && this.it.valid();
+  /** An iterator over file `i`. */
+  protected openChild(i: number): InternalIterator {
+    return this.open(this.files[i]).iterator();
   }
-  seekToFirst(): void {
-    if (this.load(0)) this.it!.seekToFirst();
-    this.skipForward();
-  }
-  seek(key: Uint8Array, seq: number): void {
-    if (this.load(findFile(this.files, key))) this.it!.seek(key, seq);
-    this.skipForward();
-  }
-  seekLT(key: Uint8Array): void {
-    let i = findFile(this.files, key);
-    if (i >= this.files.length) {
-      this.seekToLast();
-      return;
-    }
-    this.load(i);
-    this.it!.seekLT(key);
-    while (!this.it!.valid()) {
-      i--;
-      if (!this.load(i)) return;
-      this.it!.seekToLast();
-    }
-  }
-  seekToLast(): void {
-    if (this.load(this.files.length - 1)) this.it!.seekToLast();
-  }
-  next(): void {
-    this.it!.next();
-    this.skipForward();
-  }
-  userKey(): Uint8Array {
-    return this.it!.userKey();
-  }
-  seq(): number {
-    return this.it!.seq();
-  }
-  kind(): number {
-    return this.it!.kind();
-  }
-  value(): Uint8Array {
-    return this.it!.value();
+  /** The first file whose largest key is >= `key`. */
+  protected findChild(key: Uint8Array, _seq: number): number {
+    return findFile(this.files, key);
   }
 }

@@ -9,8 +9,8 @@ import { BlockIterator } from "./block_reader.ts";
 import { bloomHash, bloomMayContain } from "./bloom.ts";
 import { type BlockCache, POOL_BUFFER } from "./cache.ts";
 import { CorruptionError } from "./errors.ts";
-import { compareInternalTo, KIND_PUT, MAX_SEQ } from "./internal_key.ts";
-import type { InternalIterator } from "./iterator.ts";
+import { compareInternalTo, KIND_PUT } from "./internal_key.ts";
+import { TwoLevelIterator } from "./two_level_iterator.ts";
 import { copyBytes } from "./slab.ts";
 import { BLOCK_TRAILER, checkBlockTrailer, decodeFooter, FOOTER_SIZE } from "./sstable_format.ts";
 
@@ -216,70 +216,22 @@ function readBlockAt(
 }
 
 /** Iterates a table block by block. */
-export class TableIterator implements InternalIterator {
-  private bi = -1;
-  private it: BlockIterator | undefined;
-  constructor(private readonly t: TableReader) {}
-
-  private load(i: number): boolean {
-    if (i < 0 || i >= this.t.blockCount) {
-      this.bi = -1;
-      this.it = undefined;
-      return false;
-    }
-    this.bi = i;
-    this.it = new BlockIterator(this.t.block(i, true), this.t.path, this.t.blockOffset(i));
-    return true;
+export class TableIterator extends TwoLevelIterator<BlockIterator> {
+  /** Iterates the blocks of `t`. */
+  constructor(private readonly t: TableReader) {
+    super();
   }
-  private skipEmptyForward(): void {
-    while (this.it !== undefined && !this.it.valid()) {
-      if (!this.load(this.bi + 1)) return;
-      this.it!.seekToFirst();
-    }
+  /** The number of data blocks. */
+  protected childCount(): number {
+    return this.t.blockCount;
   }
-  valid(): boolean {
-    return this.it !== undefined && this.it.valid();
+  /** An iterator over data block `i` (read through the cache). */
+  protected openChild(i: number): BlockIterator {
+    return new BlockIterator(this.t.block(i, true), this.t.path, this.t.blockOffset(i));
   }
-  seekToFirst(): void {
-    if (this.load(0)) this.it!.seekToFirst();
-    this.skipEmptyForward();
-  }
-  seek(key: Uint8Array, seq: number): void {
-    if (this.load(this.t.findBlock(key, seq))) this.it!.seek(key, seq);
-    this.skipEmptyForward();
-  }
-  seekLT(key: Uint8Array): void {
-    let i = this.t.findBlock(key, MAX_SEQ);
-    if (i >= this.t.blockCount) {
-      this.seekToLast();
-      return;
-    }
-    this.load(i);
-    this.it!.seekLT(key);
-    while (!this.it!.valid()) {
-      i--;
-      if (!this.load(i)) return;
-      this.it!.seekToLast();
-    }
-  }
-  seekToLast(): void {
-    if (this.load(this.t.blockCount - 1)) this.it!.seekToLast();
-  }
-  next(): void {
-    this.it!.next();
-    this.skipEmptyForward();
-  }
-  userKey(): Uint8Array {
-    return this.it!.userKey();
-  }
-  seq(): number {
-    return this.it!.seq();
-  }
-  kind(): number {
-    return this.it!.kind();
-  }
-  value(): Uint8Array {
-    return this.it!.value();
+  /** The first block that may hold (key, seq). */
+  protected findChild(key: Uint8Array, seq: number): number {
+    return this.t.findBlock(key, seq);
   }
   /** Full internal key of the current entry (a view). */
   internalKey(): Uint8Array {
