@@ -113,6 +113,8 @@ export class RaftNode {
   private readonly opts: RaftNodeOptions;
   private interval: ReturnType<typeof setInterval> | undefined;
   private scheduled = false;
+  /** The snapshot being taken in the background, if any. */
+  private snapshotRun: Promise<void> | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
   private ticks = 0;
@@ -325,6 +327,7 @@ export class RaftNode {
     this.stopped = true;
     if (this.interval !== undefined) clearInterval(this.interval);
     if (this.running) await this.running.catch(() => {});
+    if (this.snapshotRun) await this.snapshotRun;
     this.failAll(new StoppedError());
     await this.transport.close();
     // Persist what was recorded without a sync (commit-only hard state changes).
@@ -541,6 +544,8 @@ export class RaftNode {
     }
     if (rd.snapshot) {
       const meta = rd.snapshot.meta;
+      // A local snapshot still reading the state machine finishes (or fails) first.
+      if (this.snapshotRun) await this.snapshotRun;
       await this.sm.restore(rd.snapshot.data, meta.index);
       this.applied = meta.index;
       this.snapshotIndex = meta.index;
@@ -567,7 +572,7 @@ export class RaftNode {
     }
     this.rawNode.advance(rd);
     this.releaseReads();
-    await this.maybeSnapshot();
+    this.maybeSnapshot();
   }
 
   private releaseReads(): void {
@@ -616,20 +621,33 @@ export class RaftNode {
     }
   }
 
-  private async maybeSnapshot(): Promise<void> {
+  /**
+   * Takes a snapshot in the background when enough entries were applied since the last one.
+   * The processing loop does not wait for it: the state machine captures a consistent view at
+   * `index` at once, serializes it off the loop, and the log is compacted when it is ready.
+   */
+  private maybeSnapshot(): void {
+    if (this.snapshotRun) return;
     const th = this.opts.snapshotThreshold;
     if (!(th > 0) || this.applied - this.snapshotIndex < th) return;
     const index = this.applied;
     if (this.sm.appliedIndex() !== index) return;
-    const data = await this.sm.snapshot();
     const term = this.rawNode.raft.log.term(index);
     const conf = this.rawNode.status().conf;
-    this.log.createSnapshot({ meta: { index, term, conf }, data });
-    this.snapshotIndex = index;
-    this.logger.info("raft: snapshot taken", {
-      id: this.rawNode.raft.id,
-      index,
-      bytes: data.length,
+    this.snapshotRun = this.sm.snapshot().then((data) => {
+      // A snapshot received from the leader meanwhile may already cover more.
+      if (this.stopped || this.fatal || index <= this.snapshotIndex) return;
+      this.log.createSnapshot({ meta: { index, term, conf }, data });
+      this.snapshotIndex = index;
+      this.logger.info("raft: snapshot taken", {
+        id: this.rawNode.raft.id,
+        index,
+        bytes: data.length,
+      });
+    }).catch((e) => {
+      if (!this.stopped) this.logger.warn("raft: snapshot failed", { index, err: String(e) });
+    }).finally(() => {
+      this.snapshotRun = null;
     });
   }
 }

@@ -215,6 +215,31 @@ for (const { kind, disk } of BACKENDS) {
     });
   });
 
+  Deno.test(`${kind}: a snapshot reflects the state when it was asked for, even while later commands apply`, async () => {
+    await withStorage(kind, async ({ sm }) => {
+      const many = Array.from(
+        { length: 500 },
+        (_, i) => encodeCommand(putCommand(b(`k${String(i).padStart(4, "0")}`), b("old"))),
+      );
+      await applyCmds(sm, 1, many);
+      // Ask for a snapshot and, without waiting, apply changes to every key.
+      const pending = sm.snapshot();
+      const later = Array.from(
+        { length: 500 },
+        (_, i) => encodeCommand(putCommand(b(`k${String(i).padStart(4, "0")}`), b("new"))),
+      );
+      const applied = applyCmds(sm, 501, later);
+      const [snap] = await Promise.all([pending, applied]);
+      assert.equal(sm.appliedIndex(), 1000);
+      await withStorage("memory", async ({ sm: other }) => {
+        await other.restore(snap, 500);
+        const rows = await dump(other);
+        assert.equal(rows.length, 500);
+        assert.ok(rows.every((r) => r.endsWith("=old")), "snapshot saw writes made after it");
+      });
+    });
+  });
+
   Deno.test(`${kind}: session commands are applied exactly once`, async () => {
     await withStorage(kind, async ({ sm }) => {
       const id = 42n;

@@ -19,7 +19,7 @@
  * @module
  */
 import { join } from "node:path";
-import { LsmDb, type LsmOptions } from "../lsm/mod.ts";
+import { LsmDb, type LsmOptions, type Snapshot as LsmSnapshot } from "../lsm/mod.ts";
 import type { ApplyCommand } from "../raft/state_machine.ts";
 import { ByteReader, ByteWriter, compareBytes, prefixEnd } from "./bytes.ts";
 import { CommandOp } from "./command.ts";
@@ -139,6 +139,8 @@ export class LsmStateMachine implements KvStateMachine {
   #tail: Promise<unknown> = Promise.resolve();
   #applies = 0;
   #restores = 0;
+  /** Snapshot scans in progress (they read the LSM outside the apply queue). */
+  readonly #reading = new Set<Promise<unknown>>();
 
   private constructor(
     dir: string,
@@ -282,14 +284,27 @@ export class LsmStateMachine implements KvStateMachine {
    * making the LSM durable up to it.
    */
   snapshot(): Promise<Uint8Array> {
-    return this.#serial(() => this.#snapshot());
+    // Only the durable point and the LSM snapshot are taken in the apply queue; the scan runs
+    // on that consistent view while later commands are applied.
+    const p = this.#serial(() => this.#beginSnapshot()).then((snap) => this.#readSnapshot(snap));
+    const tracked = p.catch(() => {}).finally(() => this.#reading.delete(tracked));
+    this.#reading.add(tracked);
+    return p;
   }
 
-  async #snapshot(): Promise<Uint8Array> {
+  /** Waits for snapshot scans still reading the current LSM. */
+  async #readsDone(): Promise<void> {
+    while (this.#reading.size > 0) await Promise.all([...this.#reading]);
+  }
+
+  async #beginSnapshot(): Promise<LsmSnapshot> {
     await this.#db.write([{ type: "put", key: SYNC_KEY, value: new Uint8Array(0) }], {
       sync: true,
     });
-    const snap = this.#db.snapshot();
+    return this.#db.snapshot();
+  }
+
+  async #readSnapshot(snap: LsmSnapshot): Promise<Uint8Array> {
     try {
       const applied = await readApplied(snap);
       const w = new SnapshotWriter(applied, await readSessions(snap));
@@ -339,6 +354,7 @@ export class LsmStateMachine implements KvStateMachine {
     this.#applied = index;
     this.#sessions = content.sessions;
     this.#restores++;
+    await this.#readsDone();
     await old.close();
     removeDirIfExists(oldPath);
   }
@@ -367,6 +383,7 @@ export class LsmStateMachine implements KvStateMachine {
     if (this.#closed) return;
     await this.#tail;
     this.#closed = true;
+    await this.#readsDone();
     await this.#db.close();
   }
 
