@@ -175,10 +175,10 @@ const SECTIONS: Record<string, Record<string, KeySpec>> = {
     check_quorum: { kind: "bool", default: true, doc: "leader steps down without a quorum" },
     snapshot_threshold: {
       kind: "int",
-      default: 10_000,
+      default: 100_000,
       min: 1,
       max: 100_000_000,
-      doc: "applied entries between snapshots",
+      doc: "applied entries between snapshots (etcd's snapshot-count default)",
     },
     max_inflight_msgs: {
       kind: "int",

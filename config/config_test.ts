@@ -123,7 +123,7 @@ Deno.test("defaultConfig builds a valid config in code and every key is document
   const c = defaultConfig([{ id: 7, peer: "h:1", client: "h:2", http: "h:3" }]);
   assert.equal(c.nodes[0].id, 7);
   const docs = describeConfig();
-  assert.ok(docs.some((d) => d.key === "raft.snapshot_threshold" && d.default === "10000"));
+  assert.ok(docs.some((d) => d.key === "raft.snapshot_threshold" && d.default === "100000"));
   assert.ok(docs.every((d) => d.doc.length > 0 && d.env.startsWith("GOKV_")));
 });
 

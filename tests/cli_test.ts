@@ -59,5 +59,5 @@ Deno.test("a misspelled config key exits 2 naming the key and its line", async (
 Deno.test("gokv config lists every key with its default", async () => {
   const r = await gokv(["config"]);
   assert.equal(r.code, 0);
-  assert.match(r.stdout, /raft\.snapshot_threshold\s+GOKV_RAFT_SNAPSHOT_THRESHOLD\s+10000/);
+  assert.match(r.stdout, /raft\.snapshot_threshold\s+GOKV_RAFT_SNAPSHOT_THRESHOLD\s+100000/);
 });
