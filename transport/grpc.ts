@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { PeerTable } from "./peer_table.ts";
 import type * as grpc from "@grpc/grpc-js";
 import { fileURLToPath } from "node:url";
 import { type Logger, nullLogger } from "../raft/logger.ts";
@@ -200,7 +201,7 @@ export class GrpcTransport implements PeerTransport {
   readonly kind = "grpc";
   readonly #o: ResolvedOptions;
   readonly #log: Logger;
-  readonly #peers = new Map<NodeId, GrpcPeer>();
+  readonly #peers = new PeerTable<GrpcPeer>();
   readonly #tasks = new Set<Promise<void>>();
   #server: grpc.Server | null = null;
   #rt: GrpcRuntime | null = null;
@@ -296,20 +297,12 @@ export class GrpcTransport implements PeerTransport {
   /** Adds `id` or changes its address. */
   addPeer(id: NodeId, address: string): void {
     if (this.#closed || id === this.#o.id || id === NONE) return;
-    const old = this.#peers.get(id);
-    if (old !== undefined) {
-      if (old.address === address) return;
-      old.close();
-    }
-    this.#peers.set(id, new GrpcPeer(this, id, address));
+    this.#peers.upsert(id, address, () => new GrpcPeer(this, id, address));
   }
 
   /** Forgets `id` and closes its channel. */
   removePeer(id: NodeId): void {
-    const p = this.#peers.get(id);
-    if (p === undefined) return;
-    this.#peers.delete(id);
-    p.close();
+    this.#peers.remove(id);
   }
 
   /** Shuts the server down, closes every channel and waits for the peer loops. */
@@ -318,8 +311,7 @@ export class GrpcTransport implements PeerTransport {
     this.#closed = true;
     // Drop connections without GOAWAY first (Deno 2.9.6 nghttp2 crash, see grpc_sockets.ts).
     this.#accepted.destroyAll();
-    for (const p of this.#peers.values()) p.close();
-    this.#peers.clear();
+    this.#peers.closeAll();
     this.#server?.forceShutdown();
     this.#handler = null;
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);

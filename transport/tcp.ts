@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { PeerTable } from "./peer_table.ts";
 import { type Logger, nullLogger } from "../raft/logger.ts";
 import type { MessageHandler } from "../raft/transport.ts";
 import { type Message, MessageType, type NodeId, NONE } from "../raft/types.ts";
@@ -61,7 +62,7 @@ export class TcpTransport implements PeerTransport {
   readonly kind = "tcp";
   readonly #o: ResolvedOptions;
   readonly #log: Logger;
-  readonly #peers = new Map<NodeId, TcpPeer>();
+  readonly #peers = new PeerTable<TcpPeer>();
   readonly #inbound = new Set<Deno.TcpConn>();
   readonly #tasks = new Set<Promise<void>>();
   #listener: Deno.TcpListener | null = null;
@@ -137,20 +138,12 @@ export class TcpTransport implements PeerTransport {
   /** Adds `id` or changes its address (an existing connection is replaced). */
   addPeer(id: NodeId, address: string): void {
     if (this.#closed || id === this.#o.id || id === NONE) return;
-    const old = this.#peers.get(id);
-    if (old !== undefined) {
-      if (old.address === address) return;
-      old.close();
-    }
-    this.#peers.set(id, new TcpPeer(this, id, address));
+    this.#peers.upsert(id, address, () => new TcpPeer(this, id, address));
   }
 
   /** Forgets `id` and closes its connection. */
   removePeer(id: NodeId): void {
-    const p = this.#peers.get(id);
-    if (p === undefined) return;
-    this.#peers.delete(id);
-    p.close();
+    this.#peers.remove(id);
   }
 
   /** Stops listening, closes every connection and waits for all loops to end. */
@@ -161,8 +154,7 @@ export class TcpTransport implements PeerTransport {
       this.#listener?.close();
     } catch { /* already closed */ }
     for (const c of this.#inbound) closeQuietly(c);
-    for (const p of this.#peers.values()) p.close();
-    this.#peers.clear();
+    this.#peers.closeAll();
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
   }
 
