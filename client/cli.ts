@@ -31,9 +31,46 @@ export interface CliIO {
   err(line: string): void;
   /** Text to stderr without a newline (progress bar). */
   progress?(text: string): void;
+  /** Whether stderr is a terminal (a redrawn progress bar) or not (plain progress lines). */
+  terminal?: boolean;
 }
 
 const encoder = new TextEncoder();
+
+/**
+ * `gokv bench` progress: on a terminal one redrawn line (bar, ops, live ops/s over the last
+ * interval); otherwise a plain line about once a second, so logs and pipes stay readable.
+ */
+function benchProgress(
+  tty: boolean,
+  write: (text: string) => void,
+): { update: (fraction: number, ops: number) => void; done: () => void } {
+  let lastT = performance.now();
+  let lastOps = 0;
+  let rate = 0;
+  let lastLine = -Infinity;
+  let shown = false;
+  const line = (f: number, ops: number) =>
+    `${Math.floor(f * 100)}% ${ops} ops ${Math.round(rate)} ops/s`;
+  return {
+    update: (f, ops) => {
+      const now = performance.now();
+      if (now > lastT) rate = ((ops - lastOps) * 1000) / (now - lastT);
+      lastT = now;
+      lastOps = ops;
+      if (tty) {
+        write(`\r${progressBar(f, 30, `${ops} ops  ${Math.round(rate)} ops/s`)}\x1b[K`);
+        shown = true;
+      } else if (now - lastLine >= 1000 && f < 1) {
+        write(`bench: ${line(f, ops)}\n`);
+        lastLine = now;
+      }
+    },
+    done: () => {
+      if (tty && shown) write("\n");
+    },
+  };
+}
 
 /** The process's stdout/stderr. */
 export const stdio: CliIO = {
@@ -375,16 +412,10 @@ export async function clientCommand(
           consistency: consistencyArg(s("consistency")),
         };
         const endpoints = await endpointsOf(v as { config?: string; endpoints?: string });
-        const tty = Deno.stderr.isTerminal();
-        const r = await runBench({
-          ...opts,
-          endpoints,
-          onProgress: (f, ops) => {
-            const text = progressBar(f, 30, `${ops} ops`);
-            io.progress?.(tty ? `\r${text}` : f >= 1 ? text + "\n" : "");
-          },
-        });
-        if (tty) io.progress?.("\n");
+        const tty = io.terminal ?? Deno.stderr.isTerminal();
+        const report = benchProgress(tty, (text) => io.progress?.(text));
+        const r = await runBench({ ...opts, endpoints, onProgress: report.update });
+        report.done();
         if (v.json) {
           io.out(JSON.stringify(r));
         } else {

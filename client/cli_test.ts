@@ -188,3 +188,38 @@ Deno.test("tables and progress bars render aligned", () => {
   const t = formatStatusTable([{ endpoint: "h:1", error: new Error("down") }]);
   assert.match(t, /\| h:1 +\|.*\| down +\|/);
 });
+
+Deno.test("bench shows a redrawn bar with live ops/s on a terminal and plain lines when piped", async () => {
+  const n = startFakeNode(1);
+  try {
+    for (const terminal of [false, true]) {
+      const chunks: string[] = [];
+      const io = { ...capture(), terminal, progress: (t: string) => chunks.push(t) };
+      const args = [
+        "--endpoints",
+        n.address,
+        "--duration",
+        "1.5",
+        "--clients",
+        "4",
+        "--keys",
+        "20",
+      ];
+      assert.equal(await clientCommand("bench", args, io), 0, io.stderr.join("\n"));
+      const text = chunks.join("");
+      if (terminal) {
+        assert.ok(chunks.length >= 3, `redraws: ${chunks.length}`);
+        assert.ok(chunks.slice(0, -1).every((c) => c.startsWith("\r[")), text);
+        assert.match(text, /100% \d+ ops {2}\d+ ops\/s/);
+        assert.ok(text.endsWith("\n"));
+      } else {
+        assert.ok(!text.includes("\r"), "no carriage returns when piped");
+        const lines = text.trimEnd().split("\n");
+        assert.ok(lines.length >= 2, text);
+        for (const l of lines) assert.match(l, /^bench: \d+% \d+ ops \d+ ops\/s$/);
+      }
+    }
+  } finally {
+    await n.close();
+  }
+});

@@ -25,6 +25,18 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Whether an executable named `name` is on PATH (e.g. installed by `deno task install`). */
+function onPath(name: string): boolean {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (!dir) continue;
+    try {
+      const st = Deno.statSync(join(dir, name));
+      if (st.isFile && ((st.mode ?? 0o111) & 0o111) !== 0) return true;
+    } catch { /* not here */ }
+  }
+  return false;
+}
+
 async function readPids(runDir: string): Promise<Map<number, number>> {
   const out = new Map<number, number>();
   try {
@@ -118,7 +130,14 @@ async function start(configPath: string, runDir: string, timeoutMs: number): Pro
   for (const n of config.nodes) {
     console.log(`  node ${n.id}: client ${n.client}  http http://${n.http}  peer ${n.peer}`);
   }
-  console.log(`\ntry: deno run -A main.ts set hello "hello world"`);
+  if (onPath("gokv")) {
+    console.log(`\ntry: gokv set hello "hello world"`);
+  } else {
+    console.log(
+      `\ntry: deno run -A main.ts set hello "hello world"` +
+        `\n     (or \`deno task install\` once, then: gokv set hello "hello world")`,
+    );
+  }
   return 0;
 }
 
