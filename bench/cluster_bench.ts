@@ -1,14 +1,25 @@
 /**
  * Cluster benchmark: a 3-node gokv cluster (subprocesses, lsm storage, loopback) against a
- * 3-member etcd cluster on the same machine, same workload, runs alternated (gokv, etcd, gokv,
- * etcd...) so both see the same machine conditions.
+ * 3-member etcd cluster on the same machine, the same workload, each system driven by its own
+ * native client in a separate generator process, runs alternated (the order swaps every round),
+ * best of `--rounds` (default 3).
  *
- * Workload (mirrors ../shared/anchors/kvload.ts): closed loop, C concurrent clients each with
- * one request in flight, keys "key" + 12 digits over a 10 000-key space, 100-byte values;
- * C = 16, 64, 256; puts and linearizable gets.
+ * Workload (mirrors ../shared/anchors/kvload.ts and etcdload): closed loop, C concurrent clients
+ * each with one request in flight, keys "key" + 12 digits over a 10 000-key space, 100-byte
+ * values; C = 16, 64, 256; puts and linearizable gets.
  *
- * Usage: deno task bench:cluster [--n 20000] [--clients 16,64,256] [--rounds 1] [--no-etcd]
- *        [--ops put,get] [--storage lsm]
+ * Generators: gokv through its own client (bench/gokv_load.ts); etcd through the native Go
+ * clientv3 generator ../shared/anchors/etcdload, built once into bench/.tools/ (ignored by git) by
+ * its build.sh from Debian's golang-go + golang-etcd-server-dev. `--etcd-client etcd3` drives etcd
+ * with npm:etcd3 (grpc-js under Deno, ../shared/anchors/kvload.ts) instead: that generator costs
+ * ~150-200 µs of CPU per request and makes etcd look slower than it is.
+ *
+ * Reported per run: ops/s, p50, p99, server CPU µs per operation (utime + stime of the three
+ * server processes from /proc over the measured phase) and the generator's own CPU (% of one
+ * core), so a client bottleneck is visible.
+ *
+ * Usage: deno task bench:cluster [--n 20000] [--clients 16,64,256] [--rounds 3] [--no-etcd]
+ *        [--ops put,get] [--storage lsm] [--etcd-client go|etcd3]
  *
  * etcd: `apt-get install -y etcd-server etcd-client`; started with
  * ../shared/anchors/etcd-cluster.sh (skipped with a note when unavailable).
@@ -18,39 +29,42 @@
 import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Client } from "../client/client.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const ETCD_SCRIPT = resolve(ROOT, "../shared/anchors/etcd-cluster.sh");
+/** ../shared/anchors beside the project root (searched upwards, so a git worktree finds it too). */
+function findAnchors(): string {
+  for (let dir = ROOT; dir !== dirname(dir); dir = dirname(dir)) {
+    const candidate = join(dirname(dir), "shared", "anchors");
+    try {
+      if (Deno.statSync(candidate).isDirectory) return candidate;
+    } catch { /* keep looking */ }
+  }
+  return resolve(ROOT, "../shared/anchors");
+}
+const ANCHORS = Deno.env.get("GOKV_ANCHORS") ?? findAnchors();
+const ETCD_SCRIPT = join(ANCHORS, "etcd-cluster.sh");
+const ETCD_DIR = Deno.env.get("ETCD_DIR") ?? "/tmp/anchor-etcd";
+const ETCDLOAD = join(ROOT, "bench", ".tools", "etcdload");
+const ETCD_ENDPOINTS = ["127.0.0.1:23791", "127.0.0.1:23792", "127.0.0.1:23793"];
 
 const { values: a } = parseArgs({
   options: {
     n: { type: "string", default: "20000" },
     clients: { type: "string", default: "16,64,256" },
-    rounds: { type: "string", default: "1" },
+    rounds: { type: "string", default: "3" },
     ops: { type: "string", default: "put,get" },
     storage: { type: "string", default: "lsm" },
     "no-etcd": { type: "boolean", default: false },
+    "etcd-client": { type: "string", default: "go" },
     keys: { type: "string", default: "10000" },
     vsize: { type: "string", default: "100" },
   },
 });
 const N = Number(a.n);
-const KEYS = Number(a.keys);
-const VSIZE = Number(a.vsize);
 const CLIENTS = a.clients!.split(",").map(Number);
 const OPS = a.ops!.split(",") as ("put" | "get")[];
 const ROUNDS = Number(a.rounds);
-
-const key = (i: number) => "key" + String(i % KEYS).padStart(12, "0");
-const valueStr = "v".repeat(VSIZE);
-
-interface Driver {
-  name: string;
-  put(k: string, v: string): Promise<void>;
-  get(k: string): Promise<unknown>;
-  close(): Promise<void>;
-}
+const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat times are in 1/100 s
 
 interface Result {
   system: string;
@@ -60,39 +74,70 @@ interface Result {
   p50: number;
   p99: number;
   errors: number;
+  /** Server CPU (all server processes) per operation over the measured phase, µs. */
+  serverUsPerOp: number;
+  /** The generator's own CPU over the measured phase, % of one core (undefined if unknown). */
+  genCpuPct?: number;
 }
 
-/** The closed loop (same code for both systems). */
-async function load(d: Driver, op: "put" | "get", n: number, c: number): Promise<Result> {
-  const lat = new Float64Array(n);
-  let next = 0;
-  let done = 0;
-  let errors = 0;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: c }, async () => {
-    while (next < n) {
-      const i = next++;
-      const s = performance.now();
-      try {
-        if (op === "put") await d.put(key(i), valueStr);
-        else await d.get(key(i));
-      } catch {
-        errors++;
-      }
-      lat[done++] = performance.now() - s;
-    }
-  }));
-  const secs = (performance.now() - t0) / 1000;
-  const sorted = lat.subarray(0, done).sort();
-  const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-  return { system: d.name, op, c, opsPerSec: n / secs, p50: q(0.5), p99: q(0.99), errors };
+/** A system under test: its server pids and the generator command for one run. */
+interface System {
+  name: string;
+  pids: () => Promise<number[]>;
+  generator: (op: string, c: number) => string[];
 }
 
-async function preload(d: Driver): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: 64 }, async () => {
-    while (next < KEYS) await d.put(key(next++), valueStr);
-  }));
+/** utime + stime of a process in seconds (0 when it is gone). */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15 of stat(5)
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Runs one generator process while sampling the servers' CPU every 50 ms; the measured phase is
+ * the last `n / ops_per_s` seconds before the generator printed its result (the generators
+ * preload before measuring gets), so server CPU is taken over that window only.
+ */
+async function run(sys: System, op: "put" | "get", c: number): Promise<Result> {
+  const pids = await sys.pids();
+  const samples: Array<[number, number]> = [];
+  const sample = () =>
+    samples.push([performance.now(), pids.reduce((s, p) => s + cpuSeconds(p), 0)]);
+  sample();
+  const timer = setInterval(sample, 50);
+  const [cmd, ...args] = sys.generator(op, c);
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "inherit" }).output();
+  clearInterval(timer);
+  sample();
+  const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
+  if (!out.success) throw new Error(`${sys.name} generator failed: ${text}`);
+  const r = JSON.parse(text);
+  const secs = N / r.ops_per_s;
+  const tEnd = samples[samples.length - 1][0];
+  const at = (t: number) => { // server CPU seconds at time t, interpolated between samples
+    const i = samples.findIndex(([ts]) => ts >= t);
+    if (i < 0) return samples[samples.length - 1][1];
+    if (i === 0) return samples[0][1];
+    const [t0, c0] = samples[i - 1], [t1, c1] = samples[i];
+    return c0 + (c1 - c0) * ((t - t0) / Math.max(1e-9, t1 - t0));
+  };
+  const cpu = at(tEnd) - at(tEnd - secs * 1000);
+  return {
+    system: sys.name,
+    op,
+    c,
+    opsPerSec: r.ops_per_s,
+    p50: Number(r.p50_ms),
+    p99: Number(r.p99_ms),
+    errors: r.errors,
+    serverUsPerOp: (cpu * 1e6) / N,
+    genCpuPct: r.gen_cpu_pct,
+  };
 }
 
 /** Distinct free ports (all listeners are held open until every port is chosen). */
@@ -103,7 +148,9 @@ function freePorts(n: number): number[] {
   return ports;
 }
 
-async function startGokv(): Promise<{ endpoints: string[]; stop: () => Promise<void> }> {
+async function startGokv(): Promise<
+  { endpoints: string[]; pids: number[]; stop: () => Promise<void> }
+> {
   const dir = await Deno.makeTempDir({ prefix: "gokv-bench-" });
   const ports = freePorts(9);
   const nodes = [1, 2, 3].map((id, i) => ({
@@ -166,17 +213,7 @@ async function startGokv(): Promise<{ endpoints: string[]; stop: () => Promise<v
     await stop();
     throw new Error("gokv cluster did not elect a leader");
   }
-  return { endpoints: nodes.map((n) => n.client), stop };
-}
-
-async function gokvDriver(endpoints: string[]): Promise<Driver> {
-  const kv = await Client.connect({ endpoints, timeoutMs: 30_000 });
-  return {
-    name: "gokv",
-    put: (k, v) => kv.put(k, v),
-    get: (k) => kv.get(k),
-    close: () => kv.close(),
-  };
+  return { endpoints: nodes.map((n) => n.client), pids: procs.map((p) => p.pid), stop };
 }
 
 async function etcdAvailable(): Promise<boolean> {
@@ -203,81 +240,162 @@ async function etcdCluster(cmd: "start" | "stop"): Promise<void> {
   if (!out.success) throw new Error(`etcd-cluster.sh ${cmd} failed`);
 }
 
-async function etcdDriver(): Promise<Driver> {
-  const { Etcd3 } = await import("etcd3");
-  const c = new Etcd3({
-    hosts: ["http://127.0.0.1:23791", "http://127.0.0.1:23792", "http://127.0.0.1:23793"],
-  });
-  return {
-    name: "etcd",
-    put: async (k, v) => {
-      await c.put(k).value(v);
-    },
-    get: (k) => c.get(k).string(),
-    close: () => Promise.resolve(c.close()),
-  };
+/** The native etcd generator, built on first use; undefined (with a note) when Go is missing. */
+async function etcdload(): Promise<string | undefined> {
+  try {
+    if (Deno.statSync(ETCDLOAD).isFile) return ETCDLOAD;
+  } catch { /* not built yet */ }
+  console.error(`building the native etcd generator into ${ETCDLOAD} ...`);
+  const out = await new Deno.Command("bash", {
+    args: [join(ANCHORS, "etcdload", "build.sh"), ETCDLOAD],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch(() => undefined);
+  if (out?.success) return ETCDLOAD;
+  console.error(
+    "etcd skipped: could not build ../shared/anchors/etcdload (needs Debian's golang-go and " +
+      "golang-etcd-server-dev):\n" +
+      new TextDecoder().decode(out?.stderr ?? new Uint8Array()).trim(),
+  );
+  return undefined;
+}
+
+function etcdPids(): Promise<number[]> {
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync(ETCD_DIR)) {
+    if (e.name.endsWith(".pid")) pids.push(Number(Deno.readTextFileSync(join(ETCD_DIR, e.name))));
+  }
+  return Promise.resolve(pids);
 }
 
 function fmtRow(r: Result): string {
   return `${r.system.padEnd(5)} ${r.op.padEnd(4)} c=${String(r.c).padEnd(4)} ${
     String(Math.round(r.opsPerSec)).padStart(7)
-  } ops/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms${
-    r.errors ? `  errors ${r.errors}` : ""
-  }`;
+  } ops/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms  ` +
+    `server ${r.serverUsPerOp.toFixed(0).padStart(4)} µs/op  generator ${
+      r.genCpuPct === undefined ? "  ?" : String(r.genCpuPct).padStart(3)
+    }% cpu${r.errors ? `  errors ${r.errors}` : ""}`;
 }
 
-const withEtcd = !a["no-etcd"] && await etcdAvailable();
-if (!a["no-etcd"] && !withEtcd) {
-  console.error("etcd not installed (apt-get install -y etcd-server etcd-client): gokv only");
+const common = ["--n", String(N), "--keys", a.keys!, "--vsize", a.vsize!];
+let etcdSystem: System | undefined;
+if (!a["no-etcd"]) {
+  if (!await etcdAvailable()) {
+    console.error("etcd not installed (apt-get install -y etcd-server etcd-client): gokv only");
+  } else if (a["etcd-client"] === "etcd3") {
+    etcdSystem = {
+      name: "etcd",
+      pids: etcdPids,
+      generator: (op, c) => [
+        Deno.execPath(),
+        "run",
+        "-A",
+        join(ANCHORS, "kvload.ts"),
+        "--driver",
+        "etcd",
+        "--endpoints",
+        ETCD_ENDPOINTS.join(","),
+        "--op",
+        op,
+        "--c",
+        String(c),
+        ...common,
+      ],
+    };
+  } else {
+    const bin = await etcdload();
+    if (bin) {
+      etcdSystem = {
+        name: "etcd",
+        pids: etcdPids,
+        generator: (op, c) => [
+          bin,
+          "--endpoints",
+          ETCD_ENDPOINTS.join(","),
+          "--op",
+          op,
+          "--c",
+          String(c),
+          ...common,
+        ],
+      };
+    }
+  }
 }
 
 const gokv = await startGokv();
 let etcdStarted = false;
 const results: Result[] = [];
 try {
-  const g = await gokvDriver(gokv.endpoints);
-  let e: Driver | undefined;
-  if (withEtcd) {
+  const gokvSystem: System = {
+    name: "gokv",
+    pids: () => Promise.resolve(gokv.pids),
+    generator: (op, c) => [
+      Deno.execPath(),
+      "run",
+      "-A",
+      join(ROOT, "bench", "gokv_load.ts"),
+      "--endpoints",
+      gokv.endpoints.join(","),
+      "--op",
+      op,
+      "--c",
+      String(c),
+      ...common,
+    ],
+  };
+  if (etcdSystem) {
     await etcdCluster("start");
     etcdStarted = true;
-    e = await etcdDriver();
-  }
-  if (OPS.includes("get")) {
-    await preload(g);
-    if (e) await preload(e);
   }
   for (let round = 0; round < ROUNDS; round++) {
+    const order = etcdSystem ? [gokvSystem, etcdSystem] : [gokvSystem];
+    if (round % 2 === 1) order.reverse();
     for (const op of OPS) {
       for (const c of CLIENTS) {
-        for (const d of e ? [g, e] : [g]) {
-          const r = await load(d, op, N, c);
+        for (const sys of order) {
+          const r = await run(sys, op, c);
           results.push(r);
           console.log(fmtRow(r));
         }
       }
     }
   }
-  await g.close();
-  await e?.close();
 } finally {
   await gokv.stop();
   if (etcdStarted) await etcdCluster("stop");
 }
 
-if (withEtcd) {
-  console.log("\nratios gokv/etcd (throughput; p99 etcd/gokv > 1 means gokv's p99 is lower):");
+/** The best round (highest throughput) of one system, operation and concurrency. */
+function best(sys: string, op: string, c: number): Result | undefined {
+  return results.filter((r) => r.system === sys && r.op === op && r.c === c)
+    .sort((x, y) => y.opsPerSec - x.opsPerSec)[0];
+}
+
+console.log(`\nbest of ${ROUNDS} round(s):`);
+for (const op of OPS) {
+  for (const c of CLIENTS) {
+    for (const sys of ["gokv", "etcd"]) {
+      const r = best(sys, op, c);
+      if (r) console.log(fmtRow(r));
+    }
+  }
+}
+if (etcdSystem) {
+  console.log(
+    "\nratios gokv/etcd, best rounds (throughput; p99 and server CPU per op: etcd/gokv, > 1 " +
+      "means gokv's is lower):",
+  );
   for (const op of OPS) {
     for (const c of CLIENTS) {
-      const avg = (sys: string, f: (r: Result) => number) => {
-        const rs = results.filter((r) => r.system === sys && r.op === op && r.c === c);
-        return rs.reduce((s, r) => s + f(r), 0) / rs.length;
-      };
-      const tput = avg("gokv", (r) => r.opsPerSec) / avg("etcd", (r) => r.opsPerSec);
-      const p99 = avg("etcd", (r) => r.p99) / avg("gokv", (r) => r.p99);
+      const g = best("gokv", op, c)!, e = best("etcd", op, c)!;
       console.log(
-        `${op.padEnd(4)} c=${String(c).padEnd(4)} throughput x${tput.toFixed(2)}  p99 x${
-          p99.toFixed(2)
-        }`,
+        `${op.padEnd(4)} c=${String(c).padEnd(4)} throughput x${
+          (g.opsPerSec / e.opsPerSec).toFixed(2)
+        }` +
+          `  p99 x${(e.p99 / g.p99).toFixed(2)}  server cpu/op x${
+            (e.serverUsPerOp / g.serverUsPerOp).toFixed(2)
+          }`,
       );
     }
   }
