@@ -36,5 +36,7 @@ export { TRANSFER_CONTEXT } from "./raft.ts";
 export type { RaftConfig, ReadState, Role } from "./raft.ts";
 export { RawNode } from "./raw_node.ts";
 export type { ProgressStatus, RaftStatus, Ready, SoftState } from "./raw_node.ts";
+export type { Clock, TimerHandle } from "./clock.ts";
+export { systemClock } from "./clock.ts";
 export { RaftNode } from "./node.ts";
 export type { NodeStatus, RaftNodeOptions, RequestOptions } from "./node.ts";

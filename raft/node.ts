@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { type Clock, systemClock, type TimerHandle } from "./clock.ts";
 import { NotLeaderError, ProposalDroppedError, StoppedError, TimeoutError } from "./errors.ts";
 import { type Logger, nullLogger } from "./logger.ts";
 import type { RaftConfig } from "./raft.ts";
@@ -34,7 +35,7 @@ import {
 
 /** Options of {@link RaftNode.start}. */
 export interface RaftNodeOptions {
-  /** Raft configuration (the random source is Math.random). */
+  /** Raft configuration (the random source is `random`). */
   config: Omit<RaftConfig, "random" | "applied" | "logger">;
   /** Milliseconds per tick. */
   tickMs: number;
@@ -54,6 +55,11 @@ export interface RaftNodeOptions {
   onConfChange?: (cc: ConfChange, conf: ConfState, index: number) => void;
   /** Called after a snapshot received from the leader was installed. */
   onSnapshotRestored?: (meta: SnapshotMeta) => void;
+  /** The clock and timers of the driver (default {@link systemClock}; the simulator passes a
+   * virtual one). */
+  clock?: Clock;
+  /** The random source of the core's randomized election timeouts (default Math.random). */
+  random?: () => number;
 }
 
 /** Per-request options. */
@@ -76,13 +82,13 @@ interface ProposalWaiter {
   term: number;
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
+  timer: TimerHandle;
 }
 
 interface ReadWaiter {
   resolve: () => void;
   reject: (e: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
+  timer: TimerHandle;
   done: boolean;
 }
 
@@ -99,7 +105,7 @@ interface CondWaiter {
   check: () => boolean;
   resolve: () => void;
   reject: (e: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
+  timer: TimerHandle;
 }
 
 /** A running Raft member. */
@@ -111,7 +117,8 @@ export class RaftNode {
   private readonly transport: Transport;
   private readonly logger: Logger;
   private readonly opts: RaftNodeOptions;
-  private interval: ReturnType<typeof setInterval> | undefined;
+  private interval: TimerHandle | undefined;
+  private readonly clock: Clock;
   private scheduled = false;
   /** The snapshot being taken in the background, if any. */
   private snapshotRun: Promise<void> | null = null;
@@ -139,6 +146,7 @@ export class RaftNode {
     this.sm = opts.sm;
     this.transport = opts.transport;
     this.logger = opts.logger ?? nullLogger;
+    this.clock = opts.clock ?? systemClock;
     this.applied = applied;
     this.snapshotIndex = opts.log.snapshotMeta().index;
     this.syncedTerm = rn.raft.term;
@@ -162,13 +170,13 @@ export class RaftNode {
     }
     const rn = new RawNode({
       ...opts.config,
-      random: Math.random,
+      random: opts.random ?? Math.random,
       applied,
       logger: opts.logger,
     }, log);
     const node = new RaftNode(opts, rn, Math.max(applied, meta.index));
     await opts.transport.start((m) => node.onMessage(m));
-    node.interval = setInterval(() => node.onTick(), opts.tickMs);
+    node.interval = node.clock.setInterval(() => node.onTick(), opts.tickMs);
     node.schedule();
     return node;
   }
@@ -210,7 +218,7 @@ export class RaftNode {
         resolve,
         reject,
         done: false,
-        timer: setTimeout(() => {
+        timer: this.clock.setTimeout(() => {
           if (w.done) return;
           w.done = true;
           const lead = this.rawNode.raft.lead;
@@ -230,8 +238,8 @@ export class RaftNode {
    */
   async addMember(id: NodeId, context: Uint8Array, opts?: RequestOptions): Promise<void> {
     const timeoutMs = opts?.timeoutMs ?? 30_000;
-    const deadline = Date.now() + timeoutMs;
-    const left = () => Math.max(1, deadline - Date.now());
+    const deadline = this.clock.now() + timeoutMs;
+    const left = () => Math.max(1, deadline - this.clock.now());
     await this.waitConfIdle(left());
     const conf = this.rawNode.status().conf;
     if (!conf.voters.includes(id) && !conf.learners.includes(id)) {
@@ -264,8 +272,8 @@ export class RaftNode {
   /** Removes a member (voter or learner) through joint consensus. Must be called on the leader. */
   async removeMember(id: NodeId, opts?: RequestOptions): Promise<void> {
     const timeoutMs = opts?.timeoutMs ?? 30_000;
-    const deadline = Date.now() + timeoutMs;
-    const left = () => Math.max(1, deadline - Date.now());
+    const deadline = this.clock.now() + timeoutMs;
+    const left = () => Math.max(1, deadline - this.clock.now());
     await this.waitConfIdle(left());
     await this.proposeConfChange(
       { changes: [{ type: ConfChangeType.RemoveNode, nodeId: id }], context: new Uint8Array(0) },
@@ -325,7 +333,7 @@ export class RaftNode {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.interval !== undefined) clearInterval(this.interval);
+    if (this.interval !== undefined) this.clock.clearInterval(this.interval);
     if (this.running) await this.running.catch(() => {});
     if (this.snapshotRun) await this.snapshotRun;
     this.failAll(new StoppedError());
@@ -339,7 +347,7 @@ export class RaftNode {
   /** Rejects every waiting request with `err`. */
   private failAll(err: Error): void {
     for (const w of this.proposals.values()) {
-      clearTimeout(w.timer);
+      this.clock.clearTimeout(w.timer);
       w.reject(err);
     }
     this.proposals.clear();
@@ -347,7 +355,7 @@ export class RaftNode {
     for (const b of this.readBatches.values()) reads.push(...b.waiters);
     for (const b of this.answeredReads) reads.push(...b.waiters);
     for (const w of reads) {
-      clearTimeout(w.timer);
+      this.clock.clearTimeout(w.timer);
       if (!w.done) {
         w.done = true;
         w.reject(err);
@@ -357,7 +365,7 @@ export class RaftNode {
     this.readBatches.clear();
     this.answeredReads = [];
     for (const c of this.conds) {
-      clearTimeout(c.timer);
+      this.clock.clearTimeout(c.timer);
       c.reject(err);
     }
     this.conds = [];
@@ -367,13 +375,13 @@ export class RaftNode {
 
   private waitProposal(index: number, term: number, timeoutMs: number, what: string) {
     return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         this.proposals.delete(index);
         reject(new TimeoutError(what, timeoutMs));
       }, timeoutMs);
       const prev = this.proposals.get(index);
       if (prev) {
-        clearTimeout(prev.timer);
+        this.clock.clearTimeout(prev.timer);
         prev.reject(new ProposalDroppedError("entry overwritten by another term"));
       }
       this.proposals.set(index, { term, resolve, reject, timer });
@@ -392,7 +400,7 @@ export class RaftNode {
         check,
         resolve,
         reject,
-        timer: setTimeout(() => {
+        timer: this.clock.setTimeout(() => {
           this.conds = this.conds.filter((x) => x !== c);
           reject(new TimeoutError(what, timeoutMs));
         }, timeoutMs),
@@ -421,12 +429,12 @@ export class RaftNode {
       try {
         ok = c.check();
       } catch (e) {
-        clearTimeout(c.timer);
+        this.clock.clearTimeout(c.timer);
         c.reject(e as Error);
         continue;
       }
       if (ok) {
-        clearTimeout(c.timer);
+        this.clock.clearTimeout(c.timer);
         c.resolve();
       } else keep.push(c);
     }
@@ -492,7 +500,7 @@ export class RaftNode {
           id: this.rawNode.raft.id,
           err: String(e),
         });
-        if (this.interval !== undefined) clearInterval(this.interval);
+        if (this.interval !== undefined) this.clock.clearInterval(this.interval);
         this.failAll(this.fatal);
         return;
       }
@@ -551,7 +559,7 @@ export class RaftNode {
       this.snapshotIndex = meta.index;
       for (const [idx, w] of this.proposals) {
         if (idx <= meta.index) {
-          clearTimeout(w.timer);
+          this.clock.clearTimeout(w.timer);
           w.reject(new ProposalDroppedError("outcome unknown: superseded by a snapshot"));
           this.proposals.delete(idx);
         }
@@ -583,7 +591,7 @@ export class RaftNode {
         for (const w of b.waiters) {
           if (w.done) continue;
           w.done = true;
-          clearTimeout(w.timer);
+          this.clock.clearTimeout(w.timer);
           w.resolve();
         }
       } else keep.push(b);
@@ -614,7 +622,7 @@ export class RaftNode {
       const w = this.proposals.get(e.index);
       if (w) {
         this.proposals.delete(e.index);
-        clearTimeout(w.timer);
+        this.clock.clearTimeout(w.timer);
         if (w.term === e.term) w.resolve(results[i]);
         else w.reject(new ProposalDroppedError("entry overwritten by another term"));
       }

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { NotLeaderError, TimeoutError } from "./errors.ts";
 import { MemoryLogStore } from "./memory_log_store.ts";
 import { RaftNode } from "./node.ts";
+import { drainMicrotasks, Scheduler, VirtualClock } from "./sim/scheduler.ts";
 import type { ApplyCommand, StateMachine } from "./state_machine.ts";
 import type { MessageHandler, Transport } from "./transport.ts";
 import type { Message, NodeId } from "./types.ts";
@@ -325,4 +326,65 @@ Deno.test("driver: a storage failure halts the node and fails waiting requests a
   } finally {
     await c.stopAll();
   }
+});
+
+Deno.test("RaftNode takes its ticks and deadlines from the injected clock", async () => {
+  const sched = new Scheduler();
+  const clock = new VirtualClock(sched);
+  const silent: Transport = {
+    start: () => Promise.resolve(),
+    send: () => {},
+    addPeer: () => {},
+    removePeer: () => {},
+    close: () => Promise.resolve(),
+  };
+  const advance = async (ms: number) => {
+    const until = sched.now + ms;
+    while (sched.runNext(until)) await drainMicrotasks();
+    sched.now = until;
+    await drainMicrotasks();
+  };
+  // A member of a three-voter cluster alone: it can never win, so reads wait for their deadline.
+  const lonely = await RaftNode.start({
+    config: config(1),
+    tickMs: 10,
+    log: new MemoryLogStore(),
+    sm: new KvSm(),
+    transport: silent,
+    bootstrapVoters: [1, 2, 3],
+    snapshotThreshold: 1000,
+    clock,
+    random: () => 0.5,
+  });
+  const res: { v: string | Error } = { v: "pending" };
+  lonely.readIndex({ timeoutMs: 200 }).then(() => res.v = "served", (e) => res.v = e);
+  await advance(199);
+  assert.equal(res.v, "pending", "the deadline is virtual: nothing happens before 200 ms");
+  await advance(2);
+  const got = res.v as unknown;
+  assert.ok(got instanceof NotLeaderError, `got ${got}`);
+  await lonely.stop();
+  assert.equal(clock.pending(), 0, "stop() cleared the tick interval");
+
+  // A single voter elects itself only once virtual time passes its election timeout.
+  const clock2 = new VirtualClock(sched);
+  const solo = await RaftNode.start({
+    config: config(1),
+    tickMs: 10,
+    log: new MemoryLogStore(),
+    sm: new KvSm(),
+    transport: silent,
+    bootstrapVoters: [1],
+    snapshotThreshold: 1000,
+    clock: clock2,
+    random: () => 0,
+  });
+  await drainMicrotasks();
+  assert.notEqual(solo.status().role, "leader");
+  await advance(10 * 10 + 10);
+  assert.equal(solo.status().role, "leader");
+  const put = solo.propose(enc("a=1"));
+  await advance(0);
+  assert.equal(await put, null);
+  await solo.stop();
 });
