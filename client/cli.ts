@@ -298,7 +298,8 @@ export async function clientCommand(
         const limit = s("limit") === undefined ? undefined : int("limit", s("limit"), 0, 1);
         const consistency = consistencyArg(s("consistency"));
         run = async (c) => {
-          const pairs = await c.scan({
+          // Pages are fetched and printed one at a time: memory stays bounded.
+          const pairs = c.list({
             prefix: s("prefix"),
             start: s("start"),
             end: s("end"),
@@ -307,13 +308,15 @@ export async function clientCommand(
           });
           const d = new TextDecoder();
           if (v.json) {
-            io.out(
-              JSON.stringify(
-                pairs.map((p) => ({ key: d.decode(p.key), value: d.decode(p.value) })),
-              ),
-            );
+            // A JSON array written element by element.
+            let n = 0;
+            for await (const p of pairs) {
+              const item = JSON.stringify({ key: d.decode(p.key), value: d.decode(p.value) });
+              io.out(`${n++ === 0 ? "[" : ","}${item}`);
+            }
+            io.out(n === 0 ? "[]" : "]");
           } else {
-            for (const p of pairs) io.out(`${d.decode(p.key)}\t${d.decode(p.value)}`);
+            for await (const p of pairs) io.out(`${d.decode(p.key)}\t${d.decode(p.value)}`);
           }
           return EXIT_OK;
         };

@@ -73,7 +73,7 @@ Deno.test("scan, member list, status and leader transfer print their results", a
     assert.deepEqual(io.stdout, ["p1\tv-p1", "p2\tv-p2"]);
     io = capture();
     assert.equal(await clientCommand("scan", ["--limit", "1", "--json", ...ep], io), 0);
-    assert.deepEqual(JSON.parse(io.stdout[0]), [{ key: "p1", value: "v-p1" }]);
+    assert.deepEqual(JSON.parse(io.stdout.join("\n")), [{ key: "p1", value: "v-p1" }]);
     io = capture();
     assert.equal(await clientCommand("member", ["list", ...ep], io), 0);
     assert.match(io.stdout[0], /\| +ID +\| +ROLE +\|/);

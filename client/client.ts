@@ -43,6 +43,7 @@ import {
 import {
   InternalError,
   InvalidArgumentError,
+  LimitError,
   NotFoundError,
   TimeoutError,
   UnavailableError,
@@ -86,9 +87,12 @@ export interface ScanOptions extends CallOptions {
   end?: Bytes;
   /** Only keys with this prefix. */
   prefix?: Bytes;
-  /** At most this many pairs. */
+  /** At most this many pairs in total (default: all). */
   limit?: number;
-  /** "linearizable" (default) or "serializable". */
+  /** Pairs asked for per page (default: the server's page size; the server also caps a page
+   * by bytes). */
+  pageSize?: number;
+  /** "linearizable" (default) or "serializable" (each page on its own). */
   consistency?: ConsistencyLevel;
 }
 
@@ -247,21 +251,46 @@ export class Client {
     return v === undefined ? undefined : dec.decode(v);
   }
 
-  /** Range scan in key order. */
+  /**
+   * Range scan in key order, collected into an array (all pages, up to `limit` pairs). For
+   * ranges of any size use {@link list}, which holds one page at a time.
+   */
   async scan(opts: ScanOptions = {}): Promise<KeyValue[]> {
+    const out: KeyValue[] = [];
+    for await (const kv of this.list(opts)) out.push(kv);
+    return out;
+  }
+
+  /**
+   * Range scan in key order as an async iterator that fetches one page at a time (the server
+   * bounds a page by pairs and bytes and returns a cursor for the next), so memory stays bounded
+   * on the node and here whatever the size of the range. Stops after `limit` pairs. Every page
+   * is read with `consistency` on its own: the scan as a whole is not one snapshot.
+   */
+  async *list(opts: ScanOptions = {}): AsyncGenerator<KeyValue, void, undefined> {
     const range: ScanRange = {};
     if (opts.start !== undefined) range.start = toBytes(opts.start);
     if (opts.end !== undefined) range.end = toBytes(opts.end);
     if (opts.prefix !== undefined) range.prefix = toBytes(opts.prefix);
-    if (opts.limit !== undefined) {
-      if (!Number.isInteger(opts.limit) || opts.limit < 0 || opts.limit > 0xffffffff) {
-        throw new InvalidArgumentError(`bad limit ${opts.limit}`);
+    for (const [name, v] of [["limit", opts.limit], ["pageSize", opts.pageSize]] as const) {
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xffffffff)) {
+        throw new InvalidArgumentError(`bad ${name} ${v}`);
       }
-      range.limit = opts.limit;
     }
     const c = consistency(opts.consistency);
-    const res = await this.call({ op: Op.Scan, range, consistency: c }, opts);
-    return (res.pairs ?? []).map(([key, value]) => ({ key, value }));
+    let left = opts.limit || Infinity;
+    while (left > 0) {
+      const page = Math.min(left, opts.pageSize || Infinity);
+      if (Number.isFinite(page)) range.limit = page;
+      const res = await this.call({ op: Op.Scan, range: { ...range }, consistency: c }, opts);
+      const pairs = res.pairs ?? [];
+      for (const [key, value] of pairs) {
+        if (left-- <= 0) return;
+        yield { key, value };
+      }
+      if (!res.next || pairs.length === 0) return;
+      range.cursor = res.next;
+    }
   }
 
   /** The cluster's members with their addresses, as the leader knows them. */
@@ -471,6 +500,8 @@ export function errorFor(res: Response): Error {
       return new UnavailableError(msg);
     case Status.InvalidArgument:
       return new InvalidArgumentError(msg);
+    case Status.LimitExceeded:
+      return new LimitError(res.limit ?? "", res.max ?? 0, undefined, msg);
     default:
       return new InternalError(msg);
   }

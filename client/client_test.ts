@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { Client } from "./client.ts";
-import { InvalidArgumentError, NotFoundError, TimeoutError, UnavailableError } from "./errors.ts";
+import {
+  InvalidArgumentError,
+  LimitError,
+  NotFoundError,
+  TimeoutError,
+  UnavailableError,
+} from "./errors.ts";
+import { MAX_KEY_BYTES, MAX_VALUE_BYTES } from "../config/limits.ts";
+import { MAX_FRAME } from "./protocol.ts";
 import { startFakeNode } from "../server/testing.ts";
 import { TimeoutError as RaftTimeoutError } from "../raft/errors.ts";
 import { encodeCommand, putCommand } from "../storage/command.ts";
@@ -145,12 +153,57 @@ Deno.test("many concurrent callers share one client safely", async () => {
   }
 });
 
+Deno.test("list and scan follow pages (bounded by pairs and bytes) to the end or the limit", async () => {
+  const n = startFakeNode(1, { limits: { scanPagePairs: 4, scanPageBytes: 4096 } });
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    for (let i = 0; i < 25; i++) {
+      await kv.put(`p${String(i).padStart(2, "0")}`, new Uint8Array(i % 7 === 0 ? 6000 : 10));
+    }
+    await kv.put("q", "other");
+    const reads = n.raft.reads;
+    const keys: string[] = [];
+    for await (const { key } of kv.list({ prefix: "p" })) keys.push(new TextDecoder().decode(key));
+    assert.deepEqual(keys, Array.from({ length: 25 }, (_, i) => `p${String(i).padStart(2, "0")}`));
+    assert.ok(n.raft.reads - reads >= 7, `25 pairs in pages of at most 4: ${n.raft.reads - reads}`);
+    assert.equal((await kv.scan({ prefix: "p", limit: 10 })).length, 10);
+    assert.equal((await kv.scan({ start: "p20", pageSize: 2 })).length, 6);
+    assert.deepEqual((await kv.scan({ start: "p24", limit: 100 })).map((p) => p.key.length), [
+      3,
+      1,
+    ]);
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
 Deno.test("errors are typed: invalid argument, not found, timeout, unavailable", async () => {
   const n = startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 400 });
   try {
     await assert.rejects(kv.put("", "v"), InvalidArgumentError);
-    await assert.rejects(kv.put("big", new Uint8Array(65 * 1024 * 1024)), InvalidArgumentError);
+    // Over the frame limit: refused by the client before sending; over the value limit: refused
+    // by the node before proposing. Both are typed LimitErrors naming the limit.
+    const limitOf = async (p: Promise<unknown>) => {
+      const e = await p.then(() => undefined, (e) => e);
+      assert.ok(e instanceof LimitError, `expected a LimitError, got ${e}`);
+      return [e.limit, e.max];
+    };
+    const proposals = n.raft.proposals;
+    assert.deepEqual(await limitOf(kv.put("big", new Uint8Array(65 * 1024 * 1024))), [
+      "frame_bytes",
+      MAX_FRAME,
+    ]);
+    assert.deepEqual(await limitOf(kv.put("big", new Uint8Array(MAX_VALUE_BYTES + 1))), [
+      "value_bytes",
+      MAX_VALUE_BYTES,
+    ]);
+    assert.deepEqual(await limitOf(kv.delete(new Uint8Array(MAX_KEY_BYTES + 1))), [
+      "key_bytes",
+      MAX_KEY_BYTES,
+    ]);
+    assert.equal(n.raft.proposals, proposals, "nothing over a limit is proposed");
     await assert.rejects(
       kv.addMember({ id: 9, peer: "nope", client: "127.0.0.1:1", http: "127.0.0.1:2" }),
       InvalidArgumentError,

@@ -12,7 +12,7 @@ import {
   type Request,
   type Response,
 } from "./protocol.ts";
-import { InvalidArgumentError, TimeoutError, UnavailableError } from "./errors.ts";
+import { InvalidArgumentError, LimitError, TimeoutError, UnavailableError } from "./errors.ts";
 
 /** A request without its id (the connection assigns one). */
 export type RequestBody = Request extends infer R ? R extends Request ? Omit<R, "id"> : never
@@ -93,6 +93,7 @@ export class Connection {
     try {
       frame = encodeRequest({ ...body, id } as Request);
     } catch (e) {
+      if (e instanceof LimitError) return Promise.reject(e);
       return Promise.reject(
         new InvalidArgumentError(e instanceof ProtocolError ? e.reason : String(e)),
       );

@@ -69,3 +69,7 @@ export class InternalError extends GokvError {
     this.name = "InternalError";
   }
 }
+
+/** A request over one of gokv's limits (key or value size, frame, page, body...): `limit`
+ * names it, `max` is its value. Never retried. Defined with the limits in config/limits.ts. */
+export { LimitError } from "../config/limits.ts";

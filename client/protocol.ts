@@ -10,6 +10,8 @@
  * @module
  */
 
+import { LimitError, MAX_CLIENT_FRAME_BYTES } from "../config/limits.ts";
+
 /** Operation codes. */
 export enum Op {
   /** Write a key. */
@@ -48,6 +50,8 @@ export enum Status {
   InvalidArgument = 5,
   /** An unexpected server failure. */
   Internal = 6,
+  /** The request exceeds a limit (config/limits.ts); the payload names it. Do not retry. */
+  LimitExceeded = 7,
 }
 
 /** Read consistency. */
@@ -58,8 +62,8 @@ export enum Consistency {
   Serializable = 1,
 }
 
-/** Largest frame body accepted (64 MiB). */
-export const MAX_FRAME = 64 * 1024 * 1024;
+/** Largest frame body accepted or sent, in either direction (config/limits.ts). */
+export const MAX_FRAME: number = MAX_CLIENT_FRAME_BYTES;
 
 /** Bytes that violate the protocol. */
 export class ProtocolError extends Error {
@@ -92,8 +96,10 @@ export interface ScanRange {
   end?: Uint8Array;
   /** Only keys with this prefix. */
   prefix?: Uint8Array;
-  /** At most this many pairs (0 or absent: no limit). */
+  /** At most this many pairs in this page (0 or absent: the server's default page size). */
   limit?: number;
+  /** Continue after this cursor (the `next` of the previous page); absent: the first page. */
+  cursor?: Uint8Array;
 }
 
 /** A decoded request. */
@@ -127,6 +133,12 @@ export interface Response {
   value?: Uint8Array;
   /** Scan: the pairs in key order. */
   pairs?: [Uint8Array, Uint8Array][];
+  /** Scan: the cursor of the next page (absent or empty: this was the last page). */
+  next?: Uint8Array;
+  /** LimitExceeded: the limit's name. */
+  limit?: string;
+  /** LimitExceeded: the limit's value. */
+  max?: number;
   /** Members: the members. */
   members?: MemberInfo[];
   /** Status: the node status as JSON text. */
@@ -203,7 +215,7 @@ class Writer {
   /** Completes the frame: writes the length prefix and returns the frame bytes. */
   finish(): Uint8Array {
     const len = this.pos - 4;
-    if (len > MAX_FRAME) throw new ProtocolError(`frame of ${len} bytes exceeds ${MAX_FRAME}`);
+    if (len > MAX_FRAME) throw new LimitError("frame_bytes", MAX_FRAME, len);
     this.view.setUint32(0, len);
     return this.buf.subarray(0, this.pos);
   }
@@ -326,6 +338,7 @@ export function encodeRequest(req: Request): Uint8Array {
       w.bytes(r.prefix ?? EMPTY);
       w.u32(r.limit ?? 0);
       w.u8(req.consistency);
+      w.bytes(r.cursor ?? EMPTY);
       break;
     }
     case Op.Members:
@@ -384,7 +397,10 @@ export function decodeRequest(body: Uint8Array): Request {
       if (flags & SCAN_END) range.end = end;
       if (flags & SCAN_PREFIX) range.prefix = prefix;
       if (limit > 0) range.limit = limit;
-      req = { op, id, range, consistency: checkConsistency(r.u8("consistency")) };
+      const consistency = checkConsistency(r.u8("consistency"));
+      const cursor = r.bytes("scan cursor");
+      if (cursor.length > 0) range.cursor = cursor;
+      req = { op, id, range, consistency };
       break;
     }
     case Op.Members:
@@ -430,6 +446,7 @@ export function encodeResponse(res: Response): Uint8Array {
           w.bytes(k);
           w.bytes(v);
         }
+        w.bytes(res.next ?? EMPTY);
         break;
       }
       case Op.Members: {
@@ -454,6 +471,9 @@ export function encodeResponse(res: Response): Uint8Array {
     if (res.status === Status.NotLeader) {
       w.u32(res.leaderId ?? 0);
       w.str(res.leaderAddr ?? "");
+    } else if (res.status === Status.LimitExceeded) {
+      w.str(res.limit ?? "");
+      w.num(res.max ?? 0);
     }
     w.str(res.message ?? "");
   }
@@ -468,7 +488,7 @@ export function decodeResponse(body: Uint8Array): Response {
   const op = checkOp(tag & 0x7f);
   const id = r.u32("request id");
   const status = r.u8("status");
-  if (status > Status.Internal) throw new ProtocolError(`unknown status ${status}`);
+  if (status > Status.LimitExceeded) throw new ProtocolError(`unknown status ${status}`);
   const res: Response = { op, id, status };
   if (status === Status.Ok) {
     switch (op) {
@@ -481,6 +501,8 @@ export function decodeResponse(body: Uint8Array): Response {
         const pairs: [Uint8Array, Uint8Array][] = new Array(n);
         for (let i = 0; i < n; i++) pairs[i] = [r.bytes("key"), r.bytes("value")];
         res.pairs = pairs;
+        const next = r.bytes("scan next");
+        if (next.length > 0) res.next = next;
         break;
       }
       case Op.Members: {
@@ -512,6 +534,9 @@ export function decodeResponse(body: Uint8Array): Response {
     if (status === Status.NotLeader) {
       res.leaderId = r.u32("leader id");
       res.leaderAddr = r.str("leader address");
+    } else if (status === Status.LimitExceeded) {
+      res.limit = r.str("limit name");
+      res.max = r.num("limit value");
     }
     res.message = r.str("message");
   }

@@ -18,6 +18,7 @@
  */
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, stringify } from "yaml";
 import type { Node as YamlNode, Pair, YAMLMap } from "yaml";
+import { NODE_LIMIT_SPECS, type NodeLimits } from "./limits.ts";
 
 /** One cluster member as seen from the configuration file. */
 export interface NodeConfig {
@@ -107,6 +108,8 @@ export interface Config {
   lsm: LsmSettings;
   /** Log settings. */
   log: LogSettings;
+  /** What this node accepts from clients and peers (config/limits.ts). */
+  limits: NodeLimits;
 }
 
 /** A configuration problem: exit code 2 in the CLI. */
@@ -240,6 +243,18 @@ const SECTIONS: Record<string, Record<string, KeySpec>> = {
     },
     format: { kind: "string", default: "text", choices: ["text", "json"], doc: "log line format" },
   },
+  limits: Object.fromEntries(
+    NODE_LIMIT_SPECS.map((l) => [
+      l.key,
+      {
+        kind: "int",
+        default: l.default,
+        min: l.min,
+        max: l.max,
+        doc: l.doc,
+      } satisfies KeySpec,
+    ]),
+  ),
 };
 
 const NODE_KEYS: Record<string, KeySpec> = {

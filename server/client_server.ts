@@ -26,6 +26,7 @@ import {
   UnavailableError,
 } from "../client/errors.ts";
 import type { KvService } from "./service.ts";
+import { LimitError } from "../config/limits.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import { parseAddress } from "../client/connection.ts";
 
@@ -41,6 +42,9 @@ export function errorResponse(op: Op, id: number, e: unknown): Response {
       leaderAddr: e.leaderAddr,
       message,
     };
+  }
+  if (e instanceof LimitError) {
+    return { op, id, status: Status.LimitExceeded, limit: e.limit, max: e.max, message };
   }
   let status = Status.Internal;
   if (e instanceof NotFoundError) status = Status.NotFound;
@@ -68,8 +72,8 @@ export async function handleRequest(service: KvService, req: Request): Promise<R
           : { op, id, status: Status.Ok, value: v };
       }
       case Op.Scan: {
-        const pairs = await service.scan(req.range, req.consistency === Consistency.Linearizable);
-        return { op, id, status: Status.Ok, pairs };
+        const page = await service.scan(req.range, req.consistency === Consistency.Linearizable);
+        return { op, id, status: Status.Ok, pairs: page.pairs, next: page.next };
       }
       case Op.Members:
         return { op, id, status: Status.Ok, members: service.members() };
@@ -120,6 +124,7 @@ const STATUS_NAMES: Record<Status, string> = {
   [Status.Unavailable]: "unavailable",
   [Status.InvalidArgument]: "invalid_argument",
   [Status.Internal]: "internal",
+  [Status.LimitExceeded]: "limit_exceeded",
 };
 
 /** Requests one connection may have pending before the server stops reading from it. */
@@ -183,17 +188,25 @@ class ServerConn {
     this.inflight++;
     const t0 = performance.now();
     const m = this.o.metrics;
-    handleRequest(this.service, req).then((res) => {
+    // Nothing thrown here (a handler, or a response too large to encode) may escape as an
+    // unhandled rejection: it becomes an error response for that request only.
+    handleRequest(this.service, req).catch((e) => errorResponse(req.op, req.id, e)).then((res) => {
       this.done();
       m.requestSeconds.with(OP_NAMES[req.op]).observe((performance.now() - t0) / 1000);
+      let frame: Uint8Array;
+      try {
+        frame = encodeResponse(res);
+      } catch (e) {
+        res = errorResponse(req.op, req.id, e);
+        frame = encodeResponse(res);
+      }
       if (res.status !== Status.Ok && res.status !== Status.NotFound) {
         m.requestErrors.inc({ op: OP_NAMES[req.op], status: STATUS_NAMES[res.status] });
       }
-      this.send(encodeResponse(res));
-    }, (e) => {
-      this.done();
-      this.send(encodeResponse(errorResponse(req.op, req.id, e)));
-    });
+      this.send(frame);
+    }).catch((e) =>
+      this.o.logger.error("client request failed", { op: req.op, error: (e as Error).message })
+    );
   }
 
   private done(): void {

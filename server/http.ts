@@ -36,11 +36,9 @@ import {
 } from "../client/errors.ts";
 import type { ScanRange } from "../client/protocol.ts";
 import type { KvService, WriteSession } from "./service.ts";
+import { LimitError } from "../config/limits.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import type { MemberAddrs } from "./members.ts";
-
-/** Largest request body accepted (bytes). */
-export const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /** Header marking a request forwarded by a follower. */
 export const FORWARDED_HEADER = "x-gokv-forwarded";
@@ -57,6 +55,13 @@ export interface HttpOptions {
   fetch?: typeof fetch;
   /** False once the node is shutting down (healthz answers 503). */
   healthy?: () => boolean;
+  /** Called when a body over the limit is refused (metrics, tests). */
+  onBodyRefused?: () => void;
+  /** Largest request body (default: the service's `http_body_bytes` limit). */
+  maxBodyBytes?: number;
+  /** A body that sends nothing for this long is dropped (ms; default: the service's
+   * `request_timeout_ms`). */
+  bodyTimeoutMs?: number;
 }
 
 const enc = new TextEncoder();
@@ -93,9 +98,20 @@ export function kvJson(key: Uint8Array, value: Uint8Array): Record<string, strin
   return out;
 }
 
+/** Limits on the size of what a request sent: HTTP 413 (others are 400). */
+const SIZE_LIMITS = new Set(["key_bytes", "value_bytes", "http_body_bytes", "frame_bytes"]);
+
 /** Maps an error to an HTTP JSON response. */
 export function errorToHttp(e: unknown): Response {
   const message = (e as Error)?.message ?? String(e);
+  if (e instanceof LimitError) {
+    return json(SIZE_LIMITS.has(e.limit) ? 413 : 400, {
+      error: "limit_exceeded",
+      limit: e.limit,
+      max: e.max,
+      message,
+    });
+  }
   if (e instanceof NotLeaderError) {
     return json(503, { error: "not_leader", message, leader: e.leaderId });
   }
@@ -185,6 +201,8 @@ export function createHttpHandler(
 ): (req: Request) => Promise<Response> {
   const doFetch = opts.fetch ?? fetch;
   const forward = opts.forward ?? true;
+  const maxBody = opts.maxBodyBytes ?? service.limits.httpBodyBytes;
+  const bodyTimeoutMs = opts.bodyTimeoutMs ?? service.limits.requestTimeoutMs;
 
   const route = async (
     req: Request,
@@ -238,8 +256,15 @@ export function createHttpHandler(
       }
       const limit = intParam(q, "limit");
       if (limit) range.limit = limit;
-      const pairs = await service.scan(range, consistencyParam(q));
-      return json(200, { count: pairs.length, kvs: pairs.map(([k, v]) => kvJson(k, v)) });
+      const cursor = q.get("cursor");
+      if (cursor) range.cursor = fromBase64Url(cursor, "cursor");
+      const page = await service.scan(range, consistencyParam(q));
+      const out: Record<string, unknown> = {
+        count: page.pairs.length,
+        kvs: page.pairs.map(([k, v]) => kvJson(k, v)),
+      };
+      if (page.next) out.next = toBase64Url(page.next);
+      return json(200, out);
     }
     if (path === "/v1/members") {
       if (m === "GET") {
@@ -306,17 +331,21 @@ export function createHttpHandler(
     const url = new URL(req.url);
     let body: Uint8Array<ArrayBuffer> | undefined;
     if (req.body && (req.method === "PUT" || req.method === "POST")) {
-      const declared = Number(req.headers.get("content-length") ?? "0");
-      if (declared > MAX_BODY_BYTES) {
-        return json(413, {
-          error: "invalid_argument",
-          message: `body of ${declared} bytes exceeds ${MAX_BODY_BYTES}`,
-        });
-      }
       try {
-        body = new Uint8Array(await req.arrayBuffer());
-      } catch {
-        return json(400, { error: "invalid_argument", message: "cannot read the request body" });
+        body = await readBody(req, maxBody, bodyTimeoutMs);
+      } catch (e) {
+        if (e instanceof LimitError) {
+          opts.onBodyRefused?.();
+          return new Response(errorToHttp(e).body, {
+            status: 413,
+            // The rest of the body is not read: close the connection instead.
+            headers: { "content-type": "application/json", connection: "close" },
+          });
+        }
+        return json(400, {
+          error: "invalid_argument",
+          message: `cannot read the request body: ${(e as Error).message}`,
+        });
       }
     }
     try {
@@ -368,4 +397,70 @@ export function createHttpHandler(
       return errorToHttp(e);
     }
   };
+}
+
+/**
+ * Reads a request body of at most `max` bytes as it streams in (a declared Content-Length over
+ * the limit is refused before reading; a chunked body as soon as it crosses it), and gives up
+ * when no bytes arrive for `stallMs`. Throws {@link LimitError} (`http_body_bytes`) or an Error.
+ */
+export async function readBody(
+  req: Request,
+  max: number,
+  stallMs: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > max) {
+    await req.body?.cancel().catch(() => {});
+    throw new LimitError("http_body_bytes", max, Number(declared));
+  }
+  const reader = req.body!.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (true) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`body stalled for ${stallMs} ms`)), stallMs);
+      });
+      let r: ReadableStreamReadResult<Uint8Array>;
+      try {
+        r = await Promise.race([reader.read(), stalled]);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (r.done) break;
+      total += r.value.length;
+      if (total > max) throw new LimitError("http_body_bytes", max, total);
+      chunks.push(r.value);
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+/** Base64url without padding (scan cursors, binary keys). */
+export function toBase64Url(b: Uint8Array): string {
+  return b64(b).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Decodes base64url (or base64); a malformed string is an invalid argument naming `what`. */
+export function fromBase64Url(s: string, what: string): Uint8Array {
+  try {
+    const std = s.replace(/-/g, "+").replace(/_/g, "/");
+    const bin = atob(std + "=".repeat((4 - (std.length % 4)) % 4));
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  } catch {
+    throw new HttpError(`${what} is not base64url`);
+  }
 }

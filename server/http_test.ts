@@ -5,8 +5,16 @@ import { KvService, roleName } from "./service.ts";
 import { createServerMetrics } from "./server_metrics.ts";
 import { createHttpHandler, FORWARDED_HEADER } from "./http.ts";
 import { FakeRaft } from "./testing.ts";
+import {
+  defaultNodeLimits,
+  MAX_KEY_BYTES,
+  MAX_VALUE_BYTES,
+  type NodeLimits,
+} from "../config/limits.ts";
 
-function setup(opts: { lead?: number; fetch?: typeof fetch } = {}) {
+function setup(
+  opts: { lead?: number; fetch?: typeof fetch; limits?: Partial<NodeLimits> } = {},
+) {
   const sm = new MemoryStateMachine();
   const raft = new FakeRaft(1, sm, opts.lead ?? 1, [1, 2, 3]);
   const book = new AddressBook([
@@ -22,7 +30,8 @@ function setup(opts: { lead?: number; fetch?: typeof fetch } = {}) {
       lsm: { compactions: 3, levels: [{ level: 0, bytes: 7, files: 2 }] },
     }),
   });
-  const service = new KvService({ id: 1, raft, sm, book, metrics });
+  const limits = { ...defaultNodeLimits(), ...opts.limits };
+  const service = new KvService({ id: 1, raft, sm, book, metrics, limits });
   const handler = createHttpHandler(service, {
     metrics,
     httpAddressOf: (id) => book.get(id)?.http,
@@ -78,6 +87,30 @@ Deno.test("HTTP range scan honours prefix, start, end and limit", async () => {
   assert.equal((await call("GET", "/v1/kv?limit=x")).status, 400);
 });
 
+Deno.test("HTTP scans are paged: a byte budget per page and a `next` cursor", async () => {
+  const { call } = setup({ limits: { scanPagePairs: 3, scanPageBytes: 2048 } });
+  for (let i = 0; i < 10; i++) {
+    await call("PUT", `/v1/kv/k${i}`, new Uint8Array(i === 5 ? 5000 : 100));
+  }
+  const seen: string[] = [];
+  const sizes: number[] = [];
+  let cursor: string | undefined;
+  for (let page = 0; page < 20; page++) {
+    const r = await call("GET", `/v1/kv?prefix=k${cursor ? `&cursor=${cursor}` : ""}`);
+    assert.equal(r.status, 200);
+    const kvs = r.json.kvs as { key: string }[];
+    assert.ok(kvs.length <= 3, "the default page size holds");
+    sizes.push(kvs.length);
+    seen.push(...kvs.map((x) => x.key));
+    cursor = r.json.next as string | undefined;
+    if (!cursor) break;
+  }
+  assert.deepEqual(seen, Array.from({ length: 10 }, (_, i) => `k${i}`));
+  // k5 alone is over the byte budget: it comes in a page of its own.
+  assert.ok(sizes.includes(1), `pages ${sizes}`);
+  assert.equal((await call("GET", "/v1/kv?cursor=!!")).status, 400);
+});
+
 Deno.test("HTTP bad input is 400, unknown routes 404, wrong methods 405", async () => {
   const { call } = setup();
   assert.equal((await call("GET", "/v1/kv/k?consistency=eventual")).status, 400);
@@ -92,8 +125,15 @@ Deno.test("HTTP bad input is 400, unknown routes 404, wrong methods 405", async 
   assert.equal((await call("DELETE", "/v1/members/99")).status, 404);
   const huge = await call("PUT", "/v1/kv/k", "x", { "content-length": String(64 * 1024 * 1024) });
   assert.equal(huge.status, 413);
-  assert.equal((await call("PUT", "/v1/kv/k", new Uint8Array(9 * 1024 * 1024))).status, 400);
-  assert.equal((await call("PUT", `/v1/kv/${"k".repeat(70_000)}`, "v")).status, 400);
+  const body = await call("PUT", "/v1/kv/k", new Uint8Array(9 * 1024 * 1024));
+  assert.equal(body.status, 413);
+  assert.deepEqual([body.json.error, body.json.limit], ["limit_exceeded", "http_body_bytes"]);
+  const value = await call("PUT", "/v1/kv/k", new Uint8Array(MAX_VALUE_BYTES + 1));
+  assert.equal(value.status, 413);
+  assert.deepEqual([value.json.limit, value.json.max], ["value_bytes", MAX_VALUE_BYTES]);
+  const key = await call("DELETE", `/v1/kv/${"k".repeat(MAX_KEY_BYTES + 1)}`);
+  assert.equal(key.status, 413);
+  assert.deepEqual([key.json.limit, key.json.max], ["key_bytes", MAX_KEY_BYTES]);
 });
 
 Deno.test("HTTP members, add, remove and leader transfer", async () => {

@@ -223,6 +223,7 @@ export async function startServer(
     book,
     metrics,
     requestTimeoutMs: opts.requestTimeoutMs,
+    limits: config.limits,
     logger,
     statusExtra: () => ({
       version: SERVER_VERSION,

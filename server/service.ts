@@ -10,6 +10,7 @@ import type { ConfState } from "../raft/types.ts";
 import type { Logger } from "../raft/logger.ts";
 import { deleteCommand, encodeCommand, putCommand } from "../storage/command.ts";
 import type { KvStateMachine } from "../storage/kv_state_machine.ts";
+import { compareBytes } from "../storage/bytes.ts";
 import {
   GokvError,
   InternalError,
@@ -20,6 +21,16 @@ import {
   UnavailableError,
 } from "../client/errors.ts";
 import type { MemberInfo, ScanRange } from "../client/protocol.ts";
+import {
+  checkKey,
+  checkValue,
+  defaultNodeLimits,
+  LimitError,
+  MAX_ADDRESS_BYTES,
+  MAX_KEY_BYTES,
+  MAX_SCAN_PAGE_PAIRS,
+  type NodeLimits,
+} from "../config/limits.ts";
 import { type AddressBook, encodeMemberContext, type MemberAddrs } from "./members.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 
@@ -70,10 +81,13 @@ export interface WriteSession {
   seq: number;
 }
 
-/** Longest key accepted (bytes). */
-export const MAX_KEY_BYTES = 64 * 1024;
-/** Longest value accepted (bytes): one entry must fit in a peer transport frame. */
-export const MAX_VALUE_BYTES = 8 * 1024 * 1024;
+/** One page of a scan: the pairs and the cursor of the next page (undefined: the last page). */
+export interface ScanPage {
+  /** Pairs in key order. */
+  pairs: [Uint8Array, Uint8Array][];
+  /** Pass as `cursor` to get the next page; undefined when the scan is complete. */
+  next?: Uint8Array;
+}
 
 /** Role names as reported by status. */
 export type RoleName = "leader" | "follower" | "candidate" | "learner";
@@ -114,6 +128,8 @@ export interface ServiceOptions {
   logger?: Logger;
   /** Extra fields for status (version, addresses...). */
   statusExtra?: () => Record<string, unknown>;
+  /** The node's limits (scan page size and bytes); default {@link defaultNodeLimits}. */
+  limits?: NodeLimits;
 }
 
 function mapRaftError(
@@ -121,7 +137,7 @@ function mapRaftError(
   leaderHint: () => MemberAddrs | undefined,
   leaderId: number,
 ): Error {
-  if (e instanceof GokvError) return e;
+  if (e instanceof GokvError || e instanceof LimitError) return e;
   const err = e as Error & { leaderId?: number; timeoutMs?: number };
   switch (err?.name) {
     case "NotLeaderError": {
@@ -148,10 +164,13 @@ export class KvService {
   private drainWaiters: (() => void)[] = [];
   private closing = false;
   private readonly timeoutMs: number;
+  /** The node's limits. */
+  readonly limits: NodeLimits;
 
   /** Creates the service. */
   constructor(private readonly o: ServiceOptions) {
     this.timeoutMs = o.requestTimeoutMs ?? 2_500;
+    this.limits = o.limits ?? defaultNodeLimits();
   }
 
   /** This node's id. */
@@ -231,24 +250,25 @@ export class KvService {
     if (r && r.ok === false) throw new InternalError(r.message ?? "command rejected");
   }
 
-  /** Writes `value` at `key` (exactly once per session seq). Keys are limited to
-   * {@link MAX_KEY_BYTES}, values to {@link MAX_VALUE_BYTES}. */
+  /** Writes `value` at `key` (exactly once per session seq). A key or value over its limit
+   * (config/limits.ts) is refused with {@link LimitError} before anything is proposed. */
   put(key: Uint8Array, value: Uint8Array, session?: WriteSession): Promise<void> {
-    if (key.length === 0) return Promise.reject(new InvalidArgumentError("empty key"));
-    if (key.length > MAX_KEY_BYTES) {
-      return Promise.reject(new InvalidArgumentError(`key longer than ${MAX_KEY_BYTES} bytes`));
-    }
-    if (value.length > MAX_VALUE_BYTES) {
-      return Promise.reject(
-        new InvalidArgumentError(`value longer than ${MAX_VALUE_BYTES} bytes`),
-      );
+    try {
+      checkKeyArg(key);
+      checkValue(value);
+    } catch (e) {
+      return Promise.reject(e);
     }
     return this.run(() => this.propose(encodeCommand(putCommand(key, value, session))));
   }
 
-  /** Deletes `key` (exactly once per session seq). */
+  /** Deletes `key` (exactly once per session seq); the key limit applies as for put. */
   delete(key: Uint8Array, session?: WriteSession): Promise<void> {
-    if (key.length === 0) return Promise.reject(new InvalidArgumentError("empty key"));
+    try {
+      checkKeyArg(key);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.run(() => this.propose(encodeCommand(deleteCommand(key, session))));
   }
 
@@ -261,7 +281,11 @@ export class KvService {
 
   /** Reads `key`; undefined when missing. */
   get(key: Uint8Array, linearizable: boolean): Promise<Uint8Array | undefined> {
-    if (key.length === 0) return Promise.reject(new InvalidArgumentError("empty key"));
+    try {
+      checkKeyArg(key);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.run(async () => {
       await this.barrier(linearizable);
       this.o.metrics.reads.inc();
@@ -269,12 +293,51 @@ export class KvService {
     });
   }
 
-  /** Range scan in key order. */
-  scan(range: ScanRange, linearizable: boolean): Promise<[Uint8Array, Uint8Array][]> {
+  /**
+   * One page of a range scan in key order: at most `range.limit` pairs (default and maximum:
+   * the node's `scan_page_pairs` / {@link MAX_SCAN_PAGE_PAIRS}) and about `scan_page_bytes` of
+   * keys and values (always at least one pair). `range.cursor` (the `next` of the previous page)
+   * continues after the last key of that page. Memory per page is bounded by the byte budget
+   * plus one pair, whatever the size of the range.
+   */
+  scan(range: ScanRange, linearizable: boolean): Promise<ScanPage> {
+    for (const b of [range.start, range.end, range.prefix, range.cursor]) {
+      if (b && b.length > MAX_KEY_BYTES) {
+        return Promise.reject(new LimitError("key_bytes", MAX_KEY_BYTES, b.length));
+      }
+    }
+    const pagePairs = Math.min(range.limit || this.limits.scanPagePairs, MAX_SCAN_PAGE_PAIRS);
+    const budget = this.limits.scanPageBytes;
+    let start = range.start;
+    if (range.cursor) {
+      // The smallest key after the cursor: the cursor followed by a zero byte.
+      const after = new Uint8Array(range.cursor.length + 1);
+      after.set(range.cursor);
+      if (!start || compareBytes(after, start) > 0) start = after;
+    }
     return this.run(async () => {
       await this.barrier(linearizable);
       this.o.metrics.reads.inc();
-      return await this.o.sm.scan({ ...range });
+      const got = await this.o.sm.scan({
+        start,
+        end: range.end,
+        prefix: range.prefix,
+        limit: pagePairs + 1,
+        maxBytes: budget,
+      });
+      // Keep pairs within the budget (at least one) and the page size; anything read beyond
+      // them proves that another page follows.
+      let kept = 0;
+      let bytes = 0;
+      for (const [k, v] of got) {
+        if (kept === pagePairs || (kept > 0 && bytes + k.length + v.length > budget)) break;
+        bytes += k.length + v.length;
+        kept++;
+      }
+      const pairs = got.slice(0, kept);
+      // A lone pair over the budget stops the state machine's scan too: more may follow.
+      const more = kept < got.length || (kept === 1 && bytes > budget);
+      return more && kept > 0 ? { pairs, next: pairs[kept - 1][0] } : { pairs };
     });
   }
 
@@ -307,6 +370,9 @@ export class KvService {
       return Promise.reject(new InvalidArgumentError(`bad node id ${m.id}`));
     }
     for (const a of [m.peer, m.client, m.http]) {
+      if (typeof a === "string" && a.length > MAX_ADDRESS_BYTES) {
+        return Promise.reject(new LimitError("address_bytes", MAX_ADDRESS_BYTES, a.length));
+      }
       if (typeof a !== "string" || !/^(\[[^\]]+\]|[^:\s]+):\d{1,5}$/.test(a)) {
         return Promise.reject(new InvalidArgumentError(`bad address "${a}"`));
       }
@@ -390,4 +456,10 @@ export class KvService {
       ...this.o.statusExtra?.(),
     };
   }
+}
+
+/** An empty key is an invalid argument; a long one a {@link LimitError}. */
+function checkKeyArg(key: Uint8Array): void {
+  if (key.length === 0) throw new InvalidArgumentError("empty key");
+  checkKey(key);
 }

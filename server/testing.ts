@@ -13,6 +13,7 @@ import { KvService } from "./service.ts";
 import { createServerMetrics, type ServerMetrics } from "./server_metrics.ts";
 import { ClientServer } from "./client_server.ts";
 import { nullLogger } from "../raft/logger.ts";
+import { defaultNodeLimits, type NodeLimits } from "../config/limits.ts";
 
 /** A single-process stand-in for RaftNode: proposals apply at once to `sm`. */
 export class FakeRaft implements RaftApi {
@@ -114,7 +115,13 @@ export interface FakeNode {
  * redirect to other nodes. */
 export function startFakeNode(
   id: number,
-  opts: { lead?: number; voters?: number[]; members?: MemberAddrs[]; sm?: MemoryStateMachine } = {},
+  opts: {
+    lead?: number;
+    voters?: number[];
+    members?: MemberAddrs[];
+    sm?: MemoryStateMachine;
+    limits?: Partial<NodeLimits>;
+  } = {},
 ): FakeNode {
   const sm = opts.sm ?? new MemoryStateMachine();
   const raft = new FakeRaft(id, sm, opts.lead ?? id, opts.voters ?? [id]);
@@ -124,7 +131,8 @@ export function startFakeNode(
     raft: () => ({ term: 1, commit: raft.index, applied: raft.index, isLeader: true, logSize: 0 }),
     storage: () => sm.stats(),
   });
-  const service = new KvService({ id, raft, sm, book, metrics, requestTimeoutMs: 1000 });
+  const limits = { ...defaultNodeLimits(), ...opts.limits };
+  const service = new KvService({ id, raft, sm, book, metrics, requestTimeoutMs: 1000, limits });
   const server = new ClientServer(service, { listen: "127.0.0.1:0", logger: nullLogger, metrics });
   const addr = server.start();
   return {

@@ -19,6 +19,7 @@
  */
 import { ByteReader, ByteWriter } from "./bytes.ts";
 import { DecodeError } from "./errors.ts";
+import { commandSizeProblem } from "../config/limits.ts";
 
 /** Command opcodes. */
 export enum CommandOp {
@@ -63,21 +64,13 @@ export type Command = PutCommand | DeleteCommand;
 
 const FLAG_SESSION = 1;
 
-/** The largest user key a command may carry (every backend accepts it). */
-export const MAX_KEY_BYTES = 64 * 1024 - 1;
-
-/** The largest value a command may carry. */
-export const MAX_VALUE_BYTES = 64 * 1024 * 1024 - 1;
+/** The largest key and value a command may carry: the limits of config/limits.ts (the service
+ * refuses larger ones before they are proposed). */
+export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from "../config/limits.ts";
 
 /** Why a command cannot be applied, or undefined when its sizes are within the limits. */
 export function commandSizeError(cmd: Command): string | undefined {
-  if (cmd.key.length > MAX_KEY_BYTES) {
-    return `key of ${cmd.key.length} bytes exceeds ${MAX_KEY_BYTES}`;
-  }
-  if (cmd.op === CommandOp.Put && cmd.value.length > MAX_VALUE_BYTES) {
-    return `value of ${cmd.value.length} bytes exceeds ${MAX_VALUE_BYTES}`;
-  }
-  return undefined;
+  return commandSizeProblem(cmd.key, cmd.op === CommandOp.Put ? cmd.value : undefined);
 }
 
 /** Builds a put command. */

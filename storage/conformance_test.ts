@@ -300,7 +300,7 @@ for (const { kind, disk } of BACKENDS) {
     });
   });
 
-  Deno.test(`${kind}: scans honour start, end, prefix, limit and reverse`, async () => {
+  Deno.test(`${kind}: scans honour start, end, prefix, limit, maxBytes and reverse`, async () => {
     await withStorage(kind, async ({ sm }) => {
       const keys = ["a", "ab", "abc", "b", "ba", "c", "\u00ff"];
       await applyCmds(sm, 1, keys.map((k) => encodeCommand(putCommand(b(k), b(k.toUpperCase())))));
@@ -316,6 +316,11 @@ for (const { kind, disk } of BACKENDS) {
       assert.deepEqual(await ks({ prefix: b("b"), reverse: true }), ["ba", "b"]);
       assert.deepEqual(await ks({ start: b("zz") }), ["\u00ff"]);
       assert.deepEqual(await ks({ limit: 0 }), []);
+      // maxBytes: stop right after the pair that crosses the budget (a=2, ab=4 bytes).
+      assert.deepEqual(await ks({ maxBytes: 5 }), ["a", "ab"]);
+      assert.deepEqual(await ks({ maxBytes: 6 }), ["a", "ab", "abc"]);
+      assert.deepEqual(await ks({ maxBytes: 0 }), ["a"]);
+      assert.deepEqual(await ks({ prefix: b("b"), maxBytes: 1000 }), ["b", "ba"]);
       assert.equal(dec.decode((await sm.get(b("abc")))!), "ABC");
       assert.equal(await sm.get(b("nope")), undefined);
       const st = sm.stats();

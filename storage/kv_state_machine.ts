@@ -29,6 +29,9 @@ export interface ScanOptions {
   prefix?: Uint8Array;
   /** At most this many pairs. */
   limit?: number;
+  /** Stop right after the pair that brings the bytes of keys and values returned above this
+   * (so a caller keeping pairs up to the budget knows whether more follow). */
+  maxBytes?: number;
   /** Descending key order. */
   reverse?: boolean;
 }

@@ -259,6 +259,8 @@ export class LsmStateMachine implements KvStateMachine {
     }
     const out: Array<[Uint8Array, Uint8Array]> = [];
     const limit = opts.limit ?? Infinity;
+    const maxBytes = opts.maxBytes ?? Infinity;
+    let bytes = 0;
     if (limit <= 0 || compareBytes(lo, hi) >= 0) return out;
     for await (
       const [k, v] of this.#db.scan({
@@ -269,7 +271,8 @@ export class LsmStateMachine implements KvStateMachine {
       })
     ) {
       out.push([k.subarray(1), v]);
-      if (out.length >= limit) break;
+      bytes += k.length - 1 + v.length;
+      if (out.length >= limit || bytes > maxBytes) break;
     }
     return out;
   }

@@ -84,15 +84,20 @@ export class OrderedBytesMap {
     const from = lo === undefined ? 0 : lowerBound(keys, lo);
     const to = Math.max(from, hi === undefined ? keys.length : lowerBound(keys, hi));
     const pre = opts.prefix;
+    const maxBytes = opts.maxBytes ?? Infinity;
+    let bytes = 0;
     const push = (k: string) => {
       const kb = latin1ToBytes(k);
       if (pre && !hasPrefix(kb, pre)) return;
-      out.push([kb, this.map.get(k)!]);
+      const v = this.map.get(k)!;
+      out.push([kb, v]);
+      bytes += kb.length + v.length;
     };
+    const more = () => out.length < limit && bytes <= maxBytes;
     if (opts.reverse) {
-      for (let i = to - 1; i >= from && out.length < limit; i--) push(keys[i]);
+      for (let i = to - 1; i >= from && more(); i--) push(keys[i]);
     } else {
-      for (let i = from; i < to && out.length < limit; i++) push(keys[i]);
+      for (let i = from; i < to && more(); i++) push(keys[i]);
     }
     return out;
   }

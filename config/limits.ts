@@ -1,0 +1,195 @@
+/**
+ * Every size, count and time limit of gokv, in one place. Every layer takes its limits from here
+ * (this module imports nothing, so storage/ and transport/ may use it too); README's
+ * configuration table documents the configurable ones (the `limits:` section of the config).
+ *
+ * Two kinds:
+ *
+ * - **Hard limits** (constants): they decide what a command in the Raft log may hold, so every
+ *   node must agree on them and they are not configurable. The service refuses a request over
+ *   one before it is proposed ({@link LimitError}); the state machine refuses a command over one
+ *   the same way on every node (a log written by an older version).
+ * - **Node limits** ({@link NodeLimits}): what one node accepts from its clients and peers
+ *   (connections, timeouts, page sizes, buffered bytes). They only protect that node, so they may
+ *   differ between nodes.
+ *
+ * How the hard limits fit together: a key of {@link MAX_KEY_BYTES} plus a value of
+ * {@link MAX_VALUE_BYTES} plus a session fits in one client request frame
+ * ({@link MAX_CLIENT_FRAME_BYTES}) and in one peer frame ({@link MAX_PEER_FRAME_BYTES}, so an
+ * entry always crosses the network alone); the LSM engine (lsm/db.ts) allows keys of 64 KiB,
+ * which is a user key of 65,535 bytes plus the state machine's one-byte key prefix.
+ *
+ * @module
+ */
+
+const KIB = 1024;
+const MIB = 1024 * 1024;
+
+/** Longest key (bytes). Keys are 1 to 65,535 bytes. */
+export const MAX_KEY_BYTES = 64 * KIB - 1;
+/** Longest value (bytes): 8 MiB. */
+export const MAX_VALUE_BYTES = 8 * MIB;
+/** Room for everything in a request or response frame but the key and the value. */
+const FRAME_OVERHEAD_BYTES = 64 * KIB;
+/** Largest client protocol frame body, in either direction: 8 MiB + 128 KiB. A response page
+ * always fits (the page byte budget is at most {@link MAX_SCAN_PAGE_BYTES}, and a page whose
+ * first pair alone exceeds the budget holds only that pair). */
+export const MAX_CLIENT_FRAME_BYTES = MAX_KEY_BYTES + MAX_VALUE_BYTES + FRAME_OVERHEAD_BYTES;
+/** Largest peer transport frame payload: 16 MiB (one entry of the largest size fits). */
+export const MAX_PEER_FRAME_BYTES = 16 * MIB;
+/** Largest payload a peer may send before its Hello (the Hello itself is a few bytes). */
+export const MAX_PEER_HELLO_BYTES = 4 * KIB;
+/** Largest scan page, in pairs (a request asking for more gets this many). */
+export const MAX_SCAN_PAGE_PAIRS = 100_000;
+/** Largest scan page byte budget. */
+export const MAX_SCAN_PAGE_BYTES = 8 * MIB;
+/** Longest member address string (host:port). */
+export const MAX_ADDRESS_BYTES = 1024;
+
+/** The limits one node enforces on what reaches it (the `limits:` config section). */
+export interface NodeLimits {
+  /** Largest HTTP request body (bytes); checked while the body streams in. */
+  httpBodyBytes: number;
+  /** Pairs in a scan page when the request names no limit. */
+  scanPagePairs: number;
+  /** Bytes of keys and values in one scan page (a page holds at least one pair). */
+  scanPageBytes: number;
+  /** Open connections per listener (client port, HTTP, peer port); more are closed at once. */
+  maxConnections: number;
+  /** A connection with nothing in flight that sends nothing for this long is closed (ms). */
+  idleTimeoutMs: number;
+  /** A request (frame, HTTP headers or body) that makes no progress for this long is dropped
+   * (ms); also the time a new connection has to send its first byte. */
+  requestTimeoutMs: number;
+  /** Bytes of partially received requests one listener holds for all its connections; a
+   * connection that needs more waits (and is dropped at the request timeout). */
+  bufferedBytes: number;
+}
+
+/** One configurable node limit: its YAML key, default, bounds and meaning. */
+export interface NodeLimitSpec {
+  /** The key under `limits:`. */
+  key: string;
+  /** The {@link NodeLimits} field. */
+  field: keyof NodeLimits;
+  /** The default. */
+  default: number;
+  /** Smallest value accepted. */
+  min: number;
+  /** Largest value accepted. */
+  max: number;
+  /** What it limits. */
+  doc: string;
+}
+
+/** The configurable node limits (config/config.ts reads them, README documents them). */
+export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
+  {
+    key: "http_body_bytes",
+    field: "httpBodyBytes",
+    default: MAX_VALUE_BYTES + FRAME_OVERHEAD_BYTES,
+    min: 1 * KIB,
+    max: 64 * MIB,
+    doc: "largest HTTP request body, checked while it streams (413 above)",
+  },
+  {
+    key: "scan_page_pairs",
+    field: "scanPagePairs",
+    default: 1000,
+    min: 1,
+    max: MAX_SCAN_PAGE_PAIRS,
+    doc: "pairs per scan page when the request names no limit",
+  },
+  {
+    key: "scan_page_bytes",
+    field: "scanPageBytes",
+    default: 4 * MIB,
+    min: 1 * KIB,
+    max: MAX_SCAN_PAGE_BYTES,
+    doc: "bytes of keys and values per scan page (at least one pair)",
+  },
+  {
+    key: "max_connections",
+    field: "maxConnections",
+    default: 1024,
+    min: 1,
+    max: 1_000_000,
+    doc: "open connections per listener (client, HTTP, peer)",
+  },
+  {
+    key: "idle_timeout_ms",
+    field: "idleTimeoutMs",
+    default: 300_000,
+    min: 10,
+    max: 86_400_000,
+    doc: "a connection idle this long is closed",
+  },
+  {
+    key: "request_timeout_ms",
+    field: "requestTimeoutMs",
+    default: 10_000,
+    min: 10,
+    max: 3_600_000,
+    doc: "a request (first byte, frame, headers, body) stalled this long is dropped",
+  },
+  {
+    key: "buffered_bytes",
+    field: "bufferedBytes",
+    default: 64 * MIB,
+    min: 1 * MIB,
+    max: 64 * 1024 * MIB,
+    doc: "bytes of partly received requests held per listener",
+  },
+];
+
+/** The node limits with every default. */
+export function defaultNodeLimits(): NodeLimits {
+  const out = {} as NodeLimits;
+  for (const s of NODE_LIMIT_SPECS) out[s.field] = s.default;
+  return out;
+}
+
+/**
+ * A request over a limit, refused before anything entered the Raft log. `limit` names the limit
+ * (`key_bytes`, `value_bytes`, `http_body_bytes`, ...), `max` is its value and `actual` what the
+ * request had (when known). Maps to wire status `LimitExceeded`, HTTP 413 (sizes of what was
+ * sent) or 400, and CLI exit code 1.
+ */
+export class LimitError extends Error {
+  /** Creates the error. */
+  constructor(
+    readonly limit: string,
+    readonly max: number,
+    readonly actual?: number,
+    message?: string,
+  ) {
+    super(
+      message ??
+        `${limit} limit exceeded: ${actual !== undefined ? `${actual} > ` : "at most "}${max}`,
+    );
+    this.name = "LimitError";
+  }
+}
+
+/** Checks a key's length against {@link MAX_KEY_BYTES} (an empty key is the caller's
+ * invalid argument, not a limit). */
+export function checkKey(key: Uint8Array): void {
+  if (key.length > MAX_KEY_BYTES) throw new LimitError("key_bytes", MAX_KEY_BYTES, key.length);
+}
+
+/** Checks a value: at most {@link MAX_VALUE_BYTES} bytes. */
+export function checkValue(value: Uint8Array): void {
+  if (value.length > MAX_VALUE_BYTES) {
+    throw new LimitError("value_bytes", MAX_VALUE_BYTES, value.length);
+  }
+}
+
+/** Why a command's key or value cannot be applied (the state machine's rule, the same on every
+ * node), or undefined within the limits. */
+export function commandSizeProblem(key: Uint8Array, value?: Uint8Array): string | undefined {
+  if (key.length > MAX_KEY_BYTES) return `key of ${key.length} bytes exceeds ${MAX_KEY_BYTES}`;
+  if (value && value.length > MAX_VALUE_BYTES) {
+    return `value of ${value.length} bytes exceeds ${MAX_VALUE_BYTES}`;
+  }
+  return undefined;
+}
