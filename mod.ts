@@ -76,3 +76,10 @@ export {
   parseConfig,
   type RaftSettings,
 } from "./config/config.ts";
+export {
+  MAX_CLIENT_FRAME_BYTES,
+  MAX_KEY_BYTES,
+  MAX_PEER_FRAME_BYTES,
+  MAX_VALUE_BYTES,
+  type NodeLimits,
+} from "./config/limits.ts";

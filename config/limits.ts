@@ -34,7 +34,8 @@ const FRAME_OVERHEAD_BYTES = 64 * KIB;
 /** Largest client protocol frame body, in either direction: 8 MiB + 128 KiB. A response page
  * always fits (the page byte budget is at most {@link MAX_SCAN_PAGE_BYTES}, and a page whose
  * first pair alone exceeds the budget holds only that pair). */
-export const MAX_CLIENT_FRAME_BYTES = MAX_KEY_BYTES + MAX_VALUE_BYTES + FRAME_OVERHEAD_BYTES;
+export const MAX_CLIENT_FRAME_BYTES: number = MAX_KEY_BYTES + MAX_VALUE_BYTES +
+  FRAME_OVERHEAD_BYTES;
 /** Largest peer transport frame payload: 16 MiB (one entry of the largest size fits). */
 export const MAX_PEER_FRAME_BYTES = 16 * MIB;
 /** Largest payload a peer may send before its Hello (the Hello itself is a few bytes). */
