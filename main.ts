@@ -37,6 +37,13 @@ const COMMANDS: Record<string, Command> = {
   leader: { summary: "leadership: gokv leader transfer <id>", run: client("leader") },
   status: { summary: "a table of every node (--json for scripts)", run: client("status") },
   bench: { summary: "closed-loop load generator with latency percentiles", run: client("bench") },
+  snapshot: {
+    summary: "backups: gokv snapshot save|restore|status <file>",
+    run: async (argv) => {
+      const { snapshotCommand } = await import("./server/snapshot_cmd.ts");
+      return await snapshotCommand(argv);
+    },
+  },
   config: {
     summary: "print every configuration key with its default and environment variable",
     run: (argv) => {

@@ -14,6 +14,7 @@
  * | `GET /v1/status`                | this node's status                                         |
  * | `GET /healthz`                  | liveness                                                   |
  * | `GET /metrics`                  | Prometheus text format                                     |
+ * | `GET /v1/snapshot`              | a backup file streamed from the leader (snapshot_backup.ts) |
  *
  * Values are returned as `{"key", "value"}` when they are UTF-8 text, `{"key", "valueBase64"}`
  * otherwise. Errors are JSON `{"error": code, "message": ...}` with status 400 (invalid
@@ -62,6 +63,8 @@ export interface HttpOptions {
   /** A body that sends nothing for this long is dropped (ms; default: the service's
    * `request_timeout_ms`). */
   bodyTimeoutMs?: number;
+  /** The `GET /v1/snapshot` handler (server/snapshot_backup.ts); 404 without one. */
+  snapshot?: (req: Request) => Promise<Response>;
 }
 
 const enc = new TextEncoder();
@@ -309,6 +312,7 @@ export function createHttpHandler(
       await service.transferLeader(id);
       return json(200, { ok: true });
     }
+    if (path === "/v1/snapshot" && opts.snapshot) return await opts.snapshot(req);
     if (path === "/v1/status" && m === "GET") return json(200, service.status());
     if (path === "/healthz" && m === "GET") {
       const ok = opts.healthy?.() ?? true;

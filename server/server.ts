@@ -27,6 +27,7 @@ import {
   timedLogStore,
 } from "./server_metrics.ts";
 import { KvService, type RaftApi, roleName } from "./service.ts";
+import { createSnapshotHandler } from "./snapshot_backup.ts";
 import { parseAddress } from "../client/connection.ts";
 
 /** The server's version, reported in status. */
@@ -246,10 +247,34 @@ export async function startServer(
   try {
     clientAddr = clientServer.start();
     const h = parseAddress(node.listenHttp);
+    const snapshot = createSnapshotHandler({
+      nodeId: id,
+      version: SERVER_VERSION,
+      isLeader: () => service.isLeader(),
+      leader: () => {
+        const lid = service.leaderId();
+        return { id: lid, http: lid ? book.get(lid)?.http : undefined };
+      },
+      readIndex: () => raft.readIndex({ timeoutMs: Math.max(opts.requestTimeoutMs ?? 0, 10_000) }),
+      exportState: () => opened.sm.exportState(),
+      termAt: (index) => {
+        try {
+          return opened.log.term(index);
+        } catch {
+          // Compacted past `index` meanwhile: the current term (restore only needs one value
+          // that every restored member shares).
+          return raft.status().term;
+        }
+      },
+      // security (issue 13): require the admin role here once tokens exist.
+      authorize: undefined,
+      metrics: { saves: metrics.snapshotSaves, seconds: metrics.snapshotSaveSeconds },
+    });
     const handler = createHttpHandler(service, {
       metrics,
       httpAddressOf: (nid) => book.get(nid)?.http,
       healthy: () => !shuttingDown,
+      snapshot,
     });
     httpServer = Deno.serve({
       hostname: h.hostname,

@@ -49,6 +49,10 @@ export interface ServerMetrics {
   fsyncSeconds: Histogram;
   /** State machine apply latency (per batch of committed entries). */
   applySeconds: Histogram;
+  /** Backups (`gokv snapshot save`) streamed completely. */
+  snapshotSaves: Counter;
+  /** Duration of a backup, from the request to the last byte. */
+  snapshotSaveSeconds: Histogram;
 }
 
 /** Values sampled at scrape time. */
@@ -135,6 +139,15 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
     applySeconds: r.histogram(
       "gokv_apply_seconds",
       "Latency of applying one batch of committed entries to the state machine.",
+    ),
+    snapshotSaves: r.counter(
+      "gokv_snapshot_saves_total",
+      "Backups (gokv snapshot save) streamed completely by this node.",
+    ),
+    snapshotSaveSeconds: r.histogram(
+      "gokv_snapshot_save_seconds",
+      "Duration of a backup from the request to the last byte.",
+      [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800],
     ),
   };
   r.gauge("gokv_raft_term", "Current Raft term.", () => src.raft().term);
@@ -234,6 +247,8 @@ export function countingStateMachine(
     },
     snapshot: () => sm.snapshot(),
     restore: (data, index) => sm.restore(data, index),
+    exportState: () => sm.exportState(),
+    importState: (src) => sm.importState(src),
     close: () => sm.close(),
     get: (key) => sm.get(key),
     scan: (opts) => sm.scan(opts),

@@ -66,8 +66,50 @@ export interface SessionEntry {
 /** The session table: client id to its last applied command. */
 export type SessionTable = Map<bigint, SessionEntry>;
 
+/** One user key of an exported state (a backup record). */
+export interface StateEntry {
+  /** The user key. */
+  key: Uint8Array;
+  /** Its value. */
+  value: Uint8Array;
+  /** Its 10-byte versionstamp, once the data model carries them (absent before). */
+  versionstamp?: Uint8Array;
+}
+
+/**
+ * A consistent view of the whole state at one applied index that is read incrementally (for
+ * backups: nothing is buffered). Call `release()` when done, also after an error.
+ */
+export interface StateExport {
+  /** The applied index the view reflects. */
+  appliedIndex: number;
+  /** The session table as of that index. */
+  sessions: ReadonlyMap<bigint, SessionEntry>;
+  /** The versionstamp of the last write the view includes, once the data model carries them. */
+  versionstamp?: Uint8Array;
+  /** The user keys in ascending key order, read from the view as they are consumed. */
+  entries(): AsyncIterable<StateEntry>;
+  /** Releases the view. Idempotent. */
+  release(): void;
+}
+
+/** A whole state to import (backup restore), its keys streamed in ascending order. */
+export interface StateImport {
+  /** The applied index the state reflects. */
+  appliedIndex: number;
+  /** The session table. */
+  sessions: SessionTable;
+  /** The user keys, consumed once. An error thrown by the iterator aborts the import and
+   * leaves the previous state in place. */
+  entries: AsyncIterable<StateEntry>;
+}
+
 /** The replicated KV state machine. */
 export interface KvStateMachine extends StateMachine {
+  /** A consistent, incrementally read view of the whole state (see {@link StateExport}). */
+  exportState(): Promise<StateExport>;
+  /** Replaces the whole state with `src`, atomically: a failure keeps the old state. */
+  importState(src: StateImport): Promise<void>;
   /** The value of a user key, or undefined. */
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
   /** User key/value pairs in key order (descending with `reverse`), from one consistent view. */

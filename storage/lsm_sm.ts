@@ -35,6 +35,9 @@ import {
   type ScanOptions,
   type SessionEntry,
   type SessionTable,
+  type StateEntry,
+  type StateExport,
+  type StateImport,
 } from "./kv_state_machine.ts";
 import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
 
@@ -318,35 +321,88 @@ export class LsmStateMachine implements KvStateMachine {
     }
   }
 
-  /** Replaces everything with a snapshot taken at `index` (atomic switch to a new LSM). */
-  restore(data: Uint8Array, index: number): Promise<void> {
-    return this.#serial(() => this.#restore(data, index));
+  /**
+   * See {@link KvStateMachine.exportState}: an LSM snapshot taken in the apply queue after making
+   * the LSM durable up to it; its keys are read block by block as they are consumed, while later
+   * commands are applied.
+   */
+  exportState(): Promise<StateExport> {
+    return this.#serial(() => this.#beginSnapshot()).then(async (snap) => {
+      let done!: () => void;
+      const tracked = new Promise<void>((r) => done = r).finally(() =>
+        this.#reading.delete(tracked)
+      );
+      this.#reading.add(tracked);
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        snap.release();
+        done();
+      };
+      try {
+        const appliedIndex = await readApplied(snap);
+        const sessions = await readSessions(snap);
+        return {
+          appliedIndex,
+          sessions,
+          async *entries(): AsyncGenerator<StateEntry> {
+            for await (const [k, v] of snap.scan({ gte: USER_LO, lt: USER_HI })) {
+              yield { key: k.subarray(1), value: v };
+            }
+          },
+          release,
+        };
+      } catch (e) {
+        release();
+        throw e;
+      }
+    });
   }
 
-  async #restore(data: Uint8Array, index: number): Promise<void> {
-    const content = readSnapshot(data);
+  /** Replaces everything with a snapshot taken at `index` (atomic switch to a new LSM). */
+  restore(data: Uint8Array, index: number): Promise<void> {
+    return this.#serial(() => {
+      const content = readSnapshot(data);
+      return this.#import({
+        appliedIndex: index,
+        sessions: content.sessions,
+        entries: (async function* () {
+          for (const [key, value] of content.entries()) yield { key, value };
+        })(),
+      });
+    });
+  }
+
+  /** See {@link KvStateMachine.importState}: the same atomic switch as {@link restore}. */
+  importState(src: StateImport): Promise<void> {
+    return this.#serial(() => this.#import(src));
+  }
+
+  async #import(src: StateImport): Promise<void> {
     const gen = this.#gen + 1;
     const path = join(this.#dir, genDir(gen));
     removeDirIfExists(path);
     const db = await LsmDb.open(path, this.#lsmOptions);
     try {
       let ops: Op[] = [];
-      for (const [k, v] of content.entries()) {
-        ops.push({ type: "put", key: userKey(k), value: v });
+      for await (const e of src.entries) {
+        ops.push({ type: "put", key: userKey(e.key), value: e.value });
         if (ops.length >= RESTORE_BATCH) {
           await db.write(ops, { sync: false });
           ops = [];
         }
       }
-      for (const [id, s] of content.sessions) {
+      for (const [id, s] of src.sessions) {
         ops.push({ type: "put", key: sessionKey(id), value: encodeSession(s) });
       }
-      ops.push({ type: "put", key: APPLIED_KEY, value: encodeU64(index) });
+      ops.push({ type: "put", key: APPLIED_KEY, value: encodeU64(src.appliedIndex) });
       await db.write(ops, { sync: false });
       await db.flush();
       await db.write([{ type: "put", key: SYNC_KEY, value: new Uint8Array(0) }], { sync: true });
     } catch (e) {
       await db.close();
+      removeDirIfExists(path);
       throw e;
     }
     writeFileAtomic(this.#dir, CURRENT, new TextEncoder().encode(genDir(gen) + "\n"));
@@ -354,8 +410,8 @@ export class LsmStateMachine implements KvStateMachine {
     const oldPath = join(this.#dir, genDir(this.#gen));
     this.#db = db;
     this.#gen = gen;
-    this.#applied = index;
-    this.#sessions = content.sessions;
+    this.#applied = src.appliedIndex;
+    this.#sessions = new Map(src.sessions);
     this.#restores++;
     await this.#readsDone();
     await old.close();

@@ -17,6 +17,9 @@ import {
   type ScanOptions,
   type SessionEntry,
   type SessionTable,
+  type StateEntry,
+  type StateExport,
+  type StateImport,
 } from "./kv_state_machine.ts";
 import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
 
@@ -210,6 +213,39 @@ export class MemoryStateMachine implements KvStateMachine {
     this.sessionTable = content.sessions;
     this.applied = index;
   }
+
+  /** See {@link KvStateMachine.exportState}: a copy of the key index (values are shared, never
+   * mutated in place), taken synchronously at the current applied index. */
+  exportState(): Promise<StateExport> {
+    return settle(() => {
+      this.check();
+      const keys = this.data.sortedKeys();
+      const map = new Map(this.data.map);
+      return {
+        appliedIndex: this.applied,
+        sessions: new Map(this.sessionTable),
+        async *entries(): AsyncGenerator<StateEntry> {
+          for (const k of keys) yield { key: latin1ToBytes(k), value: map.get(k)! };
+        },
+        release: () => map.clear(),
+      };
+    });
+  }
+
+  /** See {@link KvStateMachine.importState}: builds the new map first, then swaps it in. */
+  async importState(src: StateImport): Promise<void> {
+    this.check();
+    const next = new OrderedBytesMap();
+    for await (const e of src.entries) next.set(e.key, e.value);
+    this.check();
+    this.data = next;
+    this.sessionTable = new Map(src.sessions);
+    this.applied = src.appliedIndex;
+    this.afterImport();
+  }
+
+  /** Called after an import swapped the state in (simplefile persists it). */
+  protected afterImport(): void {}
 
   /** See {@link KvStateMachine.stats}. */
   stats(): Record<string, unknown> {

@@ -88,6 +88,11 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
     });
   }
 
+  /** Persists an imported state. */
+  protected override afterImport(): void {
+    this.#persist();
+  }
+
   #persist(): void {
     const st: StateJson = {
       version: 1,

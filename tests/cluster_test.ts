@@ -2,23 +2,9 @@
  * End-to-end tests with real `gokv` node processes on loopback.
  */
 import assert from "node:assert/strict";
-import { TestCluster, waitFor } from "./harness.ts";
+import { httpPut, TestCluster, waitFor } from "./harness.ts";
 
 const SUCCESS_NIL = "✅ Success! Result: <nil>";
-
-async function httpPut(addr: string, key: string, value: string): Promise<boolean> {
-  try {
-    const res = await fetch(`http://${addr}/v1/kv/${encodeURIComponent(key)}`, {
-      method: "PUT",
-      body: value,
-      signal: AbortSignal.timeout(3000),
-    });
-    await res.body?.cancel();
-    return res.ok;
-  } catch {
-    return false;
-  }
-}
 
 async function httpGet(
   addr: string,

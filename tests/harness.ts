@@ -14,12 +14,20 @@ export const ROOT: string = resolve(dirname(fileURLToPath(import.meta.url)), "..
 const MAIN = join(ROOT, "main.ts");
 const decoder = new TextDecoder();
 
-/** Picks a free TCP port on 127.0.0.1. */
+/** Ports handed out by this process: the OS may offer a just-closed port again. */
+const handedOut = new Set<number>();
+
+/** Picks a free TCP port on 127.0.0.1, never one this process handed out before. */
 export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  for (;;) {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 /** Result of one CLI invocation. */
@@ -46,6 +54,21 @@ export async function gokv(
     signal: AbortSignal.timeout(opts.timeoutMs ?? 60_000),
   }).output();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** PUTs `value` at `key` over HTTP; true when acknowledged (false on any error). */
+export async function httpPut(addr: string, key: string, value: string): Promise<boolean> {
+  try {
+    const res = await fetch(`http://${addr}/v1/kv/${encodeURIComponent(key)}`, {
+      method: "PUT",
+      body: value,
+      signal: AbortSignal.timeout(3000),
+    });
+    await res.body?.cancel();
+    return res.ok;
+  } catch {
+    return false;
+  }
 }
 
 /** Polls `pred` until it returns a truthy value or the deadline passes. */

@@ -1,0 +1,186 @@
+/**
+ * The backup file format and `gokv snapshot status|restore` in process: round trip, metadata,
+ * corrupt and truncated files refused with exit 1 and no data directory left behind.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { parseConfig } from "../config/config.ts";
+import { encodeCommand, MemoryStateMachine, openStorage, putCommand } from "../storage/mod.ts";
+import { BackupFormatError, encodeBackup, openBackup, verifyBackup } from "./backup_format.ts";
+import { restoreSnapshot, snapshotCommand } from "./snapshot_cmd.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Writes a backup of `n` keys (sessions 1 and 2) to `path`. */
+async function writeBackup(path: string, n: number): Promise<void> {
+  const sm = new MemoryStateMachine();
+  const cmds = [];
+  for (let i = 0; i < n; i++) {
+    const session = i < 2 ? { clientId: BigInt(i + 1), seq: 3 } : undefined;
+    cmds.push({
+      index: i + 1,
+      data: encodeCommand(
+        putCommand(enc.encode(`key-${String(i).padStart(6, "0")}`), enc.encode(`v${i}`), session),
+      ),
+    });
+  }
+  await sm.apply(cmds);
+  const stream = encodeBackup({
+    index: sm.appliedIndex(),
+    term: 4,
+    createdAt: "2026-01-01T00:00:00.000Z",
+    nodeId: 2,
+    gokvVersion: "test",
+  }, await sm.exportState());
+  await Deno.writeFile(path, stream);
+}
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { io: { out: (l: string) => out.push(l), err: (l: string) => err.push(l) }, out, err };
+}
+
+function configText(dir: string, storage = "lsm"): string {
+  return [
+    `data_dir: ${JSON.stringify(join(dir, "data"))}`,
+    `storage: ${storage}`,
+    "nodes:",
+    "  - { id: 1, peer: 127.0.0.1:17001, client: 127.0.0.1:18001, http: 127.0.0.1:19001 }",
+    "  - { id: 2, peer: 127.0.0.1:17002, client: 127.0.0.1:18002, http: 127.0.0.1:19002 }",
+    "",
+  ].join("\n");
+}
+
+Deno.test("a backup round-trips keys, sessions, index and term; status prints them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = join(dir, "snap.db");
+    await writeBackup(file, 20_000);
+    const f = await openBackup(file);
+    assert.equal(f.header.index, 20_000);
+    assert.equal(f.header.term, 4);
+    assert.equal(f.header.versionstamp, null);
+    assert.equal(f.sessions.get(2n)?.lastSeq, 3);
+    let n = 0;
+    for await (const e of f.entries()) {
+      assert.equal(dec.decode(e.key), `key-${String(n).padStart(6, "0")}`);
+      assert.equal(dec.decode(e.value), `v${n}`);
+      n++;
+    }
+    assert.equal(n, 20_000);
+    assert.equal(f.summary().keys, 20_000);
+    assert.equal(f.summary().sessions, 2);
+    f.close();
+
+    const c = capture();
+    assert.equal(await snapshotCommand(["status", file, "-w", "json"], c.io), 0);
+    const s = JSON.parse(c.out[0]);
+    assert.equal(s.index, 20_000);
+    assert.equal(s.term, 4);
+    assert.equal(s.keys, 20_000);
+    assert.equal(s.sessions, 2);
+    assert.equal(s.bytes, (await Deno.stat(file)).size);
+    assert.match(s.sha256, /^[0-9a-f]{64}$/);
+    const t = capture();
+    assert.equal(await snapshotCommand(["status", file], t.io), 0);
+    assert.match(t.out[0], /TOTAL KEYS/);
+    assert.match(t.out[0], /\| 20000 /);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("corrupt, truncated and foreign files are refused: status and restore exit 1", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = join(dir, "snap.db");
+    await writeBackup(file, 3000);
+    const good = await Deno.readFile(file);
+    const cases: Array<[string, Uint8Array, RegExp]> = [];
+    const flipped = good.slice();
+    flipped[Math.floor(good.length / 2)] ^= 0x40;
+    cases.push(["flipped byte", flipped, /checksum mismatch|corrupt|out of order|tag/]);
+    cases.push(["truncated", good.slice(0, Math.floor(good.length * 0.7)), /truncated|checksum/]);
+    cases.push(["no trailer", good.slice(0, good.length - 32), /truncated|checksum/]);
+    cases.push(["empty", new Uint8Array(0), /truncated/]);
+    cases.push(["foreign", enc.encode("SQLite format 3\0".repeat(10)), /bad magic/]);
+    const hashFlip = good.slice();
+    hashFlip[good.length - 1] ^= 1;
+    cases.push(["checksum byte", hashFlip, /checksum mismatch/]);
+    const cfgPath = join(dir, "config.yaml");
+    await Deno.writeTextFile(cfgPath, configText(dir));
+    for (const [name, bytes, re] of cases) {
+      const bad = join(dir, `bad-${name.replace(/ /g, "-")}.db`);
+      await Deno.writeFile(bad, bytes);
+      await assert.rejects(verifyBackup(bad), BackupFormatError, name);
+      const st = capture();
+      assert.equal(await snapshotCommand(["status", bad], st.io), 1, name);
+      assert.match(st.err.join("\n"), re, name);
+      assert.match(st.err.join("\n"), /not a valid gokv snapshot file/, name);
+      const rs = capture();
+      const code = await snapshotCommand(
+        ["restore", bad, "--config", cfgPath, "--id", "1"],
+        rs.io,
+      );
+      assert.equal(code, 1, `${name}: ${rs.err}`);
+      assert.match(rs.err.join("\n"), re, name);
+      // Never a half-restored data directory.
+      const left = [];
+      try {
+        for await (const e of Deno.readDir(join(dir, "data"))) left.push(e.name);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      assert.deepEqual(left, [], `${name}: left ${left}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("restore seeds a node directory whose log starts at the snapshot with the config's members", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = join(dir, "snap.db");
+    await writeBackup(file, 500);
+    const config = parseConfig(configText(dir), "config.yaml");
+    const r = await restoreSnapshot(file, config, 2);
+    assert.equal(r.dir, join(dir, "data", "node-2"));
+    const { log, sm } = await openStorage("lsm", r.dir);
+    try {
+      assert.equal(sm.appliedIndex(), 500);
+      assert.equal((await sm.scan()).length, 500);
+      assert.equal(dec.decode((await sm.get(enc.encode("key-000499")))!), "v499");
+      assert.equal(sm.sessions().get(1n)?.lastSeq, 3);
+      const meta = log.snapshotMeta();
+      assert.equal(meta.index, 500);
+      assert.equal(meta.term, 4);
+      assert.deepEqual(meta.conf.voters, [1, 2]);
+      assert.deepEqual(log.initialState().hardState, { term: 4, vote: 0, commit: 500 });
+      assert.equal(log.lastIndex(), 500);
+    } finally {
+      await log.close();
+      await sm.close();
+    }
+    // A second restore into the same, now populated, directory is refused.
+    const c = capture();
+    const cfgPath = join(dir, "config.yaml");
+    await Deno.writeTextFile(cfgPath, configText(dir));
+    assert.equal(
+      await snapshotCommand(["restore", file, "--config", cfgPath, "--id", "2"], c.io),
+      1,
+    );
+    assert.match(c.err.join("\n"), /already exists and is not empty/);
+    // memory keeps nothing: a usage error.
+    const memCfg = join(dir, "mem.yaml");
+    await Deno.writeTextFile(memCfg, configText(dir, "memory"));
+    await assert.rejects(
+      snapshotCommand(["restore", file, "--config", memCfg, "--id", "1"], c.io),
+      /memory/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
