@@ -7,19 +7,26 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gokv, httpPut, TestCluster, waitFor } from "./harness.ts";
 
-/** Every key/value under `prefix` on node `addr` (serializable: that node's own state). */
+/** Every key/value under `prefix` on node `addr`, following the scan pages. */
 async function scanAll(
   addr: string,
   prefix: string,
   consistency = "linearizable",
 ): Promise<Map<string, string>> {
-  const res = await fetch(
-    `http://${addr}/v1/kv?prefix=${encodeURIComponent(prefix)}&consistency=${consistency}`,
-    { signal: AbortSignal.timeout(10_000) },
-  );
-  assert.equal(res.status, 200);
-  const body = await res.json() as { kvs: { key: string; value: string }[] };
-  return new Map(body.kvs.map((kv) => [kv.key, kv.value]));
+  const out = new Map<string, string>();
+  let cursor = "";
+  do {
+    const res = await fetch(
+      `http://${addr}/v1/kv?prefix=${encodeURIComponent(prefix)}&consistency=${consistency}` +
+        (cursor ? `&cursor=${cursor}` : ""),
+      { signal: AbortSignal.timeout(10_000) },
+    );
+    assert.equal(res.status, 200);
+    const body = await res.json() as { kvs: { key: string; value: string }[]; next?: string };
+    for (const kv of body.kvs) out.set(kv.key, kv.value);
+    cursor = body.next ?? "";
+  } while (cursor);
+  return out;
 }
 
 Deno.test({
