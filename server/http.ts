@@ -12,6 +12,8 @@
  * | `DELETE /v1/members/{id}`       | remove                                                     |
  * | `POST /v1/leader/transfer`      | `{"id": n}`                                                |
  * | `GET /v1/status`                | this node's status                                         |
+ * | `GET /v1/cluster`               | every member with its status (the web console's view)      |
+ * | `GET /ui`                       | the web console (server/console.ts)                        |
  * | `GET /healthz`                  | liveness                                                   |
  * | `GET /metrics`                  | Prometheus text format                                     |
  * | `GET /v1/snapshot`              | a backup file streamed from the leader (snapshot_backup.ts) |
@@ -40,6 +42,7 @@ import type { KvService, WriteSession } from "./service.ts";
 import { LimitError } from "../config/limits.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import type { MemberAddrs } from "./members.ts";
+import { clusterView, consoleAsset } from "./console.ts";
 
 /** Header marking a request forwarded by a follower. */
 export const FORWARDED_HEADER = "x-gokv-forwarded";
@@ -314,6 +317,20 @@ export function createHttpHandler(
     }
     if (path === "/v1/snapshot" && opts.snapshot) return await opts.snapshot(req);
     if (path === "/v1/status" && m === "GET") return json(200, service.status());
+    if (path === "/v1/cluster" && m === "GET") {
+      const auth = req.headers.get("authorization");
+      return json(
+        200,
+        await clusterView(service, {
+          fetch: doFetch,
+          headers: auth ? { authorization: auth } : undefined,
+        }),
+      );
+    }
+    if (m === "GET") {
+      const asset = consoleAsset(path);
+      if (asset) return asset;
+    }
     if (path === "/healthz" && m === "GET") {
       const ok = opts.healthy?.() ?? true;
       return json(ok ? 200 : 503, {
