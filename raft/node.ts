@@ -108,6 +108,13 @@ interface CondWaiter {
   timer: TimerHandle;
 }
 
+/** The map key of a read context (hex). */
+function readKey(ctx: Uint8Array): string {
+  let s = "";
+  for (const b of ctx) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
 /** A running Raft member. */
 export class RaftNode {
   /** The underlying deterministic node (for tests and tools). */
@@ -130,6 +137,12 @@ export class RaftNode {
   private readBatches = new Map<string, ReadBatch>();
   private answeredReads: ReadBatch[] = [];
   private readSeq = 0;
+  /**
+   * Random per-process prefix of read contexts (as etcd-raft's random request ids): a
+   * ReadIndexResp still in flight for a read of a previous incarnation of this node never
+   * answers a read of this one.
+   */
+  private readonly readNonce = crypto.getRandomValues(new Uint8Array(8));
   private conds: CondWaiter[] = [];
   private leaderCbs: ((lead: NodeId, term: number) => void)[] = [];
   private lead: NodeId = NONE;
@@ -512,9 +525,10 @@ export class RaftNode {
     const live = this.newReads.filter((w) => !w.done);
     this.newReads = [];
     if (live.length === 0) return;
-    const ctx = new Uint8Array(8);
-    new DataView(ctx.buffer).setFloat64(0, ++this.readSeq);
-    const key = String(this.readSeq);
+    const ctx = new Uint8Array(16);
+    ctx.set(this.readNonce);
+    new DataView(ctx.buffer).setFloat64(8, ++this.readSeq);
+    const key = readKey(ctx);
     this.readBatches.set(key, { ctx, key, waiters: live, index: -1, issuedAtTick: this.ticks });
     this.rawNode.readIndex(ctx);
   }
@@ -569,12 +583,9 @@ export class RaftNode {
     if (rd.persistedMessages.length) this.transport.send(rd.persistedMessages);
     if (rd.committedEntries.length) await this.apply(rd.committedEntries);
     for (const rs of rd.readStates) {
-      const key = rs.context.length === 8
-        ? String(new DataView(rs.context.buffer, rs.context.byteOffset, 8).getFloat64(0))
-        : "";
-      const b = this.readBatches.get(key);
+      const b = this.readBatches.get(readKey(rs.context));
       if (!b) continue;
-      this.readBatches.delete(key);
+      this.readBatches.delete(b.key);
       b.index = rs.index;
       this.answeredReads.push(b);
     }

@@ -6,7 +6,7 @@ import { RaftNode } from "./node.ts";
 import { drainMicrotasks, Scheduler, VirtualClock } from "./sim/scheduler.ts";
 import type { ApplyCommand, StateMachine } from "./state_machine.ts";
 import type { MessageHandler, Transport } from "./transport.ts";
-import type { Message, NodeId } from "./types.ts";
+import { type Message, message, MessageType, type NodeId } from "./types.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -387,4 +387,83 @@ Deno.test("RaftNode takes its ticks and deadlines from the injected clock", asyn
   await advance(0);
   assert.equal(await put, null);
   await solo.stop();
+});
+
+/** A transport to one scripted peer: records what the node sends, delivers what the test says. */
+class ScriptedPeer implements Transport {
+  sent: Message[] = [];
+  handler: MessageHandler | null = null;
+  start(h: MessageHandler): Promise<void> {
+    this.handler = h;
+    return Promise.resolve();
+  }
+  send(msgs: Message[]): void {
+    this.sent.push(...msgs);
+  }
+  deliver(m: Message): void {
+    this.handler?.(m);
+  }
+  addPeer(): void {}
+  removePeer(): void {}
+  close(): Promise<void> {
+    this.handler = null;
+    return Promise.resolve();
+  }
+}
+
+/** Starts node 2 of {1, 2} as a follower of a scripted leader 1 at term 5. */
+async function scriptedFollower() {
+  const peer = new ScriptedPeer();
+  const node = await RaftNode.start({
+    config: { ...config(2), preVote: false, electionTick: 1000 },
+    tickMs: 5,
+    log: new MemoryLogStore(),
+    sm: new KvSm(),
+    transport: peer,
+    bootstrapVoters: [1, 2],
+    snapshotThreshold: 1000,
+  });
+  peer.deliver(message({ type: MessageType.Heartbeat, from: 1, to: 2, term: 5, commit: 1 }));
+  await until(() => node.status().lead === 1, "follower knows the scripted leader");
+  return { peer, node };
+}
+
+Deno.test("driver: a ReadIndexResp for a read of a previous incarnation does not answer a new read", async () => {
+  // Incarnation 1 forwards a read to the leader, then stops before the answer arrives.
+  const a = await scriptedFollower();
+  a.node.readIndex({ timeoutMs: 60_000 }).catch(() => {});
+  await until(() => a.peer.sent.some((m) => m.type === MessageType.ReadIndex), "forwarded read");
+  const oldCtx = a.peer.sent.find((m) => m.type === MessageType.ReadIndex)!.context;
+  await a.node.stop();
+  // Incarnation 2 (same id) issues its first read; the old answer arrives (TCP keeps frames
+  // queued through a reconnect) with an index confirmed before this read began.
+  const b = await scriptedFollower();
+  try {
+    let done = false;
+    const read = b.node.readIndex({ timeoutMs: 60_000 }).then(() => done = true);
+    await until(() => b.peer.sent.some((m) => m.type === MessageType.ReadIndex), "second read");
+    const newCtx = b.peer.sent.find((m) => m.type === MessageType.ReadIndex)!.context;
+    b.peer.deliver(message({
+      type: MessageType.ReadIndexResp,
+      from: 1,
+      to: 2,
+      term: 5,
+      index: 1,
+      context: oldCtx,
+    }));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(done, false, "the old incarnation's answer must not serve the new read");
+    b.peer.deliver(message({
+      type: MessageType.ReadIndexResp,
+      from: 1,
+      to: 2,
+      term: 5,
+      index: 1,
+      context: newCtx,
+    }));
+    await read;
+    assert.equal(done, true);
+  } finally {
+    await b.node.stop();
+  }
 });
