@@ -1008,13 +1008,15 @@ export class Raft {
   private leaderReadIndex(m: Message): void {
     const voters = this.trk.voterIds();
     const local = m.from === this.id || m.from === NONE;
-    if (voters.length === 1 && voters[0] === this.id) {
-      this.answerRead(m, this.log.committed);
+    if (!this.committedEntryInCurrentTerm()) {
+      // Thesis §6.4: the leader must first commit an entry of its term, also as the only voter:
+      // its commit index may lag what it acknowledged before a restart (commit-only hard state
+      // changes are not synced at once).
+      this.pendingReadIndexMessages.push(m);
       return;
     }
-    if (!this.committedEntryInCurrentTerm()) {
-      // Thesis §6.4: the leader must first commit an entry of its term.
-      this.pendingReadIndexMessages.push(m);
+    if (voters.length === 1 && voters[0] === this.id) {
+      this.answerRead(m, this.log.committed);
       return;
     }
     if (this.leaseRead && this.leaseValid()) {

@@ -117,3 +117,26 @@ Deno.test("read index: no lease reads while a leadership transfer may be under w
   c.stabilize();
   assert.equal(c.get(l).readStates.length, 1, "served after a heartbeat round");
 });
+
+Deno.test("read index: a single-voter leader waits for an entry of its own term to commit", () => {
+  // A restarted single node whose durable commit index lags (commit-only hard state changes are
+  // not synced at once) must not answer below what it acknowledged before the restart.
+  const c = new TestCluster([1]);
+  c.elect(1);
+  c.propose(1, "a");
+  const before = c.get(1).rn.raft.log.committed;
+  const m = c.restart(1);
+  c.stabilize(); // apply the committed log (a node does not campaign before that)
+  assert.equal(m.rn.raft.role, "follower");
+  m.rn.campaign();
+  assert.equal(m.rn.raft.role, "leader");
+  assert.ok(!m.rn.raft.committedEntryInCurrentTerm());
+  m.rn.readIndex(ctx("s"));
+  c.stabilize();
+  assert.equal(m.readStates.length, 1);
+  assert.ok(
+    m.readStates[0].index > before,
+    `read index ${m.readStates[0].index} must cover the new term's no-op (> ${before})`,
+  );
+  assert.equal(m.rn.raft.log.term(m.readStates[0].index), m.rn.raft.term);
+});
