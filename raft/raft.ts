@@ -89,6 +89,9 @@ const EMPTY = new Uint8Array(0);
 const SNAP_WINDOW_CHUNKS = 4;
 
 interface SnapReceive {
+  /** The sender and its term: a transfer is never continued by chunks of another leader. */
+  from: NodeId;
+  leaderTerm: number;
   index: number;
   term: number;
   total: number;
@@ -881,12 +884,17 @@ export class Raft {
       return;
     }
     let r = this.snapRecv;
-    if (!r || r.index !== meta.index || r.term !== meta.term || r.total !== c.total) {
+    if (
+      !r || r.from !== m.from || r.leaderTerm !== m.term || r.index !== meta.index ||
+      r.term !== meta.term || r.total !== c.total
+    ) {
       if (c.offset !== 0) {
         resp(0, true);
         return;
       }
       r = this.snapRecv = {
+        from: m.from,
+        leaderTerm: m.term,
         index: meta.index,
         term: meta.term,
         total: c.total,

@@ -1,7 +1,7 @@
 // Log compaction and InstallSnapshot in chunks (paper §7).
 import assert from "node:assert/strict";
 import { TestCluster, type TestCluster as TC } from "./test_cluster.ts";
-import { MessageType } from "./types.ts";
+import { message, MessageType } from "./types.ts";
 
 /** Compacts the leader's log at its applied index with `size` bytes of snapshot data. */
 function compact(c: TC, id: number, size: number): number {
@@ -100,4 +100,37 @@ Deno.test("§7 an empty snapshot is still delivered", () => {
   c.heal();
   c.tick(5);
   assert.equal(c.get(2).rn.raft.log.committed, c.get(1).rn.raft.log.committed);
+});
+
+Deno.test("§7 snapshot chunks of another leader never continue a partial transfer", () => {
+  const c = new TestCluster([1, 2, 3]);
+  c.elect(1);
+  const f = c.get(2);
+  const term = f.rn.raft.term;
+  const meta = { index: 50, term, conf: f.rn.status().conf };
+  const chunk = (from: number, t: number, offset: number, fill: number, done: boolean) =>
+    message({
+      type: MessageType.Snap,
+      from,
+      to: 2,
+      term: t,
+      snapshot: { meta, offset, total: 8, data: new Uint8Array(4).fill(fill), done },
+    });
+  // The first half from leader 1, then (1 is gone) leader 3 of the next term sends a chunk at
+  // the same offset of a snapshot with the same index, term and size: different bytes.
+  f.rn.step(chunk(1, term, 0, 0xaa, false));
+  c.processReadies();
+  f.rn.step(chunk(3, term + 1, 4, 0xbb, true));
+  c.processReadies();
+  assert.deepEqual(f.restoredSnapshots, [], "a snapshot spliced from two senders was installed");
+  const resps = c.queue.filter((m) => m.type === MessageType.SnapResp && m.to === 3);
+  assert.equal(resps.length, 1);
+  assert.equal(resps[0].reject, true, "the new sender is asked to start from offset 0");
+  assert.equal(resps[0].index, 0);
+  // The new sender's own transfer from offset 0 completes.
+  f.rn.step(chunk(3, term + 1, 0, 0xbb, false));
+  f.rn.step(chunk(3, term + 1, 4, 0xbb, true));
+  c.processReadies();
+  assert.deepEqual(f.restoredSnapshots, [50]);
+  assert.deepEqual([...f.store.snapshot().data], new Array(8).fill(0xbb));
 });
