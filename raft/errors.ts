@@ -69,3 +69,19 @@ export class StoppedError extends Error {
     this.name = "StoppedError";
   }
 }
+
+/**
+ * A committed membership change could not be applied (undecodable, or invalid against this
+ * node's configuration). Fatal: continuing would let configurations diverge between nodes, so
+ * the node halts (etcd-raft panics).
+ */
+export class ConfChangeApplyError extends Error {
+  /** The log index of the entry. */
+  readonly index: number;
+  /** Creates the error. */
+  constructor(index: number, reason: string) {
+    super(`committed configuration change at index ${index} cannot be applied: ${reason}`);
+    this.name = "ConfChangeApplyError";
+    this.index = index;
+  }
+}

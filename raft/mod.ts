@@ -24,6 +24,7 @@ export type { ApplyCommand, StateMachine } from "./state_machine.ts";
 export type { LogFields, Logger } from "./logger.ts";
 export { nullLogger } from "./logger.ts";
 export {
+  ConfChangeApplyError,
   ConfChangeInProgressError,
   InvalidConfChangeError,
   NotLeaderError,

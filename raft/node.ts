@@ -145,6 +145,7 @@ export class RaftNode {
   private readonly readNonce = crypto.getRandomValues(new Uint8Array(8));
   private conds: CondWaiter[] = [];
   private leaderCbs: ((lead: NodeId, term: number) => void)[] = [];
+  private fatalCbs: ((err: Error) => void)[] = [];
   private lead: NodeId = NONE;
   private applied: number;
   private snapshotIndex: number;
@@ -322,6 +323,7 @@ export class RaftNode {
 
   /** Starts an election at once. */
   campaign(): void {
+    if (this.stopped || this.fatal) return;
     this.rawNode.campaign();
     this.schedule();
   }
@@ -335,6 +337,20 @@ export class RaftNode {
       snapshotIndex: this.snapshotIndex,
       logSize: st.lastIndex - st.firstIndex + 1,
     };
+  }
+
+  /**
+   * The fatal error that halted the node (a failed fsync, a committed conf change that does not
+   * apply, ...), or null while it runs. A halted node processes nothing more; its process should
+   * exit so that a supervisor restarts it from its durable state.
+   */
+  get failure(): Error | null {
+    return this.fatal;
+  }
+
+  /** Registers a callback called once when the node halts on a fatal error. */
+  onFatal(cb: (err: Error) => void): void {
+    this.fatalCbs.push(cb);
   }
 
   /** Registers a callback for leader changes (called with the new leader, 0 when unknown). */
@@ -457,7 +473,7 @@ export class RaftNode {
   // ---------------------------------------------------------------- loop
 
   private onMessage(m: Message): void {
-    if (this.stopped) return;
+    if (this.stopped || this.fatal) return;
     if (m.type === MessageType.Unreachable) {
       // The transport dropped messages to m.from: fall back to probing that follower.
       this.rawNode.reportUnreachable(m.from);
@@ -466,7 +482,7 @@ export class RaftNode {
   }
 
   private onTick(): void {
-    if (this.stopped) return;
+    if (this.stopped || this.fatal) return;
     this.ticks++;
     this.rawNode.tick();
     // Re-issue unanswered read batches every election timeout (leader changes, lost messages).
@@ -486,7 +502,7 @@ export class RaftNode {
   }
 
   private schedule(): void {
-    if (this.scheduled || this.stopped) return;
+    if (this.scheduled || this.stopped || this.fatal) return;
     this.scheduled = true;
     queueMicrotask(() => {
       this.scheduled = false;
@@ -508,16 +524,34 @@ export class RaftNode {
       try {
         await this.handleReady(rd);
       } catch (e) {
-        this.fatal = e as Error;
-        this.logger.error("raft: fatal error in the processing loop; node halted", {
-          id: this.rawNode.raft.id,
-          err: String(e),
-        });
-        if (this.interval !== undefined) this.clock.clearInterval(this.interval);
-        this.failAll(this.fatal);
+        this.halt(e as Error);
         return;
       }
       this.checkConds();
+    }
+  }
+
+  /**
+   * Halts on a fatal error: logs why, stops ticking and stepping (nothing is buffered any more),
+   * fails every waiting request and tells the {@link onFatal} callbacks. A failed fsync is never
+   * retried (after a failed fsync the kernel may have dropped the dirty pages: a retry that
+   * succeeds proves nothing), and stop() does not sync again.
+   */
+  private halt(err: Error): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    this.logger.error("raft: fatal error; node halted", {
+      id: this.rawNode.raft.id,
+      err: String(err),
+    });
+    if (this.interval !== undefined) this.clock.clearInterval(this.interval);
+    this.failAll(err);
+    for (const cb of this.fatalCbs) {
+      try {
+        cb(err);
+      } catch (e) {
+        this.logger.warn("raft: fatal error callback failed", { err: String(e) });
+      }
     }
   }
 

@@ -1,12 +1,20 @@
 // Driver tests: three RaftNodes in one process over an in-memory transport.
 import assert from "node:assert/strict";
-import { NotLeaderError, TimeoutError } from "./errors.ts";
+import { ConfChangeApplyError, NotLeaderError, TimeoutError } from "./errors.ts";
+import { encodeConfChange } from "./confchange_codec.ts";
 import { MemoryLogStore } from "./memory_log_store.ts";
 import { RaftNode } from "./node.ts";
 import { drainMicrotasks, Scheduler, VirtualClock } from "./sim/scheduler.ts";
 import type { ApplyCommand, StateMachine } from "./state_machine.ts";
 import type { MessageHandler, Transport } from "./transport.ts";
-import { type Message, message, MessageType, type NodeId } from "./types.ts";
+import {
+  ConfChangeType,
+  EntryType,
+  type Message,
+  message,
+  MessageType,
+  type NodeId,
+} from "./types.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -465,5 +473,45 @@ Deno.test("driver: a ReadIndexResp for a read of a previous incarnation does not
     assert.equal(done, true);
   } finally {
     await b.node.stop();
+  }
+});
+
+Deno.test("driver: a committed conf change that fails to apply halts the node", async () => {
+  const lines: string[] = [];
+  const logger = {
+    debug() {},
+    info() {},
+    warn(msg: string) {
+      lines.push(`warn ${msg}`);
+    },
+    error(msg: string, f?: Record<string, unknown>) {
+      lines.push(`error ${msg} ${JSON.stringify(f)}`);
+    },
+  };
+  const node = await RaftNode.start({
+    config: config(1),
+    tickMs: 5,
+    log: new MemoryLogStore(),
+    sm: new KvSm(),
+    transport: new ScriptedPeer(),
+    bootstrapVoters: [1],
+    snapshotThreshold: 1000,
+    logger,
+  });
+  try {
+    await until(() => node.status().role === "leader", "leader");
+    await node.propose(enc("a=1"));
+    // A committed entry whose change does not apply here (it removes the last voter): written
+    // directly, past the proposal-time validation, as a diverged configuration would be.
+    const cc = { changes: [{ type: ConfChangeType.RemoveNode, nodeId: 1 }], context: enc("") };
+    node.rawNode.raft.propose(encodeConfChange(cc), EntryType.ConfChange);
+    node.campaign(); // schedules a pass
+    await until(() => node.failure !== null, "the node halts");
+    assert.ok(node.failure instanceof ConfChangeApplyError, String(node.failure));
+    await assert.rejects(node.propose(enc("b=1")), ConfChangeApplyError);
+    await assert.rejects(node.readIndex(), ConfChangeApplyError);
+    assert.ok(lines.some((l) => l.startsWith("error") && l.includes("removed all voters")));
+  } finally {
+    await node.stop();
   }
 });

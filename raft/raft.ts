@@ -10,6 +10,7 @@
  */
 import { applyChange } from "./confchange.ts";
 import {
+  ConfChangeApplyError,
   ConfChangeInProgressError,
   InvalidConfChangeError,
   NotLeaderError,
@@ -178,7 +179,7 @@ export class Raft {
     this.restoreConfig(snapMeta.conf);
     if (applied > snapMeta.index) {
       for (const e of this.log.slice(snapMeta.index + 1, applied + 1)) {
-        if (e.type === EntryType.ConfChange) this.applyConfChangeEntry(e.data);
+        if (e.type === EntryType.ConfChange) this.applyConfChangeEntry(e);
       }
     }
     if (hs.term > 0 || hs.commit > 0) {
@@ -191,12 +192,15 @@ export class Raft {
     this.becomeFollower(this.term, NONE);
   }
 
-  private applyConfChangeEntry(data: Uint8Array): void {
+  /** Re-applies a committed conf change at restart; throws {@link ConfChangeApplyError}. */
+  private applyConfChangeEntry(e: Entry): void {
+    let cc: ConfChange;
     try {
-      this.applyConfChange(decodeConfChange(data));
-    } catch (e) {
-      this.logger.warn("raft: ignoring bad conf change entry", { id: this.id, err: String(e) });
+      cc = decodeConfChange(e.data);
+    } catch (err) {
+      throw new ConfChangeApplyError(e.index, String(err));
     }
+    this.applyConfChange(cc, e.index);
   }
 
   // ---------------------------------------------------------------- state
@@ -1129,17 +1133,17 @@ export class Raft {
     };
   }
 
-  /** Applies a committed membership change; returns the new configuration. */
-  applyConfChange(cc: ConfChange): ConfState {
+  /**
+   * Applies a committed membership change (the entry at `index`); returns the new
+   * configuration. A committed change that does not apply throws {@link ConfChangeApplyError}
+   * and changes nothing: the driver must halt (skipping it would let configurations diverge).
+   */
+  applyConfChange(cc: ConfChange, index = 0): ConfState {
     let res;
     try {
       res = applyChange(this.trk.config, this.trk.progress, cc, this.changeParams());
     } catch (e) {
-      this.logger.warn("raft: conf change not applicable, ignored", {
-        id: this.id,
-        err: String(e),
-      });
-      return toConfState(this.trk.config);
+      throw new ConfChangeApplyError(index, (e as Error).message ?? String(e));
     }
     return this.switchToConfig(res.config, res.progress);
   }

@@ -34,9 +34,11 @@ import {
   type Snapshot,
 } from "./types.ts";
 import { toConfState } from "./tracker.ts";
+import { ConfChangeApplyError } from "./errors.ts";
 
 export type { RaftConfig, ReadState, Role };
 export {
+  ConfChangeApplyError,
   ConfChangeInProgressError,
   InvalidConfChangeError,
   NotLeaderError,
@@ -206,20 +208,26 @@ export class RawNode {
     this.raft.step(message({ type: MessageType.Hup }));
   }
 
-  /** Applies a committed ConfChange (the driver calls it while applying the entry). */
-  applyConfChange(cc: ConfChange): ConfState {
-    return this.raft.applyConfChange(cc);
+  /**
+   * Applies a committed ConfChange (the driver calls it while applying the entry at `index`).
+   * Throws {@link ConfChangeApplyError} when it does not apply: the driver must halt.
+   */
+  applyConfChange(cc: ConfChange, index = 0): ConfState {
+    return this.raft.applyConfChange(cc, index);
   }
 
-  /** Applies the ConfChange encoded in a committed entry. */
-  applyConfChangeEntry(e: Entry): { cc: ConfChange; conf: ConfState } | null {
+  /**
+   * Applies the ConfChange encoded in a committed entry. Throws {@link ConfChangeApplyError}
+   * when it cannot be decoded or applied: the driver must halt.
+   */
+  applyConfChangeEntry(e: Entry): { cc: ConfChange; conf: ConfState } {
     let cc: ConfChange;
     try {
       cc = decodeConfChange(e.data);
-    } catch {
-      return null;
+    } catch (err) {
+      throw new ConfChangeApplyError(e.index, String(err));
     }
-    return { cc, conf: this.applyConfChange(cc) };
+    return { cc, conf: this.applyConfChange(cc, e.index) };
   }
 
   /** Reports that `id` could not be reached (the leader slows down replication to it). */
