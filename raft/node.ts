@@ -183,6 +183,7 @@ export class RaftNode {
       applied = meta.index;
     }
     const rn = new RawNode({
+      tickMs: opts.tickMs,
       ...opts.config,
       random: opts.random ?? Math.random,
       applied,
@@ -477,14 +478,14 @@ export class RaftNode {
     if (m.type === MessageType.Unreachable) {
       // The transport dropped messages to m.from: fall back to probing that follower.
       this.rawNode.reportUnreachable(m.from);
-    } else this.rawNode.step(m);
+    } else this.rawNode.step(m, this.clock.now());
     this.schedule();
   }
 
   private onTick(): void {
     if (this.stopped || this.fatal) return;
     this.ticks++;
-    this.rawNode.tick();
+    this.rawNode.tick(this.clock.now());
     // Re-issue unanswered read batches every election timeout (leader changes, lost messages).
     const every = this.opts.config.electionTick;
     for (const [key, b] of this.readBatches) {
@@ -494,7 +495,7 @@ export class RaftNode {
       }
       if (this.ticks - b.issuedAtTick >= every) {
         b.issuedAtTick = this.ticks;
-        this.rawNode.readIndex(b.ctx);
+        this.rawNode.readIndex(b.ctx, this.clock.now());
       }
     }
     this.checkConds();
@@ -564,7 +565,7 @@ export class RaftNode {
     new DataView(ctx.buffer).setFloat64(8, ++this.readSeq);
     const key = readKey(ctx);
     this.readBatches.set(key, { ctx, key, waiters: live, index: -1, issuedAtTick: this.ticks });
-    this.rawNode.readIndex(ctx);
+    this.rawNode.readIndex(ctx, this.clock.now());
   }
 
   private async handleReady(rd: Ready): Promise<void> {

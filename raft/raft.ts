@@ -63,8 +63,17 @@ export interface RaftConfig {
   maxInflightBytes: number;
   /** InstallSnapshot chunk size in bytes (default 1 MiB). */
   snapshotChunkBytes?: number;
-  /** Serve ReadIndex from the leader lease without a heartbeat round (requires checkQuorum). */
+  /**
+   * Serve ReadIndex from the leader lease without a heartbeat round (requires checkQuorum).
+   * The lease is dated with the monotonic time the driver passes to `tick`, `step` and
+   * `readIndex` (without it no lease ever holds): a quorum acknowledged a heartbeat sent at
+   * `s`, so the lease ends at `s + electionTick × tickMs × (1 − leaseDriftBound) − tickMs`.
+   */
   leaseRead?: boolean;
+  /** Milliseconds per tick: converts the election timeout into time for the lease. */
+  tickMs?: number;
+  /** Largest relative clock-rate difference between two nodes for the lease (default 0.05). */
+  leaseDriftBound?: number;
   /** Random source in [0,1) for election timeouts. */
   random: () => number;
   /** Logger (default: discard). */
@@ -129,10 +138,20 @@ export class Raft {
   leadTransferee: NodeId = NONE;
   pendingConfIndex = 0;
   private pendingTransferCampaign = false;
-  /** Ticks since start: the clock heartbeats carry so that acknowledgements date the lease. */
+  /** Ticks since start. */
   private ticks = 0;
-  /** Tick of the last leadership transfer this node started (for lease reads). */
-  private lastTransferTick = -Infinity;
+  /**
+   * The latest monotonic time (ms) the driver supplied, or -1 when none yet: the only clock
+   * of the core. Heartbeats carry it (a lower bound of their send time) and acknowledgements
+   * echo it, so that the lease is dated at send time.
+   */
+  private now = -1;
+  /** Lease length in ms (see {@link RaftConfig.leaseRead}); 0 when lease reads are off. */
+  private readonly leaseMs: number;
+  /** The election timeout in ms (electionTick × tickMs; 0 without tickMs). */
+  private readonly electionMs: number;
+  /** Time of the last leadership transfer this node started (for lease reads). */
+  private lastTransferAt = -Infinity;
   readOnly = new ReadOnly();
   private pendingReadIndexMessages: Message[] = [];
   /** Entries were appended as leader: broadcast them at the next Ready. */
@@ -150,6 +169,12 @@ export class Raft {
     this.preVote = c.preVote;
     this.checkQuorum = c.checkQuorum;
     this.leaseRead = !!c.leaseRead && c.checkQuorum;
+    const tickMs = c.tickMs ?? 0;
+    const drift = Math.min(Math.max(c.leaseDriftBound ?? 0.05, 0), 1);
+    this.electionMs = c.electionTick * tickMs;
+    this.leaseMs = this.leaseRead && tickMs > 0
+      ? Math.max(0, c.electionTick * tickMs * (1 - drift) - tickMs)
+      : 0;
     this.maxMsgSize = c.maxSizePerMsg;
     this.snapChunk = Math.max(1, c.snapshotChunkBytes ?? 1 << 20);
     this.random = c.random;
@@ -306,6 +331,11 @@ export class Raft {
   }
 
   // ---------------------------------------------------------------- ticks
+
+  /** Records the driver's monotonic time in ms (ignored when it goes backwards). */
+  setNow(ms: number): void {
+    if (Number.isFinite(ms) && ms > this.now) this.now = ms;
+  }
 
   tick(): void {
     this.ticks++;
@@ -582,7 +612,8 @@ export class Raft {
         return;
       case MessageType.HeartbeatResp:
         pr.recentActive = true;
-        if (m.index > pr.leaseAck) pr.leaseAck = m.index;
+        // The echoed send time of the heartbeat (never one from the future).
+        if (m.index > pr.leaseAck && m.index <= this.now) pr.leaseAck = m.index;
         pr.msgAppFlowPaused = false;
         // Appends may have been lost: free one slot of a full window so replication resumes
         // (the follower then rejects the gap and the leader probes back; etcd does the same).
@@ -736,7 +767,7 @@ export class Raft {
       this.send(message({
         type: MessageType.Heartbeat,
         to: id,
-        index: this.ticks, // echoed back: dates the leader lease
+        index: Math.max(0, Math.floor(this.now)), // echoed back: dates the leader lease
         commit: Math.min(pr.match, this.log.committed),
         context: ctx ?? EMPTY,
       }));
@@ -1040,21 +1071,25 @@ export class Raft {
   }
 
   /**
-   * Whether the leader lease still holds: a quorum acknowledged a heartbeat sent at tick `s`, so
-   * none of them votes for another candidate before `s + electionTimeout` (leader stickiness),
-   * and no other leader can exist until then (assuming clocks that run at the same rate).
-   * Re-checking quorum only every election timeout (CheckQuorum) would allow up to twice that.
+   * Whether the leader lease still holds at the driver's time `now`: a quorum acknowledged a
+   * heartbeat sent at `s` (the time it carried, a lower bound of its send time), and each of
+   * them, having reset its election timer when the heartbeat arrived (at or after `s`), votes
+   * for no other candidate for `electionTick` ticks of its own (leader stickiness). Its first
+   * tick may come at once, and its clock may run faster by up to the drift bound, so no other
+   * leader can exist before `s + electionTick × tickMs × (1 − drift) − tickMs`. Dated by time,
+   * not by ticks: an event loop that stalls drops ticks, which would stretch a tick-dated lease.
    */
   private leaseValid(): boolean {
+    if (this.leaseMs <= 0 || this.now < 0) return false;
     // A transfer target campaigns with a forced vote that overrides leader stickiness, so no
     // lease holds from the moment a transfer starts until well after it ended.
     if (this.leadTransferee !== NONE) return false;
-    if (this.ticks < this.lastTransferTick + 2 * this.electionTimeout) return false;
+    if (this.now < this.lastTransferAt + 2 * this.electionMs) return false;
     const s = jointCommitted(this.trk.config.voters, this.trk.config.outgoing, (id) => {
-      if (id === this.id) return this.ticks;
+      if (id === this.id) return this.now;
       return this.trk.progress.get(id)?.leaseAck ?? -1;
     });
-    return s >= 0 && this.ticks < s + this.electionTimeout;
+    return s >= 0 && this.now < s + this.leaseMs;
   }
 
   /** Starts one heartbeat round for every read queued since the last round. */
@@ -1209,7 +1244,7 @@ export class Raft {
     this.logger.info("raft: starting leadership transfer", { id: this.id, to });
     this.electionElapsed = 0;
     this.leadTransferee = to;
-    this.lastTransferTick = this.ticks;
+    this.lastTransferAt = this.now;
     if (pr.match === this.log.lastIndex()) this.sendTimeoutNow(to);
     else this.sendAppend(to);
   }

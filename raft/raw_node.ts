@@ -169,14 +169,20 @@ export class RawNode {
     return { lead: r.lead, role: r.isLearner && r.role === "follower" ? "learner" : r.role };
   }
 
-  /** Advances the logical clock by one tick. */
-  tick(): void {
+  /**
+   * Advances the logical clock by one tick. `now` is the driver's monotonic time in ms (only
+   * lease reads use it; see {@link RaftConfig.leaseRead}).
+   */
+  tick(now?: number): void {
+    if (now !== undefined) this.raft.setNow(now);
     this.raft.tick();
   }
 
-  /** Steps a message received from the network. Local-only kinds and misaddressed messages
-   * are ignored; malformed ones are dropped without throwing. */
-  step(msg: Message): void {
+  /** Steps a message received from the network (at the driver's monotonic time `now` in ms,
+   * when given). Local-only kinds and misaddressed messages are ignored; malformed ones are
+   * dropped without throwing. */
+  step(msg: Message, now?: number): void {
+    if (now !== undefined) this.raft.setNow(now);
     if (!msg || LOCAL_TYPES.has(msg.type) || !msg.from) return;
     if (msg.to !== NONE && msg.to !== this.raft.id) return;
     if (!Array.isArray(msg.entries) || !(msg.context instanceof Uint8Array)) return;
@@ -193,8 +199,12 @@ export class RawNode {
     return this.raft.proposeConfChange(cc);
   }
 
-  /** Requests a linearizable read point; the answer comes back as a ReadState with `ctx`. */
-  readIndex(ctx: Uint8Array): void {
+  /**
+   * Requests a linearizable read point; the answer comes back as a ReadState with `ctx`. `now`
+   * (the driver's monotonic time in ms) must be current for a lease read to be served.
+   */
+  readIndex(ctx: Uint8Array, now?: number): void {
+    if (now !== undefined) this.raft.setNow(now);
     this.raft.step(message({ type: MessageType.ReadIndex, from: this.raft.id, context: ctx }));
   }
 

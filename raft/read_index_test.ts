@@ -1,7 +1,7 @@
 // ReadIndex (thesis §6.4) and lease reads.
 import assert from "node:assert/strict";
 import { TestCluster } from "./test_cluster.ts";
-import { MessageType } from "./types.ts";
+import { type Message, MessageType } from "./types.ts";
 
 const ctx = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -139,4 +139,62 @@ Deno.test("read index: a single-voter leader waits for an entry of its own term 
     `read index ${m.readStates[0].index} must cover the new term's no-op (> ${before})`,
   );
   assert.equal(m.rn.raft.log.term(m.readStates[0].index), m.rn.raft.term);
+});
+
+Deno.test("lease reads: a leader whose loop stalled (dropped ticks) holds no lease after the stall", () => {
+  // tickMs 10, electionTick 10: the lease lasts 100 × (1 − 0.05) − 10 = 85 ms after a send.
+  const c = new TestCluster([1, 2, 3], { checkQuorum: true, leaseRead: true, tickMs: 10 });
+  const l = c.waitLeader();
+  c.tick(2);
+  c.propose(l, "v1");
+  const stale = c.get(l).rn.raft.log.committed;
+  // The old leader's event loop stalls for 500 ms (a long fsync): it gets no ticks and sends
+  // nothing. The others elect a new leader and commit a write meanwhile.
+  c.isolate(l);
+  const others = [1, 2, 3].filter((id) => id !== l);
+  for (let i = 0; i < 50; i++) {
+    c.now += 10;
+    for (const id of others) c.get(id).rn.tick(c.now);
+    c.stabilize();
+  }
+  const nl = c.leader(others);
+  assert.ok(nl !== 0 && c.get(nl).rn.raft.term > c.get(l).rn.raft.term, "a new leader");
+  c.propose(nl, "v2");
+  assert.ok(c.get(nl).rn.raft.log.committed > stale);
+  // The loop resumes: a read arrives before any tick. Its lease is long over in real time.
+  c.get(l).rn.readIndex(ctx("stalled"), c.now);
+  c.processReadies();
+  assert.deepEqual(c.get(l).readStates, [], "served a stale read from an expired lease");
+});
+
+Deno.test("lease reads: the lease is dated at heartbeat send time and ends a tick early", () => {
+  const c = new TestCluster([1, 2, 3], { checkQuorum: true, leaseRead: true, tickMs: 10 });
+  const l = c.waitLeader();
+  c.tick(2);
+  // From now on acknowledgements do not reach the leader, except the one for the heartbeats
+  // sent at time s, which is delayed by 60 ms (delayed messages).
+  const held: Message[] = [];
+  c.filter = (m) => {
+    if (m.type !== MessageType.HeartbeatResp || m.to !== l) return true;
+    if (held.length === 0) held.push(m);
+    return false;
+  };
+  const s = c.now + 10;
+  c.tick(1); // heartbeats sent at s; followers reset their election timers now
+  assert.equal(c.now, s);
+  assert.equal(held.length, 1, "one acknowledgement (a quorum with the leader) held back");
+  const read = (name: string) => {
+    const before = c.get(l).readStates.length;
+    c.get(l).rn.readIndex(ctx(name), c.now);
+    c.processReadies();
+    return c.get(l).readStates.length > before;
+  };
+  c.tick(6); // s + 60: the delayed acknowledgement arrives
+  c.filter = null;
+  for (const m of held) c.get(l).rn.step(m, c.now);
+  c.filter = (m) => !(m.type === MessageType.HeartbeatResp && m.to === l);
+  c.tick(1); // s + 70
+  assert.equal(read("in lease"), true, "within the lease: served at once");
+  c.tick(2); // s + 90: a follower whose first tick came right after s may vote from s + 90
+  assert.equal(read("after lease"), false, "lease must end at s + 85 ms, not s + 100");
 });

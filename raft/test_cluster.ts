@@ -54,6 +54,8 @@ export interface TestClusterOptions {
   maxInflightMsgs?: number;
   maxInflightBytes?: number;
   snapshotChunkBytes?: number;
+  /** Virtual milliseconds per tick (default 10): {@link TestCluster.now} advances by it. */
+  tickMs?: number;
   seed?: number;
   /** Keep a durable copy per sync so crash() works (default true). */
   crashable?: boolean;
@@ -71,6 +73,8 @@ export class TestCluster {
   readonly opts: TestClusterOptions;
   private rnd: () => number;
   delivered = 0;
+  /** Virtual monotonic time in ms, passed to every tick and step (lease reads). */
+  now = 0;
 
   constructor(voters: NodeId[], opts: TestClusterOptions = {}) {
     this.opts = opts;
@@ -97,6 +101,7 @@ export class TestCluster {
       maxInflightMsgs: o.maxInflightMsgs ?? 256,
       maxInflightBytes: o.maxInflightBytes ?? 0,
       snapshotChunkBytes: o.snapshotChunkBytes,
+      tickMs: o.tickMs ?? 10,
       random: this.rnd,
       applied: s.snapshotMeta().index,
     };
@@ -197,7 +202,7 @@ export class TestCluster {
       if (this.filter && !this.filter(msg)) continue;
       const m = this.members.get(msg.to);
       if (!m) continue;
-      m.rn.step(msg);
+      m.rn.step(msg, this.now);
       n++;
     }
     this.delivered += n;
@@ -217,7 +222,8 @@ export class TestCluster {
   /** Ticks every member `n` times, stabilizing after each tick. */
   tick(n = 1): void {
     for (let i = 0; i < n; i++) {
-      for (const m of this.members.values()) m.rn.tick();
+      this.now += this.opts.tickMs ?? 10;
+      for (const m of this.members.values()) m.rn.tick(this.now);
       this.stabilize();
     }
   }

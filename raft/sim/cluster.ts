@@ -219,6 +219,7 @@ export class SimCluster {
       maxInflightBytes: 1 << 20,
       snapshotChunkBytes: o.snapshotChunkBytes ?? 64,
       leaseRead: o.leaseRead ?? false,
+      tickMs: 1, // one step is one millisecond of the (shared) clock; ticks may be dropped
       random: () => node.rng.float(),
       logger: this.#logger,
       applied,
@@ -311,7 +312,7 @@ export class SimCluster {
     const node = this.node(id);
     if (!node.raw) return;
     node.reads.push({ key, index: -1 });
-    node.raw.readIndex(new TextEncoder().encode(key));
+    node.raw.readIndex(new TextEncoder().encode(key), this.now);
   }
 
   /** Advances the simulation by one step. */
@@ -319,12 +320,12 @@ export class SimCluster {
     this.now++;
     for (const msg of this.net.deliver(this.now)) {
       const node = this.nodes.get(msg.to);
-      if (node?.raw) node.raw.step(msg);
+      if (node?.raw) node.raw.step(msg, this.now);
     }
     for (const node of this.nodes.values()) {
       const skip = this.tickSkipRate + node.clockDrift;
       if (node.raw && !this.frozen.has(node.id) && !this.rng.chance(skip)) {
-        node.raw.tick();
+        node.raw.tick(this.now);
       }
     }
     this.processReadies();
