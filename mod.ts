@@ -53,17 +53,7 @@ export {
 export { type NodeHandle, startNode, type StartNodeOptions } from "./server/embed.ts";
 export { type ServerHandle, type ServerOptions, startServer } from "./server/server.ts";
 export type { LogFields, Logger } from "./raft/logger.ts";
-export type { ServerMetrics } from "./server/server_metrics.ts";
-export {
-  Counter,
-  CounterVec,
-  Gauge,
-  Histogram,
-  HistogramVec,
-  type Labels,
-  type Metric,
-  Registry,
-} from "./server/metrics.ts";
+export type { NodeMetrics } from "./server/server_metrics.ts";
 export {
   type Config,
   ConfigError,

@@ -42,9 +42,9 @@ Deno.test("put, get, delete and scan work against a leader", async () => {
     await kv.delete("a");
     assert.equal(await kv.get("a"), undefined);
     assert.equal(n.raft.reads, 6, "linearizable reads and scans use the ReadIndex barrier");
-    const text = n.metrics.registry.render();
+    const text = await n.metrics.scrape();
     assert.match(text, /^gokv_request_seconds_count\{op="put"\} 3$/m);
-    assert.match(text, /^gokv_request_seconds_bucket\{op="get",le="\+Inf"\} 5$/m);
+    assert.match(text, /^gokv_request_seconds_bucket\{le="\+Inf",op="get"\} 5$/m);
   } finally {
     await kv.close();
     await n.close();
@@ -210,7 +210,7 @@ Deno.test("errors are typed: invalid argument, not found, timeout, unavailable",
     );
     await assert.rejects(kv.removeMember(42), NotFoundError);
     assert.match(
-      n.metrics.registry.render(),
+      await n.metrics.scrape(),
       /^gokv_request_errors_total\{op="member_add",status="invalid_argument"\} 1$/m,
     );
     n.raft.failNext = { error: new RaftTimeoutError("proposal", 10), count: 1000 };
@@ -267,7 +267,7 @@ Deno.test("bad bytes on the client port close that connection only", async () =>
     const buf = new Uint8Array(16);
     assert.equal(await bad.read(buf), null, "the server closed the bad connection");
     bad.close();
-    assert.equal(n.metrics.protocolErrors.get(), 1);
+    assert.equal((await n.metrics.protocolErrors.get()).values[0].value, 1);
     await kv.put("still", "works");
     assert.equal(await kv.getString("still"), "works");
   } finally {

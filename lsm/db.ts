@@ -300,6 +300,11 @@ export class LsmDb {
   private manualCompaction = false;
   private readonly channel = new MessageChannel();
   private yieldResolvers: Array<() => void> = [];
+  /**
+   * Called after each piece of background work with its kind and duration in seconds
+   * (metrics). Exceptions it throws are ignored.
+   */
+  onBackgroundWork?: (kind: "flush" | "compaction" | "move", seconds: number) => void;
   private counters = {
     compactions: 0,
     flushes: 0,
@@ -1083,7 +1088,9 @@ export class LsmDb {
   private async flushLoop(): Promise<void> {
     try {
       while (!this.closed && this.imms.length > 0) {
+        const t0 = performance.now();
         await this.flushOldestImm();
+        this.reportWork("flush", t0);
         this.wakeWaiters();
         this.scheduleBackground();
       }
@@ -1203,8 +1210,16 @@ export class LsmDb {
     };
   }
 
+  /** Reports finished background work to {@link LsmDb.onBackgroundWork}. */
+  private reportWork(kind: "flush" | "compaction" | "move", t0: number): void {
+    try {
+      this.onBackgroundWork?.(kind, (performance.now() - t0) / 1000);
+    } catch { /* a metrics callback never fails background work */ }
+  }
+
   /** Runs one compaction; inputs are deleted only after outputs are durable. */
   private async doCompaction(c: Compaction): Promise<void> {
+    const t0 = performance.now();
     const edit: VersionEdit = { deletedFiles: [], newFiles: [] };
     for (const f of c.inputs) edit.deletedFiles!.push([c.level, f.number]);
     if (c.trivialMove) {
@@ -1212,6 +1227,7 @@ export class LsmDb {
       this.vs.logAndApply(edit);
       this.pointers[c.level] = c.inputs[0].largest;
       this.counters.compactions++;
+      this.reportWork("move", t0);
       return;
     }
     const v = this.pinVersion();
@@ -1226,6 +1242,7 @@ export class LsmDb {
       this.counters.compactions++;
       this.counters.compactionBytesRead += out.bytesRead;
       this.counters.compactionBytesWritten += out.bytesWritten;
+      this.reportWork("compaction", t0);
       let largest = c.inputs[0].largest;
       for (const f of c.inputs) if (compareBytes(f.largest, largest) > 0) largest = f.largest;
       this.pointers[c.level] = largest;

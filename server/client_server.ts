@@ -192,7 +192,7 @@ class ServerConn {
     // unhandled rejection: it becomes an error response for that request only.
     handleRequest(this.service, req).catch((e) => errorResponse(req.op, req.id, e)).then((res) => {
       this.done();
-      m.requestSeconds.with(OP_NAMES[req.op]).observe((performance.now() - t0) / 1000);
+      m.requestSeconds.observe({ op: OP_NAMES[req.op] }, (performance.now() - t0) / 1000);
       let frame: Uint8Array;
       try {
         frame = encodeResponse(res);

@@ -340,16 +340,14 @@ export function createHttpHandler(
       });
     }
     if (path === "/metrics" && m === "GET") {
-      return new Response(opts.metrics.registry.render(), {
-        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      return new Response(await opts.metrics.scrape(), {
+        headers: { "content-type": opts.metrics.contentType },
       });
     }
     return json(404, { error: "not_found", message: `no route for ${m} ${path}` });
   };
 
-  return async (req: Request): Promise<Response> => {
-    opts.metrics.httpRequests.inc();
-    const url = new URL(req.url);
+  const handle = async (req: Request, url: URL): Promise<Response> => {
     let body: Uint8Array<ArrayBuffer> | undefined;
     if (req.body && (req.method === "PUT" || req.method === "POST")) {
       try {
@@ -416,6 +414,20 @@ export function createHttpHandler(
         });
       }
       return errorToHttp(e);
+    }
+  };
+
+  // Every request is counted and timed (until its response headers) by method, route, status.
+  return async (req: Request): Promise<Response> => {
+    const t0 = performance.now();
+    const url = new URL(req.url);
+    let status = 500;
+    try {
+      const res = await handle(req, url);
+      status = res.status;
+      return res;
+    } finally {
+      opts.metrics.observeHttp(req.method, url.pathname, status, (performance.now() - t0) / 1000);
     }
   };
 }

@@ -22,10 +22,14 @@ function setup(
     { id: 2, peer: "127.0.0.1:7002", client: "127.0.0.1:8002", http: "127.0.0.1:9002" },
     { id: 3, peer: "127.0.0.1:7003", client: "127.0.0.1:8003", http: "127.0.0.1:9003" },
   ]);
+  const calls = { raft: 0, storage: 0 };
   const metrics = createServerMetrics({
-    raft: () => ({ term: 1, commit: raft.index, applied: raft.index, isLeader: true, logSize: 0 }),
+    raft: () => {
+      calls.raft++;
+      return { term: 1, commit: raft.index, applied: raft.index, isLeader: true, logSize: 0 };
+    },
     storage: () => ({
-      ...sm.stats(),
+      ...(calls.storage++, sm.stats()),
       levels: [{ level: 0, bytes: 10, files: 1 }],
       lsm: { compactions: 3, levels: [{ level: 0, bytes: 7, files: 2 }] },
     }),
@@ -46,7 +50,7 @@ function setup(
     } catch { /* not JSON */ }
     return { status: res.status, json, text, headers: res.headers };
   };
-  return { sm, raft, service, call };
+  return { sm, raft, service, call, calls };
 }
 
 Deno.test("HTTP put, get and delete of a key; a missing key is 404 with a JSON body", async () => {
@@ -187,11 +191,29 @@ Deno.test("HTTP status, healthz and Prometheus metrics", async () => {
   assert.match(m.text, /^gokv_proposals_total 1$/m);
   assert.match(m.text, /^gokv_read_index_seconds_count 1$/m);
   assert.match(m.text, /^gokv_fsync_seconds_bucket\{le="\+Inf"\} 0$/m);
-  assert.match(m.text, /^gokv_storage_stat\{name="levels_bytes",level="0"\} 10$/m);
+  assert.doesNotMatch(m.text, /gokv_storage_stat/);
   assert.match(m.text, /^gokv_raft_commit_index 1$/m);
   assert.match(m.text, /^gokv_lsm_level_bytes\{level="0"\} 7$/m);
   assert.match(m.text, /^gokv_lsm_level_files\{level="0"\} 2$/m);
-  assert.match(m.text, /^gokv_lsm_compactions 3$/m);
+  assert.match(m.text, /^gokv_lsm_compactions_total 3$/m);
+  assert.match(
+    m.text,
+    /^gokv_http_requests_total\{method="PUT",route="\/v1\/kv\/\{key\}",status="200"\} 1$/m,
+  );
+  assert.match(
+    m.text,
+    /^gokv_http_request_seconds_count\{method="GET",route="\/v1\/status",status="200"\} 1$/m,
+  );
+});
+
+Deno.test("one /metrics scrape reads the raft status and the storage statistics once", async () => {
+  const { call, calls } = setup();
+  await call("GET", "/metrics");
+  const before = { ...calls };
+  const m = await call("GET", "/metrics");
+  assert.equal(m.status, 200);
+  assert.equal(calls.storage - before.storage, 1, "storage stats computed once per scrape");
+  assert.equal(calls.raft - before.raft, 1, "raft status read once per scrape");
 });
 
 Deno.test("a follower forwards writes to the leader's HTTP address, once", async () => {

@@ -22,8 +22,9 @@ import { createHttpHandler } from "./http.ts";
 import { AddressBook, decodeMemberContext } from "./members.ts";
 import {
   countingStateMachine,
+  countingTransport,
   createServerMetrics,
-  type ServerMetrics,
+  type NodeMetrics,
   timedLogStore,
 } from "./server_metrics.ts";
 import { KvService, type RaftApi, roleName } from "./service.ts";
@@ -52,7 +53,7 @@ export interface ServerHandle {
   /** The bound HTTP address. */
   readonly httpAddress: string;
   /** The node's metrics. */
-  readonly metrics: ServerMetrics;
+  readonly metrics: NodeMetrics;
   /** The node's status (as GET /v1/status). */
   status(): Record<string, unknown>;
   /** Stops accepting requests, finishes in-flight ones, stops Raft and persists. Idempotent. */
@@ -103,6 +104,7 @@ export async function startServer(
         applied: s.applied,
         isLeader: s.role === "leader",
         logSize: s.logSize,
+        snapshotIndex: s.snapshotIndex,
       };
     },
     storage: () => storageStats(),
@@ -111,9 +113,10 @@ export async function startServer(
   const opened = await openStorage(config.storage, dir, {
     lsm: config.lsm,
     logger,
+    onBackgroundWork: (kind, seconds) => metrics.lsmBackgroundSeconds.observe({ kind }, seconds),
   });
   const log = timedLogStore(opened.log, metrics.fsyncSeconds);
-  const sm = countingStateMachine(opened.sm, metrics.applies, metrics.applySeconds);
+  const sm = countingStateMachine(opened.sm, metrics);
   storageStats = () => opened.sm.stats();
 
   const book = new AddressBook(
@@ -123,12 +126,10 @@ export async function startServer(
   await book.load();
   const peers = new Map<number, string>();
   for (const m of book.all()) if (m.id !== id) peers.set(m.id, m.peer);
-  const transport = createTransport(config.transport, {
-    id,
-    listen: node.listenPeer,
-    peers,
-    logger,
-  });
+  const transport = countingTransport(
+    createTransport(config.transport, { id, listen: node.listenPeer, peers, logger }),
+    metrics,
+  );
 
   const init = opened.log.initialState();
   const empty = isEmptyLog(init, opened.log.lastIndex(), opened.log.snapshotMeta().index);

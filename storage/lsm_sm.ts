@@ -127,12 +127,15 @@ async function readSessions(db: Readable): Promise<SessionTable> {
 export interface LsmStateMachineOptions {
   /** Options passed to the LSM engine. */
   lsm?: LsmOptions;
+  /** Set as {@link LsmDb.onBackgroundWork} on every LSM database it opens (metrics). */
+  onBackgroundWork?: LsmDb["onBackgroundWork"];
 }
 
 /** A state machine stored in the LSM engine. */
 export class LsmStateMachine implements KvStateMachine {
   readonly #dir: string;
   readonly #lsmOptions: LsmOptions;
+  #onWork: LsmDb["onBackgroundWork"];
   #gen: number;
   #db: LsmDb;
   #applied: number;
@@ -181,10 +184,13 @@ export class LsmStateMachine implements KvStateMachine {
     }
     const lsmOptions = opts.lsm ?? {};
     const db = await LsmDb.open(join(dir, genDir(gen)), lsmOptions);
+    db.onBackgroundWork = opts.onBackgroundWork;
     try {
       const applied = await readApplied(db);
       const sessions = await readSessions(db);
-      return new LsmStateMachine(dir, lsmOptions, gen, db, applied, sessions);
+      const sm = new LsmStateMachine(dir, lsmOptions, gen, db, applied, sessions);
+      sm.#onWork = opts.onBackgroundWork;
+      return sm;
     } catch (e) {
       await db.close();
       throw e;
@@ -384,6 +390,7 @@ export class LsmStateMachine implements KvStateMachine {
     const path = join(this.#dir, genDir(gen));
     removeDirIfExists(path);
     const db = await LsmDb.open(path, this.#lsmOptions);
+    db.onBackgroundWork = this.#onWork;
     try {
       let ops: Op[] = [];
       for await (const e of src.entries) {

@@ -14,7 +14,7 @@ import type { Logger } from "../raft/logger.ts";
 import type { LogStore } from "../raft/storage.ts";
 import type { LsmOptions } from "../lsm/mod.ts";
 import type { KvStateMachine } from "./kv_state_machine.ts";
-import { LsmStateMachine } from "./lsm_sm.ts";
+import { LsmStateMachine, type LsmStateMachineOptions } from "./lsm_sm.ts";
 import { MemoryLogStore } from "./memory_log.ts";
 import { MemoryStateMachine } from "./memory_sm.ts";
 import { SegmentLogStore } from "./segment_log.ts";
@@ -59,6 +59,8 @@ export interface OpenStorageOptions {
   segmentBytes?: number;
   /** Where to report repairs (torn log tails). */
   logger?: Logger;
+  /** The lsm backend reports its flushes and compactions here (metrics). */
+  onBackgroundWork?: LsmStateMachineOptions["onBackgroundWork"];
 }
 
 /** An opened backend. */
@@ -97,7 +99,13 @@ export async function openStorage(
         logger: opts.logger,
       });
       try {
-        return { log, sm: await LsmStateMachine.open(join(dir, "sm"), { lsm: opts.lsm }) };
+        return {
+          log,
+          sm: await LsmStateMachine.open(join(dir, "sm"), {
+            lsm: opts.lsm,
+            onBackgroundWork: opts.onBackgroundWork,
+          }),
+        };
       } catch (e) {
         await log.close();
         throw e;
