@@ -686,6 +686,9 @@ export class RaftNode {
     if (!(th > 0) || this.applied - this.snapshotIndex < th) return;
     const index = this.applied;
     if (this.sm.appliedIndex() !== index) return;
+    // A snapshot received while this pass awaited (messages are stepped meanwhile) may already
+    // have compacted the core's log past `index`: it supersedes this one.
+    if (index < this.rawNode.raft.log.firstIndex()) return;
     const term = this.rawNode.raft.log.term(index);
     const conf = this.rawNode.status().conf;
     this.snapshotRun = this.sm.snapshot().then((data) => {

@@ -3,7 +3,8 @@
  * core under faults, each checked for the Raft safety invariants after every step, for
  * convergence after healing and for linearizability of the clients' history.
  *
- * GOKV_SIM_RUNS=N runs N short seeded runs instead of the default; GOKV_SIM_SEED=S starts at S.
+ * GOKV_SIM_RUNS=N runs N short seeded runs instead of the default (1000), GOKV_SIM_LONG_RUNS=L
+ * long ones (default 100); GOKV_SIM_SEED=S starts at S. `deno task test:long` runs more.
  * A failing run prints its seed; `deno run -A raft/sim/replay.ts --seed S --trace` replays it.
  */
 import assert from "node:assert/strict";
@@ -218,7 +219,8 @@ for (const r of REGRESSION_SEEDS) {
   });
 }
 
-const RUNS = Number(Deno.env.get("GOKV_SIM_RUNS") ?? 3000);
+const RUNS = Number(Deno.env.get("GOKV_SIM_RUNS") ?? 1000);
+const LONG_RUNS = Number(Deno.env.get("GOKV_SIM_LONG_RUNS") ?? 100);
 const FIRST_SEED = Number(Deno.env.get("GOKV_SIM_SEED") ?? 1);
 
 Deno.test(`${RUNS} seeded short runs keep every Raft invariant and stay linearizable`, () => {
@@ -226,7 +228,7 @@ Deno.test(`${RUNS} seeded short runs keep every Raft invariant and stay lineariz
   assert.equal(failing.length, 0, report(failing));
 });
 
-Deno.test("300 seeded long runs keep every Raft invariant and stay linearizable", () => {
-  const failing = sweep(1_000_000 + FIRST_SEED, 300, { steps: 3000 });
+Deno.test(`${LONG_RUNS} seeded long runs keep every Raft invariant and stay linearizable`, () => {
+  const failing = sweep(1_000_000 + FIRST_SEED, LONG_RUNS, { steps: 3000 });
   assert.equal(failing.length, 0, report(failing, 3000));
 });

@@ -1,10 +1,13 @@
 /**
  * Replays simulator seeds: `deno run -A raft/sim/replay.ts --seed N [--trace] [--steps S]`, or
- * `--from A --count C` to sweep a range of seeds and list the failing ones.
+ * `--from A --count C` to sweep a range of seeds and list the failing ones. `--driver` runs the
+ * real driver (raft/sim/driver_simulation.ts; `--steps` is then its chaos ticks) instead of the
+ * RawNode simulation.
  *
  * @module
  */
-import { runSimulation } from "./simulation.ts";
+import { runDriverSimulation } from "./driver_simulation.ts";
+import { runSimulation, type SimulationResult } from "./simulation.ts";
 
 function arg(name: string): string | undefined {
   const i = Deno.args.indexOf(`--${name}`);
@@ -16,9 +19,14 @@ function arg(name: string): string | undefined {
 if (import.meta.main) {
   const steps = arg("steps") ? Number(arg("steps")) : undefined;
   const trace = Deno.args.includes("--trace");
+  const driver = Deno.args.includes("--driver");
+  const run = (s: number, t = false): Promise<SimulationResult> =>
+    driver
+      ? runDriverSimulation(s, { ticks: steps, trace: t })
+      : Promise.resolve(runSimulation(s, { steps, trace: t }));
   const seed = arg("seed");
   if (seed !== undefined) {
-    const result = runSimulation(Number(seed), { steps, trace });
+    const result = await run(Number(seed), trace);
     console.log(JSON.stringify(result.summary));
     if (!result.ok) {
       console.log(`seed ${seed} FAILED: ${result.error}`);
@@ -31,7 +39,7 @@ if (import.meta.main) {
     const failed: number[] = [];
     const t0 = performance.now();
     for (let s = from; s < from + count; s++) {
-      const result = runSimulation(s, { steps });
+      const result = await run(s);
       if (!result.ok) {
         failed.push(s);
         console.log(`seed ${s} FAILED: ${result.error?.split("\n")[0]}`);

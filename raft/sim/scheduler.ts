@@ -36,6 +36,7 @@ export class Scheduler {
 
   /** Runs `fn` at virtual time `at` (at least now). */
   at(at: number, fn: () => void): EventRef {
+    if (Number.isNaN(at)) throw new RangeError("event scheduled at NaN");
     const ev: SchedEvent = { at: Math.max(at, this.now), seq: this.#seq++, fn, cancelled: false };
     this.#push(ev);
     return { cancel: () => void (ev.cancelled = true) };
@@ -158,6 +159,21 @@ export class VirtualClock implements Clock {
   /** True while stalled. */
   stalled(): boolean {
     return this.#sched.now < this.#stalledUntil;
+  }
+
+  /** The virtual time the current stall ends (in the past when not stalled). */
+  get stalledUntil(): number {
+    return this.#stalledUntil;
+  }
+
+  /** True once {@link kill} was called. */
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  /** Runs `fn` now, or when the stall ends; never once the clock is dead. */
+  exec(fn: () => void): void {
+    this.#whenAwake(fn);
   }
 
   /** Cancels every timer for good (the process died): later timers never fire. */

@@ -150,15 +150,21 @@ export class SimLogStore implements LogStore {
     return Promise.resolve();
   }
 
-  /** Synchronous `sync()` for the simulator's single-threaded loop. */
-  syncNow(): void {
-    if (this.#pending.length === 0) return;
-    for (const op of this.#pending) {
+  /** Synchronous `sync()` for the simulator's single-threaded loop: makes the first `count`
+   * pending writes durable (default: all of them). */
+  syncNow(count = Infinity): void {
+    if (this.#pending.length === 0 || count <= 0) return;
+    const ops = this.#pending.splice(0, count);
+    for (const op of ops) {
       if (this.lieAboutHardState && op.kind === "hardState") continue;
       applyOp(this.#durable, op);
     }
-    this.#pending = [];
     this.syncs++;
+  }
+
+  /** Writes waiting for a sync. */
+  pendingWrites(): number {
+    return this.#pending.length;
   }
 
   /** Nothing to release. */

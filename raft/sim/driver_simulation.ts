@@ -1,0 +1,692 @@
+/**
+ * One seeded run of the real driver ({@link RaftNode}) under the simulator
+ * ({@link DriverCluster}): a random fault profile (lossy, duplicating, reordering network with
+ * sub-tick delays; partitions, one-way cuts, a deposed leader cut off with a minority; crashes,
+ * torn group commits, fsync failures that must halt a node; stalled event loops; slow fsyncs,
+ * applies and background snapshots; membership changes through addMember/removeMember, the
+ * leader removing itself; leadership transfers), clients calling `propose` and `readIndex` at
+ * random virtual instants, then a heal phase — everyone back, or one member left down, or the
+ * leader removing itself just after a member died — that must converge and serve, and finally
+ * a linearizability check of the clients' history. `runDriverSimulation(seed)` replays exactly.
+ *
+ * @module
+ */
+import { NotLeaderError } from "../errors.ts";
+import {
+  checkLinearizable,
+  formatHistory,
+  type KvInput,
+  type KvOperation,
+} from "../linearizability.ts";
+import type { LogFields, Logger } from "../logger.ts";
+import type { ConfState, NodeId } from "../types.ts";
+import { DriverCluster, type DriverNetFaults, type DriverNode } from "./driver_cluster.ts";
+import { InvariantViolation } from "./invariants.ts";
+import { encodeCommand } from "./kv.ts";
+import { Prng } from "./prng.ts";
+
+/** Options of a run. */
+export interface DriverSimulationOptions {
+  /** Ticks of the chaos phase (default 300). */
+  ticks?: number;
+  /** Print a trace. */
+  trace?: boolean;
+  /** Force the heal mode. */
+  heal?: HealMode;
+  /** Force lease reads on or off. */
+  leaseRead?: boolean;
+}
+
+/** How the heal phase ends the chaos. */
+export type HealMode = "all" | "leave-one-down" | "handoff-to-dead";
+
+/** The outcome of a run. */
+export interface DriverSimulationResult {
+  /** The seed. */
+  seed: number;
+  /** True when every check passed. */
+  ok: boolean;
+  /** What failed. */
+  error?: string;
+  /** Profile and counters. */
+  summary: Record<string, number | string | boolean>;
+}
+
+interface Profile {
+  nodes: number;
+  net: DriverNetFaults;
+  partitionRate: number;
+  crashRate: number;
+  leaderChurn: number;
+  stallRate: number;
+  eioRate: number;
+  tornCrashRate: number;
+  syncMs: [number, number];
+  smMaxMs: number;
+  membership: boolean;
+  transferRate: number;
+  snapshotThreshold: number;
+  maxSizePerMsg: number;
+  durableStateMachine: boolean;
+  leaseRead: boolean;
+  drift: number;
+  heal: HealMode;
+  clients: number;
+  keys: number;
+  /** Mean virtual ms between two operations of one client. */
+  thinkMs: number;
+  readShare: number;
+  timeoutMs: number;
+  maxAttempts: number;
+}
+
+function chooseProfile(rng: Prng): Profile {
+  const lossy = rng.chance(0.6);
+  const maxDelay = rng.pick([0.5, 2, 5, 12, 30]);
+  return {
+    nodes: rng.pick([1, 3, 3, 3, 5, 5]),
+    net: {
+      dropRate: lossy ? rng.pick([0.01, 0.05, 0.1, 0.2]) : 0,
+      duplicateRate: lossy ? rng.pick([0, 0.02, 0.05]) : 0,
+      minDelay: rng.pick([0.05, 0.2, 1]),
+      maxDelay,
+      fifo: rng.chance(0.5),
+      holdRate: rng.pick([0, 0.3, 0.8]),
+    },
+    partitionRate: rng.pick([0, 0.01, 0.03, 0.06]),
+    crashRate: rng.pick([0, 0.005, 0.01, 0.02]),
+    leaderChurn: rng.pick([0, 0.02, 0.05]),
+    stallRate: rng.pick([0, 0, 0.005, 0.02]),
+    eioRate: rng.pick([0, 0, 0, 0.002, 0.01]),
+    tornCrashRate: rng.pick([0, 0.5]),
+    syncMs: rng.pick([[0, 0.5], [0.5, 3], [1, 15]] as [number, number][]),
+    smMaxMs: rng.pick([0, 0, 2, 10]),
+    membership: rng.chance(0.4),
+    transferRate: rng.pick([0, 0, 0.005]),
+    snapshotThreshold: rng.pick([3, 5, 10, 30, 0]),
+    maxSizePerMsg: rng.pick([1, 64, 256, 4096]),
+    durableStateMachine: rng.chance(0.3),
+    leaseRead: false,
+    drift: 0,
+    heal: rng.pick(["all", "leave-one-down", "leave-one-down", "handoff-to-dead"] as HealMode[]),
+    clients: rng.range(2, 5),
+    keys: rng.range(1, 3),
+    thinkMs: rng.pick([15, 40, 80]),
+    readShare: rng.pick([0.3, 0.5, 0.8]),
+    timeoutMs: rng.pick([60, 150, 400]),
+    maxAttempts: rng.range(2, 6),
+  };
+}
+
+/** Runs seed `seed` (never throws for a failed check; see `ok`). */
+export async function runDriverSimulation(
+  seed: number,
+  options: DriverSimulationOptions = {},
+): Promise<DriverSimulationResult> {
+  const rng = new Prng(seed ^ 0x5eed);
+  const p = chooseProfile(rng);
+  if (options.heal) p.heal = options.heal;
+  if (options.leaseRead !== undefined) p.leaseRead = options.leaseRead;
+  const ticks = options.ticks ?? 300;
+  const summary: Record<string, number | string | boolean> = {
+    nodes: p.nodes,
+    heal: p.heal,
+    membership: p.membership,
+    leaseRead: p.leaseRead,
+    snapshotThreshold: p.snapshotThreshold,
+    maxDelay: p.net.maxDelay,
+    eioRate: p.eioRate,
+  };
+  const trace = options.trace
+    ? (msg: string) => console.log(`[${cluster.sched.now.toFixed(2)}] ${msg}`)
+    : () => {};
+  const logger: Logger | undefined = options.trace
+    ? {
+      debug() {},
+      info: (m: string, f?: LogFields) => trace(`${m} ${JSON.stringify(f ?? {})}`),
+      warn: (m: string, f?: LogFields) => trace(`WARN ${m} ${JSON.stringify(f ?? {})}`),
+      error: (m: string, f?: LogFields) => trace(`ERROR ${m} ${JSON.stringify(f ?? {})}`),
+    }
+    : undefined;
+  const voters = Array.from({ length: p.nodes }, (_, i) => i + 1);
+  const cluster = new DriverCluster({
+    seed: rng.nextU32(),
+    voters,
+    net: p.net,
+    eioRate: p.eioRate,
+    tornCrashRate: p.tornCrashRate,
+    syncMs: p.syncMs,
+    smMaxMs: p.smMaxMs,
+    snapshotThreshold: p.snapshotThreshold,
+    maxSizePerMsg: p.maxSizePerMsg,
+    durableStateMachine: p.durableStateMachine,
+    leaseRead: p.leaseRead,
+    drift: p.drift,
+    logger,
+  });
+  cluster.trace = trace;
+  const workload = new DriverWorkload(cluster, p, rng.fork());
+  const admin = new DriverAdmin(cluster, rng.fork(), trace);
+  const frng = rng.fork();
+  const tick = cluster.tickMs;
+  try {
+    cluster.boot();
+    workload.begin();
+    // Chaos.
+    for (let i = 0; i < ticks; i++) {
+      faultStep(cluster, p, frng, trace);
+      if (p.membership) admin.step();
+      await cluster.run(tick);
+    }
+    // Heal.
+    cluster.healNetwork();
+    cluster.net = { ...p.net, dropRate: 0, duplicateRate: 0, holdRate: 0 };
+    cluster.eioRate = 0;
+    admin.stopChoosing();
+    let down: NodeId | null = null;
+    if (p.heal === "leave-one-down") down = pickDown(cluster, frng);
+    for (const id of cluster.memberIds()) if (id !== down) cluster.restart(id);
+    if (down !== null) cluster.crash(down);
+    trace(`healed${down !== null ? `, ${down} left down` : ""}`);
+    const budget = 400 * tick;
+    // The clients keep going a while (the healed cluster must serve them), then stop.
+    await cluster.run(100 * tick);
+    workload.issuing = false;
+    if (!await cluster.runUntil(() => workload.idle(), budget)) {
+      throw new InvariantViolation("liveness", "clients did not finish after healing");
+    }
+    let ok = await settle(cluster, admin, down, budget);
+    if (ok && p.heal === "handoff-to-dead") {
+      // The leader removes itself right after a voter died: the hand-off must not wait for
+      // the dead node forever.
+      const leader = cluster.leader();
+      const conf = leader?.conf;
+      if (leader && conf && conf.voters.length >= 4) {
+        const dead = conf.voters.filter((id) => id !== leader.id).sort((a, b) => a - b)[0];
+        cluster.crash(dead);
+        down = dead;
+        trace(`handoff: ${dead} died, leader ${leader.id} removes itself`);
+        admin.removeSelf(leader);
+        ok = await settle(cluster, admin, down, budget);
+      }
+    }
+    if (!ok) {
+      throw new InvariantViolation(
+        "liveness",
+        `healed cluster did not converge within ${budget} ms${
+          down !== null ? ` (node ${down} down)` : ""
+        }\n${describeDriver(cluster)}`,
+      );
+    }
+    // A fresh write and a read of every key must succeed.
+    const final: Promise<boolean>[] = [
+      workload.finalOp({ kind: "put", key: "k0", value: "final" }),
+    ];
+    const writeDone = await cluster.runUntil(() => workload.idle(), budget);
+    if (!writeDone || !await final[0]) {
+      throw new InvariantViolation("liveness", "the healed cluster did not accept a write");
+    }
+    for (let k = 0; k < p.keys; k++) {
+      const r = workload.finalOp({ kind: "get", key: "k" + k });
+      const done = await cluster.runUntil(() => workload.idle(), budget);
+      if (!done || !await r) throw new InvariantViolation("liveness", `final read of k${k} failed`);
+    }
+    if (cluster.failure) throw cluster.failure;
+    const lin = checkLinearizable(workload.history);
+    if (!lin.ok) {
+      throw new InvariantViolation(
+        "linearizability",
+        `history of key ${lin.key} is not linearizable:\n${formatHistory(lin.operations!)}`,
+      );
+    }
+    summary.inconclusive = !!lin.inconclusive;
+  } catch (e) {
+    Object.assign(summary, collect(cluster, workload));
+    const error = e instanceof InvariantViolation ? e.message : `exception: ${(e as Error).stack}`;
+    cluster.shutdown();
+    return { seed, ok: false, error, summary };
+  }
+  Object.assign(summary, collect(cluster, workload));
+  cluster.shutdown();
+  return { seed, ok: true, summary };
+}
+
+/** A voter whose absence leaves a quorum, or null. */
+function pickDown(cluster: DriverCluster, rng: Prng): NodeId | null {
+  const leader = cluster.leader() ?? [...cluster.nodes.values()].find((n) => !n.stopped);
+  const conf = leader?.conf;
+  if (!conf || conf.votersOutgoing.length > 0 || conf.voters.length < 3) return null;
+  return rng.pick(conf.voters);
+}
+
+async function settle(
+  cluster: DriverCluster,
+  admin: DriverAdmin,
+  down: NodeId | null,
+  budget: number,
+): Promise<boolean> {
+  let before = -1;
+  for (let extra = 0; extra < 10; extra++) {
+    if (
+      await cluster.runUntil(() => (admin.reap(), admin.idle() && converged(cluster, down)), budget)
+    ) {
+      return true;
+    }
+    // Slow catch-up (one entry per message) is not a livelock: go on while progress is made.
+    const now = slowest(cluster, down);
+    if (now <= before) return false;
+    before = now;
+  }
+  return false;
+}
+
+function members(conf: ConfState): NodeId[] {
+  return [...conf.voters, ...conf.learners];
+}
+
+function converged(cluster: DriverCluster, down: NodeId | null): boolean {
+  const leader = cluster.leader();
+  if (!leader) return false;
+  const st = leader.node!.status();
+  if (st.conf.votersOutgoing.length > 0) return false;
+  if (st.applied !== st.commit || st.commit !== st.lastIndex) return false;
+  const fp = leader.kv.fingerprint();
+  for (const id of members(st.conf)) {
+    if (id === down) continue;
+    const n = cluster.nodes.get(id);
+    if (!n?.up || n.kv.applied !== leader.kv.applied || n.kv.fingerprint() !== fp) return false;
+  }
+  return true;
+}
+
+function slowest(cluster: DriverCluster, down: NodeId | null): number {
+  const leader = cluster.leader();
+  if (!leader) return -1;
+  let min = Infinity;
+  for (const id of members(leader.node!.status().conf)) {
+    if (id !== down) min = Math.min(min, cluster.nodes.get(id)?.kv.applied ?? -1);
+  }
+  return min;
+}
+
+function collect(cluster: DriverCluster, workload: DriverWorkload): Record<string, number> {
+  return {
+    virtualMs: Math.round(cluster.sched.now),
+    events: cluster.sched.events,
+    ops: workload.history.length,
+    completed: workload.stats.completed,
+    gaveUp: workload.stats.gaveUp,
+    reads: workload.stats.reads,
+    crashes: cluster.stats.crashes,
+    halts: cluster.stats.halts,
+    restarts: cluster.stats.restarts,
+    held: cluster.stats.held,
+    snapshotsTaken: cluster.stats.snapshotsTaken,
+    snapshotsInstalled: cluster.stats.snapshotsInstalled,
+    leaderTerms: cluster.checker.leaderTerms(),
+    maxApplied: cluster.checker.maxApplied(),
+    messages: cluster.stats.sent,
+  };
+}
+
+/** One line per node. */
+export function describeDriver(cluster: DriverCluster): string {
+  const lines: string[] = [];
+  for (const dn of cluster.nodes.values()) {
+    if (!dn.up) {
+      lines.push(`node ${dn.id}: ${dn.stopped ? "stopped" : "down"}`);
+      continue;
+    }
+    const st = dn.node!.status();
+    const pr = st.progress
+      ? " progress " +
+        [...st.progress].map(([id, x]) => `${id}:${x.state}/${x.match}/${x.next}`).join(" ")
+      : "";
+    lines.push(
+      `node ${dn.id}: ${st.role} term ${st.term} lead ${st.lead} commit ${st.commit} applied ${st.applied} ` +
+        `log [${st.firstIndex}, ${st.lastIndex}] voters [${st.conf.voters}] out [${st.conf.votersOutgoing}] ` +
+        `learners [${st.conf.learners}]${pr} unsynced writes ${dn.store.pendingWrites()} ` +
+        `fsyncs in flight ${dn.syncing}${dn.clock?.stalled() ? " (stalled)" : ""}`,
+    );
+  }
+  return lines.join("\n");
+}
+
+function faultStep(cluster: DriverCluster, p: Profile, rng: Prng, trace: (m: string) => void) {
+  const ids = cluster.memberIds();
+  if (rng.chance(p.partitionRate)) {
+    const kind = rng.int(5);
+    const leader = cluster.leader();
+    if (kind === 0 && leader) {
+      // The deposed-leader case: the leader and a minority cut off, the leader's loop stalled
+      // (it does not notice at once), clients still reading from it.
+      const minority = ids.filter((id) => id !== leader.id && rng.chance(0.3))
+        .slice(0, Math.max(0, Math.floor((ids.length - 1) / 2) - 1));
+      const group = [leader.id, ...minority];
+      cluster.partition(group, ids.filter((id) => !group.includes(id)));
+      if (p.stallRate > 0) cluster.stall(leader.id, rng.range(1, 60) * cluster.tickMs);
+      trace(`cut leader off: [${group}]`);
+    } else if (kind === 1) {
+      const group = ids.filter(() => rng.chance(0.4));
+      cluster.partition(group, ids.filter((id) => !group.includes(id)));
+      trace(`partition [${group}]`);
+    } else if (kind === 2) {
+      const a = rng.pick(ids), b = rng.pick(ids);
+      if (a !== b) cluster.cutOneWay(a, b);
+      trace(`cut ${a} -> ${b}`);
+    } else if (kind === 3) {
+      const id = leader && rng.chance(0.5) ? leader.id : rng.pick(ids);
+      cluster.isolate(id);
+      trace(`isolate ${id}`);
+    } else {
+      cluster.healNetwork();
+      trace("heal network");
+    }
+  }
+  if (cluster.hasCuts() && rng.chance(p.partitionRate)) {
+    cluster.healNetwork();
+    trace("heal network");
+  }
+  const majorityUp = () => ids.length - cluster.liveIds().length < Math.floor(ids.length / 2);
+  if (p.leaderChurn > 0 && rng.chance(p.leaderChurn)) {
+    const leader = cluster.leader();
+    const st = leader?.node?.status();
+    if (leader && st && st.lastIndex > st.commit) {
+      if (rng.chance(0.5) && majorityUp()) cluster.crash(leader.id);
+      else {
+        cluster.isolate(leader.id);
+        trace(`isolate leader ${leader.id} with uncommitted entries`);
+      }
+    }
+  }
+  if (rng.chance(p.crashRate)) {
+    const up = cluster.liveIds();
+    if (up.length > 0 && (majorityUp() || rng.chance(0.1))) {
+      const leader = cluster.leader();
+      cluster.crash(leader && rng.chance(0.4) ? leader.id : rng.pick(up));
+    }
+  }
+  if (rng.chance(p.crashRate * 2)) {
+    const down = ids.filter((id) => !cluster.node(id).inc.alive);
+    if (down.length > 0) cluster.restart(rng.pick(down));
+  }
+  if (rng.chance(p.stallRate)) {
+    const leader = cluster.leader();
+    const id = leader && rng.chance(0.5) ? leader.id : rng.pick(ids);
+    const ms = rng.range(1, 80) * cluster.tickMs;
+    cluster.stall(id, ms);
+    trace(`stall ${id} for ${ms} ms`);
+  }
+  if (rng.chance(p.transferRate)) {
+    const leader = cluster.leader();
+    if (leader) {
+      const to = rng.pick(leader.conf.voters.length ? leader.conf.voters : [leader.id]);
+      leader.node!.transferLeader(to, { timeoutMs: 200 }).catch(() => {});
+      trace(`transfer ${leader.id} -> ${to}`);
+    }
+  }
+}
+
+interface Client {
+  id: number;
+  seq: number;
+  hint: NodeId;
+  busy: boolean;
+}
+
+/** Clients calling the drivers' `propose`/`readIndex` at random virtual instants. */
+class DriverWorkload {
+  readonly history: KvOperation[] = [];
+  readonly stats = { started: 0, completed: 0, gaveUp: 0, reads: 0 };
+  issuing = true;
+  readonly #cl: DriverCluster;
+  readonly #p: Profile;
+  readonly #rng: Prng;
+  readonly #clients: Client[] = [];
+  #clock = 0;
+  #value = 0;
+
+  constructor(cl: DriverCluster, p: Profile, rng: Prng) {
+    this.#cl = cl;
+    this.#p = p;
+    this.#rng = rng;
+    for (let i = 1; i <= p.clients; i++) {
+      this.#clients.push({ id: i, seq: 0, hint: 0, busy: false });
+    }
+  }
+
+  begin(): void {
+    for (const c of this.#clients) this.#next(c);
+  }
+
+  idle(): boolean {
+    return this.#clients.every((c) => !c.busy);
+  }
+
+  #next(c: Client): void {
+    const ms = this.#rng.float() * 2 * this.#p.thinkMs;
+    this.#cl.sched.after(ms, () => {
+      if (!this.issuing) return;
+      void this.#op(c, this.#randomInput(c)).then(() => this.#next(c));
+    });
+  }
+
+  /** Runs one operation on client 1 (which must be idle); resolves true when it completed. */
+  finalOp(input: KvInput): Promise<boolean> {
+    const c = this.#clients[0];
+    return this.#op(c, input, 30);
+  }
+
+  #randomInput(c: Client): KvInput {
+    const key = "k" + this.#rng.int(this.#p.keys);
+    if (this.#rng.chance(this.#p.readShare)) return { kind: "get", key };
+    if (this.#rng.chance(0.15)) return { kind: "delete", key };
+    return { kind: "put", key, value: `${c.id}.${++this.#value}` };
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((r) => this.#cl.sched.after(ms, r));
+  }
+
+  /** Settles with `p`, or rejects after `ms` (a crashed server never answers). */
+  #deadline<T>(p: Promise<T>, ms: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const t = this.#cl.sched.after(ms, () => reject(new Error("client deadline")));
+      p.then((v) => {
+        t.cancel();
+        resolve(v);
+      }, (e) => {
+        t.cancel();
+        reject(e);
+      });
+    });
+  }
+
+  async #op(c: Client, input: KvInput, maxAttempts = this.#p.maxAttempts): Promise<boolean> {
+    if (c.busy) throw new RangeError(`client ${c.id} is busy`);
+    c.busy = true;
+    this.stats.started++;
+    const h: KvOperation = { client: c.id, call: ++this.#clock, ret: Infinity, input };
+    this.history.push(h);
+    const write = input.kind !== "get";
+    const seq = write ? ++c.seq : 0;
+    const timeoutMs = this.#p.timeoutMs;
+    let attempts = 0;
+    for (let refused = 0; attempts < maxAttempts && refused < 200;) {
+      const ids = this.#cl.memberIds();
+      const target = c.hint && (write || this.#rng.chance(0.5)) && ids.includes(c.hint)
+        ? c.hint
+        : this.#rng.pick(ids);
+      const dn = this.#cl.nodes.get(target)!;
+      if (!dn.up) {
+        refused++;
+        c.hint = 0;
+        await this.#sleep(1 + this.#rng.float() * 5);
+        continue;
+      }
+      // A request waits for a stalled event loop like any other I/O.
+      if (dn.clock!.stalled()) await this.#sleep(dn.clock!.stalledUntil - this.#cl.sched.now);
+      const node = dn.node;
+      const inc = dn.inc;
+      if (!node || !inc.alive) continue;
+      attempts++;
+      try {
+        if (!write) {
+          this.stats.reads++;
+          await this.#deadline(node.readIndex({ timeoutMs }), timeoutMs + 5);
+          if (!inc.alive) throw new Error("server died");
+          const value = dn.kv.get(input.key);
+          h.ret = ++this.#clock;
+          h.output = value;
+        } else {
+          const data = encodeCommand({
+            kind: input.kind,
+            clientId: c.id,
+            seq,
+            key: input.key,
+            value: input.kind === "put" ? input.value : "",
+          });
+          await this.#deadline(node.propose(data, { timeoutMs }), timeoutMs + 5);
+          h.ret = ++this.#clock;
+        }
+        c.hint = target;
+        this.stats.completed++;
+        c.busy = false;
+        return true;
+      } catch (e) {
+        c.hint = e instanceof NotLeaderError ? e.leaderId : 0;
+        await this.#sleep(1 + this.#rng.float() * 10);
+      }
+    }
+    // Outcome unknown: ret stays Infinity.
+    this.stats.gaveUp++;
+    c.busy = false;
+    return false;
+  }
+}
+
+/** Membership changes through the drivers' addMember/removeMember (the leader too). */
+class DriverAdmin {
+  readonly #cl: DriverCluster;
+  readonly #rng: Prng;
+  readonly #trace: (m: string) => void;
+  #busy = false;
+  #choosing = true;
+  #nextId = 100;
+  #admitted = new Set<NodeId>();
+  #gone = new Set<NodeId>();
+  #removals: { ids: NodeId[]; index: number; voters: NodeId[] }[] = [];
+  #lastConfIndex = 0;
+
+  constructor(cl: DriverCluster, rng: Prng, trace: (m: string) => void) {
+    this.#cl = cl;
+    this.#rng = rng;
+    this.#trace = trace;
+    for (const id of cl.memberIds()) this.#admitted.add(id);
+    const prev = cl.listener;
+    cl.listener = {
+      ...prev,
+      onConfChange: (node, conf, index) => {
+        prev.onConfChange?.(node, conf, index);
+        if (index <= this.#lastConfIndex) return;
+        this.#lastConfIndex = index;
+        this.#onConf(conf, index);
+      },
+    };
+  }
+
+  stopChoosing(): void {
+    this.#choosing = false;
+  }
+
+  idle(): boolean {
+    return !this.#busy;
+  }
+
+  #onConf(conf: ConfState, index: number): void {
+    const inConf = new Set([
+      ...conf.voters,
+      ...conf.votersOutgoing,
+      ...conf.learners,
+      ...conf.learnersNext,
+    ]);
+    for (const id of inConf) this.#admitted.add(id);
+    if (conf.votersOutgoing.length > 0) return;
+    const removed = [...this.#admitted].filter((id) => !inConf.has(id) && !this.#gone.has(id));
+    for (const id of removed) this.#gone.add(id);
+    if (removed.length > 0) this.#removals.push({ ids: removed, index, voters: conf.voters });
+  }
+
+  /** Stops removed nodes once every voter of the new configuration has durably committed their
+   * removal (earlier, a voter restarting with an older commit could need them again). */
+  reap(): void {
+    this.#removals = this.#removals.filter((r) => {
+      const done = r.voters.every((id) => {
+        const n = this.#cl.nodes.get(id);
+        return !!n && n.kv.applied >= r.index && n.store.durableHardState().commit >= r.index;
+      });
+      if (!done) return true;
+      for (const id of r.ids) this.#cl.stop(id);
+      return false;
+    });
+  }
+
+  step(): void {
+    this.reap();
+    if (this.#busy || !this.#choosing || !this.#rng.chance(0.02)) return;
+    const leader = this.#cl.leader();
+    if (!leader) return;
+    const conf = leader.node!.status().conf;
+    if (conf.votersOutgoing.length > 0) return;
+    const voters = conf.voters.filter((id) => !this.#gone.has(id));
+    const learners = conf.learners.filter((id) => !this.#gone.has(id));
+    const choices: (() => Promise<void>)[] = [];
+    if (voters.length + learners.length < 6) {
+      choices.push(() => {
+        const id = this.#nextId++;
+        this.#cl.addNode(id);
+        this.#trace(`admin: add ${id}`);
+        return leader.node!.addMember(id, new Uint8Array(0), { timeoutMs: 3000 });
+      });
+    }
+    if (voters.length > 3 || (voters.length > 1 && this.#rng.chance(0.3))) {
+      const id = this.#rng.chance(0.4) ? leader.id : this.#rng.pick(voters);
+      choices.push(() => {
+        this.#trace(`admin: remove ${id} at leader ${leader.id}`);
+        return leader.node!.removeMember(id, { timeoutMs: 3000 });
+      });
+    }
+    if (learners.length > 0) {
+      const id = this.#rng.pick(learners);
+      choices.push(() => leader.node!.removeMember(id, { timeoutMs: 3000 }));
+    }
+    if (choices.length === 0) return;
+    this.#runOp(this.#rng.pick(choices));
+  }
+
+  #runOp(op: () => Promise<void>): void {
+    this.#busy = true;
+    let p: Promise<void>;
+    try {
+      p = op();
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    // A leader that crashed never answers: give up after the operation's own timeout.
+    let settled = false;
+    const t = this.#cl.sched.after(3100, () => {
+      if (!settled) this.#busy = false;
+    });
+    p.then(() => this.#trace("admin: done"), (e) => this.#trace(`admin: ${(e as Error).message}`))
+      .finally(() => {
+        settled = true;
+        t.cancel();
+        this.#busy = false;
+      });
+  }
+
+  /** The leader removes itself. */
+  removeSelf(leader: DriverNode): void {
+    this.#runOp(() => leader.node!.removeMember(leader.id, { timeoutMs: 3000 }));
+  }
+}
