@@ -652,9 +652,12 @@ export class RaftNode {
       data: e.type === EntryType.Normal ? e.data : empty,
     }));
     const results = await this.sm.apply(cmds);
+    // A snapshot stepped while this pass awaited may already cover some of these entries: the
+    // core's configuration then includes their changes (the snapshot restores the state too).
+    const covered = this.rawNode.raft.log.firstIndex() - 1;
     for (let i = 0; i < ents.length; i++) {
       const e = ents[i];
-      if (e.type === EntryType.ConfChange) {
+      if (e.type === EntryType.ConfChange && e.index > covered) {
         const r = this.rawNode.applyConfChangeEntry(e);
         if (r) {
           try {

@@ -8,6 +8,7 @@ import { drainMicrotasks, Scheduler, VirtualClock } from "./sim/scheduler.ts";
 import type { ApplyCommand, StateMachine } from "./state_machine.ts";
 import type { MessageHandler, Transport } from "./transport.ts";
 import {
+  type ConfChange,
   ConfChangeType,
   EntryType,
   type Message,
@@ -514,4 +515,104 @@ Deno.test("driver: a committed conf change that fails to apply halts the node", 
   } finally {
     await node.stop();
   }
+});
+
+Deno.test("driver: a snapshot stepped while a pass awaits its apply supersedes that pass", async () => {
+  // Found by the driver simulation (raft/sim/driver_simulation.ts): messages are stepped while a
+  // pass awaits the state machine; a snapshot restored by the core meanwhile already covers the
+  // entries of that pass. Applying their conf change again failed (ConfChangeApplyError) and the
+  // local snapshot at the old applied index read a compacted term (CompactedError): both halted
+  // a healthy node.
+  const sched = new Scheduler();
+  const box: { handler: MessageHandler | null } = { handler: null };
+  const transport: Transport = {
+    start: (h) => {
+      box.handler = h;
+      return Promise.resolve();
+    },
+    send: () => {},
+    addPeer: () => {},
+    removePeer: () => {},
+    close: () => Promise.resolve(),
+  };
+  class GatedSm extends KvSm {
+    blockNext = false;
+    release: (() => void) | null = null;
+    override apply(cmds: ApplyCommand[]): Promise<unknown[]> {
+      if (!this.blockNext) return super.apply(cmds);
+      this.blockNext = false;
+      return new Promise((resolve) => {
+        this.release = () => resolve(super.apply(cmds));
+      });
+    }
+  }
+  const sm = new GatedSm();
+  const errors: string[] = [];
+  const node = await RaftNode.start({
+    config: config(2),
+    tickMs: 10,
+    log: new MemoryLogStore(),
+    sm,
+    transport,
+    bootstrapVoters: [1, 2, 3],
+    snapshotThreshold: 1,
+    clock: new VirtualClock(sched),
+    random: () => 0.5,
+    logger: {
+      debug() {},
+      info() {},
+      warn() {},
+      error: (msg, fields) => errors.push(`${msg} ${JSON.stringify(fields)}`),
+    },
+  });
+  const cc = (changes: ConfChange["changes"]) =>
+    encodeConfChange({ changes, context: new Uint8Array(0) });
+  const ent = (index: number, data: Uint8Array) => ({
+    index,
+    term: 2,
+    type: EntryType.ConfChange,
+    data,
+  });
+  const step = async (m: Partial<Message> & Pick<Message, "type">) => {
+    box.handler!(message({ from: 1, to: 2, term: 2, ...m }));
+    await drainMicrotasks(40);
+  };
+  // Enter a joint configuration (applied), then leave it (its apply is held).
+  await step({
+    type: MessageType.App,
+    index: 1,
+    logTerm: 1,
+    entries: [ent(2, cc([{ type: ConfChangeType.AddNode, nodeId: 4 }]))],
+    commit: 2,
+  });
+  assert.equal(node.status().applied, 2);
+  sm.blockNext = true;
+  await step({
+    type: MessageType.App,
+    index: 2,
+    logTerm: 2,
+    entries: [ent(3, cc([]))],
+    commit: 3,
+  });
+  assert.ok(sm.release, "the second apply is held");
+  // Meanwhile the leader sends a snapshot at 10, past the held entries (conf: left joint).
+  const data = enc("a=1");
+  const conf = { voters: [1, 2, 3, 4], votersOutgoing: [], learners: [], learnersNext: [] };
+  await step({
+    type: MessageType.Snap,
+    snapshot: {
+      meta: { index: 10, term: 2, conf },
+      offset: 0,
+      total: data.length,
+      data,
+      done: true,
+    },
+  });
+  sm.release!();
+  await drainMicrotasks(100);
+  assert.deepEqual(errors, [], "the node halted");
+  assert.equal(node.status().applied, 10);
+  assert.equal(sm.data.get("a"), "1");
+  assert.deepEqual(node.status().conf.voters, [1, 2, 3, 4]);
+  await node.stop();
 });

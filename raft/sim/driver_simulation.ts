@@ -125,6 +125,11 @@ export async function runDriverSimulation(
 ): Promise<DriverSimulationResult> {
   const rng = new Prng(seed ^ 0x5eed);
   const p = chooseProfile(rng);
+  // Drawn from a stream of their own, so that adding them did not change the other choices.
+  const xrng = new Prng(seed * 31 + 7);
+  p.leaseRead = xrng.chance(0.3);
+  // Lease reads assume clocks that run at most 5% apart from real time (the core's bound).
+  p.drift = p.leaseRead ? xrng.pick([0, 0.01, 0.02]) : xrng.pick([0, 0.05, 0.2]);
   if (options.heal) p.heal = options.heal;
   if (options.leaseRead !== undefined) p.leaseRead = options.leaseRead;
   const ticks = options.ticks ?? 300;
