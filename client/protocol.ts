@@ -544,6 +544,9 @@ export function decodeResponse(body: Uint8Array): Response {
   return res;
 }
 
+/** A frame buffer above this size is released once its frames are consumed. */
+const FRAME_READER_KEEP_BYTES = 64 * 1024;
+
 /**
  * Splits a byte stream into frame bodies. Feed it chunks with {@link push}; take complete
  * bodies with {@link next}. A declared length above {@link MAX_FRAME} throws {@link ProtocolError}.
@@ -555,21 +558,60 @@ export class FrameReader {
 
   constructor(private readonly maxFrame = MAX_FRAME) {}
 
+  /**
+   * The buffer size {@link push} of `chunk` will leave. A frame above 64 KiB gets a buffer of
+   * exactly its size at once (allocated lazily by the OS, so only what arrives is resident;
+   * no doubling garbage), so a server can reserve memory for it before reading further.
+   */
+  capacityAfter(chunk: Uint8Array): number {
+    const empty = this.start === this.end;
+    const cap = empty && this.buf.length > FRAME_READER_KEEP_BYTES ? 0 : this.buf.length;
+    const live = this.end - this.start;
+    const end = empty ? 0 : this.end;
+    if (end + chunk.length <= cap || live + chunk.length <= cap) return cap;
+    let size = Math.max(4096, cap);
+    while (size < live + chunk.length) size *= 2;
+    const len = this.peekLength(chunk);
+    if (len !== undefined && len <= this.maxFrame && 4 + len > FRAME_READER_KEEP_BYTES) {
+      size = Math.max(live + chunk.length, 4 + len);
+    }
+    return size;
+  }
+
+  /** The length prefix of the frame at the front, from the buffer and `chunk`, if known. */
+  private peekLength(chunk: Uint8Array): number | undefined {
+    const live = this.end - this.start;
+    if (live + chunk.length < 4) return undefined;
+    let v = 0;
+    for (let i = 0; i < 4; i++) {
+      v = v * 256 + (i < live ? this.buf[this.start + i] : chunk[i - live]);
+    }
+    return v;
+  }
+
+  /** Drops a large buffer whose frames have all been taken (memory back at once). */
+  shrink(): void {
+    if (this.start === this.end && this.buf.length > FRAME_READER_KEEP_BYTES) {
+      this.buf = new Uint8Array(0);
+      this.start = this.end = 0;
+    }
+  }
+
   /** Appends received bytes (copied). */
   push(chunk: Uint8Array): void {
-    if (this.end + chunk.length > this.buf.length) {
+    const size = this.capacityAfter(chunk);
+    if (this.start === this.end) this.start = this.end = 0;
+    if (size !== this.buf.length) {
       const live = this.end - this.start;
-      if (live + chunk.length <= this.buf.length && this.start > 0) {
-        this.buf.copyWithin(0, this.start, this.end);
-      } else {
-        let size = Math.max(4096, this.buf.length);
-        while (size < live + chunk.length) size *= 2;
-        const next = new Uint8Array(size);
-        next.set(this.buf.subarray(this.start, this.end));
-        this.buf = next;
-      }
+      const next = new Uint8Array(size);
+      next.set(this.buf.subarray(this.start, this.end));
+      this.buf = next;
       this.start = 0;
       this.end = live;
+    } else if (this.end + chunk.length > this.buf.length) {
+      this.buf.copyWithin(0, this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
     }
     this.buf.set(chunk, this.end);
     this.end += chunk.length;
@@ -596,5 +638,11 @@ export class FrameReader {
   /** Bytes buffered but not yet returned as frames. */
   get buffered(): number {
     return this.end - this.start;
+  }
+
+  /** Bytes allocated for buffering (at most about twice {@link buffered} once above the
+   * initial 4 KiB). */
+  get capacity(): number {
+    return this.buf.length;
   }
 }

@@ -136,7 +136,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   {
     key: "buffered_bytes",
     field: "bufferedBytes",
-    default: 64 * MIB,
+    default: 32 * MIB,
     min: 1 * MIB,
     max: 64 * 1024 * MIB,
     doc: "bytes of partly received requests held per listener",

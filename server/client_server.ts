@@ -26,7 +26,8 @@ import {
   UnavailableError,
 } from "../client/errors.ts";
 import type { KvService } from "./service.ts";
-import { LimitError } from "../config/limits.ts";
+import { LimitError, type NodeLimits } from "../config/limits.ts";
+import { AcceptLoop, ByteBudget } from "../transport/listener.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import { parseAddress } from "../client/connection.ts";
 
@@ -102,6 +103,8 @@ export interface ClientServerOptions {
   logger: Logger;
   /** Metrics to update. */
   metrics: ServerMetrics;
+  /** Connection cap, timeouts and byte budget (default: the service's limits). */
+  limits?: NodeLimits;
 }
 
 const OP_NAMES: Record<Op, string> = {
@@ -130,6 +133,12 @@ const STATUS_NAMES: Record<Status, string> = {
 /** Requests one connection may have pending before the server stops reading from it. */
 export const MAX_INFLIGHT_PER_CONN = 8192;
 
+/** Bytes read from a client socket at a time. */
+const READ_BYTES = 16 * 1024;
+/** A connection's frame buffer up to this size is not counted against the budget. */
+const FREE_BUFFER_BYTES = 64 * 1024;
+const counted = (capacity: number) => capacity > FREE_BUFFER_BYTES ? capacity : 0;
+
 class ServerConn {
   private out: Uint8Array[] = [];
   private outBytes = 0;
@@ -137,36 +146,102 @@ class ServerConn {
   private closed = false;
   private writeDone: Promise<void> = Promise.resolve();
   inflight = 0;
+  /** Bytes of decoded requests still being served. */
+  private inflightBytes = 0;
+  /** Bytes taken from the listener's budget. */
+  private held = 0;
+  /** The frame buffer's share at the last {@link reconcile}. */
+  private lastBuffered = 0;
   private resume: (() => void) | undefined;
 
   constructor(
     readonly conn: Deno.TcpConn,
     private readonly service: KvService,
     private readonly o: ClientServerOptions,
+    private readonly limits: NodeLimits,
+    private readonly budget: ByteBudget,
     private readonly onClose: (c: ServerConn) => void,
   ) {}
 
+  /** Takes or gives back budget so that it covers the bytes this connection holds. */
+  private reconcile(buffered: number): boolean {
+    this.lastBuffered = buffered;
+    const need = buffered + this.inflightBytes;
+    if (need < this.held) {
+      this.budget.release(this.held - need);
+      this.held = need;
+      return true;
+    }
+    if (need === this.held) return true;
+    if (!this.budget.tryTake(need - this.held)) return false;
+    this.held = need;
+    return true;
+  }
+
+  /** Reads once, within the deadline that applies now; null at end of stream. */
+  private async readTimed(buf: Uint8Array, ms: number, why: string): Promise<number | null> {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.close();
+    }, ms);
+    try {
+      return await this.conn.read(buf);
+    } catch (e) {
+      if (timedOut) throw new StalledError(why, ms);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async serve(): Promise<void> {
     const frames = new FrameReader();
-    const buf = new Uint8Array(64 * 1024);
+    const buf = new Uint8Array(READ_BYTES);
     const peer = `${(this.conn.remoteAddr as Deno.NetAddr).hostname}:${
       (this.conn.remoteAddr as Deno.NetAddr).port
     }`;
+    let received = 0;
     try {
       while (!this.closed) {
-        const n = await this.conn.read(buf);
+        // The deadline of this read: a new connection must send its first byte, and a started
+        // frame must progress, within the request timeout; otherwise the idle timeout.
+        const stalled = received === 0 || frames.buffered > 0;
+        const n = await this.readTimed(
+          buf,
+          stalled ? this.limits.requestTimeoutMs : this.limits.idleTimeoutMs,
+          received === 0 ? "no first byte" : stalled ? "frame stalled" : "idle",
+        );
         if (n === null) break;
-        frames.push(buf.subarray(0, n));
-        for (let body = frames.next(); body; body = frames.next()) {
-          this.dispatch(decodeRequest(body));
+        received += n;
+        const chunk = buf.subarray(0, n);
+        // Memory bound: what this connection holds (its frame buffer beyond 64 KiB, requests
+        // being served) comes out of the listener's budget, reserved BEFORE the buffer grows;
+        // without budget, stop reading until some is freed, and drop the connection if that
+        // takes longer than the request timeout.
+        const deadline = Date.now() + this.limits.requestTimeoutMs;
+        while (!this.closed && !this.reconcile(counted(frames.capacityAfter(chunk)))) {
+          if (Date.now() >= deadline) {
+            throw new StalledError("no buffer budget", this.limits.requestTimeoutMs);
+          }
+          await this.budget.wait(Math.max(1, deadline - Date.now()));
         }
+        frames.push(chunk);
+        for (let body = frames.next(); body; body = frames.next()) {
+          const req = decodeRequest(body);
+          this.dispatch(req, body.length);
+        }
+        frames.shrink();
+        this.reconcile(counted(frames.capacity));
         // Backpressure: stop reading while too many requests of this connection are pending.
         if (this.inflight >= MAX_INFLIGHT_PER_CONN) {
           await new Promise<void>((r) => this.resume = r);
         }
       }
     } catch (e) {
-      if (e instanceof ProtocolError) {
+      if (e instanceof StalledError) {
+        this.o.logger.info("closing client connection", { peer, reason: e.message });
+      } else if (e instanceof ProtocolError) {
         this.o.metrics.protocolErrors.inc();
         this.o.logger.warn("closing client connection: malformed request", {
           peer,
@@ -184,13 +259,16 @@ class ServerConn {
     this.close();
   }
 
-  private dispatch(req: Request): void {
+  private dispatch(req: Request, bytes: number): void {
     this.inflight++;
+    this.inflightBytes += bytes;
     const t0 = performance.now();
     const m = this.o.metrics;
     // Nothing thrown here (a handler, or a response too large to encode) may escape as an
     // unhandled rejection: it becomes an error response for that request only.
     handleRequest(this.service, req).catch((e) => errorResponse(req.op, req.id, e)).then((res) => {
+      this.inflightBytes -= bytes;
+      if (!this.closed) this.reconcile(this.lastBuffered);
       this.done();
       m.requestSeconds.observe({ op: OP_NAMES[req.op] }, (performance.now() - t0) / 1000);
       let frame: Uint8Array;
@@ -268,6 +346,8 @@ class ServerConn {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.budget.release(this.held);
+    this.held = 0;
     this.resume?.();
     try {
       this.conn.close();
@@ -276,54 +356,71 @@ class ServerConn {
   }
 }
 
+/** A connection that sent nothing in time (or could not get buffer budget). */
+class StalledError extends Error {
+  constructor(why: string, ms: number) {
+    super(`${why} for ${ms} ms`);
+    this.name = "StalledError";
+  }
+}
+
 /** Listens for client connections and serves the binary protocol. */
 export class ClientServer {
-  private listener: Deno.TcpListener | undefined;
+  private loop: AcceptLoop | undefined;
   private conns = new Set<ServerConn>();
-  private acceptLoop: Promise<void> | undefined;
+  private readonly limits: NodeLimits;
+  /** Bytes all connections hold in partial frames and requests being served. */
+  readonly budget: ByteBudget;
 
   /** Creates the server (call {@link start}). */
-  constructor(private readonly service: KvService, private readonly o: ClientServerOptions) {}
+  constructor(private readonly service: KvService, private readonly o: ClientServerOptions) {
+    this.limits = o.limits ?? service.limits;
+    this.budget = new ByteBudget(this.limits.bufferedBytes);
+  }
 
   /** Binds and starts accepting; returns the bound address. */
   start(): Deno.NetAddr {
     const { hostname, port } = parseAddress(this.o.listen);
-    this.listener = Deno.listen({ hostname, port, transport: "tcp" });
-    this.acceptLoop = this.accept(this.listener);
-    return this.listener.addr;
+    const listener = Deno.listen({ hostname, port, transport: "tcp" });
+    this.loop = new AcceptLoop(listener, {
+      name: "client",
+      maxConnections: this.limits.maxConnections,
+      logger: this.o.logger,
+    }, (conn, release) => {
+      try {
+        conn.setNoDelay(true);
+      } catch { /* not fatal */ }
+      this.o.metrics.connections.inc();
+      const c = new ServerConn(conn, this.service, this.o, this.limits, this.budget, (x) => {
+        this.conns.delete(x);
+        release();
+      });
+      this.conns.add(c);
+      c.serve().catch((e) =>
+        this.o.logger.warn("client connection failed", { error: (e as Error).message })
+      );
+    });
+    return listener.addr;
   }
 
-  private async accept(l: Deno.TcpListener): Promise<void> {
-    try {
-      for await (const conn of l) {
-        try {
-          conn.setNoDelay(true);
-        } catch { /* not fatal */ }
-        this.o.metrics.connections.inc();
-        const c = new ServerConn(conn, this.service, this.o, (x) => this.conns.delete(x));
-        this.conns.add(c);
-        c.serve().catch((e) =>
-          this.o.logger.warn("client connection failed", { error: (e as Error).message })
-        );
-      }
-    } catch (e) {
-      if (!(e instanceof Deno.errors.BadResource)) {
-        this.o.logger.error("client listener failed", { error: (e as Error).message });
-      }
-    }
+  /** The accept loop (health, counters); undefined before {@link start}. */
+  get acceptLoop(): AcceptLoop | undefined {
+    return this.loop;
+  }
+
+  /** Open connections. */
+  get connections(): number {
+    return this.conns.size;
   }
 
   /** Stops accepting connections (existing ones keep being served). */
   stopAccepting(): void {
-    try {
-      this.listener?.close();
-    } catch { /* closed */ }
+    this.loop?.close();
   }
 
   /** Stops accepting, lets in-flight requests finish (up to `timeoutMs`), closes all. */
   async close(timeoutMs = 5_000): Promise<void> {
-    this.stopAccepting();
-    await this.acceptLoop;
+    await this.loop?.close();
     await Promise.all([...this.conns].map((c) => c.shutdown(timeoutMs)));
   }
 }

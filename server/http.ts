@@ -40,6 +40,7 @@ import {
 import type { ScanRange } from "../client/protocol.ts";
 import type { KvService, WriteSession } from "./service.ts";
 import { LimitError } from "../config/limits.ts";
+import type { ByteBudget } from "../transport/listener.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import type { MemberAddrs } from "./members.ts";
 import { clusterView, consoleAsset } from "./console.ts";
@@ -59,6 +60,11 @@ export interface HttpOptions {
   fetch?: typeof fetch;
   /** False once the node is shutting down (healthz answers 503). */
   healthy?: () => boolean;
+  /** What keeps the node from serving (a listener that cannot accept...): /healthz is 503
+   * while this is not empty. */
+  problems?: () => string[];
+  /** Bytes all requests together may hold in bodies being read (default: unbounded). */
+  budget?: ByteBudget;
   /** Called when a body over the limit is refused (metrics, tests). */
   onBodyRefused?: () => void;
   /** Largest request body (default: the service's `http_body_bytes` limit). */
@@ -332,11 +338,14 @@ export function createHttpHandler(
       if (asset) return asset;
     }
     if (path === "/healthz" && m === "GET") {
-      const ok = opts.healthy?.() ?? true;
+      const up = opts.healthy?.() ?? true;
+      const problems = opts.problems?.() ?? [];
+      const ok = up && problems.length === 0;
       return json(ok ? 200 : 503, {
-        status: ok ? "ok" : "shutting_down",
+        status: ok ? "ok" : up ? "unhealthy" : "shutting_down",
         id: service.id,
         leader: service.leaderId(),
+        ...(problems.length > 0 ? { problems } : {}),
       });
     }
     if (path === "/metrics" && m === "GET") {
@@ -351,8 +360,17 @@ export function createHttpHandler(
     let body: Uint8Array<ArrayBuffer> | undefined;
     if (req.body && (req.method === "PUT" || req.method === "POST")) {
       try {
-        body = await readBody(req, maxBody, bodyTimeoutMs);
+        body = await readBody(req, maxBody, bodyTimeoutMs, opts.budget);
       } catch (e) {
+        if (e instanceof BusyError) {
+          return new Response(
+            JSON.stringify({ error: "unavailable", message: e.message }),
+            {
+              status: 503,
+              headers: { "content-type": "application/json", connection: "close" },
+            },
+          );
+        }
         if (e instanceof LimitError) {
           opts.onBodyRefused?.();
           return new Response(errorToHttp(e).body, {
@@ -361,10 +379,13 @@ export function createHttpHandler(
             headers: { "content-type": "application/json", connection: "close" },
           });
         }
-        return json(400, {
-          error: "invalid_argument",
-          message: `cannot read the request body: ${(e as Error).message}`,
-        });
+        return new Response(
+          JSON.stringify({
+            error: "invalid_argument",
+            message: `cannot read the request body: ${(e as Error).message}`,
+          }),
+          { status: 400, headers: { "content-type": "application/json", connection: "close" } },
+        );
       }
     }
     try {
@@ -441,6 +462,7 @@ export async function readBody(
   req: Request,
   max: number,
   stallMs: number,
+  budget?: ByteBudget,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > max) {
@@ -450,6 +472,7 @@ export async function readBody(
   const reader = req.body!.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
+  let taken = 0;
   try {
     while (true) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -465,11 +488,20 @@ export async function readBody(
       if (r.done) break;
       total += r.value.length;
       if (total > max) throw new LimitError("http_body_bytes", max, total);
+      if (budget) {
+        if (!budget.tryTake(r.value.length)) {
+          throw new BusyError(`the node holds ${budget.max} bytes of request bodies; retry`);
+        }
+        taken += r.value.length;
+      }
       chunks.push(r.value);
     }
   } catch (e) {
     reader.cancel().catch(() => {});
     throw e;
+  } finally {
+    // The bytes are copied into one array below; the budget bounds bodies being received.
+    budget?.release(taken);
   }
   const out = new Uint8Array(total);
   let off = 0;
@@ -479,6 +511,9 @@ export async function readBody(
   }
   return out;
 }
+
+/** Too many body bytes held by the node right now (503, retry later). */
+class BusyError extends Error {}
 
 /** Base64url without padding (scan cursors, binary keys). */
 export function toBase64Url(b: Uint8Array): string {

@@ -13,7 +13,12 @@ import {
 } from "../config/limits.ts";
 
 function setup(
-  opts: { lead?: number; fetch?: typeof fetch; limits?: Partial<NodeLimits> } = {},
+  opts: {
+    lead?: number;
+    fetch?: typeof fetch;
+    limits?: Partial<NodeLimits>;
+    problems?: () => string[];
+  } = {},
 ) {
   const sm = new MemoryStateMachine();
   const raft = new FakeRaft(1, sm, opts.lead ?? 1, [1, 2, 3]);
@@ -40,6 +45,7 @@ function setup(
     metrics,
     httpAddressOf: (id) => book.get(id)?.http,
     fetch: opts.fetch,
+    problems: opts.problems,
   });
   const call = async (method: string, path: string, body?: BodyInit, headers?: HeadersInit) => {
     const res = await handler(new Request(`http://node1${path}`, { method, body, headers }));
@@ -279,4 +285,15 @@ Deno.test("HTTP writes with a client session are applied once when retried", asy
     (await call("PUT", "/v1/kv/s", "x", { "x-gokv-client-id": "abc", "x-gokv-seq": "2" })).status,
     400,
   );
+});
+
+Deno.test("healthz is 503 naming the problem while a listener cannot accept", async () => {
+  let problems: string[] = [];
+  const { call } = setup({ problems: () => problems });
+  assert.equal((await call("GET", "/healthz")).status, 200);
+  problems = ["client listener: accept failing: Too many open files (os error 24)"];
+  const r = await call("GET", "/healthz");
+  assert.equal(r.status, 503);
+  assert.equal(r.json.status, "unhealthy");
+  assert.deepEqual(r.json.problems, problems);
 });

@@ -19,6 +19,8 @@ import { openStorage } from "../storage/mod.ts";
 import { createTransport } from "../transport/mod.ts";
 import { ClientServer } from "./client_server.ts";
 import { createHttpHandler } from "./http.ts";
+import { HttpListener } from "./http_listener.ts";
+import { ByteBudget } from "../transport/listener.ts";
 import { AddressBook, decodeMemberContext } from "./members.ts";
 import {
   countingStateMachine,
@@ -29,7 +31,6 @@ import {
 } from "./server_metrics.ts";
 import { KvService, type RaftApi, roleName } from "./service.ts";
 import { createSnapshotHandler } from "./snapshot_backup.ts";
-import { parseAddress } from "../client/connection.ts";
 
 /** The server's version, reported in status. */
 export const SERVER_VERSION = "0.1.0";
@@ -126,10 +127,14 @@ export async function startServer(
   await book.load();
   const peers = new Map<number, string>();
   for (const m of book.all()) if (m.id !== id) peers.set(m.id, m.peer);
-  const transport = countingTransport(
-    createTransport(config.transport, { id, listen: node.listenPeer, peers, logger }),
-    metrics,
-  );
+  const peerTransport = createTransport(config.transport, {
+    id,
+    listen: node.listenPeer,
+    peers,
+    logger,
+    maxConnections: config.limits.maxConnections,
+  });
+  const transport = countingTransport(peerTransport, metrics);
 
   const init = opened.log.initialState();
   const empty = isEmptyLog(init, opened.log.lastIndex(), opened.log.snapshotMeta().index);
@@ -244,10 +249,10 @@ export async function startServer(
     metrics,
   });
   let clientAddr: Deno.NetAddr;
-  let httpServer: Deno.HttpServer<Deno.NetAddr>;
+  let httpAddr: Deno.NetAddr;
+  let httpServer: HttpListener | undefined;
   try {
     clientAddr = clientServer.start();
-    const h = parseAddress(node.listenHttp);
     const snapshot = createSnapshotHandler({
       nodeId: id,
       version: SERVER_VERSION,
@@ -276,16 +281,22 @@ export async function startServer(
       httpAddressOf: (nid) => book.get(nid)?.http,
       healthy: () => !shuttingDown,
       snapshot,
+      // /healthz fails while a listener cannot accept (e.g. out of file descriptors).
+      problems: () =>
+        [
+          clientServer.acceptLoop?.problem,
+          httpServer?.problem,
+          peerTransport.problem,
+        ].filter((p): p is string => p !== undefined),
+      budget: new ByteBudget(config.limits.bufferedBytes),
     });
-    httpServer = Deno.serve({
-      hostname: h.hostname,
-      port: h.port,
-      onListen: () => {},
-      onError: (e) => {
-        logger.error("http handler failed", { error: (e as Error)?.message });
-        return new Response(JSON.stringify({ error: "internal" }), { status: 500 });
-      },
-    }, handler);
+    httpServer = new HttpListener({
+      listen: node.listenHttp,
+      handler,
+      logger,
+      limits: config.limits,
+    });
+    httpAddr = httpServer.start();
   } catch (e) {
     clearInterval(sampler);
     await clientServer.close(0);
@@ -295,7 +306,7 @@ export async function startServer(
   logger.info("node started", {
     peer: node.listenPeer,
     client: `${clientAddr.hostname}:${clientAddr.port}`,
-    http: `${httpServer.addr.hostname}:${httpServer.addr.port}`,
+    http: `${httpAddr.hostname}:${httpAddr.port}`,
     storage: config.storage,
     transport: config.transport,
     dir,
@@ -329,7 +340,7 @@ export async function startServer(
   return {
     id,
     clientAddress: `${clientAddr.hostname}:${clientAddr.port}`,
-    httpAddress: `${httpServer.addr.hostname}:${httpServer.addr.port}`,
+    httpAddress: `${httpAddr.hostname}:${httpAddr.port}`,
     metrics,
     status: () => service.status(),
     close,

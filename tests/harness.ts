@@ -12,6 +12,7 @@ import { TcpProxy } from "./proxy.ts";
 /** The repository root. */
 export const ROOT: string = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const MAIN = join(ROOT, "main.ts");
+const TRIPWIRE = join(ROOT, "tests", "tripwire.ts");
 const decoder = new TextDecoder();
 
 /** Ports handed out by this process: the OS may offer a just-closed port again. */
@@ -120,6 +121,11 @@ export interface ClusterOptions {
   extraYaml?: string;
   /** Extra environment for the nodes. */
   env?: Record<string, string>;
+  /** Start nodes through tests/tripwire.ts: an unhandled promise rejection makes a node print
+   * `UNHANDLED REJECTION` and exit with code 70. */
+  tripwire?: boolean;
+  /** Start nodes with this many file descriptors at most (`ulimit -n`, through sh). */
+  maxOpenFiles?: number;
   /** Route peer traffic through one TCP proxy per ordered pair of nodes, with a config file
    * per node, so that links can be cut with {@link TestCluster.isolate}. */
   proxied?: boolean;
@@ -224,11 +230,16 @@ export class TestCluster {
       create: true,
       write: true,
     });
-    const proc = new Deno.Command(Deno.execPath(), {
+    const entry = this.opts.tripwire ? TRIPWIRE : MAIN;
+    const deno = [Deno.execPath(), "run", "-A", entry];
+    const limit = this.opts.maxOpenFiles;
+    // `exec` keeps the node's pid the child's pid (for kill and /proc).
+    const [cmd, ...pre] = limit
+      ? ["sh", "-c", `ulimit -n ${limit} && exec "$@"`, "sh", ...deno]
+      : deno;
+    const proc = new Deno.Command(cmd, {
       args: [
-        "run",
-        "-A",
-        MAIN,
+        ...pre,
         "server",
         "--config",
         this.configFor(id),

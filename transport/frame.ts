@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { MAX_PEER_FRAME_BYTES } from "../config/limits.ts";
 import type { Message, NodeId } from "../raft/types.ts";
 import { crc32cUpdate } from "./crc32c.ts";
 import { DecodeError, EncodeError, FrameError } from "./errors.ts";
@@ -25,8 +26,8 @@ export const FRAME_VERSION = 1;
 export const FRAME_HEADER_BYTES = 8;
 /** Trailer bytes: the checksum. */
 export const FRAME_TRAILER_BYTES = 4;
-/** The default maximum payload size: 16 MiB. */
-export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+/** The default maximum payload size: 16 MiB (config/limits.ts). */
+export const DEFAULT_MAX_FRAME_BYTES: number = MAX_PEER_FRAME_BYTES;
 
 /** The kinds of frames. */
 export enum FrameType {

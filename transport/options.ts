@@ -23,8 +23,11 @@ export interface TransportOptions {
   peers: Map<NodeId, string>;
   /** Where to log; defaults to a logger that discards everything. */
   logger?: Logger;
-  /** Largest encoded message accepted or sent, in bytes (default 16 MiB). */
+  /** Largest encoded message accepted or sent, in bytes (default 16 MiB,
+   * `MAX_PEER_FRAME_BYTES` in config/limits.ts). */
   maxFrameBytes?: number;
+  /** Inbound peer connections accepted at once (default 1024); more are closed at once. */
+  maxConnections?: number;
   /** Per-peer send queue bound in messages (default 8192); extra messages are dropped. */
   queueMessages?: number;
   /** Per-peer send queue bound in bytes (default 64 MiB); extra messages are dropped. */
@@ -59,6 +62,8 @@ export interface PeerTransport extends Transport {
   readonly kind: TransportKind;
   /** The bound `host:port` once {@link Transport.start} resolved (the real port if 0 was asked). */
   readonly address: string;
+  /** Why the transport cannot accept peers now (undefined when it can, or not known). */
+  readonly problem?: string;
 }
 
 /** Fills in defaults. */
@@ -69,6 +74,7 @@ export function resolveOptions(o: TransportOptions, logger: Logger): ResolvedOpt
     peers: new Map(o.peers),
     logger,
     maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    maxConnections: o.maxConnections ?? 1024,
     queueMessages: o.queueMessages ?? 8192,
     queueBytes: o.queueBytes ?? 64 * 1024 * 1024,
     reconnectMinMs: o.reconnectMinMs ?? 50,

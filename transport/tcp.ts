@@ -16,6 +16,8 @@
  * @module
  */
 import { PeerTable } from "./peer_table.ts";
+import { AcceptLoop } from "./listener.ts";
+import { MAX_PEER_HELLO_BYTES } from "../config/limits.ts";
 import { type Logger, nullLogger } from "../raft/logger.ts";
 import type { MessageHandler } from "../raft/transport.ts";
 import { type Message, MessageType, type NodeId, NONE } from "../raft/types.ts";
@@ -66,6 +68,7 @@ export class TcpTransport implements PeerTransport {
   readonly #inbound = new Set<Deno.TcpConn>();
   readonly #tasks = new Set<Promise<void>>();
   #listener: Deno.TcpListener | null = null;
+  #accept: AcceptLoop | null = null;
   #handler: MessageHandler | null = null;
   #address = "";
   #closed = false;
@@ -96,7 +99,23 @@ export class TcpTransport implements PeerTransport {
       return Promise.reject(e); // bad address, port in use...
     }
     this.#handler = handler;
-    this.#track(this.#acceptLoop(this.#listener));
+    this.#accept = new AcceptLoop(this.#listener, {
+      name: "peer",
+      maxConnections: this.#o.maxConnections,
+      logger: this.#log,
+    }, (conn, release) => {
+      if (this.#closed) {
+        closeQuietly(conn);
+        release();
+        return;
+      }
+      try {
+        conn.setNoDelay(true);
+      } catch { /* not fatal */ }
+      this.#inbound.add(conn);
+      this.#track(this.#serve(conn).finally(release));
+    });
+    this.#track(this.#accept.done);
     this.#log.info("transport: tcp listening", { id: this.#o.id, address: this.#address });
     return Promise.resolve();
   }
@@ -146,10 +165,16 @@ export class TcpTransport implements PeerTransport {
     this.#peers.remove(id);
   }
 
+  /** Why inbound peers cannot connect now (undefined when they can). */
+  get problem(): string | undefined {
+    return this.#closed ? undefined : this.#accept?.problem;
+  }
+
   /** Stops listening, closes every connection and waits for all loops to end. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    void this.#accept?.close();
     try {
       this.#listener?.close();
     } catch { /* already closed */ }
@@ -210,28 +235,6 @@ export class TcpTransport implements PeerTransport {
       this.#handler?.(m);
     } catch (e) {
       this.#log.error("transport: message handler threw", { type: m.type, error: String(e) });
-    }
-  }
-
-  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
-    while (!this.#closed) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch (e) {
-        if (this.#closed) return;
-        this.#log.warn("transport: accept failed", { error: String(e) });
-        continue;
-      }
-      if (this.#closed) {
-        closeQuietly(conn);
-        return;
-      }
-      try {
-        conn.setNoDelay(true);
-      } catch { /* not fatal */ }
-      this.#inbound.add(conn);
-      this.#track(this.#serve(conn));
     }
   }
 
@@ -313,6 +316,13 @@ export class TcpTransport implements PeerTransport {
           }
           if (this.#closed) return;
           this.#deliver(m);
+        }
+        // Before its Hello a connection is nobody: it may not make us buffer a large frame.
+        if (hello === null && dec.buffered > MAX_PEER_HELLO_BYTES + 64) {
+          throw new ProtocolError(
+            "expected-hello",
+            `more than ${MAX_PEER_HELLO_BYTES} bytes before the Hello`,
+          );
         }
       }
     } catch (e) {

@@ -1,0 +1,235 @@
+/**
+ * The node's HTTP port. Deno.serve has no connection cap, no idle or header timeout, and its
+ * server dies for good when accept fails with EMFILE; so the public port is a plain TCP listener
+ * with the node's {@link AcceptLoop} (survives accept errors, caps connections) that relays each
+ * connection to a Deno.serve bound on a private loopback port, enforcing on the way:
+ *
+ * - a first byte, and the end of every request's headers (at most 64 KiB of them), within
+ *   `limits.request_timeout_ms`;
+ * - `limits.idle_timeout_ms` without a byte in either direction closes the connection;
+ * - at most one 16 KiB chunk in flight per direction (the relay awaits each write).
+ *
+ * Bodies are limited and timed by the handler (`readBody` in http.ts). If the private server
+ * stops, it is started again (with back-off); {@link HttpListener.problem} reports it meanwhile.
+ *
+ * @module
+ */
+import type { Logger } from "../raft/logger.ts";
+import type { NodeLimits } from "../config/limits.ts";
+import { AcceptLoop } from "../transport/listener.ts";
+import { parseAddress } from "../client/connection.ts";
+
+/** Largest request head (request line and headers) relayed. */
+export const MAX_HEADER_BYTES = 64 * 1024;
+const CHUNK_BYTES = 16 * 1024;
+
+/** Options of {@link HttpListener}. */
+export interface HttpListenerOptions {
+  /** "host:port" to bind. */
+  listen: string;
+  /** The request handler. */
+  handler: (req: Request) => Response | Promise<Response>;
+  /** Where to log. */
+  logger: Logger;
+  /** Connection cap and timeouts. */
+  limits: NodeLimits;
+}
+
+/** The HTTP port: public guarded listener, private Deno.serve. */
+export class HttpListener {
+  #loop: AcceptLoop | undefined;
+  #inner: Deno.HttpServer<Deno.NetAddr> | undefined;
+  #innerPort = 0;
+  #warnedPort = -1;
+  #innerProblem: string | undefined;
+  #closing = false;
+  #conns = new Set<Deno.Conn>();
+  #restarts: Promise<void> = Promise.resolve();
+
+  /** Creates the listener (call {@link start}). */
+  constructor(private readonly o: HttpListenerOptions) {}
+
+  /** Binds the public port, starts the private server; returns the public address. */
+  start(): Deno.NetAddr {
+    const { hostname, port } = parseAddress(this.o.listen);
+    const listener = Deno.listen({ hostname, port, transport: "tcp" });
+    try {
+      this.#serveInner();
+    } catch (e) {
+      listener.close();
+      throw e;
+    }
+    this.#loop = new AcceptLoop(listener, {
+      name: "http",
+      maxConnections: this.o.limits.maxConnections,
+      logger: this.o.logger,
+    }, (conn, release) => {
+      this.#conns.add(conn);
+      this.#relay(conn).catch((e) =>
+        this.o.logger.debug("http connection failed", { error: String(e) })
+      ).finally(() => {
+        this.#conns.delete(conn);
+        release();
+      });
+    });
+    return listener.addr as Deno.NetAddr;
+  }
+
+  /** Why the HTTP port cannot serve now (undefined when it can). */
+  get problem(): string | undefined {
+    return this.#loop?.problem ?? this.#innerProblem;
+  }
+
+  /** The public accept loop. */
+  get acceptLoop(): AcceptLoop | undefined {
+    return this.#loop;
+  }
+
+  #serveInner(): void {
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      onListen: () => {},
+      onError: (e) => {
+        this.o.logger.error("http handler failed", { error: (e as Error)?.message });
+        return new Response(JSON.stringify({ error: "internal" }), { status: 500 });
+      },
+    }, this.o.handler);
+    this.#inner = server;
+    this.#innerPort = server.addr.port;
+    this.#innerProblem = undefined;
+    server.finished.then(
+      () => this.#innerStopped(server, "stopped"),
+      (e) => this.#innerStopped(server, String((e as Error)?.message ?? e)),
+    );
+  }
+
+  #innerStopped(server: Deno.HttpServer<Deno.NetAddr>, why: string): void {
+    if (this.#closing || server !== this.#inner) return;
+    this.#innerProblem = `http server stopped: ${why}`;
+    this.o.logger.warn("http server stopped; starting it again", { error: why });
+    this.#restarts = this.#restarts.then(async () => {
+      let backoff = 50;
+      while (!this.#closing) {
+        await new Promise((r) => setTimeout(r, backoff));
+        if (this.#closing) return;
+        try {
+          this.#serveInner();
+          this.o.logger.info("http server started again", {});
+          return;
+        } catch (e) {
+          this.#innerProblem = `http server cannot start: ${(e as Error).message}`;
+          backoff = Math.min(1000, backoff * 2);
+        }
+      }
+    });
+  }
+
+  async #relay(client: Deno.TcpConn): Promise<void> {
+    const { requestTimeoutMs, idleTimeoutMs } = this.o.limits;
+    let upstream: Deno.TcpConn | undefined;
+    let closed = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let reason = "";
+    const close = (why: string) => {
+      if (closed) return;
+      closed = true;
+      reason = why;
+      clearTimeout(timer);
+      for (const c of [client, upstream]) {
+        try {
+          c?.close();
+        } catch { /* closed */ }
+      }
+    };
+    // Request-head state: waiting for the end of a head since `headStart` (0: not in a head).
+    let headStart = Date.now();
+    let headBytes = 0;
+    let tail = 0; // how much of "\r\n\r\n" the last bytes matched
+    let responded = true;
+    const arm = () => {
+      clearTimeout(timer);
+      if (closed) return;
+      const ms = headStart > 0
+        ? Math.max(1, headStart + requestTimeoutMs - Date.now())
+        : idleTimeoutMs;
+      timer = setTimeout(
+        () => close(headStart > 0 ? "request head not received in time" : "idle"),
+        ms,
+      );
+    };
+    arm();
+    try {
+      upstream = await Deno.connect({ hostname: "127.0.0.1", port: this.#innerPort });
+    } catch (e) {
+      close("private server unreachable");
+      // Once per private server (it fails for every connection while it is down).
+      if (this.#warnedPort !== this.#innerPort) {
+        this.#warnedPort = this.#innerPort;
+        this.o.logger.warn("http relay: private server unreachable", { error: String(e) });
+      }
+      return;
+    }
+    if (closed) {
+      upstream.close();
+      return;
+    }
+    const up = upstream;
+    const scanHead = (b: Uint8Array) => {
+      for (let i = 0; i < b.length; i++) {
+        if (headStart === 0) {
+          if (!responded) continue; // body bytes of the current request
+          headStart = Date.now();
+          headBytes = 0;
+          tail = 0;
+        }
+        headBytes++;
+        const c = b[i];
+        const want = tail === 0 || tail === 2 ? 13 : 10;
+        tail = c === want ? tail + 1 : (c === 13 ? 1 : 0);
+        if (tail === 4) {
+          headStart = 0;
+          responded = false;
+        } else if (headBytes > MAX_HEADER_BYTES) {
+          close("request head too large");
+          return;
+        }
+      }
+    };
+    const pump = async (from: Deno.Conn, to: Deno.Conn, fromClient: boolean) => {
+      const buf = new Uint8Array(CHUNK_BYTES);
+      try {
+        while (!closed) {
+          const n = await from.read(buf);
+          if (n === null) break;
+          const chunk = buf.subarray(0, n);
+          if (fromClient) scanHead(chunk);
+          else responded = true;
+          if (closed) break;
+          arm();
+          let off = 0;
+          while (off < n) off += await to.write(chunk.subarray(off));
+          arm();
+        }
+      } catch { /* closed */ }
+      close(fromClient ? "client closed" : "server closed");
+    };
+    await Promise.all([pump(client, up, true), pump(up, client, false)]);
+    if (reason !== "client closed" && reason !== "server closed") {
+      this.o.logger.info("closing http connection", { reason });
+    }
+  }
+
+  /** Stops accepting, lets in-flight requests finish (Deno.serve shutdown), closes all. */
+  async shutdown(): Promise<void> {
+    this.#closing = true;
+    await this.#loop?.close();
+    await this.#inner?.shutdown().catch(() => {});
+    for (const c of this.#conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await this.#restarts;
+  }
+}
