@@ -3,11 +3,15 @@ import fc from "fast-check";
 import { ByteWriter } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
 import {
+  beginBatch,
   decodeRecordAt,
   type LogRecord,
   RecordType,
   scanSegment,
+  sealBatch,
   SEGMENT_MAGIC,
+  SEGMENT_MAGIC_V1,
+  TORN_PAGE,
   writeEntryRecord,
   writeHardStateRecord,
   writeHeaderRecord,
@@ -37,20 +41,30 @@ const record: fc.Arbitrary<LogRecord> = fc.oneof(
   rec({ type: fc.constant(RecordType.Header as const), meta, hs }),
 );
 
-function encode(records: LogRecord[]): { buf: Uint8Array; offsets: number[] } {
+function writeRecord(w: ByteWriter, r: LogRecord, framing: "v1" | "v2"): void {
+  if (r.type === RecordType.Entry) writeEntryRecord(w, r.entry, framing);
+  else if (r.type === RecordType.HardState) writeHardStateRecord(w, r.hs, framing);
+  else if (r.type === RecordType.Snapshot) writeSnapshotRecord(w, r.meta, r.keep, framing);
+  else writeHeaderRecord(w, r.meta, r.hs, framing);
+}
+
+/** A v2 segment: one batch per group. `offsets[k]` is where batch k starts (and the end last). */
+function encode(batches: LogRecord[][]): { buf: Uint8Array; offsets: number[] } {
   const w = new ByteWriter();
   w.raw(SEGMENT_MAGIC);
   const offsets: number[] = [];
-  for (const r of records) {
+  for (const b of batches) {
     offsets.push(w.length);
-    if (r.type === RecordType.Entry) writeEntryRecord(w, r.entry);
-    else if (r.type === RecordType.HardState) writeHardStateRecord(w, r.hs);
-    else if (r.type === RecordType.Snapshot) writeSnapshotRecord(w, r.meta, r.keep);
-    else writeHeaderRecord(w, r.meta, r.hs);
+    const start = beginBatch(w);
+    for (const r of b) writeRecord(w, r, "v2");
+    sealBatch(w, start);
   }
   offsets.push(w.length);
   return { buf: w.finish(), offsets };
 }
+
+const batches = (min: number, max: number) =>
+  fc.array(fc.array(record, { minLength: 1, maxLength: 4 }), { minLength: min, maxLength: max });
 
 Deno.test("crc32c matches the standard check value", () => {
   assert.equal(crc32c(new TextEncoder().encode("123456789")), 0xe3069283);
@@ -59,49 +73,116 @@ Deno.test("crc32c matches the standard check value", () => {
   assert.equal(crc32c(data.subarray(7), crc32c(data.subarray(0, 7))), crc32c(data));
 });
 
-Deno.test("segment records survive an encode/decode round trip", () => {
-  fc.assert(fc.property(fc.array(record, { maxLength: 20 }), (records) => {
-    const { buf } = encode(records);
+Deno.test("segment batches survive an encode/decode round trip", () => {
+  fc.assert(fc.property(batches(0, 8), (bs) => {
+    const { buf } = encode(bs);
     const scan = scanSegment(buf);
     assert.equal(scan.error, undefined);
-    assert.deepEqual(scan.records, records);
+    assert.equal(scan.version, 2);
+    assert.deepEqual(scan.records, bs.flat());
     assert.equal(scan.validEnd, buf.length);
   }));
 });
 
-Deno.test("a cut anywhere in a segment reads back as a prefix with a torn tail", () => {
+Deno.test("v1 segments are still read", () => {
+  fc.assert(fc.property(fc.array(record, { maxLength: 20 }), (records) => {
+    const w = new ByteWriter();
+    w.raw(SEGMENT_MAGIC_V1);
+    for (const r of records) writeRecord(w, r, "v1");
+    const scan = scanSegment(w.finish());
+    assert.equal(scan.error, undefined);
+    assert.equal(scan.version, 1);
+    assert.deepEqual(scan.records, records);
+  }));
+});
+
+Deno.test("a cut anywhere in a segment reads back as whole batches and a torn tail", () => {
   fc.assert(
-    fc.property(fc.array(record, { minLength: 1, maxLength: 8 }), fc.nat(), (records, at) => {
-      const { buf, offsets } = encode(records);
+    fc.property(batches(1, 6), fc.nat(), (bs, at) => {
+      const { buf, offsets } = encode(bs);
       const cut = SEGMENT_MAGIC.length + (at % (buf.length - SEGMENT_MAGIC.length));
       const scan = scanSegment(buf.subarray(0, cut));
       const whole = offsets.filter((o) => o <= cut).length - 1;
-      assert.deepEqual(scan.records, records.slice(0, whole));
+      assert.deepEqual(scan.records, bs.slice(0, whole).flat());
       assert.equal(scan.validEnd, offsets[whole]);
-      if (cut !== offsets[whole]) assert.equal(scan.error?.validAfter, false);
+      if (cut !== offsets[whole]) assert.equal(scan.error?.torn, true);
     }),
     { numRuns: 500 },
   );
 });
 
-Deno.test("a damaged record before the tail is reported as corruption, not cut off", () => {
+Deno.test("a last batch whose end (or a page of it) reads as zeros is a torn tail", () => {
+  fc.assert(
+    fc.property(batches(1, 4), fc.nat(), fc.boolean(), (bs, at, page) => {
+      // A large last entry, so that it spans whole pages.
+      const big = new Uint8Array(3 * TORN_PAGE).map((_, i) => (i % 251) + 1);
+      bs.push([{ type: RecordType.Entry, entry: { index: 1, term: 1, type: 0, data: big } }]);
+      const { buf, offsets } = encode(bs);
+      const last = offsets[offsets.length - 2];
+      const torn = buf.slice();
+      if (page) {
+        const p = Math.ceil(last / TORN_PAGE) * TORN_PAGE + TORN_PAGE * (at % 2);
+        torn.fill(0, p, p + TORN_PAGE);
+      } else {
+        torn.fill(0, last + (at % (buf.length - last)));
+      }
+      const scan = scanSegment(torn);
+      assert.deepEqual(scan.records, bs.slice(0, -1).flat());
+      assert.equal(scan.validEnd, last);
+      assert.equal(scan.error?.torn, true);
+    }),
+    { numRuns: 200 },
+  );
+});
+
+Deno.test("a torn last batch whose entry data holds encoded records and batches is a torn tail (issue 11 item 12)", () => {
+  fc.assert(
+    fc.property(batches(1, 4), batches(1, 3), fc.array(record, { maxLength: 3 }), fc.nat(), (
+      bs,
+      inner,
+      innerV1,
+      at,
+    ) => {
+      // Entry data: a whole v2 segment and v1 records, every one of them valid.
+      const v2 = encode(inner).buf;
+      const w = new ByteWriter();
+      w.raw(v2);
+      w.raw(SEGMENT_MAGIC_V1);
+      for (const r of innerV1) writeRecord(w, r, "v1");
+      w.raw(v2.subarray(SEGMENT_MAGIC.length));
+      const data = w.finish();
+      bs.push([{ type: RecordType.Entry, entry: { index: 9, term: 2, type: 0, data } }]);
+      const { buf, offsets } = encode(bs);
+      const last = offsets[offsets.length - 2];
+      const cut = last + 1 + (at % (buf.length - last - 1));
+      const scan = scanSegment(buf.subarray(0, cut));
+      assert.deepEqual(scan.records, bs.slice(0, -1).flat());
+      assert.equal(scan.validEnd, last);
+      assert.equal(scan.error?.torn, true);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("a bit flip in a batch is reported as corruption, not cut off, wherever it is", () => {
   fc.assert(
     fc.property(
-      fc.array(record, { minLength: 1, maxLength: 8 }),
+      batches(1, 6),
       fc.nat(),
-      fc.integer({ min: 1, max: 255 }),
-      (records, at, flip) => {
-        const { buf, offsets } = encode(records);
+      fc.integer({ min: 0, max: 7 }),
+      (bs, at, bit) => {
+        const { buf, offsets } = encode(bs);
         const pos = SEGMENT_MAGIC.length + (at % (buf.length - SEGMENT_MAGIC.length));
         const bad = buf.slice();
-        bad[pos] ^= flip;
+        bad[pos] ^= 1 << bit;
         const k = offsets.findIndex((o, i) => o <= pos && pos < offsets[i + 1]);
         const scan = scanSegment(bad);
-        // Everything before the damaged record is intact; nothing after it is trusted.
-        assert.deepEqual(scan.records, records.slice(0, k));
+        // Everything before the damaged batch is intact; nothing after it is trusted.
+        assert.deepEqual(scan.records, bs.slice(0, k).flat());
         assert.ok(scan.error, "damage must be detected");
         assert.equal(scan.error.offset, offsets[k]);
-        assert.equal(scan.error.validAfter, k < records.length - 1);
+        // Not a torn write, even in the last batch: no zeros where the write would have stopped.
+        assert.equal(scan.error.torn, false);
       },
     ),
     { numRuns: 500 },

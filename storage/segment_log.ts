@@ -4,15 +4,16 @@
  * crash.
  *
  * - Records (entries, hard states, snapshot markers) are buffered by `append`/`setHardState` and
- *   written with one write and one fdatasync per `sync()` (group commit).
+ *   written as one checksummed batch with one write and one fdatasync per `sync()` (group commit).
  * - Segments `wal-<seq>.log` roll when they reach `segmentBytes`. A new segment starts with a
  *   Header record (snapshot metadata + hard state) and is created through a temporary file and a
  *   rename, so a segment either exists whole or not at all.
  * - Snapshot data is kept in `snap-<index>.snap` (meta record + data + CRC32C), written durably
  *   before the Snapshot record that refers to it. Whole segments whose entries are all covered by
  *   the snapshot are deleted; entries after the snapshot index are always kept.
- * - On open every segment is replayed. In the last segment a bad record with no valid record after
- *   it is a torn tail and is cut off; any other bad record is a {@link CorruptionError}.
+ * - On open every segment is replayed. In the last segment a bad batch with the shape of an
+ *   interrupted write is a torn tail and is cut off; any other bad batch is a
+ *   {@link CorruptionError} (rules in segment_format.ts and storage/FORMAT.md).
  *
  * @module
  */
@@ -36,10 +37,14 @@ import { cloneMeta, LogCoreReads } from "./log_core.ts";
 import type { Logger } from "../raft/logger.ts";
 import { nullLogger } from "../raft/logger.ts";
 import {
+  BATCH_HEADER_SIZE,
+  beginBatch,
   decodeRecordAt,
+  encodeBatch,
   type LogRecord,
   RecordType,
   scanSegment,
+  sealBatch,
   SEGMENT_MAGIC,
   writeEntryRecord,
   writeHardStateRecord,
@@ -77,7 +82,7 @@ interface SegmentInfo {
 function encodeSnapshotFile(snap: Snapshot): Uint8Array {
   const w = new ByteWriter(snap.data.length + 256);
   w.raw(SNAP_MAGIC);
-  writeSnapshotRecord(w, snap.meta, true);
+  writeSnapshotRecord(w, snap.meta, true, "v1");
   w.u64(snap.data.length);
   w.raw(snap.data);
   w.u32(crc32c(snap.data));
@@ -124,6 +129,7 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     this.#dir = dir;
     this.#segmentBytes = opts.segmentBytes ?? 64 * 1024 * 1024;
     this.#logger = opts.logger ?? nullLogger;
+    beginBatch(this.#buf);
   }
 
   /** Opens (or creates) the log in `dir`, repairing a torn tail. */
@@ -163,29 +169,39 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     if (seqs.length === 0) {
       this.#createSegment(1);
     } else {
-      this.#replay(seqs);
+      const version = this.#replay(seqs);
       const last = seqs[seqs.length - 1];
-      this.#file = Deno.openSync(join(this.#dir, segName(last)), { write: true, append: true });
-      this.#fileSize = this.#file.statSync().size;
+      if (version === 2) {
+        this.#file = Deno.openSync(join(this.#dir, segName(last)), { write: true, append: true });
+        this.#fileSize = this.#file.statSync().size;
+      } else {
+        // Never append to a segment of an older format: continue in a new v2 segment.
+        this.#createSegment(last + 1);
+      }
     }
     const keep = this.core.snap.index > 0 ? snapName(this.core.snap.index) : "";
     if (keep && !snaps.includes(keep)) throw new CorruptionError(keep, 0, "missing snapshot");
     for (const n of snaps) if (n !== keep) removeIfExists(join(this.#dir, n));
   }
 
-  /** Replays all segments into the in-memory log (see the module documentation). */
-  #replay(seqs: number[]): void {
+  /**
+   * Replays all segments into the in-memory log (see the module documentation). Returns the
+   * format version of the last segment.
+   */
+  #replay(seqs: number[]): number {
     let snap: SnapshotMeta | null = null;
     let hs: HardState = { term: 0, vote: 0, commit: 0 };
     let ents: Entry[] = [];
+    let version = 0;
     for (let si = 0; si < seqs.length; si++) {
       const name = segName(seqs[si]);
       const path = join(this.#dir, name);
       const buf = Deno.readFileSync(path);
       const scan = scanSegment(buf);
       const isLast = si === seqs.length - 1;
+      version = scan.version;
       if (scan.error) {
-        if (!isLast || scan.error.validAfter || scan.records.length === 0) {
+        if (!isLast || !scan.error.torn || scan.records.length === 0) {
           throw new CorruptionError(name, scan.error.offset, scan.error.reason);
         }
         this.#logger.warn("truncating torn log tail", {
@@ -249,14 +265,15 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     this.core.snap = cloneMeta(s);
     this.core.ents = ents;
     this.core.hs = hs;
+    return version;
   }
 
   /** Creates segment `seq` (header with the current state) atomically and makes it active. */
   #createSegment(seq: number): void {
-    const w = new ByteWriter(256);
-    w.raw(SEGMENT_MAGIC);
-    writeHeaderRecord(w, this.core.snap, this.core.hs);
-    const bytes = w.finish();
+    const batch = encodeBatch((w) => writeHeaderRecord(w, this.core.snap, this.core.hs));
+    const bytes = new Uint8Array(SEGMENT_MAGIC.length + batch.length);
+    bytes.set(SEGMENT_MAGIC);
+    bytes.set(batch, SEGMENT_MAGIC.length);
     writeFileAtomic(this.#dir, segName(seq), bytes);
     this.#file?.close();
     this.#file = Deno.openSync(join(this.#dir, segName(seq)), { write: true, append: true });
@@ -330,7 +347,8 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
       writeHardStateRecord(this.#buf, this.core.hs);
       this.#hsDirty = false;
     }
-    if (this.#buf.length > 0) {
+    if (this.#buf.length > BATCH_HEADER_SIZE) {
+      sealBatch(this.#buf, 0);
       try {
         writeAll(this.#file!, this.#buf.view());
       } catch (e) {
@@ -341,6 +359,7 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
       this.#file!.syncDataSync();
       this.#fileSize += this.#buf.length;
       this.#buf.reset();
+      beginBatch(this.#buf);
       this.#syncs++;
     }
     if (snap) {

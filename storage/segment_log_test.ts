@@ -3,6 +3,8 @@ import { join } from "node:path";
 import { EntryType } from "../raft/types.ts";
 import { CorruptionError } from "./errors.ts";
 import { SegmentLogStore } from "./segment_log.ts";
+import { ByteWriter } from "./bytes.ts";
+import { SEGMENT_MAGIC_V1, writeEntryRecord, writeHeaderRecord } from "./segment_format.ts";
 import { entryPayload, payloadMatches } from "./testdata/payload.ts";
 
 const conf = { voters: [1], votersOutgoing: [], learners: [], learnersNext: [] };
@@ -26,6 +28,20 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+}
+
+/** A logger that keeps the warnings. */
+function warningLogger() {
+  const warnings: string[] = [];
+  const logger = {
+    debug() {},
+    info() {},
+    warn(msg: string) {
+      warnings.push(msg);
+    },
+    error() {},
+  };
+  return { warnings, logger };
 }
 
 function checkEntries(log: SegmentLogStore, lo: number, hi: number): void {
@@ -96,24 +112,18 @@ Deno.test("segment log: a torn tail is cut off on open and writing continues", a
     let log = await SegmentLogStore.open(dir);
     log.append(ents(1, 10));
     await log.sync();
-    log.append(ents(11, 12));
+    log.append(ents(11, 11));
+    await log.sync();
+    log.append(ents(12, 12));
     await log.sync();
     await log.close();
     const [seg] = segments(dir);
     const path = join(dir, seg);
     const full = Deno.readFileSync(path);
-    // Cut in the middle of the last record (entry 12), then add junk as a crash might.
+    // Cut in the middle of the last batch (entry 12), then add junk as a crash might.
     const cut = full.length - 20;
     Deno.writeFileSync(path, new Uint8Array([...full.subarray(0, cut), 0, 0, 0, 7, 1, 2]));
-    const warnings: string[] = [];
-    const logger = {
-      debug() {},
-      info() {},
-      warn(msg: string) {
-        warnings.push(msg);
-      },
-      error() {},
-    };
+    const { warnings, logger } = warningLogger();
     log = await SegmentLogStore.open(dir, { logger });
     assert.equal(log.lastIndex(), 11);
     assert.equal(warnings.length, 1);
@@ -161,5 +171,100 @@ Deno.test("segment log: a missing snapshot file is a CorruptionError", async () 
       if (d.name.startsWith("snap-")) Deno.removeSync(join(dir, d.name));
     }
     await assert.rejects(() => SegmentLogStore.open(dir), CorruptionError);
+  });
+});
+
+/** A copy of the segment bytes of a one-entry log whose entry data is `data` (what a value holding
+ * a WAL file would contain). */
+async function encodedLog(data: Uint8Array): Promise<Uint8Array> {
+  const dir = Deno.makeTempDirSync({ prefix: "gokv-seglog-" });
+  try {
+    const log = await SegmentLogStore.open(dir);
+    log.append([{ index: 1, term: 1, type: EntryType.Normal, data }]);
+    log.setHardState({ term: 1, vote: 1, commit: 1 });
+    await log.sync();
+    await log.close();
+    return Deno.readFileSync(join(dir, segments(dir)[0]));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+Deno.test("segment log: a torn tail whose entry data embeds valid-looking records opens (issue 11 item 12)", async () => {
+  // The value holds a whole segment file, every record of it valid: what a backup stored as a value
+  // looks like. Before the fix the open scanned every byte offset for a valid record, found these
+  // inside the torn entry and refused to open with a CorruptionError.
+  const embedded = await encodedLog(entryPayload(7, 1));
+  const value = new Uint8Array(embedded.length + 64);
+  value.set(embedded, 16);
+  await withDir(async (dir) => {
+    let log = await SegmentLogStore.open(dir);
+    for (let i = 1; i <= 5; i++) {
+      log.append(ents(i, i));
+      log.setHardState({ term: 1, vote: 1, commit: i });
+      await log.sync();
+    }
+    log.append([{ index: 6, term: 1, type: EntryType.Normal, data: value }]);
+    await log.sync();
+    await log.close();
+    const [seg] = segments(dir);
+    const path = join(dir, seg);
+    const full = Deno.readFileSync(path);
+    // The crash kept the write up to 10 bytes before its end: the embedded records are whole.
+    Deno.writeFileSync(path, full.subarray(0, full.length - 10));
+    const { warnings, logger } = warningLogger();
+    log = await SegmentLogStore.open(dir, { logger });
+    assert.equal(log.lastIndex(), 5, "only the torn entry is dropped");
+    checkEntries(log, 1, 5);
+    assert.deepEqual(log.initialState().hardState, { term: 1, vote: 1, commit: 5 });
+    assert.equal(warnings.length, 1);
+    await log.close();
+  });
+});
+
+Deno.test("segment log: damage before an entry that embeds valid-looking records is still corruption", async () => {
+  const embedded = await encodedLog(entryPayload(7, 1));
+  await withDir(async (dir) => {
+    const log = await SegmentLogStore.open(dir);
+    for (let i = 1; i <= 5; i++) {
+      log.append([{ index: i, term: 1, type: EntryType.Normal, data: embedded }]);
+      await log.sync();
+    }
+    await log.close();
+    const [seg] = segments(dir);
+    const path = join(dir, seg);
+    const buf = Deno.readFileSync(path);
+    // Flip a bit in the third entry's data (synced; two more synced entries follow it).
+    const third = buf.length - Math.floor(2.5 * embedded.length);
+    buf[third] ^= 0x10;
+    Deno.writeFileSync(path, buf);
+    await assert.rejects(() => SegmentLogStore.open(dir), (e) => {
+      assert.ok(e instanceof CorruptionError, String(e));
+      assert.equal(e.file, seg);
+      return true;
+    });
+  });
+});
+
+Deno.test("segment log: a v1 log is read, and writing continues in a new v2 segment", async () => {
+  await withDir(async (dir) => {
+    const w = new ByteWriter();
+    w.raw(SEGMENT_MAGIC_V1);
+    const empty = { voters: [], votersOutgoing: [], learners: [], learnersNext: [] };
+    writeHeaderRecord(w, { index: 0, term: 0, conf: empty }, { term: 0, vote: 0, commit: 0 }, "v1");
+    for (const e of ents(1, 8)) writeEntryRecord(w, e, "v1");
+    Deno.writeFileSync(join(dir, "wal-0000000000000001.log"), w.finish());
+    let log = await SegmentLogStore.open(dir);
+    assert.equal(log.lastIndex(), 8);
+    checkEntries(log, 1, 8);
+    assert.deepEqual(segments(dir), ["wal-0000000000000001.log", "wal-0000000000000002.log"]);
+    log.append(ents(9, 12));
+    await log.sync();
+    await log.close();
+    const v2 = Deno.readFileSync(join(dir, "wal-0000000000000002.log"));
+    assert.equal(new TextDecoder().decode(v2.subarray(0, 8)), "GKVWAL02");
+    log = await SegmentLogStore.open(dir);
+    checkEntries(log, 1, 12);
+    await log.close();
   });
 });
