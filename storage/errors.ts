@@ -73,3 +73,30 @@ export class StoreLockedError extends Error {
     this.dir = dir;
   }
 }
+
+/**
+ * An I/O operation of a store failed (write, fdatasync, rename, ...), or the process it ran in
+ * crashed under it. What reached the disk is unknown, so the store is failed for good: every
+ * later write or sync rejects with this same error (a failed fsync is never retried — the kernel
+ * may have dropped the dirty pages) and the node must halt, exit non-zero and be restarted, when
+ * recovery reads what really is on disk. `fatal` is always true (a marker for callers that cannot
+ * import this class).
+ */
+export class StorageIoError extends Error {
+  /** Which store failed, e.g. `"segment log"`. */
+  readonly store: string;
+  /** The operation that failed, e.g. `"sync"`. */
+  readonly op: string;
+  /** Always true: the store cannot continue. */
+  readonly fatal = true;
+
+  /** Creates the error for `op` of `store`, caused by `cause`. */
+  constructor(store: string, op: string, cause: unknown) {
+    super(`${store}: ${op} failed, storage is unusable until restart: ${String(cause)}`, {
+      cause,
+    });
+    this.name = "StorageIoError";
+    this.store = store;
+    this.op = op;
+  }
+}

@@ -1,10 +1,16 @@
 /**
- * Durable file helpers: atomic replace (temporary file, fsync, rename, directory fsync).
+ * Durable file helpers over the engine's file-system interface ({@link Env}, lsm/env.ts): every
+ * storage backend does its I/O through an `Env`, so the power-loss tests can run them on the
+ * fault-injecting in-memory one (lsm/fault_env.ts).
  *
  * @module
  */
 import { join } from "node:path";
+import { denoEnv, type Env, mkdirDurable, writeFileAtomicSync, writeFully } from "../lsm/env.ts";
 import { StoreLockedError } from "./errors.ts";
+
+export { denoEnv, type Env, type EnvFile } from "../lsm/env.ts";
+export { mkdirDurable, writeFully };
 
 /** An exclusive advisory lock on `dir/LOCK` (released by the kernel if the process dies). */
 export interface DirLock {
@@ -13,72 +19,37 @@ export interface DirLock {
 }
 
 /** Takes the lock or throws {@link StoreLockedError}. */
-export function lockDir(dir: string): DirLock {
-  const file = Deno.openSync(join(dir, "LOCK"), { read: true, write: true, create: true });
-  let ok = false;
-  try {
-    ok = file.tryLockSync(true);
-  } finally {
-    if (!ok) file.close();
-  }
-  if (!ok) throw new StoreLockedError(dir);
-  return {
-    release() {
-      try {
-        file.unlockSync();
-      } finally {
-        file.close();
-      }
-    },
-  };
+export function lockDir(env: Env, dir: string): DirLock {
+  const lock = env.tryLockSync(join(dir, "LOCK"));
+  if (!lock) throw new StoreLockedError(dir);
+  return lock;
 }
 
-/** Fsyncs a directory so that renames and creations in it are durable. */
-export function fsyncDir(dir: string): void {
-  const d = Deno.openSync(dir, { read: true });
-  try {
-    d.syncSync();
-  } finally {
-    d.close();
-  }
-}
-
-/** Writes `data` to `dir/name` atomically and durably. */
-export function writeFileAtomic(dir: string, name: string, data: Uint8Array): void {
-  const tmp = join(dir, `${name}.tmp`);
-  const f = Deno.openSync(tmp, { write: true, create: true, truncate: true });
-  try {
-    let off = 0;
-    while (off < data.length) off += f.writeSync(data.subarray(off));
-    f.syncSync();
-  } finally {
-    f.close();
-  }
-  Deno.renameSync(tmp, join(dir, name));
-  fsyncDir(dir);
-}
-
-/** Writes all of `data` at the file's current position. */
-export function writeAll(f: Deno.FsFile, data: Uint8Array): void {
-  let off = 0;
-  while (off < data.length) off += f.writeSync(data.subarray(off));
+/** Writes `data` to `dir/name` atomically and durably (tmp, fdatasync, rename, directory fsync). */
+export function writeFileAtomic(env: Env, dir: string, name: string, data: Uint8Array): void {
+  writeFileAtomicSync(env, join(dir, name), data);
 }
 
 /** Reads a file, or returns undefined when it does not exist. */
-export function readFileIfExists(path: string): Uint8Array | undefined {
+export function readFileIfExists(env: Env, path: string): Uint8Array | undefined {
   try {
-    return Deno.readFileSync(path);
+    return env.readFileSync(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;
   }
 }
 
-/** Removes a file if it exists. */
-export function removeIfExists(path: string): void {
+/** Removes a file (or, with `recursive`, a directory tree) if it exists. */
+export function removeIfExists(env: Env, path: string, recursive = false): void {
   try {
-    Deno.removeSync(path);
+    env.removeSync(path, { recursive });
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
+}
+
+/** Fsyncs a directory so that renames, creations and removals in it are durable. */
+export function fsyncDir(dir: string, env: Env = denoEnv): void {
+  env.syncDirSync(dir);
 }

@@ -24,7 +24,14 @@ import type { ApplyCommand } from "../raft/state_machine.ts";
 import { ByteReader, ByteWriter, compareBytes, prefixEnd } from "./bytes.ts";
 import { CommandOp } from "./command.ts";
 import { CorruptionError, StoreClosedError } from "./errors.ts";
-import { readFileIfExists, writeFileAtomic } from "./fsutil.ts";
+import {
+  denoEnv,
+  type Env,
+  mkdirDurable,
+  readFileIfExists,
+  removeIfExists,
+  writeFileAtomic,
+} from "./fsutil.ts";
 import {
   type ApplyResult,
   decodeResult,
@@ -82,14 +89,6 @@ function encodeU64(n: number): Uint8Array {
   return w.finish();
 }
 
-function removeDirIfExists(path: string): void {
-  try {
-    Deno.removeSync(path, { recursive: true });
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-}
-
 function genDir(gen: number): string {
   return `sm-${String(gen).padStart(6, "0")}`;
 }
@@ -129,6 +128,8 @@ export interface LsmStateMachineOptions {
   lsm?: LsmOptions;
   /** Set as {@link LsmDb.onBackgroundWork} on every LSM database it opens (metrics). */
   onBackgroundWork?: LsmDb["onBackgroundWork"];
+  /** The file system of the state machine's own files (default: the real one). */
+  env?: Env;
 }
 
 /** A state machine stored in the LSM engine. */
@@ -136,6 +137,7 @@ export class LsmStateMachine implements KvStateMachine {
   readonly #dir: string;
   readonly #lsmOptions: LsmOptions;
   #onWork: LsmDb["onBackgroundWork"];
+  readonly #env: Env;
   #gen: number;
   #db: LsmDb;
   #applied: number;
@@ -151,6 +153,7 @@ export class LsmStateMachine implements KvStateMachine {
   private constructor(
     dir: string,
     lsmOptions: LsmOptions,
+    env: Env,
     gen: number,
     db: LsmDb,
     applied: number,
@@ -158,6 +161,7 @@ export class LsmStateMachine implements KvStateMachine {
   ) {
     this.#dir = dir;
     this.#lsmOptions = lsmOptions;
+    this.#env = env;
     this.#gen = gen;
     this.#db = db;
     this.#applied = applied;
@@ -166,20 +170,21 @@ export class LsmStateMachine implements KvStateMachine {
 
   /** Opens (or creates) the state machine in `dir`. */
   static async open(dir: string, opts: LsmStateMachineOptions = {}): Promise<LsmStateMachine> {
-    Deno.mkdirSync(dir, { recursive: true });
-    const raw = readFileIfExists(join(dir, CURRENT));
+    const env = opts.env ?? denoEnv;
+    mkdirDurable(env, dir);
+    const raw = readFileIfExists(env, join(dir, CURRENT));
     let gen = 1;
     if (raw) {
       const m = /^sm-(\d+)\s*$/.exec(new TextDecoder().decode(raw));
       if (!m) throw new CorruptionError(CURRENT, 0, "pointer");
       gen = Number(m[1]);
     } else {
-      writeFileAtomic(dir, CURRENT, new TextEncoder().encode(genDir(gen) + "\n"));
+      writeFileAtomic(env, dir, CURRENT, new TextEncoder().encode(genDir(gen) + "\n"));
     }
     // Remove directories of interrupted restores (or of the previous generation).
-    for (const d of Deno.readDirSync(dir)) {
+    for (const d of env.readDirSync(dir)) {
       if (d.isDirectory && /^sm-\d+$/.test(d.name) && d.name !== genDir(gen)) {
-        Deno.removeSync(join(dir, d.name), { recursive: true });
+        env.removeSync(join(dir, d.name), { recursive: true });
       }
     }
     const lsmOptions = opts.lsm ?? {};
@@ -188,7 +193,7 @@ export class LsmStateMachine implements KvStateMachine {
     try {
       const applied = await readApplied(db);
       const sessions = await readSessions(db);
-      const sm = new LsmStateMachine(dir, lsmOptions, gen, db, applied, sessions);
+      const sm = new LsmStateMachine(dir, lsmOptions, env, gen, db, applied, sessions);
       sm.#onWork = opts.onBackgroundWork;
       return sm;
     } catch (e) {
@@ -388,7 +393,7 @@ export class LsmStateMachine implements KvStateMachine {
   async #import(src: StateImport): Promise<void> {
     const gen = this.#gen + 1;
     const path = join(this.#dir, genDir(gen));
-    removeDirIfExists(path);
+    removeIfExists(this.#env, path, true);
     const db = await LsmDb.open(path, this.#lsmOptions);
     db.onBackgroundWork = this.#onWork;
     try {
@@ -409,10 +414,10 @@ export class LsmStateMachine implements KvStateMachine {
       await db.write([{ type: "put", key: SYNC_KEY, value: new Uint8Array(0) }], { sync: true });
     } catch (e) {
       await db.close();
-      removeDirIfExists(path);
+      removeIfExists(this.#env, path, true);
       throw e;
     }
-    writeFileAtomic(this.#dir, CURRENT, new TextEncoder().encode(genDir(gen) + "\n"));
+    writeFileAtomic(this.#env, this.#dir, CURRENT, new TextEncoder().encode(genDir(gen) + "\n"));
     const old = this.#db;
     const oldPath = join(this.#dir, genDir(this.#gen));
     this.#db = db;
@@ -422,7 +427,7 @@ export class LsmStateMachine implements KvStateMachine {
     this.#restores++;
     await this.#readsDone();
     await old.close();
-    removeDirIfExists(oldPath);
+    removeIfExists(this.#env, oldPath, true);
   }
 
   /** See {@link KvStateMachine.stats}. */

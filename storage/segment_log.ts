@@ -22,15 +22,19 @@ import type { LogStore } from "../raft/storage.ts";
 import type { Entry, HardState, Snapshot, SnapshotMeta } from "../raft/types.ts";
 import { ByteWriter } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
-import { CorruptionError, StoreClosedError } from "./errors.ts";
+import { CorruptionError, StorageIoError, StoreClosedError } from "./errors.ts";
 import {
+  denoEnv,
   type DirLock,
+  type Env,
+  type EnvFile,
   fsyncDir,
   lockDir,
+  mkdirDurable,
   readFileIfExists,
   removeIfExists,
-  writeAll,
   writeFileAtomic,
+  writeFully,
 } from "./fsutil.ts";
 import { settle } from "./settle.ts";
 import { cloneMeta, LogCoreReads } from "./log_core.ts";
@@ -58,6 +62,8 @@ export interface SegmentLogOptions {
   segmentBytes?: number;
   /** Where to report repairs. */
   logger?: Logger;
+  /** The file system (default: the real one; tests pass a fault-injecting one). */
+  env?: Env;
 }
 
 const SNAP_MAGIC = new TextEncoder().encode("GKVSNPF1");
@@ -115,7 +121,8 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   readonly #segmentBytes: number;
   readonly #logger: Logger;
   readonly #segments: SegmentInfo[] = [];
-  #file: Deno.FsFile | null = null;
+  readonly #env: Env;
+  #file: EnvFile | null = null;
   #fileSize = 0;
   readonly #buf = new ByteWriter(64 * 1024);
   #hsDirty = false;
@@ -123,10 +130,13 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   #syncs = 0;
   #closed = false;
   #lock: DirLock | null = null;
+  /** Set by the first failed I/O: the store is unusable from then on. */
+  #failed: StorageIoError | null = null;
 
   private constructor(dir: string, opts: SegmentLogOptions) {
     super();
     this.#dir = dir;
+    this.#env = opts.env ?? denoEnv;
     this.#segmentBytes = opts.segmentBytes ?? 64 * 1024 * 1024;
     this.#logger = opts.logger ?? nullLogger;
     beginBatch(this.#buf);
@@ -138,9 +148,10 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   }
 
   static #openSync(dir: string, opts: SegmentLogOptions): SegmentLogStore {
-    Deno.mkdirSync(dir, { recursive: true });
+    const env = opts.env ?? denoEnv;
+    mkdirDurable(env, dir);
     const s = new SegmentLogStore(dir, opts);
-    s.#lock = lockDir(dir);
+    s.#lock = lockDir(env, dir);
     try {
       s.#load();
     } catch (e) {
@@ -154,11 +165,12 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   #load(): void {
     const seqs: number[] = [];
     const snaps: string[] = [];
-    for (const d of Deno.readDirSync(this.#dir)) {
+    const env = this.#env;
+    for (const d of env.readDirSync(this.#dir)) {
       const m = SEG_RE.exec(d.name);
       if (m) seqs.push(Number(m[1]));
       else if (SNAP_RE.test(d.name)) snaps.push(d.name);
-      else if (d.name.endsWith(".tmp")) removeIfExists(join(this.#dir, d.name));
+      else if (d.name.endsWith(".tmp")) removeIfExists(env, join(this.#dir, d.name));
     }
     seqs.sort((a, b) => a - b);
     for (let i = 1; i < seqs.length; i++) {
@@ -172,8 +184,8 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
       const version = this.#replay(seqs);
       const last = seqs[seqs.length - 1];
       if (version === 2) {
-        this.#file = Deno.openSync(join(this.#dir, segName(last)), { write: true, append: true });
-        this.#fileSize = this.#file.statSync().size;
+        this.#file = env.openSync(join(this.#dir, segName(last)), { write: true, append: true });
+        this.#fileSize = this.#file.sizeSync();
       } else {
         // Never append to a segment of an older format: continue in a new v2 segment.
         this.#createSegment(last + 1);
@@ -181,7 +193,7 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     }
     const keep = this.core.snap.index > 0 ? snapName(this.core.snap.index) : "";
     if (keep && !snaps.includes(keep)) throw new CorruptionError(keep, 0, "missing snapshot");
-    for (const n of snaps) if (n !== keep) removeIfExists(join(this.#dir, n));
+    for (const n of snaps) if (n !== keep) removeIfExists(env, join(this.#dir, n));
   }
 
   /**
@@ -196,7 +208,7 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     for (let si = 0; si < seqs.length; si++) {
       const name = segName(seqs[si]);
       const path = join(this.#dir, name);
-      const buf = Deno.readFileSync(path);
+      const buf = this.#env.readFileSync(path);
       const scan = scanSegment(buf);
       const isLast = si === seqs.length - 1;
       version = scan.version;
@@ -209,10 +221,10 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
           offset: scan.error.offset,
           dropped: buf.length - scan.validEnd,
         });
-        const f = Deno.openSync(path, { write: true });
+        const f = this.#env.openSync(path, { write: true });
         try {
           f.truncateSync(scan.validEnd);
-          f.syncSync();
+          f.syncDataSync();
         } finally {
           f.close();
         }
@@ -274,9 +286,9 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     const bytes = new Uint8Array(SEGMENT_MAGIC.length + batch.length);
     bytes.set(SEGMENT_MAGIC);
     bytes.set(batch, SEGMENT_MAGIC.length);
-    writeFileAtomic(this.#dir, segName(seq), bytes);
+    writeFileAtomic(this.#env, this.#dir, segName(seq), bytes);
     this.#file?.close();
-    this.#file = Deno.openSync(join(this.#dir, segName(seq)), { write: true, append: true });
+    this.#file = this.#env.openSync(join(this.#dir, segName(seq)), { write: true, append: true });
     this.#fileSize = bytes.length;
     this.#segments.push({ seq, maxIndex: 0 });
   }
@@ -287,7 +299,7 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     if (this.#pendingSnap) return { meta, data: this.#pendingSnap.data };
     if (meta.index === 0) return { meta, data: new Uint8Array(0) };
     const name = snapName(meta.index);
-    const buf = readFileIfExists(join(this.#dir, name));
+    const buf = readFileIfExists(this.#env, join(this.#dir, name));
     if (!buf) throw new CorruptionError(name, 0, "missing snapshot");
     return { meta, data: decodeSnapshotFile(name, buf).data };
   }
@@ -340,22 +352,36 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     });
   }
 
+  /**
+   * Writes and syncs what is buffered. Any failure fails the store for good
+   * ({@link StorageIoError}): what reached the disk is unknown, and a failed fsync must not be
+   * retried (the kernel may have dropped the pages it could not write, a second fsync would
+   * succeed without them).
+   */
   #syncNow(): void {
+    try {
+      this.#syncUnchecked();
+    } catch (e) {
+      this.#failed = e instanceof StorageIoError ? e : new StorageIoError("segment log", "sync", e);
+      this.#logger.error("segment log: I/O failed; the log refuses every further write", {
+        err: String(e),
+      });
+      throw this.#failed;
+    }
+  }
+
+  #syncUnchecked(): void {
+    const env = this.#env;
     const snap = this.#pendingSnap;
-    if (snap) writeFileAtomic(this.#dir, snapName(snap.meta.index), encodeSnapshotFile(snap));
+    if (snap) writeFileAtomic(env, this.#dir, snapName(snap.meta.index), encodeSnapshotFile(snap));
     if (this.#hsDirty) {
       writeHardStateRecord(this.#buf, this.core.hs);
       this.#hsDirty = false;
     }
     if (this.#buf.length > BATCH_HEADER_SIZE) {
       sealBatch(this.#buf, 0);
-      try {
-        writeAll(this.#file!, this.#buf.view());
-      } catch (e) {
-        // Leave no partial record behind (it would read as corruption once more data follows).
-        this.#file!.truncateSync(this.#fileSize);
-        throw e;
-      }
+      // A failed write leaves the store failed: nothing is ever written after a partial batch.
+      writeFully(this.#file!, this.#buf.view());
       this.#file!.syncDataSync();
       this.#fileSize += this.#buf.length;
       this.#buf.reset();
@@ -364,9 +390,9 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     }
     if (snap) {
       this.#pendingSnap = null;
-      for (const d of Deno.readDirSync(this.#dir)) {
+      for (const d of env.readDirSync(this.#dir)) {
         if (SNAP_RE.test(d.name) && d.name !== snapName(snap.meta.index)) {
-          removeIfExists(join(this.#dir, d.name));
+          removeIfExists(env, join(this.#dir, d.name));
         }
       }
     }
@@ -383,10 +409,10 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
       this.#segments.length > 1 && this.#segments[0].maxIndex <= this.core.snap.index
     ) {
       const s = this.#segments.shift()!;
-      removeIfExists(join(this.#dir, segName(s.seq)));
+      removeIfExists(this.#env, join(this.#dir, segName(s.seq)));
       dropped++;
     }
-    if (dropped > 0) fsyncDir(this.#dir);
+    if (dropped > 0) fsyncDir(this.#dir, this.#env);
   }
 
   /** Counters for monitoring. */
@@ -406,7 +432,7 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
       if (this.#closed) return;
       this.#closed = true;
       try {
-        this.#syncNow();
+        if (!this.#failed) this.#syncNow();
       } finally {
         this.#file?.close();
         this.#file = null;
@@ -417,7 +443,13 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   }
 
   #check(): void {
+    if (this.#failed) throw this.#failed;
     if (this.#closed) throw new StoreClosedError("segment log store");
+  }
+
+  /** The I/O error that failed the store, if one did. */
+  get failure(): StorageIoError | null {
+    return this.#failed;
   }
 }
 

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { EntryType } from "../raft/types.ts";
-import { CorruptionError } from "./errors.ts";
+import { CorruptionError, StorageIoError } from "./errors.ts";
+import { FaultEnv, InjectedIoError } from "../lsm/fault_env.ts";
 import { SegmentLogStore } from "./segment_log.ts";
 import { ByteWriter } from "./bytes.ts";
 import { SEGMENT_MAGIC_V1, writeEntryRecord, writeHeaderRecord } from "./segment_format.ts";
@@ -267,4 +268,37 @@ Deno.test("segment log: a v1 log is read, and writing continues in a new v2 segm
     checkEntries(log, 1, 12);
     await log.close();
   });
+});
+
+Deno.test("segment log: a failed fdatasync fails the store for good with StorageIoError (never retried)", async () => {
+  const env = new FaultEnv();
+  const log = await SegmentLogStore.open("/wal", { env });
+  log.append(ents(1, 3));
+  await log.sync();
+  let syncs = 0;
+  env.onOp = (c) => {
+    if (c.op !== "sync") return undefined;
+    syncs++;
+    return "eio";
+  };
+  log.append(ents(4, 4));
+  const err = await log.sync().then(() => undefined, (e) => e);
+  assert.ok(err instanceof StorageIoError, String(err));
+  assert.equal(err.fatal, true);
+  assert.ok(err.cause instanceof InjectedIoError);
+  assert.equal(syncs, 1);
+  // Every later write or sync rejects with the same error, and no fdatasync is tried again.
+  await assert.rejects(() => log.sync(), (e) => e === err);
+  assert.throws(() => log.append(ents(5, 5)), (e) => e === err);
+  assert.throws(() => log.setHardState({ term: 2, vote: 1, commit: 3 }), (e) => e === err);
+  assert.equal(syncs, 1);
+  assert.equal(log.failure, err);
+  await log.close();
+  assert.equal(syncs, 1, "close does not sync a failed store");
+  // After the restart the synced entries are there.
+  env.onOp = undefined;
+  const again = await SegmentLogStore.open("/wal", { env: env.crash() });
+  assert.ok(again.lastIndex() >= 3);
+  checkEntries(again, 1, 3);
+  await again.close();
 });

@@ -27,15 +27,19 @@ import {
   type SnapshotMeta,
 } from "../raft/types.ts";
 import { fromBase64, toBase64 } from "./bytes.ts";
-import { CorruptionError, LogGapError, StoreClosedError } from "./errors.ts";
+import { CorruptionError, LogGapError, StorageIoError, StoreClosedError } from "./errors.ts";
 import {
+  denoEnv,
   type DirLock,
+  type Env,
+  type EnvFile,
   fsyncDir,
   lockDir,
+  mkdirDurable,
   readFileIfExists,
   removeIfExists,
-  writeAll,
   writeFileAtomic,
+  writeFully,
 } from "./fsutil.ts";
 import { settle } from "./settle.ts";
 import { cloneConf, cloneMeta, LogCoreReads } from "./log_core.ts";
@@ -92,7 +96,10 @@ function parseConf(c: ConfState): ConfState {
 export class SimpleFileLogStore extends LogCoreReads implements LogStore {
   readonly #dir: string;
   #gen = 1;
-  #file: Deno.FsFile | null = null;
+  readonly #env: Env;
+  #file: EnvFile | null = null;
+  /** Set by the first failed I/O: the store is unusable from then on. */
+  #failed: StorageIoError | null = null;
   #pending = "";
   #hsDirty = false;
   /** A snapshot installed or created since the last sync, with its data. */
@@ -100,20 +107,21 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
   #closed = false;
   #lock: DirLock | null = null;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, env: Env) {
     super();
     this.#dir = dir;
+    this.#env = env;
   }
 
-  /** Opens (or creates) the log in `dir`. */
-  static open(dir: string): Promise<SimpleFileLogStore> {
-    return settle(() => SimpleFileLogStore.#openSync(dir));
+  /** Opens (or creates) the log in `dir` (`env`: the file system, default the real one). */
+  static open(dir: string, opts: { env?: Env } = {}): Promise<SimpleFileLogStore> {
+    return settle(() => SimpleFileLogStore.#openSync(dir, opts.env ?? denoEnv));
   }
 
-  static #openSync(dir: string): SimpleFileLogStore {
-    Deno.mkdirSync(dir, { recursive: true });
-    const s = new SimpleFileLogStore(dir);
-    s.#lock = lockDir(dir);
+  static #openSync(dir: string, env: Env): SimpleFileLogStore {
+    mkdirDurable(env, dir);
+    const s = new SimpleFileLogStore(dir, env);
+    s.#lock = lockDir(env, dir);
     try {
       s.#load();
     } catch (e) {
@@ -125,7 +133,8 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
   }
 
   #load(): void {
-    const raw = readFileIfExists(join(this.#dir, STATE_FILE));
+    const env = this.#env;
+    const raw = readFileIfExists(env, join(this.#dir, STATE_FILE));
     let logFile = logName(1);
     if (raw) {
       let st: StateJson;
@@ -150,29 +159,28 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
       this.#gen = Number(m[1]);
       if (
         this.core.snap.index > 0 &&
-        !readFileIfExists(join(this.#dir, snapName(this.core.snap.index)))
+        !readFileIfExists(env, join(this.#dir, snapName(this.core.snap.index)))
       ) {
         throw new CorruptionError(snapName(this.core.snap.index), 0, "missing snapshot");
       }
     }
     this.#replay(logFile);
     // Leftovers of an interrupted snapshot switch.
-    for (const d of Deno.readDirSync(this.#dir)) {
+    for (const d of env.readDirSync(this.#dir)) {
       const stale = (d.name.startsWith("raft-log-") && d.name !== logFile) ||
         (d.name.startsWith("raft-snapshot-") && d.name !== snapName(this.core.snap.index)) ||
         d.name.endsWith(".tmp");
-      if (stale && d.name.startsWith("raft-")) removeIfExists(join(this.#dir, d.name));
+      if (stale && d.name.startsWith("raft-")) removeIfExists(env, join(this.#dir, d.name));
     }
-    this.#file = Deno.openSync(join(this.#dir, logFile), {
-      write: true,
-      create: true,
-      append: true,
-    });
+    const path = join(this.#dir, logFile);
+    const created = readFileIfExists(env, path) === undefined;
+    this.#file = env.openSync(path, { write: true, create: true, append: true });
+    if (created) fsyncDir(this.#dir, env);
   }
 
   #replay(logFile: string): void {
     const path = join(this.#dir, logFile);
-    const raw = readFileIfExists(path);
+    const raw = readFileIfExists(this.#env, path);
     if (!raw) return;
     const text = dec.decode(raw);
     let pos = 0;
@@ -202,10 +210,10 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
     }
     if (cut >= 0) {
       const bytes = enc.encode(text.slice(0, cut)).length;
-      const f = Deno.openSync(path, { write: true });
+      const f = this.#env.openSync(path, { write: true });
       try {
         f.truncateSync(bytes);
-        f.syncSync();
+        f.syncDataSync();
       } finally {
         f.close();
       }
@@ -221,7 +229,7 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
       return { meta: cloneMeta(this.core.snap), data: new Uint8Array(0) };
     }
     const name = snapName(this.core.snap.index);
-    const raw = readFileIfExists(join(this.#dir, name));
+    const raw = readFileIfExists(this.#env, join(this.#dir, name));
     if (!raw) throw new CorruptionError(name, 0, "missing snapshot");
     const o = JSON.parse(dec.decode(raw));
     return { meta: cloneMeta(this.core.snap), data: fromBase64(o.data) };
@@ -257,18 +265,25 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
     return settle(() => this.#syncNow());
   }
 
+  /** Writes and syncs; any I/O failure fails the store for good (see {@link StorageIoError}). */
   #syncNow(): void {
     this.#check();
+    try {
+      this.#syncUnchecked();
+    } catch (e) {
+      this.#failed = e instanceof StorageIoError
+        ? e
+        : new StorageIoError("simplefile log", "sync", e);
+      throw this.#failed;
+    }
+  }
+
+  #syncUnchecked(): void {
     if (this.#pendingSnap) this.#switchGeneration(this.#pendingSnap);
     else {
       if (this.#pending) {
-        const size = this.#file!.statSync().size;
-        try {
-          writeAll(this.#file!, enc.encode(this.#pending));
-        } catch (e) {
-          this.#file!.truncateSync(size); // no partial line before later ones
-          throw e;
-        }
+        // A failed write fails the store: nothing is ever written after a partial line.
+        writeFully(this.#file!, enc.encode(this.#pending));
         this.#file!.syncDataSync();
         this.#pending = "";
       }
@@ -283,7 +298,12 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
       snapshot: this.core.snap,
       logFile,
     };
-    writeFileAtomic(this.#dir, STATE_FILE, enc.encode(JSON.stringify(st, null, 2) + "\n"));
+    writeFileAtomic(
+      this.#env,
+      this.#dir,
+      STATE_FILE,
+      enc.encode(JSON.stringify(st, null, 2) + "\n"),
+    );
     this.#hsDirty = false;
   }
 
@@ -292,9 +312,11 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
     const oldLog = logName(this.#gen);
     const newLog = logName(this.#gen + 1);
     const lines = this.core.ents.map(entryLine).join("");
-    writeFileAtomic(this.#dir, newLog, enc.encode(lines));
+    const env = this.#env;
+    writeFileAtomic(env, this.#dir, newLog, enc.encode(lines));
     const meta = this.core.snap;
     writeFileAtomic(
+      env,
       this.#dir,
       snapName(meta.index),
       enc.encode(JSON.stringify({ meta, data: toBase64(snap.data) }) + "\n"),
@@ -302,16 +324,16 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
     this.#writeState(newLog);
     this.#file!.close();
     this.#gen++;
-    this.#file = Deno.openSync(join(this.#dir, newLog), { write: true, append: true });
+    this.#file = env.openSync(join(this.#dir, newLog), { write: true, append: true });
     this.#pending = "";
     this.#pendingSnap = null;
-    removeIfExists(join(this.#dir, oldLog));
-    for (const d of Deno.readDirSync(this.#dir)) {
+    removeIfExists(env, join(this.#dir, oldLog));
+    for (const d of env.readDirSync(this.#dir)) {
       if (d.name.startsWith("raft-snapshot-") && d.name !== snapName(meta.index)) {
-        removeIfExists(join(this.#dir, d.name));
+        removeIfExists(env, join(this.#dir, d.name));
       }
     }
-    fsyncDir(this.#dir);
+    fsyncDir(this.#dir, env);
   }
 
   /** Syncs and closes the files. */
@@ -319,7 +341,7 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
     return settle(() => {
       if (this.#closed) return;
       try {
-        this.#syncNow();
+        if (!this.#failed) this.#syncNow();
       } finally {
         this.#closed = true;
         this.#file?.close();
@@ -331,6 +353,7 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
   }
 
   #check(): void {
+    if (this.#failed) throw this.#failed;
     if (this.#closed) throw new StoreClosedError("simplefile log store");
   }
 }

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import type { ApplyCommand } from "../raft/state_machine.ts";
 import { fromBase64, latin1ToBytes, toBase64 } from "./bytes.ts";
 import { CorruptionError } from "./errors.ts";
-import { readFileIfExists, writeFileAtomic } from "./fsutil.ts";
+import { denoEnv, type Env, mkdirDurable, readFileIfExists, writeFileAtomic } from "./fsutil.ts";
 import type { ApplyResult, SessionTable } from "./kv_state_machine.ts";
 import { MemoryStateMachine, OrderedBytesMap } from "./memory_sm.ts";
 import { settle } from "./settle.ts";
@@ -33,21 +33,23 @@ interface StateJson {
 /** A state machine persisted as one JSON file. */
 export class SimpleFileStateMachine extends MemoryStateMachine {
   readonly #dir: string;
+  readonly #env: Env;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, env: Env) {
     super();
     this.#dir = dir;
+    this.#env = env;
   }
 
-  /** Opens (or creates) the state machine in `dir`. */
-  static open(dir: string): Promise<SimpleFileStateMachine> {
-    return settle(() => SimpleFileStateMachine.#openSync(dir));
+  /** Opens (or creates) the state machine in `dir` (`env`: the file system, default the real one). */
+  static open(dir: string, opts: { env?: Env } = {}): Promise<SimpleFileStateMachine> {
+    return settle(() => SimpleFileStateMachine.#openSync(dir, opts.env ?? denoEnv));
   }
 
-  static #openSync(dir: string): SimpleFileStateMachine {
-    Deno.mkdirSync(dir, { recursive: true });
-    const sm = new SimpleFileStateMachine(dir);
-    const raw = readFileIfExists(join(dir, FILE));
+  static #openSync(dir: string, env: Env): SimpleFileStateMachine {
+    mkdirDurable(env, dir);
+    const sm = new SimpleFileStateMachine(dir, env);
+    const raw = readFileIfExists(env, join(dir, FILE));
     if (raw) {
       try {
         const st: StateJson = JSON.parse(new TextDecoder().decode(raw));
@@ -106,7 +108,12 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
         toBase64(this.data.map.get(k)!),
       ]),
     };
-    writeFileAtomic(this.#dir, FILE, new TextEncoder().encode(JSON.stringify(st) + "\n"));
+    writeFileAtomic(
+      this.#env,
+      this.#dir,
+      FILE,
+      new TextEncoder().encode(JSON.stringify(st) + "\n"),
+    );
   }
 
   /** The backend's name. */
