@@ -95,13 +95,28 @@ function hex(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
+/** A reader stopped pulling a backup stream for longer than its idle timeout. */
+export class BackupStalledError extends Error {
+  /** Creates the error. */
+  constructor(readonly idleMs: number) {
+    super(`the backup reader pulled nothing for ${idleMs} ms: stream aborted`);
+    this.name = "BackupStalledError";
+  }
+}
+
+/** Default idle timeout of {@link encodeBackup}. */
+export const BACKUP_IDLE_TIMEOUT_MS = 60_000;
+
 /**
  * Streams `state` as a backup file. The view is released when the stream ends, fails or is
- * cancelled (a client that disconnects).
+ * cancelled (a client that disconnects), and when the reader pulls nothing for `idleTimeoutMs`
+ * (a stalled client must not hold the state machine's view forever: a Raft snapshot install
+ * waits for open views).
  */
 export function encodeBackup(
   header: Omit<BackupHeader, "format" | "versionstamp">,
   state: StateExport,
+  idleTimeoutMs: number = BACKUP_IDLE_TIMEOUT_MS,
 ): ReadableStream<Uint8Array> {
   const hash = createHash("sha256");
   const w = new ByteWriter(CHUNK_BYTES + 1024);
@@ -129,8 +144,24 @@ export function encodeBackup(
     hash.update(out);
     return out;
   };
+  let idle: ReturnType<typeof setTimeout> | undefined;
+  let stalled = false;
+  const stop = () => {
+    clearTimeout(idle);
+    state.release();
+    it.return?.().catch(() => {});
+  };
   return new ReadableStream<Uint8Array>({
+    start(ctl) {
+      idle = setTimeout(() => {
+        stalled = true;
+        stop();
+        ctl.error(new BackupStalledError(idleTimeoutMs));
+      }, idleTimeoutMs);
+    },
     async pull(ctl) {
+      clearTimeout(idle);
+      if (stalled) return;
       try {
         while (!finished && w.length < CHUNK_BYTES) {
           const r = await it.next();
@@ -156,17 +187,22 @@ export function encodeBackup(
         if (w.length > 0) ctl.enqueue(take());
         if (finished) {
           ctl.enqueue(new Uint8Array(hash.digest()));
-          state.release();
+          stop();
           ctl.close();
+          return;
         }
+        idle = setTimeout(() => {
+          stalled = true;
+          stop();
+          ctl.error(new BackupStalledError(idleTimeoutMs));
+        }, idleTimeoutMs);
       } catch (e) {
-        state.release();
+        stop();
         ctl.error(e);
       }
     },
-    async cancel() {
-      state.release();
-      await it.return?.();
+    cancel() {
+      stop();
     },
   }, { highWaterMark: 1 });
 }

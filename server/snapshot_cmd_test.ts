@@ -6,8 +6,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parseConfig } from "../config/config.ts";
 import { encodeCommand, MemoryStateMachine, openStorage, putCommand } from "../storage/mod.ts";
-import { BackupFormatError, encodeBackup, openBackup, verifyBackup } from "./backup_format.ts";
-import { restoreSnapshot, snapshotCommand } from "./snapshot_cmd.ts";
+import {
+  BackupFormatError,
+  BackupStalledError,
+  encodeBackup,
+  openBackup,
+  verifyBackup,
+} from "./backup_format.ts";
+import { restoreSnapshot, saveSnapshot, snapshotCommand } from "./snapshot_cmd.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -181,6 +187,93 @@ Deno.test("restore seeds a node directory whose log starts at the snapshot with 
       /memory/,
     );
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a backup reader that stops pulling is cut off and the state view released", async () => {
+  const sm = new MemoryStateMachine();
+  const cmds = [];
+  for (let i = 0; i < 5000; i++) {
+    cmds.push({
+      index: i + 1,
+      data: encodeCommand(putCommand(enc.encode(`k${i}`), new Uint8Array(100))),
+    });
+  }
+  await sm.apply(cmds);
+  const view = await sm.exportState();
+  let released = 0;
+  const stream = encodeBackup(
+    { index: 5000, term: 1, createdAt: "", nodeId: 1, gokvVersion: "test" },
+    {
+      ...view,
+      entries: () => view.entries(),
+      release: () => {
+        released++;
+        view.release();
+      },
+    },
+    100,
+  );
+  const reader = stream.getReader();
+  const first = await reader.read();
+  assert.ok(first.value && first.value.length > 0);
+  const deadline = Date.now() + 5000;
+  while (released === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(released >= 1, "the view was released");
+  await assert.rejects(
+    (async () => {
+      for (;;) if ((await reader.read()).done) return;
+    })(),
+    BackupStalledError,
+  );
+});
+
+Deno.test("save: a stream that breaks or arrives truncated leaves neither the file nor a .part", async () => {
+  const dir = await Deno.makeTempDir();
+  const good = join(dir, "good.db");
+  await writeBackup(good, 2000);
+  const bytes = await Deno.readFile(good);
+  let mode: "truncate" | "abort" | "follower" = "truncate";
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
+    if (mode === "follower") {
+      return new Response(JSON.stringify({ error: "not_leader", leaderHttp: "" }), {
+        status: 503,
+      });
+    }
+    if (mode === "truncate") return new Response(bytes.slice(0, bytes.length - 1000));
+    let sent = false;
+    return new Response(
+      new ReadableStream({
+        pull(ctl) {
+          if (!sent) {
+            sent = true;
+            ctl.enqueue(bytes.slice(0, 5000));
+          } else ctl.error(new Error("leader died"));
+        },
+      }),
+    );
+  });
+  const addr = `127.0.0.1:${server.addr.port}`;
+  try {
+    for (const m of ["truncate", "abort", "follower"] as const) {
+      mode = m;
+      const out = join(dir, `out-${m}.db`);
+      await assert.rejects(
+        saveSnapshot(out, [addr], 1500),
+        m === "follower"
+          ? /no leader answered/
+          : m === "abort"
+          ? /stream .* broke/
+          : /truncated|checksum/,
+        m,
+      );
+      const names = [];
+      for await (const e of Deno.readDir(dir)) names.push(e.name);
+      assert.deepEqual(names.filter((n) => n.startsWith(`out-${m}`)), [], m);
+    }
+  } finally {
+    await server.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
 });
