@@ -82,6 +82,19 @@ Deno.test({
       assert.ok(meta.index > 0 && meta.term > 0, st.stdout);
       assert.ok(meta.keys >= before.size, `${meta.keys} keys < ${before.size} acked`);
       assert.ok(JSON.parse(st2.stdout).index >= meta.index, st2.stdout);
+      // The serving node's metrics count the backup, its route, and the Raft traffic.
+      const metrics = await (await fetch(`http://${a.nodes.get(meta.nodeId)!.http}/metrics`))
+        .text();
+      assert.match(metrics, /^gokv_snapshot_saves_total [1-9]/m);
+      assert.match(metrics, /^gokv_snapshot_save_seconds_count [1-9]/m);
+      assert.match(
+        metrics,
+        /^gokv_http_requests_total\{method="GET",route="\/v1\/snapshot",status="200"\} [1-9]/m,
+      );
+      assert.match(metrics, /^gokv_raft_messages_sent_total\{type="App"\} [1-9]/m);
+      assert.match(metrics, /^gokv_raft_messages_received_total\{type="AppResp"\} [1-9]/m);
+      assert.match(metrics, /^gokv_fsync_seconds_count [1-9]/m);
+      assert.doesNotMatch(metrics, /gokv_storage_stat/);
       await a.stop();
 
       // A new cluster (new ports, new data directory) seeded from the file.
