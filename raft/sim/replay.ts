@@ -1,12 +1,12 @@
 /**
  * Replays simulator seeds: `deno run -A raft/sim/replay.ts --seed N [--trace] [--steps S]`, or
  * `--from A --count C` to sweep a range of seeds and list the failing ones. `--driver` runs the
- * real driver (raft/sim/driver_simulation.ts; `--steps` is then its chaos ticks) instead of the
- * RawNode simulation.
+ * real driver (raft/sim/driver_simulation.ts; `--steps` is then its chaos ticks, `--heal MODE`
+ * forces a heal mode: all, leave-one-down, handoff-to-dead) instead of the RawNode simulation.
  *
  * @module
  */
-import { runDriverSimulation } from "./driver_simulation.ts";
+import { type HealMode, runDriverSimulation } from "./driver_simulation.ts";
 import { runSimulation, type SimulationResult } from "./simulation.ts";
 
 function arg(name: string): string | undefined {
@@ -22,7 +22,7 @@ if (import.meta.main) {
   const driver = Deno.args.includes("--driver");
   const run = (s: number, t = false): Promise<SimulationResult> =>
     driver
-      ? runDriverSimulation(s, { ticks: steps, trace: t })
+      ? runDriverSimulation(s, { ticks: steps, trace: t, heal: arg("heal") as HealMode })
       : Promise.resolve(runSimulation(s, { steps, trace: t }));
   const seed = arg("seed");
   if (seed !== undefined) {
