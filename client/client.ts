@@ -299,20 +299,31 @@ export class Client {
     return res.members ?? [];
   }
 
-  /** Adds a node (as a learner, promoted to voter once caught up). */
+  /** Adds a node (as a learner, promoted to voter once caught up). Idempotent: adding a member
+   * that is already there with the same addresses succeeds (so a retry after a timeout does). */
   async addMember(member: Omit<Member, "learner">, opts: CallOptions = {}): Promise<void> {
     await this.call({ op: Op.MemberAdd, member }, { timeoutMs: opts.timeoutMs ?? 30_000 });
   }
 
-  /** Removes a node. Throws {@link NotFoundError} if it is not a member. */
+  /** Removes a node. Throws {@link NotFoundError} if it is not a member — unless an earlier
+   * attempt of this call may have reached the leader (it timed out or its connection was lost):
+   * then the node being gone means the removal took effect, and the call succeeds. */
   async removeMember(id: number, opts: CallOptions = {}): Promise<void> {
-    const res = await this.call({ op: Op.MemberRemove, nodeId: id }, opts);
-    if (res.status === Status.NotFound) throw new NotFoundError(`member ${id}`);
+    const attempt = { uncertain: false };
+    const res = await this.call({ op: Op.MemberRemove, nodeId: id }, opts, attempt);
+    if (res.status === Status.NotFound && !attempt.uncertain) {
+      throw new NotFoundError(`member ${id}`);
+    }
   }
 
-  /** Asks the leader to hand leadership to `id`. */
+  /** Asks the leader to hand leadership to `id` (succeeds at once if `id` already leads). The
+   * cached leader is forgotten afterwards: the next request finds the new one. */
   async transferLeader(id: number, opts: CallOptions = {}): Promise<void> {
-    await this.call({ op: Op.Transfer, nodeId: id }, opts);
+    try {
+      await this.call({ op: Op.Transfer, nodeId: id }, opts);
+    } finally {
+      this.leader = undefined;
+    }
   }
 
   /** The status of one node: `endpoint`, or the leader (found as for any request). */
@@ -411,6 +422,7 @@ export class Client {
   private async call(
     body: RequestBody,
     opts: CallOptions,
+    attempt?: { uncertain: boolean },
   ): Promise<Response> {
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const deadline = Date.now() + timeoutMs;
@@ -423,15 +435,19 @@ export class Client {
       if (left <= 0) break;
       const ep = this.target();
       let res: Response;
+      let sent = false;
       try {
         const conn = await this.connection(ep);
         if (conn.closed) {
           if (this.conns.get(ep) !== undefined) this.conns.delete(ep);
           throw new UnavailableError(`connection to ${ep} closed`);
         }
+        sent = true;
         res = await conn.request(body, Math.min(left, this.requestTimeoutMs));
       } catch (e) {
         lastError = e as Error;
+        // The request may have been served although no answer came back.
+        if (sent && attempt) attempt.uncertain = true;
         // Only connection-level failures are retried elsewhere.
         if (!(e instanceof UnavailableError) && !(e instanceof TimeoutError)) throw e;
         this.rotate(ep);
@@ -459,6 +475,7 @@ export class Client {
         }
         case Status.Unavailable:
         case Status.Timeout:
+          if (res.status === Status.Timeout && attempt) attempt.uncertain = true;
           lastError = errorFor(res);
           this.rotate(ep);
           break;

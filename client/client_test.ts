@@ -178,6 +178,36 @@ Deno.test("list and scan follow pages (bounded by pairs and bytes) to the end or
   }
 });
 
+Deno.test("admin operations: a retried removal that took effect succeeds; adds are idempotent; a transfer forgets the leader", async () => {
+  const n = startFakeNode(1, { voters: [1, 2, 3] });
+  n.book.learn({ id: 1, peer: "127.0.0.1:7001", client: n.address, http: "127.0.0.1:9001" });
+  const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 3000 });
+  try {
+    // The removal is applied, then the answer is lost (timeout): the retry finds no member 2.
+    n.raft.failNext = { error: new RaftTimeoutError("remove", 10), count: 1, afterApply: true };
+    await kv.removeMember(2);
+    assert.deepEqual(n.raft.voters, [1, 3]);
+    // Without an uncertain attempt, removing a non-member is still NotFound.
+    await assert.rejects(kv.removeMember(2), NotFoundError);
+    // Adding the same member twice succeeds; the same id with other addresses does not.
+    const m = { id: 4, peer: "127.0.0.1:7004", client: "127.0.0.1:8004", http: "127.0.0.1:9004" };
+    await kv.addMember(m);
+    await kv.addMember(m);
+    await assert.rejects(kv.addMember({ ...m, peer: "127.0.0.1:7005" }), InvalidArgumentError);
+    // After a transfer the client no longer sends to the old leader as if it still led.
+    await kv.put("k", "v");
+    assert.equal(kv.leaderEndpoint, n.address);
+    await kv.transferLeader(3);
+    assert.equal(kv.leaderEndpoint, undefined, "the cached leader is dropped");
+    // Transferring to the node that already leads is a no-op success.
+    await kv.transferLeader(1);
+    assert.deepEqual(n.raft.transfers, [3]);
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
 Deno.test("errors are typed: invalid argument, not found, timeout, unavailable", async () => {
   const n = startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 400 });

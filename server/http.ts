@@ -1,12 +1,13 @@
 /**
- * The HTTP/JSON API (served with Deno.serve on the node's `http` address):
+ * The HTTP API (served on the node's `http` address through server/http_listener.ts):
  *
  * | Method and path                 | Meaning                                                    |
  * |---------------------------------|------------------------------------------------------------|
- * | `PUT /v1/kv/{key}`              | body = the value (raw bytes, or JSON `{"value": "..."}`)   |
- * | `GET /v1/kv/{key}`              | `?consistency=linearizable` (default) or `serializable`    |
+ * | `PUT /v1/kv/{key}`              | body = the value: raw bytes (any content type but JSON)    |
+ * | `GET /v1/kv/{key}`              | the value as raw bytes; `?consistency=serializable`        |
  * | `DELETE /v1/kv/{key}`           | delete                                                     |
- * | `GET /v1/kv?prefix=&start=&end=&limit=` | range scan in key order                            |
+ * | `… /v1/kv?key_b64=`             | the same three for a key given in base64url               |
+ * | `GET /v1/kv?prefix=&start=&end=&limit=&cursor=` | one page of a range scan (JSON)          |
  * | `GET /v1/members`               | members with addresses                                     |
  * | `POST /v1/members`              | add: `{"id", "peer", "client", "http"}`                    |
  * | `DELETE /v1/members/{id}`       | remove                                                     |
@@ -18,8 +19,13 @@
  * | `GET /metrics`                  | Prometheus text format                                     |
  * | `GET /v1/snapshot`              | a backup file streamed from the leader (snapshot_backup.ts) |
  *
- * Values are returned as `{"key", "value"}` when they are UTF-8 text, `{"key", "valueBase64"}`
- * otherwise. Errors are JSON `{"error": code, "message": ...}` with status 400 (invalid
+ * Keys in the path are percent-decoded to bytes (`%FF` is the byte 0xFF); `?key_b64=` takes any
+ * key in base64url. A GET answers the raw value (`application/octet-stream`) unless JSON is asked
+ * for (`Accept: application/json` or `?format=json`): then `{"key", "value"}` for UTF-8 text,
+ * `keyBase64` / `valueBase64` otherwise. A PUT body is the value as sent, except with
+ * `content-type: application/json`: then exactly `{"value": "text"}` or `{"valueBase64": "..."}`
+ * (other fields are refused, never dropped). Scans answer JSON pages (`next`: the cursor);
+ * `prefix_b64`, `start_b64`, `end_b64` give binary bounds. Errors are JSON `{"error": code, "message": ...}` with status 400 (invalid
  * argument), 404 (not found), 503 (unavailable / not leader), 504 (timeout), 500 (internal).
  * Writes may carry a client session for exactly-once retries: headers `x-gokv-client-id` (random
  * u64, decimal) and `x-gokv-seq` (1, 2, ... per write; resend the same pair on retry).
@@ -143,15 +149,70 @@ function consistencyParam(q: URLSearchParams): boolean {
   throw new HttpError(`consistency must be linearizable or serializable, not "${c}"`);
 }
 
+/** A key from the path: percent-decoded to bytes (so `%FF` is the byte 0xFF; other characters
+ * are their UTF-8). */
 function keyFromPath(rest: string): Uint8Array {
-  let key: string;
-  try {
-    key = decodeURIComponent(rest);
-  } catch {
-    throw new HttpError("malformed percent-encoding in key");
+  const out: number[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const c = rest[i];
+    if (c === "%") {
+      const h = rest.slice(i + 1, i + 3);
+      if (!/^[0-9a-fA-F]{2}$/.test(h)) throw new HttpError("malformed percent-encoding in key");
+      out.push(parseInt(h, 16));
+      i += 2;
+    } else {
+      for (const b of enc.encode(c)) out.push(b);
+    }
   }
-  if (key === "") throw new HttpError("empty key");
-  return enc.encode(key);
+  if (out.length === 0) throw new HttpError("empty key");
+  return new Uint8Array(out);
+}
+
+/** The key's JSON fields: `key` when UTF-8 text, `keyBase64` otherwise. */
+function keyJson(key: Uint8Array): Record<string, string> {
+  try {
+    return { key: utf8.decode(key) };
+  } catch {
+    return { keyBase64: b64(key) };
+  }
+}
+
+function isJson(contentType: string | null): boolean {
+  return contentType !== null && /^application\/json\b/i.test(contentType.trim());
+}
+
+/** A GET answers JSON only when asked: `?format=json` or an Accept naming application/json. */
+function wantsJson(req: Request, q: URLSearchParams): boolean {
+  const f = q.get("format");
+  if (f !== null && f !== "json" && f !== "raw") {
+    throw new HttpError(`format must be json or raw, not "${f}"`);
+  }
+  if (f !== null) return f === "json";
+  return /application\/json/i.test(req.headers.get("accept") ?? "");
+}
+
+/** The value of a JSON PUT body: exactly `{"value": "text"}` or `{"valueBase64": "..."}`; any
+ * other field is refused, never dropped. */
+function jsonValue(raw: Uint8Array): Uint8Array {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(new TextDecoder().decode(raw));
+  } catch {
+    throw new HttpError("invalid JSON body");
+  }
+  if (!obj || typeof obj !== "object" || Array.isArray(obj)) {
+    throw new HttpError("the JSON body must be an object");
+  }
+  const fields = Object.keys(obj);
+  const extra = fields.filter((f) => f !== "value" && f !== "valueBase64");
+  if (extra.length > 0) {
+    throw new HttpError(`unknown field(s) in the JSON body: ${extra.join(", ")}`);
+  }
+  const o = obj as { value?: unknown; valueBase64?: unknown };
+  if (fields.length !== 1) throw new HttpError('the JSON body needs one of "value", "valueBase64"');
+  if (typeof o.value === "string") return enc.encode(o.value);
+  if (typeof o.valueBase64 === "string") return fromBase64Url(o.valueBase64, "valueBase64");
+  throw new HttpError(`"${fields[0]}" must be a string`);
 }
 
 async function readJson(req: Request): Promise<Record<string, unknown>> {
@@ -224,32 +285,28 @@ export function createHttpHandler(
     const path = url.pathname;
     const q = url.searchParams;
     const m = req.method;
-    if (path.startsWith("/v1/kv/")) {
-      const key = keyFromPath(path.slice("/v1/kv/".length));
+    const single = path.startsWith("/v1/kv/") && path.length > "/v1/kv/".length;
+    const byB64 = (path === "/v1/kv" || path === "/v1/kv/") && q.has("key_b64");
+    if (single || byB64) {
+      const key = byB64
+        ? fromBase64Url(q.get("key_b64")!, "key_b64")
+        : keyFromPath(path.slice("/v1/kv/".length));
+      if (key.length === 0) throw new HttpError("empty key");
       if (m === "GET") {
         const v = await service.get(key, consistencyParam(q));
         if (v === undefined) {
-          return json(404, {
-            error: "not_found",
-            message: "key not found",
-            key: kvJson(key, new Uint8Array()).key,
-          });
+          return json(404, { error: "not_found", message: "key not found", ...keyJson(key) });
         }
-        return json(200, kvJson(key, v));
+        // Raw bytes by default; JSON (text or base64 fields) only when asked for.
+        if (wantsJson(req, q)) return json(200, kvJson(key, v));
+        return new Response(v as Uint8Array<ArrayBuffer>, {
+          status: 200,
+          headers: { "content-type": "application/octet-stream" },
+        });
       }
       if (m === "PUT" || m === "POST") {
-        let value = body ?? new Uint8Array();
-        if (req.headers.get("content-type")?.startsWith("application/json")) {
-          let obj: unknown;
-          try {
-            obj = JSON.parse(new TextDecoder().decode(value));
-          } catch {
-            throw new HttpError("invalid JSON body");
-          }
-          const v = (obj as { value?: unknown })?.value;
-          if (typeof v !== "string") throw new HttpError('JSON body needs a string "value"');
-          value = enc.encode(v);
-        }
+        const raw = body ?? new Uint8Array();
+        const value = isJson(req.headers.get("content-type")) ? jsonValue(raw) : raw;
         await service.put(key, value, sessionOf(req));
         return json(200, { ok: true });
       }
@@ -264,7 +321,10 @@ export function createHttpHandler(
       const range: ScanRange = {};
       for (const k of ["prefix", "start", "end"] as const) {
         const v = q.get(k);
+        const b = q.get(`${k}_b64`);
+        if (v !== null && b !== null) throw new HttpError(`give ${k} or ${k}_b64, not both`);
         if (v !== null) range[k] = enc.encode(v);
+        if (b !== null) range[k] = fromBase64Url(b, `${k}_b64`);
       }
       const limit = intParam(q, "limit");
       if (limit) range.limit = limit;

@@ -64,9 +64,12 @@ Deno.test("HTTP put, get and delete of a key; a missing key is 404 with a JSON b
   assert.equal((await call("PUT", "/v1/kv/greeting", "hello world")).status, 200);
   let r = await call("GET", "/v1/kv/greeting");
   assert.equal(r.status, 200);
+  assert.equal(r.text, "hello world");
+  assert.equal(r.headers.get("content-type"), "application/octet-stream");
+  r = await call("GET", "/v1/kv/greeting?consistency=serializable", undefined, {
+    accept: "application/json",
+  });
   assert.deepEqual(r.json, { key: "greeting", value: "hello world" });
-  r = await call("GET", "/v1/kv/greeting?consistency=serializable");
-  assert.equal(r.json.value, "hello world");
   assert.equal((await call("DELETE", "/v1/kv/greeting")).status, 200);
   r = await call("GET", "/v1/kv/greeting");
   assert.equal(r.status, 404);
@@ -82,7 +85,51 @@ Deno.test("HTTP keys are percent-decoded and JSON bodies with a value are accept
   assert.deepEqual(await sm.get(new TextEncoder().encode("a/b c")), new TextEncoder().encode("v"));
   const bin = await call("PUT", "/v1/kv/bin", new Uint8Array([0xff, 0xfe]));
   assert.equal(bin.status, 200);
-  assert.equal((await call("GET", "/v1/kv/bin")).json.valueBase64, "//4=");
+  assert.equal((await call("GET", "/v1/kv/bin?format=json")).json.valueBase64, "//4=");
+});
+
+Deno.test("HTTP values are raw bytes in and out; JSON never drops fields", async () => {
+  const { call, sm } = setup();
+  const bytes = new Uint8Array([0, 1, 0xfe, 0xff, 0x7b]);
+  // A JSON-looking body with another content type is the value as sent.
+  assert.equal((await call("PUT", "/v1/kv/raw", '{"value":"x"}')).status, 200);
+  assert.equal((await call("GET", "/v1/kv/raw")).text, '{"value":"x"}');
+  await call("PUT", "/v1/kv/bytes", bytes, { "content-type": "application/octet-stream" });
+  assert.equal(
+    (await call("GET", "/v1/kv/bytes")).headers.get("content-type"),
+    "application/octet-stream",
+  );
+  assert.deepEqual(await sm.get(new TextEncoder().encode("bytes")), bytes);
+  const json = { "content-type": "application/json" };
+  const extra = await call("PUT", "/v1/kv/j", JSON.stringify({ value: "v", ttl: 5 }), json);
+  assert.equal(extra.status, 400);
+  assert.match(extra.json.message as string, /unknown field\(s\).*ttl/);
+  assert.equal(await sm.get(new TextEncoder().encode("j")), undefined, "nothing written");
+  assert.equal(
+    (await call("PUT", "/v1/kv/j", JSON.stringify({ valueBase64: "AP8" }), json)).status,
+    200,
+  );
+  assert.deepEqual(await sm.get(new TextEncoder().encode("j")), new Uint8Array([0, 0xff]));
+  assert.equal((await call("PUT", "/v1/kv/j", JSON.stringify({ value: 1 }), json)).status, 400);
+});
+
+Deno.test("HTTP binary keys: %FF in the path is the byte 0xFF, ?key_b64= addresses any key", async () => {
+  const { call, sm } = setup();
+  assert.equal((await call("PUT", "/v1/kv/%FF%00k", "v1")).status, 200);
+  assert.deepEqual(await sm.get(new Uint8Array([0xff, 0, 0x6b])), new TextEncoder().encode("v1"));
+  // The same key in base64url: read, overwrite, delete.
+  const b64 = "_wBr";
+  assert.equal((await call("GET", `/v1/kv?key_b64=${b64}`)).text, "v1");
+  assert.equal((await call("PUT", `/v1/kv?key_b64=${b64}`, "v2")).status, 200);
+  assert.equal((await call("GET", "/v1/kv/%ff%00k")).text, "v2");
+  const listed = await call("GET", "/v1/kv?prefix_b64=_w");
+  assert.deepEqual(listed.json.kvs, [{ keyBase64: "/wBr", value: "v2" }]);
+  assert.equal((await call("DELETE", `/v1/kv?key_b64=${b64}`)).status, 200);
+  const gone = await call("GET", `/v1/kv?key_b64=${b64}`);
+  assert.equal(gone.status, 404);
+  assert.equal(gone.json.keyBase64, "/wBr");
+  assert.equal((await call("GET", "/v1/kv?key_b64=%%%")).status, 400);
+  assert.equal((await call("GET", "/v1/kv/%zz")).status, 400);
 });
 
 Deno.test("HTTP range scan honours prefix, start, end and limit", async () => {
@@ -278,7 +325,7 @@ Deno.test("HTTP writes with a client session are applied once when retried", asy
   assert.equal((await call("PUT", "/v1/kv/s", "other")).status, 200);
   // A retry of the first write (same session and seq) must not overwrite the later one.
   assert.equal((await call("PUT", "/v1/kv/s", "first", session)).status, 200);
-  assert.equal((await call("GET", "/v1/kv/s")).json.value, "other");
+  assert.equal((await call("GET", "/v1/kv/s")).text, "other");
   assert.equal(sm.sessions().get(12345678901234567890n)?.lastSeq, 1);
   assert.equal((await call("PUT", "/v1/kv/s", "x", { "x-gokv-seq": "2" })).status, 400);
   assert.equal(

@@ -378,10 +378,17 @@ export class KvService {
       }
     }
     return this.run(async () => {
-      if (this.members().some((x) => x.id === m.id && !x.learner)) {
-        throw new InvalidArgumentError(`node ${m.id} is already a voter`);
-      }
       this.requireLeader();
+      const known = this.members().find((x) => x.id === m.id);
+      if (known) {
+        // Idempotent: the same member again (a retried request) succeeds; another one fails.
+        const same = known.peer === m.peer && known.client === m.client && known.http === m.http;
+        if (!same) {
+          throw new InvalidArgumentError(`node ${m.id} is already a member with other addresses`);
+        }
+        // A voter: done. A learner: ask again below, which (re)starts its promotion.
+        if (!known.learner) return;
+      }
       let settled = false;
       let failure: unknown;
       this.o.raft.addMember(m.id, encodeMemberContext(m), { timeoutMs: 10 * 60_000 }).then(
@@ -419,12 +426,13 @@ export class KvService {
     });
   }
 
-  /** Transfers leadership to `id`. */
+  /** Transfers leadership to `id`; succeeds at once when `id` already leads (idempotent). */
   transferLeader(id: number): Promise<void> {
     return this.run(async () => {
       const m = this.members().find((x) => x.id === id);
       if (!m) throw new NotFoundError(`member ${id}`);
       if (m.learner) throw new InvalidArgumentError(`node ${id} is a learner`);
+      if (id === this.o.id && this.isLeader()) return;
       this.requireLeader();
       await this.o.raft.transferLeader(id, { timeoutMs: Math.max(this.timeoutMs, 5_000) });
     });

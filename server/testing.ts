@@ -72,10 +72,12 @@ export class FakeRaft implements RaftApi {
     return Promise.resolve();
   }
 
-  removeMember(id: number): Promise<unknown> {
-    if (this.lead !== this.id) return Promise.reject(new NotLeaderError(this.lead));
+  async removeMember(id: number): Promise<unknown> {
+    if (this.lead !== this.id) throw new NotLeaderError(this.lead);
+    await this.maybeFail(false);
     this.voters = this.voters.filter((v) => v !== id);
-    return Promise.resolve();
+    await this.maybeFail(true);
+    return undefined;
   }
 
   transferLeader(id: number): Promise<unknown> {

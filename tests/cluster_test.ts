@@ -16,8 +16,9 @@ async function httpGet(
     `http://${addr}/v1/kv/${encodeURIComponent(key)}?consistency=${consistency}`,
     { signal: AbortSignal.timeout(timeoutMs) },
   );
-  const body = await res.json();
-  return { status: res.status, value: body.value };
+  // A found value is the raw body; a missing key a JSON error.
+  const text = await res.text();
+  return { status: res.status, value: res.status === 200 ? text : undefined };
 }
 
 /** Writes keys through whichever node answers until `stop()`; records acknowledged writes. */
