@@ -319,9 +319,14 @@ export class DriverCluster {
       node.onLeaderChange((lead, term) => {
         if (inc.alive && lead === dn.id) this.#observeLeader(dn, node, term, true);
       });
+      // Held frames arrive once the peers' transports reconnect: some time after the start,
+      // when the new incarnation may already have requests of its own in flight.
       const held = dn.held;
       dn.held = [];
-      for (const m of held) this.#deliverTo(dn, m);
+      const wait = this.#netRng.float() * 8 * this.tickMs;
+      this.sched.after(wait, () => {
+        if (dn.inc === inc && inc.alive) { for (const m of held) this.#deliverTo(dn, m); }
+      });
     }, (e) => {
       if (!inc.alive) return;
       if (dn.diskFailed) this.halt(dn.id); // the start-up sync failed: the process exits
