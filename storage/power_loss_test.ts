@@ -27,16 +27,27 @@ const simpleSimple: Backend = {
   openSm: (env) => SimpleFileStateMachine.open("/node/sm", { env }),
 };
 
-/** Runs `runs` seeded fault points of `mode` against `backend`; returns how many faulted. */
-async function sweep(backend: Backend, mode: FaultMode, runs: number, firstSeed: number) {
+/**
+ * Runs `runs` seeded fault points of `mode` against `backend`; returns how many faulted. With
+ * `atLogSync` the crash points are the log's fdatasyncs (each one tears the batch just written).
+ */
+async function sweep(
+  backend: Backend,
+  mode: FaultMode,
+  runs: number,
+  firstSeed: number,
+  atLogSync = false,
+) {
   const steps = 12;
   let faulted = 0;
   let corruption = 0;
   for (let i = 0; i < runs; i++) {
     const seed = firstSeed + i;
-    const total = await countOps(backend, seed, steps);
+    const syncs: number[] = [];
+    const total = await countOps(backend, seed, steps, syncs);
     // Spread the fault points over the run: every part of it gets crashed in.
-    const at = 1 + ((i * 7919 + seed * 104729) % total);
+    const spread = i * 7919 + seed * 104729;
+    const at = atLogSync ? syncs[spread % syncs.length] : 1 + (spread % total);
     let r;
     try {
       r = await powerLossRun(backend, seed, steps, at, mode);
@@ -57,6 +68,12 @@ Deno.test("power loss: segment log + state machine, 500 crash points with torn w
   assert.equal(r.faulted, runs, "every run reached its crash point");
 });
 
+Deno.test("power loss: segment log + state machine, 200 crashes at a log fdatasync (torn batch)", async () => {
+  const runs = 200 * SCALE;
+  const r = await sweep(segmentSimple, "crash", runs, 40_001, true);
+  assert.equal(r.faulted, runs);
+});
+
 Deno.test("power loss: segment log, 150 EIO points (the store fails for good, then power loss)", async () => {
   const runs = 150 * SCALE;
   const r = await sweep(segmentSimple, "eio", runs, 10_001);
@@ -71,8 +88,8 @@ Deno.test("power loss: segment log, 200 crash points then a bit flip in a log fi
   assert.ok(r.corruption > runs / 2, `${r.corruption} of ${runs} flips reported as corruption`);
 });
 
-Deno.test("power loss: simplefile log + state machine, 200 crash points with torn writes", async () => {
-  const runs = 200 * SCALE;
+Deno.test("power loss: simplefile log + state machine, 100 crash points with torn writes", async () => {
+  const runs = 100 * SCALE;
   const r = await sweep(simpleSimple, "crash", runs, 30_001);
   assert.equal(r.faulted, runs);
 });

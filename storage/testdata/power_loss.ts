@@ -284,9 +284,23 @@ async function workload(
   }
 }
 
-/** Counts the mutating operations of the fault-free run of `seed`. */
-export async function countOps(backend: Backend, seed: number, steps: number): Promise<number> {
+/**
+ * Counts the mutating operations of the fault-free run of `seed`; `logSyncs` collects the numbers
+ * of the fdatasyncs of the log's files (where an interrupted write can tear a batch).
+ */
+export async function countOps(
+  backend: Backend,
+  seed: number,
+  steps: number,
+  logSyncs?: number[],
+): Promise<number> {
   const env = new FaultEnv({ seed });
+  if (logSyncs) {
+    env.onOp = (c) => {
+      if (c.op === "sync" && c.path.startsWith(backend.logDir + "/")) logSyncs.push(c.index);
+      return undefined;
+    };
+  }
   const { error } = await workload(env, backend, seed, steps);
   if (error) throw error;
   return env.opCount;
