@@ -62,8 +62,8 @@ async function sweep(
   return { faulted, corruption };
 }
 
-Deno.test("power loss: segment log + state machine, 500 crash points with torn writes", async () => {
-  const runs = 500 * SCALE;
+Deno.test("power loss: segment log + state machine, 300 crash points with torn writes", async () => {
+  const runs = 300 * SCALE;
   const r = await sweep(segmentSimple, "crash", runs, 1);
   assert.equal(r.faulted, runs, "every run reached its crash point");
 });
@@ -74,14 +74,14 @@ Deno.test("power loss: segment log + state machine, 200 crashes at a log fdatasy
   assert.equal(r.faulted, runs);
 });
 
-Deno.test("power loss: segment log, 150 EIO points (the store fails for good, then power loss)", async () => {
-  const runs = 150 * SCALE;
+Deno.test("power loss: segment log, 100 EIO points (the store fails for good, then power loss)", async () => {
+  const runs = 100 * SCALE;
   const r = await sweep(segmentSimple, "eio", runs, 10_001);
   assert.ok(r.faulted > runs * 0.9, `${r.faulted} of ${runs} runs hit their EIO`);
 });
 
-Deno.test("power loss: segment log, 200 crash points then a bit flip in a log file", async () => {
-  const runs = 200 * SCALE;
+Deno.test("power loss: segment log, 150 crash points then a bit flip in a log file", async () => {
+  const runs = 150 * SCALE;
   const r = await sweep(segmentSimple, "flip", runs, 20_001);
   assert.equal(r.faulted, runs);
   // Most flips land in synced data the log reads at open: they must be reported.
