@@ -332,6 +332,17 @@ Deno.test("driver: a storage failure halts the node and fails waiting requests a
     m.log.sync = () => Promise.reject(new Error("disk on fire"));
     await assert.rejects(m.node.propose(enc("x=1"), { timeoutMs: 5000 }), /disk on fire/);
     await assert.rejects(m.node.propose(enc("y=1")), /disk on fire/);
+    // A halted node steps nothing more: incoming traffic is not buffered without bound.
+    const raft = m.node.rawNode.raft;
+    const before = raft.msgs.length;
+    for (let i = 0; i < 1000; i++) {
+      c.hub.handlers.get(1)?.(
+        message({ type: MessageType.Heartbeat, from: 2, to: 1, term: raft.term + 1 }),
+      );
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(raft.msgs.length, before, "messages stepped into a halted node");
+    assert.ok(m.node.failure instanceof Error);
   } finally {
     await c.stopAll();
   }

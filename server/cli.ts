@@ -6,14 +6,16 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { asUsageError, EXIT_OK, UsageError } from "../config/cli.ts";
+import { asUsageError, EXIT_FAILED, EXIT_OK, UsageError } from "../config/cli.ts";
 import { loadConfig } from "../config/config.ts";
-import { startServer, UnknownNodeError } from "./server.ts";
+import { type ServerOptions, startServer, UnknownNodeError } from "./server.ts";
 
 /** The server command's usage text. */
 export const SERVER_USAGE = `Usage: gokv server --config FILE --id N [options]
 
-Runs cluster node N of the config until SIGINT or SIGTERM (graceful shutdown, exit 0).
+Runs cluster node N of the config until SIGINT or SIGTERM (graceful shutdown, exit 0). A node
+whose storage fails (or that cannot apply a committed configuration change) logs why and exits
+with code 1, so that a supervisor restarts it from its durable state.
 
 Options:
   -c, --config FILE      config file (default conf/config.yaml)
@@ -27,8 +29,14 @@ Options:
 A node with an empty data directory that is started WITHOUT --join bootstraps a new cluster
 whose voters are every node in the config; all initial nodes must use the same config.`;
 
-/** Runs the server command; resolves with the exit code once the node has stopped. */
-export async function serverCommand(argv: string[]): Promise<number> {
+/**
+ * Runs the server command; resolves with the exit code once the node has stopped: 0 after a
+ * signal, 1 when the node halted on a fatal error. `extra` adds server options (tests).
+ */
+export async function serverCommand(
+  argv: string[],
+  extra: Omit<ServerOptions, "join"> = {},
+): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -68,7 +76,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   if (format) config.log.format = format;
   let server;
   try {
-    server = await startServer(config, id, { join: v.join });
+    server = await startServer(config, id, { ...extra, join: v.join });
   } catch (e) {
     if (e instanceof UnknownNodeError) throw new UsageError(e.message);
     throw e;
@@ -77,9 +85,18 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const onSignal = () => resolve();
   for (const s of signals) Deno.addSignalListener(s, onSignal);
-  await promise;
+  const fatal = await Promise.race([promise.then(() => null), server.failed]);
   // Repeated signals during the graceful shutdown are ignored (the listeners stay installed).
-  await server.close();
+  // After a fatal error close() persists nothing more (a failed fsync is never retried); it is
+  // bounded so that the process exits even if a dying disk blocks it.
+  const closed = server.close();
+  if (fatal) {
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 5_000))]);
+  } else await closed;
   for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  if (fatal) {
+    console.error(`gokv server: node ${id} halted: ${fatal.message}`);
+    return EXIT_FAILED;
+  }
   return EXIT_OK;
 }

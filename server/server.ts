@@ -13,6 +13,7 @@ import { join as joinPath } from "node:path";
 import type { Config } from "../config/config.ts";
 import { createLogger } from "../config/log.ts";
 import type { Logger } from "../raft/logger.ts";
+import type { LogStore } from "../raft/storage.ts";
 import { RaftNode } from "../raft/node.ts";
 import { type ConfChange, ConfChangeType, type ConfState } from "../raft/types.ts";
 import { openStorage } from "../storage/mod.ts";
@@ -43,6 +44,11 @@ export interface ServerOptions {
   join?: boolean;
   /** Deadline of one client request inside the server (default 2 500 ms). */
   requestTimeoutMs?: number;
+  /**
+   * Wraps the node's Raft log store before the node uses it. For fault injection in tests
+   * (e.g. a `sync()` that fails as a dying disk's fsync does); production leaves it unset.
+   */
+  wrapLogStore?: (log: LogStore) => LogStore;
 }
 
 /** A running node. */
@@ -59,6 +65,12 @@ export interface ServerHandle {
   status(): Record<string, unknown>;
   /** Stops accepting requests, finishes in-flight ones, stops Raft and persists. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Resolves with the error when the node halted on a fatal error (its storage failed, a
+   * committed conf change did not apply): it serves nothing more and `/healthz` answers 503.
+   * `gokv server` then exits non-zero so that a supervisor restarts it from its durable state.
+   */
+  readonly failed: Promise<Error>;
 }
 
 /** The id is not a node of the configuration. */
@@ -116,7 +128,10 @@ export async function startServer(
     logger,
     onBackgroundWork: (kind, seconds) => metrics.lsmBackgroundSeconds.observe({ kind }, seconds),
   });
-  const log = timedLogStore(opened.log, metrics.fsyncSeconds);
+  const log = timedLogStore(
+    opts.wrapLogStore ? opts.wrapLogStore(opened.log) : opened.log,
+    metrics.fsyncSeconds,
+  );
   const sm = countingStateMachine(opened.sm, metrics);
   storageStats = () => opened.sm.stats();
 
@@ -207,6 +222,14 @@ export async function startServer(
     throw e;
   }
   ref.raft = raft;
+  const failed = Promise.withResolvers<Error>();
+  raft.onFatal((err) => {
+    logger.error(
+      "node halted on a fatal error: it serves nothing more; exit and restart it from its data",
+      { error: err.message, kind: err.name },
+    );
+    failed.resolve(err);
+  });
 
   let lastTerm = raft.status().term;
   let lastCommit = raft.status().commit;
@@ -281,9 +304,11 @@ export async function startServer(
       httpAddressOf: (nid) => book.get(nid)?.http,
       healthy: () => !shuttingDown,
       snapshot,
-      // /healthz fails while a listener cannot accept (e.g. out of file descriptors).
+      // /healthz fails while a listener cannot accept (e.g. out of file descriptors), or once
+      // the Raft node halted on a fatal error.
       problems: () =>
         [
+          raft.failure ? `raft halted: ${raft.failure.message}` : undefined,
           clientServer.acceptLoop?.problem,
           httpServer?.problem,
           peerTransport.problem,
@@ -344,6 +369,7 @@ export async function startServer(
     metrics,
     status: () => service.status(),
     close,
+    failed: failed.promise,
   };
 }
 

@@ -195,3 +195,59 @@ Deno.test("a node started with --join does not bootstrap; once added it catches 
     await c.stop();
   }
 });
+
+Deno.test("a node whose log sync fails reports unhealthy (503, raft halted) and resolves failed", async () => {
+  const [peer, client, http] = freePorts(3);
+  const config = defaultConfig([{
+    id: 1,
+    peer: `127.0.0.1:${peer}`,
+    client: `127.0.0.1:${client}`,
+    http: `127.0.0.1:${http}`,
+  }]);
+  config.storage = "memory";
+  config.dataDir = await Deno.makeTempDir({ prefix: "gokv-server-test-" });
+  Object.assign(config.raft, { tickMs: 10, heartbeatMs: 30, electionMs: 200 });
+  const errors: string[] = [];
+  const logger = {
+    ...nullLogger,
+    error: (msg: string, f?: Record<string, unknown>) => errors.push(`${msg} ${JSON.stringify(f)}`),
+  };
+  let fail = false;
+  let syncsAfterFailure = 0;
+  const s = await startServer(config, 1, {
+    logger,
+    wrapLogStore: (log) => {
+      const sync = log.sync.bind(log);
+      log.sync = () => {
+        if (!fail) return sync();
+        syncsAfterFailure++;
+        return Promise.reject(new Error("EIO: fsync failed"));
+      };
+      return log;
+    },
+  });
+  try {
+    const healthz = async () => {
+      const r = await fetch(`http://${s.httpAddress}/healthz`);
+      return { status: r.status, body: await r.json() };
+    };
+    await waitFor("a leader", () => s.status().role === "leader");
+    assert.equal((await healthz()).status, 200);
+    fail = true;
+    const put = await fetch(`http://${s.httpAddress}/v1/kv/k`, { method: "PUT", body: "v" });
+    await put.body?.cancel();
+    assert.notEqual(put.status, 200);
+    const err = await s.failed;
+    assert.match(err.message, /EIO/);
+    const h = await healthz();
+    assert.equal(h.status, 503);
+    assert.equal(h.body.status, "unhealthy");
+    assert.ok(h.body.problems.some((p: string) => p.startsWith("raft halted: EIO")), h.body);
+    assert.ok(errors.some((l) => l.includes("node halted on a fatal error") && l.includes("EIO")));
+    assert.equal(syncsAfterFailure, 1, "the failed fsync is never retried");
+  } finally {
+    await s.close();
+    await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
+  }
+  assert.equal(syncsAfterFailure, 1, "close() does not sync again after a failed fsync");
+});
