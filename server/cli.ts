@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { asUsageError, EXIT_FAILED, EXIT_OK, UsageError } from "../config/cli.ts";
 import { loadConfig } from "../config/config.ts";
-import { type ServerOptions, startServer, UnknownNodeError } from "./server.ts";
+import { type ServerTestHooks, startServerWithHooks, UnknownNodeError } from "./server.ts";
 
 /** The server command's usage text. */
 export const SERVER_USAGE = `Usage: gokv server --config FILE --id N [options]
@@ -31,11 +31,16 @@ whose voters are every node in the config; all initial nodes must use the same c
 
 /**
  * Runs the server command; resolves with the exit code once the node has stopped: 0 after a
- * signal, 1 when the node halted on a fatal error. `extra` adds server options (tests).
+ * signal, 1 when the node halted on a fatal error.
  */
-export async function serverCommand(
+export function serverCommand(argv: string[]): Promise<number> {
+  return serverCommandWithHooks(argv, {});
+}
+
+/** {@link serverCommand} with fault-injection hooks (tests). */
+export async function serverCommandWithHooks(
   argv: string[],
-  extra: Omit<ServerOptions, "join"> = {},
+  hooks: ServerTestHooks,
 ): Promise<number> {
   let parsed;
   try {
@@ -76,7 +81,7 @@ export async function serverCommand(
   if (format) config.log.format = format;
   let server;
   try {
-    server = await startServer(config, id, { ...extra, join: v.join });
+    server = await startServerWithHooks(config, id, { join: v.join }, hooks);
   } catch (e) {
     if (e instanceof UnknownNodeError) throw new UsageError(e.message);
     throw e;

@@ -44,10 +44,11 @@ export interface ServerOptions {
   join?: boolean;
   /** Deadline of one client request inside the server (default 2 500 ms). */
   requestTimeoutMs?: number;
-  /**
-   * Wraps the node's Raft log store before the node uses it. For fault injection in tests
-   * (e.g. a `sync()` that fails as a dying disk's fsync does); production leaves it unset.
-   */
+}
+
+/** Fault-injection hooks of {@link startServerWithHooks} (tests only; not in the public API). */
+export interface ServerTestHooks {
+  /** Wraps the node's Raft log store before the node uses it (e.g. a failing `sync()`). */
   wrapLogStore?: (log: LogStore) => LogStore;
 }
 
@@ -93,10 +94,20 @@ function isEmptyLog(
 }
 
 /** Starts node `id` of `config`. */
-export async function startServer(
+export function startServer(
   config: Config,
   id: number,
   opts: ServerOptions = {},
+): Promise<ServerHandle> {
+  return startServerWithHooks(config, id, opts, {});
+}
+
+/** {@link startServer} with fault-injection hooks (tests). */
+export async function startServerWithHooks(
+  config: Config,
+  id: number,
+  opts: ServerOptions,
+  hooks: ServerTestHooks,
 ): Promise<ServerHandle> {
   const node = config.nodes.find((n) => n.id === id);
   if (!node) throw new UnknownNodeError(id, config.nodes.map((n) => n.id));
@@ -129,7 +140,7 @@ export async function startServer(
     onBackgroundWork: (kind, seconds) => metrics.lsmBackgroundSeconds.observe({ kind }, seconds),
   });
   const log = timedLogStore(
-    opts.wrapLogStore ? opts.wrapLogStore(opened.log) : opened.log,
+    hooks.wrapLogStore ? hooks.wrapLogStore(opened.log) : opened.log,
     metrics.fsyncSeconds,
   );
   const sm = countingStateMachine(opened.sm, metrics);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type Config, defaultConfig } from "../config/config.ts";
 import { nullLogger } from "../raft/logger.ts";
 import { Client } from "../client/client.ts";
-import { type ServerHandle, startServer } from "./server.ts";
+import { type ServerHandle, startServer, startServerWithHooks } from "./server.ts";
 
 /** Distinct free ports (all listeners are held open until every port is chosen). */
 function freePorts(n: number): number[] {
@@ -214,8 +214,7 @@ Deno.test("a node whose log sync fails reports unhealthy (503, raft halted) and 
   };
   let fail = false;
   let syncsAfterFailure = 0;
-  const s = await startServer(config, 1, {
-    logger,
+  const s = await startServerWithHooks(config, 1, { logger }, {
     wrapLogStore: (log) => {
       const sync = log.sync.bind(log);
       log.sync = () => {

@@ -5,13 +5,13 @@
  *
  * @module
  */
-import { serverCommand } from "../server/cli.ts";
+import { serverCommandWithHooks } from "../server/cli.ts";
 
 const trigger = Deno.env.get("GOKV_TEST_FAIL_SYNC_FILE");
 if (!trigger) throw new Error("GOKV_TEST_FAIL_SYNC_FILE is not set");
 let syncsAfterFailure = 0;
 let failed = false;
-const code = await serverCommand(Deno.args, {
+const code = await serverCommandWithHooks(Deno.args, {
   wrapLogStore: (log) => {
     const sync = log.sync.bind(log);
     log.sync = () => {
