@@ -216,3 +216,50 @@ Deno.test("demoting a voter to learner passes through learnersNext", () => {
   assert.deepEqual(st.conf.voters, [1, 2]);
   assert.deepEqual(st.conf.learners, [3]);
 });
+
+/** Removes leader 1 of {1, 2, 3, 4}; node 2 (the tie-break favourite) dies on the hand-off. */
+function removeLeaderWhileTargetDies(dropAllTimeoutNow: boolean) {
+  const c = new TestCluster([1, 2, 3, 4], { checkQuorum: true, preVote: true });
+  c.elect(1);
+  c.propose(1, "x");
+  c.tick(2);
+  let dead = false;
+  let timeoutNow: NodeId[] = [];
+  c.filter = (m) => {
+    if (m.type === MessageType.TimeoutNow) {
+      timeoutNow.push(m.to);
+      if (m.to === 2) dead = true;
+      if (dropAllTimeoutNow) return false;
+    }
+    return !(dead && (m.to === 2 || m.from === 2));
+  };
+  c.get(1).rn.proposeConfChange({ changes: [remove(1)], context: ctx });
+  c.stabilize();
+  assert.equal(c.get(1).rn.status().conf.voters.includes(1), false, "C(new) applied on 1");
+  assert.equal(timeoutNow[0], 2, "first hand-off to the most up-to-date voter (lowest id)");
+  timeoutNow = [];
+  return { c, timeoutNow: () => timeoutNow };
+}
+
+Deno.test("§6 a removed leader whose hand-off target died tries the next active voter", () => {
+  const { c, timeoutNow } = removeLeaderWhileTargetDies(false);
+  c.tick(60);
+  assert.notEqual(c.get(1).rn.raft.role, "leader", "the removed leader kept leading");
+  const l = c.leader([3, 4]);
+  assert.ok(l === 3 || l === 4, `a live voter leads (got ${l}, hand-offs to ${timeoutNow()})`);
+  assert.ok(!timeoutNow().includes(2), "the dead target is not retried");
+  c.propose(l, "after");
+  c.tick(2);
+  assert.deepEqual(c.appliedData(l === 3 ? 4 : 3).slice(-1), ["after"]);
+});
+
+Deno.test("§6 a removed leader steps down after its hand-off attempts fail", () => {
+  // No target ever campaigns (every TimeoutNow is lost): the removed leader must not hold the
+  // remaining voters back with its heartbeats forever.
+  const { c, timeoutNow } = removeLeaderWhileTargetDies(true);
+  c.tick(100);
+  assert.notEqual(c.get(1).rn.raft.role, "leader", "the removed leader kept leading");
+  assert.ok(timeoutNow().length <= 1, `hand-off retries bounded (${timeoutNow()})`);
+  const l = c.leader([3, 4]);
+  assert.ok(l === 3 || l === 4, `the live voters elected a leader (got ${l})`);
+});

@@ -97,6 +97,8 @@ export interface ReadState {
 export const TRANSFER_CONTEXT: Uint8Array = new Uint8Array([0x74]);
 const EMPTY = new Uint8Array(0);
 const SNAP_WINDOW_CHUNKS = 4;
+/** Hand-off attempts of a removed leader before it steps down (the first and one retry). */
+const HANDOFF_ATTEMPTS = 2;
 
 interface SnapReceive {
   /** The sender and its term: a transfer is never continued by chunks of another leader. */
@@ -137,6 +139,8 @@ export class Raft {
 
   leadTransferee: NodeId = NONE;
   pendingConfIndex = 0;
+  /** Hand-off attempts of this (removed) leader in its term. */
+  private handOffAttempts = 0;
   private pendingTransferCampaign = false;
   /** Ticks since start. */
   private ticks = 0;
@@ -269,6 +273,7 @@ export class Raft {
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
     this.pendingTransferCampaign = false;
+    this.handOffAttempts = 0;
     this.resetRandomizedElectionTimeout();
     this.abortLeaderTransfer();
     this.trk.resetVotes();
@@ -356,21 +361,21 @@ export class Raft {
     this.electionElapsed++;
     if (this.electionElapsed >= this.electionTimeout) {
       this.electionElapsed = 0;
-      if (this.checkQuorum) {
-        if (!this.trk.quorumActive(this.id)) {
-          this.logger.warn("raft: leader lost quorum, stepping down", {
-            id: this.id,
-            term: this.term,
-          });
-          this.becomeFollower(this.term, NONE);
-          return;
-        }
-        for (const [id, pr] of this.trk.progress) if (id !== this.id) pr.recentActive = false;
+      if (this.checkQuorum && !this.trk.quorumActive(this.id)) {
+        this.logger.warn("raft: leader lost quorum, stepping down", {
+          id: this.id,
+          term: this.term,
+        });
+        this.becomeFollower(this.term, NONE);
+        return;
       }
       if (this.leadTransferee !== NONE) this.abortLeaderTransfer();
-      // A removed leader retries the hand-off every election timeout until another leader
-      // takes over (it accepts no proposals meanwhile; CheckQuorum still applies).
+      // A removed leader whose hand-off did not complete tries the next recently active voter
+      // (it accepts no proposals meanwhile; CheckQuorum still applies), then steps down.
       if (this.isRemovedLeader()) this.handOff();
+      if (this.checkQuorum && this.role === "leader") {
+        for (const [id, pr] of this.trk.progress) if (id !== this.id) pr.recentActive = false;
+      }
     }
     if (this.heartbeatElapsed >= this.heartbeatTimeout) {
       this.heartbeatElapsed = 0;
@@ -1256,23 +1261,33 @@ export class Raft {
     return !self || self.isLearner;
   }
 
-  /** Removed leader: transfers leadership to the voter with the highest match index. */
+  /**
+   * Removed leader: hands leadership off. Candidates are the voters heard from in the current
+   * CheckQuorum window (all voters if none was), most up to date first (ties: lowest id); each
+   * attempt, one per election timeout, takes the next candidate, so a dead or unwilling target
+   * is never retried forever. After {@link HANDOFF_ATTEMPTS} failed attempts the node steps
+   * down: its heartbeats stop holding back the remaining voters, which then elect a leader.
+   */
   private handOff(): void {
-    let best = NONE;
-    let bestMatch = -1;
+    const voters: { id: NodeId; pr: Progress }[] = [];
     for (const id of this.trk.voterIds()) {
-      if (id === this.id) continue;
       const pr = this.trk.progress.get(id);
-      if (pr && pr.match > bestMatch) {
-        best = id;
-        bestMatch = pr.match;
-      }
+      if (id !== this.id && pr) voters.push({ id, pr });
     }
-    if (best === NONE) {
+    const active = voters.filter((v) => v.pr.recentActive);
+    const cands = (active.length > 0 ? active : voters)
+      .sort((a, b) => b.pr.match - a.pr.match || a.id - b.id);
+    if (cands.length === 0 || this.handOffAttempts >= HANDOFF_ATTEMPTS) {
+      this.logger.info("raft: removed leader stepping down", {
+        id: this.id,
+        attempts: this.handOffAttempts,
+      });
       this.becomeFollower(this.term, NONE);
       return;
     }
-    this.leaderTransfer(best);
+    const to = cands[this.handOffAttempts % cands.length].id;
+    this.handOffAttempts++;
+    this.leaderTransfer(to);
   }
 
   private sendTimeoutNow(to: NodeId): void {
