@@ -51,7 +51,12 @@ export {
   type WriteOptions,
 } from "./lsm/mod.ts";
 export { type NodeHandle, startNode, type StartNodeOptions } from "./server/embed.ts";
-export { type ServerHandle, type ServerOptions, startServer } from "./server/server.ts";
+export {
+  MemoryNodeRestartError,
+  type ServerHandle,
+  type ServerOptions,
+  startServer,
+} from "./server/server.ts";
 export type { LogFields, Logger } from "./raft/logger.ts";
 export type { NodeMetrics } from "./server/server_metrics.ts";
 export {

@@ -4,6 +4,7 @@
  * @module
  */
 export {
+  MemoryNodeRestartError,
   SERVER_VERSION,
   type ServerHandle,
   type ServerOptions,

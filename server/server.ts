@@ -83,6 +83,49 @@ export class UnknownNodeError extends Error {
   }
 }
 
+/**
+ * A node on the memory backend was started again after it stopped: its Raft log, term and vote
+ * are gone. Restarting it as if new could make it vote twice in one term and, re-bootstrapped
+ * with an empty log, it would never catch up, so it refuses to start (etcd has no such backend;
+ * a node that lost its data directory must be removed and re-added there too).
+ */
+export class MemoryNodeRestartError extends Error {
+  /** Creates the error for node `id` whose directory is `dir`. */
+  constructor(readonly id: number, readonly dir: string) {
+    super(
+      `node ${id} ran before with storage: memory and lost its Raft log, term and vote when it ` +
+        `stopped; restarting it could make it vote twice in a term and it would never catch ` +
+        `up. To bring it back: remove it (gokv member remove ${id}), delete ${dir}, add it again ` +
+        `(gokv member add ${id} ...) and start it with --join. A whole memory cluster restarts ` +
+        `as a new cluster once its data directories are deleted. Use storage: lsm to keep data.`,
+    );
+    this.name = "MemoryNodeRestartError";
+  }
+}
+
+/** Marks `dir` as used by a memory-backend node; throws when it already was. */
+function claimMemoryIncarnation(id: number, dir: string): void {
+  const marker = joinPath(dir, MEMORY_MARKER);
+  try {
+    Deno.statSync(marker);
+    throw new MemoryNodeRestartError(id, dir);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const f = Deno.openSync(marker, { write: true, createNew: true });
+  try {
+    f.writeSync(new TextEncoder().encode(
+      JSON.stringify({ node: id, startedAt: new Date().toISOString(), pid: Deno.pid }) + "\n",
+    ));
+    f.syncSync();
+  } finally {
+    f.close();
+  }
+}
+
+/** The file a memory-backend node leaves in its directory (see {@link MemoryNodeRestartError}). */
+const MEMORY_MARKER = "memory-node-started";
+
 function isEmptyLog(
   init: { hardState: { term: number; commit: number }; confState: ConfState },
   lastIndex: number,
@@ -115,6 +158,7 @@ export async function startServerWithHooks(
     createLogger({ level: config.log.level, format: config.log.format, nodeId: id });
   const dir = joinPath(config.dataDir, `node-${id}`);
   await Deno.mkdir(dir, { recursive: true });
+  if (config.storage === "memory") claimMemoryIncarnation(id, dir);
 
   const ref: { raft?: RaftNode } = {};
   let storageStats: () => Record<string, unknown> = () => ({});

@@ -2,24 +2,9 @@
  * End-to-end tests with real `gokv` node processes on loopback.
  */
 import assert from "node:assert/strict";
-import { httpPut, TestCluster, waitFor } from "./harness.ts";
+import { httpGet, httpPut, TestCluster, waitFor } from "./harness.ts";
 
 const SUCCESS_NIL = "✅ Success! Result: <nil>";
-
-async function httpGet(
-  addr: string,
-  key: string,
-  consistency = "linearizable",
-  timeoutMs = 3000,
-): Promise<{ status: number; value?: string }> {
-  const res = await fetch(
-    `http://${addr}/v1/kv/${encodeURIComponent(key)}?consistency=${consistency}`,
-    { signal: AbortSignal.timeout(timeoutMs) },
-  );
-  // A found value is the raw body; a missing key a JSON error.
-  const text = await res.text();
-  return { status: res.status, value: res.status === 200 ? text : undefined };
-}
 
 /** Writes keys through whichever node answers until `stop()`; records acknowledged writes. */
 function startWriters(c: TestCluster, prefix: string, writers = 4) {

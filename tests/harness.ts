@@ -72,6 +72,22 @@ export async function httpPut(addr: string, key: string, value: string): Promise
   }
 }
 
+/** GETs `key` over HTTP with the given consistency; the status and the value, if any. */
+export async function httpGet(
+  addr: string,
+  key: string,
+  consistency = "linearizable",
+  timeoutMs = 3000,
+): Promise<{ status: number; value?: string }> {
+  const res = await fetch(
+    `http://${addr}/v1/kv/${encodeURIComponent(key)}?consistency=${consistency}`,
+    { signal: AbortSignal.timeout(timeoutMs) },
+  );
+  // A found value is the raw body; a missing key a JSON error.
+  const text = await res.text();
+  return { status: res.status, value: res.status === 200 ? text : undefined };
+}
+
 /** Polls `pred` until it returns a truthy value or the deadline passes. */
 export async function waitFor<T>(
   pred: () => T | Promise<T>,
