@@ -183,8 +183,8 @@ export class RaftNode {
       applied = meta.index;
     }
     const rn = new RawNode({
-      tickMs: opts.tickMs,
       ...opts.config,
+      tickMs: opts.config.tickMs ?? opts.tickMs,
       random: opts.random ?? Math.random,
       applied,
       logger: opts.logger,
