@@ -158,7 +158,11 @@ export async function startServerWithHooks(
     createLogger({ level: config.log.level, format: config.log.format, nodeId: id });
   const dir = joinPath(config.dataDir, `node-${id}`);
   await Deno.mkdir(dir, { recursive: true });
-  if (config.storage === "memory") claimMemoryIncarnation(id, dir);
+  // A one-node memory cluster that restarts is simply a new cluster (nobody else remembers a
+  // term or a log); a member of a larger cluster must not come back with amnesia.
+  if (config.storage === "memory" && (config.nodes.length > 1 || opts.join)) {
+    claimMemoryIncarnation(id, dir);
+  }
 
   const ref: { raft?: RaftNode } = {};
   let storageStats: () => Record<string, unknown> = () => ({});
