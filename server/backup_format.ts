@@ -7,10 +7,15 @@
  * u32 headerLength, header                     JSON (UTF-8): format, index, term, versionstamp,
  *                                              createdAt, nodeId, gokvVersion
  * records, each starting with a tag byte:
- *   0x01 session  u64 clientId, uvarint lastSeq, u8 result      (all sessions come first)
+ *   0x04 meta     uvarint keyLen, key, uvarint valueLen, value  (the state machine's own records:
+ *                 session table, clock — storage/kv_core.ts layout; all come first, ascending)
  *   0x02 key      uvarint keyLen, key, uvarint valueLen, value  (keys strictly ascending)
  *   0x03 key      as 0x02, then the key's 10-byte versionstamp
- *   0x00 end      u64 sessionCount, u64 keyCount
+ *   0x00 end      u64 metaCount, u64 keyCount
+ *
+ * Format 1 files (before registered sessions) carried `0x01 session` records (u64 clientId,
+ * uvarint lastSeq, u8 result) instead of meta records, counted in the end record: they are still
+ * read, their sessions dropped (random client ids are not registered sessions).
  * 32 bytes: SHA-256 of every byte before them
  * ```
  *
@@ -24,18 +29,13 @@
 import { createHash } from "node:crypto";
 import { ByteReader, ByteWriter, compareBytes } from "../storage/bytes.ts";
 import { DecodeError } from "../storage/errors.ts";
-import {
-  decodeResult,
-  encodeResult,
-  type SessionTable,
-  type StateEntry,
-  type StateExport,
-} from "../storage/kv_state_machine.ts";
+import type { StateEntry, StateExport } from "../storage/kv_state_machine.ts";
+import { isSessionRecord } from "../storage/kv_core.ts";
 
 /** The file's first 8 bytes. */
 export const BACKUP_MAGIC: Uint8Array = new TextEncoder().encode("GOKVBAK1");
-/** The header's `format` value this code writes and reads. */
-export const BACKUP_FORMAT = 1;
+/** The header's `format` value this code writes (it reads 1 too). */
+export const BACKUP_FORMAT = 2;
 /** Bytes of the trailing SHA-256. */
 const HASH_BYTES = 32;
 /** Bytes of a versionstamp. */
@@ -49,6 +49,7 @@ const TAG_END = 0x00;
 const TAG_SESSION = 0x01;
 const TAG_KEY = 0x02;
 const TAG_KEY_VS = 0x03;
+const TAG_META = 0x04;
 
 /** The metadata at the start of a backup file. */
 export interface BackupHeader {
@@ -129,12 +130,9 @@ export function encodeBackup(
   w.raw(BACKUP_MAGIC);
   w.u32(head.length);
   w.raw(head);
-  for (const [id, s] of state.sessions) {
-    w.u8(TAG_SESSION);
-    w.big64(id);
-    w.uvarint(s.lastSeq);
-    w.u8(encodeResult(s.lastResult));
-  }
+  const metaIt = state.meta()[Symbol.asyncIterator]();
+  let metaDone = false;
+  let metaCount = 0;
   const it = state.entries()[Symbol.asyncIterator]();
   let keys = 0;
   let finished = false;
@@ -149,6 +147,7 @@ export function encodeBackup(
   const stop = () => {
     clearTimeout(idle);
     state.release();
+    metaIt.return?.().catch(() => {});
     it.return?.().catch(() => {});
   };
   return new ReadableStream<Uint8Array>({
@@ -163,12 +162,23 @@ export function encodeBackup(
       clearTimeout(idle);
       if (stalled) return;
       try {
-        while (!finished && w.length < CHUNK_BYTES) {
+        while (!metaDone && w.length < CHUNK_BYTES) {
+          const m = await metaIt.next();
+          if (m.done) {
+            metaDone = true;
+            break;
+          }
+          w.u8(TAG_META);
+          w.bytes(m.value[0]);
+          w.bytes(m.value[1]);
+          metaCount++;
+        }
+        while (metaDone && !finished && w.length < CHUNK_BYTES) {
           const r = await it.next();
           if (r.done) {
             finished = true;
             w.u8(TAG_END);
-            w.u64(state.sessions.size);
+            w.u64(metaCount);
             w.u64(keys);
             break;
           }
@@ -211,8 +221,10 @@ export function encodeBackup(
 export interface BackupFile {
   /** The header. */
   header: BackupHeader;
-  /** The session table. */
-  sessions: SessionTable;
+  /** The state machine's own records (session table, clock), to import with the keys. */
+  meta: Array<[Uint8Array, Uint8Array]>;
+  /** Client sessions the file holds. */
+  sessions: number;
   /**
    * The keys in order. The generator throws {@link BackupFormatError} at the first problem —
    * including, after the last key, a count or checksum mismatch — so a consumer must not treat
@@ -277,8 +289,9 @@ class ChunkedFile {
 }
 
 type Rec =
-  | { tag: typeof TAG_END; sessions: number; keys: number }
-  | { tag: typeof TAG_SESSION; id: bigint; lastSeq: number; result: number }
+  | { tag: typeof TAG_END; records: number; keys: number }
+  | { tag: typeof TAG_SESSION }
+  | { tag: typeof TAG_META; key: Uint8Array; value: Uint8Array }
   | { tag: typeof TAG_KEY; entry: StateEntry };
 
 /** Parses one record at `r`'s position; throws DecodeError when the buffer ends inside it. */
@@ -286,9 +299,14 @@ function parseRecord(r: ByteReader, name: string): Rec {
   const tag = r.u8();
   switch (tag) {
     case TAG_END:
-      return { tag, sessions: r.u64(), keys: r.u64() };
+      return { tag, records: r.u64(), keys: r.u64() };
     case TAG_SESSION:
-      return { tag, id: r.big64(), lastSeq: r.uvarint(), result: r.u8() };
+      r.big64();
+      r.uvarint();
+      r.u8();
+      return { tag };
+    case TAG_META:
+      return { tag, key: r.bytes(), value: r.bytes() };
     case TAG_KEY:
     case TAG_KEY_VS: {
       const key = r.bytes();
@@ -328,7 +346,7 @@ export async function openBackup(path: string): Promise<BackupFile> {
       throw new BackupFormatError(path, "corrupt header");
     }
     src.pos += hlen;
-    if (!header || header.format !== BACKUP_FORMAT) {
+    if (!header || (header.format !== BACKUP_FORMAT && header.format !== 1)) {
       throw new BackupFormatError(path, `unsupported format ${header?.format}`);
     }
     if (!Number.isSafeInteger(header.index) || !Number.isSafeInteger(header.term)) {
@@ -357,18 +375,23 @@ export async function openBackup(path: string): Promise<BackupFile> {
         }
       }
     };
-    const sessions: SessionTable = new Map();
+    // Format 1: session records (dropped); format 2: meta records.
+    const headTag = header.format === 1 ? TAG_SESSION : TAG_META;
+    const meta: Array<[Uint8Array, Uint8Array]> = [];
+    let headRecords = 0;
+    let sessions = 0;
     let pending: Rec;
     for (;;) {
       pending = await next();
-      if (pending.tag !== TAG_SESSION) break;
-      try {
-        sessions.set(pending.id, {
-          lastSeq: pending.lastSeq,
-          lastResult: decodeResult(pending.result),
-        });
-      } catch (e) {
-        throw new BackupFormatError(path, (e as Error).message);
+      if (pending.tag !== headTag) break;
+      headRecords++;
+      if (pending.tag === TAG_META) {
+        const last = meta.at(-1);
+        if (last && compareBytes(last[0], pending.key) >= 0) {
+          throw new BackupFormatError(path, "meta records out of order");
+        }
+        meta.push([pending.key, pending.value]);
+        if (isSessionRecord(pending.key)) sessions++;
       }
     }
     let summary: BackupSummary | undefined;
@@ -380,6 +403,7 @@ export async function openBackup(path: string): Promise<BackupFile> {
     };
     return {
       header,
+      meta,
       sessions,
       async *entries() {
         let keys = 0;
@@ -395,12 +419,14 @@ export async function openBackup(path: string): Promise<BackupFile> {
           yield e;
           rec = await next();
         }
-        if (rec.tag !== TAG_END) throw new BackupFormatError(path, "a session after the keys");
-        if (rec.sessions !== sessions.size || rec.keys !== keys) {
+        if (rec.tag !== TAG_END) {
+          throw new BackupFormatError(path, "a session or meta record after the keys");
+        }
+        if (rec.records !== headRecords || rec.keys !== keys) {
           throw new BackupFormatError(
             path,
-            `end record counts ${rec.sessions} sessions and ${rec.keys} keys, the file holds ` +
-              `${sessions.size} and ${keys}`,
+            `end record counts ${rec.records} session/meta records and ${rec.keys} keys, the ` +
+              `file holds ${headRecords} and ${keys}`,
           );
         }
         if (src.buf.length - src.pos !== 0 || src.bodyLeft !== 0) {
@@ -409,7 +435,7 @@ export async function openBackup(path: string): Promise<BackupFile> {
         const want = await src.trailer();
         const got = new Uint8Array(src.hash.digest());
         if (hex(got) !== hex(want)) throw new BackupFormatError(path, "checksum mismatch");
-        summary = { header, sessions: sessions.size, keys, bytes: size, sha256: hex(want) };
+        summary = { header, sessions, keys, bytes: size, sha256: hex(want) };
       },
       summary() {
         if (!summary) throw new Error("summary() before entries() finished");

@@ -215,7 +215,7 @@ export async function restoreSnapshot(
       // (entries() throws otherwise) and only then is the directory renamed into place.
       await sm.importState({
         appliedIndex: h.index,
-        sessions: backup.sessions,
+        meta: backup.meta,
         entries: backup.entries(),
       });
       // The Raft log starts with a snapshot at the file's index whose configuration is the new

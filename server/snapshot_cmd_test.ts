@@ -5,7 +5,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parseConfig } from "../config/config.ts";
-import { encodeCommand, MemoryStateMachine, openStorage, putCommand } from "../storage/mod.ts";
+import {
+  encodeCommand,
+  MemoryStateMachine,
+  openStorage,
+  putCommand,
+  registerSessionCommand,
+} from "../storage/mod.ts";
 import {
   BackupFormatError,
   BackupStalledError,
@@ -18,16 +24,25 @@ import { restoreSnapshot, saveSnapshot, snapshotCommand } from "./snapshot_cmd.t
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Writes a backup of `n` keys (sessions 1 and 2) to `path`. */
+/** Writes a backup of `n` keys to `path`: sessions 1 and 2 are registered at indexes 1 and 2 and
+ * write the first two keys with seq 3; the state is at index `n + 2`. */
 async function writeBackup(path: string, n: number): Promise<void> {
   const sm = new MemoryStateMachine();
-  const cmds = [];
+  const cmds = [1, 2].map((index) => ({
+    index,
+    data: encodeCommand(registerSessionCommand(60_000, 100, 1_000)),
+  }));
   for (let i = 0; i < n; i++) {
     const session = i < 2 ? { clientId: BigInt(i + 1), seq: 3 } : undefined;
     cmds.push({
-      index: i + 1,
+      index: i + 3,
       data: encodeCommand(
-        putCommand(enc.encode(`key-${String(i).padStart(6, "0")}`), enc.encode(`v${i}`), session),
+        putCommand(
+          enc.encode(`key-${String(i).padStart(6, "0")}`),
+          enc.encode(`v${i}`),
+          session,
+          1_001,
+        ),
       ),
     });
   }
@@ -65,10 +80,11 @@ Deno.test("a backup round-trips keys, sessions, index and term; status prints th
     const file = join(dir, "snap.db");
     await writeBackup(file, 20_000);
     const f = await openBackup(file);
-    assert.equal(f.header.index, 20_000);
+    assert.equal(f.header.index, 20_002);
     assert.equal(f.header.term, 4);
     assert.equal(f.header.versionstamp, null);
-    assert.equal(f.sessions.get(2n)?.lastSeq, 3);
+    assert.equal(f.sessions, 2);
+    assert.ok(f.meta.length > 2, "sessions, their index and the clock");
     let n = 0;
     for await (const e of f.entries()) {
       assert.equal(dec.decode(e.key), `key-${String(n).padStart(6, "0")}`);
@@ -83,7 +99,7 @@ Deno.test("a backup round-trips keys, sessions, index and term; status prints th
     const c = capture();
     assert.equal(await snapshotCommand(["status", file, "-w", "json"], c.io), 0);
     const s = JSON.parse(c.out[0]);
-    assert.equal(s.index, 20_000);
+    assert.equal(s.index, 20_002);
     assert.equal(s.term, 4);
     assert.equal(s.keys, 20_000);
     assert.equal(s.sessions, 2);
@@ -156,16 +172,18 @@ Deno.test("restore seeds a node directory whose log starts at the snapshot with 
     assert.equal(r.dir, join(dir, "data", "node-2"));
     const { log, sm } = await openStorage("lsm", r.dir);
     try {
-      assert.equal(sm.appliedIndex(), 500);
+      assert.equal(sm.appliedIndex(), 502);
       assert.equal((await sm.scan()).length, 500);
       assert.equal(dec.decode((await sm.get(enc.encode("key-000499")))!), "v499");
-      assert.equal(sm.sessions().get(1n)?.lastSeq, 3);
+      assert.equal((await sm.session(1n))?.lastSeq, 3);
+      assert.equal(sm.sessionCount(), 2);
+      assert.equal(sm.clock(), 1_001);
       const meta = log.snapshotMeta();
-      assert.equal(meta.index, 500);
+      assert.equal(meta.index, 502);
       assert.equal(meta.term, 4);
       assert.deepEqual(meta.conf.voters, [1, 2]);
-      assert.deepEqual(log.initialState().hardState, { term: 4, vote: 0, commit: 500 });
-      assert.equal(log.lastIndex(), 500);
+      assert.deepEqual(log.initialState().hardState, { term: 4, vote: 0, commit: 502 });
+      assert.equal(log.lastIndex(), 502);
     } finally {
       await log.close();
       await sm.close();

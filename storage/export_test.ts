@@ -6,8 +6,10 @@ import assert from "node:assert/strict";
 import {
   encodeCommand,
   type KvStateMachine,
+  MemoryStateMachine,
   openStorage,
   putCommand,
+  registerSessionCommand,
   type StateEntry,
   type StorageKind,
 } from "./mod.ts";
@@ -36,9 +38,21 @@ function put(index: number, key: string, value: string, session?: [bigint, numbe
         enc.encode(key),
         enc.encode(value),
         session ? { clientId: session[0], seq: session[1] } : undefined,
+        1_000 + index,
       ),
     ),
   };
+}
+
+const register = (index: number) => ({
+  index,
+  data: encodeCommand(registerSessionCommand(60_000, 100, 1_000 + index)),
+});
+
+async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
 }
 
 async function collect(it: AsyncIterable<StateEntry>): Promise<string[]> {
@@ -50,15 +64,25 @@ async function collect(it: AsyncIterable<StateEntry>): Promise<string[]> {
 for (const kind of KINDS) {
   Deno.test(`${kind}: exportState is one consistent view while later commands apply`, async () => {
     await withSm(kind, async (sm) => {
-      await sm.apply([put(1, "a", "1", [7n, 1]), put(2, "b", "1"), put(3, "c", "1")]);
+      await sm.apply([register(1), put(2, "a", "1", [1n, 1]), put(3, "b", "1"), put(4, "c", "1")]);
       const view = await sm.exportState();
       try {
-        assert.equal(view.appliedIndex, 3);
-        assert.deepEqual(view.sessions.get(7n)?.lastSeq, 1);
-        // Applied after the view was taken: overwrite, a new key, a new session seq.
-        await sm.apply([put(4, "b", "2", [7n, 2]), put(5, "d", "2")]);
+        assert.equal(view.appliedIndex, 4);
+        assert.equal(view.sessionCount, 1);
+        // Applied after the view was taken: overwrite, a new key, a new session seq, a session.
+        await sm.apply([put(5, "b", "2", [1n, 2]), put(6, "d", "2"), register(7)]);
         assert.deepEqual(await collect(view.entries()), ["a=1", "b=1", "c=1"]);
-        assert.equal(view.sessions.get(7n)?.lastSeq, 1);
+        // The view's session table is the one at index 4: importing it elsewhere shows seq 1.
+        await withSm("memory", async (other) => {
+          await other.importState({
+            appliedIndex: view.appliedIndex,
+            meta: await all(view.meta()),
+            entries: view.entries(),
+          });
+          assert.equal(other.sessionCount(), 1);
+          assert.equal((await other.session(1n))?.lastSeq, 1);
+          assert.equal(other.clock(), 1_004);
+        });
       } finally {
         view.release();
         view.release();
@@ -78,7 +102,7 @@ for (const kind of KINDS) {
         throw new Error("checksum mismatch");
       }
       await assert.rejects(
-        sm.importState({ appliedIndex: 50, sessions: new Map(), entries: broken() }),
+        sm.importState({ appliedIndex: 50, meta: [], entries: broken() }),
         /checksum mismatch/,
       );
       assert.equal(sm.appliedIndex(), 1);
@@ -89,21 +113,31 @@ for (const kind of KINDS) {
           yield { key: enc.encode(`k${String(i).padStart(5, "0")}`), value: enc.encode(`v${i}`) };
         }
       }
-      await sm.importState({
-        appliedIndex: 50,
-        sessions: new Map([[9n, { lastSeq: 4, lastResult: { ok: true } }]]),
-        entries: good(),
-      });
+      // The meta records of a state where session 1 applied seq 4.
+      const source = new MemoryStateMachine();
+      await source.apply([register(1), put(2, "x", "y", [1n, 4])]);
+      const view = await source.exportState();
+      await sm.importState({ appliedIndex: 50, meta: view.meta(), entries: good() });
       assert.equal(sm.appliedIndex(), 50);
-      assert.equal(sm.sessions().get(9n)?.lastSeq, 4);
+      assert.equal((await sm.session(1n))?.lastSeq, 4);
       const all = await sm.scan();
       assert.equal(all.length, 3000);
       assert.equal(dec.decode(all[2999][1]), "v2999");
       assert.equal(await sm.get(enc.encode("old")), undefined);
       // A duplicate of the imported session is answered from the session table.
-      const r = await sm.apply([put(51, "k00000", "dup", [9n, 4])]);
-      assert.deepEqual(r, [{ ok: true }]);
+      const r = await sm.apply([put(51, "x", "y", [1n, 4]), put(52, "k00000", "dup", [1n, 4])]);
+      assert.deepEqual(r.map((x) => x?.ok), [true, false]);
       assert.equal(dec.decode((await sm.get(enc.encode("k00000")))!), "v0");
+      // Meta records must be the state machine's own: a user-range key is refused.
+      await assert.rejects(
+        sm.importState({
+          appliedIndex: 60,
+          meta: [[enc.encode("\x01k"), enc.encode("v")]],
+          entries: good(),
+        }),
+        /meta record/,
+      );
+      assert.equal(sm.appliedIndex(), 52);
     });
   });
 }

@@ -1,23 +1,22 @@
 /**
- * The KV state machine contract and the exactly-once apply rules shared by every backend.
+ * The KV state machine contract shared by every backend. The semantics (key layout, sessions,
+ * apply rules) live once in kv_core.ts; the backends provide an ordered store.
  *
  * ## Apply results
  *
  * `apply()` returns one {@link ApplyResult} per command:
  * - `null` for an empty command (a leader's no-op or a conf change): only the applied index moves;
- * - `{ ok: true }` for a Put or Delete (the write path never reads the old value: a lookup per
- *   key would halve the LSM backend's apply rate and nothing needs it);
- * - the cached result of the original command when a session command is a duplicate
- *   (`seq <= lastSeq` for its client) — nothing changes then;
- * - `{ ok: false, error: "bad_command", message }` for bytes that are not a valid command, or a
- *   command whose key or value exceeds `MAX_KEY_BYTES` / `MAX_VALUE_BYTES` (command.ts; nothing
- *   changes, the applied index still moves; the session table is not updated).
+ * - `{ ok: true }` for a Put or Delete (the write path never reads the old value), and the cached
+ *   `{ ok: true }` for a retry of a session's last command;
+ * - `{ ok: true, sessionId }` for a session registration (the id is the command's log index);
+ * - `{ ok: false, error, message }` when nothing was changed: `bad_command` (bytes that are not a
+ *   valid command, or a key or value over `MAX_KEY_BYTES` / `MAX_VALUE_BYTES`), `bad_session`
+ *   (session id 0), `session_expired` (unknown or expired session), `session_seq` (a seq at or
+ *   below the session's last one with a different command). The applied index still moves.
  *
  * @module
  */
-import type { StateMachine } from "../raft/state_machine.ts";
-import { type Command, commandSizeError, decodeCommand } from "./command.ts";
-import { DecodeError } from "./errors.ts";
+import type { ApplyCommand, StateMachine } from "../raft/state_machine.ts";
 
 /** A range and/or prefix query over user keys. */
 export interface ScanOptions {
@@ -42,29 +41,47 @@ export interface OkResult {
   ok: true;
 }
 
-/** The result of a command whose bytes could not be decoded. */
-export interface BadCommandResult {
+/** The result of a session registration. */
+export interface RegisterResult {
+  /** Always true. */
+  ok: true;
+  /** The new session's id (the registration's log index). */
+  sessionId: bigint;
+}
+
+/** Why a command changed nothing. */
+export type ApplyErrorCode = "bad_command" | "bad_session" | "session_expired" | "session_seq";
+
+/** The result of a command that was refused at apply time. */
+export interface ErrorResult {
   /** Always false. */
   ok: false;
   /** The error code. */
-  error: "bad_command";
+  error: ApplyErrorCode;
   /** What was wrong. */
   message: string;
 }
 
 /** One command's result (see the module documentation). */
-export type ApplyResult = OkResult | BadCommandResult | null;
+export type ApplyResult = OkResult | RegisterResult | ErrorResult | null;
 
-/** A client's entry in the session table. */
-export interface SessionEntry {
-  /** The highest sequence number applied for the client. */
+/** A client session as stored in the session table. */
+export interface SessionInfo {
+  /** The session id (the log index of its registration). */
+  id: bigint;
+  /** The highest sequence number applied for the session (0: none yet). */
   lastSeq: number;
-  /** The result of that command. */
-  lastResult: OkResult;
+  /** The state machine's clock when the session was last used (ms). */
+  lastActive: number;
+  /** The log index of the session's last use. */
+  lastIndex: number;
+  /** Idle time after which the session expires (ms of the state machine's clock). */
+  idleTimeoutMs: number;
+  /** Hash of the last applied command (op and body). */
+  hash: number;
+  /** True once a command has been applied under the session. */
+  hasResult: boolean;
 }
-
-/** The session table: client id to its last applied command. */
-export type SessionTable = Map<bigint, SessionEntry>;
 
 /** One user key of an exported state (a backup record). */
 export interface StateEntry {
@@ -83,22 +100,25 @@ export interface StateEntry {
 export interface StateExport {
   /** The applied index the view reflects. */
   appliedIndex: number;
-  /** The session table as of that index. */
-  sessions: ReadonlyMap<bigint, SessionEntry>;
+  /** Client sessions in the view. */
+  sessionCount: number;
   /** The versionstamp of the last write the view includes, once the data model carries them. */
   versionstamp?: Uint8Array;
+  /** The state machine's own records (session table, clock; kv_core.ts layout, opaque to the
+   * caller) in key order, read from the view as they are consumed. */
+  meta(): AsyncIterable<[Uint8Array, Uint8Array]>;
   /** The user keys in ascending key order, read from the view as they are consumed. */
   entries(): AsyncIterable<StateEntry>;
   /** Releases the view. Idempotent. */
   release(): void;
 }
 
-/** A whole state to import (backup restore), its keys streamed in ascending order. */
+/** A whole state to import (backup restore), streamed in ascending order. */
 export interface StateImport {
   /** The applied index the state reflects. */
   appliedIndex: number;
-  /** The session table. */
-  sessions: SessionTable;
+  /** The state machine's own records, as {@link StateExport.meta} gave them (consumed first). */
+  meta: Iterable<[Uint8Array, Uint8Array]> | AsyncIterable<[Uint8Array, Uint8Array]>;
   /** The user keys, consumed once. An error thrown by the iterator aborts the import and
    * leaves the previous state in place. */
   entries: AsyncIterable<StateEntry>;
@@ -110,64 +130,20 @@ export interface KvStateMachine extends StateMachine {
   exportState(): Promise<StateExport>;
   /** Replaces the whole state with `src`, atomically: a failure keeps the old state. */
   importState(src: StateImport): Promise<void>;
+  /** Applies committed commands in order: one {@link ApplyResult} per command. */
+  apply(cmds: ApplyCommand[]): Promise<ApplyResult[]>;
   /** The value of a user key, or undefined. */
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
   /** User key/value pairs in key order (descending with `reverse`), from one consistent view. */
   scan(opts?: ScanOptions): Promise<Array<[Uint8Array, Uint8Array]>>;
   /** Counters for monitoring (backend, keys, sessions, applied index...). */
   stats(): Record<string, unknown>;
-  /** The client session table (read-only view; for inspection and tests). */
-  sessions(): ReadonlyMap<bigint, SessionEntry>;
-}
-
-/** What to do with one command, as decided by {@link planApply}. */
-export type ApplyPlan =
-  | { kind: "done"; result: ApplyResult }
-  | { kind: "apply"; cmd: Command };
-
-/**
- * Decodes a command and checks it against the session table: empty data is a no-op, undecodable
- * bytes a bad command, a duplicate session command answers from the cache; anything else must be
- * applied (then call {@link recordSession}).
- */
-export function planApply(data: Uint8Array, sessions: SessionTable): ApplyPlan {
-  if (data.length === 0) return { kind: "done", result: null };
-  let cmd: Command;
-  try {
-    cmd = decodeCommand(data);
-  } catch (e) {
-    if (!(e instanceof DecodeError)) throw e;
-    return { kind: "done", result: { ok: false, error: "bad_command", message: e.message } };
-  }
-  const tooBig = commandSizeError(cmd);
-  if (tooBig) return { kind: "done", result: { ok: false, error: "bad_command", message: tooBig } };
-  if (cmd.session) {
-    const s = sessions.get(cmd.session.clientId);
-    if (s && cmd.session.seq <= s.lastSeq) return { kind: "done", result: s.lastResult };
-  }
-  return { kind: "apply", cmd };
-}
-
-/** Records an applied command's result in the session table (no-op without a session). */
-export function recordSession(
-  cmd: Command,
-  result: OkResult,
-  sessions: SessionTable,
-): SessionEntry | undefined {
-  if (!cmd.session) return undefined;
-  const entry = { lastSeq: cmd.session.seq, lastResult: result };
-  sessions.set(cmd.session.clientId, entry);
-  return entry;
-}
-
-/** Encodes an {@link OkResult} as one byte (for session storage). */
-export function encodeResult(_r: OkResult): number {
-  return 1;
-}
-
-/** Decodes {@link encodeResult}. */
-export function decodeResult(b: number): OkResult {
-  // 2 was written by an earlier format that recorded whether the key existed.
-  if (b === 1 || b === 2) return { ok: true };
-  throw new DecodeError("session result", `unknown result code ${b}`);
+  /** Sessions in the table. */
+  sessionCount(): number;
+  /** One session, or undefined when it is not in the table. */
+  session(id: bigint): Promise<SessionInfo | undefined>;
+  /** Every session, least recently used first (reads the whole table: inspection and tests). */
+  sessionList(): Promise<SessionInfo[]>;
+  /** The state machine's clock (ms): the largest command timestamp applied. */
+  clock(): number;
 }

@@ -1,11 +1,8 @@
 /**
- * The lsm {@link KvStateMachine}: data and client sessions in the LSM engine.
- *
- * Key layout inside the LSM (user scans never see the metadata):
- * - `0x01 ++ userKey` → value
- * - `0x00 0x01` → u64 applied index, written in the same batch as the commands it covers
- * - `0x00 0x02 ++ u64be clientId` → u64 lastSeq, u8 result (the session table)
- * - `0x00 0x03` → empty (written with `sync: true` to make earlier writes durable)
+ * The lsm {@link KvStateMachine}: the kv_core.ts layout (user data, applied index, client
+ * sessions, clock) stored in the LSM engine; `0x00 0x03` → empty (written with `sync: true` to
+ * make earlier writes durable). The session table stays in the LSM: opening reads only the clock
+ * and the session count, and sessions are looked up when used (the core caches recent ones).
  *
  * Writes use `sync: false`: the Raft log is the write-ahead log, and after a crash the driver
  * replays it from {@link LsmStateMachine.appliedIndex}, which reports what the LSM really holds.
@@ -21,8 +18,6 @@
 import { join } from "node:path";
 import { LsmDb, type LsmOptions, type Snapshot as LsmSnapshot } from "../lsm/mod.ts";
 import type { ApplyCommand } from "../raft/state_machine.ts";
-import { ByteReader, ByteWriter, compareBytes, prefixEnd } from "./bytes.ts";
-import { CommandOp } from "./command.ts";
 import { CorruptionError, StoreClosedError } from "./errors.ts";
 import {
   denoEnv,
@@ -33,93 +28,30 @@ import {
   writeFileAtomic,
 } from "./fsutil.ts";
 import {
-  type ApplyResult,
-  decodeResult,
-  encodeResult,
-  type KvStateMachine,
-  planApply,
-  recordSession,
-  type ScanOptions,
-  type SessionEntry,
-  type SessionTable,
-  type StateEntry,
-  type StateExport,
-  type StateImport,
+  ALL,
+  BACKEND_KEY,
+  exportView,
+  importRecords,
+  KvCore,
+  readAppliedIndex,
+  type StoreOp,
+} from "./kv_core.ts";
+import type {
+  ApplyResult,
+  KvStateMachine,
+  ScanOptions,
+  SessionInfo,
+  StateExport,
+  StateImport,
 } from "./kv_state_machine.ts";
 import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
 
-const USER = 0x01;
-const APPLIED_KEY = new Uint8Array([0x00, 0x01]);
-const SYNC_KEY = new Uint8Array([0x00, 0x03]);
-const SESSION_PREFIX = new Uint8Array([0x00, 0x02]);
-const USER_LO = new Uint8Array([USER]);
-const USER_HI = new Uint8Array([USER + 1]);
+const SYNC_KEY = BACKEND_KEY;
 const CURRENT = "SM_CURRENT";
 const RESTORE_BATCH = 1024;
 
-type Op = { type: "put"; key: Uint8Array; value: Uint8Array } | {
-  type: "delete";
-  key: Uint8Array;
-};
-
-function userKey(k: Uint8Array): Uint8Array {
-  const out = new Uint8Array(k.length + 1);
-  out[0] = USER;
-  out.set(k, 1);
-  return out;
-}
-
-function sessionKey(id: bigint): Uint8Array {
-  const out = new Uint8Array(SESSION_PREFIX.length + 8);
-  out.set(SESSION_PREFIX);
-  new DataView(out.buffer).setBigUint64(SESSION_PREFIX.length, id, false);
-  return out;
-}
-
-function encodeSession(s: SessionEntry): Uint8Array {
-  const w = new ByteWriter(16);
-  w.u64(s.lastSeq);
-  w.u8(encodeResult(s.lastResult));
-  return w.finish();
-}
-
-function encodeU64(n: number): Uint8Array {
-  const w = new ByteWriter(8);
-  w.u64(n);
-  return w.finish();
-}
-
 function genDir(gen: number): string {
   return `sm-${String(gen).padStart(6, "0")}`;
-}
-
-/** The readable side shared by a database and one of its snapshots. */
-interface Readable {
-  get(key: Uint8Array): Promise<Uint8Array | undefined>;
-  scan(
-    opts: { gte?: Uint8Array; lt?: Uint8Array; reverse?: boolean; limit?: number },
-  ): AsyncIterable<[Uint8Array, Uint8Array]>;
-}
-
-async function readApplied(db: Readable): Promise<number> {
-  const v = await db.get(APPLIED_KEY);
-  return v ? new ByteReader(v, "applied index").u64() : 0;
-}
-
-async function readSessions(db: Readable): Promise<SessionTable> {
-  const t: SessionTable = new Map();
-  for await (const [k, v] of db.scan({ gte: SESSION_PREFIX, lt: prefixEnd(SESSION_PREFIX) })) {
-    if (k.length !== SESSION_PREFIX.length + 8) {
-      throw new CorruptionError("state machine", 0, "session key");
-    }
-    const id = new DataView(k.buffer, k.byteOffset, k.byteLength).getBigUint64(
-      SESSION_PREFIX.length,
-      false,
-    );
-    const r = new ByteReader(v, "session");
-    t.set(id, { lastSeq: r.u64(), lastResult: decodeResult(r.u8()) });
-  }
-  return t;
 }
 
 /** Options of {@link LsmStateMachine.open}. */
@@ -141,7 +73,7 @@ export class LsmStateMachine implements KvStateMachine {
   #gen: number;
   #db: LsmDb;
   #applied: number;
-  #sessions: SessionTable;
+  #core: KvCore;
   #closed = false;
   /** Serializes apply, snapshot and restore. */
   #tail: Promise<unknown> = Promise.resolve();
@@ -157,7 +89,7 @@ export class LsmStateMachine implements KvStateMachine {
     gen: number,
     db: LsmDb,
     applied: number,
-    sessions: SessionTable,
+    core: KvCore,
   ) {
     this.#dir = dir;
     this.#lsmOptions = lsmOptions;
@@ -165,7 +97,7 @@ export class LsmStateMachine implements KvStateMachine {
     this.#gen = gen;
     this.#db = db;
     this.#applied = applied;
-    this.#sessions = sessions;
+    this.#core = core;
   }
 
   /** Opens (or creates) the state machine in `dir`. */
@@ -191,9 +123,9 @@ export class LsmStateMachine implements KvStateMachine {
     const db = await LsmDb.open(join(dir, genDir(gen)), lsmOptions);
     db.onBackgroundWork = opts.onBackgroundWork;
     try {
-      const applied = await readApplied(db);
-      const sessions = await readSessions(db);
-      const sm = new LsmStateMachine(dir, lsmOptions, env, gen, db, applied, sessions);
+      const applied = await readAppliedIndex(db);
+      const core = await KvCore.load(db);
+      const sm = new LsmStateMachine(dir, lsmOptions, env, gen, db, applied, core);
       sm.#onWork = opts.onBackgroundWork;
       return sm;
     } catch (e) {
@@ -224,76 +156,46 @@ export class LsmStateMachine implements KvStateMachine {
 
   async #apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
     if (cmds.length === 0) return [];
-    const ops: Op[] = [];
-    const out: ApplyResult[] = [];
-    const touched = new Map<bigint, SessionEntry>();
-    for (let i = 0; i < cmds.length; i++) {
-      // An earlier command of this batch may have changed the session table.
-      const plan = planApply(cmds[i].data, this.#sessions);
-      if (plan.kind === "done") {
-        out.push(plan.result);
-        continue;
-      }
-      const cmd = plan.cmd;
-      const uk = userKey(cmd.key);
-      if (cmd.op === CommandOp.Put) ops.push({ type: "put", key: uk, value: cmd.value });
-      else ops.push({ type: "delete", key: uk });
-      const result = { ok: true as const };
-      const s = recordSession(cmd, result, this.#sessions);
-      if (s) touched.set(cmd.session!.clientId, s);
-      out.push(result);
-    }
-    for (const [id, s] of touched) {
-      ops.push({ type: "put", key: sessionKey(id), value: encodeSession(s) });
-    }
-    const applied = cmds[cmds.length - 1].index;
-    ops.push({ type: "put", key: APPLIED_KEY, value: encodeU64(applied) });
-    await this.#db.write(ops, { sync: false });
-    this.#applied = applied;
+    const batch = await this.#core.apply(this.#db, cmds);
+    await this.#db.write(batch.ops, { sync: false });
+    batch.commit();
+    this.#applied = cmds[cmds.length - 1].index;
     this.#applies += cmds.length;
-    return out;
+    return batch.results;
   }
 
   /** See {@link KvStateMachine.get}. */
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.#check();
-    return this.#db.get(userKey(key));
+    return KvCore.get(this.#db, key);
   }
 
   /** See {@link KvStateMachine.scan}. Runs on one LSM snapshot. */
-  async scan(opts: ScanOptions = {}): Promise<Array<[Uint8Array, Uint8Array]>> {
+  scan(opts: ScanOptions = {}): Promise<Array<[Uint8Array, Uint8Array]>> {
     this.#check();
-    let lo = opts.start ? userKey(opts.start) : USER_LO;
-    let hi = opts.end ? userKey(opts.end) : USER_HI;
-    if (opts.prefix) {
-      const p = userKey(opts.prefix);
-      if (compareBytes(p, lo) > 0) lo = p;
-      const pe = prefixEnd(p) ?? USER_HI;
-      if (compareBytes(pe, hi) < 0) hi = pe;
-    }
-    const out: Array<[Uint8Array, Uint8Array]> = [];
-    const limit = opts.limit ?? Infinity;
-    const maxBytes = opts.maxBytes ?? Infinity;
-    let bytes = 0;
-    if (limit <= 0 || compareBytes(lo, hi) >= 0) return out;
-    for await (
-      const [k, v] of this.#db.scan({
-        gte: lo,
-        lt: hi,
-        reverse: opts.reverse ?? false,
-        limit: Number.isFinite(limit) ? limit : undefined,
-      })
-    ) {
-      out.push([k.subarray(1), v]);
-      bytes += k.length - 1 + v.length;
-      if (out.length >= limit || bytes > maxBytes) break;
-    }
-    return out;
+    return KvCore.scan(this.#db, opts);
   }
 
-  /** See {@link KvStateMachine.sessions}. */
-  sessions(): ReadonlyMap<bigint, SessionEntry> {
-    return this.#sessions;
+  /** See {@link KvStateMachine.sessionCount}. */
+  sessionCount(): number {
+    return this.#core.sessionCount;
+  }
+
+  /** See {@link KvStateMachine.session}. */
+  session(id: bigint): Promise<SessionInfo | undefined> {
+    this.#check();
+    return this.#core.session(this.#db, id);
+  }
+
+  /** See {@link KvStateMachine.sessionList}. */
+  sessionList(): Promise<SessionInfo[]> {
+    this.#check();
+    return this.#core.sessions(this.#db);
+  }
+
+  /** See {@link KvStateMachine.clock}. */
+  clock(): number {
+    return this.#core.clock;
   }
 
   /**
@@ -323,9 +225,8 @@ export class LsmStateMachine implements KvStateMachine {
 
   async #readSnapshot(snap: LsmSnapshot): Promise<Uint8Array> {
     try {
-      const applied = await readApplied(snap);
-      const w = new SnapshotWriter(applied, await readSessions(snap));
-      for await (const [k, v] of snap.scan({ gte: USER_LO, lt: USER_HI })) w.add(k.subarray(1), v);
+      const w = new SnapshotWriter(await readAppliedIndex(snap));
+      for await (const [k, v] of snap.scan(ALL)) w.add(k, v);
       return w.finish();
     } finally {
       snap.release();
@@ -334,40 +235,20 @@ export class LsmStateMachine implements KvStateMachine {
 
   /**
    * See {@link KvStateMachine.exportState}: an LSM snapshot taken in the apply queue after making
-   * the LSM durable up to it; its keys are read block by block as they are consumed, while later
-   * commands are applied.
+   * the LSM durable up to it; its records are read block by block as they are consumed, while
+   * later commands are applied.
    */
   exportState(): Promise<StateExport> {
-    return this.#serial(() => this.#beginSnapshot()).then(async (snap) => {
+    return this.#serial(() => this.#beginSnapshot()).then((snap) => {
       let done!: () => void;
-      const tracked = new Promise<void>((r) => done = r).finally(() =>
+      const tracked: Promise<void> = new Promise<void>((r) => done = r).finally(() =>
         this.#reading.delete(tracked)
       );
       this.#reading.add(tracked);
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
+      return exportView(snap, () => {
         snap.release();
         done();
-      };
-      try {
-        const appliedIndex = await readApplied(snap);
-        const sessions = await readSessions(snap);
-        return {
-          appliedIndex,
-          sessions,
-          async *entries(): AsyncGenerator<StateEntry> {
-            for await (const [k, v] of snap.scan({ gte: USER_LO, lt: USER_HI })) {
-              yield { key: k.subarray(1), value: v };
-            }
-          },
-          release,
-        };
-      } catch (e) {
-        release();
-        throw e;
-      }
+      });
     });
   }
 
@@ -375,40 +256,42 @@ export class LsmStateMachine implements KvStateMachine {
   restore(data: Uint8Array, index: number): Promise<void> {
     return this.#serial(() => {
       const content = readSnapshot(data);
-      return this.#import({
-        appliedIndex: index,
-        sessions: content.sessions,
-        entries: (async function* () {
-          for (const [key, value] of content.entries()) yield { key, value };
+      return this.#load(
+        (function* () {
+          for (const [key, value] of content.records()) {
+            yield { type: "put", key, value } as StoreOp;
+          }
+          yield KvCore.appliedOp(index);
         })(),
-      });
+        index,
+      );
     });
   }
 
   /** See {@link KvStateMachine.importState}: the same atomic switch as {@link restore}. */
   importState(src: StateImport): Promise<void> {
-    return this.#serial(() => this.#import(src));
+    return this.#serial(() => this.#load(importRecords(src), src.appliedIndex));
   }
 
-  async #import(src: StateImport): Promise<void> {
+  /** Builds a new LSM from `records` (the applied index among them), then switches to it. */
+  async #load(
+    records: Iterable<StoreOp> | AsyncIterable<StoreOp>,
+    index: number,
+  ): Promise<void> {
     const gen = this.#gen + 1;
     const path = join(this.#dir, genDir(gen));
     removeIfExists(this.#env, path, true);
     const db = await LsmDb.open(path, this.#lsmOptions);
     db.onBackgroundWork = this.#onWork;
     try {
-      let ops: Op[] = [];
-      for await (const e of src.entries) {
-        ops.push({ type: "put", key: userKey(e.key), value: e.value });
+      let ops: StoreOp[] = [];
+      for await (const op of records) {
+        ops.push(op);
         if (ops.length >= RESTORE_BATCH) {
           await db.write(ops, { sync: false });
           ops = [];
         }
       }
-      for (const [id, s] of src.sessions) {
-        ops.push({ type: "put", key: sessionKey(id), value: encodeSession(s) });
-      }
-      ops.push({ type: "put", key: APPLIED_KEY, value: encodeU64(src.appliedIndex) });
       await db.write(ops, { sync: false });
       await db.flush();
       await db.write([{ type: "put", key: SYNC_KEY, value: new Uint8Array(0) }], { sync: true });
@@ -422,8 +305,8 @@ export class LsmStateMachine implements KvStateMachine {
     const oldPath = join(this.#dir, genDir(this.#gen));
     this.#db = db;
     this.#gen = gen;
-    this.#applied = src.appliedIndex;
-    this.#sessions = new Map(src.sessions);
+    this.#applied = index;
+    this.#core = await KvCore.load(db);
     this.#restores++;
     await this.#readsDone();
     await old.close();
@@ -441,7 +324,7 @@ export class LsmStateMachine implements KvStateMachine {
     return {
       backend: "lsm",
       appliedIndex: this.#applied,
-      sessions: this.#sessions.size,
+      sessions: this.#core.sessionCount,
       applied: this.#applies,
       restores: this.#restores,
       generation: this.#gen,

@@ -1,132 +1,126 @@
 /**
- * The memory {@link KvStateMachine}: an ordered map plus the session table, nothing persisted.
- * The simplefile backend extends it with a JSON state file.
+ * The memory {@link KvStateMachine}: the kv_core.ts layout in an in-memory B+ tree, nothing
+ * persisted. The simplefile backend extends it with a JSON state file.
  *
  * @module
  */
+import BTreeModule from "sorted-btree";
 import type { ApplyCommand } from "../raft/state_machine.ts";
-import { bytesToLatin1, hasPrefix, latin1ToBytes, prefixEnd } from "./bytes.ts";
-import { CommandOp } from "./command.ts";
+import { bytesToLatin1, latin1ToBytes } from "./bytes.ts";
 import { StoreClosedError } from "./errors.ts";
-import { settle } from "./settle.ts";
 import {
-  type ApplyResult,
-  type KvStateMachine,
-  planApply,
-  recordSession,
-  type ScanOptions,
-  type SessionEntry,
-  type SessionTable,
-  type StateEntry,
-  type StateExport,
-  type StateImport,
+  ALL,
+  exportView,
+  importRecords,
+  KvCore,
+  readAppliedIndex,
+  type StoreOp,
+  type StoreRange,
+  USER_LO,
+} from "./kv_core.ts";
+import type {
+  ApplyResult,
+  KvStateMachine,
+  ScanOptions,
+  SessionInfo,
+  StateExport,
+  StateImport,
 } from "./kv_state_machine.ts";
 import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
 
-/** A byte-keyed map that can be scanned in key order. */
-export class OrderedBytesMap {
-  /** latin1(key) -> value. */
-  readonly map = new Map<string, Uint8Array>();
-  #sorted: string[] | null = [];
+// The package is CommonJS: its default import is the module object, whose `default` is the class.
+const BTree = BTreeModule.default;
 
-  /** Number of keys. */
-  get size(): number {
-    return this.map.size;
+/** An ordered byte store in memory (keys as latin1 strings, which sort like the bytes). */
+export class MemoryStore {
+  #tree = new BTree<string, Uint8Array>();
+  #userKeys = 0;
+
+  /** Number of user keys (kv_core.ts layout). */
+  get userKeys(): number {
+    return this.#userKeys;
   }
 
-  /** The value of `key`. */
-  get(key: Uint8Array): Uint8Array | undefined {
-    return this.map.get(bytesToLatin1(key));
+  /** See {@link StoreReader.get}. */
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return Promise.resolve(this.#tree.get(bytesToLatin1(key)));
   }
 
-  /** Sets `key`; returns whether it existed. */
-  set(key: Uint8Array, value: Uint8Array): boolean {
-    const k = bytesToLatin1(key);
-    const existed = this.map.has(k);
-    this.map.set(k, value);
-    if (!existed) this.#sorted = null;
-    return existed;
+  /** See {@link StoreReader.scan} (synchronous underneath). */
+  async *scan(range: StoreRange): AsyncGenerator<[Uint8Array, Uint8Array]> {
+    for (const e of this.scanSync(range)) yield e;
   }
 
-  /** Removes `key`; returns whether it existed. */
-  delete(key: Uint8Array): boolean {
-    const existed = this.map.delete(bytesToLatin1(key));
-    if (existed) this.#sorted = null;
-    return existed;
-  }
-
-  /** Removes everything. */
-  clear(): void {
-    this.map.clear();
-    this.#sorted = [];
-  }
-
-  /** Keys (latin1) in ascending order. */
-  sortedKeys(): string[] {
-    if (this.#sorted === null) this.#sorted = [...this.map.keys()].sort();
-    return this.#sorted;
-  }
-
-  /** Pairs matching `opts`, in order. */
-  scan(opts: ScanOptions = {}): Array<[Uint8Array, Uint8Array]> {
-    const keys = this.sortedKeys();
-    let lo = opts.start ? bytesToLatin1(opts.start) : undefined;
-    let hi = opts.end ? bytesToLatin1(opts.end) : undefined;
-    if (opts.prefix) {
-      const p = bytesToLatin1(opts.prefix);
-      if (lo === undefined || p > lo) lo = p;
-      const pe = prefixEnd(opts.prefix);
-      if (pe) {
-        const e = bytesToLatin1(pe);
-        if (hi === undefined || e < hi) hi = e;
+  /** The pairs in `range`, in order. */
+  *scanSync(range: StoreRange): Generator<[Uint8Array, Uint8Array]> {
+    const lo = bytesToLatin1(range.gte);
+    const hi = bytesToLatin1(range.lt);
+    if (range.reverse) {
+      for (const [k, v] of this.#tree.entriesReversed(hi)) {
+        if (k >= hi) continue;
+        if (k < lo) break;
+        yield [latin1ToBytes(k), v];
+      }
+    } else {
+      for (const [k, v] of this.#tree.entries(lo)) {
+        if (k >= hi) break;
+        yield [latin1ToBytes(k), v];
       }
     }
-    const limit = opts.limit ?? Infinity;
-    const out: Array<[Uint8Array, Uint8Array]> = [];
-    if (limit <= 0) return out;
-    const from = lo === undefined ? 0 : lowerBound(keys, lo);
-    const to = Math.max(from, hi === undefined ? keys.length : lowerBound(keys, hi));
-    const pre = opts.prefix;
-    const maxBytes = opts.maxBytes ?? Infinity;
-    let bytes = 0;
-    const push = (k: string) => {
-      const kb = latin1ToBytes(k);
-      if (pre && !hasPrefix(kb, pre)) return;
-      const v = this.map.get(k)!;
-      out.push([kb, v]);
-      bytes += kb.length + v.length;
-    };
-    const more = () => out.length < limit && bytes <= maxBytes;
-    if (opts.reverse) {
-      for (let i = to - 1; i >= from && more(); i--) push(keys[i]);
-    } else {
-      for (let i = from; i < to && more(); i++) push(keys[i]);
-    }
-    return out;
   }
-}
 
-function lowerBound(keys: string[], k: string): number {
-  let lo = 0;
-  let hi = keys.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (keys[mid] < k) lo = mid + 1;
-    else hi = mid;
+  /** A copy that later writes to either do not affect (copy-on-write: O(1)). */
+  clone(): MemoryStore {
+    const c = new MemoryStore();
+    c.#tree = this.#tree.clone();
+    c.#userKeys = this.#userKeys;
+    return c;
   }
-  return lo;
+
+  /** Applies a batch of writes. */
+  write(ops: StoreOp[]): void {
+    for (const op of ops) {
+      const k = bytesToLatin1(op.key);
+      const user = op.key[0] === USER_LO[0];
+      if (op.type === "put") {
+        if (this.#tree.set(k, op.value, true) && user) this.#userKeys++;
+      } else if (this.#tree.delete(k) && user) {
+        this.#userKeys--;
+      }
+    }
+  }
 }
 
 /** A state machine held in memory only. */
 export class MemoryStateMachine implements KvStateMachine {
-  /** The user data. */
-  protected data = new OrderedBytesMap();
-  /** The session table. */
-  protected sessionTable: SessionTable = new Map();
+  /** The store. */
+  protected store = new MemoryStore();
+  /** The semantics over the store. */
+  protected core: KvCore = KvCore.empty();
   /** The last applied index. */
   protected applied = 0;
   #closed = false;
   #applies = 0;
+  /** Serializes apply and restore. */
+  #tail: Promise<unknown> = Promise.resolve();
+
+  /** Replaces the store (and reloads what the core caches from it). */
+  protected async installStore(store: MemoryStore): Promise<void> {
+    const core = await KvCore.load(store);
+    this.applied = await readAppliedIndex(store);
+    this.store = store;
+    this.core = core;
+  }
+
+  /** Runs `fn` after every earlier apply/restore. */
+  protected serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(() => {
+      this.check();
+      return fn();
+    });
+    this.#tail = run.catch(() => {});
+    return run;
+  }
 
   /** See {@link KvStateMachine.appliedIndex}. */
   appliedIndex(): number {
@@ -135,113 +129,102 @@ export class MemoryStateMachine implements KvStateMachine {
 
   /** Applies commands (see kv_state_machine.ts for the results). */
   apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
-    return settle(() => this.applySync(cmds));
+    return this.serial(() => this.applyBatch(cmds));
   }
 
-  /** Applies commands synchronously. */
-  protected applySync(cmds: ApplyCommand[]): ApplyResult[] {
-    this.check();
-    const out: ApplyResult[] = [];
-    for (const c of cmds) {
-      const plan = planApply(c.data, this.sessionTable);
-      if (plan.kind === "done") {
-        out.push(plan.result);
-      } else {
-        const cmd = plan.cmd;
-        if (cmd.op === CommandOp.Put) this.data.set(cmd.key, cmd.value);
-        else this.data.delete(cmd.key);
-        const result = { ok: true as const };
-        recordSession(cmd, result, this.sessionTable);
-        out.push(result);
-      }
-      this.applied = c.index;
-    }
+  /** Computes and writes one batch. */
+  protected async applyBatch(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+    if (cmds.length === 0) return [];
+    const batch = await this.core.apply(this.store, cmds);
+    this.store.write(batch.ops);
+    batch.commit();
+    this.applied = cmds[cmds.length - 1].index;
     this.#applies += cmds.length;
-    return out;
+    return batch.results;
   }
 
   /** See {@link KvStateMachine.get}. */
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return settle(() => {
-      this.check();
-      return this.data.get(key);
-    });
+    return this.#read(() => KvCore.get(this.store, key));
   }
 
   /** See {@link KvStateMachine.scan}. */
   scan(opts: ScanOptions = {}): Promise<Array<[Uint8Array, Uint8Array]>> {
-    return settle(() => {
+    return this.#read(() => KvCore.scan(this.store, opts));
+  }
+
+  #read<T>(fn: () => Promise<T>): Promise<T> {
+    try {
       this.check();
-      return this.data.scan(opts);
-    });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return fn();
   }
 
-  /** See {@link KvStateMachine.sessions}. */
-  sessions(): ReadonlyMap<bigint, SessionEntry> {
-    return this.sessionTable;
+  /** See {@link KvStateMachine.sessionCount}. */
+  sessionCount(): number {
+    return this.core.sessionCount;
   }
 
-  /** Serializes data, sessions and applied index (see sm_snapshot.ts). */
+  /** See {@link KvStateMachine.session}. */
+  session(id: bigint): Promise<SessionInfo | undefined> {
+    return this.#read(() => this.core.session(this.store, id));
+  }
+
+  /** See {@link KvStateMachine.sessionList}. */
+  sessionList(): Promise<SessionInfo[]> {
+    return this.#read(() => this.core.sessions(this.store));
+  }
+
+  /** See {@link KvStateMachine.clock}. */
+  clock(): number {
+    return this.core.clock;
+  }
+
+  /** Serializes the store and applied index (see sm_snapshot.ts). */
   snapshot(): Promise<Uint8Array> {
-    return settle(() => {
-      this.check();
-      return this.encodeSnapshot();
-    });
+    return this.#read(() => Promise.resolve(this.encodeSnapshot()));
   }
 
   /** Encodes the current state as a snapshot stream. */
   protected encodeSnapshot(): Uint8Array {
-    const w = new SnapshotWriter(this.applied, this.sessionTable);
-    for (const k of this.data.sortedKeys()) w.add(latin1ToBytes(k), this.data.map.get(k)!);
+    const w = new SnapshotWriter(this.applied);
+    for (const [k, v] of this.store.scanSync(ALL)) w.add(k, v);
     return w.finish();
   }
 
   /** Replaces everything with a snapshot taken at `index`. */
   restore(data: Uint8Array, index: number): Promise<void> {
-    return settle(() => {
-      this.check();
-      this.restoreSync(data, index);
-    });
+    return this.serial(() => this.restoreStore(data, index));
   }
 
   /** Decodes the whole snapshot first, then swaps it in (a bad snapshot changes nothing). */
-  protected restoreSync(data: Uint8Array, index: number): void {
+  protected async restoreStore(data: Uint8Array, index: number): Promise<void> {
     const content = readSnapshot(data);
-    const next = new OrderedBytesMap();
-    for (const [k, v] of content.entries()) next.set(k, v);
-    this.data = next;
-    this.sessionTable = content.sessions;
-    this.applied = index;
+    const next = new MemoryStore();
+    const ops: StoreOp[] = [];
+    for (const [key, value] of content.records()) ops.push({ type: "put", key, value });
+    ops.push(KvCore.appliedOp(index));
+    next.write(ops);
+    await this.installStore(next);
   }
 
-  /** See {@link KvStateMachine.exportState}: a copy of the key index (values are shared, never
-   * mutated in place), taken synchronously at the current applied index. */
+  /** See {@link KvStateMachine.exportState}: a copy-on-write clone of the store, taken at the
+   * current applied index. */
   exportState(): Promise<StateExport> {
-    return settle(() => {
-      this.check();
-      const keys = this.data.sortedKeys();
-      const map = new Map(this.data.map);
-      return {
-        appliedIndex: this.applied,
-        sessions: new Map(this.sessionTable),
-        async *entries(): AsyncGenerator<StateEntry> {
-          for (const k of keys) yield { key: latin1ToBytes(k), value: map.get(k)! };
-        },
-        release: () => map.clear(),
-      };
-    });
+    return this.#read(() => exportView(this.store.clone(), () => {}));
   }
 
-  /** See {@link KvStateMachine.importState}: builds the new map first, then swaps it in. */
-  async importState(src: StateImport): Promise<void> {
-    this.check();
-    const next = new OrderedBytesMap();
-    for await (const e of src.entries) next.set(e.key, e.value);
-    this.check();
-    this.data = next;
-    this.sessionTable = new Map(src.sessions);
-    this.applied = src.appliedIndex;
-    this.afterImport();
+  /** See {@link KvStateMachine.importState}: builds the new store first, then swaps it in. */
+  importState(src: StateImport): Promise<void> {
+    return this.serial(async () => {
+      const next = new MemoryStore();
+      for await (const op of importRecords(src)) next.write([op]);
+      this.check();
+      await this.installStore(next);
+      this.afterImport();
+    });
   }
 
   /** Called after an import swapped the state in (simplefile persists it). */
@@ -251,8 +234,8 @@ export class MemoryStateMachine implements KvStateMachine {
   stats(): Record<string, unknown> {
     return {
       backend: this.backendName(),
-      keys: this.data.size,
-      sessions: this.sessionTable.size,
+      keys: this.store.userKeys,
+      sessions: this.sessionCount(),
       appliedIndex: this.applied,
       applied: this.#applies,
     };

@@ -1,33 +1,41 @@
 /**
- * The simplefile {@link KvStateMachine}: the memory state machine whose whole state is written
+ * The simplefile {@link KvStateMachine}: the memory state machine whose whole store is written
  * as human-readable JSON (`sm-state.json`, temporary file + fsync + rename) after every `apply()`
  * and `restore()`. Correct before fast: the file always holds a consistent state and its applied
  * index, so after a crash the driver replays the log from there.
  *
  * ```json
- * { "version": 1, "appliedIndex": 42,
- *   "sessions": [{ "clientId": "123", "lastSeq": 7 }],
- *   "data": [["<key base64>", "<value base64>"]] }
+ * { "version": 2, "appliedIndex": 42,
+ *   "records": [["<store key base64>", "<value base64>"]] }
  * ```
+ *
+ * The records are the store of kv_core.ts (user keys under `0x01`, sessions and the clock under
+ * `0x00`). Version 1 files (`data` of user keys, `sessions` of unregistered client ids) are read:
+ * their data is kept, their sessions dropped.
  *
  * @module
  */
 import { join } from "node:path";
 import type { ApplyCommand } from "../raft/state_machine.ts";
-import { fromBase64, latin1ToBytes, toBase64 } from "./bytes.ts";
+import { fromBase64, toBase64 } from "./bytes.ts";
 import { CorruptionError } from "./errors.ts";
 import { denoEnv, type Env, mkdirDurable, readFileIfExists, writeFileAtomic } from "./fsutil.ts";
-import type { ApplyResult, SessionTable } from "./kv_state_machine.ts";
-import { MemoryStateMachine, OrderedBytesMap } from "./memory_sm.ts";
-import { settle } from "./settle.ts";
+import { ALL, KvCore, type StoreOp, userKey } from "./kv_core.ts";
+import type { ApplyResult } from "./kv_state_machine.ts";
+import { MemoryStateMachine, MemoryStore } from "./memory_sm.ts";
 
 const FILE = "sm-state.json";
 
-interface StateJson {
+interface StateJsonV1 {
   version: 1;
   appliedIndex: number;
-  sessions: Array<{ clientId: string; lastSeq: number }>;
   data: Array<[string, string]>;
+}
+
+interface StateJson {
+  version: 2;
+  appliedIndex: number;
+  records: Array<[string, string]>;
 }
 
 /** A state machine persisted as one JSON file. */
@@ -42,40 +50,41 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
   }
 
   /** Opens (or creates) the state machine in `dir` (`env`: the file system, default the real one). */
-  static open(dir: string, opts: { env?: Env } = {}): Promise<SimpleFileStateMachine> {
-    return settle(() => SimpleFileStateMachine.#openSync(dir, opts.env ?? denoEnv));
-  }
-
-  static #openSync(dir: string, env: Env): SimpleFileStateMachine {
+  static async open(dir: string, opts: { env?: Env } = {}): Promise<SimpleFileStateMachine> {
+    const env = opts.env ?? denoEnv;
     mkdirDurable(env, dir);
     const sm = new SimpleFileStateMachine(dir, env);
     const raw = readFileIfExists(env, join(dir, FILE));
     if (raw) {
+      const store = new MemoryStore();
       try {
-        const st: StateJson = JSON.parse(new TextDecoder().decode(raw));
-        const data = new OrderedBytesMap();
-        for (const [k, v] of st.data) data.set(fromBase64(k), fromBase64(v));
-        const sessions: SessionTable = new Map();
-        for (const s of st.sessions) {
-          sessions.set(BigInt(s.clientId), {
-            lastSeq: s.lastSeq,
-            lastResult: { ok: true },
-          });
+        const st: StateJson | StateJsonV1 = JSON.parse(new TextDecoder().decode(raw));
+        const ops: StoreOp[] = [];
+        if (st.version === 1) {
+          for (const [k, v] of st.data) {
+            ops.push({ type: "put", key: userKey(fromBase64(k)), value: fromBase64(v) });
+          }
+        } else if (st.version === 2) {
+          for (const [k, v] of st.records) {
+            ops.push({ type: "put", key: fromBase64(k), value: fromBase64(v) });
+          }
+        } else {
+          throw new Error(`unknown version ${(st as { version: unknown }).version}`);
         }
-        sm.data = data;
-        sm.sessionTable = sessions;
-        sm.applied = st.appliedIndex;
+        ops.push(KvCore.appliedOp(st.appliedIndex));
+        store.write(ops);
       } catch (e) {
         throw new CorruptionError(FILE, 0, "json", String(e));
       }
+      await sm.installStore(store);
     }
     return sm;
   }
 
   /** Applies, then persists the whole state. */
   override apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
-    return settle(() => {
-      const out = this.applySync(cmds);
+    return this.serial(async () => {
+      const out = await this.applyBatch(cmds);
       if (cmds.length > 0) this.#persist();
       return out;
     });
@@ -83,9 +92,8 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
 
   /** Restores, then persists the whole state. */
   override restore(data: Uint8Array, index: number): Promise<void> {
-    return settle(() => {
-      this.check();
-      this.restoreSync(data, index);
+    return this.serial(async () => {
+      await this.restoreStore(data, index);
       this.#persist();
     });
   }
@@ -96,18 +104,12 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
   }
 
   #persist(): void {
-    const st: StateJson = {
-      version: 1,
-      appliedIndex: this.applied,
-      sessions: [...this.sessionTable].map(([id, s]) => ({
-        clientId: id.toString(),
-        lastSeq: s.lastSeq,
-      })),
-      data: this.data.sortedKeys().map((k) => [
-        toBase64(latin1ToBytes(k)),
-        toBase64(this.data.map.get(k)!),
-      ]),
-    };
+    const records: Array<[string, string]> = [];
+    for (const [k, v] of this.store.scanSync(ALL)) {
+      if (k[0] === 0 && k[1] === 1) continue; // the applied index has its own field
+      records.push([toBase64(k), toBase64(v)]);
+    }
+    const st: StateJson = { version: 2, appliedIndex: this.applied, records };
     writeFileAtomic(
       this.#env,
       this.#dir,
