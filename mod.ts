@@ -70,6 +70,7 @@ export {
   type NodeConfig,
   parseConfig,
   type RaftSettings,
+  type SessionSettings,
 } from "./config/config.ts";
 export {
   MAX_CLIENT_FRAME_BYTES,

@@ -23,9 +23,15 @@
  *
  * The client finds and caches the leader, follows "not leader" redirects, retries with backoff
  * across leader changes and unreachable nodes until the operation's deadline, and makes writes
- * exactly-once through client sessions: every write carries (client id, sequence number) and a
- * retry reuses the same pair, so the state machine applies it at most once. One instance is safe
- * for any number of concurrent callers (they share multiplexed connections).
+ * exactly-once through client sessions (the Raft thesis §6.3): the client registers a session
+ * with the cluster (its id is the registration's log index), every write carries (session id,
+ * sequence number) and a retry reuses the same pair, so the state machine applies it at most once.
+ * Sessions are pooled (one write in flight per session) and registered when first needed. A
+ * session the cluster expired (unused longer than `sessions.idle_timeout_ms`) or evicted makes
+ * the write fail with nothing applied; the client then registers a new session and retries by
+ * itself when no earlier attempt of the write may have been applied, and otherwise throws
+ * {@link SessionExpiredError}. One instance is safe for any number of concurrent callers (they
+ * share multiplexed connections).
  *
  * `get` returns `undefined` for a missing key (it does NOT throw {@link NotFoundError}).
  *
@@ -45,6 +51,7 @@ import {
   InvalidArgumentError,
   LimitError,
   NotFoundError,
+  SessionExpiredError,
   TimeoutError,
   UnavailableError,
 } from "./errors.ts";
@@ -154,19 +161,26 @@ export function toBytes(b: Bytes): Uint8Array {
   return typeof b === "string" ? enc.encode(b) : b;
 }
 
-function randomClientId(): bigint {
-  const a = new BigUint64Array(1);
-  do crypto.getRandomValues(a); while (a[0] === 0n);
-  return a[0];
-}
-
 function consistency(c: ConsistencyLevel | undefined): Consistency {
   if (c === undefined || c === "linearizable") return Consistency.Linearizable;
   if (c === "serializable") return Consistency.Serializable;
   throw new InvalidArgumentError(`unknown consistency "${c}"`);
 }
 
-const WRITE_OPS = new Set<Op>([Op.Put, Op.Delete, Op.MemberAdd, Op.MemberRemove, Op.Transfer]);
+const WRITE_OPS = new Set<Op>([
+  Op.Put,
+  Op.Delete,
+  Op.MemberAdd,
+  Op.MemberRemove,
+  Op.Transfer,
+  Op.RegisterSession,
+]);
+
+/** What {@link Client} learned about the attempts of one call. */
+interface CallState {
+  /** An attempt may have been applied although the call did not see its answer. */
+  uncertain: boolean;
+}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -374,17 +388,46 @@ export class Client {
     }
   }
 
-  /** Runs a write with a pooled client session (the same sequence on every retry). */
+  /** Registers a new client session with the cluster. */
+  private async registerSession(opts: CallOptions): Promise<Session> {
+    const res = await this.call({ op: Op.RegisterSession }, opts);
+    if (!res.sessionId) throw new InternalError("session registration returned no id");
+    return { clientId: res.sessionId, seq: 0 };
+  }
+
+  /**
+   * Runs a write with a pooled client session (the same sequence on every retry). A refusal for
+   * an expired session is retried once under a new session when no attempt may have been applied.
+   */
   private async write(
     build: (s: { clientId: bigint; seq: number }) => RequestBody,
     opts: CallOptions,
   ): Promise<void> {
-    const session = this.sessions.pop() ?? { clientId: randomClientId(), seq: 0 };
-    session.seq++;
+    let session: Session | undefined = this.sessions.pop() ?? await this.registerSession(opts);
     try {
-      await this.call(build({ clientId: session.clientId, seq: session.seq }), opts);
+      for (let renewed = false;; renewed = true) {
+        session.seq++;
+        const state: CallState = { uncertain: false };
+        try {
+          await this.call(build({ clientId: session.clientId, seq: session.seq }), opts, state);
+          return;
+        } catch (e) {
+          if (!(e instanceof SessionExpiredError)) throw e;
+          session = undefined;
+          if (state.uncertain || renewed) {
+            throw new SessionExpiredError(
+              state.uncertain
+                ? `${e.message}; the write was not applied by its last attempt, but an earlier ` +
+                  `attempt timed out and may have applied it`
+                : `${e.message}; the write was not applied`,
+              state.uncertain,
+            );
+          }
+          session = await this.registerSession(opts);
+        }
+      }
     } finally {
-      this.sessions.push(session);
+      if (session) this.sessions.push(session);
     }
   }
 
@@ -475,7 +518,12 @@ export class Client {
         }
         case Status.Unavailable:
         case Status.Timeout:
-          if (res.status === Status.Timeout && attempt) attempt.uncertain = true;
+          // A write refused as unavailable (e.g. its proposal dropped at shutdown) may still
+          // have been committed: for session writes that is uncertain too.
+          if (
+            attempt &&
+            (res.status === Status.Timeout || body.op === Op.Put || body.op === Op.Delete)
+          ) attempt.uncertain = true;
           lastError = errorFor(res);
           this.rotate(ep);
           break;
@@ -519,6 +567,8 @@ export function errorFor(res: Response): Error {
       return new InvalidArgumentError(msg);
     case Status.LimitExceeded:
       return new LimitError(res.limit ?? "", res.max ?? 0, undefined, msg);
+    case Status.SessionExpired:
+      return new SessionExpiredError(msg);
     default:
       return new InternalError(msg);
   }

@@ -4,6 +4,7 @@ import {
   InvalidArgumentError,
   LimitError,
   NotFoundError,
+  SessionExpiredError,
   TimeoutError,
   UnavailableError,
 } from "./errors.ts";
@@ -64,8 +65,9 @@ Deno.test("a follower's not-leader answer redirects the client to the leader, wh
       "v",
     );
     await kv.put("k2", "v2");
-    assert.equal(follower.raft.proposals, 1, "the second write went straight to the leader");
-    assert.equal(leader.raft.proposals, 2);
+    // The session registration tried the follower once; everything after went to the leader.
+    assert.equal(follower.raft.proposals, 1, "the writes went straight to the leader");
+    assert.equal(leader.raft.proposals, 3, "one session registration and two puts");
   } finally {
     await kv.close();
     await leader.close();
@@ -114,6 +116,7 @@ Deno.test("a write whose answer was lost is retried with the same session and ap
   const n = startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
+    await kv.put("warm", "up"); // registers the client's session
     // The first attempt commits, then the answer is lost (timeout); before the retry another
     // writer changes the key. A second application of the retried put would undo that write.
     n.raft.failNext = {
@@ -128,11 +131,11 @@ Deno.test("a write whose answer was lost is retried with the same session and ap
       },
     };
     await kv.put("k", "mine");
-    assert.equal(n.raft.proposals, 2, "the put was retried");
+    assert.equal(n.raft.proposals, 4, "registration, warm-up, then the put and its retry");
     assert.equal(await kv.getString("k"), "other", "the retry was not applied a second time");
-    const sessions = [...n.sm.sessions().values()];
+    const sessions = await n.sm.sessionList();
     assert.equal(sessions.length, 1);
-    assert.equal(sessions[0].lastSeq, 1);
+    assert.equal(sessions[0].lastSeq, 2);
   } finally {
     await kv.close();
     await n.close();
@@ -146,7 +149,12 @@ Deno.test("many concurrent callers share one client safely", async () => {
     await Promise.all(Array.from({ length: 300 }, (_, i) => kv.put(`k${i}`, `v${i}`)));
     const got = await Promise.all(Array.from({ length: 300 }, (_, i) => kv.getString(`k${i}`)));
     assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => `v${i}`));
-    assert.equal(n.raft.proposals, 300);
+    // 300 writes in flight at once need 300 sessions (one write in flight per session).
+    assert.equal(n.raft.proposals, 600);
+    assert.equal(n.sm.sessionCount(), 300);
+    // The pool reuses them: 300 more writes register nothing new.
+    await Promise.all(Array.from({ length: 300 }, (_, i) => kv.put(`k${i}`, `w${i}`)));
+    assert.equal(n.raft.proposals, 900);
   } finally {
     await kv.close();
     await n.close();
@@ -330,11 +338,14 @@ Deno.test("fromConfig reads the client addresses of the config's nodes", async (
 
 Deno.test("closing a node's client server lets requests in flight finish first", async () => {
   const n = startFakeNode(1);
-  n.raft.delayMs = 150;
   const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 2000 });
   try {
+    // Ten sessions registered beforehand, so that the ten puts below are the only proposals.
+    await Promise.all(Array.from({ length: 10 }, (_, i) => kv.put(`g${i}`, "warm")));
+    const before = n.raft.proposals;
+    n.raft.delayMs = 150;
     const puts = Array.from({ length: 10 }, (_, i) => kv.put(`g${i}`, "v"));
-    while (n.raft.proposals < 10) await new Promise((r) => setTimeout(r, 5));
+    while (n.raft.proposals < before + 10) await new Promise((r) => setTimeout(r, 5));
     // The server's shutdown order: refuse new work, drain, then close connections.
     n.service.stopAccepting();
     await n.service.drain(2000);
@@ -342,6 +353,63 @@ Deno.test("closing a node's client server lets requests in flight finish first",
     await Promise.all(puts);
     assert.equal(n.sm.stats().keys, 10);
     await assert.rejects(kv.put("late", "v", { timeoutMs: 300 }), UnavailableError);
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
+Deno.test("an expired session is renewed transparently when no attempt may have applied the write", async () => {
+  const n = startFakeNode(1);
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    await kv.put("k", "1");
+    const [first] = await n.sm.sessionList();
+    // Two hours pass by the state machine's clock: the session expires.
+    await n.sm.apply([{
+      index: ++n.raft.index,
+      data: encodeCommand(
+        putCommand(te.encode("tick"), te.encode(""), undefined, Date.now() + 2 * 3_600_000),
+      ),
+    }]);
+    await kv.put("k", "2");
+    assert.equal(await kv.getString("k"), "2");
+    const sessions = await n.sm.sessionList();
+    assert.ok(sessions.every((s) => s.id !== first.id), "the expired session was replaced");
+    assert.equal(sessions.at(-1)?.lastSeq, 1);
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
+Deno.test("a write whose session expired after an uncertain attempt is reported as SessionExpiredError, never as applied", async () => {
+  const n = startFakeNode(1);
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    await kv.put("k", "1");
+    // The next attempt is NOT applied but its answer times out; before the retry the session
+    // expires. The client cannot know the first attempt's fate: it must not report success.
+    n.raft.failNext = {
+      error: new RaftTimeoutError("proposal", 10),
+      count: 1,
+      afterApply: false,
+      hook: async () => {
+        await n.sm.apply([{
+          index: ++n.raft.index,
+          data: encodeCommand(
+            putCommand(te.encode("tick"), te.encode(""), undefined, Date.now() + 2 * 3_600_000),
+          ),
+        }]);
+      },
+    };
+    const err = await kv.put("k", "2").then(() => undefined, (e) => e);
+    assert.ok(err instanceof SessionExpiredError, `got ${err}`);
+    assert.equal(err.earlierAttemptUncertain, true);
+    assert.equal(await kv.getString("k"), "1");
+    // The client registered a new session: later writes work.
+    await kv.put("k", "3");
+    assert.equal(await kv.getString("k"), "3");
   } finally {
     await kv.close();
     await n.close();

@@ -61,6 +61,22 @@ export class NotLeaderError extends GokvError {
   }
 }
 
+/**
+ * The write's client session is unknown to the cluster or expired (unused for longer than the
+ * cluster's session idle timeout, or evicted from the bounded session table): the state machine
+ * refused the write and applied NOTHING for this request. The {@link Client} opens a new session
+ * by itself and retries when no earlier attempt of the write may have been applied; otherwise it
+ * throws this error (`earlierAttemptUncertain` true: an earlier attempt timed out, so the write may
+ * have been applied by that attempt — read before writing again).
+ */
+export class SessionExpiredError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string, readonly earlierAttemptUncertain = false) {
+    super(message);
+    this.name = "SessionExpiredError";
+  }
+}
+
 /** The server reported an internal failure. */
 export class InternalError extends GokvError {
   /** Creates the error. */

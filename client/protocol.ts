@@ -32,6 +32,8 @@ export enum Op {
   Transfer = 8,
   /** The answering node's status. */
   Status = 9,
+  /** Open a client session. */
+  RegisterSession = 10,
 }
 
 /** Response status codes. */
@@ -52,6 +54,8 @@ export enum Status {
   Internal = 6,
   /** The request exceeds a limit (config/limits.ts); the payload names it. Do not retry. */
   LimitExceeded = 7,
+  /** The write's session is unknown or expired: nothing was applied. */
+  SessionExpired = 8,
 }
 
 /** Read consistency. */
@@ -119,7 +123,8 @@ export type Request =
   | { op: Op.MemberAdd; id: number; member: Omit<MemberInfo, "learner"> }
   | { op: Op.MemberRemove; id: number; nodeId: number }
   | { op: Op.Transfer; id: number; nodeId: number }
-  | { op: Op.Status; id: number };
+  | { op: Op.Status; id: number }
+  | { op: Op.RegisterSession; id: number };
 
 /** A decoded response. Which optional fields are set depends on `op` and `status`. */
 export interface Response {
@@ -143,6 +148,8 @@ export interface Response {
   members?: MemberInfo[];
   /** Status: the node status as JSON text. */
   json?: string;
+  /** RegisterSession: the new session's id. */
+  sessionId?: bigint;
   /** NotLeader: the leader's id (0 unknown). */
   leaderId?: number;
   /** NotLeader: the leader's client address ("" unknown). */
@@ -294,7 +301,7 @@ const SCAN_END = 2;
 const SCAN_PREFIX = 4;
 
 function checkOp(op: number): Op {
-  if (op < Op.Put || op > Op.Status) throw new ProtocolError(`unknown op ${op}`);
+  if (op < Op.Put || op > Op.RegisterSession) throw new ProtocolError(`unknown op ${op}`);
   return op;
 }
 
@@ -343,6 +350,7 @@ export function encodeRequest(req: Request): Uint8Array {
     }
     case Op.Members:
     case Op.Status:
+    case Op.RegisterSession:
       break;
     case Op.MemberAdd:
       w.u32(req.member.id);
@@ -405,6 +413,7 @@ export function decodeRequest(body: Uint8Array): Request {
     }
     case Op.Members:
     case Op.Status:
+    case Op.RegisterSession:
       req = { op, id };
       break;
     case Op.MemberAdd:
@@ -464,6 +473,9 @@ export function encodeResponse(res: Response): Uint8Array {
       case Op.Status:
         w.str(res.json ?? "{}");
         break;
+      case Op.RegisterSession:
+        w.u64(res.sessionId ?? 0n);
+        break;
       default:
         break;
     }
@@ -488,7 +500,7 @@ export function decodeResponse(body: Uint8Array): Response {
   const op = checkOp(tag & 0x7f);
   const id = r.u32("request id");
   const status = r.u8("status");
-  if (status > Status.LimitExceeded) throw new ProtocolError(`unknown status ${status}`);
+  if (status > Status.SessionExpired) throw new ProtocolError(`unknown status ${status}`);
   const res: Response = { op, id, status };
   if (status === Status.Ok) {
     switch (op) {
@@ -526,6 +538,9 @@ export function decodeResponse(body: Uint8Array): Response {
       }
       case Op.Status:
         res.json = r.str("status");
+        break;
+      case Op.RegisterSession:
+        res.sessionId = r.u64("session id");
         break;
       default:
         break;

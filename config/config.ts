@@ -82,6 +82,14 @@ export interface LsmSettings {
   targetFileBytes: number;
 }
 
+/** Client session settings (the leader writes them into each registration). */
+export interface SessionSettings {
+  /** A client session expires after this many milliseconds unused. */
+  idleTimeoutMs: number;
+  /** Bound of the session table; registering evicts least recently used sessions above it. */
+  maxSessions: number;
+}
+
 /** Logging settings. */
 export interface LogSettings {
   /** The lowest level printed. */
@@ -106,6 +114,8 @@ export interface Config {
   raft: RaftSettings;
   /** LSM settings. */
   lsm: LsmSettings;
+  /** Client session settings. */
+  sessions: SessionSettings;
   /** Log settings. */
   log: LogSettings;
   /** What this node accepts from clients and peers (config/limits.ts). */
@@ -232,6 +242,22 @@ const SECTIONS: Record<string, Record<string, KeySpec>> = {
       min: 64 * KIB,
       max: 4096 * MIB,
       doc: "SSTable target size",
+    },
+  },
+  sessions: {
+    idle_timeout_ms: {
+      kind: "int",
+      default: 3_600_000,
+      min: 1_000,
+      max: 30 * 24 * 3_600_000,
+      doc: "a client session expires after this long unused",
+    },
+    max_sessions: {
+      kind: "int",
+      default: 10_000,
+      min: 1,
+      max: 10_000_000,
+      doc: "bound of the session table (least recently used evicted)",
     },
   },
   log: {

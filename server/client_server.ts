@@ -22,6 +22,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   NotLeaderError,
+  SessionExpiredError,
   TimeoutError,
   UnavailableError,
 } from "../client/errors.ts";
@@ -52,6 +53,7 @@ export function errorResponse(op: Op, id: number, e: unknown): Response {
   else if (e instanceof TimeoutError) status = Status.Timeout;
   else if (e instanceof UnavailableError) status = Status.Unavailable;
   else if (e instanceof InvalidArgumentError) status = Status.InvalidArgument;
+  else if (e instanceof SessionExpiredError) status = Status.SessionExpired;
   return { op, id, status, message };
 }
 
@@ -89,6 +91,8 @@ export async function handleRequest(service: KvService, req: Request): Promise<R
         return { op, id, status: Status.Ok };
       case Op.Status:
         return { op, id, status: Status.Ok, json: JSON.stringify(service.status()) };
+      case Op.RegisterSession:
+        return { op, id, status: Status.Ok, sessionId: await service.registerSession() };
     }
   } catch (e) {
     return errorResponse(op, id, e);
@@ -117,6 +121,7 @@ const OP_NAMES: Record<Op, string> = {
   [Op.MemberRemove]: "member_remove",
   [Op.Transfer]: "transfer",
   [Op.Status]: "status",
+  [Op.RegisterSession]: "register_session",
 };
 
 const STATUS_NAMES: Record<Status, string> = {
@@ -128,6 +133,7 @@ const STATUS_NAMES: Record<Status, string> = {
   [Status.InvalidArgument]: "invalid_argument",
   [Status.Internal]: "internal",
   [Status.LimitExceeded]: "limit_exceeded",
+  [Status.SessionExpired]: "session_expired",
 };
 
 /** Requests one connection may have pending before the server stops reading from it. */

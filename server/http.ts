@@ -12,6 +12,7 @@
  * | `POST /v1/members`              | add: `{"id", "peer", "client", "http"}`                    |
  * | `DELETE /v1/members/{id}`       | remove                                                     |
  * | `POST /v1/leader/transfer`      | `{"id": n}`                                                |
+ * | `POST /v1/sessions`             | open a client session: `{"session": "<id>"}`              |
  * | `GET /v1/status`                | this node's status                                         |
  * | `GET /v1/cluster`               | every member with its status (the web console's view)      |
  * | `GET /ui`                       | the web console (server/console.ts)                        |
@@ -25,10 +26,16 @@
  * `keyBase64` / `valueBase64` otherwise. A PUT body is the value as sent, except with
  * `content-type: application/json`: then exactly `{"value": "text"}` or `{"valueBase64": "..."}`
  * (other fields are refused, never dropped). Scans answer JSON pages (`next`: the cursor);
- * `prefix_b64`, `start_b64`, `end_b64` give binary bounds. Errors are JSON `{"error": code, "message": ...}` with status 400 (invalid
- * argument), 404 (not found), 503 (unavailable / not leader), 504 (timeout), 500 (internal).
- * Writes may carry a client session for exactly-once retries: headers `x-gokv-client-id` (random
- * u64, decimal) and `x-gokv-seq` (1, 2, ... per write; resend the same pair on retry).
+ * `prefix_b64`, `start_b64`, `end_b64` give binary bounds. Errors are JSON `{"error": code,
+ * "message": ...}` with status 400 (invalid argument), 404 (not found), 410 (`session_expired`:
+ * the session is unknown or expired, nothing was applied), 503 (unavailable / not leader), 504
+ * (timeout), 500 (internal).
+ *
+ * Writes may carry a client session for exactly-once retries: open one with `POST /v1/sessions`,
+ * then send headers `x-gokv-client-id` (the session id, decimal) and `x-gokv-seq` (1, 2, ... per
+ * write; resend the same pair on retry). Reusing a seq for a different write is refused (400).
+ * A write without these headers is a plain proposal: applied at most once per request, so a
+ * request retried after a lost answer may be applied twice.
  *
  * A follower forwards a request that needs the leader to the leader's HTTP address (once:
  * forwarded requests carry `x-gokv-forwarded`); without a known leader it answers 503 with
@@ -40,6 +47,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   NotLeaderError,
+  SessionExpiredError,
   TimeoutError,
   UnavailableError,
 } from "../client/errors.ts";
@@ -135,6 +143,7 @@ export function errorToHttp(e: unknown): Response {
   }
   if (e instanceof InvalidArgumentError) return json(400, { error: "invalid_argument", message });
   if (e instanceof NotFoundError) return json(404, { error: "not_found", message });
+  if (e instanceof SessionExpiredError) return json(410, { error: "session_expired", message });
   if (e instanceof TimeoutError) return json(504, { error: "timeout", message });
   if (e instanceof UnavailableError) return json(503, { error: "unavailable", message });
   return json(500, { error: "internal", message });
@@ -382,6 +391,10 @@ export function createHttpHandler(
       return json(200, { ok: true });
     }
     if (path === "/v1/snapshot" && opts.snapshot) return await opts.snapshot(req);
+    if (path === "/v1/sessions") {
+      if (m !== "POST") return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+      return json(200, { session: String(await service.registerSession()) });
+    }
     if (path === "/v1/status" && m === "GET") return json(200, service.status());
     if (path === "/v1/cluster" && m === "GET") {
       const auth = req.headers.get("authorization");

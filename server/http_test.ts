@@ -320,13 +320,29 @@ Deno.test("status roles are leader, follower, candidate or learner", () => {
 
 Deno.test("HTTP writes with a client session are applied once when retried", async () => {
   const { call, sm } = setup();
-  const session = { "x-gokv-client-id": "12345678901234567890", "x-gokv-seq": "1" };
+  const reg = await call("POST", "/v1/sessions");
+  assert.equal(reg.status, 200);
+  const id = String(reg.json.session);
+  const session = { "x-gokv-client-id": id, "x-gokv-seq": "1" };
   assert.equal((await call("PUT", "/v1/kv/s", "first", session)).status, 200);
   assert.equal((await call("PUT", "/v1/kv/s", "other")).status, 200);
   // A retry of the first write (same session and seq) must not overwrite the later one.
   assert.equal((await call("PUT", "/v1/kv/s", "first", session)).status, 200);
   assert.equal((await call("GET", "/v1/kv/s")).text, "other");
-  assert.equal(sm.sessions().get(12345678901234567890n)?.lastSeq, 1);
+  assert.equal((await sm.session(BigInt(id)))?.lastSeq, 1);
+  // The seq reused for a different write is refused, never answered OK without writing.
+  const reused = await call("PUT", "/v1/kv/s", "different", session);
+  assert.equal(reused.status, 400);
+  assert.match(String(reused.json.message), /already used by a different command/);
+  assert.equal((await call("GET", "/v1/kv/s")).text, "other");
+  // An id that was never registered (a script's made-up client id) is refused with 410.
+  const unknown = await call("PUT", "/v1/kv/s", "x", {
+    "x-gokv-client-id": "12345678901234567890",
+    "x-gokv-seq": "1",
+  });
+  assert.equal(unknown.status, 410);
+  assert.equal(unknown.json.error, "session_expired");
+  assert.equal((await call("GET", "/v1/kv/s")).text, "other");
   assert.equal((await call("PUT", "/v1/kv/s", "x", { "x-gokv-seq": "2" })).status, 400);
   assert.equal(
     (await call("PUT", "/v1/kv/s", "x", { "x-gokv-client-id": "abc", "x-gokv-seq": "2" })).status,

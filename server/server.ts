@@ -313,6 +313,8 @@ export async function startServerWithHooks(
     metrics,
     requestTimeoutMs: opts.requestTimeoutMs,
     limits: config.limits,
+    sessionIdleTimeoutMs: config.sessions.idleTimeoutMs,
+    maxSessions: config.sessions.maxSessions,
     logger,
     statusExtra: () => ({
       version: SERVER_VERSION,

@@ -401,7 +401,10 @@ export function countingStateMachine(
     get: (key) => sm.get(key),
     scan: (opts) => sm.scan(opts),
     stats: () => sm.stats(),
-    sessions: () => sm.sessions(),
+    sessionCount: () => sm.sessionCount(),
+    session: (id) => sm.session(id),
+    sessionList: () => sm.sessionList(),
+    clock: () => sm.clock(),
   };
 }
 

@@ -8,7 +8,12 @@
  */
 import type { ConfState } from "../raft/types.ts";
 import type { Logger } from "../raft/logger.ts";
-import { deleteCommand, encodeCommand, putCommand } from "../storage/command.ts";
+import {
+  deleteCommand,
+  encodeCommand,
+  putCommand,
+  registerSessionCommand,
+} from "../storage/command.ts";
 import type { KvStateMachine } from "../storage/kv_state_machine.ts";
 import { compareBytes } from "../storage/bytes.ts";
 import {
@@ -17,6 +22,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   NotLeaderError,
+  SessionExpiredError,
   TimeoutError,
   UnavailableError,
 } from "../client/errors.ts";
@@ -75,7 +81,7 @@ export interface RaftApi {
 
 /** A client session for exactly-once writes. */
 export interface WriteSession {
-  /** Random 64-bit client id. */
+  /** The session id from {@link KvService.registerSession} (never 0). */
   clientId: bigint;
   /** Increasing sequence number (reused on retry). */
   seq: number;
@@ -130,7 +136,18 @@ export interface ServiceOptions {
   statusExtra?: () => Record<string, unknown>;
   /** The node's limits (scan page size and bytes); default {@link defaultNodeLimits}. */
   limits?: NodeLimits;
+  /** A client session expires after this long unused (default {@link DEFAULT_SESSION_IDLE_MS}). */
+  sessionIdleTimeoutMs?: number;
+  /** Bound of the session table (default {@link DEFAULT_MAX_SESSIONS}). */
+  maxSessions?: number;
+  /** The clock whose readings go into proposed commands (default `Date.now`). */
+  now?: () => number;
 }
+
+/** Default idle time after which a client session expires: one hour. */
+export const DEFAULT_SESSION_IDLE_MS = 60 * 60 * 1000;
+/** Default bound of the session table. */
+export const DEFAULT_MAX_SESSIONS = 10_000;
 
 function mapRaftError(
   e: unknown,
@@ -237,7 +254,8 @@ export class KvService {
     }
   }
 
-  private async propose(data: Uint8Array): Promise<void> {
+  /** Proposes a command; resolves with its apply result, throws the typed error of a refusal. */
+  private async propose(data: Uint8Array): Promise<unknown> {
     this.o.metrics.proposals.inc();
     let result: unknown;
     try {
@@ -246,12 +264,53 @@ export class KvService {
       this.o.metrics.proposalsFailed.inc();
       throw e;
     }
-    const r = result as { ok?: boolean; message?: string } | null | undefined;
-    if (r && r.ok === false) throw new InternalError(r.message ?? "command rejected");
+    const r = result as { ok?: boolean; error?: string; message?: string } | null | undefined;
+    if (r && r.ok === false) {
+      const message = r.message ?? "command rejected";
+      if (r.error === "session_expired") throw new SessionExpiredError(message);
+      if (r.error === "session_seq" || r.error === "bad_session") {
+        throw new InvalidArgumentError(message);
+      }
+      throw new InternalError(message);
+    }
+    return result;
   }
 
-  /** Writes `value` at `key` (exactly once per session seq). A key or value over its limit
-   * (config/limits.ts) is refused with {@link LimitError} before anything is proposed. */
+  /** The clock reading carried by a proposed command. */
+  private now(): number {
+    return Math.max(0, Math.floor((this.o.now ?? Date.now)()));
+  }
+
+  /** A session is refused before the log when its id is 0 (no registration has index 0). */
+  private checkSession(session: WriteSession | undefined): void {
+    if (session && session.clientId === 0n) {
+      throw new InvalidArgumentError("session id 0 is invalid: register a session first");
+    }
+    if (session && (!Number.isSafeInteger(session.seq) || session.seq < 1)) {
+      throw new InvalidArgumentError(`session seq must be 1 or more, not ${session.seq}`);
+    }
+  }
+
+  /**
+   * Opens a client session (a command in the log); resolves with its id, the command's log index.
+   * Not idempotent: a retried registration may open a second session (the unused one expires).
+   */
+  registerSession(): Promise<bigint> {
+    return this.run(async () => {
+      const r = await this.propose(encodeCommand(registerSessionCommand(
+        this.o.sessionIdleTimeoutMs ?? DEFAULT_SESSION_IDLE_MS,
+        this.o.maxSessions ?? DEFAULT_MAX_SESSIONS,
+        this.now(),
+      ))) as { sessionId?: bigint } | null;
+      if (typeof r?.sessionId !== "bigint") throw new InternalError("registration without an id");
+      return r.sessionId;
+    });
+  }
+
+  /** Writes `value` at `key` (exactly once per session seq; without a session: proposed once, at
+   * most once). A key or value over its limit (config/limits.ts) is refused with
+   * {@link LimitError} before anything is proposed; an unknown or expired session is refused with
+   * {@link SessionExpiredError}. */
   put(key: Uint8Array, value: Uint8Array, session?: WriteSession): Promise<void> {
     try {
       checkKeyArg(key);
@@ -259,17 +318,24 @@ export class KvService {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.run(() => this.propose(encodeCommand(putCommand(key, value, session))));
+    return this.run(async () => {
+      this.checkSession(session);
+      await this.propose(encodeCommand(putCommand(key, value, session, this.now())));
+    });
   }
 
-  /** Deletes `key` (exactly once per session seq); the key limit applies as for put. */
+  /** Deletes `key` (exactly once per session seq; see {@link put}); the key limit applies as for
+   * put. */
   delete(key: Uint8Array, session?: WriteSession): Promise<void> {
     try {
       checkKeyArg(key);
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.run(() => this.propose(encodeCommand(deleteCommand(key, session))));
+    return this.run(async () => {
+      this.checkSession(session);
+      await this.propose(encodeCommand(deleteCommand(key, session, this.now())));
+    });
   }
 
   private async barrier(linearizable: boolean): Promise<void> {

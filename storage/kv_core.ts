@@ -79,7 +79,6 @@ export type StoreOp =
 const USER = 0x01;
 /** The store key of the applied index. */
 export const APPLIED_KEY: Uint8Array = new Uint8Array([0x00, 0x01]);
-const LEGACY_SESSIONS = new Uint8Array([0x00, 0x02]);
 /** A store key the backend may use for itself (never in snapshots). */
 export const BACKEND_KEY: Uint8Array = new Uint8Array([0x00, 0x03]);
 const CLOCK_KEY = new Uint8Array([0x00, 0x05]);
