@@ -17,6 +17,7 @@ import {
   type KvStateMachine,
   openStorage,
   putCommand,
+  registerSessionCommand,
   type StorageKind,
 } from "../storage/mod.ts";
 
@@ -31,7 +32,7 @@ function command(i: number, clientId: bigint): Uint8Array {
   const value = new Uint8Array(SIZE);
   value.fill(i & 0xff);
   return encodeCommand(
-    putCommand(new TextEncoder().encode(`key-${i % 10000}`), value, { clientId, seq: i }),
+    putCommand(new TextEncoder().encode(`key-${i % 10000}`), value, { clientId, seq: i }, 1),
   );
 }
 
@@ -71,6 +72,18 @@ async function drive(
   let wake: (() => void) | null = null;
   let stop = false;
   let next = log.lastIndex() + 1;
+  // One registered client session per proposer (their ids are the registrations' indexes).
+  const sessions: bigint[] = [];
+  if (apply) {
+    const regs = Array.from({ length: proposers }, () => ({
+      index: next++,
+      data: encodeCommand(registerSessionCommand(3_600_000, 100_000, 1)),
+    }));
+    log.append(regs.map((r) => ({ ...r, term: 1, type: EntryType.Normal })));
+    await log.sync();
+    await sm.apply(regs);
+    for (const r of regs) sessions.push(BigInt(r.index));
+  }
   let entries = 0;
   let syncs = 0;
   const driver = (async () => {
@@ -101,7 +114,7 @@ async function drive(
   const proposer = async (id: number) => {
     for (let i = 1; performance.now() < deadline; i++) {
       await new Promise<void>((done) => {
-        queue.push({ data: command(i, BigInt(id)), done });
+        queue.push({ data: command(i, sessions[id - 1] ?? BigInt(id)), done });
         if (wake) {
           const w = wake;
           wake = null;
