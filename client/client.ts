@@ -40,12 +40,15 @@
 import { Connection, type RequestBody } from "./connection.ts";
 import {
   Consistency,
+  encodeRequest,
   type MemberInfo,
   Op,
+  type Request,
   type Response,
   type ScanRange,
   Status,
 } from "./protocol.ts";
+import { checkKey, checkValue } from "../config/limits.ts";
 import {
   InternalError,
   InvalidArgumentError,
@@ -403,7 +406,16 @@ export class Client {
     build: (s: { clientId: bigint; seq: number }) => RequestBody,
     opts: CallOptions,
   ): Promise<void> {
-    let session: Session | undefined = this.sessions.pop() ?? await this.registerSession(opts);
+    let session: Session | undefined = this.sessions.pop();
+    if (!session) {
+      // Refuse what the node would refuse before registering a session for it: nothing over a
+      // limit enters the log, not even a registration (the frame first, as sending would).
+      const probe = build({ clientId: 1n, seq: 1 });
+      encodeRequest({ ...probe, id: 0 } as Request);
+      if ("key" in probe) checkKey(probe.key);
+      if ("value" in probe) checkValue(probe.value);
+      session = await this.registerSession(opts);
+    }
     try {
       for (let renewed = false;; renewed = true) {
         session.seq++;
