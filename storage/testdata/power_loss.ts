@@ -99,9 +99,8 @@ type Model = Map<string, string>;
 function applyToModel(m: Model, data: Uint8Array): void {
   if (data.length === 0) return;
   const c = decodeCommand(data);
-  const k = new TextDecoder().decode(c.key);
-  if (c.op === CommandOp.Put) m.set(k, hex(c.value));
-  else m.delete(k);
+  if (c.op === CommandOp.Put) m.set(new TextDecoder().decode(c.key), hex(c.value));
+  else if (c.op === CommandOp.Delete) m.delete(new TextDecoder().decode(c.key));
 }
 
 async function smState(sm: KvStateMachine): Promise<Model> {
