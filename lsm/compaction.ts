@@ -8,6 +8,7 @@ import { compareRange } from "./bytes.ts";
 import { compareInternal, KIND_DELETE, userKeyOf } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
 import { LevelIterator } from "./level_iterator.ts";
+import type { Env } from "./env.ts";
 import type { ResolvedOptions } from "./options.ts";
 import type { TableReader } from "./sstable_reader.ts";
 import { type TableInfo, TableWriter } from "./sstable_writer.ts";
@@ -82,6 +83,8 @@ export function pickCompaction(
 /** Everything a merge needs from the database. */
 export interface MergeContext {
   opts: ResolvedOptions;
+  /** File system of the outputs (default: the real one). */
+  env?: Env;
   /** Opens (or returns cached) reader of a table. */
   table(f: FileMeta): TableReader;
   /** Allocates a new table file path and number. */
@@ -153,7 +156,7 @@ export async function runMerge(c: Compaction, ctx: MergeContext): Promise<MergeO
       if (writer === undefined) {
         const t = await ctx.newTable();
         number = t.number;
-        writer = new TableWriter(t.path, { ...ctx.opts, beforeIo: ctx.beforeIo });
+        writer = new TableWriter(t.path, { ...ctx.opts, beforeIo: ctx.beforeIo }, ctx.env);
       }
       writer.add(uk, seq, it.kind(), it.value());
     }

@@ -28,7 +28,8 @@ import {
 import { ClosedError, CorruptionError, InvalidArgumentError, LsmError } from "./errors.ts";
 import { WorkerClient } from "./worker_client.ts";
 import { copyBytes } from "./slab.ts";
-import { parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
+import { manifestPath, parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
+import { denoEnv, type Env, mkdirDurable } from "./env.ts";
 import { compareUserToInternal, KIND_DELETE, KIND_PUT, MAX_SEQ } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
 import { LevelIterator } from "./level_iterator.ts";
@@ -321,6 +322,7 @@ export class LsmDb {
     private readonly opts: ResolvedOptions,
     private readonly lock: DirLock,
     private readonly vs: VersionSet,
+    private readonly env: Env,
   ) {
     this.cache = new BlockCache(opts.blockCacheBytes);
     this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
@@ -354,20 +356,21 @@ export class LsmDb {
     if (typeof dir !== "string" || dir === "") {
       throw new InvalidArgumentError("dir", "must be a path");
     }
-    if (opts.createIfMissing) Deno.mkdirSync(dir, { recursive: true });
-    const lock = DirLock.acquire(dir);
+    const env = options.env ?? denoEnv;
+    if (opts.createIfMissing) mkdirDurable(env, dir);
+    const lock = DirLock.acquire(dir, env);
     let db: LsmDb | undefined;
     try {
-      const vs = new VersionSet(dir);
+      const vs = new VersionSet(dir, env);
       const exists = vs.recover();
       if (exists && opts.errorIfExists) {
         throw new InvalidArgumentError("dir", "database already exists (errorIfExists)");
       }
-      if (!exists) LsmDb.checkNoOrphanData(dir);
+      if (!exists) LsmDb.checkNoOrphanData(dir, env);
       if (!exists && !opts.createIfMissing) {
         throw new InvalidArgumentError("dir", "database does not exist (createIfMissing false)");
       }
-      db = new LsmDb(dir, opts, lock, vs);
+      db = new LsmDb(dir, opts, lock, vs, env);
       db.recoverSync(exists);
       return db;
     } catch (e) {
@@ -381,12 +384,12 @@ export class LsmDb {
    * Without CURRENT the directory must not hold data: only an interrupted
    * first open (empty WALs, a manifest) is tolerated. Never guess from names.
    */
-  private static checkNoOrphanData(dir: string): void {
-    for (const e of Deno.readDirSync(dir)) {
+  private static checkNoOrphanData(dir: string, env: Env): void {
+    for (const e of env.readDirSync(dir)) {
       const p = parseFileName(e.name);
       if (!p || !e.isFile) continue;
       const path = `${dir}/${e.name}`;
-      if (p.kind === "table" || (p.kind === "wal" && Deno.statSync(path).size > 0)) {
+      if (p.kind === "table" || (p.kind === "wal" && env.statSync(path).size > 0)) {
         throw new CorruptionError(
           `${dir}/CURRENT`,
           0,
@@ -421,7 +424,7 @@ export class LsmDb {
         const path = walPath(this.dir, wals[i]);
         let data: Uint8Array;
         try {
-          data = Deno.readFileSync(path);
+          data = this.env.readFileSync(path);
         } catch (e) {
           if (e instanceof Deno.errors.NotFound) {
             throw new CorruptionError(path, 0, "live WAL missing");
@@ -448,7 +451,7 @@ export class LsmDb {
           // Any WAL may end in a torn record (an older one whose sync had not
           // finished at a power cut): cut it off. No sync write after it was
           // acknowledged, since group commits wait for older WALs' syncs.
-          const f = Deno.openSync(path, { write: true });
+          const f = this.env.openSync(path, { write: true });
           f.truncateSync(res.validEnd);
           f.syncDataSync();
           f.close();
@@ -459,7 +462,7 @@ export class LsmDb {
     if (recovered.entries > 0) {
       const number = vs.newFileNumber();
       edit.newFiles!.push([0, this.writeMemtableSync(recovered, number)]);
-      syncDir(this.dir);
+      syncDir(this.dir, this.env);
     }
     const walNum = vs.newFileNumber();
     this.openWal(walNum);
@@ -477,7 +480,7 @@ export class LsmDb {
   /** Starts WAL file number `n` for new writes. */
   private openWal(n: number): void {
     const path = walPath(this.dir, n);
-    const f = Deno.openSync(path, { write: true, create: true, truncate: true });
+    const f = this.env.openSync(path, { write: true, create: true, truncate: true });
     this.wal = new LogWriter(f, path);
   }
 
@@ -486,7 +489,7 @@ export class LsmDb {
     const live = new Set<number>();
     for (const l of this.vs.current.levels) for (const f of l) live.add(f.number);
     const wals = new Set(this.vs.wals);
-    for (const e of Deno.readDirSync(this.dir)) {
+    for (const e of this.env.readDirSync(this.dir)) {
       if (!e.isFile) continue;
       const p = parseFileName(e.name);
       if (!p) continue;
@@ -495,7 +498,7 @@ export class LsmDb {
         (p.kind === "manifest" && p.number === this.vs.manifestNumber);
       if (!keep) {
         try {
-          Deno.removeSync(`${this.dir}/${e.name}`);
+          this.env.removeSync(`${this.dir}/${e.name}`);
         } catch { /* ignore */ }
       }
     }
@@ -503,7 +506,7 @@ export class LsmDb {
 
   /** Writes a memtable to an SSTable (temp name, fsync, rename). */
   private writeMemtableSync(m: Memtable, number: number): FileMeta {
-    const w = new TableWriter(tablePath(this.dir, number), this.opts);
+    const w = new TableWriter(tablePath(this.dir, number), this.opts, this.env);
     try {
       const it = m.iterator();
       for (it.seekToFirst(); it.valid(); it.next()) {
@@ -521,7 +524,7 @@ export class LsmDb {
   private table(f: FileMeta): TableReader {
     let t = this.tables.get(f.number);
     if (t === undefined) {
-      t = TableReader.open(tablePath(this.dir, f.number), f.number, this.cache);
+      t = TableReader.open(tablePath(this.dir, f.number), f.number, this.cache, this.env);
       this.tables.set(f.number, t);
     }
     return t;
@@ -1135,7 +1138,7 @@ export class LsmDb {
       }
       const w = this.opts.backgroundWorker
         ? undefined
-        : new TableWriter(tablePath(this.dir, number), this.opts);
+        : new TableWriter(tablePath(this.dir, number), this.opts, this.env);
       if (w) {
         try {
           const it = m.iterator();
@@ -1146,7 +1149,7 @@ export class LsmDb {
             if (this.closed) throw new ClosedError();
           }
           const info = w.finish();
-          syncDir(this.dir);
+          syncDir(this.dir, this.env);
           edit.newFiles = [[0, {
             number,
             size: info.size,
@@ -1168,7 +1171,7 @@ export class LsmDb {
     this.counters.flushes++;
     for (const n of obsoleteWals) {
       try {
-        Deno.removeSync(walPath(this.dir, n));
+        this.env.removeSync(walPath(this.dir, n));
       } catch { /* already gone */ }
     }
     this.maybeRollManifest();
@@ -1179,7 +1182,7 @@ export class LsmDb {
     if (this.vs.manifestBytes < 4 << 20) return;
     const old = this.vs.writeNewManifest({});
     try {
-      Deno.removeSync(`${this.dir}/MANIFEST-${String(old).padStart(6, "0")}`);
+      this.env.removeSync(manifestPath(this.dir, old));
     } catch { /* ignore */ }
   }
 
@@ -1189,6 +1192,7 @@ export class LsmDb {
     const v = this.vs.current;
     return {
       opts: this.opts,
+      env: this.env,
       table: (f) => this.table(f),
       newTable: () => {
         const number = this.vs.newFileNumber();
@@ -1235,7 +1239,7 @@ export class LsmDb {
       const out = this.opts.backgroundWorker
         ? await this.mergeInWorker(c, v)
         : await runMerge(c, this.mergeContext(c));
-      if (!this.opts.backgroundWorker) syncDir(this.dir);
+      if (!this.opts.backgroundWorker) syncDir(this.dir, this.env);
       for (const f of c.overlaps) edit.deletedFiles!.push([c.level + 1, f.number]);
       for (const f of out.files) edit.newFiles!.push([c.level + 1, f]);
       this.vs.logAndApply(edit);
@@ -1294,7 +1298,7 @@ export class LsmDb {
       this.tables.delete(n);
       this.cache.evictFile(n);
       try {
-        Deno.removeSync(tablePath(this.dir, n));
+        this.env.removeSync(tablePath(this.dir, n));
       } catch { /* ignore */ }
     }
     this.obsoleteTables = keep;

@@ -2,6 +2,7 @@
  * File naming inside a database directory.
  * @module
  */
+import { denoEnv, type Env } from "./env.ts";
 
 function pad(n: number): string {
   return String(n).padStart(6, "0");
@@ -43,11 +44,6 @@ export function parseFileName(
 }
 
 /** fsyncs a directory so renames and creations in it are durable. */
-export function syncDir(dir: string): void {
-  const d = Deno.openSync(dir, { read: true });
-  try {
-    d.syncSync();
-  } finally {
-    d.close();
-  }
+export function syncDir(dir: string, env: Env = denoEnv): void {
+  env.syncDirSync(dir);
 }

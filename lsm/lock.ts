@@ -3,36 +3,23 @@
  * same database. The kernel releases it when the holder dies.
  * @module
  */
+import { denoEnv, type Env, type EnvLock } from "./env.ts";
 import { DatabaseLockedError } from "./errors.ts";
 import { lockPath } from "./filenames.ts";
 
 /** A held directory lock. */
 export class DirLock {
-  private constructor(private readonly file: Deno.FsFile) {}
+  private constructor(private readonly lock: EnvLock) {}
 
   /** Acquires the lock or throws {@linkcode DatabaseLockedError}. */
-  static acquire(dir: string): DirLock {
-    const file = Deno.openSync(lockPath(dir), { read: true, write: true, create: true });
-    let ok = false;
-    try {
-      ok = file.tryLockSync(true);
-    } catch (e) {
-      file.close();
-      throw e;
-    }
-    if (!ok) {
-      file.close();
-      throw new DatabaseLockedError(dir);
-    }
-    return new DirLock(file);
+  static acquire(dir: string, env: Env = denoEnv): DirLock {
+    const lock = env.tryLockSync(lockPath(dir));
+    if (lock === undefined) throw new DatabaseLockedError(dir);
+    return new DirLock(lock);
   }
 
   /** Releases the lock. */
   release(): void {
-    try {
-      this.file.unlockSync();
-    } finally {
-      this.file.close();
-    }
+    this.lock.release();
   }
 }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { denoEnv } from "./env.ts";
 import { CorruptionError } from "./errors.ts";
 import { LOG_BLOCK, LOG_HEADER } from "./log_format.ts";
 import { readLog } from "./log_reader.ts";
@@ -7,7 +8,7 @@ import { prng, randomBytes, withTempDir } from "./testutil_test.ts";
 
 async function writeLog(dir: string, records: Uint8Array[]): Promise<Uint8Array> {
   const path = `${dir}/x.log`;
-  const f = Deno.openSync(path, { write: true, create: true, truncate: true });
+  const f = denoEnv.openSync(path, { write: true, create: true, truncate: true });
   const w = new LogWriter(f, path);
   for (const r of records) w.addRecord(r);
   w.close();

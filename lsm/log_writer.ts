@@ -6,6 +6,7 @@
  */
 import { ByteWriter, writeU32 } from "./bytes.ts";
 import { crc32c, maskCrc } from "./crc32c.ts";
+import type { EnvFile } from "./env.ts";
 import {
   FRAG_FIRST,
   FRAG_FULL,
@@ -23,7 +24,7 @@ export class LogWriter {
   /** Bytes handed to the OS so far (file size). */
   written: number;
 
-  constructor(readonly file: Deno.FsFile, readonly path: string, initialSize = 0) {
+  constructor(readonly file: EnvFile, readonly path: string, initialSize = 0) {
     this.written = initialSize;
     this.blockOffset = initialSize % LOG_BLOCK;
   }
@@ -106,6 +107,14 @@ export class LogWriter {
   async closeWhenIdle(): Promise<void> {
     while (this.syncing > 0) await new Promise<void>((r) => this.idle.push(r));
     this.close();
+  }
+
+  /** Closes the file without writing pending bytes (after a failure). */
+  abandon(): void {
+    this.pending.len = 0;
+    try {
+      this.file.close();
+    } catch { /* already closed */ }
   }
 
   /** Closes the file (pending bytes are flushed first). */

@@ -31,3 +31,15 @@ export {
   LsmError,
 } from "./errors.ts";
 export type { Bytes } from "./bytes.ts";
+export {
+  denoEnv,
+  type DirEntry,
+  type Env,
+  type EnvFile,
+  type EnvLock,
+  type FileInfo,
+  mkdirDurable,
+  type OpenOptions,
+  writeFileAtomicSync,
+  writeFully,
+} from "./env.ts";

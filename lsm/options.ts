@@ -2,6 +2,7 @@
  * Engine options and their defaults.
  * @module
  */
+import { denoEnv, type Env } from "./env.ts";
 import { InvalidArgumentError } from "./errors.ts";
 
 /** Tuning options accepted by {@linkcode LsmDb.open}. All are optional. */
@@ -34,13 +35,20 @@ export interface LsmOptions {
   maxMemtables?: number;
   /**
    * Run flushes and compaction merges in Workers (true, default) or on the
-   * main thread in chunks between event-loop turns (false).
+   * main thread in chunks between event-loop turns (false). Workers use the
+   * real file system, so with another `env` the default is false and true is
+   * rejected.
    */
   backgroundWorker?: boolean;
+  /**
+   * File system to use (default: the real one, {@linkcode denoEnv}). Tests pass
+   * a `FaultEnv` (lsm/fault_env.ts) to simulate power loss and I/O errors.
+   */
+  env?: Env;
 }
 
-/** Options with every default filled in. */
-export type ResolvedOptions = Required<LsmOptions>;
+/** Options with every default filled in (the env is kept apart: it cannot go to a Worker). */
+export type ResolvedOptions = Required<Omit<LsmOptions, "env">>;
 
 /** Default option values. */
 export const DEFAULT_OPTIONS: ResolvedOptions = {
@@ -71,7 +79,7 @@ function positiveInt(name: string, v: unknown, min: number): number {
 export function resolveOptions(o: LsmOptions = {}): ResolvedOptions {
   const r: ResolvedOptions = { ...DEFAULT_OPTIONS };
   for (const [k, v] of Object.entries(o)) {
-    if (v === undefined) continue;
+    if (v === undefined || k === "env") continue;
     if (!(k in DEFAULT_OPTIONS)) throw new InvalidArgumentError(`options.${k}`, "unknown option");
     (r as unknown as Record<string, unknown>)[k] = v;
   }
@@ -89,6 +97,15 @@ export function resolveOptions(o: LsmOptions = {}): ResolvedOptions {
     if (typeof r[b] !== "boolean") {
       throw new InvalidArgumentError(`options.${b}`, "must be boolean");
     }
+  }
+  if (o.env !== undefined && o.env !== denoEnv) {
+    if (o.backgroundWorker === true) {
+      throw new InvalidArgumentError(
+        "options.backgroundWorker",
+        "Workers use the real file system; it cannot be true with another env",
+      );
+    }
+    r.backgroundWorker = false;
   }
   return r;
 }

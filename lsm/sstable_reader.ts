@@ -8,6 +8,7 @@ import { compareBytes, getVarint, varintOut } from "./bytes.ts";
 import { BlockIterator } from "./block_reader.ts";
 import { bloomHash, bloomMayContain } from "./bloom.ts";
 import { type BlockCache, POOL_BUFFER } from "./cache.ts";
+import { denoEnv, type Env, type EnvFile } from "./env.ts";
 import { CorruptionError } from "./errors.ts";
 import { compareInternalTo, KIND_PUT } from "./internal_key.ts";
 import { TwoLevelIterator } from "./two_level_iterator.ts";
@@ -26,7 +27,7 @@ export class TableReader {
   private closed = false;
 
   private constructor(
-    private readonly file: Deno.FsFile,
+    private readonly file: EnvFile,
     readonly path: string,
     readonly number: number,
     readonly fileSize: number,
@@ -58,10 +59,15 @@ export class TableReader {
   }
 
   /** Opens and validates a table file. Throws CorruptionError on damage. */
-  static open(path: string, number: number, cache?: BlockCache): TableReader {
-    const file = Deno.openSync(path, { read: true });
+  static open(
+    path: string,
+    number: number,
+    cache?: BlockCache,
+    env: Env = denoEnv,
+  ): TableReader {
+    const file = env.openSync(path, { read: true });
     try {
-      const size = file.statSync().size;
+      const size = file.sizeSync();
       if (size < FOOTER_SIZE) throw new CorruptionError(path, 0, "file shorter than footer");
       const fb = readAt(file, size - FOOTER_SIZE, FOOTER_SIZE, path);
       const f = decodeFooter(fb);
@@ -182,25 +188,20 @@ export class TableReader {
 }
 
 function readAt(
-  file: Deno.FsFile,
+  file: EnvFile,
   off: number,
   len: number,
   path: string,
   into?: Uint8Array,
 ): Uint8Array {
   const buf = into ? into.subarray(0, len) : new Uint8Array(len);
-  file.seekSync(off, Deno.SeekMode.Start);
-  let got = 0;
-  while (got < len) {
-    const n = file.readSync(buf.subarray(got));
-    if (n === null || n === 0) throw new CorruptionError(path, off + got, "unexpected end of file");
-    got += n;
-  }
+  const got = file.readAtSync(buf, off);
+  if (got < len) throw new CorruptionError(path, off + got, "unexpected end of file");
   return buf;
 }
 
 function readBlockAt(
-  file: Deno.FsFile,
+  file: EnvFile,
   path: string,
   off: number,
   size: number,

@@ -7,6 +7,7 @@
 import { ByteWriter, putVarint } from "./bytes.ts";
 import { BlockBuilder } from "./block_builder.ts";
 import { bloomHash, buildBloom } from "./bloom.ts";
+import { denoEnv, type Env, type EnvFile } from "./env.ts";
 import { makeInternalKey, TRAILER } from "./internal_key.ts";
 import {
   BLOCK_TRAILER,
@@ -36,7 +37,7 @@ const FLUSH_AT = 256 * 1024;
 
 /** Streams sorted internal entries into a new table file. */
 export class TableWriter {
-  private file: Deno.FsFile;
+  private file: EnvFile;
   private readonly tmpPath: string;
   private data = new BlockBuilder(RESTART_INTERVAL);
   private index = new BlockBuilder(1);
@@ -51,9 +52,13 @@ export class TableWriter {
   /** Entries added. */
   entries = 0;
 
-  constructor(readonly path: string, private readonly opts: TableWriterOptions) {
+  constructor(
+    readonly path: string,
+    private readonly opts: TableWriterOptions,
+    private readonly env: Env = denoEnv,
+  ) {
     this.tmpPath = path + ".tmp";
-    this.file = Deno.openSync(this.tmpPath, { write: true, create: true, truncate: true });
+    this.file = env.openSync(this.tmpPath, { write: true, create: true, truncate: true });
   }
 
   /** Bytes written so far plus the open block (a size estimate). */
@@ -134,7 +139,7 @@ export class TableWriter {
     this.opts.beforeIo?.();
     this.file.syncDataSync();
     this.file.close();
-    Deno.renameSync(this.tmpPath, this.path);
+    this.env.renameSync(this.tmpPath, this.path);
     if (this.smallest === undefined || this.largestKey === undefined) {
       throw new Error("empty table");
     }
@@ -153,7 +158,7 @@ export class TableWriter {
       this.file.close();
     } catch { /* already closed */ }
     try {
-      Deno.removeSync(this.tmpPath);
+      this.env.removeSync(this.tmpPath);
     } catch { /* ignore */ }
   }
 }

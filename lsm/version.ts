@@ -4,7 +4,8 @@
  * @module
  */
 import { CorruptionError } from "./errors.ts";
-import { currentPath, manifestPath, syncDir } from "./filenames.ts";
+import { denoEnv, type Env, writeFileAtomicSync } from "./env.ts";
+import { currentPath, manifestPath } from "./filenames.ts";
 import { compareInternal, compareUserToInternal } from "./internal_key.ts";
 import { readLog } from "./log_reader.ts";
 import { LogWriter } from "./log_writer.ts";
@@ -77,7 +78,7 @@ export class VersionSet {
   manifestNumber = 0;
   private manifest: LogWriter | undefined;
 
-  constructor(readonly dir: string) {}
+  constructor(readonly dir: string, private readonly env: Env = denoEnv) {}
 
   /** Allocates a file number. */
   newFileNumber(): number {
@@ -104,7 +105,7 @@ export class VersionSet {
     const cur = currentPath(this.dir);
     let text: string;
     try {
-      text = Deno.readTextFileSync(cur);
+      text = new TextDecoder().decode(this.env.readFileSync(cur));
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return false;
       throw e;
@@ -115,7 +116,7 @@ export class VersionSet {
     const path = manifestPath(this.dir, this.manifestNumber);
     let data: Uint8Array;
     try {
-      data = Deno.readFileSync(path);
+      data = this.env.readFileSync(path);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) throw new CorruptionError(path, 0, "manifest missing");
       throw e;
@@ -169,17 +170,20 @@ export class VersionSet {
       newFiles: [],
     };
     v.levels.forEach((files, l) => files.forEach((f) => snap.newFiles!.push([l, f])));
-    const file = Deno.openSync(path, { write: true, create: true, truncate: true });
+    const file = this.env.openSync(path, { write: true, create: true, truncate: true });
     const w = new LogWriter(file, path);
-    w.addRecord(encodeEdit(snap));
-    w.syncSync();
-    const tmp = currentPath(this.dir) + ".tmp";
-    const cf = Deno.openSync(tmp, { write: true, create: true, truncate: true });
-    cf.writeSync(new TextEncoder().encode(`MANIFEST-${String(num).padStart(6, "0")}\n`));
-    cf.syncDataSync();
-    cf.close();
-    Deno.renameSync(tmp, currentPath(this.dir));
-    syncDir(this.dir);
+    try {
+      w.addRecord(encodeEdit(snap));
+      w.syncSync();
+      writeFileAtomicSync(
+        this.env,
+        currentPath(this.dir),
+        new TextEncoder().encode(`MANIFEST-${String(num).padStart(6, "0")}\n`),
+      );
+    } catch (e) {
+      w.abandon();
+      throw e;
+    }
     this.manifest?.close();
     this.manifest = w;
     this.manifestNumber = num;
