@@ -251,16 +251,16 @@ export class FaultEnv implements Env {
 
   /**
    * Flips one bit of the file at `path` in both its visible and durable
-   * content (damage that survives a crash). The byte is `offset` or random;
-   * returns the offset flipped.
+   * content (damage that survives a crash). The byte is `offset` or random,
+   * the bit (0-7) `bit` or random; returns the offset flipped.
    */
-  flipBit(path: string, offset?: number): number {
+  flipBit(path: string, offset?: number, bit?: number): number {
     const f = this.lookupFile(path);
     if (f.len === 0) throw new RangeError(`${path} is empty`);
     const off = offset ?? this.randomInt(f.len);
-    const bit = 1 << this.randomInt(8);
-    f.data[off] ^= bit;
-    if (f.syncedCopy !== undefined && off < f.syncedCopy.length) f.syncedCopy[off] ^= bit;
+    const mask = 1 << (bit ?? this.randomInt(8));
+    f.data[off] ^= mask;
+    if (f.syncedCopy !== undefined && off < f.syncedCopy.length) f.syncedCopy[off] ^= mask;
     return off;
   }
 

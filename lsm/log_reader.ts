@@ -15,6 +15,7 @@ import {
   FRAG_MIDDLE,
   LOG_BLOCK,
   LOG_HEADER,
+  LOG_HEADER_CHECKED,
 } from "./log_format.ts";
 
 /** Result of reading a log. */
@@ -28,6 +29,20 @@ export interface LogReadResult {
 function allZero(data: Uint8Array, from: number): boolean {
   for (let i = from; i < data.length; i++) if (data[i] !== 0) return false;
   return true;
+}
+
+/**
+ * True when `data` starts with a fragment of the version-1 record log (7-byte
+ * header without a header checksum), written by gokv before the format bump.
+ */
+export function isV1Log(data: Uint8Array): boolean {
+  if (data.length < 7) return false;
+  const len = (data[4] << 8) | data[5];
+  const type = data[6];
+  if (type < FRAG_FULL || type > FRAG_LAST || 7 + len > data.length || 7 + len > LOG_BLOCK) {
+    return false;
+  }
+  return unmaskCrc(readU32(data, 0)) === crc32c(data, 7, len, crc32c(data, 6, 1));
 }
 
 /**
@@ -51,18 +66,23 @@ export function readLog(
       continue;
     }
     if (pos + LOG_HEADER > n) return torn();
+    const hwant = unmaskCrc(readU32(data, pos + LOG_HEADER_CHECKED));
+    if (hwant !== crc32c(data, pos, LOG_HEADER_CHECKED)) {
+      // Zero fill, or a header cut by zero fill, is only acceptable as the tail
+      // of the file; any other header damage is corruption (its length cannot
+      // be trusted, so nothing after it is).
+      if (allZero(data, pos + LOG_HEADER)) return torn();
+      throw new CorruptionError(path, pos, "log fragment header checksum mismatch");
+    }
     const len = (data[pos + 4] << 8) | data[pos + 5];
     const type = data[pos + 6];
     const end = pos + LOG_HEADER + len;
-    if (type === 0 && len === 0 && readU32(data, pos) === 0) {
-      // Zero fill: only acceptable as the tail of the file.
-      if (allZero(data, pos)) return torn();
-      throw new CorruptionError(path, pos, "zeroed fragment before end of log");
-    }
-    if (end > n) return torn();
+    // The header is intact: a fragment that crosses its block is corruption
+    // even near the end of the file; one that runs past the end is a torn tail.
     if (LOG_HEADER + len > inBlock) {
       throw new CorruptionError(path, pos, "fragment crosses block boundary");
     }
+    if (end > n) return torn();
     const want = unmaskCrc(readU32(data, pos));
     const got = crc32c(data, pos + LOG_HEADER, len, crc32c(data, pos + 6, 1));
     if (want !== got) {

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { denoEnv } from "./env.ts";
 import { CorruptionError } from "./errors.ts";
 import { LOG_BLOCK, LOG_HEADER } from "./log_format.ts";
-import { readLog } from "./log_reader.ts";
+import { isV1Log, readLog } from "./log_reader.ts";
+import { crc32c, maskCrc } from "./crc32c.ts";
 import { LogWriter } from "./log_writer.ts";
 import { prng, randomBytes, withTempDir } from "./testutil_test.ts";
 
@@ -117,4 +118,42 @@ Deno.test("log reader fuzz: random bytes never crash with anything but Corruptio
       assert.ok(e instanceof CorruptionError, String(e));
     }
   }
+});
+
+Deno.test("log v1 files (no header checksum) are recognised, v2 ones are not", async () => {
+  await withTempDir(async (dir) => {
+    const v2 = await writeLog(dir, [new Uint8Array([1, 2, 3])]);
+    assert.equal(isV1Log(v2), false);
+    // A v1 FULL fragment: masked crc32c(type + payload) | len | type | payload.
+    const payload = new Uint8Array([1, 2, 3]);
+    const v1 = new Uint8Array(7 + payload.length);
+    v1[5] = payload.length;
+    v1[6] = 1;
+    v1.set(payload, 7);
+    const crc = maskCrc(crc32c(v1, 7, payload.length, crc32c(v1, 6, 1)));
+    new DataView(v1.buffer).setUint32(0, crc);
+    assert.equal(isV1Log(v1), true);
+  });
+});
+
+Deno.test("log: a damaged header is corruption anywhere except a zeroed tail", async () => {
+  await withTempDir(async (dir) => {
+    const r = prng(8);
+    const recs = Array.from({ length: 5 }, () => randomBytes(r, 100));
+    const data = await writeLog(dir, recs);
+    const { offs } = readAll(data);
+    for (const i of [1, 4]) {
+      for (const byte of [4, 5, 6, 8]) {
+        const bad = data.slice();
+        bad[offs[i] + byte] ^= 0x10;
+        assert.throws(() => readAll(bad), CorruptionError, `record ${i} header byte ${byte}`);
+      }
+    }
+    // The last header cut by zero fill reads as a torn tail.
+    const torn = data.slice();
+    torn.fill(0, offs[4] + 5);
+    const got = readAll(torn);
+    assert.ok(got.tornTail);
+    assert.equal(got.out.length, 4);
+  });
 });

@@ -14,6 +14,7 @@ import {
   FRAG_MIDDLE,
   LOG_BLOCK,
   LOG_HEADER,
+  LOG_HEADER_CHECKED,
 } from "./log_format.ts";
 
 /** Appends framed records to a log file. */
@@ -55,6 +56,7 @@ export class LogWriter {
       buf.set(data.subarray(off, off + n), h + LOG_HEADER);
       const crc = crc32c(buf, h + LOG_HEADER, n, crc32c(buf, h + 6, 1));
       writeU32(buf, h, maskCrc(crc));
+      writeU32(buf, h + LOG_HEADER_CHECKED, maskCrc(crc32c(buf, h, LOG_HEADER_CHECKED)));
       p.len += LOG_HEADER + n;
       this.blockOffset += LOG_HEADER + n;
       off += n;

@@ -3,11 +3,11 @@
  * persists edits to the MANIFEST log and the CURRENT pointer.
  * @module
  */
-import { CorruptionError } from "./errors.ts";
+import { CorruptionError, LsmError } from "./errors.ts";
 import { denoEnv, type Env, writeFileAtomicSync } from "./env.ts";
 import { currentPath, manifestPath } from "./filenames.ts";
 import { compareInternal, compareUserToInternal } from "./internal_key.ts";
-import { readLog } from "./log_reader.ts";
+import { isV1Log, readLog } from "./log_reader.ts";
 import { LogWriter } from "./log_writer.ts";
 import {
   decodeEdit,
@@ -120,6 +120,13 @@ export class VersionSet {
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) throw new CorruptionError(path, 0, "manifest missing");
       throw e;
+    }
+    if (isV1Log(data)) {
+      throw new LsmError(
+        "UNSUPPORTED_FORMAT",
+        `${path} is in record-log format 1 (gokv before the fragment header checksum); ` +
+          "this version reads format 2 only: export the data with the old version and import it",
+      );
     }
     let v = this.current;
     let records = 0;
