@@ -47,3 +47,42 @@ Deno.test("item 9: a corrupted fragment length near the end of a WAL is corrupti
   }
   assert.equal(found, 600, "synced writes silently truncated");
 });
+
+function indexOf(hay: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+Deno.test("item 11: a block re-read from disk after cache eviction is checksummed again", async () => {
+  const env = new FaultEnv();
+  const db = await LsmDb.open(DIR, { env, blockCacheBytes: 8192, blockBytes: 256 });
+  const val = (i: number) => `VALUE-${String(i).padStart(4, "0")}-` + "z".repeat(40);
+  for (let i = 0; i < 400; i++) await db.put(`key${String(i).padStart(4, "0")}`, val(i));
+  await db.flush();
+  assert.equal(s(await db.get("key0042")), val(42)); // first read from disk: verified
+  const [sst] = env.listFiles().filter((f) => f.endsWith(".sst"));
+  const at = indexOf(env.fileBytes(sst), b(val(42)));
+  assert.ok(at > 0);
+  env.flipBit(sst, at + 12, 0);
+  for (let i = 100; i < 400; i++) await db.get(`key${String(i).padStart(4, "0")}`); // evict
+  await assert.rejects(() => db.get("key0042"), CorruptionError);
+  await db.close();
+});
+
+Deno.test("item 14: a missing live table is a CorruptionError, not a raw NotFound", async () => {
+  const env = new FaultEnv();
+  const db = await LsmDb.open(DIR, { env });
+  await db.put("a", "1");
+  await db.flush();
+  await db.close();
+  const [sst] = env.listFiles().filter((f) => f.endsWith(".sst"));
+  env.removeSync(sst);
+  await assert.rejects(() => LsmDb.open(DIR, { env }), (e: unknown) => {
+    assert.ok(e instanceof CorruptionError, String(e));
+    assert.equal(e.file, sst);
+    return true;
+  });
+});

@@ -55,7 +55,6 @@ export class TableReader {
       this.blockOffs.push(off);
       this.blockSizes.push(size);
     }
-    this.verified = new Int32Array((this.blockOffs.length >>> 5) + 1);
   }
 
   /** Opens and validates a table file. Throws CorruptionError on damage. */
@@ -65,7 +64,13 @@ export class TableReader {
     cache?: BlockCache,
     env: Env = denoEnv,
   ): TableReader {
-    const file = env.openSync(path, { read: true });
+    let file: EnvFile;
+    try {
+      file = env.openSync(path, { read: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw new CorruptionError(path, 0, "table file missing");
+      throw e;
+    }
     try {
       const size = file.sizeSync();
       if (size < FOOTER_SIZE) throw new CorruptionError(path, 0, "file shorter than footer");
@@ -108,16 +113,13 @@ export class TableReader {
       const key = this.number * 4294967296 + off;
       let b = c.get(key);
       if (b === undefined) {
-        // A block's checksum is verified the first time it is read from disk;
-        // re-reads after cache eviction skip the check.
-        const verified = (this.verified[i >>> 5] & (1 << (i & 31))) !== 0;
+        // Every read from disk is checksummed (also re-reads after eviction).
         const size = this.blockSizes[i];
         let into: Uint8Array | undefined;
         if (size + BLOCK_TRAILER <= POOL_BUFFER) {
           into = new Uint8Array(c.takeBuffer() ?? new ArrayBuffer(POOL_BUFFER));
         }
-        b = readBlockAt(this.file, this.path, off, size, into, !verified);
-        this.verified[i >>> 5] |= 1 << (i & 31);
+        b = readBlockAt(this.file, this.path, off, size, into);
         c.set(key, b);
       }
       if (pin) c.pin(b);
@@ -130,7 +132,6 @@ export class TableReader {
   }
   private scratch = new Uint8Array(0);
   private getIter: BlockIterator | undefined;
-  private verified: Int32Array;
 
   /** Offset of data block `i`. */
   blockOffset(i: number): number {
@@ -206,13 +207,10 @@ function readBlockAt(
   off: number,
   size: number,
   into?: Uint8Array,
-  verify = true,
 ): Uint8Array {
   const buf = readAt(file, off, size + BLOCK_TRAILER, path, into);
-  if (verify) {
-    const err = checkBlockTrailer(buf, size);
-    if (err !== "") throw new CorruptionError(path, off, err);
-  }
+  const err = checkBlockTrailer(buf, size);
+  if (err !== "") throw new CorruptionError(path, off, err);
   return buf.subarray(0, size);
 }
 
