@@ -25,7 +25,13 @@ import {
   pickCompaction,
   runMerge,
 } from "./compaction.ts";
-import { ClosedError, CorruptionError, InvalidArgumentError, LsmError } from "./errors.ts";
+import {
+  BackgroundError,
+  ClosedError,
+  CorruptionError,
+  InvalidArgumentError,
+  LsmError,
+} from "./errors.ts";
 import { WorkerClient } from "./worker_client.ts";
 import { copyBytes } from "./slab.ts";
 import { manifestPath, parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
@@ -254,6 +260,8 @@ export class Snapshot {
 interface SyncWaiter {
   resolve: () => void;
   reject: (e: unknown) => void;
+  /** First sequence number of the waiting write. */
+  seq: number;
 }
 
 /**
@@ -289,8 +297,12 @@ export class LsmDb {
   private queued = 0;
   private syncWaiters: SyncWaiter[] = [];
   private syncInFlight: Promise<void> | undefined;
-  private oldWalSync: Promise<void> | undefined;
   private walError: LsmError | undefined;
+  /**
+   * Reads see no sequence above this: after a WAL failure, the writes whose
+   * outcome is unknown (refused to their writers) stay invisible and are never flushed.
+   */
+  private visibleSeq = MAX_SEQ;
   /**
    * Shared with the compaction worker: [0] WAL fdatasyncs in flight,
    * [1] set to 1 when closing (merges abort at their next chunk).
@@ -323,6 +335,7 @@ export class LsmDb {
     private readonly lock: DirLock,
     private readonly vs: VersionSet,
     private readonly env: Env,
+    private readonly onFailure: ((e: LsmError) => void) | undefined,
   ) {
     this.cache = new BlockCache(opts.blockCacheBytes);
     this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
@@ -370,7 +383,7 @@ export class LsmDb {
       if (!exists && !opts.createIfMissing) {
         throw new InvalidArgumentError("dir", "database does not exist (createIfMissing false)");
       }
-      db = new LsmDb(dir, opts, lock, vs, env);
+      db = new LsmDb(dir, opts, lock, vs, env, options.onFailure);
       db.recoverSync(exists);
       return db;
     } catch (e) {
@@ -420,6 +433,7 @@ export class LsmDb {
     let maxSeq = vs.lastSequence;
     if (exists) {
       const wals = vs.wals.filter((n) => n >= vs.logNumber);
+      let tornAt: string | undefined;
       for (let i = 0; i < wals.length; i++) {
         const path = walPath(this.dir, wals[i]);
         let data: Uint8Array;
@@ -430,6 +444,25 @@ export class LsmDb {
             throw new CorruptionError(path, 0, "live WAL missing");
           }
           throw e;
+        }
+        if (tornAt !== undefined) {
+          // Point-in-time recovery stops at the first torn WAL. A later WAL
+          // cannot hold writes (the old WAL is durable before the new one
+          // takes any): if it does, applying or dropping them would both be wrong.
+          let records = 0;
+          try {
+            readLog(data, path, () => records++);
+          } catch {
+            /* damaged: counts as holding data */ records = 1;
+          }
+          if (records > 0) {
+            throw new CorruptionError(
+              tornAt,
+              0,
+              `WAL ends in a torn write but a later WAL (${path}) holds writes`,
+            );
+          }
+          continue;
         }
         const res = readLog(data, path, (rec, off) => {
           let b;
@@ -448,13 +481,12 @@ export class LsmDb {
           }
         });
         if (res.tornTail) {
-          // Any WAL may end in a torn record (an older one whose sync had not
-          // finished at a power cut): cut it off. No sync write after it was
-          // acknowledged, since group commits wait for older WALs' syncs.
+          // The write in progress at a power cut: cut it off, replay nothing after it.
           const f = this.env.openSync(path, { write: true });
           f.truncateSync(res.validEnd);
           f.syncDataSync();
           f.close();
+          tornAt = path;
         }
       }
     }
@@ -598,6 +630,7 @@ export class LsmDb {
   private writeOps(ops: Op[], sync: boolean): Promise<void> {
     if (this.closed || this.closing) return Promise.reject(new ClosedError());
     if (this.walError !== undefined) return Promise.reject(this.walError);
+    if (this.bgError !== undefined) return Promise.reject(this.bgError);
     if (this.queued === 0 && !this.needsRoom()) {
       try {
         return this.apply(ops, sync);
@@ -668,23 +701,32 @@ export class LsmDb {
     }
     this.wal.addRecord(buf.subarray(0, off));
     if (this.scratch.length > 1 << 20) this.scratch = new Uint8Array(4096);
+    if (!sync) {
+      // Handed to the OS before the memtable sees it: a write refused here is never readable.
+      try {
+        this.wal.flushSync();
+      } catch (e) {
+        throw this.failWal(e);
+      }
+    }
     const mem = this.mem;
     for (let i = 0; i < ops.length; i++) mem.add(seq + i, ops[i].kind, ops[i].key, ops[i].value);
     this.lastSeq = seq + ops.length - 1;
     let p: Promise<void>;
     if (sync) {
-      p = new Promise<void>((resolve, reject) => this.syncWaiters.push({ resolve, reject }));
+      p = new Promise<void>((resolve, reject) => this.syncWaiters.push({ resolve, reject, seq }));
       if (this.syncInFlight === undefined) this.syncInFlight = this.groupCommit();
     } else {
-      try {
-        this.wal.flushSync();
-      } catch (e) {
-        this.failWal(e);
-        throw e;
-      }
       p = this.settle(undefined);
     }
-    if (this.memFull() && this.imms.length < this.opts.maxMemtables - 1) this.rotateMemtable();
+    if (this.memFull() && this.imms.length < this.opts.maxMemtables - 1) {
+      try {
+        this.rotateMemtable();
+      } catch {
+        // Recorded by failWal: sync writers still waiting were refused; this
+        // write, if not sync, was handed to the OS before the failure.
+      }
+    }
     return p;
   }
 
@@ -698,6 +740,11 @@ export class LsmDb {
         if (this.syncWaiters.length === 0) break;
         const waiters = this.syncWaiters;
         this.syncWaiters = [];
+        if (this.walError !== undefined) {
+          // Never retry a failed fdatasync: its outcome is unknown.
+          this.failWal(this.walError, waiters);
+          continue;
+        }
         const wal = this.wal;
         try {
           Atomics.add(this.ioSignal, 0, 1);
@@ -707,12 +754,10 @@ export class LsmDb {
             Atomics.sub(this.ioSignal, 0, 1);
             Atomics.notify(this.ioSignal, 0);
           }
-          while (this.oldWalSync) await this.oldWalSync;
           this.counters.syncs++;
           for (const w of waiters) w.resolve();
         } catch (e) {
-          this.failWal(e);
-          for (const w of waiters) w.reject(e);
+          this.failWal(e, waiters);
         }
       }
     } finally {
@@ -721,50 +766,65 @@ export class LsmDb {
   }
 
   /**
-   * A WAL write or sync failed (e.g. disk full): the outcome of in-flight writes
-   * is unknown, so every later write is refused with the same error (as LevelDB).
+   * A WAL write or sync failed (e.g. disk full, EIO): the outcome of in-flight
+   * writes is unknown, so they and every queued sync writer are refused, stay
+   * invisible to reads, and every later write is refused with the same error
+   * (the database is read-only until reopened, as in LevelDB). Returns the error.
    */
-  private failWal(e: unknown): void {
-    if (this.walError !== undefined) return;
-    this.walError = e instanceof LsmError
-      ? e
-      : new LsmError("WAL_FAILED", `write-ahead log failed; database is read-only: ${e}`, {
-        cause: e,
-      });
+  private failWal(e: unknown, refused: SyncWaiter[] = []): LsmError {
+    if (this.walError === undefined) {
+      this.walError = e instanceof LsmError && e.code === "WAL_FAILED"
+        ? e
+        : new LsmError("WAL_FAILED", `write-ahead log failed; database is read-only: ${e}`, {
+          cause: e,
+        });
+      this.reportFailure(this.walError);
+    }
+    const all = refused.concat(this.syncWaiters);
+    this.syncWaiters = [];
+    for (const w of all) {
+      if (w.seq <= this.visibleSeq) this.visibleSeq = w.seq - 1;
+      w.reject(this.walError);
+    }
+    return this.walError;
   }
 
-  /** Freezes the memtable and starts a new WAL (durably recorded in the manifest). */
+  /**
+   * Freezes the memtable and starts a new WAL. The old WAL is fdatasynced
+   * first (on this thread), so the new one never takes a write while an older
+   * one could still lose its tail: after a power cut, recovery's replay is a
+   * prefix of the writes. The new WAL's directory entry is fsynced before the
+   * manifest names it.
+   */
   private rotateMemtable(): void {
+    if (this.walError !== undefined) throw this.walError;
     const old = this.wal;
-    old.flushSync();
-    const n = this.vs.newFileNumber();
-    this.openWal(n);
-    this.vs.logAndApply({ addWals: [n] });
+    const waiters = this.syncWaiters;
+    this.syncWaiters = [];
+    try {
+      old.syncSync();
+    } catch (e) {
+      throw this.failWal(e, waiters);
+    }
+    for (const w of waiters) w.resolve();
+    let n: number;
+    try {
+      n = this.vs.newFileNumber();
+      this.openWal(n);
+      syncDir(this.dir, this.env);
+      this.vs.logAndApply({ addWals: [n] });
+    } catch (e) {
+      if (this.wal !== old) {
+        this.wal.abandon();
+        this.wal = old;
+      }
+      throw this.failWal(e);
+    }
     const oldMem = this.mem;
     this.imms.push(oldMem);
     this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
     this.mem.walNumber = n;
-    // The old WAL is fdatasynced off the main thread; sync writers still queued
-    // for it are resolved then, and later group commits wait for it too.
-    const waiters = this.syncWaiters;
-    this.syncWaiters = [];
-    const prev = this.oldWalSync;
-    const p: Promise<void> = (async () => {
-      if (prev) await prev;
-      try {
-        await old.sync();
-        for (const w of waiters) w.resolve();
-      } catch (e) {
-        this.failWal(e);
-        for (const w of waiters) w.reject(e);
-      } finally {
-        await old.closeWhenIdle().catch(() => {});
-      }
-    })();
-    this.oldWalSync = p;
-    p.finally(() => {
-      if (this.oldWalSync === p) this.oldWalSync = undefined;
-    });
+    old.closeWhenIdle().catch(() => {});
     this.scheduleBackground();
   }
 
@@ -773,7 +833,7 @@ export class LsmDb {
   /** Reads the newest value of `key`, or undefined. */
   get(key: Bytes): Promise<Uint8Array | undefined> {
     try {
-      return this.settle(this._getAt(checkKey(key), MAX_SEQ));
+      return this.settle(this._getAt(checkKey(key), this.visibleSeq));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -782,6 +842,7 @@ export class LsmDb {
   /** @internal Point lookup at a sequence number (synchronous). */
   _getAt(key: Uint8Array, seq: number): Uint8Array | undefined {
     if (this.closed) throw new ClosedError();
+    if (seq > this.visibleSeq) seq = this.visibleSeq;
     const hash = bloomHash(key);
     let m = this.mem;
     let x = m.find(key, seq, hash);
@@ -822,7 +883,7 @@ export class LsmDb {
    */
   scan(opts: ScanOptions = {}): AsyncIterableIterator<[Uint8Array, Uint8Array]> {
     if (this.closed) throw new ClosedError();
-    return this._scanAt(opts, this.lastSeq);
+    return this._scanAt(opts, Math.min(this.lastSeq, this.visibleSeq));
   }
 
   /** @internal */
@@ -1011,7 +1072,7 @@ export class LsmDb {
   /** Takes a consistent snapshot; call {@linkcode Snapshot.release} when done. */
   snapshot(): Snapshot {
     if (this.closed) throw new ClosedError();
-    const s = this.lastSeq;
+    const s = Math.min(this.lastSeq, this.visibleSeq);
     this.snapshots.set(s, (this.snapshots.get(s) ?? 0) + 1);
     return new Snapshot(this, s);
   }
@@ -1081,10 +1142,36 @@ export class LsmDb {
     }
   }
 
-  /** Records a background error; later writes report it. */
-  private backgroundFailed(e: unknown): void {
-    if (!this.closed && !this.closing && this.bgError === undefined) this.bgError = e;
+  /** Records a background error (typed, reported once); later writes are refused with it. */
+  private backgroundFailed(e: unknown, operation: "flush" | "compaction"): void {
+    if (!this.closed && !this.closing && this.bgError === undefined) {
+      const err = e instanceof CorruptionError ||
+          (e instanceof LsmError && (e.code === "WAL_FAILED" || e.code === "BACKGROUND_FAILED"))
+        ? e
+        : new BackgroundError(operation, e);
+      this.bgError = err;
+      this.reportFailure(err);
+    }
     this.wakeWaiters();
+  }
+
+  /** Reports the failed state once (the onFailure option, else stderr). */
+  private reportFailure(e: LsmError): void {
+    if (this.failureReported) return;
+    this.failureReported = true;
+    try {
+      if (this.onFailure) this.onFailure(e);
+      else console.error(`lsm: database ${this.dir} failed: ${e.message}`);
+    } catch { /* a failing callback must not break the engine */ }
+  }
+  private failureReported = false;
+
+  /**
+   * The error that put the database in its failed state (writes refused until
+   * reopen), or undefined while it is healthy. See `onFailure` in the options.
+   */
+  get failure(): LsmError | undefined {
+    return this.walError ?? (this.bgError as LsmError | undefined);
   }
 
   /** Flushes immutable memtables to L0 until none is left. */
@@ -1098,7 +1185,7 @@ export class LsmDb {
         this.scheduleBackground();
       }
     } catch (e) {
-      this.backgroundFailed(e);
+      this.backgroundFailed(e, "flush");
     }
   }
 
@@ -1113,7 +1200,7 @@ export class LsmDb {
         c = pickCompaction(this.vs.current, this.opts, this.pointers);
       }
     } catch (e) {
-      this.backgroundFailed(e);
+      this.backgroundFailed(e, "compaction");
     }
   }
 
@@ -1162,6 +1249,9 @@ export class LsmDb {
         }
       }
     }
+    // After a WAL failure nothing is installed: the memtables may hold writes
+    // that were refused, and the WALs still hold everything acknowledged.
+    if (this.walError !== undefined) throw this.walError;
     const nextLog = this.imms.length > 1 ? this.imms[1].walNumber : this.mem.walNumber;
     edit.logNumber = nextLog;
     edit.lastSequence = Math.max(m.maxSeq, this.vs.lastSequence);
@@ -1411,7 +1501,6 @@ export class LsmDb {
     try {
       if (this.writeQueue) await this.writeQueue;
       if (this.syncInFlight) await this.syncInFlight;
-      while (this.oldWalSync) await this.oldWalSync;
       Atomics.store(this.ioSignal, 1, 1);
       while (this.flushRunning || this.compactRunning) {
         await (this.flushRunning ?? this.compactRunning);
@@ -1420,9 +1509,16 @@ export class LsmDb {
       this.closed = true;
       this.wakeWaiters();
       try {
-        this.wal.syncSync();
-        this.wal.close();
-      } catch { /* best effort */ }
+        if (this.walError !== undefined) this.wal.abandon(); // never retry a failed WAL
+        else {
+          this.wal.syncSync();
+          this.wal.close();
+        }
+      } catch {
+        try {
+          this.wal.abandon();
+        } catch { /* best effort */ }
+      }
       this.vs.close();
       for (const t of this.tables.values()) t.close();
       this.tables.clear();

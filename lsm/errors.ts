@@ -46,6 +46,30 @@ export class CorruptionError extends LsmError {
   }
 }
 
+/**
+ * Background work (a memtable flush or a compaction merge) failed, e.g. with
+ * EIO or because its Worker crashed. The database stops background work and
+ * refuses writes until it is reopened (reads keep working); `cause` holds the
+ * original error. Corruption found by background work is a
+ * {@linkcode CorruptionError} instead.
+ */
+export class BackgroundError extends LsmError {
+  /** What failed. */
+  readonly operation: "flush" | "compaction";
+  /** Creates the error for a failed `operation`. */
+  constructor(operation: "flush" | "compaction", cause: unknown) {
+    super(
+      "BACKGROUND_FAILED",
+      `background ${operation} failed; database refuses writes until reopened: ${
+        cause instanceof Error ? cause.message : String(cause)
+      }`,
+      { cause },
+    );
+    this.name = "BackgroundError";
+    this.operation = operation;
+  }
+}
+
 /** The database directory is locked by another process (or another open handle). */
 export class DatabaseLockedError extends LsmError {
   /** Directory of the database. */

@@ -80,6 +80,11 @@ export interface FaultEnvOptions {
   seed?: number;
   /** At a crash, keep a random prefix of each file's unsynced appended bytes (default false). */
   tornWrites?: boolean;
+  /**
+   * Asynchronous fdatasyncs complete after a random 1-4 macrotask hops instead
+   * of one, so concurrent syncs finish in any order, as on a thread pool (default false).
+   */
+  reorderSyncs?: boolean;
 }
 
 interface FileNode {
@@ -140,7 +145,11 @@ class Disk {
   opCount = 0;
   crashes = 0;
   onOp: ((ctx: FaultContext) => FaultAction) | undefined;
-  constructor(readonly rand: () => number, readonly torn: boolean) {}
+  constructor(
+    readonly rand: () => number,
+    readonly torn: boolean,
+    readonly reorderSyncs: boolean,
+  ) {}
 }
 
 /**
@@ -155,7 +164,11 @@ export class FaultEnv implements Env {
 
   /** Creates an empty file system (just "/") and its first process view. */
   constructor(opts: FaultEnvOptions = {}) {
-    this.disk = new Disk(prng(opts.seed ?? 1), opts.tornWrites ?? false);
+    this.disk = new Disk(
+      prng(opts.seed ?? 1),
+      opts.tornWrites ?? false,
+      opts.reorderSyncs ?? false,
+    );
     this.gen = 0;
   }
 
@@ -193,6 +206,11 @@ export class FaultEnv implements Env {
   /** Crash just before mutating operation number `n` runs (undefined: never). */
   crashAtOp(n: number | undefined): void {
     this.disk.crashAt = n;
+  }
+
+  /** @internal Macrotask hops an asynchronous fdatasync takes. */
+  syncHops(): number {
+    return this.disk.reorderSyncs ? 1 + this.randomInt(4) : 1;
   }
 
   /** A random integer in [0, n) from the disk's seeded PRNG. */
@@ -550,7 +568,7 @@ class FaultFile implements EnvFile {
   async syncData(): Promise<void> {
     this.check();
     // A macrotask boundary: other work interleaves with an asynchronous fdatasync.
-    await new Promise((r) => setTimeout(r, 0));
+    for (let i = this.env.syncHops(); i > 0; i--) await new Promise((r) => setTimeout(r, 0));
     this.syncDataSync();
   }
 

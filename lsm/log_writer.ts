@@ -72,10 +72,20 @@ export class LogWriter {
 
   /** Writes all pending bytes to the OS (survives a process crash, not a power cut). */
   flushSync(): void {
+    if (this.failed !== undefined) throw this.failed;
     const p = this.pending;
     if (p.len === 0) return;
     let off = 0;
-    while (off < p.len) off += this.file.writeSync(p.buf.subarray(off, p.len));
+    try {
+      while (off < p.len) off += this.file.writeSync(p.buf.subarray(off, p.len));
+    } catch (e) {
+      // The file now ends in an unknown prefix of the buffer: never write it
+      // again (duplicate bytes would read back as corruption).
+      this.failed = e;
+      this.written += off;
+      p.len = 0;
+      throw e;
+    }
     this.written += p.len;
     p.len = 0;
     if (p.buf.length > 1 << 20) p.buf = new Uint8Array(64 * 1024);
@@ -84,8 +94,16 @@ export class LogWriter {
   /** Flushes and fdatasyncs synchronously. */
   syncSync(): void {
     this.flushSync();
-    this.file.syncDataSync();
+    try {
+      this.file.syncDataSync();
+    } catch (e) {
+      this.failed = e; // never retry a failed fdatasync
+      throw e;
+    }
   }
+
+  /** The first write or sync error of this log; every later write or sync throws it. */
+  failed: unknown;
 
   private syncing = 0;
   private idle: Array<() => void> = [];
@@ -95,7 +113,11 @@ export class LogWriter {
     this.flushSync();
     this.syncing++;
     try {
+      if (this.failed !== undefined) throw this.failed;
       await this.file.syncData();
+    } catch (e) {
+      this.failed ??= e;
+      throw e;
     } finally {
       if (--this.syncing === 0) {
         const w = this.idle;
@@ -121,7 +143,7 @@ export class LogWriter {
 
   /** Closes the file (pending bytes are flushed first). */
   close(): void {
-    this.flushSync();
+    if (this.failed === undefined) this.flushSync();
     this.file.close();
   }
 }

@@ -24,6 +24,7 @@ export {
 } from "./db.ts";
 export { DEFAULT_OPTIONS, type LsmOptions, type ResolvedOptions } from "./options.ts";
 export {
+  BackgroundError,
   ClosedError,
   CorruptionError,
   DatabaseLockedError,

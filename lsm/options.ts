@@ -3,7 +3,7 @@
  * @module
  */
 import { denoEnv, type Env } from "./env.ts";
-import { InvalidArgumentError } from "./errors.ts";
+import { InvalidArgumentError, type LsmError } from "./errors.ts";
 
 /** Tuning options accepted by {@linkcode LsmDb.open}. All are optional. */
 export interface LsmOptions {
@@ -45,10 +45,17 @@ export interface LsmOptions {
    * a `FaultEnv` (lsm/fault_env.ts) to simulate power loss and I/O errors.
    */
   env?: Env;
+  /**
+   * Called once when the database enters its failed state (the WAL failed:
+   * `LsmError` code `WAL_FAILED`; background work failed: `BackgroundError`
+   * or `CorruptionError`). From then on writes are refused until reopen. The
+   * default logs the error to stderr. A server should report it and exit.
+   */
+  onFailure?: (error: LsmError) => void;
 }
 
 /** Options with every default filled in (the env is kept apart: it cannot go to a Worker). */
-export type ResolvedOptions = Required<Omit<LsmOptions, "env">>;
+export type ResolvedOptions = Required<Omit<LsmOptions, "env" | "onFailure">>;
 
 /** Default option values. */
 export const DEFAULT_OPTIONS: ResolvedOptions = {
@@ -79,7 +86,7 @@ function positiveInt(name: string, v: unknown, min: number): number {
 export function resolveOptions(o: LsmOptions = {}): ResolvedOptions {
   const r: ResolvedOptions = { ...DEFAULT_OPTIONS };
   for (const [k, v] of Object.entries(o)) {
-    if (v === undefined || k === "env") continue;
+    if (v === undefined || k === "env" || k === "onFailure") continue;
     if (!(k in DEFAULT_OPTIONS)) throw new InvalidArgumentError(`options.${k}`, "unknown option");
     (r as unknown as Record<string, unknown>)[k] = v;
   }

@@ -86,3 +86,70 @@ Deno.test("item 14: a missing live table is a CorruptionError, not a raw NotFoun
     return true;
   });
 });
+
+Deno.test("item 13: a failed fdatasync at memtable switch fails the writes; none is acknowledged after it", async () => {
+  const env = new FaultEnv();
+  const db = await LsmDb.open(DIR, { env, memtableBytes: 4096, maxMemtables: 4 });
+  let failed = false;
+  env.onOp = (c) => {
+    // Fail the fdatasync of the first WAL once it is about full (the switch).
+    if (
+      !failed && c.op === "sync" && c.path.endsWith("000002.log") &&
+      env.fileBytes(c.path).length >= 2500
+    ) {
+      failed = true;
+      return "eio";
+    }
+    return undefined;
+  };
+  let ackedAfter = 0;
+  const ps: Promise<void>[] = [];
+  for (let i = 0; i < 200; i++) {
+    const sync = i % 3 === 0;
+    ps.push(
+      db.put(`k${String(i).padStart(3, "0")}`, "v".repeat(60), { sync }).then(() => {
+        if (failed && sync) ackedAfter++;
+      }),
+    );
+  }
+  const res = await Promise.allSettled(ps);
+  assert.ok(failed, "the fault was injected");
+  assert.ok(res.some((r) => r.status === "rejected"), "writes failed");
+  assert.equal(ackedAfter, 0, "sync writes acknowledged after a failed fdatasync");
+  await db.close();
+});
+
+Deno.test("item 13: a write refused because the WAL write failed is not readable", async () => {
+  const env = new FaultEnv();
+  const db = await LsmDb.open(DIR, { env });
+  await db.put("a", "1");
+  env.onOp = (c) => (c.op === "write" && c.path.endsWith(".log") ? "eio" : undefined);
+  await assert.rejects(
+    db.put("b", "2"),
+    (e: unknown) => (e as { code?: string }).code === "WAL_FAILED",
+  );
+  env.onOp = undefined;
+  assert.equal(s(await db.get("a")), "1");
+  assert.equal(await db.get("b"), undefined, "refused write is in the memtable");
+  const keys: string[] = [];
+  for await (const [k] of db.scan()) keys.push(s(k)!);
+  assert.deepEqual(keys, ["a"]);
+  await db.close();
+});
+
+Deno.test("item 13: after a short WAL write and an error, close does not write the buffer again", async () => {
+  const env = new FaultEnv();
+  const db = await LsmDb.open(DIR, { env });
+  await db.put("a", "1", { sync: true });
+  let n = 0;
+  env.onOp = (c) => {
+    if (c.op !== "write" || !c.path.endsWith(".log")) return undefined;
+    return n++ === 0 ? "short" : "eio";
+  };
+  await assert.rejects(db.put("b", "x".repeat(500)));
+  env.onOp = undefined;
+  await db.close();
+  const again = await LsmDb.open(DIR, { env }); // duplicate bytes would read as corruption
+  assert.equal(s(await again.get("a")), "1");
+  await again.close();
+});

@@ -68,7 +68,9 @@ export class TableReader {
     try {
       file = env.openSync(path, { read: true });
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) throw new CorruptionError(path, 0, "table file missing");
+      if (e instanceof Deno.errors.NotFound) {
+        throw new CorruptionError(path, 0, "table file missing");
+      }
       throw e;
     }
     try {
