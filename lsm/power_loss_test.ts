@@ -45,12 +45,25 @@ interface Outcome {
   writes: Effect[];
   /** Number of writes that must survive: 1 + index of the last acknowledged sync write. */
   mustSurvive: number;
+  /** Set when a write refused after an injected I/O error was readable. */
+  visibleRefused?: string;
 }
 
-/** Runs the seeded workload until it ends or the env crashes. */
-async function workload(env: FaultEnv, seed: number, steps: number): Promise<Outcome> {
+/**
+ * Runs the seeded workload until it ends, the env crashes or (`injected()`
+ * true) an injected I/O error fails an operation; then checks that no refused
+ * write is readable.
+ */
+async function workload(
+  env: FaultEnv,
+  seed: number,
+  steps: number,
+  injected: () => boolean = () => false,
+): Promise<Outcome> {
   const r = prng(seed);
   const writes: Effect[] = [];
+  const refused: number[] = [];
+  let visibleRefused: string | undefined;
   let mustSurvive = 0;
   let db: LsmDb | undefined;
   const key = () => `k${Math.floor(r() * 40).toString().padStart(2, "0")}`;
@@ -106,17 +119,28 @@ async function workload(env: FaultEnv, seed: number, steps: number): Promise<Out
         writes.push(eff);
         pending.push(p.then(() => {
           if (sync && !env.crashed) mustSurvive = Math.max(mustSurvive, i + 1);
+        }, (e) => {
+          refused.push(i);
+          throw e;
         }));
       }
       const res = await Promise.allSettled(pending);
       for (const x of res) if (x.status === "rejected") throw x.reason;
     }
   } catch (e) {
-    if (!env.crashed) throw e;
+    if (!env.crashed && !injected()) throw e;
+    if (!env.crashed && db !== undefined) {
+      // The database failed on an injected error: refused writes stay invisible.
+      const bad = new Set<string>();
+      for (const i of refused) for (const [, v] of writes[i]) if (v !== undefined) bad.add(v);
+      for await (const [k, v] of db.scan()) {
+        if (bad.has(dec.decode(v))) visibleRefused = `${dec.decode(k)} = ${dec.decode(v)}`;
+      }
+    }
   } finally {
     await db?.close().catch(() => {});
   }
-  return { writes, mustSurvive };
+  return { writes, mustSurvive, visibleRefused };
 }
 
 /** Reads the whole database. */
@@ -185,11 +209,23 @@ export interface CrashRunResult {
 export async function crashRun(
   seed: number,
   crashAt: number,
-  opts: { steps?: number; flip?: boolean } = {},
+  opts: { steps?: number; flip?: boolean; eio?: boolean } = {},
 ): Promise<string | undefined> {
   let env = new FaultEnv({ seed, tornWrites: true, reorderSyncs: true });
-  env.crashAtOp(crashAt);
-  const o = await workload(env, seed, opts.steps ?? 60);
+  let injected = false;
+  if (opts.eio) {
+    // An I/O error (or a short write) at op `crashAt`; the power cut comes after.
+    env.onOp = (c) => {
+      if (c.index !== crashAt) return undefined;
+      injected = true;
+      return c.op === "write" && seed % 2 === 0 ? "short" : "eio";
+    };
+  } else env.crashAtOp(crashAt);
+  const o = await workload(env, seed, opts.steps ?? 60, () => injected);
+  env.onOp = undefined;
+  if (o.visibleRefused !== undefined) {
+    return `a write refused after the injected I/O error is readable: ${o.visibleRefused}`;
+  }
   if (!env.crashed) env.crash();
   env = env.restart();
   env.crashAtOp(undefined);
@@ -248,7 +284,7 @@ async function opsOfFullRun(seed: number, steps: number): Promise<number> {
 export async function sweep(
   first: number,
   count: number,
-  opts: { steps?: number; flipEvery?: number } = {},
+  opts: { steps?: number; flipEvery?: number; eioEvery?: number } = {},
 ): Promise<Array<[number, string]>> {
   const steps = opts.steps ?? 60;
   const total = await opsOfFullRun(first, steps);
@@ -256,12 +292,15 @@ export async function sweep(
   for (let seed = first; seed < first + count; seed++) {
     const crashAt = 1 + Math.floor(prng(seed * 7919)() * total * 1.1);
     const flip = opts.flipEvery !== undefined && seed % opts.flipEvery === 0;
-    const why = await crashRun(seed, crashAt, { steps, flip });
+    const eio = !flip && opts.eioEvery !== undefined && seed % opts.eioEvery === 0;
+    const why = await crashRun(seed, crashAt, { steps, flip, eio });
     if (why !== undefined) fails.push([seed, `crash at op ${crashAt}: ${why}`]);
   }
   return fails;
 }
 
+/** Every 5th seed flips a bit after the crash, every 3rd other one injects EIO instead of a crash. */
+export const MIX = { flipEvery: 5, eioEvery: 3 };
 const one = Deno.env.get("LSM_CRASH_SEED");
 const seeds = Number(Deno.env.get("LSM_CRASH_SEEDS") ?? 1000);
 
@@ -270,11 +309,7 @@ Deno.test({
     "every acknowledged sync write survives, state is a point in time",
   permissions: { env: true },
   async fn() {
-    const fails = one ? await sweep(Number(one), 1, { flipEvery: 5 }) : await sweep(
-      1,
-      seeds,
-      { flipEvery: 5 },
-    );
+    const fails = one ? await sweep(Number(one), 1, MIX) : await sweep(1, seeds, MIX);
     assert.deepEqual(fails.slice(0, 5), [], `${fails.length} of ${one ? 1 : seeds} seeds failed`);
   },
 });
