@@ -32,9 +32,16 @@
  */
 export * from "./client/mod.ts";
 export {
+  BackgroundError as LsmBackgroundError,
   type BatchOperation,
   type Bytes as LsmBytes,
   ClosedError,
+  type DirEntry as LsmDirEntry,
+  type Env as LsmEnv,
+  type EnvFile as LsmEnvFile,
+  type EnvLock as LsmEnvLock,
+  type FileInfo as LsmFileInfo,
+  type OpenOptions as LsmOpenOptions,
   type CompactRange,
   CorruptionError,
   DatabaseLockedError,
