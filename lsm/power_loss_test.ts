@@ -170,18 +170,20 @@ function matchingPrefix(o: Outcome, got: Map<string, string>): number {
   return -1;
 }
 
-/** Last-record start of each record log, so bit flips can avoid the one record a flip may tear. */
-function lastRecordStart(data: Uint8Array, path: string): number {
-  let last = 0;
+/** Record offsets of a record log (up to the first damage). */
+function recordStarts(data: Uint8Array, path: string): number[] {
+  const offs: number[] = [];
   try {
-    readLog(data, path, (_rec, off) => (last = off));
-  } catch {
-    return 0;
-  }
-  return last;
+    readLog(data, path, (_rec, off) => offs.push(off));
+  } catch { /* damaged: what was read so far */ }
+  return offs;
 }
 
-/** Flips one bit in a random file of the database (not where it reads as a torn tail). */
+/**
+ * Flips one bit in a random file of the database, never in the last record of
+ * a record log (where damage is indistinguishable from a torn write). Half the
+ * flips in record logs hit a fragment header (length, type, checksums).
+ */
 function flipRandomBit(env: FaultEnv): string | undefined {
   const files = env.listFiles().filter((f) => !f.endsWith("/LOCK"));
   if (files.length === 0) return undefined;
@@ -189,7 +191,15 @@ function flipRandomBit(env: FaultEnv): string | undefined {
     const f = files[env.randomInt(files.length)];
     const data = env.fileBytes(f);
     let end = data.length;
-    if (/\.log$|MANIFEST-/.test(f)) end = lastRecordStart(data, f);
+    if (/\.log$|MANIFEST-/.test(f)) {
+      const offs = recordStarts(data, f);
+      end = offs.length > 0 ? offs[offs.length - 1] : 0;
+      if (end > 0 && env.randomInt(2) === 0) {
+        const rec = offs[env.randomInt(offs.length - 1)];
+        const off = env.flipBit(f, rec + env.randomInt(11));
+        return `${f}@${off} (header)`;
+      }
+    }
     if (end === 0) continue;
     const off = env.flipBit(f, env.randomInt(end));
     return `${f}@${off}`;
