@@ -268,7 +268,7 @@ interface SyncWaiter {
  * A durable, crash-safe LSM-tree key-value store.
  *
  * ```ts
- * const db = await LsmDb.open("./data");
+ * const db = await LsmDb.open(await Deno.makeTempDir());
  * await db.put("k", "v");
  * const v = await db.get("k"); // Uint8Array
  * await db.close();

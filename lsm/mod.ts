@@ -3,7 +3,8 @@
  *
  * ```ts
  * import { LsmDb } from "./mod.ts";
- * const db = await LsmDb.open("./data", { memtableBytes: 8 << 20 });
+ * const dir = await Deno.makeTempDir(); // any directory; one open handle at a time
+ * const db = await LsmDb.open(dir, { memtableBytes: 8 << 20 });
  * await db.put("user:1", "ada", { sync: true });
  * for await (const [k, v] of db.scan({ prefix: "user:" })) console.log(k, v);
  * await db.close();
