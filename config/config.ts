@@ -98,6 +98,18 @@ export interface LogSettings {
   format: "text" | "json";
 }
 
+/** Peer security settings (README "Security"); empty strings mean not configured. */
+export interface SecuritySettings {
+  /** Path of the cluster secret file. */
+  peerSecretFile: string;
+  /** Path of this node's peer certificate; `{id}` is replaced by the node id. */
+  peerCert: string;
+  /** Path of this node's peer key; `{id}` is replaced by the node id. */
+  peerKey: string;
+  /** Path of the CA certificate that signed every member's peer certificate. */
+  peerCa: string;
+}
+
 /** The whole validated configuration. */
 export interface Config {
   /** The file it was read from ("" when built in code). */
@@ -120,6 +132,8 @@ export interface Config {
   log: LogSettings;
   /** What this node accepts from clients and peers (config/limits.ts). */
   limits: NodeLimits;
+  /** Peer security settings. */
+  security: SecuritySettings;
 }
 
 /** A configuration problem: exit code 2 in the CLI. */
@@ -259,6 +273,16 @@ const SECTIONS: Record<string, Record<string, KeySpec>> = {
       max: 10_000_000,
       doc: "bound of the session table (least recently used evicted)",
     },
+  },
+  security: {
+    peer_secret_file: {
+      kind: "string",
+      default: "",
+      doc: "file holding the cluster secret (peers run a challenge-response on connect)",
+    },
+    peer_cert: { kind: "string", default: "", doc: "peer TLS certificate (PEM; {id} = node id)" },
+    peer_key: { kind: "string", default: "", doc: "peer TLS private key (PEM; {id} = node id)" },
+    peer_ca: { kind: "string", default: "", doc: "CA of every member's peer certificate (PEM)" },
   },
   log: {
     level: {
@@ -572,6 +596,15 @@ export function parseConfig(
   }
   if (raft.leaseRead && !raft.checkQuorum) {
     r.fail("raft.lease_read", raftNode, "lease reads require check_quorum: true");
+  }
+  const sec = out.security as SecuritySettings;
+  const tlsKeys = [sec.peerCert, sec.peerKey, sec.peerCa].filter((v) => v !== "").length;
+  if (tlsKeys !== 0 && tlsKeys !== 3) {
+    r.fail(
+      "security",
+      (top.get("security")?.value ?? null) as YamlNode | null,
+      "peer_cert, peer_key and peer_ca go together",
+    );
   }
   const lsm = out.lsm as LsmSettings;
   if (lsm.l0StopTrigger < lsm.l0CompactionTrigger) {

@@ -17,7 +17,9 @@ import type { LogStore } from "../raft/storage.ts";
 import { RaftNode } from "../raft/node.ts";
 import { type ConfChange, ConfChangeType, type ConfState } from "../raft/types.ts";
 import { openStorage } from "../storage/mod.ts";
-import { createTransport } from "../transport/mod.ts";
+import { createTransport, TcpTransport } from "../transport/mod.ts";
+import { peerSecurity } from "./peer_security.ts";
+import { Counter } from "./metrics.ts";
 import { ClientServer } from "./client_server.ts";
 import { createHttpHandler } from "./http.ts";
 import { HttpListener } from "./http_listener.ts";
@@ -207,7 +209,31 @@ export async function startServerWithHooks(
     peers,
     logger,
     maxConnections: config.limits.maxConnections,
+    security: await peerSecurity(config, id),
+    membersOnly: true,
   });
+  if (peerTransport instanceof TcpTransport) {
+    const st = peerTransport.stats;
+    new Counter({
+      name: "gokv_peer_unauthenticated_connections_total",
+      help: "Peer connections refused: no or wrong credential, or not a member, by reason.",
+      labelNames: ["reason"],
+      registers: [metrics.registry],
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(st.unauthenticated)) this.inc({ reason }, n);
+      },
+    });
+    new Counter({
+      name: "gokv_peer_nonmember_dropped_total",
+      help: "Peer connections or messages dropped because the sender is not a current member.",
+      registers: [metrics.registry],
+      collect() {
+        this.reset();
+        if (st.nonMemberDropped > 0) this.inc(st.nonMemberDropped);
+      },
+    });
+  }
   const transport = countingTransport(peerTransport, metrics);
 
   const init = opened.log.initialState();

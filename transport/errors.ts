@@ -93,7 +93,15 @@ export type ProtocolErrorReason =
   | "duplicate-hello"
   | "wrong-node"
   | "wrong-sender"
-  | "local-message";
+  | "local-message"
+  /** The Hello's sender is not (or no longer) a member. */
+  | "unknown-peer"
+  /** A cluster secret is configured and the dialer did not run the challenge-response. */
+  | "unauthenticated"
+  /** The challenge-response proof is wrong (no or another cluster secret, or a replay). */
+  | "bad-proof"
+  /** The TLS certificate's common name is not `node-<id>` of the claimed sender. */
+  | "wrong-identity";
 
 /** A peer sent something well-formed that the protocol does not allow. */
 export class ProtocolError extends Error {

@@ -35,6 +35,10 @@ export enum FrameType {
   Hello = 1,
   /** One encoded Raft message (transport/message_codec.ts). */
   Message = 2,
+  /** Receiver to dialer, when a cluster secret is configured: `nonceB | proofB` (64 bytes). */
+  Challenge = 3,
+  /** Dialer to receiver, answering a Challenge: `proofA` (32 bytes). */
+  Auth = 4,
 }
 
 /** A decoded frame. `payload` may be a view into the decoder's buffer: use it before `push`. */
@@ -51,10 +55,14 @@ export interface Hello {
   from: NodeId;
   /** The node the dialer believes it reached. */
   to: NodeId;
+  /** The dialer's nonce (32 bytes) when it authenticates with a cluster secret. */
+  nonce?: Uint8Array;
 }
 
-/** Payload size of a Hello frame. */
+/** Payload size of a Hello frame without a nonce. */
 export const HELLO_BYTES = 16;
+/** Payload size of a Hello frame with a nonce. */
+export const HELLO_AUTH_BYTES = 48;
 const TWO_32 = 0x1_0000_0000;
 const INITIAL_CAPACITY = 64 * 1024;
 const SHRINK_ABOVE = 1024 * 1024;
@@ -128,7 +136,11 @@ export function encodeHello(h: Hello): Uint8Array {
   for (const [k, v] of [["from", h.from], ["to", h.to]] as const) {
     if (!Number.isSafeInteger(v) || v < 0) throw new EncodeError(k, `bad node id ${v}`);
   }
-  const p = new Uint8Array(HELLO_BYTES);
+  if (h.nonce !== undefined && h.nonce.length !== HELLO_AUTH_BYTES - HELLO_BYTES) {
+    throw new EncodeError("nonce", `nonce is ${h.nonce.length} bytes`);
+  }
+  const p = new Uint8Array(h.nonce === undefined ? HELLO_BYTES : HELLO_AUTH_BYTES);
+  if (h.nonce !== undefined) p.set(h.nonce, HELLO_BYTES);
   const dv = new DataView(p.buffer);
   dv.setUint32(0, Math.floor(h.from / TWO_32));
   dv.setUint32(4, h.from >>> 0);
@@ -139,15 +151,24 @@ export function encodeHello(h: Hello): Uint8Array {
 
 /** Decodes a Hello payload; throws {@link DecodeError} if malformed. */
 export function decodeHello(p: Uint8Array): Hello {
-  if (p.length !== HELLO_BYTES) {
-    throw new DecodeError("bad-length", `hello is ${p.length} bytes, want ${HELLO_BYTES}`, 0);
+  if (p.length !== HELLO_BYTES && p.length !== HELLO_AUTH_BYTES) {
+    throw new DecodeError(
+      "bad-length",
+      `hello is ${p.length} bytes, want ${HELLO_BYTES} or ${HELLO_AUTH_BYTES}`,
+      0,
+    );
   }
   const dv = new DataView(p.buffer, p.byteOffset, p.byteLength);
   const fromHi = dv.getUint32(0);
   const toHi = dv.getUint32(8);
   if (fromHi > 0x1f_ffff) throw new DecodeError("bad-integer", "hello from exceeds 2^53-1", 0);
   if (toHi > 0x1f_ffff) throw new DecodeError("bad-integer", "hello to exceeds 2^53-1", 8);
-  return { from: fromHi * TWO_32 + dv.getUint32(4), to: toHi * TWO_32 + dv.getUint32(12) };
+  const h: Hello = {
+    from: fromHi * TWO_32 + dv.getUint32(4),
+    to: toHi * TWO_32 + dv.getUint32(12),
+  };
+  if (p.length === HELLO_AUTH_BYTES) h.nonce = p.slice(HELLO_BYTES);
+  return h;
 }
 
 /**
@@ -217,7 +238,7 @@ export class FrameDecoder {
     if (((b[s] << 8) | b[s + 1]) !== FRAME_MAGIC) this.#badMagic();
     if (b[s + 2] !== FRAME_VERSION) this.#badVersion();
     const type = b[s + 3];
-    if (type !== FrameType.Hello && type !== FrameType.Message) {
+    if (type < FrameType.Hello || type > FrameType.Auth) {
       throw new FrameError("bad-type", `unknown frame type ${type}`, 3);
     }
     const len = ((b[s + 4] << 24) | (b[s + 5] << 16) | (b[s + 6] << 8) | b[s + 7]) >>> 0;

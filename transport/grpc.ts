@@ -216,6 +216,14 @@ export class GrpcTransport implements PeerTransport {
   constructor(opts: TransportOptions) {
     this.#log = opts.logger ?? nullLogger;
     this.#o = resolveOptions(opts, this.#log);
+    const sec = this.#o.security;
+    if (sec.secret !== undefined || sec.tls !== undefined) {
+      // Refuse rather than run unauthenticated: peer authentication is implemented for tcp.
+      throw new TypeError(
+        "the grpc transport does not support peer authentication (cluster secret / TLS) yet; " +
+          "use transport: tcp",
+      );
+    }
     for (const [id, a] of this.#o.peers) this.addPeer(id, a);
   }
 

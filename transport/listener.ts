@@ -28,10 +28,18 @@ export interface AcceptLoopOptions {
 }
 
 /** A connection the loop accepted; call `release` exactly once when it is closed. */
-export type ConnHandler = (conn: Deno.TcpConn, release: () => void) => void;
+export type ConnHandler<C = Deno.TcpConn> = (conn: C, release: () => void) => void;
+
+/** What the loop accepts from: a Deno listener, or the peer transport's TLS listener. */
+export interface Acceptor<C> {
+  /** The next connection. */
+  accept(): Promise<C>;
+  /** Stops listening. */
+  close(): void;
+}
 
 /** Runs `listener`'s accept loop until {@link close}. */
-export class AcceptLoop {
+export class AcceptLoop<C extends { close(): void } = Deno.TcpConn> {
   #open = 0;
   #closed = false;
   #failing: string | undefined;
@@ -45,9 +53,9 @@ export class AcceptLoop {
 
   /** Starts accepting on `listener`; every connection goes to `onConn`. */
   constructor(
-    private readonly listener: Deno.TcpListener,
+    private readonly listener: Acceptor<C>,
     private readonly o: AcceptLoopOptions,
-    private readonly onConn: ConnHandler,
+    private readonly onConn: ConnHandler<C>,
   ) {
     this.done = this.#run().catch((e) => {
       this.o.logger.error(`${o.name} listener stopped`, { error: String(e) });
@@ -82,7 +90,7 @@ export class AcceptLoop {
     const max = this.o.backoffMaxMs ?? 1000;
     let backoff = min;
     while (!this.#closed) {
-      let conn: Deno.TcpConn;
+      let conn: C;
       try {
         conn = await this.listener.accept();
       } catch (e) {
@@ -197,7 +205,7 @@ export class ByteBudget {
   }
 }
 
-function closeQuietly(conn: Deno.Conn): void {
+function closeQuietly(conn: { close(): void }): void {
   try {
     conn.close();
   } catch { /* already closed */ }

@@ -9,6 +9,21 @@ import { MessageType, type NodeId } from "../raft/types.ts";
 import type { Transport } from "../raft/transport.ts";
 import { AddressError } from "./errors.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "./frame.ts";
+import type { PeerTlsMaterial } from "./peer_conn.ts";
+
+/** How peers prove they are members (see README "Security"); empty means open (loopback). */
+export interface PeerSecurity {
+  /**
+   * The cluster secret: every connection runs a challenge-response on its Hello
+   * (transport/peer_auth.ts); a dialer without the secret is refused.
+   */
+  secret?: Uint8Array;
+  /**
+   * Mutual TLS (tcp transport): peers must present a certificate signed by `ca` whose common
+   * name is `node-<id>` of the id they claim.
+   */
+  tls?: PeerTlsMaterial;
+}
 
 /** The transport implementations. */
 export type TransportKind = "tcp" | "grpc" | "memory";
@@ -51,6 +66,14 @@ export interface TransportOptions {
    * when messages to a peer are dropped because it cannot be reached (default true).
    */
   reportUnreachable?: boolean;
+  /** Peer authentication (default: none). */
+  security?: PeerSecurity;
+  /**
+   * Accept connections and messages only from current peers (those given in `peers` or added
+   * with `addPeer` and not removed since); others are refused and counted. Default false (the
+   * node server turns it on).
+   */
+  membersOnly?: boolean;
 }
 
 /** The options with every default filled in. */
@@ -83,6 +106,8 @@ export function resolveOptions(o: TransportOptions, logger: Logger): ResolvedOpt
     callTimeoutMs: o.callTimeoutMs ?? 5000,
     stallTimeoutMs: o.stallTimeoutMs ?? 30000,
     reportUnreachable: o.reportUnreachable ?? true,
+    security: o.security ?? {},
+    membersOnly: o.membersOnly ?? false,
   };
 }
 

@@ -12,6 +12,11 @@
  *   only Message frames from that sender, addressed to this node, of a kind that may cross the
  *   network. Anything else (garbage, truncated or oversized frames, a wrong version, invalid
  *   fields) closes that one connection with a `logger.warn` giving the reason.
+ * - Security (options `security`): with a cluster secret the Hello starts a challenge-response
+ *   (transport/peer_auth.ts) that both sides must pass before any message; with TLS material the
+ *   connections are mutual TLS (transport/peer_conn.ts) and the certificate's common name must be
+ *   `node-<id>` of the Hello's sender. A Hello from a node that is not a current peer, or a
+ *   message from a peer removed since, is refused and counted in {@link TcpStats}.
  *
  * @module
  */
@@ -24,6 +29,7 @@ import { type Message, MessageType, type NodeId, NONE } from "../raft/types.ts";
 import { EncodeError, FrameError, ProtocolError } from "./errors.ts";
 import {
   decodeHello,
+  encodeFrame,
   encodeHello,
   FRAME_HEADER_BYTES,
   FRAME_TRAILER_BYTES,
@@ -33,6 +39,8 @@ import {
   writeMessageFrame,
 } from "./frame.ts";
 import { decodeMessage, encodedMessageSize } from "./message_codec.ts";
+import { dialPeer, listenPeer, type PeerConn, type PeerListener } from "./peer_conn.ts";
+import { newNonce, NONCE_BYTES, peerProof, PROOF_BYTES, proofMatches } from "./peer_auth.ts";
 import {
   backoffDelay,
   formatAddress,
@@ -56,7 +64,14 @@ export interface TcpStats {
   dropped: number;
   /** Inbound connections closed because of bad input. */
   rejectedConnections: number;
+  /** Inbound connections refused because the dialer did not authenticate, by reason. */
+  unauthenticated: Record<string, number>;
+  /** Messages dropped because their sender is not (or no longer) a member. */
+  nonMemberDropped: number;
 }
+
+/** ProtocolError reasons that mean "this dialer did not prove it is a member". */
+const AUTH_REASONS = new Set(["unknown-peer", "unauthenticated", "bad-proof", "wrong-identity"]);
 
 /** The TCP {@link PeerTransport}. */
 export class TcpTransport implements PeerTransport {
@@ -65,15 +80,21 @@ export class TcpTransport implements PeerTransport {
   readonly #o: ResolvedOptions;
   readonly #log: Logger;
   readonly #peers = new PeerTable<TcpPeer>();
-  readonly #inbound = new Set<Deno.TcpConn>();
+  readonly #inbound = new Set<PeerConn>();
   readonly #tasks = new Set<Promise<void>>();
-  #listener: Deno.TcpListener | null = null;
-  #accept: AcceptLoop | null = null;
+  #listener: PeerListener | null = null;
+  #accept: AcceptLoop<PeerConn> | null = null;
+  #starting = false;
   #handler: MessageHandler | null = null;
   #address = "";
   #closed = false;
   /** Counters (see {@link TcpStats}). */
-  readonly stats: TcpStats = { dropped: 0, rejectedConnections: 0 };
+  readonly stats: TcpStats = {
+    dropped: 0,
+    rejectedConnections: 0,
+    unauthenticated: {},
+    nonMemberDropped: 0,
+  };
 
   /** Creates a transport; nothing is bound or dialed until used. */
   constructor(opts: TransportOptions) {
@@ -88,18 +109,20 @@ export class TcpTransport implements PeerTransport {
   }
 
   /** Binds the listen address and starts accepting peers. */
-  start(handler: MessageHandler): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error("transport closed"));
-    if (this.#listener !== null) return Promise.reject(new Error("transport already started"));
-    try {
-      const { hostname, port } = parseAddress(this.#o.listen);
-      this.#listener = Deno.listen({ hostname, port, transport: "tcp" });
-      this.#address = formatAddress(hostname, this.#listener.addr.port);
-    } catch (e) {
-      return Promise.reject(e); // bad address, port in use...
+  async start(handler: MessageHandler): Promise<void> {
+    if (this.#closed) throw new Error("transport closed");
+    if (this.#listener !== null || this.#starting) throw new Error("transport already started");
+    this.#starting = true;
+    const { hostname, port } = parseAddress(this.#o.listen);
+    const listener = await listenPeer(hostname, port, this.#o.security.tls); // may throw
+    if (this.#closed) {
+      listener.close();
+      throw new Error("transport closed");
     }
+    this.#listener = listener;
+    this.#address = formatAddress(hostname, listener.port);
     this.#handler = handler;
-    this.#accept = new AcceptLoop(this.#listener, {
+    this.#accept = new AcceptLoop<PeerConn>(listener, {
       name: "peer",
       maxConnections: this.#o.maxConnections,
       logger: this.#log,
@@ -109,15 +132,16 @@ export class TcpTransport implements PeerTransport {
         release();
         return;
       }
-      try {
-        conn.setNoDelay(true);
-      } catch { /* not fatal */ }
       this.#inbound.add(conn);
       this.#track(this.#serve(conn).finally(release));
     });
     this.#track(this.#accept.done);
-    this.#log.info("transport: tcp listening", { id: this.#o.id, address: this.#address });
-    return Promise.resolve();
+    this.#log.info("transport: tcp listening", {
+      id: this.#o.id,
+      address: this.#address,
+      tls: this.#o.security.tls !== undefined,
+      secret: this.#o.security.secret !== undefined,
+    });
   }
 
   /** Queues messages; never throws, never blocks. */
@@ -238,18 +262,51 @@ export class TcpTransport implements PeerTransport {
     }
   }
 
-  async #serve(conn: Deno.TcpConn): Promise<void> {
+  /** Checks a Hello: addressed here, from a member, with the credential the config requires. */
+  async #admit(conn: PeerConn, hello: Hello): Promise<Uint8Array | null> {
+    if (hello.to !== this.#o.id) {
+      throw new ProtocolError("wrong-node", `hello for node ${hello.to}, this is ${this.#o.id}`);
+    }
+    if (this.#o.membersOnly && this.#peers.get(hello.from) === undefined) {
+      throw new ProtocolError("unknown-peer", `node ${hello.from} is not a member`);
+    }
+    const sec = this.#o.security;
+    if (sec.tls !== undefined && conn.peerCommonName !== `node-${hello.from}`) {
+      throw new ProtocolError(
+        "wrong-identity",
+        `hello from node ${hello.from} with a certificate for ${conn.peerCommonName}`,
+      );
+    }
+    if (sec.secret === undefined) return null;
+    if (hello.nonce === undefined) {
+      throw new ProtocolError("unauthenticated", "hello without a nonce (no cluster secret)");
+    }
+    const nonceB = newNonce();
+    const p = new Uint8Array(NONCE_BYTES + PROOF_BYTES);
+    p.set(nonceB);
+    p.set(
+      peerProof(sec.secret, "receiver", hello.from, hello.to, hello.nonce, nonceB),
+      NONCE_BYTES,
+    );
+    await writeFully(conn, encodeFrame(FrameType.Challenge, p));
+    return peerProof(sec.secret, "dialer", hello.from, hello.to, hello.nonce, nonceB);
+  }
+
+  async #serve(conn: PeerConn): Promise<void> {
     const dec = new FrameDecoder(this.#o.maxFrameBytes);
     const buf = new Uint8Array(READ_BUFFER_BYTES);
-    const remote = formatAddress(conn.remoteAddr.hostname, conn.remoteAddr.port);
+    const remote = conn.remote;
     let hello: Hello | null = null;
+    /** The dialer's expected proof while a challenge is outstanding. */
+    let expect: Uint8Array | null = null;
+    let ready = false;
     try {
       for (;;) {
         let n: number | null;
         // A frame left half-sent for too long, or a connection that does not say Hello in
         // time, is closed (it would pin memory or a descriptor).
         let stalled = false;
-        const timer = dec.buffered > 0 || hello === null
+        const timer = dec.buffered > 0 || !ready
           ? setTimeout(() => {
             stalled = true;
             closeQuietly(conn);
@@ -268,10 +325,10 @@ export class TcpTransport implements PeerTransport {
           clearTimeout(timer);
         }
         if (stalled && !this.#closed) {
-          if (hello === null && dec.buffered === 0) {
+          if (!ready && dec.buffered === 0) {
             throw new ProtocolError(
-              "expected-hello",
-              `no Hello within ${this.#o.stallTimeoutMs} ms`,
+              hello === null ? "expected-hello" : "unauthenticated",
+              `no ${hello === null ? "Hello" : "Auth"} within ${this.#o.stallTimeoutMs} ms`,
             );
           }
           throw new FrameError(
@@ -281,6 +338,10 @@ export class TcpTransport implements PeerTransport {
         }
         if (n === null) {
           dec.finish();
+          if (hello !== null && !ready) {
+            // A dialer whose check of our proof failed (another secret) hangs up here.
+            throw new ProtocolError("unauthenticated", "closed before Auth");
+          }
           return;
         }
         dec.push(buf.subarray(0, n));
@@ -290,12 +351,19 @@ export class TcpTransport implements PeerTransport {
               throw new ProtocolError("expected-hello", "first frame must be Hello");
             }
             hello = decodeHello(f.payload);
-            if (hello.to !== this.#o.id) {
-              throw new ProtocolError(
-                "wrong-node",
-                `hello for node ${hello.to}, this is ${this.#o.id}`,
-              );
+            expect = await this.#admit(conn, hello);
+            ready = expect === null;
+            continue;
+          }
+          if (!ready) {
+            if (f.type !== FrameType.Auth) {
+              throw new ProtocolError("unauthenticated", `frame type ${f.type} before Auth`);
             }
+            if (!proofMatches(expect!, f.payload)) {
+              throw new ProtocolError("bad-proof", `node ${hello.from} failed the challenge`);
+            }
+            ready = true;
+            expect = null;
             continue;
           }
           if (f.type !== FrameType.Message) {
@@ -315,6 +383,10 @@ export class TcpTransport implements PeerTransport {
             throw new ProtocolError("local-message", `message type ${m.type} is local`);
           }
           if (this.#closed) return;
+          if (this.#o.membersOnly && this.#peers.get(m.from) === undefined) {
+            // Removed from the configuration since it connected: drop, count, close.
+            throw new ProtocolError("unknown-peer", `node ${m.from} is no longer a member`);
+          }
           this.#deliver(m);
         }
         // Before its Hello a connection is nobody: it may not make us buffer a large frame.
@@ -329,6 +401,10 @@ export class TcpTransport implements PeerTransport {
       if (this.#closed) return;
       this.stats.rejectedConnections++;
       const err = e as Error & { reason?: string };
+      if (err.reason !== undefined && AUTH_REASONS.has(err.reason)) {
+        this.stats.unauthenticated[err.reason] = (this.stats.unauthenticated[err.reason] ?? 0) + 1;
+        if (err.reason === "unknown-peer") this.stats.nonMemberDropped++;
+      }
       this.#log.warn("transport: closing inbound connection on bad input", {
         remote,
         peer: hello?.from,
@@ -355,7 +431,7 @@ class TcpPeer {
   #outLen = 0;
   #outCount = 0;
   #spare: Uint8Array | null = null;
-  #conn: Deno.TcpConn | null = null;
+  #conn: PeerConn | null = null;
   #running = false;
   #closed = false;
   #wake: (() => void) | null = null;
@@ -496,14 +572,14 @@ class TcpPeer {
     }
   }
 
-  async #dial(): Promise<Deno.TcpConn> {
+  async #dial(): Promise<PeerConn> {
     const o = this.#t.options;
     const { hostname, port } = parseAddress(this.address);
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), o.dialTimeoutMs);
-    let conn: Deno.TcpConn;
+    let conn: PeerConn;
     try {
-      conn = await Deno.connect({ hostname, port, transport: "tcp", signal: ac.signal });
+      conn = await dialPeer(hostname, port, ac.signal, o.security.tls);
     } finally {
       clearTimeout(timer);
     }
@@ -512,8 +588,10 @@ class TcpPeer {
       throw new Error("peer closed");
     }
     try {
-      conn.setNoDelay(true);
-      await this.#writeAll(conn, encodeHello({ from: o.id, to: this.id }));
+      const secret = o.security.secret;
+      const nonce = secret === undefined ? undefined : newNonce();
+      await this.#writeAll(conn, encodeHello({ from: o.id, to: this.id, nonce }));
+      if (secret !== undefined) await this.#answerChallenge(conn, secret, nonce!);
     } catch (e) {
       closeQuietly(conn);
       throw e;
@@ -523,7 +601,36 @@ class TcpPeer {
     return conn;
   }
 
-  async #watch(conn: Deno.TcpConn): Promise<void> {
+  /** Reads the receiver's Challenge, checks its proof and sends ours (transport/peer_auth.ts). */
+  async #answerChallenge(conn: PeerConn, secret: Uint8Array, nonceA: Uint8Array): Promise<void> {
+    const o = this.#t.options;
+    const dec = new FrameDecoder(NONCE_BYTES + PROOF_BYTES);
+    const buf = new Uint8Array(256);
+    const timer = setTimeout(() => closeQuietly(conn), o.dialTimeoutMs);
+    let f = null;
+    try {
+      while (f === null) {
+        const n = await conn.read(buf);
+        if (n === null) throw new ProtocolError("unauthenticated", "closed before a Challenge");
+        dec.push(buf.subarray(0, n));
+        f = dec.next();
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    if (f.type !== FrameType.Challenge || f.payload.length !== NONCE_BYTES + PROOF_BYTES) {
+      throw new ProtocolError("unauthenticated", `expected a Challenge, got frame type ${f.type}`);
+    }
+    const nonceB = f.payload.slice(0, NONCE_BYTES);
+    const want = peerProof(secret, "receiver", o.id, this.id, nonceA, nonceB);
+    if (!proofMatches(want, f.payload.subarray(NONCE_BYTES))) {
+      throw new ProtocolError("bad-proof", `node ${this.id} does not hold the cluster secret`);
+    }
+    const proof = peerProof(secret, "dialer", o.id, this.id, nonceA, nonceB);
+    await this.#writeAll(conn, encodeFrame(FrameType.Auth, proof));
+  }
+
+  async #watch(conn: PeerConn): Promise<void> {
     const buf = new Uint8Array(64);
     try {
       while ((await conn.read(buf)) !== null) { /* ignore */ }
@@ -531,7 +638,7 @@ class TcpPeer {
     this.#disconnect(conn);
   }
 
-  #disconnect(conn: Deno.TcpConn): void {
+  #disconnect(conn: PeerConn): void {
     if (this.#conn === conn) this.#conn = null;
     closeQuietly(conn);
   }
@@ -553,7 +660,7 @@ class TcpPeer {
     if (batch.buffer.byteLength <= OUT_KEEP_BYTES) this.#spare = new Uint8Array(batch.buffer);
   }
 
-  async #writeAll(conn: Deno.TcpConn, data: Uint8Array): Promise<void> {
+  async #writeAll(conn: PeerConn, data: Uint8Array): Promise<void> {
     const stall = this.#t.options.stallTimeoutMs;
     let off = 0;
     while (off < data.length) {
@@ -573,8 +680,10 @@ class TcpPeer {
   }
 }
 
-function closeQuietly(c: Deno.Conn): void {
-  try {
-    c.close();
-  } catch { /* already closed */ }
+function closeQuietly(c: PeerConn): void {
+  c.close();
+}
+
+async function writeFully(conn: PeerConn, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
 }

@@ -5,14 +5,17 @@
  */
 import type { LogFields, Logger } from "../raft/logger.ts";
 
-/** Polls `cond` every few ms until it holds; throws after `timeoutMs`. */
+/** Polls `cond` every few ms (running `each` first) until it holds; throws after `timeoutMs`. */
 export async function waitFor(
   cond: () => boolean,
   timeoutMs: number,
   what: string,
+  each?: () => void,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
+  for (;;) {
+    each?.();
+    if (cond()) return;
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     }
