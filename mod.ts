@@ -77,6 +77,7 @@ export {
   type NodeConfig,
   parseConfig,
   type RaftSettings,
+  type SecuritySettings,
   type SessionSettings,
 } from "./config/config.ts";
 export {
