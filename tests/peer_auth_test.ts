@@ -15,8 +15,11 @@ const enc = new TextEncoder();
 
 async function get(http: string, key: string): Promise<string | undefined> {
   const res = await fetch(`http://${http}/v1/kv/${key}`, { signal: AbortSignal.timeout(3000) });
-  const body = await res.json();
-  return body.value;
+  if (!res.ok) {
+    await res.body?.cancel();
+    return undefined;
+  }
+  return await res.text(); // values are served raw
 }
 
 /** Sends the forged AppendEntries to `peer` as node `leader`; returns when written. */
