@@ -60,7 +60,7 @@ export interface LsmStateMachineOptions {
   lsm?: LsmOptions;
   /** Set as {@link LsmDb.onBackgroundWork} on every LSM database it opens (metrics). */
   onBackgroundWork?: LsmDb["onBackgroundWork"];
-  /** The file system of the state machine's own files (default: the real one). */
+  /** The file system of the state machine and of its LSM engine (default: the real one). */
   env?: Env;
 }
 
@@ -102,7 +102,7 @@ export class LsmStateMachine implements KvStateMachine {
 
   /** Opens (or creates) the state machine in `dir`. */
   static async open(dir: string, opts: LsmStateMachineOptions = {}): Promise<LsmStateMachine> {
-    const env = opts.env ?? denoEnv;
+    const env = opts.env ?? opts.lsm?.env ?? denoEnv;
     mkdirDurable(env, dir);
     const raw = readFileIfExists(env, join(dir, CURRENT));
     let gen = 1;
@@ -119,7 +119,8 @@ export class LsmStateMachine implements KvStateMachine {
         env.removeSync(join(dir, d.name), { recursive: true });
       }
     }
-    const lsmOptions = opts.lsm ?? {};
+    // The engine's files go through the same file system.
+    const lsmOptions: LsmOptions = { ...opts.lsm, env };
     const db = await LsmDb.open(join(dir, genDir(gen)), lsmOptions);
     db.onBackgroundWork = opts.onBackgroundWork;
     try {
