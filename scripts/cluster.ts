@@ -130,6 +130,8 @@ async function start(configPath: string, runDir: string, timeoutMs: number): Pro
   for (const n of config.nodes) {
     console.log(`  node ${n.id}: client ${n.client}  http http://${n.http}  peer ${n.peer}`);
   }
+  const lead = config.nodes.find((n) => n.id === leader) ?? config.nodes[0];
+  console.log(`console: http://${lead.http}/ui`);
   if (onPath("gokv")) {
     console.log(`\ntry: gokv set hello "hello world"`);
   } else {
