@@ -277,47 +277,37 @@ function fmtRow(r: Result): string {
     }% cpu${r.errors ? `  errors ${r.errors}` : ""}`;
 }
 
-const common = ["--n", String(N), "--keys", a.keys!, "--vsize", a.vsize!];
+/** The load arguments every generator (gokv_load.ts, etcdload, kvload.ts) takes. */
+function loadArgs(endpoints: string[], op: string, c: number): string[] {
+  return [
+    "--endpoints",
+    endpoints.join(","),
+    "--op",
+    op,
+    "--c",
+    String(c),
+    "--n",
+    String(N),
+    "--keys",
+    a.keys!,
+    "--vsize",
+    a.vsize!,
+  ];
+}
 let etcdSystem: System | undefined;
 if (!a["no-etcd"]) {
   if (!await etcdAvailable()) {
     console.error("etcd not installed (apt-get install -y etcd-server etcd-client): gokv only");
-  } else if (a["etcd-client"] === "etcd3") {
-    etcdSystem = {
-      name: "etcd",
-      pids: etcdPids,
-      generator: (op, c) => [
-        Deno.execPath(),
-        "run",
-        "-A",
-        join(ANCHORS, "kvload.ts"),
-        "--driver",
-        "etcd",
-        "--endpoints",
-        ETCD_ENDPOINTS.join(","),
-        "--op",
-        op,
-        "--c",
-        String(c),
-        ...common,
-      ],
-    };
   } else {
-    const bin = await etcdload();
-    if (bin) {
+    // The generator command without its load arguments (the same for every generator).
+    const base = a["etcd-client"] === "etcd3"
+      ? [Deno.execPath(), "run", "-A", join(ANCHORS, "kvload.ts"), "--driver", "etcd"]
+      : await etcdload().then((bin) => bin ? [bin] : undefined);
+    if (base) {
       etcdSystem = {
         name: "etcd",
         pids: etcdPids,
-        generator: (op, c) => [
-          bin,
-          "--endpoints",
-          ETCD_ENDPOINTS.join(","),
-          "--op",
-          op,
-          "--c",
-          String(c),
-          ...common,
-        ],
+        generator: (op, c) => [...base, ...loadArgs(ETCD_ENDPOINTS, op, c)],
       };
     }
   }
@@ -335,15 +325,10 @@ try {
       "run",
       "-A",
       join(ROOT, "bench", "gokv_load.ts"),
-      "--endpoints",
-      gokv.endpoints.join(","),
-      "--op",
-      op,
-      "--c",
-      String(c),
-      ...common,
+      ...loadArgs(gokv.endpoints, op, c),
     ],
   };
+
   if (etcdSystem) {
     await etcdCluster("start");
     etcdStarted = true;
