@@ -6,6 +6,7 @@
  * (or LSM_BENCH_QUICK=1). Prints ops/s per workload and the lsm/level ratio.
  */
 import { LsmDb } from "../lsm/mod.ts";
+import { mulberry32 } from "../lsm/prng.ts";
 
 interface Result {
   name: string;
@@ -22,18 +23,6 @@ const rounds = roundsArg ? Number(roundsArg.slice(9)) : 1;
 const SIZES = quick
   ? { fill: 200_000, puts: 20_000, gets: 40_000, syncs: 2_000 }
   : { fill: 1_000_000, puts: 100_000, gets: 200_000, syncs: 10_000 };
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function keyOf(i: number): Uint8Array {
   const s = String(i).padStart(16, "0");
@@ -102,7 +91,7 @@ async function child(kind: string): Promise<void> {
   const results: Result[] = [];
   try {
     const db = await openEngine(kind, dir);
-    const r = rng(42);
+    const r = mulberry32(42);
     const value = new Uint8Array(100);
     for (let i = 0; i < 100; i++) value[i] = Math.floor(r() * 256);
     const N = SIZES.fill;

@@ -25,6 +25,7 @@
  * @module
  */
 import type { DirEntry, Env, EnvFile, EnvLock, FileInfo, OpenOptions } from "./env.ts";
+import { mulberry32 } from "./prng.ts";
 
 /** Thrown by the operation at which a simulated crash happens and by every later call of the crashed process. */
 export class SimulatedCrashError extends Error {
@@ -124,18 +125,6 @@ function parts(path: string): string[] {
   return out;
 }
 
-/** mulberry32. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** The shared state of the simulated disk (every process view sees it). */
 class Disk {
   root: DirNode = newDir();
@@ -165,7 +154,7 @@ export class FaultEnv implements Env {
   /** Creates an empty file system (just "/") and its first process view. */
   constructor(opts: FaultEnvOptions = {}) {
     this.disk = new Disk(
-      prng(opts.seed ?? 1),
+      mulberry32(opts.seed ?? 1),
       opts.tornWrites ?? false,
       opts.reorderSyncs ?? false,
     );

@@ -4,18 +4,10 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { mulberry32 } from "./prng.ts";
 
 /** Deterministic PRNG (mulberry32) returning floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const prng: (seed: number) => () => number = mulberry32;
 
 /** Random bytes of length n from `r`. */
 export function randomBytes(r: () => number, n: number): Uint8Array {

@@ -20,6 +20,7 @@ import {
   resolveOptions,
   type TransportOptions,
 } from "./options.ts";
+import { mulberry32 } from "../lsm/prng.ts";
 
 /** Faults applied to every message crossing a {@link MemoryNetwork}. Rates are 0..1. */
 export interface FaultOptions {
@@ -43,18 +44,6 @@ export interface MemoryNetworkStats {
   dropped: number;
   /** Extra copies delivered. */
   duplicated: number;
-}
-
-/** A seeded PRNG (mulberry32) so fault schedules are reproducible. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** The in-process network: routes encoded messages between memory transports by address. */

@@ -1,0 +1,18 @@
+/**
+ * The one seeded pseudo-random generator of the code outside the Raft simulator (which has its
+ * own, raft/sim/prng.ts): fault schedules, test data and benchmark keys replay from a seed.
+ *
+ * @module
+ */
+
+/** mulberry32: a seeded generator of floats in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
