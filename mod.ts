@@ -22,6 +22,16 @@
  * await Deno.remove(dir, { recursive: true });
  * ```
  *
+ * Use a cluster as a Deno KV (the API of `Deno.Kv`, through KV Connect; README "Use gokv as your
+ * Deno KV"):
+ * ```ts ignore
+ * import { openKv } from "@gokv/gokv";
+ * const kv = await openKv("http://127.0.0.1:9001/kv", { token: "my-token" });
+ * await kv.set(["users", "ada"], { name: "Ada" });
+ * console.log((await kv.get(["users", "ada"])).value);
+ * kv.close();
+ * ```
+ *
  * Embed a node:
  * ```ts ignore
  * import { startNode } from "@gokv/gokv";
@@ -71,6 +81,7 @@ export {
   ConfigError,
   configFromObject,
   defaultConfig,
+  type KvConnectSettings,
   loadConfig,
   type LogSettings,
   type LsmSettings,
@@ -87,3 +98,23 @@ export {
   MAX_VALUE_BYTES,
   type NodeLimits,
 } from "./config/limits.ts";
+export {
+  type AtomicCheck,
+  AtomicOperation,
+  Kv,
+  type KvCommitError,
+  type KvCommitResult,
+  KvConnectRequestError,
+  type KvConsistencyLevel,
+  type KvEntry,
+  type KvEntryMaybe,
+  type KvKey,
+  type KvKeyPart,
+  KvListIterator,
+  type KvListOptions,
+  type KvListSelector,
+  type KvMutation,
+  KvU64,
+  openKv,
+  type OpenKvOptions,
+} from "./client/kv.ts";

@@ -110,6 +110,15 @@ export interface SecuritySettings {
   peerCa: string;
 }
 
+/** The KV Connect server (`Deno.openKv("http://<node>/kv")`, README "Use gokv as your Deno KV"). */
+export interface KvConnectSettings {
+  /** The access token a client presents (`DENO_KV_ACCESS_TOKEN`); empty: KV Connect refuses
+   * every metadata exchange. */
+  accessToken: string;
+  /** How long the data-path token and the metadata of one exchange stay valid (ms). */
+  tokenTtlMs: number;
+}
+
 /** The whole validated configuration. */
 export interface Config {
   /** The file it was read from ("" when built in code). */
@@ -134,6 +143,8 @@ export interface Config {
   limits: NodeLimits;
   /** Peer security settings. */
   security: SecuritySettings;
+  /** KV Connect settings. */
+  kvConnect: KvConnectSettings;
 }
 
 /** A configuration problem: exit code 2 in the CLI. */
@@ -283,6 +294,20 @@ const SECTIONS: Record<string, Record<string, KeySpec>> = {
     peer_cert: { kind: "string", default: "", doc: "peer TLS certificate (PEM; {id} = node id)" },
     peer_key: { kind: "string", default: "", doc: "peer TLS private key (PEM; {id} = node id)" },
     peer_ca: { kind: "string", default: "", doc: "CA of every member's peer certificate (PEM)" },
+  },
+  kv_connect: {
+    access_token: {
+      kind: "string",
+      default: "",
+      doc: "KV Connect access token (DENO_KV_ACCESS_TOKEN of clients); empty: KV Connect refused",
+    },
+    token_ttl_ms: {
+      kind: "int",
+      default: 3_600_000,
+      min: 1_000,
+      max: 7 * 24 * 3_600_000,
+      doc: "lifetime of a KV Connect data-path token (clients renew before it ends)",
+    },
   },
   log: {
     level: {
@@ -519,7 +544,7 @@ export function parseConfig(
     for (const [key, spec] of Object.entries(keys)) {
       sec[camel(key)] = scalar(`${section}.${key}`, key, spec, pairs.get(key));
     }
-    out[section] = sec;
+    out[camel(section)] = sec;
   }
 
   // Unknown GOKV_<SECTION>_* variables are misspellings too.

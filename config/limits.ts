@@ -65,6 +65,24 @@ export interface NodeLimits {
   /** Bytes of partially received requests one listener holds for all its connections; a
    * connection that needs more waits (and is dropped at the request timeout). */
   bufferedBytes: number;
+  /** KV Connect (server/kv_connect.ts; Deno's defaults): longest key of a write (bytes). */
+  kvWriteKeyBytes: number;
+  /** KV Connect: longest key of a read (bytes; one more than a write's, for range ends). */
+  kvReadKeyBytes: number;
+  /** KV Connect: largest value (bytes). */
+  kvValueBytes: number;
+  /** KV Connect: ranges in one snapshot read. */
+  kvReadRanges: number;
+  /** KV Connect: entries one snapshot read may ask for, over all its ranges. */
+  kvReadEntries: number;
+  /** KV Connect: checks in one atomic write. */
+  kvChecks: number;
+  /** KV Connect: mutations in one atomic write. */
+  kvMutations: number;
+  /** KV Connect: bytes of keys and values in one atomic write. */
+  kvWriteBytes: number;
+  /** KV Connect: keys in one watch. */
+  kvWatchedKeys: number;
 }
 
 /** One configurable node limit: its YAML key, default, bounds and meaning. */
@@ -140,6 +158,79 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
     min: 1 * MIB,
     max: 64 * 1024 * MIB,
     doc: "bytes of partly received requests held per listener",
+  },
+  // KV Connect (`Deno.openKv(url)`): Deno KV's own limits by default (the limits of its server).
+  {
+    key: "kv_connect_write_key_bytes",
+    field: "kvWriteKeyBytes",
+    default: 2048,
+    min: 1,
+    max: MAX_KEY_BYTES - 64,
+    doc: "KV Connect: longest key of a write",
+  },
+  {
+    key: "kv_connect_read_key_bytes",
+    field: "kvReadKeyBytes",
+    default: 2049,
+    min: 1,
+    max: MAX_KEY_BYTES,
+    doc: "KV Connect: longest key of a read",
+  },
+  {
+    key: "kv_connect_value_bytes",
+    field: "kvValueBytes",
+    default: 64 * KIB,
+    min: 1,
+    max: MAX_VALUE_BYTES,
+    doc: "KV Connect: largest value",
+  },
+  {
+    key: "kv_connect_read_ranges",
+    field: "kvReadRanges",
+    default: 10,
+    min: 1,
+    max: 1000,
+    doc: "KV Connect: ranges per snapshot read",
+  },
+  {
+    key: "kv_connect_read_entries",
+    field: "kvReadEntries",
+    default: 1000,
+    min: 1,
+    max: MAX_SCAN_PAGE_PAIRS,
+    doc: "KV Connect: entries per snapshot read (all ranges)",
+  },
+  {
+    key: "kv_connect_checks",
+    field: "kvChecks",
+    default: 10,
+    min: 0,
+    max: 10_000,
+    doc: "KV Connect: checks per atomic write",
+  },
+  {
+    key: "kv_connect_mutations",
+    field: "kvMutations",
+    default: 1000,
+    min: 1,
+    max: 100_000,
+    doc: "KV Connect: mutations per atomic write",
+  },
+  {
+    key: "kv_connect_write_bytes",
+    field: "kvWriteBytes",
+    default: 800 * KIB,
+    min: 1 * KIB,
+    max: MAX_VALUE_BYTES,
+    doc: "KV Connect: bytes of keys and values per atomic write",
+  },
+  {
+    key: "kv_connect_watched_keys",
+    field: "kvWatchedKeys",
+    default: 10,
+    min: 1,
+    max: 10_000,
+    doc: "KV Connect: keys per watch",
   },
 ];
 

@@ -258,6 +258,24 @@ export function fromBase64(s: string): Uint8Array {
   return latin1ToBytes(atob(s));
 }
 
+/** Encodes bytes as base64url without padding. */
+export function toBase64Url(b: Uint8Array): string {
+  return toBase64(b).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Decodes base64url (padded or not; standard base64 too). Throws on malformed input. */
+export function fromBase64Url(s: string): Uint8Array {
+  const std = s.replace(/-/g, "+").replace(/_/g, "/");
+  return fromBase64(std + "=".repeat((4 - (std.length % 4)) % 4));
+}
+
+/** Lowercase hex digits of bytes. */
+export function toHex(b: Uint8Array): string {
+  let s = "";
+  for (const x of b) s += x.toString(16).padStart(2, "0");
+  return s;
+}
+
 /** The smallest byte string greater than every string with `prefix`, or undefined if none. */
 export function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
   const end = prefix.slice();

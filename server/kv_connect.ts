@@ -1,0 +1,609 @@
+/**
+ * The KV Connect server: the protocol of `Deno.openKv("http://<node>/kv")` (Deno's own client,
+ * `DENO_KV_ACCESS_TOKEN`) on the node's HTTP port, from the facts of the KV Connect
+ * specification.
+ *
+ * | Method and path                                   | Meaning                                    |
+ * |---------------------------------------------------|--------------------------------------------|
+ * | `POST /kv` (also `/kv/` and `/`)                  | metadata exchange (JSON), versions 1-3     |
+ * | `POST /kv/v{1,2,3}/snapshot_read`                 | strong endpoint: linearizable reads        |
+ * | `POST /kv/v{1,2,3}/atomic_write`                  | strong endpoint: writes (a follower forwards them to the leader) |
+ * | `POST /kv/v3/watch`                               | watch stream                               |
+ * | `POST /kv/eventual/v{1,2,3}/snapshot_read`, `…/v3/watch` | eventual endpoint: this node's serializable view |
+ *
+ * The metadata exchange checks the access token ({@link AccessCheck}), picks the highest
+ * protocol version both sides speak, and answers the database id (the cluster's id, kept in
+ * the replicated state), the endpoints (the strong one first: Deno's client uses only that) and a
+ * data-path token bound to the database id with an expiry (server/kv_connect_auth.ts). The data
+ * path is ProtoBuf (client/kv_connect.proto). Errors are plain text with the status Deno's
+ * client acts on: 4xx is final (bad request, limits, type errors: 400; bad token: 401; a
+ * read-only token writing: 403), 5xx is retried (no leader, timeouts: 503).
+ *
+ * @module
+ */
+import {
+  type AtomicWrite,
+  AtomicWriteStatus,
+  decodeAtomicWrite,
+  decodeSnapshotRead,
+  decodeWatch,
+  encodeAtomicWriteOutput,
+  encodeSnapshotReadOutput,
+  encodeWatchOutput,
+  KvConnectDecodeError,
+  type KvEntryMsg,
+  MutationType,
+  type ReadRange,
+  SnapshotReadStatus,
+  ValueEncoding,
+  watchFrame,
+  type WatchKeyOutput,
+} from "../client/kv_connect_codec.ts";
+import {
+  InvalidArgumentError,
+  NotLeaderError,
+  TimeoutError,
+  UnavailableError,
+} from "../client/errors.ts";
+import { LimitError, type NodeLimits } from "../config/limits.ts";
+import { toHex as hex } from "../storage/bytes.ts";
+import {
+  type AccessCheck,
+  type DataPathTokens,
+  type KvRole,
+  TokenError,
+} from "./kv_connect_auth.ts";
+
+/** One stored entry as the store returns it. */
+export interface StoreEntry {
+  /** The key. */
+  key: Uint8Array;
+  /** The value bytes. */
+  value: Uint8Array;
+  /** Their encoding (`VE_*`). */
+  encoding: ValueEncoding;
+  /** 10 bytes: the commit that wrote it. */
+  versionstamp: Uint8Array;
+}
+
+/** Read consistency: `strong` (linearizable, after a ReadIndex barrier) or `eventual` (this
+ * node's state machine as it is). */
+export type Consistency = "strong" | "eventual";
+
+/** One check of an atomic operation (`versionstamp` null: the key must be absent). */
+export interface StoreCheck {
+  /** The key. */
+  key: Uint8Array;
+  /** The versionstamp it must have, or null. */
+  versionstamp: Uint8Array | null;
+}
+
+/** One mutation of an atomic operation. */
+export type StoreMutation =
+  | {
+    type: "set" | "setSuffixVersionstampedKey";
+    key: Uint8Array;
+    value: Uint8Array;
+    encoding: ValueEncoding;
+    expireAt?: number;
+  }
+  | { type: "delete"; key: Uint8Array }
+  | { type: "sum" | "min" | "max"; key: Uint8Array; value: Uint8Array };
+
+/** The outcome of an atomic operation. */
+export type StoreAtomicResult =
+  | { ok: true; versionstamp: Uint8Array }
+  | { ok: false; failedChecks: number[] };
+
+/** What the KV Connect server needs of the node (the data model of server/service.ts). */
+export interface KvConnectStore {
+  /** The database id: the cluster's UUID. */
+  databaseId(): Promise<string>;
+  /** Point reads from one snapshot (null: absent). */
+  getMany(
+    keys: Uint8Array[],
+    opts: { consistency: Consistency },
+  ): Promise<{ entries: (StoreEntry | null)[]; consistency: Consistency }>;
+  /** At most `limit` entries of `[start, end)`, in key order or reversed, from one snapshot. */
+  range(r: {
+    start: Uint8Array;
+    end: Uint8Array;
+    limit: number;
+    reverse: boolean;
+    consistency: Consistency;
+  }): Promise<{ entries: StoreEntry[]; consistency: Consistency }>;
+  /** Applies checks and mutations atomically through Raft (throws NotLeaderError on a
+   * follower, LimitError, a TypeError for sum/min/max on a value of another encoding). */
+  atomic(op: { checks: StoreCheck[]; mutations: StoreMutation[] }): Promise<StoreAtomicResult>;
+}
+
+/** Options of {@link createKvConnectHandler}. */
+export interface KvConnectOptions {
+  /** The node's data. */
+  store: KvConnectStore;
+  /** Checks the metadata exchange's access token. */
+  access: AccessCheck;
+  /** Issues and verifies data-path tokens. */
+  tokens: DataPathTokens;
+  /** The node's limits (the `kv_connect_*` ones). */
+  limits: NodeLimits;
+  /** Aborted when the node shuts down: ends every watch stream. */
+  closing?: AbortSignal;
+  /** How often a watch re-reads its keys (ms; default 50). */
+  watchPollMs?: number;
+  /** How often a watch stream sends a keep-alive frame (ms; default 5 000). */
+  watchKeepAliveMs?: number;
+}
+
+/** The path prefix of KV Connect on the HTTP port. */
+export const KV_CONNECT_PATH = "/kv";
+const VERSIONS = [1, 2, 3];
+
+/** A refusal with its HTTP status and plain-text message. */
+export class KvConnectError extends Error {
+  /** Creates the error. */
+  constructor(readonly status: number, message: string) {
+    super(message);
+    this.name = "KvConnectError";
+  }
+}
+
+function text(status: number, message: string): Response {
+  return new Response(message, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
+}
+
+function protobuf(bytes: Uint8Array): Response {
+  return new Response(bytes as Uint8Array<ArrayBuffer>, {
+    status: 200,
+    headers: { "content-type": "application/x-protobuf" },
+  });
+}
+
+function bearer(req: Request): string {
+  const h = req.headers.get("authorization");
+  const m = h ? /^\s*bearer\s+(\S+)\s*$/i.exec(h) : null;
+  if (!m) throw new KvConnectError(401, "Malformed authorization header.");
+  return m[1];
+}
+
+/** The protocol version of a metadata exchange request body (empty: version 1 only). */
+export function negotiateVersion(body: Uint8Array | undefined): number {
+  if (!body || body.length === 0) return 1;
+  let obj: unknown;
+  try {
+    obj = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+  } catch {
+    throw new KvConnectError(400, "The metadata exchange request body is not valid JSON.");
+  }
+  if (!obj || typeof obj !== "object" || Array.isArray(obj)) {
+    throw new KvConnectError(400, "The metadata exchange request body must be a JSON object.");
+  }
+  const extra = Object.keys(obj).filter((k) => k !== "supportedVersions");
+  if (extra.length > 0) {
+    throw new KvConnectError(
+      400,
+      `Unknown field(s) in the metadata exchange request: ${extra.join(", ")}.`,
+    );
+  }
+  const versions = (obj as { supportedVersions?: unknown }).supportedVersions;
+  if (!Array.isArray(versions) || versions.some((v) => typeof v !== "number")) {
+    throw new KvConnectError(400, "supportedVersions must be an array of numbers.");
+  }
+  const common = VERSIONS.filter((v) => versions.includes(v));
+  if (common.length === 0) {
+    throw new KvConnectError(
+      400,
+      `The server could not negotiate a protocol version: it speaks ${VERSIONS.join(", ")}, ` +
+        `the client ${versions.join(", ") || "none"}.`,
+    );
+  }
+  return Math.max(...common);
+}
+
+interface DataPath {
+  version: number;
+  eventual: boolean;
+  method: string;
+}
+
+/** `/kv/v3/snapshot_read` → version 3, strong, snapshot_read (undefined: not a data path). */
+function parseDataPath(path: string): DataPath | undefined {
+  const m = /^\/kv\/(eventual\/)?v(\d+)\/([a-z_]+)$/.exec(path);
+  if (!m) return undefined;
+  return { version: Number(m[2]), eventual: m[1] !== undefined, method: m[3] };
+}
+
+/** How one node answers KV Connect requests; `undefined` for paths that are not KV Connect's. */
+export function createKvConnectHandler(
+  o: KvConnectOptions,
+): (req: Request, url: URL, body: Uint8Array | undefined) => Promise<Response> | undefined {
+  const l = o.limits;
+  const pollMs = o.watchPollMs ?? 50;
+  const keepAliveMs = o.watchKeepAliveMs ?? 5_000;
+
+  const metadata = async (req: Request, url: URL, body: Uint8Array | undefined) => {
+    const version = negotiateVersion(body);
+    const role = o.access(bearer(req));
+    if (!role) throw new KvConnectError(401, "Invalid access token.");
+    const databaseId = await o.store.databaseId();
+    const { token, expiresAt } = o.tokens.issue(databaseId, role);
+    // Version 1 clients take endpoint URLs as they are: absolute; later versions resolve them
+    // against the URL they posted to.
+    const base = version === 1 ? url.origin : "";
+    return Response.json({
+      version,
+      databaseId,
+      endpoints: [
+        { url: `${base}${KV_CONNECT_PATH}/v${version}`, consistency: "strong" },
+        { url: `${base}${KV_CONNECT_PATH}/eventual/v${version}`, consistency: "eventual" },
+      ],
+      token,
+      expiresAt: new Date(expiresAt).toISOString(),
+    });
+  };
+
+  /** Checks a data-path request's token, database id and version headers; its role. */
+  const admit = async (req: Request, dp: DataPath): Promise<KvRole> => {
+    if (!VERSIONS.includes(dp.version)) {
+      throw new KvConnectError(404, `No KV Connect protocol version ${dp.version} here.`);
+    }
+    const token = bearer(req);
+    const databaseId = await o.store.databaseId();
+    const idHeader = dp.version === 1 ? "x-transaction-domain-id" : "x-denokv-database-id";
+    if (req.headers.get(idHeader) !== databaseId) {
+      throw new KvConnectError(400, `Invalid database id (${idHeader}).`);
+    }
+    if (dp.version >= 2 && req.headers.get("x-denokv-version") !== String(dp.version)) {
+      throw new KvConnectError(
+        400,
+        `Invalid protocol version: x-denokv-version must be ${dp.version} on this endpoint.`,
+      );
+    }
+    try {
+      return o.tokens.verify(token, databaseId).role;
+    } catch (e) {
+      if (e instanceof TokenError) throw new KvConnectError(401, e.message);
+      throw e;
+    }
+  };
+
+  const checkReadKey = (k: Uint8Array) => {
+    if (k.length > l.kvReadKeyBytes) {
+      throw new KvConnectError(400, "A key exceeds the key size limit.");
+    }
+  };
+
+  const snapshotRead = async (body: Uint8Array, dp: DataPath) => {
+    const read = decodeSnapshotRead(body);
+    if (read.ranges.length > l.kvReadRanges) {
+      throw new KvConnectError(400, "Too many read ranges requested in one read request.");
+    }
+    let total = 0;
+    for (const r of read.ranges) {
+      checkReadKey(r.start);
+      checkReadKey(r.end);
+      if (r.limit <= 0) {
+        throw new KvConnectError(
+          400,
+          "The read range limit of the snapshot read request is invalid.",
+        );
+      }
+      total += r.limit;
+    }
+    if (total > l.kvReadEntries) {
+      throw new KvConnectError(
+        400,
+        "The total number of entries requested across read ranges in the read request is too large.",
+      );
+    }
+    const consistency: Consistency = dp.eventual ? "eventual" : "strong";
+    const { ranges, strong } = await readRanges(read.ranges, consistency);
+    return protobuf(encodeSnapshotReadOutput({
+      ranges: ranges.map((values) => ({ values })),
+      readDisabled: false,
+      readIsStronglyConsistent: strong,
+      status: SnapshotReadStatus.Success,
+    }));
+  };
+
+  /** Point reads (Deno's get / getMany: `[k, k ++ 0x00)`) go to getMany, one snapshot. */
+  const readRanges = async (
+    ranges: ReadRange[],
+    consistency: Consistency,
+  ): Promise<{ ranges: KvEntryMsg[][]; strong: boolean }> => {
+    if (ranges.length === 0) return { ranges: [], strong: consistency === "strong" };
+    if (ranges.every(isPointRange)) {
+      const r = await o.store.getMany(ranges.map((x) => x.start), { consistency });
+      return {
+        ranges: r.entries.map((e) => e ? [msg(e)] : []),
+        strong: r.consistency === "strong",
+      };
+    }
+    const out: KvEntryMsg[][] = [];
+    let strong = true;
+    for (const r of ranges) {
+      const got = await o.store.range({
+        start: r.start,
+        end: r.end,
+        limit: r.limit,
+        reverse: r.reverse,
+        // One barrier is enough for every range of the request.
+        consistency: out.length === 0 ? consistency : "eventual",
+      });
+      if (out.length === 0) strong = got.consistency === "strong";
+      out.push(got.entries.map(msg));
+    }
+    return { ranges: out, strong };
+  };
+
+  const atomicWrite = async (body: Uint8Array, role: KvRole) => {
+    if (role !== "readwrite") {
+      throw new KvConnectError(403, "This access token may only read (snapshot_read, watch).");
+    }
+    const w = decodeAtomicWrite(body);
+    const op = toStoreOp(w, l);
+    const r = await o.store.atomic(op);
+    return protobuf(encodeAtomicWriteOutput(
+      r.ok
+        ? { status: AtomicWriteStatus.Success, versionstamp: r.versionstamp, failedChecks: [] }
+        : {
+          status: AtomicWriteStatus.CheckFailure,
+          versionstamp: new Uint8Array(),
+          failedChecks: r.failedChecks,
+        },
+    ));
+  };
+
+  const watch = (body: Uint8Array, dp: DataPath) => {
+    if (dp.version < 3) throw new KvConnectError(404, "watch needs protocol version 3.");
+    const w = decodeWatch(body);
+    if (w.keys.length > l.kvWatchedKeys) {
+      throw new KvConnectError(400, "Too many keys watched in a single watch request.");
+    }
+    for (const k of w.keys) checkReadKey(k.key);
+    const keys = w.keys.map((k) => k.key);
+    const consistency: Consistency = dp.eventual ? "eventual" : "strong";
+    const stop = new AbortController();
+    const abort = () => stop.abort();
+    // Ends with the node (closing) or the client (the stream's cancel).
+    o.closing?.addEventListener("abort", abort, { once: true });
+    let keepAlive: ReturnType<typeof setInterval> | undefined;
+    const stream = new ReadableStream<Uint8Array>({
+      start: (ctl) => {
+        keepAlive = setInterval(() => {
+          try {
+            ctl.enqueue(watchFrame(new Uint8Array()));
+          } catch { /* closed */ }
+        }, keepAliveMs);
+        (async () => {
+          // The versionstamp each key had in the last frame sent ("" absent, undefined never).
+          let last: (string | undefined)[] = keys.map(() => undefined);
+          let first = true;
+          while (!stop.signal.aborted) {
+            let entries: (StoreEntry | null)[];
+            try {
+              // Each frame is one consistent snapshot of every watched key (a strong watch
+              // starts with a barrier; later polls read the node as it is).
+              entries = (await o.store.getMany(keys, {
+                consistency: first ? consistency : "eventual",
+              })).entries;
+            } catch {
+              // Not available right now (restarting, no leader): try again shortly.
+              await sleep(pollMs * 4, stop.signal);
+              continue;
+            }
+            const now = entries.map((e) => e ? hex(e.versionstamp) : "");
+            // Every frame reports every key as changed with its current entry: Deno's client
+            // (2.9.6) reads an unchanged key of a remote watch as deleted, and every client
+            // drops entries whose versionstamp it already has.
+            const out: WatchKeyOutput[] = entries.map((e) =>
+              e ? { changed: true, entryIfChanged: msg(e) } : { changed: true }
+            );
+            if (first || now.some((v, i) => v !== last[i])) {
+              ctl.enqueue(watchFrame(encodeWatchOutput({
+                status: SnapshotReadStatus.Success,
+                keys: out,
+              })));
+              last = now;
+              first = false;
+            }
+            await sleep(pollMs, stop.signal);
+          }
+        })().catch(() => {}).finally(() => {
+          clearInterval(keepAlive);
+          o.closing?.removeEventListener("abort", abort);
+          try {
+            ctl.close();
+          } catch { /* already closed */ }
+        });
+      },
+      cancel: () => {
+        clearInterval(keepAlive);
+        stop.abort();
+      },
+    });
+    return new Response(stream, {
+      status: 200,
+      headers: { "content-type": "application/octet-stream" },
+    });
+  };
+
+  const serve = async (req: Request, url: URL, body: Uint8Array | undefined) => {
+    try {
+      const path = url.pathname;
+      if (path === "/" || path === KV_CONNECT_PATH || path === `${KV_CONNECT_PATH}/`) {
+        if (req.method !== "POST") {
+          throw new KvConnectError(405, "The metadata exchange is a POST request.");
+        }
+        return await metadata(req, url, body);
+      }
+      const dp = parseDataPath(path);
+      if (!dp) throw new KvConnectError(404, `No KV Connect endpoint at ${path}.`);
+      if (req.method !== "POST") throw new KvConnectError(405, "Data path requests are POSTs.");
+      const role = await admit(req, dp);
+      const bytes = body ?? new Uint8Array();
+      switch (dp.method) {
+        case "snapshot_read":
+          return await snapshotRead(bytes, dp);
+        case "atomic_write":
+          if (dp.eventual) {
+            throw new KvConnectError(400, "atomic_write goes to a strong endpoint.");
+          }
+          return await atomicWrite(bytes, role);
+        case "watch":
+          return watch(bytes, dp);
+        default:
+          throw new KvConnectError(404, `No KV Connect operation ${dp.method}.`);
+      }
+    } catch (e) {
+      // A follower hands writes to the leader: the HTTP front end forwards the request.
+      if (e instanceof NotLeaderError) throw e;
+      return errorResponse(e);
+    }
+  };
+
+  return (req, url, body) => {
+    const p = url.pathname;
+    const mine = p === KV_CONNECT_PATH || p.startsWith(`${KV_CONNECT_PATH}/`) ||
+      (p === "/" && req.method === "POST");
+    return mine ? serve(req, url, body) : undefined;
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function msg(e: StoreEntry): KvEntryMsg {
+  return { key: e.key, value: e.value, encoding: e.encoding, versionstamp: e.versionstamp };
+}
+
+/** `[k, k ++ 0x00)`: exactly the key k. */
+function isPointRange(r: ReadRange): boolean {
+  const s = r.start, e = r.end;
+  if (e.length !== s.length + 1 || e[s.length] !== 0 || r.limit < 1) return false;
+  for (let i = 0; i < s.length; i++) if (s[i] !== e[i]) return false;
+  return true;
+}
+
+/** The plain-text response of a refusal or failure. */
+function errorResponse(e: unknown): Response {
+  if (e instanceof KvConnectError) return text(e.status, e.message);
+  if (e instanceof KvConnectDecodeError) {
+    return text(400, `Request protobuf is invalid: ${e.message}.`);
+  }
+  if (e instanceof LimitError || e instanceof InvalidArgumentError) return text(400, e.message);
+  if (e instanceof UnavailableError || e instanceof TimeoutError) {
+    return text(503, `The database is unavailable right now, try again: ${e.message}`);
+  }
+  // sum / min / max on a value of another encoding, and other type errors of the data model.
+  if (e instanceof TypeError) return text(400, e.message);
+  return text(500, `An internal server error occurred: ${(e as Error)?.message ?? e}`);
+}
+
+const ENCODINGS = new Set([ValueEncoding.V8, ValueEncoding.LE64, ValueEncoding.Bytes]);
+
+/** Validates an atomic write against the limits and Deno KV's rules, and converts it. */
+export function toStoreOp(
+  w: AtomicWrite,
+  l: NodeLimits,
+): { checks: StoreCheck[]; mutations: StoreMutation[] } {
+  if (w.enqueues.length > 0) {
+    throw new KvConnectError(400, "Enqueue operations are not supported by gokv (no queues).");
+  }
+  if (w.checks.length > l.kvChecks) {
+    throw new KvConnectError(400, "Too many checks included in atomic write.");
+  }
+  if (w.mutations.length > l.kvMutations) {
+    throw new KvConnectError(400, "Too many mutations / enqueues included in atomic write.");
+  }
+  let total = 0;
+  const checks = w.checks.map((c): StoreCheck => {
+    if (c.key.length > l.kvReadKeyBytes) {
+      throw new KvConnectError(400, "A key exceeds the key size limit.");
+    }
+    if (c.versionstamp.length !== 0 && c.versionstamp.length !== 10) {
+      throw new KvConnectError(400, "Invalid versionstamp.");
+    }
+    total += c.key.length;
+    return { key: c.key, versionstamp: c.versionstamp.length === 0 ? null : c.versionstamp };
+  });
+  const mutations = w.mutations.map((m): StoreMutation => {
+    if (m.key.length > l.kvWriteKeyBytes) {
+      throw new KvConnectError(400, "A key exceeds the key size limit.");
+    }
+    if (m.key.length === 0) throw new KvConnectError(400, "A key must not be empty.");
+    if (m.expireAtMs < 0) throw new KvConnectError(400, "Invalid mutation expire at.");
+    const v = m.value;
+    total += m.key.length + (v?.data.length ?? 0);
+    if (v && v.data.length > l.kvValueBytes) {
+      throw new KvConnectError(400, "A value exceeds the value size limit.");
+    }
+    const bounds = m.sumMin.length > 0 || m.sumMax.length > 0 || m.sumClamp;
+    if (bounds && m.mutationType !== MutationType.Sum) {
+      throw new KvConnectError(400, "Invalid mutation kind or arguments.");
+    }
+    switch (m.mutationType) {
+      case MutationType.Set:
+      case MutationType.SetSuffixVersionstampedKey: {
+        if (!v || !ENCODINGS.has(v.encoding)) {
+          throw new KvConnectError(400, `The value encoding ${v?.encoding ?? 0} is unknown.`);
+        }
+        if (v.encoding === ValueEncoding.LE64 && v.data.length !== 8) {
+          throw new KvConnectError(400, "A u64 value must be 8 bytes.");
+        }
+        return {
+          type: m.mutationType === MutationType.Set ? "set" : "setSuffixVersionstampedKey",
+          key: m.key,
+          value: v.data,
+          encoding: v.encoding,
+          ...(m.expireAtMs > 0 ? { expireAt: m.expireAtMs } : {}),
+        };
+      }
+      case MutationType.Delete:
+        return { type: "delete", key: m.key };
+      case MutationType.Sum:
+      case MutationType.Min:
+      case MutationType.Max: {
+        const name = m.mutationType === MutationType.Sum
+          ? "sum"
+          : m.mutationType === MutationType.Min
+          ? "min"
+          : "max";
+        if (!v || v.encoding !== ValueEncoding.LE64) {
+          throw new KvConnectError(
+            400,
+            `Failed to perform '${name}' mutation: gokv supports ${name} on Deno.KvU64 operands ` +
+              `only (value encoding ${v?.encoding ?? 0}).`,
+          );
+        }
+        if (v.data.length !== 8) throw new KvConnectError(400, "A u64 value must be 8 bytes.");
+        if (bounds) {
+          throw new KvConnectError(
+            400,
+            "sum_min, sum_max and sum_clamp apply to V8 number or bigint sums only.",
+          );
+        }
+        return { type: name, key: m.key, value: v.data };
+      }
+      default:
+        throw new KvConnectError(400, "Invalid mutation kind or arguments.");
+    }
+  });
+  if (total > l.kvWriteBytes) {
+    throw new KvConnectError(400, "The total size of the atomic write is too large.");
+  }
+  return { checks, mutations };
+}
