@@ -12,8 +12,8 @@
  * - `0x00 0x03` → reserved for the backend (the lsm backend's sync marker)
  * - `0x00 0x05` → u64 the state machine's clock (ms; the largest command timestamp applied)
  * - `0x00 0x06` → u64 the number of sessions
- * - `0x00 0x07 ++ u64be sessionId` → the session record ({@link SessionInfo})
- * - `0x00 0x08 ++ u64be lastIndex` → u64be sessionId (sessions by last use, oldest first)
+ * - `0x00 0x07 ++ u64be sessionId` → the session record ({@link SessionInfo}, varints)
+ * - `0x00 0x08 ++ …` → the by-last-use index of an earlier format (ignored, dropped by snapshots)
  *
  * ## Client sessions (the Raft thesis §6.3)
  *
@@ -28,6 +28,13 @@
  *   at or below the last one otherwise is refused with `session_seq`; a higher seq is applied and
  *   recorded. Session id 0 is refused with `bad_session`. Every accepted use refreshes the session.
  * - A command without a session is applied as it comes (at most once per proposal).
+ *
+ * A use of a session writes one store record, the session's own (its last seq, command hash,
+ * last use by clock and by log index). The order of last use lives in memory only
+ * ({@link KvCore.load} rebuilds it from the records' last-use log indexes, which are unique):
+ * every replica holds the same order at the same applied index, so every replica evicts the same
+ * sessions at the same log position. Memory: one map entry per session (the table's bound,
+ * `maxSessions`, bounds it); records of recently used sessions are cached.
  *
  * @module
  */
@@ -84,8 +91,7 @@ export const BACKEND_KEY: Uint8Array = new Uint8Array([0x00, 0x03]);
 const CLOCK_KEY = new Uint8Array([0x00, 0x05]);
 const SESSION_COUNT_KEY = new Uint8Array([0x00, 0x06]);
 const SESSION_PREFIX = new Uint8Array([0x00, 0x07]);
-const LRU_PREFIX = new Uint8Array([0x00, 0x08]);
-const LRU_END = prefixEnd(LRU_PREFIX)!;
+const SESSION_END = prefixEnd(SESSION_PREFIX)!;
 /** The first store key of user data. */
 export const USER_LO: Uint8Array = new Uint8Array([USER]);
 /** The end (exclusive) of user data. */
@@ -162,11 +168,9 @@ export function userKey(k: Uint8Array): Uint8Array {
 }
 
 /** Whether a store key belongs in a snapshot (everything but the applied index, the backend's
- * own key and an earlier format's sessions). */
+ * own key and an earlier format's session records). */
 export function isSnapshotKey(k: Uint8Array): boolean {
-  if (k.length >= 2 && k[0] === 0 && (k[1] === 0x01 || k[1] === 0x02 || k[1] === 0x03)) {
-    return false;
-  }
+  if (k.length >= 2 && k[0] === 0 && (k[1] <= 0x03 || k[1] === 0x08)) return false;
   return true;
 }
 
@@ -253,27 +257,39 @@ class Pending implements StoreReader {
   }
 }
 
+/** The first byte of a session record (its format). */
+const SESSION_FORMAT = 2;
+
+/** A session record: u8 format 2, u8 hasResult, u32 hash, uvarints lastSeq, lastActive,
+ * lastIndex, idleTimeoutMs (about 20 bytes). */
 function encodeSession(s: SessionInfo): Uint8Array {
-  const w = new ByteWriter(48);
-  w.u64(s.lastSeq);
-  w.u64(s.lastActive);
-  w.u64(s.lastIndex);
-  w.u64(s.idleTimeoutMs);
-  w.u32(s.hash);
+  const w = new ByteWriter(40);
+  w.u8(SESSION_FORMAT);
   w.u8(s.hasResult ? 1 : 0);
+  w.u32(s.hash);
+  w.uvarint(s.lastSeq);
+  w.uvarint(s.lastActive);
+  w.uvarint(s.lastIndex);
+  w.uvarint(s.idleTimeoutMs);
   return w.finish();
 }
 
 function decodeSession(id: bigint, v: Uint8Array): SessionInfo {
   const r = new ByteReader(v, "session");
+  const format = r.u8();
+  if (format !== SESSION_FORMAT) {
+    throw new DecodeError("session", `record format ${format} (expected ${SESSION_FORMAT})`);
+  }
+  const hasResult = r.u8() === 1;
+  const hash = r.u32();
   const s: SessionInfo = {
     id,
-    lastSeq: r.u64(),
-    lastActive: r.u64(),
-    lastIndex: r.u64(),
-    idleTimeoutMs: r.u64(),
-    hash: r.u32(),
-    hasResult: r.u8() === 1,
+    lastSeq: r.uvarint(),
+    lastActive: r.uvarint(),
+    lastIndex: r.uvarint(),
+    idleTimeoutMs: r.uvarint(),
+    hash,
+    hasResult,
   };
   if (r.remaining !== 0) throw new DecodeError("session", `${r.remaining} trailing bytes`);
   return s;
@@ -294,9 +310,10 @@ const OK: OkResult = { ok: true };
 /** The KV semantics over one store (one instance per open state machine). */
 export class KvCore {
   #clock = 0;
-  #count = 0;
-  /** Session records by id (LRU); null: known absent. */
-  #cache = new Map<bigint, SessionInfo | null>();
+  /** Every session id with the log index of its last use, least recently used first. */
+  readonly #lru = new Map<bigint, number>();
+  /** Records of recently used sessions (at most {@link SESSION_CACHE}). */
+  readonly #cache = new Map<bigint, SessionInfo>();
 
   private constructor() {}
 
@@ -310,11 +327,17 @@ export class KvCore {
     return { type: "put", key: APPLIED_KEY, value: u64Value(index) };
   }
 
-  /** Loads the small state the core caches (clock, session count) from a store. */
+  /** Loads the clock and the order of last use of the sessions (from their records). */
   static async load(r: StoreReader): Promise<KvCore> {
     const c = new KvCore();
     c.#clock = await readU64(r, CLOCK_KEY, "clock");
-    c.#count = await readU64(r, SESSION_COUNT_KEY, "session count");
+    const all: SessionInfo[] = [];
+    for await (const [k, v] of r.scan({ gte: SESSION_PREFIX, lt: SESSION_END })) {
+      if (isSessionRecord(k)) all.push(decodeSession(readBe64(k, SESSION_PREFIX.length), v));
+    }
+    all.sort((x, y) => x.lastIndex - y.lastIndex);
+    for (const s of all) c.#lru.set(s.id, s.lastIndex);
+    for (const s of all.slice(-SESSION_CACHE)) c.#cache.set(s.id, s);
     return c;
   }
 
@@ -325,7 +348,17 @@ export class KvCore {
 
   /** Sessions in the table. */
   get sessionCount(): number {
-    return this.#count;
+    return this.#lru.size;
+  }
+
+  /** Whether a session is in the table (as of the last committed batch). */
+  has(id: bigint): boolean {
+    return this.#lru.has(id);
+  }
+
+  /** The session ids, least recently used first (as of the last committed batch). */
+  lruIds(): IterableIterator<bigint> {
+    return this.#lru.keys();
   }
 
   /** One session's record, or undefined. */
@@ -337,8 +370,8 @@ export class KvCore {
   /** Every session, least recently used first (inspection and tests). */
   async sessions(r: StoreReader): Promise<SessionInfo[]> {
     const out: SessionInfo[] = [];
-    for await (const [, v] of r.scan({ gte: LRU_PREFIX, lt: LRU_END })) {
-      const s = await this.session(r, readBe64(v, 0));
+    for (const id of [...this.#lru.keys()]) {
+      const s = await this.session(r, id);
       if (s) out.push(s);
     }
     return out;
@@ -347,43 +380,36 @@ export class KvCore {
   /** Computes what `cmds` do to the store `r` (which must not change until commit). */
   async apply(r: StoreReader, cmds: ApplyCommand[]): Promise<PreparedBatch> {
     const p = new Pending(r);
-    const b = new BatchState(this, p, this.#clock, this.#count);
+    const count = this.#lru.size;
+    const b = new BatchState(this, p, this.#clock, count);
     const results: ApplyResult[] = [];
-    try {
-      for (const c of cmds) results.push(await b.applyOne(c));
-    } finally {
-      await b.lru.close();
-    }
+    for (const c of cmds) results.push(await b.applyOne(c));
     if (cmds.length > 0) p.put(APPLIED_KEY, u64Value(cmds[cmds.length - 1].index));
     if (b.clock !== this.#clock) p.put(CLOCK_KEY, u64Value(b.clock));
-    if (b.count !== this.#count) p.put(SESSION_COUNT_KEY, u64Value(b.count));
+    if (b.count !== count) p.put(SESSION_COUNT_KEY, u64Value(b.count));
     return {
       ops: p.ops(),
       results,
       commit: () => {
         this.#clock = b.clock;
-        this.#count = b.count;
-        for (const [id, s] of b.touched) this.cachePut(id, s);
+        // In order of last use within the batch, all after every session used before it.
+        for (const [id, s] of b.touched) {
+          this.#lru.delete(id);
+          this.#cache.delete(id);
+          if (!s) continue;
+          this.#lru.set(id, s.lastIndex);
+          this.#cache.set(id, s);
+          if (this.#cache.size > SESSION_CACHE) {
+            this.#cache.delete(this.#cache.keys().next().value!);
+          }
+        }
       },
     };
   }
 
   /** A cached session record (undefined: not cached). */
-  cached(id: bigint): SessionInfo | null | undefined {
-    const s = this.#cache.get(id);
-    if (s !== undefined) {
-      this.#cache.delete(id);
-      this.#cache.set(id, s);
-    }
-    return s;
-  }
-
-  private cachePut(id: bigint, s: SessionInfo | null): void {
-    this.#cache.delete(id);
-    this.#cache.set(id, s);
-    if (this.#cache.size > SESSION_CACHE) {
-      this.#cache.delete(this.#cache.keys().next().value!);
-    }
+  cached(id: bigint): SessionInfo | undefined {
+    return this.#cache.get(id);
   }
 
   /** The value of a user key. */
@@ -419,54 +445,37 @@ export class KvCore {
 }
 
 /**
- * The sessions in least-recently-used order during one batch: the store's index (read once, from
- * the oldest end, lazily) without the entries the batch removed, then the entries the batch added
- * (all newer: their log indexes are higher than anything in the store).
+ * The least recently used session at a point of a batch: the committed order without the sessions
+ * the batch used or removed, then those the batch used, in order (all newer than the committed
+ * ones: their log indexes are higher).
  */
 class LruCursor {
-  #it: AsyncIterator<[Uint8Array, Uint8Array]> | undefined;
-  #storeDone = false;
-  #head: { index: bigint; id: bigint } | undefined;
-  readonly #removed = new Set<bigint>();
-  readonly #added = new Map<bigint, bigint>();
+  readonly #committed: Iterator<bigint>;
+  #head: bigint | undefined;
+  #committedDone = false;
 
-  constructor(private readonly store: StoreReader) {}
-
-  add(index: bigint, id: bigint): void {
-    this.#added.set(index, id);
+  constructor(core: KvCore, private readonly touched: Map<bigint, SessionInfo | null>) {
+    this.#committed = core.lruIds();
   }
 
-  remove(index: bigint): void {
-    if (!this.#added.delete(index)) this.#removed.add(index);
-    if (this.#head?.index === index) this.#head = undefined;
-  }
-
-  /** The least recently used session (its index entry), or undefined when none is left. */
-  async peek(): Promise<{ index: bigint; id: bigint } | undefined> {
-    while (!this.#head && !this.#storeDone) {
-      this.#it ??= this.store.scan({ gte: LRU_PREFIX, lt: LRU_END })[Symbol.asyncIterator]();
-      const n = await this.#it.next();
-      if (n.done) {
-        this.#storeDone = true;
-        break;
-      }
-      const index = readBe64(n.value[0], LRU_PREFIX.length);
-      if (!this.#removed.has(index)) this.#head = { index, id: readBe64(n.value[1], 0) };
+  /** The least recently used session's id, or undefined when the table is empty. */
+  peek(): bigint | undefined {
+    // A session the batch touched never becomes untouched: skipped ones stay skipped.
+    while (!this.#committedDone) {
+      if (this.#head !== undefined && !this.touched.has(this.#head)) return this.#head;
+      const n = this.#committed.next();
+      if (n.done) this.#committedDone = true;
+      else this.#head = n.value;
     }
-    if (this.#head) return this.#head;
-    const first = this.#added.entries().next();
-    return first.done ? undefined : { index: first.value[0], id: first.value[1] };
-  }
-
-  async close(): Promise<void> {
-    await this.#it?.return?.();
+    for (const [id, s] of this.touched) if (s) return id;
+    return undefined;
   }
 }
 
 /** The state of one batch being computed. */
 class BatchState {
-  readonly lru: LruCursor;
-  /** Sessions written (or removed: null) by this batch. */
+  readonly #lru: LruCursor;
+  /** Sessions written (or removed: null) by this batch, in order of their last change. */
   readonly touched = new Map<bigint, SessionInfo | null>();
 
   constructor(
@@ -475,7 +484,7 @@ class BatchState {
     public clock: number,
     public count: number,
   ) {
-    this.lru = new LruCursor(p);
+    this.#lru = new LruCursor(core, this.touched);
   }
 
   async applyOne(c: ApplyCommand): Promise<ApplyResult> {
@@ -537,33 +546,30 @@ class BatchState {
   }
 
   private async lookup(id: bigint): Promise<SessionInfo | undefined> {
-    let s: SessionInfo | null | undefined = this.touched.has(id)
-      ? this.touched.get(id)
-      : this.core.cached(id);
-    if (s === undefined) {
-      const v = await this.p.get(be64Key(SESSION_PREFIX, id));
-      s = v ? decodeSession(id, v) : null;
+    if (this.touched.has(id)) {
+      const t = this.touched.get(id);
+      return t ? { ...t } : undefined;
     }
-    return s ? { ...s } : undefined;
+    if (!this.core.has(id)) return undefined;
+    const cached = this.core.cached(id);
+    if (cached) return { ...cached };
+    const v = await this.p.get(be64Key(SESSION_PREFIX, id));
+    if (!v) throw new DecodeError("session table", `session ${id} has no record`);
+    return decodeSession(id, v);
   }
 
+  /** Records a use of `s` at log index `index` (one store write). */
   private touch(s: SessionInfo, index: number): void {
-    if (s.lastIndex !== 0) {
-      this.p.delete(be64Key(LRU_PREFIX, BigInt(s.lastIndex)));
-      this.lru.remove(BigInt(s.lastIndex));
-    }
     s.lastActive = this.clock;
     s.lastIndex = index;
-    this.p.put(be64Key(LRU_PREFIX, BigInt(index)), be64Key(new Uint8Array(0), s.id));
-    this.lru.add(BigInt(index), s.id);
     this.p.put(be64Key(SESSION_PREFIX, s.id), encodeSession(s));
+    this.touched.delete(s.id);
     this.touched.set(s.id, s);
   }
 
   private remove(s: SessionInfo): void {
-    this.p.delete(be64Key(LRU_PREFIX, BigInt(s.lastIndex)));
-    this.lru.remove(BigInt(s.lastIndex));
     this.p.delete(be64Key(SESSION_PREFIX, s.id));
+    this.touched.delete(s.id);
     this.touched.set(s.id, null);
     this.count--;
   }
@@ -576,10 +582,10 @@ class BatchState {
     let expiredBudget = EXPIRED_PER_REGISTER;
     for (;;) {
       if (this.count < max && expiredBudget === 0) break;
-      const head = await this.lru.peek();
-      if (!head) break;
-      const s = await this.lookup(head.id);
-      if (!s) throw new DecodeError("session index", "entry without a session");
+      const head = this.#lru.peek();
+      if (head === undefined) break;
+      const s = await this.lookup(head);
+      if (!s) throw new DecodeError("session table", `session ${head} has no record`);
       if (this.count >= max) {
         this.remove(s);
       } else if (this.expired(s)) {

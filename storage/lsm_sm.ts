@@ -1,8 +1,8 @@
 /**
  * The lsm {@link KvStateMachine}: the kv_core.ts layout (user data, applied index, client
  * sessions, clock) stored in the LSM engine; `0x00 0x03` → empty (written with `sync: true` to
- * make earlier writes durable). The session table stays in the LSM: opening reads only the clock
- * and the session count, and sessions are looked up when used (the core caches recent ones).
+ * make earlier writes durable). The session records stay in the LSM: opening reads the clock and
+ * every session record (kv_core.ts rebuilds the order of last use from them).
  *
  * Writes use `sync: false`: the Raft log is the write-ahead log, and after a crash the driver
  * replays it from {@link LsmStateMachine.appliedIndex}, which reports what the LSM really holds.

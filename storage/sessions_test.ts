@@ -241,3 +241,91 @@ for (const kind of KINDS) {
     });
   });
 }
+
+Deno.test("a write under a session writes its user key and one session record, nothing more", async () => {
+  const { KvCore } = await import("./kv_core.ts");
+  const empty = { get: () => Promise.resolve(undefined), async *scan() {} };
+  const core = KvCore.empty();
+  const N = 64;
+  const reg = await core.apply(
+    empty,
+    Array.from({ length: N }, (_, i) => ({
+      index: i + 1,
+      data: encodeCommand(registerSessionCommand(60_000, 1_000, 1_000)),
+    })),
+  );
+  reg.commit();
+  const batch = await core.apply(
+    empty,
+    Array.from({ length: N }, (_, i) => ({
+      index: N + 1 + i,
+      data: encodeCommand(
+        putCommand(b(`k${i}`), b("v"), { clientId: BigInt(i + 1), seq: 1 }, 2_000),
+      ),
+    })),
+  );
+  assert.deepEqual(batch.results.map(errorOf), Array(N).fill("ok"));
+  // N user keys, N session records, the applied index and the clock.
+  assert.equal(batch.ops.length, 2 * N + 2);
+  const records = batch.ops.filter((op) => op.key[0] === 0 && op.key[1] === 0x07);
+  assert.equal(records.length, N);
+  assert.ok(records.every((op) => op.type === "put" && op.value.length <= 24));
+});
+
+Deno.test("replicas applying one history in different batches, one reopened, evict the same sessions", async () => {
+  const { mulberry32 } = await import("../lsm/prng.ts");
+  const rand = mulberry32(16);
+  // A history: registrations over a bound of 20, writes on random (live or gone) sessions, and a
+  // clock that jumps now and then past the idle time of the short-lived sessions.
+  const history: Uint8Array[] = [];
+  const seqs = new Map<bigint, number>();
+  let t = 1_000;
+  for (let i = 0; i < 600; i++) {
+    t += rand() < 0.05 ? 3_000 : 10;
+    const r = rand();
+    if (r < 0.2 || seqs.size === 0) {
+      history.push(encodeCommand(registerSessionCommand(rand() < 0.5 ? 2_000 : 60_000, 20, t)));
+      seqs.set(BigInt(history.length), 0);
+    } else {
+      const ids = [...seqs.keys()];
+      const id = ids[Math.floor(rand() * ids.length)];
+      const seq = seqs.get(id)! + (rand() < 0.1 ? 0 : 1); // sometimes a retry
+      seqs.set(id, Math.max(seq, 1));
+      history.push(encodeCommand(putCommand(b(`k${i % 7}`), b(`${i}`), { clientId: id, seq }, t)));
+    }
+  }
+  const run = async (kind: StorageKind, batchOf: () => number, reopenAt: number) => {
+    const results: string[] = [];
+    const lists: string[] = [];
+    await withSm(kind, async (first, reopen) => {
+      let sm = first;
+      let at = 0;
+      let reopened = false;
+      while (at < history.length) {
+        const n = Math.min(batchOf(), history.length - at);
+        const res = await sm.apply(
+          history.slice(at, at + n).map((data, i) => ({ index: at + i + 1, data })),
+        );
+        results.push(
+          ...res.map((r) => JSON.stringify(r, (_, v) => typeof v === "bigint" ? `${v}` : v)),
+        );
+        at += n;
+        if (!reopened && at >= reopenAt && kind !== "memory") {
+          sm = await reopen();
+          reopened = true;
+        }
+        if (at % 50 < n) lists.push(JSON.stringify((await sm.sessionList()).map((s) => `${s.id}`)));
+      }
+      lists.push(JSON.stringify((await sm.sessionList()).map((s) => `${s.id}:${s.lastSeq}`)));
+    });
+    return { results, final: lists[lists.length - 1] };
+  };
+  const one = await run("memory", () => 1, Infinity);
+  const sizes = mulberry32(7);
+  for (const kind of ["lsm", "simplefile"] as const) {
+    const other = await run(kind, () => 1 + Math.floor(sizes() * 40), 300);
+    assert.deepEqual(other.results, one.results, kind);
+    assert.equal(other.final, one.final, kind);
+  }
+  assert.ok(one.results.some((r) => r.includes("session_expired")), "some sessions expired");
+});
