@@ -44,6 +44,13 @@ const COMMANDS: Record<string, Command> = {
       return await snapshotCommand(argv);
     },
   },
+  token: {
+    summary: "tokens file helpers: gokv token hash [TOKEN] | new --name N --role R",
+    run: async (argv) => {
+      const { tokenCommand } = await import("./server/token_cmd.ts");
+      return await tokenCommand(argv);
+    },
+  },
   config: {
     summary: "print every configuration key with its default and environment variable",
     run: (argv) => {

@@ -81,6 +81,7 @@ export {
   ConfigError,
   configFromObject,
   defaultConfig,
+  type HttpSettings,
   type KvConnectSettings,
   loadConfig,
   type LogSettings,
@@ -90,6 +91,8 @@ export {
   type RaftSettings,
   type SecuritySettings,
   type SessionSettings,
+  type TlsBlock,
+  type TlsSettings,
 } from "./config/config.ts";
 export {
   MAX_CLIENT_FRAME_BYTES,

@@ -4,12 +4,14 @@
  *
  * @module
  */
-import { Client, type ConsistencyLevel } from "./client.ts";
+import { Client, type ClientOptions, type ConsistencyLevel } from "./client.ts";
 
 /** What to run. */
 export interface BenchOptions {
   /** Client addresses of the cluster. */
   endpoints: string[];
+  /** TLS and token of the connections (as {@link ClientOptions}). */
+  security?: Pick<ClientOptions, "tls" | "token">;
   /** Concurrent closed-loop workers (default 16). */
   clients?: number;
   /** Client instances (TCP connections per node) shared by the workers (default 1). */
@@ -97,7 +99,13 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   const clients: Client[] = [];
   try {
     for (let i = 0; i < nconn; i++) {
-      clients.push(await Client.connect({ endpoints: opts.endpoints, timeoutMs: 10_000 }));
+      clients.push(
+        await Client.connect({
+          endpoints: opts.endpoints,
+          timeoutMs: 10_000,
+          ...opts.security,
+        }),
+      );
     }
     if (opts.preload ?? readRatio > 0) {
       let next = 0;

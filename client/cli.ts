@@ -7,7 +7,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { Client, type ConsistencyLevel } from "./client.ts";
+import { Client, type ClientOptions, type ConsistencyLevel } from "./client.ts";
 import { NotFoundError } from "./errors.ts";
 import {
   FAILED,
@@ -83,19 +83,75 @@ export const stdio: CliIO = {
   },
 };
 
+/** The connection options every client command takes (`gokv snapshot save` too). */
+export const SECURITY_OPTIONS = {
+  cacert: { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
+  token: { type: "string" },
+} as const;
+
 const COMMON = {
   config: { type: "string", short: "c" },
   endpoints: { type: "string", short: "e" },
   "timeout-ms": { type: "string" },
   help: { type: "boolean", short: "h" },
+  ...SECURITY_OPTIONS,
 } as const;
+
+/** Help lines of {@link SECURITY_OPTIONS}. */
+export const SECURITY_HELP = `
+Security options (README "Security"):
+      --cacert FILE       connect over TLS, trusting the CA in FILE (env GOKV_CACERT)
+      --cert FILE         client certificate, for nodes with client_cert_auth (env GOKV_CERT)
+      --key FILE          its private key (env GOKV_KEY)
+      --token TOKEN       bearer token, for nodes with a tokens file (env GOKV_TOKEN)`;
 
 const COMMON_HELP = `
 Cluster options:
   -c, --config FILE       config file listing the nodes (default conf/config.yaml)
   -e, --endpoints A,B,C   client addresses host:port (instead of --config)
       --timeout-ms N      overall deadline of the operation (default 10000)
-  -h, --help              show this help`;
+  -h, --help              show this help${SECURITY_HELP}`;
+
+/** What the CLI connects with: TLS files read from `--cacert/--cert/--key` (or `GOKV_CACERT`,
+ * `GOKV_CERT`, `GOKV_KEY`) and `--token` (or `GOKV_TOKEN`). TLS is on when any file is given. */
+export async function connectionSecurity(
+  values: Record<string, unknown>,
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): Promise<Pick<ClientOptions, "tls" | "token">> {
+  const pick = (flag: string, name: string) => {
+    const v = values[flag];
+    if (typeof v === "string") return v;
+    const e = env(name);
+    return e === undefined || e === "" ? undefined : e;
+  };
+  const read = async (flag: string, path: string | undefined) => {
+    if (path === undefined) return undefined;
+    try {
+      return await Deno.readTextFile(path);
+    } catch (e) {
+      throw new UsageError(`--${flag} ${path}: ${(e as Error).message}`);
+    }
+  };
+  const caPath = pick("cacert", "GOKV_CACERT");
+  const certPath = pick("cert", "GOKV_CERT");
+  const keyPath = pick("key", "GOKV_KEY");
+  if ((certPath === undefined) !== (keyPath === undefined)) {
+    throw new UsageError("--cert and --key go together");
+  }
+  const out: Pick<ClientOptions, "tls" | "token"> = {};
+  if (caPath !== undefined || certPath !== undefined) {
+    out.tls = {
+      caCert: await read("cacert", caPath),
+      cert: await read("cert", certPath),
+      key: await read("key", keyPath),
+    };
+  }
+  const token = pick("token", "GOKV_TOKEN");
+  if (token !== undefined) out.token = token.trim();
+  return out;
+}
 
 const HELP: Record<string, string> = {
   set: "Usage: gokv set <key> <value> [options]\n\nWrites value at key.",
@@ -415,9 +471,10 @@ export async function clientCommand(
           consistency: consistencyArg(s("consistency")),
         };
         const endpoints = await endpointsOf(v as { config?: string; endpoints?: string });
+        const security = await connectionSecurity(v);
         const tty = io.terminal ?? Deno.stderr.isTerminal();
         const report = benchProgress(tty, (text) => io.progress?.(text));
-        const r = await runBench({ ...opts, endpoints, onProgress: report.update });
+        const r = await runBench({ ...opts, endpoints, security, onProgress: report.update });
         report.done();
         if (v.json) {
           io.out(JSON.stringify(r));
@@ -440,7 +497,8 @@ export async function clientCommand(
         throw new UsageError(`unknown command ${name}`);
     }
     const endpoints = await endpointsOf(v as { config?: string; endpoints?: string });
-    client = await Client.connect({ endpoints, timeoutMs });
+    const security = await connectionSecurity(v);
+    client = await Client.connect({ endpoints, timeoutMs, ...security });
     return await run(client);
   } catch (e) {
     const err = asUsageError(e);

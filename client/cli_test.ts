@@ -38,7 +38,7 @@ Deno.test("result lines are exactly go-kv's", () => {
 });
 
 Deno.test("set, get and delete print go-kv's lines and exit 0", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   try {
     const ep = ["--endpoints", n.address];
     let io = capture();
@@ -63,7 +63,7 @@ Deno.test("set, get and delete print go-kv's lines and exit 0", async () => {
 });
 
 Deno.test("scan, member list, status and leader transfer print their results", async () => {
-  const n = startFakeNode(1, { voters: [1, 2] });
+  const n = await startFakeNode(1, { voters: [1, 2] });
   n.book.learn({ id: 1, peer: "127.0.0.1:7001", client: n.address, http: "127.0.0.1:9001" });
   try {
     const ep = ["--endpoints", n.address];
@@ -142,7 +142,7 @@ Deno.test("a missing config file is a configuration error (exit 2)", async () =>
 });
 
 Deno.test("bench runs a closed loop and reports throughput and percentiles", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   try {
     const io = capture();
     const code = await clientCommand(
@@ -190,7 +190,7 @@ Deno.test("tables and progress bars render aligned", () => {
 });
 
 Deno.test("bench shows a redrawn bar with live ops/s on a terminal and plain lines when piped", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   try {
     for (const terminal of [false, true]) {
       const chunks: string[] = [];

@@ -37,7 +37,7 @@
  *
  * @module
  */
-import { Connection, type RequestBody } from "./connection.ts";
+import { type ClientTls, Connection, type RequestBody } from "./connection.ts";
 import {
   Consistency,
   encodeRequest,
@@ -54,8 +54,10 @@ import {
   InvalidArgumentError,
   LimitError,
   NotFoundError,
+  PermissionDeniedError,
   SessionExpiredError,
   TimeoutError,
+  UnauthenticatedError,
   UnavailableError,
 } from "./errors.ts";
 
@@ -75,6 +77,10 @@ export interface ClientOptions {
   requestTimeoutMs?: number;
   /** TCP connect timeout (default 1 000 ms). */
   connectTimeoutMs?: number;
+  /** Connect over TLS (PEM texts; nodes with `tls` configured on their client port). */
+  tls?: ClientTls;
+  /** Bearer token, sent in every connection's handshake (nodes with a tokens file). */
+  token?: string;
 }
 
 /** Per-call options. */
@@ -198,8 +204,12 @@ export class Client {
   private readonly timeoutMs: number;
   private readonly requestTimeoutMs: number;
   private readonly connectTimeoutMs: number;
+  private readonly tls: ClientTls | undefined;
+  private readonly token: string | undefined;
 
   private constructor(opts: ClientOptions) {
+    this.tls = opts.tls;
+    this.token = opts.token;
     this.endpoints = [...new Set(opts.endpoints.map((e) => e.trim()).filter((e) => e))];
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 3_000;
@@ -221,6 +231,10 @@ export class Client {
         c.rr = (c.rr + i) % c.endpoints.length;
         return c;
       } catch (e) {
+        if (e instanceof UnauthenticatedError || e instanceof PermissionDeniedError) {
+          await c.close();
+          throw e;
+        }
         errors.push((e as Error).message);
       }
     }
@@ -448,7 +462,7 @@ export class Client {
     if (this.closed) return Promise.reject(new UnavailableError("client is closed"));
     let p = this.conns.get(ep);
     if (p) return p;
-    p = Connection.open(ep, this.connectTimeoutMs);
+    p = Connection.open(ep, this.connectTimeoutMs, this.tls, this.token);
     this.conns.set(ep, p);
     p.catch(() => {
       if (this.conns.get(ep) === p) this.conns.delete(ep);
@@ -581,6 +595,10 @@ export function errorFor(res: Response): Error {
       return new LimitError(res.limit ?? "", res.max ?? 0, undefined, msg);
     case Status.SessionExpired:
       return new SessionExpiredError(msg);
+    case Status.Unauthenticated:
+      return new UnauthenticatedError(msg);
+    case Status.PermissionDenied:
+      return new PermissionDeniedError(msg);
     default:
       return new InternalError(msg);
   }

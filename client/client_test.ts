@@ -25,7 +25,7 @@ function deadAddress(): string {
 }
 
 Deno.test("put, get, delete and scan work against a leader", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
     await kv.put("a", "1");
@@ -53,8 +53,8 @@ Deno.test("put, get, delete and scan work against a leader", async () => {
 });
 
 Deno.test("a follower's not-leader answer redirects the client to the leader, which it caches", async () => {
-  const leader = startFakeNode(2, { voters: [1, 2] });
-  const follower = startFakeNode(1, { lead: 2, voters: [1, 2] });
+  const leader = await startFakeNode(2, { voters: [1, 2] });
+  const follower = await startFakeNode(1, { lead: 2, voters: [1, 2] });
   follower.book.learn({ id: 2, peer: "127.0.0.1:1", client: leader.address, http: "127.0.0.1:2" });
   const kv = await Client.connect({ endpoints: [follower.address] });
   try {
@@ -76,8 +76,8 @@ Deno.test("a follower's not-leader answer redirects the client to the leader, wh
 });
 
 Deno.test("the client follows a leader change and skips unreachable endpoints", async () => {
-  const a = startFakeNode(1, { voters: [1, 2] });
-  const b = startFakeNode(2, { lead: 1, voters: [1, 2], sm: a.sm });
+  const a = await startFakeNode(1, { voters: [1, 2] });
+  const b = await startFakeNode(2, { lead: 1, voters: [1, 2], sm: a.sm });
   const members = [
     { id: 1, peer: "127.0.0.1:1", client: a.address, http: "127.0.0.1:3" },
     { id: 2, peer: "127.0.0.1:2", client: b.address, http: "127.0.0.1:4" },
@@ -113,7 +113,7 @@ Deno.test("the client follows a leader change and skips unreachable endpoints", 
 });
 
 Deno.test("a write whose answer was lost is retried with the same session and applied once", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
     await kv.put("warm", "up"); // registers the client's session
@@ -143,7 +143,7 @@ Deno.test("a write whose answer was lost is retried with the same session and ap
 });
 
 Deno.test("many concurrent callers share one client safely", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
     await Promise.all(Array.from({ length: 300 }, (_, i) => kv.put(`k${i}`, `v${i}`)));
@@ -162,7 +162,7 @@ Deno.test("many concurrent callers share one client safely", async () => {
 });
 
 Deno.test("list and scan follow pages (bounded by pairs and bytes) to the end or the limit", async () => {
-  const n = startFakeNode(1, { limits: { scanPagePairs: 4, scanPageBytes: 4096 } });
+  const n = await startFakeNode(1, { limits: { scanPagePairs: 4, scanPageBytes: 4096 } });
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
     for (let i = 0; i < 25; i++) {
@@ -187,7 +187,7 @@ Deno.test("list and scan follow pages (bounded by pairs and bytes) to the end or
 });
 
 Deno.test("admin operations: a retried removal that took effect succeeds; adds are idempotent; a transfer forgets the leader", async () => {
-  const n = startFakeNode(1, { voters: [1, 2, 3] });
+  const n = await startFakeNode(1, { voters: [1, 2, 3] });
   n.book.learn({ id: 1, peer: "127.0.0.1:7001", client: n.address, http: "127.0.0.1:9001" });
   const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 3000 });
   try {
@@ -217,7 +217,7 @@ Deno.test("admin operations: a retried removal that took effect succeeds; adds a
 });
 
 Deno.test("errors are typed: invalid argument, not found, timeout, unavailable", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 400 });
   try {
     await assert.rejects(kv.put("", "v"), InvalidArgumentError);
@@ -264,7 +264,7 @@ Deno.test("errors are typed: invalid argument, not found, timeout, unavailable",
 });
 
 Deno.test("members, transfer and status go through the client", async () => {
-  const n = startFakeNode(1, { voters: [1, 2] });
+  const n = await startFakeNode(1, { voters: [1, 2] });
   n.book.learn({ id: 1, peer: "127.0.0.1:11", client: n.address, http: "127.0.0.1:12" });
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
@@ -296,7 +296,7 @@ Deno.test("members, transfer and status go through the client", async () => {
 });
 
 Deno.test("bad bytes on the client port close that connection only", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
     const [host, port] = n.address.split(":");
@@ -315,7 +315,7 @@ Deno.test("bad bytes on the client port close that connection only", async () =>
 });
 
 Deno.test("fromConfig reads the client addresses of the config's nodes", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const dir = await Deno.makeTempDir();
   try {
     const file = `${dir}/gokv.yaml`;
@@ -337,7 +337,7 @@ Deno.test("fromConfig reads the client addresses of the config's nodes", async (
 });
 
 Deno.test("closing a node's client server lets requests in flight finish first", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address], timeoutMs: 2000 });
   try {
     // Ten sessions registered beforehand, so that the ten puts below are the only proposals.
@@ -360,7 +360,7 @@ Deno.test("closing a node's client server lets requests in flight finish first",
 });
 
 Deno.test("an expired session is renewed transparently when no attempt may have applied the write", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
     await kv.put("k", "1");
@@ -384,7 +384,7 @@ Deno.test("an expired session is renewed transparently when no attempt may have 
 });
 
 Deno.test("a write whose session expired after an uncertain attempt is reported as SessionExpiredError, never as applied", async () => {
-  const n = startFakeNode(1);
+  const n = await startFakeNode(1);
   const kv = await Client.connect({ endpoints: [n.address] });
   try {
     await kv.put("k", "1");

@@ -8,11 +8,20 @@ import {
   decodeResponse,
   encodeRequest,
   FrameReader,
+  Op,
   ProtocolError,
   type Request,
   type Response,
+  Status,
 } from "./protocol.ts";
-import { InvalidArgumentError, LimitError, TimeoutError, UnavailableError } from "./errors.ts";
+import {
+  InvalidArgumentError,
+  LimitError,
+  PermissionDeniedError,
+  TimeoutError,
+  UnauthenticatedError,
+  UnavailableError,
+} from "./errors.ts";
 
 /** A request without its id (the connection assigns one). */
 export type RequestBody = Request extends infer R ? R extends Request ? Omit<R, "id"> : never
@@ -33,6 +42,16 @@ export function parseAddress(addr: string): { hostname: string; port: number } {
   return { hostname: m[1] || "127.0.0.1", port };
 }
 
+/** TLS for a client connection (PEM texts). */
+export interface ClientTls {
+  /** The CA that signed the nodes' certificates (default: the system's roots). */
+  caCert?: string;
+  /** A client certificate, for nodes that require one (`tls.client_cert_auth`). */
+  cert?: string;
+  /** The client certificate's private key. */
+  key?: string;
+}
+
 /** A client connection. Create with {@link Connection.open}. */
 export class Connection {
   private nextId = 1;
@@ -42,30 +61,78 @@ export class Connection {
   private writing = false;
   private failure: Error | undefined;
 
-  private constructor(readonly address: string, private conn: Deno.TcpConn) {
+  private constructor(readonly address: string, private conn: Deno.Conn) {
     this.readLoop();
   }
 
-  /** Connects to `address` ("host:port") within `timeoutMs`. Throws {@link UnavailableError}. */
-  static async open(address: string, timeoutMs = 2000): Promise<Connection> {
+  /** Connects to `address` ("host:port") within `timeoutMs`, over TLS when `tls` is given.
+   * Throws {@link UnavailableError} (a failed TLS handshake too: a certificate the CA did not
+   * sign, an expired one, a name that does not match). */
+  static async open(
+    address: string,
+    timeoutMs = 2000,
+    tls?: ClientTls,
+    token?: string,
+  ): Promise<Connection> {
+    const c = await Connection.#connect(address, timeoutMs, tls);
+    if (token === undefined) return c;
+    // The handshake: the token first; the node answers it before anything else.
+    let res: Response;
+    try {
+      res = await c.request({ op: Op.Auth, token }, timeoutMs);
+    } catch (e) {
+      c.close();
+      throw e instanceof TimeoutError
+        ? new UnavailableError(`${address} did not answer the token handshake`)
+        : e;
+    }
+    if (res.status === Status.Ok) return c;
+    c.close();
+    const why = res.message ?? "token refused";
+    if (res.status === Status.PermissionDenied) throw new PermissionDeniedError(why);
+    if (res.status === Status.Unauthenticated) throw new UnauthenticatedError(why);
+    throw new UnavailableError(`${address} refused the token handshake: ${why}`);
+  }
+
+  static async #connect(address: string, timeoutMs: number, tls?: ClientTls): Promise<Connection> {
     const { hostname, port } = parseAddress(address);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const ac = new AbortController();
+    let tlsConn: Deno.TlsConn | undefined;
+    const connect = async (): Promise<Deno.Conn> => {
+      if (tls === undefined) {
+        const c = await Deno.connect({ hostname, port, transport: "tcp", signal: ac.signal });
+        c.setNoDelay(true);
+        return c;
+      }
+      tlsConn = await Deno.connectTls({
+        hostname,
+        port,
+        caCerts: tls.caCert ? [tls.caCert] : undefined,
+        cert: tls.cert,
+        key: tls.key,
+      });
+      await tlsConn.handshake();
+      return tlsConn;
+    };
     try {
       const conn = await Promise.race([
-        Deno.connect({ hostname, port, transport: "tcp", signal: ac.signal }),
+        connect(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
             ac.abort();
+            try {
+              tlsConn?.close();
+            } catch { /* closed */ }
             reject(new UnavailableError(`connect to ${address} timed out`));
           }, timeoutMs);
         }),
       ]);
-      conn.setNoDelay(true);
       return new Connection(address, conn);
     } catch (e) {
       if (e instanceof UnavailableError) throw e;
-      throw new UnavailableError(`cannot connect to ${address}: ${(e as Error).message}`, {
+      const what = tls === undefined ? "connect to" : "connect (TLS) to";
+      throw new UnavailableError(`cannot ${what} ${address}: ${(e as Error).message}`, {
         cause: e,
       });
     } finally {

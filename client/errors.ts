@@ -77,6 +77,26 @@ export class SessionExpiredError extends GokvError {
   }
 }
 
+/** The node needs a valid bearer token (`--token` / `GOKV_TOKEN`, `ClientOptions.token`) and got
+ * none, or one it does not know: HTTP 401, protocol status `Unauthenticated`. */
+export class UnauthenticatedError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UnauthenticatedError";
+  }
+}
+
+/** The token is valid but its role or key prefixes do not allow the request: HTTP 403, protocol
+ * status `PermissionDenied`. */
+export class PermissionDeniedError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "PermissionDeniedError";
+  }
+}
+
 /** The server reported an internal failure. */
 export class InternalError extends GokvError {
   /** Creates the error. */

@@ -34,6 +34,8 @@ export enum Op {
   Status = 9,
   /** Open a client session. */
   RegisterSession = 10,
+  /** Present a bearer token (the connection's handshake; numbered apart from the data ops). */
+  Auth = 64,
 }
 
 /** Response status codes. */
@@ -56,6 +58,10 @@ export enum Status {
   LimitExceeded = 7,
   /** The write's session is unknown or expired: nothing was applied. */
   SessionExpired = 8,
+  /** No valid token on this connection (the node has a tokens file). Do not retry as is. */
+  Unauthenticated = 16,
+  /** The token's role or key prefixes do not allow this request. Do not retry. */
+  PermissionDenied = 17,
 }
 
 /** Read consistency. */
@@ -124,7 +130,8 @@ export type Request =
   | { op: Op.MemberRemove; id: number; nodeId: number }
   | { op: Op.Transfer; id: number; nodeId: number }
   | { op: Op.Status; id: number }
-  | { op: Op.RegisterSession; id: number };
+  | { op: Op.RegisterSession; id: number }
+  | { op: Op.Auth; id: number; token: string };
 
 /** A decoded response. Which optional fields are set depends on `op` and `status`. */
 export interface Response {
@@ -150,6 +157,10 @@ export interface Response {
   json?: string;
   /** RegisterSession: the new session's id. */
   sessionId?: bigint;
+  /** Auth: the token's name ("" when the node has no tokens file). */
+  authName?: string;
+  /** Auth: the token's role (read, write or admin). */
+  authRole?: string;
   /** NotLeader: the leader's id (0 unknown). */
   leaderId?: number;
   /** NotLeader: the leader's client address ("" unknown). */
@@ -301,7 +312,7 @@ const SCAN_END = 2;
 const SCAN_PREFIX = 4;
 
 function checkOp(op: number): Op {
-  if (op < Op.Put || op > Op.RegisterSession) throw new ProtocolError(`unknown op ${op}`);
+  if (typeof Op[op] !== "string") throw new ProtocolError(`unknown op ${op}`);
   return op;
 }
 
@@ -361,6 +372,9 @@ export function encodeRequest(req: Request): Uint8Array {
     case Op.MemberRemove:
     case Op.Transfer:
       w.u32(req.nodeId);
+      break;
+    case Op.Auth:
+      w.str(req.token);
       break;
   }
   return w.finish();
@@ -432,6 +446,9 @@ export function decodeRequest(body: Uint8Array): Request {
     case Op.Transfer:
       req = { op, id, nodeId: r.u32("node id") };
       break;
+    case Op.Auth:
+      req = { op, id, token: r.str("token") };
+      break;
   }
   r.end();
   return req;
@@ -476,6 +493,10 @@ export function encodeResponse(res: Response): Uint8Array {
       case Op.RegisterSession:
         w.u64(res.sessionId ?? 0n);
         break;
+      case Op.Auth:
+        w.str(res.authName ?? "");
+        w.str(res.authRole ?? "");
+        break;
       default:
         break;
     }
@@ -500,7 +521,7 @@ export function decodeResponse(body: Uint8Array): Response {
   const op = checkOp(tag & 0x7f);
   const id = r.u32("request id");
   const status = r.u8("status");
-  if (status > Status.SessionExpired) throw new ProtocolError(`unknown status ${status}`);
+  if (typeof Status[status] !== "string") throw new ProtocolError(`unknown status ${status}`);
   const res: Response = { op, id, status };
   if (status === Status.Ok) {
     switch (op) {
@@ -541,6 +562,10 @@ export function decodeResponse(body: Uint8Array): Response {
         break;
       case Op.RegisterSession:
         res.sessionId = r.u64("session id");
+        break;
+      case Op.Auth:
+        res.authName = r.str("token name");
+        res.authRole = r.str("role");
         break;
       default:
         break;

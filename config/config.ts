@@ -36,6 +36,47 @@ export interface NodeConfig {
   listenClient: string;
   /** What the node binds for HTTP (defaults to `http`). */
   listenHttp: string;
+  /** This node's TLS settings, over the cluster-wide ones (README "Security"). */
+  tls: TlsSettings;
+}
+
+/** One block of TLS settings (unset fields inherit; see {@link tlsFor}). */
+export interface TlsBlock {
+  /** Certificate chain (PEM path; `{id}` is replaced by the node id). */
+  cert?: string;
+  /** Private key (PEM path; `{id}` is replaced by the node id). */
+  key?: string;
+  /** The CA that signs the other side's certificates: always checked on the peer port; on the
+   * client and HTTP ports only with `clientCertAuth`; also trusted by the node's own HTTPS calls
+   * to other members. */
+  ca?: string;
+  /** Client and HTTP ports: require a client certificate signed by `ca` (mutual TLS). */
+  clientCertAuth?: boolean;
+}
+
+/** The ports TLS applies to. */
+export type TlsPort = "client" | "http" | "peer";
+
+/** TLS settings: defaults for every port, and per-port overrides. */
+export interface TlsSettings extends TlsBlock {
+  /** Overrides for the client (binary protocol) port. */
+  client?: TlsBlock;
+  /** Overrides for the HTTP port. */
+  http?: TlsBlock;
+  /** Overrides for the peer port. */
+  peer?: TlsBlock;
+}
+
+/** The TLS files of one port of one node, resolved ({@link tlsFor}). */
+export interface TlsFiles {
+  /** Certificate chain path. */
+  cert: string;
+  /** Private key path. */
+  key: string;
+  /** CA path ("" when none). */
+  ca: string;
+  /** Require client certificates (always true on the peer port). */
+  clientCertAuth: boolean;
 }
 
 /** Raft timings and switches. */
@@ -98,16 +139,23 @@ export interface LogSettings {
   format: "text" | "json";
 }
 
-/** Peer security settings (README "Security"); empty strings mean not configured. */
+/** Security settings (README "Security"); empty strings mean not configured. */
 export interface SecuritySettings {
   /** Path of the cluster secret file. */
   peerSecretFile: string;
-  /** Path of this node's peer certificate; `{id}` is replaced by the node id. */
-  peerCert: string;
-  /** Path of this node's peer key; `{id}` is replaced by the node id. */
-  peerKey: string;
-  /** Path of the CA certificate that signed every member's peer certificate. */
-  peerCa: string;
+  /** Path of the tokens file (bearer tokens with roles; reloaded on SIGHUP). */
+  tokensFile: string;
+  /** /metrics and /healthz need a token too (with a tokens file). */
+  protectMetrics: boolean;
+}
+
+/** HTTP API settings. */
+export interface HttpSettings {
+  /** Host names (besides IP literals, `localhost` and the members' configured addresses) the
+   * HTTP API answers to: a check against DNS rebinding. */
+  allowedHosts: string[];
+  /** Origins allowed to call the API from a browser (CORS); none by default. */
+  corsOrigins: string[];
 }
 
 /** The KV Connect server (`Deno.openKv("http://<node>/kv")`, README "Use gokv as your Deno KV"). */
@@ -141,10 +189,14 @@ export interface Config {
   log: LogSettings;
   /** What this node accepts from clients and peers (config/limits.ts). */
   limits: NodeLimits;
-  /** Peer security settings. */
+  /** Security settings. */
   security: SecuritySettings;
   /** KV Connect settings. */
   kvConnect: KvConnectSettings;
+  /** Cluster-wide TLS settings (per-node ones in {@link NodeConfig.tls}). */
+  tls: TlsSettings;
+  /** HTTP API settings. */
+  http: HttpSettings;
 }
 
 /** A configuration problem: exit code 2 in the CLI. */
@@ -166,10 +218,10 @@ export class ConfigError extends Error {
   }
 }
 
-type Kind = "int" | "bool" | "string" | "address";
+type Kind = "int" | "bool" | "string" | "address" | "list";
 interface KeySpec {
   kind: Kind;
-  default: number | boolean | string;
+  default: number | boolean | string | string[];
   doc: string;
   min?: number;
   max?: number;
@@ -291,9 +343,28 @@ const SECTIONS: Record<string, Record<string, KeySpec>> = {
       default: "",
       doc: "file holding the cluster secret (peers run a challenge-response on connect)",
     },
-    peer_cert: { kind: "string", default: "", doc: "peer TLS certificate (PEM; {id} = node id)" },
-    peer_key: { kind: "string", default: "", doc: "peer TLS private key (PEM; {id} = node id)" },
-    peer_ca: { kind: "string", default: "", doc: "CA of every member's peer certificate (PEM)" },
+    tokens_file: {
+      kind: "string",
+      default: "",
+      doc: "bearer tokens with roles (hashes; reloaded on SIGHUP); clients need a token",
+    },
+    protect_metrics: {
+      kind: "bool",
+      default: false,
+      doc: "with a tokens file, /metrics and /healthz need a token too",
+    },
+  },
+  http: {
+    allowed_hosts: {
+      kind: "list",
+      default: [],
+      doc: "more Host names the HTTP API answers to (DNS-rebinding check)",
+    },
+    cors_origins: {
+      kind: "list",
+      default: [],
+      doc: "browser origins allowed to call the HTTP API (CORS; none by default)",
+    },
   },
   kv_connect: {
     access_token: {
@@ -408,7 +479,7 @@ function convert(
   spec: KeySpec,
   raw: unknown,
   node: YamlNode | null | undefined,
-): number | boolean | string {
+): number | boolean | string | string[] {
   switch (spec.kind) {
     case "int": {
       if (typeof raw !== "number" || !Number.isInteger(raw)) {
@@ -421,6 +492,15 @@ function convert(
         r.fail(path, node, `${raw} is above the maximum ${spec.max}`);
       }
       return raw;
+    }
+    case "list": {
+      const items = typeof raw === "string"
+        ? raw.split(",").map((x) => x.trim()).filter((x) => x !== "")
+        : raw;
+      if (!Array.isArray(items) || items.some((x) => typeof x !== "string" || x === "")) {
+        r.fail(path, node, `expected a list of non-empty strings, got ${JSON.stringify(raw)}`);
+      }
+      return items as string[];
     }
     case "bool":
       if (typeof raw !== "boolean") {
@@ -484,11 +564,133 @@ function pairsOf(
   return out;
 }
 
-function scalarOf(r: Reader, path: string, pair: Pair): { raw: unknown; node: YamlNode } {
+function scalarOf(
+  r: Reader,
+  path: string,
+  pair: Pair,
+  list = false,
+): { raw: unknown; node: YamlNode } {
   const v = pair.value as YamlNode | null;
   if (v === null || v === undefined) r.fail(path, pair.key as YamlNode, "missing value");
+  if (list && isSeq(v)) {
+    const items = (v as unknown as { items: YamlNode[] }).items;
+    return { raw: items.map((i) => isScalar(i) ? i.value : i), node: v };
+  }
   if (!isScalar(v)) r.fail(path, v, "expected a single value");
   return { raw: v.value, node: v };
+}
+
+const TLS_KEYS: Record<string, KeySpec> = {
+  cert: { kind: "string", default: "", doc: "TLS certificate (PEM; {id} = node id)" },
+  key: { kind: "string", default: "", doc: "TLS private key (PEM; {id} = node id)" },
+  ca: {
+    kind: "string",
+    default: "",
+    doc: "CA of the other side (peers always; clients with client_cert_auth)",
+  },
+  client_cert_auth: {
+    kind: "bool",
+    default: false,
+    doc: "client and HTTP ports: require client certificates signed by ca",
+  },
+};
+const TLS_PORTS: readonly TlsPort[] = ["client", "http", "peer"];
+
+/** Reads a `tls:` mapping (cluster-wide, or a node's); `env` only for the cluster-wide one. */
+function parseTls(
+  r: Reader,
+  path: string,
+  node: YamlNode | null | undefined,
+  env: Record<string, string | undefined> | undefined,
+  usedEnv: Set<string>,
+  lc: LineCounter,
+): TlsSettings {
+  const block = (
+    prefix: string,
+    n: YamlNode | null | undefined,
+    sub: boolean,
+  ): TlsSettings => {
+    const known = [...Object.keys(TLS_KEYS), ...(sub ? TLS_PORTS : [])];
+    const pairs = pairsOf(r, prefix, n, known);
+    const out: Record<string, unknown> = {};
+    for (const [key, spec] of Object.entries(TLS_KEYS)) {
+      const envName = `GOKV_${prefix.replace(/\./g, "_").toUpperCase()}_${key.toUpperCase()}`;
+      const fromEnv = env?.[envName];
+      if (fromEnv !== undefined) {
+        usedEnv.add(envName);
+        out[camel(key)] = convert(
+          new Reader(`environment ${envName}`, lc),
+          `${prefix}.${key}`,
+          spec,
+          envValue(spec, fromEnv),
+          null,
+        );
+        continue;
+      }
+      const pair = pairs.get(key);
+      if (pair === undefined) continue;
+      const { raw, node: vn } = scalarOf(r, `${prefix}.${key}`, pair);
+      out[camel(key)] = convert(r, `${prefix}.${key}`, spec, raw, vn);
+    }
+    if (sub) {
+      for (const port of TLS_PORTS) {
+        const p = pairs.get(port);
+        const b = block(`${prefix}.${port}`, (p?.value ?? null) as YamlNode | null, false);
+        if (Object.keys(b).length > 0) out[port] = b;
+      }
+    }
+    return out as TlsSettings;
+  };
+  return block(path, node, true);
+}
+
+/**
+ * The TLS files of `port` on node `id`, or undefined when that port is plaintext. Each field is
+ * taken from the first of: the node's `tls.<port>`, the node's `tls`, the cluster's
+ * `tls.<port>`, the cluster's `tls`; `{id}` in a path becomes the node id.
+ */
+export function tlsFor(config: Config, id: number, port: TlsPort): TlsFiles | undefined {
+  const node = config.nodes.find((n) => n.id === id);
+  const layers: TlsBlock[] = [
+    node?.tls?.[port] ?? {},
+    node?.tls ?? {},
+    config.tls?.[port] ?? {},
+    config.tls ?? {},
+  ];
+  const pick = <K extends keyof TlsBlock>(k: K): TlsBlock[K] => {
+    for (const l of layers) if (l[k] !== undefined) return l[k];
+    return undefined;
+  };
+  const cert = pick("cert");
+  const key = pick("key");
+  if (cert === undefined && key === undefined) return undefined;
+  const sub = (p: string | undefined) => (p ?? "").replaceAll("{id}", String(id));
+  return {
+    cert: sub(cert),
+    key: sub(key),
+    ca: sub(pick("ca")),
+    clientCertAuth: port === "peer" ? true : pick("clientCertAuth") ?? false,
+  };
+}
+
+/** The problem with the TLS settings of node `id` (undefined when none). */
+function tlsProblem(config: Config, id: number): { port: TlsPort; problem: string } | undefined {
+  for (const port of TLS_PORTS) {
+    const t = tlsFor(config, id, port);
+    if (t === undefined) continue;
+    if (t.cert === "" || t.key === "") {
+      return { port, problem: "cert and key go together" };
+    }
+    if (t.clientCertAuth && t.ca === "") {
+      return {
+        port,
+        problem: port === "peer"
+          ? "peer TLS is mutual: it needs ca (the CA of every member's certificate)"
+          : "client_cert_auth needs ca",
+      };
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -509,7 +711,7 @@ export function parseConfig(
     throw new ConfigError(file, "", line, `invalid YAML: ${e.message.split("\n")[0]}`);
   }
   const root = doc.contents as YamlNode | null;
-  const known = [...Object.keys(TOP), ...Object.keys(SECTIONS), "nodes"];
+  const known = [...Object.keys(TOP), ...Object.keys(SECTIONS), "nodes", "tls"];
   const top = pairsOf(r, "", root, known);
 
   // deno-lint-ignore no-explicit-any
@@ -529,7 +731,7 @@ export function parseConfig(
       );
     }
     if (pair === undefined) return spec.default;
-    const { raw, node } = scalarOf(r, path, pair);
+    const { raw, node } = scalarOf(r, path, pair, spec.kind === "list");
     void yamlKey;
     return convert(r, path, spec, raw, node);
   };
@@ -547,13 +749,27 @@ export function parseConfig(
     out[camel(section)] = sec;
   }
 
+  out.tls = parseTls(
+    r,
+    "tls",
+    (top.get("tls")?.value ?? null) as YamlNode | null,
+    env,
+    usedEnv,
+    lc,
+  );
+
   // Unknown GOKV_<SECTION>_* variables are misspellings too.
   for (const name of Object.keys(env)) {
     if (usedEnv.has(name) || !name.startsWith("GOKV_")) continue;
     const rest = name.slice(5).toLowerCase();
-    const section = Object.keys(SECTIONS).find((s) => rest.startsWith(s + "_"));
+    const section = [...Object.keys(SECTIONS), "tls"].find((s) => rest.startsWith(s + "_"));
     if (section) {
-      const all = Object.keys(SECTIONS[section]).map((k) => `GOKV_${section}_${k}`.toUpperCase());
+      const keys = section === "tls"
+        ? ["", ...TLS_PORTS.map((p) => `${p}_`)].flatMap((p) =>
+          Object.keys(TLS_KEYS).map((k) => p + k)
+        )
+        : Object.keys(SECTIONS[section]);
+      const all = keys.map((k) => `GOKV_${section}_${k}`.toUpperCase());
       const hint = closest(name, all);
       throw new ConfigError(
         `environment ${name}`,
@@ -574,7 +790,7 @@ export function parseConfig(
   const seenAddr = new Map<string, string>();
   (nodesNode as unknown as { items: YamlNode[] }).items.forEach((item, i) => {
     const path = `nodes[${i}]`;
-    const pairs = pairsOf(r, path, item as YamlNode, Object.keys(NODE_KEYS));
+    const pairs = pairsOf(r, path, item as YamlNode, [...Object.keys(NODE_KEYS), "tls"]);
     const n: Record<string, unknown> = {};
     for (const key of REQUIRED_NODE_KEYS) {
       if (!pairs.has(key)) r.fail(`${path}.${key}`, item as YamlNode, `missing required key`);
@@ -586,6 +802,14 @@ export function parseConfig(
       n[camel(key)] = convert(r, `${path}.${key}`, spec, raw, node);
     }
     const node = n as unknown as NodeConfig;
+    node.tls = parseTls(
+      r,
+      `${path}.tls`,
+      (pairs.get("tls")?.value ?? null) as YamlNode | null,
+      undefined,
+      usedEnv,
+      lc,
+    );
     node.listenPeer ??= node.peer;
     node.listenClient ??= node.client;
     node.listenHttp ??= node.http;
@@ -622,14 +846,15 @@ export function parseConfig(
   if (raft.leaseRead && !raft.checkQuorum) {
     r.fail("raft.lease_read", raftNode, "lease reads require check_quorum: true");
   }
-  const sec = out.security as SecuritySettings;
-  const tlsKeys = [sec.peerCert, sec.peerKey, sec.peerCa].filter((v) => v !== "").length;
-  if (tlsKeys !== 0 && tlsKeys !== 3) {
-    r.fail(
-      "security",
-      (top.get("security")?.value ?? null) as YamlNode | null,
-      "peer_cert, peer_key and peer_ca go together",
-    );
+  for (const n of nodes) {
+    const p = tlsProblem(out as Config, n.id);
+    if (p) {
+      r.fail(
+        `tls.${p.port}`,
+        (top.get("tls")?.value ?? null) as YamlNode | null,
+        `node ${n.id}: ${p.problem}`,
+      );
+    }
   }
   const lsm = out.lsm as LsmSettings;
   if (lsm.l0StopTrigger < lsm.l0CompactionTrigger) {
@@ -693,6 +918,13 @@ export function describeConfig(): SettingDoc[] {
   for (const [k, s] of Object.entries(TOP)) add(k, s);
   for (const [sec, keys] of Object.entries(SECTIONS)) {
     for (const [k, s] of Object.entries(keys)) add(`${sec}.${k}`, s);
+  }
+  for (const [k, s] of Object.entries(TLS_KEYS)) add(`tls.${k}`, s);
+  for (const p of TLS_PORTS) {
+    for (const [k, s] of Object.entries(TLS_KEYS)) {
+      if (p === "peer" && k === "client_cert_auth") continue;
+      add(`tls.${p}.${k}`, { ...s, doc: `the ${p} port's ${k} (overrides tls.${k})` });
+    }
   }
   return out;
 }

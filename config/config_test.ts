@@ -140,3 +140,52 @@ Deno.test("configFromObject validates an object in the file's shape", () => {
     (e: unknown) => e instanceof ConfigError && e.path === "raft.heartbat_ms",
   );
 });
+
+Deno.test("tls: cluster-wide, per-port and per-node settings resolve field by field; {id} is the node", async () => {
+  const { tlsFor } = await import("./config.ts");
+  const c = parseConfig(
+    `nodes:
+  - { id: 1, peer: 127.0.0.1:7001, client: 127.0.0.1:8001, http: 127.0.0.1:9001 }
+  - id: 2
+    peer: 127.0.0.1:7002
+    client: 127.0.0.1:8002
+    http: 127.0.0.1:9002
+    tls: { cert: own.crt, http: { key: own-http.key } }
+tls:
+  cert: n{id}.crt
+  key: n{id}.key
+  ca: ca.crt
+  http: { client_cert_auth: true }
+`,
+    "t.yaml",
+    { GOKV_TLS_CLIENT_KEY: "env-client.key" },
+  );
+  assert.deepEqual(tlsFor(c, 1, "peer"), {
+    cert: "n1.crt",
+    key: "n1.key",
+    ca: "ca.crt",
+    clientCertAuth: true,
+  });
+  assert.equal(tlsFor(c, 1, "client")?.key, "env-client.key");
+  assert.equal(tlsFor(c, 1, "client")?.clientCertAuth, false);
+  assert.equal(tlsFor(c, 1, "http")?.clientCertAuth, true);
+  assert.equal(tlsFor(c, 2, "peer")?.cert, "own.crt");
+  assert.equal(tlsFor(c, 2, "http")?.key, "own-http.key");
+  assert.equal(tlsFor(parseConfig(NODES, "t.yaml", {}), 1, "client"), undefined);
+});
+
+Deno.test("tls: a cert without a key, peer TLS without ca and unknown tls keys are refused", () => {
+  assert.match(configError(`${NODES}tls:\n  cert: a.crt\n`).message, /cert and key go together/);
+  assert.match(
+    configError(`${NODES}tls:\n  cert: a.crt\n  key: a.key\n`).message,
+    /peer TLS is mutual: it needs ca/,
+  );
+  assert.equal(configError(`${NODES}tls:\n  certs: a\n`).path, "tls.certs");
+  assert.match(
+    configError(NODES, { GOKV_TLS_CERTT: "x" }).message,
+    /did you mean GOKV_TLS_CERT/,
+  );
+  // A plaintext peer port with TLS on the client port only.
+  const c = parseConfig(`${NODES}tls:\n  client: { cert: a.crt, key: a.key }\n`, "t.yaml", {});
+  assert.equal(c.tls.client?.cert, "a.crt");
+});

@@ -8,7 +8,12 @@
 import { parseArgs } from "node:util";
 import { asUsageError, EXIT_FAILED, EXIT_OK, UsageError } from "../config/cli.ts";
 import { loadConfig } from "../config/config.ts";
-import { type ServerTestHooks, startServerWithHooks, UnknownNodeError } from "./server.ts";
+import {
+  InsecureBindError,
+  type ServerTestHooks,
+  startServerWithHooks,
+  UnknownNodeError,
+} from "./server.ts";
 
 /** The server command's usage text. */
 export const SERVER_USAGE = `Usage: gokv server --config FILE --id N [options]
@@ -22,6 +27,8 @@ Options:
       --id N             this node's id (must be listed in the config's nodes)
       --join             join an existing cluster: never bootstrap from an empty data dir; wait
                          until the leader adds this node (\`gokv member add ...\`, then start it)
+      --insecure         allow listening beyond loopback without TLS and tokens (by default such
+                         a node refuses to start, exit code 2; README "Security")
       --log-level L      debug | info | warn | error (overrides log.level)
       --log-format F     text | json (overrides log.format)
   -h, --help             show this help
@@ -50,6 +57,7 @@ export async function serverCommandWithHooks(
         config: { type: "string", short: "c", default: "conf/config.yaml" },
         id: { type: "string" },
         join: { type: "boolean", default: false },
+        insecure: { type: "boolean", default: false },
         "log-level": { type: "string" },
         "log-format": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -81,9 +89,11 @@ export async function serverCommandWithHooks(
   if (format) config.log.format = format;
   let server;
   try {
-    server = await startServerWithHooks(config, id, { join: v.join }, hooks);
+    server = await startServerWithHooks(config, id, { join: v.join, insecure: v.insecure }, hooks);
   } catch (e) {
-    if (e instanceof UnknownNodeError) throw new UsageError(e.message);
+    if (e instanceof UnknownNodeError || e instanceof InsecureBindError) {
+      throw new UsageError(e.message);
+    }
     throw e;
   }
   const { promise, resolve } = Promise.withResolvers<void>();

@@ -22,13 +22,17 @@ import {
   InvalidArgumentError,
   NotFoundError,
   NotLeaderError,
+  PermissionDeniedError,
   SessionExpiredError,
   TimeoutError,
+  UnauthenticatedError,
   UnavailableError,
 } from "../client/errors.ts";
+import { AuthGate, type AuthOp, authorize, type KeyScope, type Principal } from "./auth.ts";
 import type { KvService } from "./service.ts";
 import { LimitError, type NodeLimits } from "../config/limits.ts";
 import { AcceptLoop, ByteBudget } from "../transport/listener.ts";
+import { listenStream, type PeerConn, type ServerTlsMaterial } from "../transport/peer_conn.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import { parseAddress } from "../client/connection.ts";
 
@@ -54,13 +58,48 @@ export function errorResponse(op: Op, id: number, e: unknown): Response {
   else if (e instanceof UnavailableError) status = Status.Unavailable;
   else if (e instanceof InvalidArgumentError) status = Status.InvalidArgument;
   else if (e instanceof SessionExpiredError) status = Status.SessionExpired;
+  else if (e instanceof UnauthenticatedError) status = Status.Unauthenticated;
+  else if (e instanceof PermissionDeniedError) status = Status.PermissionDenied;
   return { op, id, status, message };
 }
 
-/** Serves one decoded request. */
-export async function handleRequest(service: KvService, req: Request): Promise<Response> {
+/** What a request asks for, for {@link authorize}. */
+function authOf(req: Request): [AuthOp, KeyScope?] {
+  switch (req.op) {
+    case Op.Put:
+      return ["put", req.key];
+    case Op.Delete:
+      return ["delete", req.key];
+    case Op.Get:
+      return ["get", req.key];
+    case Op.Scan:
+      return ["scan", req.range];
+    case Op.Members:
+      return ["members"];
+    case Op.MemberAdd:
+    case Op.MemberRemove:
+      return ["member_change"];
+    case Op.Transfer:
+      return ["transfer"];
+    case Op.Status:
+      return ["status"];
+    case Op.RegisterSession:
+      return ["session"];
+    case Op.Auth:
+      return ["status"];
+  }
+}
+
+/** Serves one decoded request for `principal` (undefined: no valid token on the connection). */
+export async function handleRequest(
+  service: KvService,
+  req: Request,
+  principal: Principal | undefined,
+): Promise<Response> {
   const { op, id } = req;
   try {
+    const [aop, scope] = authOf(req);
+    authorize(principal, aop, scope);
     switch (req.op) {
       case Op.Put:
         await service.put(req.key, req.value, { clientId: req.clientId, seq: req.seq });
@@ -93,6 +132,9 @@ export async function handleRequest(service: KvService, req: Request): Promise<R
         return { op, id, status: Status.Ok, json: JSON.stringify(service.status()) };
       case Op.RegisterSession:
         return { op, id, status: Status.Ok, sessionId: await service.registerSession() };
+      case Op.Auth:
+        // Answered by the connection (ServerConn.authenticate) before anything else runs.
+        return { op, id, status: Status.Ok };
     }
   } catch (e) {
     return errorResponse(op, id, e);
@@ -109,6 +151,10 @@ export interface ClientServerOptions {
   metrics: ServerMetrics;
   /** Connection cap, timeouts and byte budget (default: the service's limits). */
   limits?: NodeLimits;
+  /** TLS on the port (default: plaintext). */
+  tls?: ServerTlsMaterial;
+  /** Tokens (default: none, every request allowed). */
+  auth?: AuthGate;
 }
 
 const OP_NAMES: Record<Op, string> = {
@@ -122,6 +168,7 @@ const OP_NAMES: Record<Op, string> = {
   [Op.Transfer]: "transfer",
   [Op.Status]: "status",
   [Op.RegisterSession]: "register_session",
+  [Op.Auth]: "auth",
 };
 
 const STATUS_NAMES: Record<Status, string> = {
@@ -134,6 +181,8 @@ const STATUS_NAMES: Record<Status, string> = {
   [Status.Internal]: "internal",
   [Status.LimitExceeded]: "limit_exceeded",
   [Status.SessionExpired]: "session_expired",
+  [Status.Unauthenticated]: "unauthenticated",
+  [Status.PermissionDenied]: "permission_denied",
 };
 
 /** Requests one connection may have pending before the server stops reading from it. */
@@ -159,15 +208,43 @@ class ServerConn {
   /** The frame buffer's share at the last {@link reconcile}. */
   private lastBuffered = 0;
   private resume: (() => void) | undefined;
+  /** Who this connection authenticated as (undefined: no valid token yet). */
+  private principal: Principal | undefined;
 
   constructor(
-    readonly conn: Deno.TcpConn,
+    readonly conn: PeerConn,
     private readonly service: KvService,
     private readonly o: ClientServerOptions,
     private readonly limits: NodeLimits,
     private readonly budget: ByteBudget,
     private readonly onClose: (c: ServerConn) => void,
-  ) {}
+    private readonly auth: AuthGate,
+  ) {
+    this.principal = auth.enabled ? undefined : auth.authenticate(undefined);
+  }
+
+  /** The Auth handshake: answered at once, in order, so that the requests after it on the
+   * connection run as its principal. */
+  private authenticate(req: Request & { op: Op.Auth }): void {
+    let res: Response;
+    try {
+      const p = this.auth.authenticate(req.token);
+      authorize(p, "status");
+      this.principal = p;
+      res = {
+        op: req.op,
+        id: req.id,
+        status: Status.Ok,
+        authName: p!.name,
+        authRole: p!.role,
+      };
+    } catch (e) {
+      this.principal = this.auth.enabled ? undefined : this.principal;
+      this.o.metrics.requestErrors.inc({ op: "auth", status: "unauthenticated" });
+      res = errorResponse(req.op, req.id, e);
+    }
+    this.send(encodeResponse(res));
+  }
 
   /** Takes or gives back budget so that it covers the bytes this connection holds. */
   private reconcile(buffered: number): boolean {
@@ -204,9 +281,7 @@ class ServerConn {
   async serve(): Promise<void> {
     const frames = new FrameReader();
     const buf = new Uint8Array(READ_BYTES);
-    const peer = `${(this.conn.remoteAddr as Deno.NetAddr).hostname}:${
-      (this.conn.remoteAddr as Deno.NetAddr).port
-    }`;
+    const peer = this.conn.remote;
     let received = 0;
     try {
       while (!this.closed) {
@@ -235,7 +310,8 @@ class ServerConn {
         frames.push(chunk);
         for (let body = frames.next(); body; body = frames.next()) {
           const req = decodeRequest(body);
-          this.dispatch(req, body.length);
+          if (req.op === Op.Auth) this.authenticate(req);
+          else this.dispatch(req, body.length);
         }
         frames.shrink();
         this.reconcile(counted(frames.capacity));
@@ -272,25 +348,26 @@ class ServerConn {
     const m = this.o.metrics;
     // Nothing thrown here (a handler, or a response too large to encode) may escape as an
     // unhandled rejection: it becomes an error response for that request only.
-    handleRequest(this.service, req).catch((e) => errorResponse(req.op, req.id, e)).then((res) => {
-      this.inflightBytes -= bytes;
-      if (!this.closed) this.reconcile(this.lastBuffered);
-      this.done();
-      m.requestSeconds.observe({ op: OP_NAMES[req.op] }, (performance.now() - t0) / 1000);
-      let frame: Uint8Array;
-      try {
-        frame = encodeResponse(res);
-      } catch (e) {
-        res = errorResponse(req.op, req.id, e);
-        frame = encodeResponse(res);
-      }
-      if (res.status !== Status.Ok && res.status !== Status.NotFound) {
-        m.requestErrors.inc({ op: OP_NAMES[req.op], status: STATUS_NAMES[res.status] });
-      }
-      this.send(frame);
-    }).catch((e) =>
-      this.o.logger.error("client request failed", { op: req.op, error: (e as Error).message })
-    );
+    handleRequest(this.service, req, this.principal).catch((e) => errorResponse(req.op, req.id, e))
+      .then((res) => {
+        this.inflightBytes -= bytes;
+        if (!this.closed) this.reconcile(this.lastBuffered);
+        this.done();
+        m.requestSeconds.observe({ op: OP_NAMES[req.op] }, (performance.now() - t0) / 1000);
+        let frame: Uint8Array;
+        try {
+          frame = encodeResponse(res);
+        } catch (e) {
+          res = errorResponse(req.op, req.id, e);
+          frame = encodeResponse(res);
+        }
+        if (res.status !== Status.Ok && res.status !== Status.NotFound) {
+          m.requestErrors.inc({ op: OP_NAMES[req.op], status: STATUS_NAMES[res.status] });
+        }
+        this.send(frame);
+      }).catch((e) =>
+        this.o.logger.error("client request failed", { op: req.op, error: (e as Error).message })
+      );
   }
 
   private done(): void {
@@ -372,45 +449,44 @@ class StalledError extends Error {
 
 /** Listens for client connections and serves the binary protocol. */
 export class ClientServer {
-  private loop: AcceptLoop | undefined;
+  private loop: AcceptLoop<PeerConn> | undefined;
   private conns = new Set<ServerConn>();
   private readonly limits: NodeLimits;
   /** Bytes all connections hold in partial frames and requests being served. */
   readonly budget: ByteBudget;
+  private readonly auth: AuthGate;
 
   /** Creates the server (call {@link start}). */
   constructor(private readonly service: KvService, private readonly o: ClientServerOptions) {
+    this.auth = o.auth ?? AuthGate.none();
     this.limits = o.limits ?? service.limits;
     this.budget = new ByteBudget(this.limits.bufferedBytes);
   }
 
   /** Binds and starts accepting; returns the bound address. */
-  start(): Deno.NetAddr {
+  async start(): Promise<Deno.NetAddr> {
     const { hostname, port } = parseAddress(this.o.listen);
-    const listener = Deno.listen({ hostname, port, transport: "tcp" });
-    this.loop = new AcceptLoop(listener, {
+    const listener = await listenStream(hostname, port, this.o.tls);
+    this.loop = new AcceptLoop<PeerConn>(listener, {
       name: "client",
       maxConnections: this.limits.maxConnections,
       logger: this.o.logger,
     }, (conn, release) => {
-      try {
-        conn.setNoDelay(true);
-      } catch { /* not fatal */ }
       this.o.metrics.connections.inc();
       const c = new ServerConn(conn, this.service, this.o, this.limits, this.budget, (x) => {
         this.conns.delete(x);
         release();
-      });
+      }, this.auth);
       this.conns.add(c);
       c.serve().catch((e) =>
         this.o.logger.warn("client connection failed", { error: (e as Error).message })
       );
     });
-    return listener.addr;
+    return { transport: "tcp", hostname, port: listener.port };
   }
 
   /** The accept loop (health, counters); undefined before {@link start}. */
-  get acceptLoop(): AcceptLoop | undefined {
+  get acceptLoop(): AcceptLoop<PeerConn> | undefined {
     return this.loop;
   }
 

@@ -46,6 +46,8 @@ export interface ClusterView {
 export interface ClusterViewOptions {
   /** fetch used to ask the other members (tests inject one). */
   fetch?: typeof fetch;
+  /** The members' URL scheme (default "http"). */
+  scheme?: "http" | "https";
   /** Headers passed on to the other members (the caller's Authorization). */
   headers?: HeadersInit;
   /** Per-member timeout (default {@link MEMBER_STATUS_TIMEOUT_MS}). */
@@ -72,7 +74,7 @@ export async function clusterView(
         return view;
       }
       try {
-        const res = await doFetch(`http://${m.http}/v1/status`, {
+        const res = await doFetch(`${opts.scheme ?? "http"}://${m.http}/v1/status`, {
           headers: opts.headers,
           signal: AbortSignal.timeout(timeoutMs),
         });

@@ -36,7 +36,7 @@ Deno.test("the cluster view reports each member's status and marks unreachable o
     { id: 2, peer: "127.0.0.1:4", client: "127.0.0.1:5", http: "127.0.0.1:6" },
     { id: 3, peer: "127.0.0.1:7", client: "127.0.0.1:8", http: "127.0.0.1:9" },
   ];
-  const n = startFakeNode(1, { voters: [1, 2, 3], members });
+  const n = await startFakeNode(1, { voters: [1, 2, 3], members });
   try {
     const asked: string[] = [];
     const fakeFetch = ((url: string, init?: RequestInit) => {

@@ -28,8 +28,12 @@ Deno.test({
       client: `127.0.0.1:${freePort()}`,
       http: `127.0.0.1:${freePort()}`,
     }));
+    // Its own data directory: a memory node refuses to start where one ran before, so a shared
+    // `data/` made the test fail on its second run in the same checkout.
+    const dataDir = await Deno.makeTempDir();
     const config = {
       storage: "memory",
+      data_dir: dataDir,
       nodes,
       raft: { tick_ms: 10, heartbeat_ms: 30, election_ms: 200 },
     };
@@ -57,6 +61,7 @@ Deno.test({
       assert.equal(await kv.getString("embedded", { consistency: "serializable" }), "yes");
     } finally {
       for (const h of handles) await h.close();
+      await Deno.remove(dataDir, { recursive: true });
     }
   },
 });

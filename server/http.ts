@@ -47,10 +47,13 @@ import {
   InvalidArgumentError,
   NotFoundError,
   NotLeaderError,
+  PermissionDeniedError,
   SessionExpiredError,
   TimeoutError,
+  UnauthenticatedError,
   UnavailableError,
 } from "../client/errors.ts";
+import { AuthGate, type AuthOp, authorize, type KeyScope, type Principal } from "./auth.ts";
 import type { ScanRange } from "../client/protocol.ts";
 import type { KvService, WriteSession } from "./service.ts";
 import { LimitError } from "../config/limits.ts";
@@ -72,6 +75,8 @@ export interface HttpOptions {
   forward?: boolean;
   /** fetch used for forwarding (tests inject one). */
   fetch?: typeof fetch;
+  /** The URL scheme of the members' HTTP ports (default "http"). */
+  scheme?: "http" | "https";
   /** False once the node is shutting down (healthz answers 503). */
   healthy?: () => boolean;
   /** What keeps the node from serving (a listener that cannot accept...): /healthz is 503
@@ -88,6 +93,28 @@ export interface HttpOptions {
   bodyTimeoutMs?: number;
   /** The `GET /v1/snapshot` handler (server/snapshot_backup.ts); 404 without one. */
   snapshot?: (req: Request) => Promise<Response>;
+  /** Tokens (default: none, every request allowed). */
+  auth?: AuthGate;
+  /** Host names besides IP literals and `localhost` that requests may name in `Host` (DNS
+   * rebinding); undefined: no check. */
+  allowedHosts?: readonly string[];
+  /** Browser origins allowed by CORS (default none). */
+  corsOrigins?: readonly string[];
+}
+
+/** The header that marks a request as sent by a gokv client, not a cross-site form: a POST
+ * needs it or `Authorization: Bearer` (README "Security"). The web console sends it. */
+export const CLIENT_HEADER = "x-gokv-client";
+
+/** Whether `host` (a Host header: name or IP, with an optional port) is allowed. */
+export function hostAllowed(host: string | null, allowed: readonly string[]): boolean {
+  if (host === null) return false;
+  let name = host.trim().toLowerCase();
+  const v6 = /^\[([0-9a-f:.]+)\](:\d+)?$/.exec(name);
+  if (v6) return true; // an IP literal cannot be rebound
+  name = name.replace(/:\d+$/, "").replace(/\.$/, "");
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(name)) return true;
+  return name === "localhost" || allowed.some((a) => a.toLowerCase() === name);
 }
 
 const enc = new TextEncoder();
@@ -145,11 +172,64 @@ export function errorToHttp(e: unknown): Response {
   if (e instanceof NotFoundError) return json(404, { error: "not_found", message });
   if (e instanceof SessionExpiredError) return json(410, { error: "session_expired", message });
   if (e instanceof TimeoutError) return json(504, { error: "timeout", message });
+  if (e instanceof UnauthenticatedError) {
+    return new Response(JSON.stringify({ error: "unauthenticated", message }), {
+      status: 401,
+      headers: { "content-type": "application/json", "www-authenticate": 'Bearer realm="gokv"' },
+    });
+  }
+  if (e instanceof PermissionDeniedError) {
+    return json(403, { error: "permission_denied", message });
+  }
   if (e instanceof UnavailableError) return json(503, { error: "unavailable", message });
   return json(500, { error: "internal", message });
 }
 
 class HttpError extends InvalidArgumentError {}
+
+/** A body read as JSON must say so (a browser cannot send application/json cross-site without a
+ * preflight). */
+function needJson(req: Request): void {
+  if (!isJson(req.headers.get("content-type"))) {
+    throw new HttpError("the body must be JSON sent with content-type: application/json");
+  }
+}
+
+function sameOrigin(origin: string, req: Request): boolean {
+  try {
+    return new URL(origin).host === req.headers.get("host");
+  } catch {
+    return false;
+  }
+}
+
+const CORS_HEADERS = [
+  "authorization",
+  "content-type",
+  "x-gokv-client",
+  "x-gokv-client-id",
+  "x-gokv-seq",
+].join(", ");
+
+/** Answers a CORS preflight: allowed only for the configured origins. */
+function preflight(origin: string | null, cors: ReadonlySet<string>): Response {
+  if (origin === null || !cors.has(origin)) {
+    return json(403, {
+      error: "origin_not_allowed",
+      message: `CORS is not enabled for ${origin ?? "this request"} (http.cors_origins)`,
+    });
+  }
+  return new Response(null, {
+    status: 204,
+    headers: {
+      "access-control-allow-origin": origin,
+      "access-control-allow-methods": "GET, PUT, POST, DELETE",
+      "access-control-allow-headers": CORS_HEADERS,
+      "access-control-max-age": "600",
+      vary: "Origin",
+    },
+  });
+}
 
 function consistencyParam(q: URLSearchParams): boolean {
   const c = q.get("consistency");
@@ -281,7 +361,10 @@ export function createHttpHandler(
   service: KvService,
   opts: HttpOptions,
 ): (req: Request) => Promise<Response> {
+  const auth = opts.auth ?? AuthGate.none();
+  const cors = new Set(opts.corsOrigins ?? []);
   const doFetch = opts.fetch ?? fetch;
+  const scheme = opts.scheme ?? "http";
   const forward = opts.forward ?? true;
   const maxBody = opts.maxBodyBytes ?? service.limits.httpBodyBytes;
   const bodyTimeoutMs = opts.bodyTimeoutMs ?? service.limits.requestTimeoutMs;
@@ -290,10 +373,12 @@ export function createHttpHandler(
     req: Request,
     url: URL,
     body: Uint8Array<ArrayBuffer> | undefined,
+    principal: Principal | undefined,
   ): Promise<Response> => {
     const path = url.pathname;
     const q = url.searchParams;
     const m = req.method;
+    const may = (op: AuthOp, scope?: KeyScope) => authorize(principal, op, scope);
     const single = path.startsWith("/v1/kv/") && path.length > "/v1/kv/".length;
     const byB64 = (path === "/v1/kv" || path === "/v1/kv/") && q.has("key_b64");
     if (single || byB64) {
@@ -302,6 +387,7 @@ export function createHttpHandler(
         : keyFromPath(path.slice("/v1/kv/".length));
       if (key.length === 0) throw new HttpError("empty key");
       if (m === "GET") {
+        may("get", key);
         const v = await service.get(key, consistencyParam(q));
         if (v === undefined) {
           return json(404, { error: "not_found", message: "key not found", ...keyJson(key) });
@@ -314,12 +400,14 @@ export function createHttpHandler(
         });
       }
       if (m === "PUT" || m === "POST") {
+        may("put", key);
         const raw = body ?? new Uint8Array();
         const value = isJson(req.headers.get("content-type")) ? jsonValue(raw) : raw;
         await service.put(key, value, sessionOf(req));
         return json(200, { ok: true });
       }
       if (m === "DELETE") {
+        may("delete", key);
         await service.delete(key, sessionOf(req));
         return json(200, { ok: true });
       }
@@ -339,6 +427,7 @@ export function createHttpHandler(
       if (limit) range.limit = limit;
       const cursor = q.get("cursor");
       if (cursor) range.cursor = fromBase64Url(cursor, "cursor");
+      may("scan", range);
       const page = await service.scan(range, consistencyParam(q));
       const out: Record<string, unknown> = {
         count: page.pairs.length,
@@ -349,9 +438,12 @@ export function createHttpHandler(
     }
     if (path === "/v1/members") {
       if (m === "GET") {
+        may("members");
         return json(200, { leader: service.leaderId(), members: service.members() });
       }
       if (m === "POST") {
+        may("member_change");
+        needJson(req);
         const o = body ? JSON.parse(new TextDecoder().decode(body)) : await readJson(req);
         if (!o || typeof o !== "object") throw new HttpError("the body must be a JSON object");
         const member: MemberAddrs = {
@@ -369,16 +461,19 @@ export function createHttpHandler(
       if (m !== "DELETE") {
         return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
       }
+      may("member_change");
       const id = nodeIdOf(path.slice("/v1/members/".length));
       await service.removeMember(id);
       return json(200, { ok: true });
     }
     if (path === "/v1/leader/transfer") {
       if (m !== "POST") return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+      may("transfer");
       let id: number;
       if (q.has("id")) {
         id = nodeIdOf(q.get("id"));
       } else {
+        needJson(req);
         let o: Record<string, unknown>;
         try {
           o = JSON.parse(new TextDecoder().decode(body ?? new Uint8Array()));
@@ -393,15 +488,21 @@ export function createHttpHandler(
     if (path === "/v1/snapshot" && opts.snapshot) return await opts.snapshot(req);
     if (path === "/v1/sessions") {
       if (m !== "POST") return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+      may("session");
       return json(200, { session: String(await service.registerSession()) });
     }
-    if (path === "/v1/status" && m === "GET") return json(200, service.status());
+    if (path === "/v1/status" && m === "GET") {
+      may("status");
+      return json(200, service.status());
+    }
     if (path === "/v1/cluster" && m === "GET") {
+      may("status");
       const auth = req.headers.get("authorization");
       return json(
         200,
         await clusterView(service, {
           fetch: doFetch,
+          scheme: opts.scheme,
           headers: auth ? { authorization: auth } : undefined,
         }),
       );
@@ -411,6 +512,7 @@ export function createHttpHandler(
       if (asset) return asset;
     }
     if (path === "/healthz" && m === "GET") {
+      if (auth.protectMetrics) may("status");
       const up = opts.healthy?.() ?? true;
       const problems = opts.problems?.() ?? [];
       const ok = up && problems.length === 0;
@@ -422,6 +524,7 @@ export function createHttpHandler(
       });
     }
     if (path === "/metrics" && m === "GET") {
+      if (auth.protectMetrics) may("status");
       return new Response(await opts.metrics.scrape(), {
         headers: { "content-type": opts.metrics.contentType },
       });
@@ -429,7 +532,65 @@ export function createHttpHandler(
     return json(404, { error: "not_found", message: `no route for ${m} ${path}` });
   };
 
+  /** Refusals before anything is read: DNS rebinding, cross-site requests, bad tokens. */
+  const guard = (req: Request): Response | Principal | undefined => {
+    if (opts.allowedHosts && !hostAllowed(req.headers.get("host"), opts.allowedHosts)) {
+      return json(403, {
+        error: "host_not_allowed",
+        message: `Host ${
+          JSON.stringify(req.headers.get("host"))
+        } is not a name of this cluster (add it to http.allowed_hosts)`,
+      });
+    }
+    const m = req.method;
+    const origin = req.headers.get("origin");
+    const crossSite = origin !== null && !cors.has(origin) && !sameOrigin(origin, req);
+    if (m !== "GET" && m !== "HEAD") {
+      if (crossSite) {
+        return json(403, {
+          error: "origin_not_allowed",
+          message: `requests from ${origin} are not allowed (http.cors_origins)`,
+        });
+      }
+      // A POST is what a cross-site form or a no-preflight fetch can send: it must carry a
+      // header no such request can (PUT and DELETE are always preflighted, CORS is off).
+      if (m === "POST" && !req.headers.has("authorization") && !req.headers.has(CLIENT_HEADER)) {
+        return json(403, {
+          error: "missing_client_header",
+          message: `a POST needs an Authorization: Bearer token or an ${CLIENT_HEADER} header`,
+        });
+      }
+    }
+    try {
+      return auth.authenticateHttp(req);
+    } catch (e) {
+      return errorToHttp(e);
+    }
+  };
+
   const handle = async (req: Request, url: URL): Promise<Response> => {
+    const origin = req.headers.get("origin");
+    if (req.method === "OPTIONS") return preflight(origin, cors);
+    const g = guard(req);
+    if (g instanceof Response) {
+      await req.body?.cancel().catch(() => {});
+      return g;
+    }
+    const res = await serve(req, url, g);
+    if (origin !== null && cors.has(origin)) {
+      const headers = new Headers(res.headers);
+      headers.set("access-control-allow-origin", origin);
+      headers.append("vary", "Origin");
+      return new Response(res.body, { status: res.status, headers });
+    }
+    return res;
+  };
+
+  const serve = async (
+    req: Request,
+    url: URL,
+    principal: Principal | undefined,
+  ): Promise<Response> => {
     let body: Uint8Array<ArrayBuffer> | undefined;
     if (req.body && (req.method === "PUT" || req.method === "POST")) {
       try {
@@ -462,7 +623,7 @@ export function createHttpHandler(
       }
     }
     try {
-      return await route(req, url, body);
+      return await route(req, url, body, principal);
     } catch (e) {
       if (e instanceof SyntaxError) {
         return json(400, { error: "invalid_argument", message: e.message });
@@ -476,8 +637,9 @@ export function createHttpHandler(
             const headers = new Headers(req.headers);
             headers.set(FORWARDED_HEADER, String(service.id));
             headers.delete("host");
+            headers.delete("origin"); // vetted here; the leader sees a node-to-node request
             headers.delete("content-length");
-            const res = await doFetch(`http://${addr}${url.pathname}${url.search}`, {
+            const res = await doFetch(`${scheme}://${addr}${url.pathname}${url.search}`, {
               method: req.method,
               headers,
               body: body && body.length > 0 ? body : undefined,

@@ -18,6 +18,7 @@ import type { Logger } from "../raft/logger.ts";
 import type { NodeLimits } from "../config/limits.ts";
 import { AcceptLoop } from "../transport/listener.ts";
 import { parseAddress } from "../client/connection.ts";
+import { listenStream, type PeerConn, type ServerTlsMaterial } from "../transport/peer_conn.ts";
 
 /** Largest request head (request line and headers) relayed. */
 export const MAX_HEADER_BYTES = 64 * 1024;
@@ -33,33 +34,35 @@ export interface HttpListenerOptions {
   logger: Logger;
   /** Connection cap and timeouts. */
   limits: NodeLimits;
+  /** TLS, terminated here at the public listener (default: plaintext). */
+  tls?: ServerTlsMaterial;
 }
 
 /** The HTTP port: public guarded listener, private Deno.serve. */
 export class HttpListener {
-  #loop: AcceptLoop | undefined;
+  #loop: AcceptLoop<PeerConn> | undefined;
   #inner: Deno.HttpServer<Deno.NetAddr> | undefined;
   #innerPort = 0;
   #warnedPort = -1;
   #innerProblem: string | undefined;
   #closing = false;
-  #conns = new Set<Deno.Conn>();
+  #conns = new Set<PeerConn>();
   #restarts: Promise<void> = Promise.resolve();
 
   /** Creates the listener (call {@link start}). */
   constructor(private readonly o: HttpListenerOptions) {}
 
   /** Binds the public port, starts the private server; returns the public address. */
-  start(): Deno.NetAddr {
+  async start(): Promise<Deno.NetAddr> {
     const { hostname, port } = parseAddress(this.o.listen);
-    const listener = Deno.listen({ hostname, port, transport: "tcp" });
+    const listener = await listenStream(hostname, port, this.o.tls);
     try {
       this.#serveInner();
     } catch (e) {
       listener.close();
       throw e;
     }
-    this.#loop = new AcceptLoop(listener, {
+    this.#loop = new AcceptLoop<PeerConn>(listener, {
       name: "http",
       maxConnections: this.o.limits.maxConnections,
       logger: this.o.logger,
@@ -72,7 +75,7 @@ export class HttpListener {
         release();
       });
     });
-    return listener.addr as Deno.NetAddr;
+    return { transport: "tcp", hostname, port: listener.port };
   }
 
   /** Why the HTTP port cannot serve now (undefined when it can). */
@@ -81,7 +84,7 @@ export class HttpListener {
   }
 
   /** The public accept loop. */
-  get acceptLoop(): AcceptLoop | undefined {
+  get acceptLoop(): AcceptLoop<PeerConn> | undefined {
     return this.#loop;
   }
 
@@ -125,7 +128,7 @@ export class HttpListener {
     });
   }
 
-  async #relay(client: Deno.TcpConn): Promise<void> {
+  async #relay(client: PeerConn): Promise<void> {
     const { requestTimeoutMs, idleTimeoutMs } = this.o.limits;
     let upstream: Deno.TcpConn | undefined;
     let closed = false;
@@ -196,7 +199,11 @@ export class HttpListener {
         }
       }
     };
-    const pump = async (from: Deno.Conn, to: Deno.Conn, fromClient: boolean) => {
+    const pump = async (
+      from: Pick<PeerConn, "read" | "write">,
+      to: Pick<PeerConn, "read" | "write">,
+      fromClient: boolean,
+    ) => {
       const buf = new Uint8Array(CHUNK_BYTES);
       try {
         while (!closed) {

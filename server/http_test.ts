@@ -48,7 +48,13 @@ function setup(
     problems: opts.problems,
   });
   const call = async (method: string, path: string, body?: BodyInit, headers?: HeadersInit) => {
-    const res = await handler(new Request(`http://node1${path}`, { method, body, headers }));
+    // As a gokv client: the client header (a POST needs it), JSON bodies declared as JSON.
+    const h = new Headers({ "x-gokv-client": "test" });
+    if (typeof body === "string" && body.startsWith("{") && !path.startsWith("/v1/kv")) {
+      h.set("content-type", "application/json");
+    }
+    for (const [k, v] of new Headers(headers)) h.set(k, v);
+    const res = await handler(new Request(`http://node1${path}`, { method, body, headers: h }));
     const text = await res.text();
     let json: Record<string, unknown> = {};
     try {

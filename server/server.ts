@@ -10,7 +10,7 @@
  * @module
  */
 import { join as joinPath } from "node:path";
-import type { Config } from "../config/config.ts";
+import { type Config, ConfigError } from "../config/config.ts";
 import { createLogger } from "../config/log.ts";
 import type { Logger } from "../raft/logger.ts";
 import type { LogStore } from "../raft/storage.ts";
@@ -18,7 +18,9 @@ import { RaftNode } from "../raft/node.ts";
 import { type ConfChange, ConfChangeType, type ConfState } from "../raft/types.ts";
 import { openStorage } from "../storage/mod.ts";
 import { createTransport, TcpTransport } from "../transport/mod.ts";
-import { peerSecurity } from "./peer_security.ts";
+import { exposure, InsecureBindError, memberHttp, peerSecurity, portTls } from "./node_security.ts";
+import { AuthGate, authorize, TokensFileError } from "./auth.ts";
+import { parseAddress } from "../config/config.ts";
 import { Counter } from "./metrics.ts";
 import { ClientServer } from "./client_server.ts";
 import { createHttpHandler } from "./http.ts";
@@ -46,6 +48,9 @@ export interface ServerOptions {
   join?: boolean;
   /** Deadline of one client request inside the server (default 2 500 ms). */
   requestTimeoutMs?: number;
+  /** Listen beyond loopback without TLS and tokens (`gokv server --insecure`); otherwise such a
+   * node refuses to start with {@link InsecureBindError}. */
+  insecure?: boolean;
 }
 
 /** Fault-injection hooks of {@link startServerWithHooks} (tests only; not in the public API). */
@@ -156,6 +161,8 @@ export async function startServerWithHooks(
 ): Promise<ServerHandle> {
   const node = config.nodes.find((n) => n.id === id);
   if (!node) throw new UnknownNodeError(id, config.nodes.map((n) => n.id));
+  const exposed = exposure(config, id);
+  if (exposed.length > 0 && !opts.insecure) throw new InsecureBindError(exposed);
   const logger = opts.logger ??
     createLogger({ level: config.log.level, format: config.log.format, nodeId: id });
   const dir = joinPath(config.dataDir, `node-${id}`);
@@ -353,16 +360,38 @@ export async function startServerWithHooks(
   });
 
   let shuttingDown = false;
+  let clientTls, httpTls, auth: AuthGate;
+  try {
+    clientTls = await portTls(config, id, "client");
+    httpTls = await portTls(config, id, "http");
+    auth = await AuthGate.open({
+      tokensFile: config.security.tokensFile,
+      protectMetrics: config.security.protectMetrics,
+      logger,
+    }).catch((e) => {
+      if (!(e instanceof TokensFileError)) throw e;
+      throw new ConfigError(e.file, "security.tokens_file", 0, e.message);
+    });
+  } catch (e) {
+    await raft.stop().catch(() => {});
+    throw e;
+  }
+  // SIGHUP reloads the tokens file (a broken file keeps the tokens in force; it is logged).
+  const onHup = () => void auth.reload().catch(() => {});
+  if (auth.enabled && Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", onHup);
+  const members = memberHttp(httpTls);
   const clientServer = new ClientServer(service, {
     listen: node.listenClient,
     logger,
     metrics,
+    tls: clientTls,
+    auth,
   });
   let clientAddr: Deno.NetAddr;
   let httpAddr: Deno.NetAddr;
   let httpServer: HttpListener | undefined;
   try {
-    clientAddr = clientServer.start();
+    clientAddr = await clientServer.start();
     const snapshot = createSnapshotHandler({
       nodeId: id,
       version: SERVER_VERSION,
@@ -382,12 +411,16 @@ export async function startServerWithHooks(
           return raft.status().term;
         }
       },
-      // security (issue 13): require the admin role here once tokens exist.
-      authorize: undefined,
+      authorize: (req) => authorize(auth.authenticateHttp(req), "snapshot_backup"),
       metrics: { saves: metrics.snapshotSaves, seconds: metrics.snapshotSaveSeconds },
     });
     const handler = createHttpHandler(service, {
       metrics,
+      fetch: members.fetch,
+      scheme: members.scheme,
+      auth,
+      allowedHosts: hostNames(config),
+      corsOrigins: config.http.corsOrigins,
       httpAddressOf: (nid) => book.get(nid)?.http,
       healthy: () => !shuttingDown,
       snapshot,
@@ -407,9 +440,11 @@ export async function startServerWithHooks(
       handler,
       logger,
       limits: config.limits,
+      tls: httpTls,
     });
-    httpAddr = httpServer.start();
+    httpAddr = await httpServer.start();
   } catch (e) {
+    members.close();
     clearInterval(sampler);
     await clientServer.close(0);
     await raft.stop();
@@ -421,6 +456,7 @@ export async function startServerWithHooks(
     http: `${httpAddr.hostname}:${httpAddr.port}`,
     storage: config.storage,
     transport: config.transport,
+    tls: { client: clientTls !== undefined, http: httpTls !== undefined },
     dir,
   });
 
@@ -444,6 +480,8 @@ export async function startServerWithHooks(
         logger.warn("raft stop failed", { error: (e as Error).message });
       }
       book.save();
+      members.close();
+      if (auth.enabled && Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", onHup);
       logger.info("node stopped");
     })();
     return closing;
@@ -460,5 +498,16 @@ export async function startServerWithHooks(
   };
 }
 
+/** The names the HTTP API answers to in `Host` (besides IP literals and localhost): the hosts of
+ * every configured address and `http.allowed_hosts`. */
+function hostNames(config: Config): string[] {
+  const out = new Set(config.http.allowedHosts);
+  for (const n of config.nodes) {
+    for (const a of [n.http, n.listenHttp, n.client, n.peer]) out.add(parseAddress(a).hostname);
+  }
+  return [...out];
+}
+
 /** Re-exported for status consumers. */
 export { roleName };
+export { InsecureBindError };

@@ -31,8 +31,8 @@ export interface SnapshotBackupDeps {
   /** The term of the log entry at `index` (see the header's `term`). */
   termAt(index: number): number;
   /**
-   * Authorization hook: throw to refuse. Taking a backup reads every key, so once tokens exist
-   * (issue 13) this must require the admin role; until then every caller is allowed.
+   * Authorization hook: throw to refuse (server/auth.ts; the node requires the admin role, as a
+   * backup reads every key). Without it every caller is allowed.
    */
   authorize?(req: Request): void | Promise<void>;
   /** Saves served and their duration (from the request to the last byte). */

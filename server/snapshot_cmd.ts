@@ -21,7 +21,8 @@ import { parseArgs } from "node:util";
 import { basename, dirname, join, resolve } from "node:path";
 import { asUsageError, EXIT_FAILED, EXIT_OK, UsageError } from "../config/cli.ts";
 import { type Config, ConfigError, loadConfig } from "../config/config.ts";
-import { Client } from "../client/client.ts";
+import { Client, type ClientOptions } from "../client/client.ts";
+import { connectionSecurity, SECURITY_HELP, SECURITY_OPTIONS } from "../client/cli.ts";
 import { openStorage } from "../storage/mod.ts";
 import { fsyncDir } from "../storage/fsutil.ts";
 import {
@@ -51,7 +52,8 @@ Options:
       --id N              restore: the node to seed
       --data-dir DIR      restore: instead of the config's data_dir
   -w, --write-out F       status: table (default) or json
-  -h, --help              show this help`;
+  -h, --help              show this help
+${SECURITY_HELP} (save: HTTPS to the nodes; a token needs role admin)`;
 
 /** Where the command writes (tests capture it). */
 export interface SnapshotIO {
@@ -96,7 +98,19 @@ async function exists(path: string): Promise<boolean> {
 async function fetchFromLeader(
   addrs: string[],
   deadline: number,
+  security: Pick<ClientOptions, "tls" | "token">,
 ): Promise<{ res: Response; addr: string }> {
+  const scheme = security.tls ? "https" : "http";
+  const client = security.tls
+    ? Deno.createHttpClient({
+      caCerts: security.tls.caCert ? [security.tls.caCert] : undefined,
+      cert: security.tls.cert,
+      key: security.tls.key,
+    })
+    : undefined;
+  const headers: Record<string, string> = security.token
+    ? { authorization: `Bearer ${security.token}` }
+    : {};
   const errors: string[] = [];
   const queue = [...addrs];
   const tried = new Set<string>();
@@ -114,7 +128,11 @@ async function fetchFromLeader(
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), Math.max(1, deadline - Date.now()));
     try {
-      const res = await fetch(`http://${addr}/v1/snapshot`, { signal: ctl.signal });
+      const res = await fetch(`${scheme}://${addr}/v1/snapshot`, {
+        signal: ctl.signal,
+        headers,
+        client,
+      });
       clearTimeout(timer);
       if (res.status === 200) return { res, addr };
       const body = await res.json().catch(() => ({})) as { error?: string; leaderHttp?: string };
@@ -142,9 +160,10 @@ export async function saveSnapshot(
   file: string,
   httpAddrs: string[],
   timeoutMs = 10_000,
+  security: Pick<ClientOptions, "tls" | "token"> = {},
 ): Promise<BackupSummary & { from: string }> {
   const part = `${file}.part`;
-  const { res, addr } = await fetchFromLeader(httpAddrs, Date.now() + timeoutMs);
+  const { res, addr } = await fetchFromLeader(httpAddrs, Date.now() + timeoutMs, security);
   const out = await Deno.open(part, { write: true, create: true, truncate: true });
   let ok = false;
   try {
@@ -299,12 +318,13 @@ export function summaryJson(s: BackupSummary): Record<string, unknown> {
 async function httpAddrsOf(
   values: { config?: string; endpoints?: string },
   timeoutMs: number,
+  security: Pick<ClientOptions, "tls" | "token">,
 ): Promise<string[]> {
   if (values.endpoints !== undefined) {
     const eps = values.endpoints.split(",").map((s) => s.trim()).filter((s) => s);
     if (eps.length === 0) throw new UsageError("--endpoints is empty");
     for (const e of eps) if (!isAddr(e)) throw new UsageError(`endpoint "${e}" is not host:port`);
-    const c = await Client.connect({ endpoints: eps, timeoutMs });
+    const c = await Client.connect({ endpoints: eps, timeoutMs, ...security });
     try {
       const https = (await c.members()).map((m) => m.http).filter((h) => h);
       if (https.length === 0) throw new SnapshotError("the cluster reported no HTTP addresses");
@@ -331,6 +351,7 @@ export async function snapshotCommand(argv: string[], io: SnapshotIO = stdio): P
         "data-dir": { type: "string" },
         "write-out": { type: "string", short: "w" },
         help: { type: "boolean", short: "h" },
+        ...SECURITY_OPTIONS,
       },
       allowPositionals: true,
       strict: true,
@@ -362,13 +383,14 @@ export async function snapshotCommand(argv: string[], io: SnapshotIO = stdio): P
   };
   try {
     if (sub === "save") {
-      only(["config", "endpoints", "timeout-ms"]);
+      only(["config", "endpoints", "timeout-ms", "cacert", "cert", "key", "token"]);
       const t = v["timeout-ms"] === undefined ? 10_000 : Number(v["timeout-ms"]);
       if (!Number.isInteger(t) || t < 1) {
         throw new UsageError("--timeout-ms must be an integer >= 1");
       }
-      const addrs = await httpAddrsOf(v, t);
-      const s = await saveSnapshot(file, addrs, t);
+      const security = await connectionSecurity(v);
+      const addrs = await httpAddrsOf(v, t, security);
+      const s = await saveSnapshot(file, addrs, t, security);
       io.out(
         `Snapshot saved at ${file} (index ${s.header.index}, term ${s.header.term}, ` +
           `${s.keys} keys, ${sizeText(s.bytes)}, sha256 ${s.sha256.slice(0, 16)}, from ${s.from})`,

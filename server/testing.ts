@@ -115,7 +115,7 @@ export interface FakeNode {
 
 /** Starts a fake node whose client server listens on a free port. `book` entries let it
  * redirect to other nodes. */
-export function startFakeNode(
+export async function startFakeNode(
   id: number,
   opts: {
     lead?: number;
@@ -124,7 +124,7 @@ export function startFakeNode(
     sm?: MemoryStateMachine;
     limits?: Partial<NodeLimits>;
   } = {},
-): FakeNode {
+): Promise<FakeNode> {
   const sm = opts.sm ?? new MemoryStateMachine();
   const raft = new FakeRaft(id, sm, opts.lead ?? id, opts.voters ?? [id]);
   const book = new AddressBook(opts.members ?? []);
@@ -136,7 +136,7 @@ export function startFakeNode(
   const limits = { ...defaultNodeLimits(), ...opts.limits };
   const service = new KvService({ id, raft, sm, book, metrics, requestTimeoutMs: 1000, limits });
   const server = new ClientServer(service, { listen: "127.0.0.1:0", logger: nullLogger, metrics });
-  const addr = server.start();
+  const addr = await server.start();
   return {
     raft,
     sm,

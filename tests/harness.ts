@@ -145,6 +145,9 @@ export interface ClusterOptions {
   /** Route peer traffic through one TCP proxy per ordered pair of nodes, with a config file
    * per node, so that links can be cut with {@link TestCluster.isolate}. */
   proxied?: boolean;
+  /** How {@link TestCluster.status} reaches a node's HTTP port (default: plain fetch of
+   * `http://<http>/v1/status`); secured clusters pass HTTPS with a CA and a token. */
+  statusFetch?: (http: string) => Promise<Response>;
 }
 
 /** A cluster of real node processes. */
@@ -287,9 +290,10 @@ export class TestCluster {
 
   /** The status JSON of node `id` (throws when unreachable). */
   async status(id: number): Promise<Record<string, unknown>> {
-    const res = await fetch(`http://${this.nodes.get(id)!.http}/v1/status`, {
-      signal: AbortSignal.timeout(1000),
-    });
+    const http = this.nodes.get(id)!.http;
+    const res = this.opts.statusFetch
+      ? await this.opts.statusFetch(http)
+      : await fetch(`http://${http}/v1/status`, { signal: AbortSignal.timeout(1000) });
     return await res.json();
   }
 

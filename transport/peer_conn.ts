@@ -1,5 +1,6 @@
 /**
- * Connections of the TCP peer transport, plain or mutual TLS, behind one small interface.
+ * Connections of every listening port of a node (peer, client, HTTP), plain, TLS or mutual TLS,
+ * behind one small interface ({@link PeerConn}); {@link listenStream} binds one.
  *
  * Mutual TLS: Deno 2.9.6's `Deno.listenTls` cannot ask for or verify a client certificate, but
  * `node:tls` `createServer({ requestCert, rejectUnauthorized, ca })` can (a dialer without a
@@ -51,7 +52,11 @@ function plainConn(c: Deno.TcpConn): PeerConn {
   try {
     c.setNoDelay(true);
   } catch { /* not fatal */ }
-  const remote = formatAddress(c.remoteAddr.hostname, c.remoteAddr.port);
+  return denoConn(c, formatAddress(c.remoteAddr.hostname, c.remoteAddr.port));
+}
+
+/** A Deno connection (TCP or TLS) as a {@link PeerConn}. */
+function denoConn(c: Deno.Conn, remote: string): PeerConn {
   return {
     read: (p) => c.read(p),
     write: (p) => c.write(p),
@@ -62,6 +67,51 @@ function plainConn(c: Deno.TcpConn): PeerConn {
     },
     remote,
     peerCommonName: null,
+  };
+}
+
+/** TLS for a listening port. */
+export interface ServerTlsMaterial {
+  /** This node's certificate chain (PEM). */
+  cert: string;
+  /** This node's private key (PEM). */
+  key: string;
+  /** The CA (PEM) that signs client certificates (with `requestCert`). */
+  ca?: string;
+  /** Require a client certificate signed by `ca` (mutual TLS). */
+  requestCert: boolean;
+}
+
+/**
+ * Binds `hostname:port` for the client or HTTP port: plaintext without `tls`; server TLS with
+ * `Deno.listenTls` (native, the handshake runs on the connection's first read or write); mutual
+ * TLS with node:tls (Deno.listenTls cannot ask for a client certificate).
+ */
+export async function listenStream(
+  hostname: string,
+  port: number,
+  tls?: ServerTlsMaterial,
+): Promise<PeerListener> {
+  if (tls === undefined) return await listenPeer(hostname, port);
+  if (tls.requestCert) {
+    return await TlsPeerListener.listen(hostname, port, {
+      cert: tls.cert,
+      key: tls.key,
+      ca: tls.ca ?? "",
+    });
+  }
+  const l = Deno.listenTls({ hostname, port, transport: "tcp", cert: tls.cert, key: tls.key });
+  return {
+    port: l.addr.port,
+    accept: async () => {
+      const c = await l.accept();
+      return denoConn(c, formatAddress(c.remoteAddr.hostname, c.remoteAddr.port));
+    },
+    close: () => {
+      try {
+        l.close();
+      } catch { /* already closed */ }
+    },
   };
 }
 
@@ -114,17 +164,7 @@ export async function dialPeer(
   } finally {
     signal.removeEventListener("abort", onAbort);
   }
-  return {
-    read: (p) => c.read(p),
-    write: (p) => c.write(p),
-    close: () => {
-      try {
-        c.close();
-      } catch { /* already closed */ }
-    },
-    remote: formatAddress(hostname, port),
-    peerCommonName: null,
-  };
+  return denoConn(c, formatAddress(hostname, port));
 }
 
 /** Above this many buffered bytes the socket is paused until the reader catches up. */
