@@ -153,7 +153,7 @@ Deno.test("a 4th node with an empty data directory catches up by snapshot; remov
     await c.writeConfig();
     const add = await fetch(`http://${c.nodes.get(leader)!.http}/v1/members`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", "x-gokv-client": "test" },
       body: JSON.stringify({ id: 4, peer: n4.peer, client: n4.client, http: n4.http }),
     });
     assert.ok(add.ok, await add.text());

@@ -42,7 +42,7 @@ Deno.test("a memory-backend node that restarts refuses to start; removed and re-
     const n = c.nodes.get(f)!;
     const add = await fetch(`http://${lhttp}/v1/members`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", "x-gokv-client": "test" },
       body: JSON.stringify({ id: f, peer: n.peer, client: n.client, http: n.http }),
     });
     assert.ok(add.ok, await add.text());

@@ -15,7 +15,7 @@ async function http(addr: string, method: string, path: string, body?: string, h
   const res = await fetch(`http://${addr}${path}`, {
     method,
     body,
-    headers,
+    headers: { "x-gokv-client": "test", ...headers },
     signal: AbortSignal.timeout(5000),
   });
   return { status: res.status, json: await res.json() };
