@@ -189,7 +189,7 @@ Deno.test("half-sent frames and stalled HTTP bodies are dropped at the timeouts,
     // 20 HTTP bodies that stop after 1 MiB of a declared 8,000,000.
     const bodies = await connectAll(n.http, 20);
     const put = enc.encode(
-      "PUT /v1/kv/stalled HTTP/1.1\r\nhost: x\r\ncontent-length: 8000000\r\n\r\n",
+      "PUT /v1/kv/stalled HTTP/1.1\r\nhost: localhost\r\ncontent-length: 8000000\r\n\r\n",
     );
     const body = new Uint8Array(put.length + MIB);
     body.set(put);
@@ -254,7 +254,7 @@ Deno.test("a chunked 300 MB PUT is refused with 413 while it streams, memory bou
     try {
       await conn.write(
         enc.encode(
-          "PUT /v1/kv/huge HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+          "PUT /v1/kv/huge HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n",
         ),
       );
       while (sent < 300 * 1000 * 1000 && response === "") {
