@@ -561,6 +561,10 @@ export function createHttpHandler(
         });
       }
     }
+    // KV Connect (/kv, /kv/...) presents its own bearer tokens (the access token, then
+    // data-path tokens): its handler authenticates them and calls authorize() itself.
+    const path = new URL(req.url).pathname;
+    if (path === "/kv" || path.startsWith("/kv/")) return undefined;
     try {
       return auth.authenticateHttp(req);
     } catch (e) {
