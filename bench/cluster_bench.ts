@@ -14,12 +14,16 @@
  * with npm:etcd3 (grpc-js under Deno, ../shared/anchors/kvload.ts) instead: that generator costs
  * ~150-200 µs of CPU per request and makes etcd look slower than it is.
  *
+ * TLS: a second gokv cluster with TLS on every port, the cluster secret and tokens (`gokv-tls`,
+ * the generator over TLS with a write token) runs at `--tls-clients` (default 64; `none` skips
+ * it), alternated with the others, and its ratios to plaintext gokv are printed.
+ *
  * Reported per run: ops/s, p50, p99, server CPU µs per operation (utime + stime of the three
  * server processes from /proc over the measured phase) and the generator's own CPU (% of one
  * core), so a client bottleneck is visible.
  *
  * Usage: deno task bench:cluster [--n 20000] [--clients 16,64,256] [--rounds 3] [--no-etcd]
- *        [--ops put,get] [--storage lsm] [--etcd-client go|etcd3]
+ *        [--ops put,get] [--storage lsm] [--etcd-client go|etcd3] [--tls-clients 64|none]
  *
  * etcd: `apt-get install -y etcd-server etcd-client`; started with
  * ../shared/anchors/etcd-cluster.sh (skipped with a note when unavailable).
@@ -29,6 +33,8 @@
 import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { issueCert, makeCa } from "../scripts/tls_certs.ts";
+import { hashToken } from "../server/auth.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 /** ../shared/anchors beside the project root (searched upwards, so a git worktree finds it too). */
@@ -58,12 +64,14 @@ const { values: a } = parseArgs({
     "etcd-client": { type: "string", default: "go" },
     keys: { type: "string", default: "10000" },
     vsize: { type: "string", default: "100" },
+    "tls-clients": { type: "string", default: "64" },
   },
 });
 const N = Number(a.n);
 const CLIENTS = a.clients!.split(",").map(Number);
 const OPS = a.ops!.split(",") as ("put" | "get")[];
 const ROUNDS = Number(a.rounds);
+const TLS_CLIENTS = a["tls-clients"] === "none" ? [] : a["tls-clients"]!.split(",").map(Number);
 const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat times are in 1/100 s
 
 interface Result {
@@ -148,10 +156,39 @@ function freePorts(n: number): number[] {
   return ports;
 }
 
-async function startGokv(): Promise<
-  { endpoints: string[]; pids: number[]; stop: () => Promise<void> }
+/** What a TLS + token cluster's generator needs. */
+interface Secured {
+  ca: string;
+  token: string;
+}
+
+/** A CA, node certificates, a cluster secret and a write token in `dir`; the config lines. */
+async function secure(dir: string): Promise<{ yaml: string; sec: Secured }> {
+  const ca = await makeCa(dir);
+  for (const id of [1, 2, 3]) await issueCert(dir, ca, `node-${id}`);
+  const token = crypto.randomUUID();
+  await Deno.writeTextFile(
+    join(dir, "tokens.yaml"),
+    `tokens:\n  - { name: bench, role: write, hash: "${hashToken(token)}" }\n`,
+  );
+  await Deno.writeTextFile(join(dir, "secret"), crypto.randomUUID() + crypto.randomUUID());
+  const yaml = [
+    "security:",
+    `  peer_secret_file: ${JSON.stringify(join(dir, "secret"))}`,
+    `  tokens_file: ${JSON.stringify(join(dir, "tokens.yaml"))}`,
+    "tls:",
+    `  cert: ${JSON.stringify(join(dir, "node-{id}.crt"))}`,
+    `  key: ${JSON.stringify(join(dir, "node-{id}.key"))}`,
+    `  ca: ${JSON.stringify(ca.cert)}`,
+  ].join("\n");
+  return { yaml, sec: { ca: ca.cert, token } };
+}
+
+async function startGokv(tls = false): Promise<
+  { endpoints: string[]; pids: number[]; stop: () => Promise<void>; sec?: Secured }
 > {
   const dir = await Deno.makeTempDir({ prefix: "gokv-bench-" });
+  const secured = tls ? await secure(dir) : undefined;
   const ports = freePorts(9);
   const nodes = [1, 2, 3].map((id, i) => ({
     id,
@@ -169,6 +206,7 @@ async function startGokv(): Promise<
     ),
     "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 500\n",
     "log:\n  level: warn\n",
+    secured?.yaml ?? "",
   ].join("\n");
   const configPath = join(dir, "config.yaml");
   await Deno.writeTextFile(configPath, config);
@@ -191,15 +229,23 @@ async function startGokv(): Promise<
   );
   const deadline = Date.now() + 30_000;
   let up = false;
+  const client = secured
+    ? Deno.createHttpClient({ caCerts: [await Deno.readTextFile(secured.sec.ca)] })
+    : undefined;
   while (!up && Date.now() < deadline) {
     for (const n of nodes) {
       try {
-        const r = await fetch(`http://${n.http}/v1/status`, { signal: AbortSignal.timeout(500) });
+        const r = await fetch(`${secured ? "https" : "http"}://${n.http}/v1/status`, {
+          signal: AbortSignal.timeout(500),
+          client,
+          headers: secured ? { authorization: `Bearer ${secured.sec.token}` } : {},
+        });
         if ((await r.json()).role === "leader") up = true;
       } catch { /* starting */ }
     }
     if (!up) await new Promise((r) => setTimeout(r, 100));
   }
+  client?.close();
   const stop = async () => {
     for (const p of procs) {
       try {
@@ -213,7 +259,12 @@ async function startGokv(): Promise<
     await stop();
     throw new Error("gokv cluster did not elect a leader");
   }
-  return { endpoints: nodes.map((n) => n.client), pids: procs.map((p) => p.pid), stop };
+  return {
+    endpoints: nodes.map((n) => n.client),
+    pids: procs.map((p) => p.pid),
+    stop,
+    sec: secured?.sec,
+  };
 }
 
 async function etcdAvailable(): Promise<boolean> {
@@ -269,7 +320,7 @@ function etcdPids(): Promise<number[]> {
 }
 
 function fmtRow(r: Result): string {
-  return `${r.system.padEnd(5)} ${r.op.padEnd(4)} c=${String(r.c).padEnd(4)} ${
+  return `${r.system.padEnd(8)} ${r.op.padEnd(4)} c=${String(r.c).padEnd(4)} ${
     String(Math.round(r.opsPerSec)).padStart(7)
   } ops/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms  ` +
     `server ${r.serverUsPerOp.toFixed(0).padStart(4)} µs/op  generator ${
@@ -314,30 +365,39 @@ if (!a["no-etcd"]) {
 }
 
 const gokv = await startGokv();
+const gokvTls = TLS_CLIENTS.length > 0 ? await startGokv(true) : undefined;
 let etcdStarted = false;
 const results: Result[] = [];
 try {
-  const gokvSystem: System = {
-    name: "gokv",
-    pids: () => Promise.resolve(gokv.pids),
+  /** A gokv cluster driven by bench/gokv_load.ts (over TLS with a token when secured). */
+  const gokvOf = (name: string, g: Awaited<ReturnType<typeof startGokv>>): System => ({
+    name,
+    pids: () => Promise.resolve(g.pids),
     generator: (op, c) => [
       Deno.execPath(),
       "run",
       "-A",
       join(ROOT, "bench", "gokv_load.ts"),
-      ...loadArgs(gokv.endpoints, op, c),
+      ...loadArgs(g.endpoints, op, c),
+      ...(g.sec ? ["--cacert", g.sec.ca, "--token", g.sec.token] : []),
     ],
-  };
+  });
+  const gokvSystem = gokvOf("gokv", gokv);
+  const tlsSystem = gokvTls && gokvOf("gokv-tls", gokvTls);
 
   if (etcdSystem) {
     await etcdCluster("start");
     etcdStarted = true;
   }
   for (let round = 0; round < ROUNDS; round++) {
-    const order = etcdSystem ? [gokvSystem, etcdSystem] : [gokvSystem];
-    if (round % 2 === 1) order.reverse();
     for (const op of OPS) {
-      for (const c of CLIENTS) {
+      for (const c of [...new Set([...CLIENTS, ...TLS_CLIENTS])].sort((x, y) => x - y)) {
+        const order = [
+          ...(CLIENTS.includes(c) ? [gokvSystem] : []),
+          ...(tlsSystem && TLS_CLIENTS.includes(c) ? [tlsSystem, gokvSystem] : []),
+          ...(etcdSystem && CLIENTS.includes(c) ? [etcdSystem] : []),
+        ].filter((s, i, all) => all.indexOf(s) === i);
+        if (round % 2 === 1) order.reverse();
         for (const sys of order) {
           const r = await run(sys, op, c);
           results.push(r);
@@ -348,6 +408,7 @@ try {
   }
 } finally {
   await gokv.stop();
+  await gokvTls?.stop();
   if (etcdStarted) await etcdCluster("stop");
 }
 
@@ -359,8 +420,8 @@ function best(sys: string, op: string, c: number): Result | undefined {
 
 console.log(`\nbest of ${ROUNDS} round(s):`);
 for (const op of OPS) {
-  for (const c of CLIENTS) {
-    for (const sys of ["gokv", "etcd"]) {
+  for (const c of [...new Set([...CLIENTS, ...TLS_CLIENTS])].sort((x, y) => x - y)) {
+    for (const sys of ["gokv", "gokv-tls", "etcd"]) {
       const r = best(sys, op, c);
       if (r) console.log(fmtRow(r));
     }
@@ -381,6 +442,25 @@ if (etcdSystem) {
           `  p99 x${(e.p99 / g.p99).toFixed(2)}  server cpu/op x${
             (e.serverUsPerOp / g.serverUsPerOp).toFixed(2)
           }`,
+      );
+    }
+  }
+}
+if (gokvTls) {
+  console.log(
+    "\nratios gokv-tls/gokv (TLS on every port + tokens vs plaintext), best rounds (throughput; " +
+      "p99 and server CPU per op: tls/plain, > 1 means TLS costs that much more):",
+  );
+  for (const op of OPS) {
+    for (const c of TLS_CLIENTS) {
+      const t = best("gokv-tls", op, c), g = best("gokv", op, c);
+      if (!t || !g) continue;
+      console.log(
+        `${op.padEnd(4)} c=${String(c).padEnd(4)} throughput x${
+          (t.opsPerSec / g.opsPerSec).toFixed(2)
+        }  p99 x${(t.p99 / g.p99).toFixed(2)}  server cpu/op x${
+          (t.serverUsPerOp / g.serverUsPerOp).toFixed(2)
+        }`,
       );
     }
   }

@@ -9,6 +9,7 @@
  * own CPU over the measured phase, % of one core).
  *
  * Usage: deno run -A bench/gokv_load.ts --endpoints 127.0.0.1:8001,... --op put|get --n 20000 --c 64
+ *        [--cacert ca.crt] [--token T]   (a TLS / token cluster: the `gokv-tls` rows of bench:cluster)
  *
  * @module
  */
@@ -25,6 +26,8 @@ const { values: a } = parseArgs({
     keys: { type: "string", default: "10000" },
     vsize: { type: "string", default: "100" },
     conns: { type: "string", default: "1" },
+    cacert: { type: "string" },
+    token: { type: "string" },
   },
 });
 const N = Number(a.n), C = Number(a.c), KEYS = Number(a.keys), CONNS = Number(a.conns);
@@ -39,8 +42,12 @@ const keys = Array.from(
   (_, i) => enc.encode("key" + String(i).padStart(12, "0")),
 );
 const endpoints = a.endpoints!.split(",");
+const tls = a.cacert ? { caCert: await Deno.readTextFile(a.cacert) } : undefined;
 const clients = await Promise.all(
-  Array.from({ length: CONNS }, () => Client.connect({ endpoints, timeoutMs: 30_000 })),
+  Array.from(
+    { length: CONNS },
+    () => Client.connect({ endpoints, timeoutMs: 30_000, tls, token: a.token }),
+  ),
 );
 
 if (a.op === "get") { // preload the key space, 256 in flight, as etcdload does

@@ -846,6 +846,18 @@ export function parseConfig(
   if (raft.leaseRead && !raft.checkQuorum) {
     r.fail("raft.lease_read", raftNode, "lease reads require check_quorum: true");
   }
+  if (
+    out.transport === "grpc" &&
+    (out.security.peerSecretFile !== "" ||
+      nodes.some((n) => tlsFor(out as Config, n.id, "peer") !== undefined))
+  ) {
+    r.fail(
+      "transport",
+      (top.get("transport")?.value ?? null) as YamlNode | null,
+      "the grpc transport has no peer authentication (TLS credentials, cluster secret): use " +
+        "transport: tcp, or set tls.client / tls.http only",
+    );
+  }
   for (const n of nodes) {
     const p = tlsProblem(out as Config, n.id);
     if (p) {
