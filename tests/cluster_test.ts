@@ -201,11 +201,13 @@ Deno.test("a node cut off from its peers never answers a linearizable read with 
     const leader = await c.waitLeader();
     const addr = (id: number) => c.nodes.get(id)!.http;
     assert.ok(await httpPut(addr(leader), "x", "old"));
-    // Every node has applied "old" before the cut.
+    // Every node has applied "old" before the cut (30 s: under a loaded CI a follower's process
+    // may still be starting its HTTP port; "fetch failed" after 10 s was seen once).
     for (const id of [1, 2, 3]) {
       await waitFor(
         async () => (await httpGet(addr(id), "x", "serializable")).value === "old",
-        10_000,
+        30_000,
+        `node ${id} applies "old"`,
       );
     }
     c.isolate(leader);
