@@ -5,13 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { EntryType, message, MessageType } from "../raft/types.ts";
-import { encodeCommand, putCommand } from "../storage/command.ts";
-import { encodeHello, encodeMessageFrame } from "../transport/frame.ts";
-import { parseAddress } from "../transport/options.ts";
 import { TestCluster, waitFor } from "./harness.ts";
-
-const enc = new TextEncoder();
+import { forge } from "./forge.ts";
 
 async function get(http: string, key: string): Promise<string | undefined> {
   const res = await fetch(`http://${http}/v1/kv/${key}`, { signal: AbortSignal.timeout(3000) });
@@ -20,45 +15,6 @@ async function get(http: string, key: string): Promise<string | undefined> {
     return undefined;
   }
   return await res.text(); // values are served raw
-}
-
-/** Sends the forged AppendEntries to `peer` as node `leader`; returns when written. */
-async function forge(
-  peer: string,
-  leader: number,
-  to: number,
-  st: Record<string, unknown>,
-): Promise<void> {
-  const term = Number(st.term) + 1;
-  const index = Number(st.commitIndex);
-  const { hostname, port } = parseAddress(peer);
-  const c = await Deno.connect({ hostname, port });
-  try {
-    const app = message({
-      type: MessageType.App,
-      from: leader,
-      to,
-      term,
-      logTerm: Number(st.term),
-      index,
-      commit: index + 1,
-      entries: [{
-        term,
-        index: index + 1,
-        type: EntryType.Normal,
-        data: encodeCommand(putCommand(enc.encode("k"), enc.encode("FORGED"))),
-      }],
-    });
-    await c.write(encodeHello({ from: leader, to }));
-    await c.write(encodeMessageFrame(app));
-    await new Promise((r) => setTimeout(r, 300));
-  } catch {
-    /* the node may close at once */
-  } finally {
-    try {
-      c.close();
-    } catch { /* closed */ }
-  }
 }
 
 Deno.test("forged AppendEntries from a process without the cluster secret changes nothing and is counted", async () => {

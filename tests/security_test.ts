@@ -10,12 +10,14 @@ import { issueCert, makeCa } from "../scripts/tls_certs.ts";
 import { hashToken } from "../server/auth.ts";
 import { Client } from "../client/client.ts";
 import { PermissionDeniedError, UnauthenticatedError } from "../client/errors.ts";
-import { freePort, gokv, TestCluster, waitFor } from "./harness.ts";
+import { freePort, gokv, ROOT, TestCluster, waitFor } from "./harness.ts";
+import { forge } from "./forge.ts";
 
 const TOKENS = { admin: "admin-token-0123456789", writer: "writer-token-012345", reader: "rdr-1" };
 
 interface Secured {
   dir: string;
+  tokens: string;
   ca: string;
   caPem: string;
   extraYaml: string;
@@ -44,6 +46,7 @@ async function secured(): Promise<Secured> {
   const http = Deno.createHttpClient({ caCerts: [caPem] });
   return {
     dir,
+    tokens,
     ca: ca.cert,
     caPem,
     http,
@@ -200,6 +203,57 @@ Deno.test({
       );
       r = await cli(["get", "greeting"], TOKENS.reader);
       assert.match(r.stdout, /Value: hi/);
+
+      // The attack of the issue against the TLS peer port: refused, counted, nothing changed.
+      await forge(c.nodes.get(follower)!.peer, leader, follower, await c.status(follower));
+      await waitFor(
+        async () => {
+          const res = await https(s)(`https://${fHttp}/metrics`);
+          return /gokv_peer_unauthenticated_connections_total\{reason="tls-handshake"\} [1-9]/.test(
+            await res.text(),
+          );
+        },
+        10_000,
+        "the refused handshake counted",
+      );
+      r = await cli(["set", "after", "1"], TOKENS.writer);
+      assert.equal(r.code, 0, r.stderr);
+      for (const n of c.nodes.values()) {
+        await waitFor(
+          async () => {
+            const res = await https(s, TOKENS.reader)(
+              `https://${n.http}/v1/kv/after?consistency=serializable`,
+            );
+            return (await res.text()) === "1";
+          },
+          10_000,
+          `node ${n.id} applies "after"`,
+        );
+        res = await https(s, TOKENS.reader)(`https://${n.http}/v1/kv/k?consistency=serializable`);
+        assert.equal(res.status, 404, "no FORGED value anywhere");
+        await res.body?.cancel();
+      }
+
+      // SIGHUP reloads the tokens file: a new token works, a removed one stops working.
+      const fresh = "fresh-token-0123456789";
+      await Deno.writeTextFile(
+        s.tokens,
+        `tokens:\n  - { name: ops, role: admin, hash: "${hashToken(TOKENS.admin)}" }\n` +
+          `  - { name: fresh, role: read, hash: "${hashToken(fresh)}" }\n`,
+      );
+      for (const p of c.procs.values()) p.kill("SIGHUP");
+      await waitFor(
+        async () => {
+          const res = await https(s, fresh)(`https://${fHttp}/v1/kv/greeting`);
+          await res.body?.cancel();
+          return res.status === 200;
+        },
+        10_000,
+        "the new token after SIGHUP",
+      );
+      res = await https(s, TOKENS.reader)(`https://${fHttp}/v1/kv/greeting`);
+      assert.equal(res.status, 401, "the removed token is refused");
+      await res.body?.cancel();
     } finally {
       await c.stop();
       await s.close();
@@ -326,6 +380,49 @@ Deno.test("a node asked to listen on 0.0.0.0 without TLS and tokens exits 2 sayi
       await proc.status;
     }
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cluster:secure starts the sample cluster with TLS and an admin token and says how to use them", async () => {
+  const dir = await Deno.makeTempDir();
+  const run = join(dir, "run");
+  const script = join(ROOT, "scripts", "cluster.ts");
+  try {
+    const p = () => freePort();
+    const config = join(dir, "config.yaml");
+    await Deno.writeTextFile(
+      config,
+      `data_dir: ${JSON.stringify(join(dir, "data"))}\nstorage: memory\nnodes:\n` +
+        [1, 2, 3].map((id) =>
+          `  - { id: ${id}, peer: 127.0.0.1:${p()}, client: 127.0.0.1:${p()}, http: 127.0.0.1:${p()} }\n`
+        ).join(""),
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, "start", "--config", config, "--run-dir", run],
+      env: { GOKV_SECURE: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+    assert.match(text, /secured: TLS on every port/);
+    assert.match(text, /https:\/\/127\.0\.0\.1:\d+\/ui/);
+    assert.match(text, /GOKV_CACERT=.*GOKV_TOKEN=/);
+    const env = {
+      GOKV_CACERT: join(run, "secure", "ca.crt"),
+      GOKV_TOKEN: (await Deno.readTextFile(join(run, "secure", "admin.token"))).trim(),
+    };
+    let r = await gokv(["set", "hello", "world", "--config", config], { env });
+    assert.equal(r.code, 0, r.stderr);
+    r = await gokv(["get", "hello", "--config", config], { env: { GOKV_CACERT: env.GOKV_CACERT } });
+    assert.equal(r.code, 1, "no token: refused");
+  } finally {
+    await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, "stop", "--run-dir", run],
+      stdout: "null",
+      stderr: "null",
+    }).output();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -115,11 +115,13 @@ export async function listenStream(
   };
 }
 
-/** Binds `hostname:port`, with mutual TLS when `material` is given. */
+/** Binds `hostname:port`, with mutual TLS when `material` is given; `onTlsRefused` is called for
+ * every connection whose TLS handshake failed (no or a bad certificate, plaintext). */
 export async function listenPeer(
   hostname: string,
   port: number,
   material?: PeerTlsMaterial,
+  onTlsRefused?: () => void,
 ): Promise<PeerListener> {
   if (material === undefined) {
     const l = Deno.listen({ hostname, port, transport: "tcp" });
@@ -133,7 +135,7 @@ export async function listenPeer(
       },
     };
   }
-  return await TlsPeerListener.listen(hostname, port, material);
+  return await TlsPeerListener.listen(hostname, port, material, onTlsRefused);
 }
 
 /** Dials a peer, with mutual TLS when `material` is given. */
@@ -247,7 +249,7 @@ class TlsPeerListener implements PeerListener {
   #closed = false;
   port = 0;
 
-  private constructor(material: PeerTlsMaterial) {
+  private constructor(material: PeerTlsMaterial, onTlsRefused?: () => void) {
     this.#server = tls.createServer({
       cert: material.cert,
       key: material.key,
@@ -262,11 +264,16 @@ class TlsPeerListener implements PeerListener {
       else this.#ready.push(c);
     });
     // A failed handshake (no certificate, another CA, expired) only closes that socket.
-    this.#server.on("tlsClientError", () => {});
+    this.#server.on("tlsClientError", () => onTlsRefused?.());
   }
 
-  static listen(hostname: string, port: number, m: PeerTlsMaterial): Promise<TlsPeerListener> {
-    const l = new TlsPeerListener(m);
+  static listen(
+    hostname: string,
+    port: number,
+    m: PeerTlsMaterial,
+    onTlsRefused?: () => void,
+  ): Promise<TlsPeerListener> {
+    const l = new TlsPeerListener(m, onTlsRefused);
     return new Promise((resolve, reject) => {
       l.#server.once("error", reject);
       l.#server.listen(port, hostname, () => {

@@ -114,7 +114,13 @@ export class TcpTransport implements PeerTransport {
     if (this.#listener !== null || this.#starting) throw new Error("transport already started");
     this.#starting = true;
     const { hostname, port } = parseAddress(this.#o.listen);
-    const listener = await listenPeer(hostname, port, this.#o.security.tls); // may throw
+    const u = this.stats.unauthenticated;
+    const listener = await listenPeer( // may throw
+      hostname,
+      port,
+      this.#o.security.tls,
+      () => u["tls-handshake"] = (u["tls-handshake"] ?? 0) + 1,
+    );
     if (this.#closed) {
       listener.close();
       throw new Error("transport closed");
