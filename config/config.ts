@@ -846,16 +846,12 @@ export function parseConfig(
   if (raft.leaseRead && !raft.checkQuorum) {
     r.fail("raft.lease_read", raftNode, "lease reads require check_quorum: true");
   }
-  if (
-    out.transport === "grpc" &&
-    (out.security.peerSecretFile !== "" ||
-      nodes.some((n) => tlsFor(out as Config, n.id, "peer") !== undefined))
-  ) {
+  if (out.transport === "grpc" && out.security.peerSecretFile !== "") {
     r.fail(
       "transport",
       (top.get("transport")?.value ?? null) as YamlNode | null,
-      "the grpc transport has no peer authentication (TLS credentials, cluster secret): use " +
-        "transport: tcp, or set tls.client / tls.http only",
+      "the grpc transport authenticates peers with mutual TLS only, not the cluster secret: " +
+        "configure tls for the peer port, or use transport: tcp",
     );
   }
   for (const n of nodes) {

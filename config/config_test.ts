@@ -190,16 +190,12 @@ Deno.test("tls: a cert without a key, peer TLS without ca and unknown tls keys a
   assert.equal(c.tls.client?.cert, "a.crt");
 });
 
-Deno.test("transport grpc with peer TLS or a cluster secret is a config error (not run unauthenticated)", () => {
+Deno.test("transport grpc with a cluster secret is a config error (its peers use mutual TLS)", () => {
   const e = configError(`${NODES}transport: grpc\nsecurity:\n  peer_secret_file: s\n`);
   assert.equal(e.path, "transport");
-  assert.match(e.message, /use transport: tcp/);
-  assert.equal(
-    configError(`${NODES}transport: grpc\ntls: { cert: a, key: b, ca: c }\n`).path,
-    "transport",
-  );
+  assert.match(e.message, /mutual TLS only/);
   const ok = parseConfig(
-    `${NODES}transport: grpc\ntls:\n  client: { cert: a, key: b }\n  http: { cert: a, key: b }\n`,
+    `${NODES}transport: grpc\ntls: { cert: a, key: b, ca: c }\n`,
     "t.yaml",
     {},
   );

@@ -426,3 +426,38 @@ Deno.test("cluster:secure starts the sample cluster with TLS and an admin token 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "transport grpc with mutual TLS: a secured cluster replicates (no cluster secret)",
+  sanitizeResources: false,
+  fn: async () => {
+    const s = await secured();
+    const c = await TestCluster.create({
+      storage: "memory",
+      transport: "grpc",
+      extraYaml: s.extraYaml.replace(/ {2}peer_secret_file: .*\n/, ""),
+      statusFetch: (http) => https(s, TOKENS.admin)(`https://${http}/v1/status`),
+    });
+    try {
+      c.startAll();
+      await c.waitLeader();
+      const r = await c.cli(["set", "g", "1", "--cacert", s.ca, "--token", TOKENS.writer]);
+      assert.equal(r.code, 0, r.stderr);
+      for (const n of c.nodes.values()) {
+        await waitFor(
+          async () => {
+            const res = await https(s, TOKENS.reader)(
+              `https://${n.http}/v1/kv/g?consistency=serializable`,
+            );
+            return (await res.text()) === "1";
+          },
+          15_000,
+          `node ${n.id} applies over grpc + TLS`,
+        );
+      }
+    } finally {
+      await c.stop();
+      await s.close();
+    }
+  },
+});

@@ -22,6 +22,8 @@
 import { PeerTable } from "./peer_table.ts";
 import type * as grpc from "@grpc/grpc-js";
 import { fileURLToPath } from "node:url";
+import { Buffer } from "node:buffer";
+import type { PeerTlsMaterial } from "./peer_conn.ts";
 import { type Logger, nullLogger } from "../raft/logger.ts";
 import type { MessageHandler } from "../raft/transport.ts";
 import {
@@ -217,11 +219,10 @@ export class GrpcTransport implements PeerTransport {
     this.#log = opts.logger ?? nullLogger;
     this.#o = resolveOptions(opts, this.#log);
     const sec = this.#o.security;
-    if (sec.secret !== undefined || sec.tls !== undefined) {
-      // Refuse rather than run unauthenticated: peer authentication is implemented for tcp.
+    if (sec.secret !== undefined) {
+      // Refuse rather than run unauthenticated: the secret's handshake is the tcp transport's.
       throw new TypeError(
-        "the grpc transport does not support peer authentication (cluster secret / TLS) yet; " +
-          "use transport: tcp",
+        "the grpc transport does not support the cluster secret; use transport: tcp, or TLS",
       );
     }
     for (const [id, a] of this.#o.peers) this.addPeer(id, a);
@@ -255,7 +256,13 @@ export class GrpcTransport implements PeerTransport {
     const bound = await new Promise<number>((resolve, reject) =>
       server.bindAsync(
         formatAddress(hostname, port),
-        rt.grpc.ServerCredentials.createInsecure(),
+        this.#tls
+          ? rt.grpc.ServerCredentials.createSsl(
+            Buffer.from(this.#tls.ca),
+            [{ private_key: Buffer.from(this.#tls.key), cert_chain: Buffer.from(this.#tls.cert) }],
+            true, // mutual: a dialer without a certificate signed by ca fails the handshake
+          )
+          : rt.grpc.ServerCredentials.createInsecure(),
         (err, p) => err ? reject(err) : resolve(p),
       )
     );
@@ -359,8 +366,23 @@ export class GrpcTransport implements PeerTransport {
   }
 
   /** Converts and checks one incoming message; throws DecodeError/ProtocolError. */
-  #accept(p: Any, snap: boolean): Message {
+  /** The peer's TLS material (mutual TLS on every call), or undefined. */
+  get #tls(): PeerTlsMaterial | undefined {
+    return this.#o.security.tls;
+  }
+
+  #accept(p: Any, snap: boolean, call: Any): Message {
     const m = messageFromProto(p);
+    if (this.#tls !== undefined) {
+      // The verified client certificate must name the node the message claims to come from.
+      const cn = call.getAuthContext?.()?.sslPeerCertificate?.subject?.CN;
+      if (cn !== `node-${m.from}`) {
+        throw new ProtocolError(
+          "wrong-identity",
+          `message from ${m.from} over a connection whose certificate names ${cn ?? "nobody"}`,
+        );
+      }
+    }
     if (m.to !== this.#o.id) {
       throw new ProtocolError("wrong-node", `message to ${m.to}, this is ${this.#o.id}`);
     }
@@ -393,7 +415,7 @@ export class GrpcTransport implements PeerTransport {
     const list = call.request?.messages;
     try {
       if (!Array.isArray(list)) throw new DecodeError("bad-count", "batch without messages", 0);
-      const msgs = list.map((p: Any) => this.#accept(p, false));
+      const msgs = list.map((p: Any) => this.#accept(p, false, call));
       for (const m of msgs) {
         if (this.#closed) break;
         this.#deliver(m);
@@ -409,7 +431,7 @@ export class GrpcTransport implements PeerTransport {
     call.on("data", (p: Any) => {
       if (failed) return;
       try {
-        const m = this.#accept(p, true);
+        const m = this.#accept(p, true, call);
         if (!this.#closed) this.#deliver(m);
       } catch (e) {
         failed = true;
@@ -473,10 +495,31 @@ class GrpcPeer {
     if (this.#client === null) {
       const rt = this.#rt!;
       const { hostname, port } = parseAddress(this.address);
+      const tls = this.#t.options.security.tls;
+      const name = `node-${this.id}`;
       this.#client = new rt.Raft(
         formatAddress(hostname, port),
-        rt.grpc.credentials.createInsecure(),
-        channelOptions(this.#t.options),
+        tls
+          ? rt.grpc.credentials.createSsl(
+            Buffer.from(tls.ca),
+            Buffer.from(tls.key),
+            Buffer.from(tls.cert),
+            {
+              // The server's certificate must be node <id>'s (signed by ca), whatever address
+              // it is reached at.
+              checkServerIdentity: (
+                _host: string,
+                cert: { subject?: { CN?: string | string[] } },
+              ) =>
+                cert.subject?.CN === name
+                  ? undefined
+                  : new Error(`peer certificate names ${cert.subject?.CN}, not ${name}`),
+            },
+          )
+          : rt.grpc.credentials.createInsecure(),
+        tls
+          ? { ...channelOptions(this.#t.options), "grpc.ssl_target_name_override": name }
+          : channelOptions(this.#t.options),
       );
     }
     return this.#client;

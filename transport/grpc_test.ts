@@ -192,3 +192,68 @@ Deno.test("grpc: closing either side never sends an HTTP/2 GOAWAY (Deno nghttp2 
     await spy.close();
   }
 });
+
+Deno.test("grpc mutual TLS: good certificates deliver; another CA, an expired one or another id are refused", async () => {
+  const { issueCert, makeCa } = await import("../scripts/tls_certs.ts");
+  const dir = await Deno.makeTempDir();
+  const open: GrpcTransport[] = [];
+  try {
+    const ca = await makeCa(dir, "ca");
+    const other = await makeCa(dir, "other");
+    const read = async (c: { cert: string; key: string }) => ({
+      cert: await Deno.readTextFile(c.cert),
+      key: await Deno.readTextFile(c.key),
+      ca: await Deno.readTextFile(ca.cert),
+    });
+    const n2 = await read(await issueCert(dir, ca, "node-2"));
+    const cases = [
+      ["good", await read(await issueCert(dir, ca, "node-1")), true],
+      ["another CA", await read(await issueCert(dir, other, "node-1")), false],
+      ["expired", await read(await issueCert(dir, ca, "node-1", undefined, -1)), false],
+      ["another id", await read(await issueCert(dir, ca, "node-3")), false],
+    ] as const;
+    for (const [name, tls, ok] of cases) {
+      const got: Message[] = [];
+      const b = new GrpcTransport({
+        id: 2,
+        listen: "127.0.0.1:0",
+        peers: new Map(),
+        security: { tls: n2 },
+      });
+      open.push(b);
+      await b.start((m) => got.push(m));
+      const a = new GrpcTransport({
+        id: 1,
+        listen: "127.0.0.1:0",
+        peers: new Map([[2, b.address]]),
+        security: { tls },
+        reportUnreachable: false,
+      });
+      open.push(a);
+      await a.start(() => {});
+      const hb = message({ type: MessageType.Heartbeat, from: 1, to: 2, term: 1 });
+      if (ok) {
+        await waitFor(
+          () => {
+            a.send([hb]);
+            return got.length > 0;
+          },
+          10_000,
+          `${name} certificate delivers`,
+        );
+      } else {
+        const deadline = Date.now() + 1500;
+        while (Date.now() < deadline) {
+          a.send([hb]);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.equal(got.length, 0, `${name} certificate refused`);
+      }
+      await a.close();
+      await b.close();
+    }
+  } finally {
+    for (const t of open) await t.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
