@@ -27,6 +27,9 @@ export interface StartNodeOptions {
   join?: boolean;
   /** Where log lines go (default: stderr, at the config's level). */
   logger?: Logger;
+  /** Listen beyond loopback without TLS and tokens (as `gokv server --insecure`); otherwise
+   * such a node refuses to start (`InsecureBindError`, README "Security"). */
+  insecure?: boolean;
 }
 
 /** A running embedded node. */
@@ -61,7 +64,11 @@ export async function startNode(opts: StartNodeOptions): Promise<NodeHandle> {
     : isConfig(opts.config)
     ? opts.config
     : configFromObject(opts.config);
-  const server = await startServer(config, opts.id, { join: opts.join, logger: opts.logger });
+  const server = await startServer(config, opts.id, {
+    join: opts.join,
+    logger: opts.logger,
+    insecure: opts.insecure,
+  });
   const clients = new Set<Client>();
   let closing: Promise<void> | undefined;
   return {

@@ -4,6 +4,7 @@
  * @module
  */
 export {
+  InsecureBindError,
   MemoryNodeRestartError,
   SERVER_VERSION,
   type ServerHandle,
@@ -13,6 +14,18 @@ export {
 } from "./server.ts";
 export { SERVER_USAGE, serverCommand } from "./cli.ts";
 export { KvService, type RaftApi } from "./service.ts";
+export {
+  AuthGate,
+  type AuthGateOptions,
+  type AuthOp,
+  authorize,
+  hashToken,
+  type KeyRange,
+  type KeyScope,
+  OPEN_PRINCIPAL,
+  type Principal,
+  type Role,
+} from "./auth.ts";
 export { createHttpHandler, type HttpOptions } from "./http.ts";
 export {
   AddressBook,
