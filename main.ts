@@ -32,6 +32,15 @@ const COMMANDS: Record<string, Command> = {
   set: { summary: "set a key: gokv set <key> <value>", run: client("set") },
   get: { summary: "read a key: gokv get <key>", run: client("get") },
   delete: { summary: "delete a key: gokv delete <key>", run: client("delete") },
+  cas: {
+    summary: "compare-and-set: gokv cas <key> <expected-versionstamp|-> <value>",
+    run: client("cas"),
+  },
+  txn: { summary: "an atomic operation from JSON: gokv txn [FILE|-]", run: client("txn") },
+  watch: {
+    summary: "print changes as they commit: gokv watch <key|--prefix P>",
+    run: client("watch"),
+  },
   scan: { summary: "list keys in order: gokv scan [--prefix P] [--limit N]", run: client("scan") },
   member: { summary: "membership: gokv member list|add|remove", run: client("member") },
   leader: { summary: "leadership: gokv leader transfer <id>", run: client("leader") },

@@ -22,8 +22,14 @@
  * server processes from /proc over the measured phase) and the generator's own CPU (% of one
  * core), so a client bottleneck is visible.
  *
+ * gokv-only rows (etcd's generator has no such operation), each round next to gokv's puts at the
+ * same concurrency: `cas` (compare-and-set commits/s at c=64: check the versionstamp of the
+ * worker's previous commit, set) and `watch` (change events/s delivered to 100 watchers spread over
+ * the nodes while 64 writers put; p50/p99 are the delivery latency).
+ *
  * Usage: deno task bench:cluster [--n 20000] [--clients 16,64,256] [--rounds 3] [--no-etcd]
- *        [--ops put,get] [--storage lsm] [--etcd-client go|etcd3] [--tls-clients 64|none]
+ *        [--ops put,get] [--gokv-ops cas,watch] [--storage lsm] [--etcd-client go|etcd3]
+ *        [--tls-clients 64|none]
  *
  * etcd: `apt-get install -y etcd-server etcd-client`; started with
  * ../shared/anchors/etcd-cluster.sh (skipped with a note when unavailable).
@@ -59,6 +65,7 @@ const { values: a } = parseArgs({
     clients: { type: "string", default: "16,64,256" },
     rounds: { type: "string", default: "3" },
     ops: { type: "string", default: "put,get" },
+    "gokv-ops": { type: "string", default: "cas,watch" },
     storage: { type: "string", default: "lsm" },
     "no-etcd": { type: "boolean", default: false },
     "etcd-client": { type: "string", default: "go" },
@@ -70,6 +77,9 @@ const { values: a } = parseArgs({
 const N = Number(a.n);
 const CLIENTS = a.clients!.split(",").map(Number);
 const OPS = a.ops!.split(",") as ("put" | "get")[];
+const GOKV_OPS = a["gokv-ops"]!.split(",").filter((o) => o) as ("cas" | "watch")[];
+/** The concurrency of the gokv-only rows. */
+const GOKV_OPS_C = 64;
 const ROUNDS = Number(a.rounds);
 const TLS_CLIENTS = a["tls-clients"] === "none" ? [] : a["tls-clients"]!.split(",").map(Number);
 const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat times are in 1/100 s
@@ -111,7 +121,7 @@ function cpuSeconds(pid: number): number {
  * the last `n / ops_per_s` seconds before the generator printed its result (the generators
  * preload before measuring gets), so server CPU is taken over that window only.
  */
-async function run(sys: System, op: "put" | "get", c: number): Promise<Result> {
+async function run(sys: System, op: string, c: number): Promise<Result> {
   const pids = await sys.pids();
   const samples: Array<[number, number]> = [];
   const sample = () =>
@@ -125,7 +135,9 @@ async function run(sys: System, op: "put" | "get", c: number): Promise<Result> {
   const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
   if (!out.success) throw new Error(`${sys.name} generator failed: ${text}`);
   const r = JSON.parse(text);
-  const secs = N / r.ops_per_s;
+  // Operations measured: N requests, or for watch the events delivered.
+  const ops = r.delivered ?? N;
+  const secs = ops / r.ops_per_s;
   const tEnd = samples[samples.length - 1][0];
   const at = (t: number) => { // server CPU seconds at time t, interpolated between samples
     const i = samples.findIndex(([ts]) => ts >= t);
@@ -143,7 +155,7 @@ async function run(sys: System, op: "put" | "get", c: number): Promise<Result> {
     p50: Number(r.p50_ms),
     p99: Number(r.p99_ms),
     errors: r.errors,
-    serverUsPerOp: (cpu * 1e6) / N,
+    serverUsPerOp: (cpu * 1e6) / ops,
     genCpuPct: r.gen_cpu_pct,
   };
 }
@@ -389,6 +401,18 @@ try {
     await etcdCluster("start");
     etcdStarted = true;
   }
+  // gokv-only rows, each next to gokv's puts at the same concurrency in the same round
+  // (alternated), so the ratio holds on a loaded machine too.
+  for (let round = 0; round < ROUNDS && GOKV_OPS.length > 0; round++) {
+    for (const op of GOKV_OPS) {
+      const pair = round % 2 === 0 ? ["put", op] : [op, "put"];
+      for (const o of pair) {
+        const r = await run(gokvSystem, o, GOKV_OPS_C);
+        results.push({ ...r, op: o === "put" ? `put/${op}` : o });
+        console.log(fmtRow(results[results.length - 1]));
+      }
+    }
+  }
   for (let round = 0; round < ROUNDS; round++) {
     for (const op of OPS) {
       for (const c of [...new Set([...CLIENTS, ...TLS_CLIENTS])].sort((x, y) => x - y)) {
@@ -425,6 +449,20 @@ for (const op of OPS) {
       const r = best(sys, op, c);
       if (r) console.log(fmtRow(r));
     }
+  }
+}
+for (const op of GOKV_OPS) {
+  const x = best("gokv", op, GOKV_OPS_C);
+  const p = best("gokv", `put/${op}`, GOKV_OPS_C);
+  if (x && p) {
+    console.log(fmtRow(x));
+    console.log(
+      `${op} c=${GOKV_OPS_C}: ${Math.round(x.opsPerSec)} ${
+        op === "watch" ? "events/s delivered to 100 watchers" : "commits/s"
+      } = x${(x.opsPerSec / p.opsPerSec).toFixed(2)} of plain puts (${
+        Math.round(p.opsPerSec)
+      } puts/s, same rounds)`,
+    );
   }
 }
 if (etcdSystem) {

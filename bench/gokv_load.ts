@@ -8,7 +8,13 @@
  * key space. Prints one JSON line: ops_per_s, p50_ms, p99_ms, errors, gen_cpu_pct (the generator's
  * own CPU over the measured phase, % of one core).
  *
- * Usage: deno run -A bench/gokv_load.ts --endpoints 127.0.0.1:8001,... --op put|get --n 20000 --c 64
+ * `--op cas`: each worker compare-and-sets its own key (check the versionstamp of its previous
+ * commit, set): N commits, no contention. `--op watch`: `--watchers` W watches of one prefix
+ * spread over the endpoints, C writers put N keys under it; ops_per_s is change events delivered
+ * per second over all watchers (N × W events), p50/p99 the delivery latency (write issued → event
+ * received).
+ *
+ * Usage: deno run -A bench/gokv_load.ts --endpoints 127.0.0.1:8001,... --op put|get|cas|watch --n 20000 --c 64
  *        [--cacert ca.crt] [--token T]   (a TLS / token cluster: the `gokv-tls` rows of bench:cluster)
  *
  * @module
@@ -28,10 +34,11 @@ const { values: a } = parseArgs({
     conns: { type: "string", default: "1" },
     cacert: { type: "string" },
     token: { type: "string" },
+    watchers: { type: "string", default: "100" },
   },
 });
 const N = Number(a.n), C = Number(a.c), KEYS = Number(a.keys), CONNS = Number(a.conns);
-if (a.op !== "put" && a.op !== "get") {
+if (!["put", "get", "cas", "watch"].includes(a.op!)) {
   console.error(`unknown --op ${a.op}`);
   Deno.exit(2);
 }
@@ -59,6 +66,96 @@ if (a.op === "get") { // preload the key space, 256 in flight, as etcdload does
   }));
 }
 
+if (a.op === "watch") await watchLoad();
+
+/** The watch fan-out load (see the module documentation); prints its line and exits. */
+async function watchLoad(): Promise<never> {
+  const W = Number(a.watchers);
+  const sent = new Float64Array(N);
+  const lat = new Float64Array(N * W);
+  let got = 0;
+  let errors = 0;
+  const ac = new AbortController();
+  let ready = 0;
+  let allDone!: () => void;
+  const done = new Promise<void>((r) => allDone = r);
+  const watchers = Array.from({ length: W }, async (_, w) => {
+    const c = clients[w % CONNS];
+    let seen = 0;
+    try {
+      for await (
+        const m of c.watch({ prefixes: ["watch/"] }, {
+          endpoint: endpoints[w % endpoints.length],
+          signal: ac.signal,
+          waitMs: 1000,
+        })
+      ) {
+        if (m.type === "initial") {
+          ready++;
+          continue;
+        }
+        const now = performance.now();
+        for (const ch of m.changes) {
+          const i = Number(new TextDecoder().decode(ch.key).slice(6));
+          lat[got++] = now - sent[i];
+          seen++;
+        }
+        if (seen >= N) break;
+      }
+    } catch {
+      errors++;
+    }
+    if (got >= N * W) allDone();
+  });
+  while (ready < W) await new Promise((r) => setTimeout(r, 10));
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: C }, async (_, w) => {
+    const c = clients[w % CONNS];
+    for (let i = next++; i < N; i = next++) {
+      sent[i] = performance.now();
+      try {
+        await c.put(enc.encode(`watch/${i}`), value);
+      } catch {
+        errors++;
+      }
+    }
+  }));
+  await Promise.race([done, new Promise((r) => setTimeout(r, 60_000))]);
+  const secs = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  ac.abort();
+  const d = lat.subarray(0, got).sort();
+  const q = (p: number) =>
+    (d.length ? d[Math.min(d.length - 1, Math.floor(p * d.length))] : 0)
+      .toFixed(2);
+  console.log(JSON.stringify({
+    driver: "gokv-client",
+    op: "watch",
+    n: N,
+    c: C,
+    watchers: W,
+    delivered: got,
+    ops_per_s: Math.round(got / secs),
+    p50_ms: q(0.5),
+    p99_ms: q(0.99),
+    errors: errors + (N * W - got),
+    gen_cpu_pct: Math.round((100 * (cpu.user + cpu.system) / 1e6) / secs),
+  }));
+  void watchers;
+  Deno.exit(0);
+}
+
+/** Each worker's key and the versionstamp of its last commit (the cas op). */
+const casState: { key: Uint8Array; vs: string | null }[] = [];
+if (a.op === "cas") {
+  for (let w = 0; w < C; w++) {
+    const key = enc.encode("cas" + String(w).padStart(12, "0"));
+    casState.push({ key, vs: (await clients[w % CONNS].getEntry(key)).versionstamp });
+  }
+}
+
 const lat = new Float64Array(N);
 let next = 0;
 let errors = 0;
@@ -70,7 +167,15 @@ await Promise.all(Array.from({ length: C }, async (_, w) => {
     const s = performance.now();
     try {
       if (a.op === "put") await c.put(keys[i % KEYS], value);
-      else await c.get(keys[i % KEYS]);
+      else if (a.op === "cas") {
+        const st = casState[w];
+        const r = await c.atomic().check(st.key, st.vs).set(st.key, value).commit();
+        if (r.ok) st.vs = r.versionstamp;
+        else {
+          errors++;
+          st.vs = (await c.getEntry(st.key)).versionstamp;
+        }
+      } else await c.get(keys[i % KEYS]);
     } catch {
       errors++;
     }

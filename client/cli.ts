@@ -20,6 +20,8 @@ import {
   successValue,
 } from "./format.ts";
 import { runBench } from "./bench.ts";
+import { clientEntryJson, parseDuration, parseTxnJson } from "./txn_json.ts";
+import { parseVersionstamp, versionstampHex } from "../storage/kv_model.ts";
 import { asUsageError, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from "../config/cli.ts";
 import { ConfigError, loadConfig } from "../config/config.ts";
 
@@ -154,9 +156,28 @@ export async function connectionSecurity(
 }
 
 const HELP: Record<string, string> = {
-  set: "Usage: gokv set <key> <value> [options]\n\nWrites value at key.",
+  set:
+    "Usage: gokv set <key> <value> [--ttl 30s] [options]\n\nWrites value at key; with --ttl the cluster deletes it after that long (1500ms, 30s, 5m, 1h).",
   get:
-    "Usage: gokv get <key> [--consistency linearizable|serializable] [options]\n\nReads a key (linearizable by default).",
+    "Usage: gokv get <key> [--consistency linearizable|serializable] [-w json] [options]\n\nReads a key (linearizable by default); -w json prints key, value, versionstamp and encoding.",
+  cas: `Usage: gokv cas <key> <expected-versionstamp|-> <value> [--ttl 30s] [options]
+
+Compare-and-set: writes value only if the key's versionstamp (gokv get -w json) is the expected
+one, or with "-" only if the key is missing. Prints the new versionstamp; exits 1 if the check
+failed (nothing written).`,
+  watch:
+    `Usage: gokv watch <key>... | --prefix P [--after VERSIONSTAMP] [--count N] [-w json] [options]
+
+Prints the current state of the keys (or of every key under P), then one line per change as it is
+committed, until interrupted (Ctrl-C) or N lines: "<versionstamp> PUT <key> <value>" or
+"<versionstamp> DELETE <key>" (-w json: one JSON object per event). --after resumes after a
+versionstamp (no initial state). The watch moves to another node when its node fails.`,
+  txn: `Usage: gokv txn [FILE|-] [options]
+
+Runs an atomic operation from a JSON file (or stdin): {"checks": [{"key", "versionstamp"}],
+"mutations": [{"type": "set"|"delete"|"sum"|"min"|"max"|"setVersionstampedKey", "key", ...}]}
+(see client/txn_json.ts). Prints {"ok": true, "versionstamp"} or {"ok": false, "failedChecks"};
+exits 1 if a check failed.`,
   delete: "Usage: gokv delete <key> [options]\n\nDeletes a key.",
   scan:
     "Usage: gokv scan [--prefix P] [--start S] [--end E] [--limit N] [--json] [options]\n\nLists key/value pairs in key order, one `key<TAB>value` per line.",
@@ -205,6 +226,14 @@ function num(name: string, v: string | undefined, def: number, min: number, max:
     throw new UsageError(`--${name} must be a number in [${min}, ${max}]`);
   }
   return n;
+}
+
+function durationArg(v: string): number {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    throw new UsageError(`--ttl: ${(e as Error).message}`);
+  }
 }
 
 function consistencyArg(v: string | undefined): ConsistencyLevel {
@@ -276,10 +305,16 @@ export async function clientCommand(
       "value-size": { type: "string" },
       duration: { type: "string" },
       count: { type: "string" },
+      ttl: { type: "string" },
+      after: { type: "string" },
+      "write-out": { type: "string", short: "w" },
     } as const;
     const allowed: Record<string, (keyof typeof extra)[]> = {
-      set: [],
-      get: ["consistency"],
+      set: ["ttl"],
+      get: ["consistency", "write-out"],
+      cas: ["ttl"],
+      watch: ["prefix", "after", "count", "write-out"],
+      txn: [],
       delete: [],
       scan: ["prefix", "start", "end", "limit", "json", "consistency"],
       member: ["json"],
@@ -321,10 +356,137 @@ export async function clientCommand(
       case "set": {
         const [key, value] = positionals(pos, 2, "<key> <value>");
         if (key === "") throw new UsageError("the key must not be empty");
+        const ttl = s("ttl") === undefined ? undefined : durationArg(s("ttl")!);
         run = async (c) => {
-          await c.put(key, value);
+          if (ttl === undefined) await c.put(key, value);
+          else await c.putWithTtl(key, value, ttl);
           io.out(SUCCESS_NIL);
           return EXIT_OK;
+        };
+        break;
+      }
+      case "cas": {
+        const [key, expected, value] = positionals(
+          pos,
+          3,
+          "<key> <expected-versionstamp|-> <value>",
+        );
+        if (key === "") throw new UsageError("the key must not be empty");
+        let vs: Uint8Array | null = null;
+        if (expected !== "-") {
+          try {
+            vs = parseVersionstamp(expected);
+          } catch {
+            throw new UsageError(`"${expected}" is not a versionstamp (20 hex digits) or -`);
+          }
+        }
+        const ttl = s("ttl") === undefined ? undefined : durationArg(s("ttl")!);
+        run = async (c) => {
+          const r = await c.atomic().check(key, vs).set(key, value, { expireIn: ttl }).commit();
+          if (!r.ok) {
+            io.out(FAILED);
+            io.err(
+              `compare failed: ${
+                vs
+                  ? `the versionstamp of "${key}" is not ${versionstampHex(vs)}`
+                  : `"${key}" exists`
+              }; nothing was written`,
+            );
+            return EXIT_FAILED;
+          }
+          io.out(successResult(r.versionstamp));
+          return EXIT_OK;
+        };
+        break;
+      }
+      case "watch": {
+        const prefix = s("prefix");
+        if (pos.length === 0 && prefix === undefined) {
+          throw new UsageError("give the keys to watch or --prefix P");
+        }
+        const after = s("after");
+        if (after !== undefined) {
+          try {
+            parseVersionstamp(after);
+          } catch {
+            throw new UsageError(`--after "${after}" is not a versionstamp (20 hex digits)`);
+          }
+        }
+        const count = s("count") === undefined ? Infinity : int("count", s("count"), 0, 1);
+        const out = s("write-out");
+        if (out !== undefined && out !== "json" && out !== "simple") {
+          throw new UsageError(`-w must be json or simple, not "${out}"`);
+        }
+        run = async (c) => {
+          const ac = new AbortController();
+          const stop = () => ac.abort();
+          try {
+            Deno.addSignalListener("SIGINT", stop);
+          } catch { /* no signals here */ }
+          const d = new TextDecoder();
+          let lines = 0;
+          try {
+            const sel = { keys: pos, prefixes: prefix !== undefined ? [prefix] : [] };
+            for await (const m of c.watch(sel, { after, signal: ac.signal, retryForMs: 60_000 })) {
+              if (out === "json") {
+                const list = m.type === "initial" ? m.entries : m.changes;
+                io.out(JSON.stringify({
+                  type: m.type,
+                  versionstamp: m.versionstamp,
+                  [m.type === "initial" ? "entries" : "changes"]: list.map(clientEntryJson),
+                }));
+                if (++lines >= count) break;
+                continue;
+              }
+              const list = m.type === "initial" ? m.entries : m.changes;
+              for (const e of list) {
+                if (m.type === "initial" && e.value === null) continue;
+                io.out(
+                  e.value === null
+                    ? `${m.versionstamp} DELETE ${d.decode(e.key)}`
+                    : `${e.versionstamp ?? m.versionstamp} PUT ${d.decode(e.key)} ${
+                      d.decode(e.value)
+                    }`,
+                );
+                if (++lines >= count) break;
+              }
+              if (lines >= count) break;
+            }
+          } finally {
+            try {
+              Deno.removeSignalListener("SIGINT", stop);
+            } catch { /* no signals here */ }
+          }
+          return EXIT_OK;
+        };
+        break;
+      }
+      case "txn": {
+        if (pos.length > 1) throw new UsageError("expected at most one argument (FILE or -)");
+        const file = pos[0] ?? "-";
+        let text: string;
+        try {
+          text = file === "-"
+            ? await new Response(Deno.stdin.readable).text()
+            : await Deno.readTextFile(file);
+        } catch (e) {
+          throw new UsageError(
+            `cannot read ${file === "-" ? "stdin" : file}: ${(e as Error).message}`,
+          );
+        }
+        let op;
+        try {
+          op = parseTxnJson(JSON.parse(text));
+        } catch (e) {
+          throw new UsageError(`not a transaction: ${(e as Error).message}`);
+        }
+        run = async (c) => {
+          const b = c.atomic();
+          for (const ch of op.checks) b.check(ch.key, ch.versionstamp);
+          b.addMutations(op.mutations);
+          const r = await b.commit();
+          io.out(JSON.stringify(r));
+          return r.ok ? EXIT_OK : EXIT_FAILED;
         };
         break;
       }
@@ -332,7 +494,16 @@ export async function clientCommand(
         const [key] = positionals(pos, 1, "<key>");
         if (key === "") throw new UsageError("the key must not be empty");
         const consistency = consistencyArg(s("consistency"));
+        const out = s("write-out");
+        if (out !== undefined && out !== "json" && out !== "simple") {
+          throw new UsageError(`-w must be json or simple, not "${out}"`);
+        }
         run = async (c) => {
+          if (out === "json") {
+            const e = await c.getEntry(key, { consistency });
+            io.out(JSON.stringify(clientEntryJson(e)));
+            return EXIT_OK;
+          }
           const value = await c.getString(key, { consistency });
           io.out(value === undefined ? SUCCESS_NOT_FOUND : successValue(value));
           return EXIT_OK;

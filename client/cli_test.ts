@@ -223,3 +223,125 @@ Deno.test("bench shows a redrawn bar with live ops/s on a terminal and plain lin
     await n.close();
   }
 });
+
+Deno.test("get -w json shows the versionstamp; cas writes only on the expected versionstamp", async () => {
+  const n = await startFakeNode(1);
+  try {
+    const ep = ["--endpoints", n.address];
+    let io = capture();
+    assert.equal(await clientCommand("get", ["k", "-w", "json", ...ep], io), 0);
+    assert.deepEqual(JSON.parse(io.stdout[0]), { key: "k", value: null, versionstamp: null });
+    // "-": only when missing.
+    io = capture();
+    assert.equal(await clientCommand("cas", ["k", "-", "v1", ...ep], io), 0);
+    const vs1 = /Result: ([0-9a-f]{20})$/.exec(io.stdout[0])![1];
+    io = capture();
+    assert.equal(await clientCommand("cas", ["k", "-", "again", ...ep], io), 1);
+    assert.deepEqual(io.stdout, [FAILED]);
+    assert.match(io.stderr[0], /compare failed/);
+    io = capture();
+    assert.equal(await clientCommand("get", ["k", "-w", "json", ...ep], io), 0);
+    const e = JSON.parse(io.stdout[0]);
+    assert.deepEqual([e.value, e.versionstamp, e.encoding], ["v1", vs1, "bytes"]);
+    io = capture();
+    assert.equal(await clientCommand("cas", ["k", vs1, "v2", ...ep], io), 0);
+    io = capture();
+    assert.equal(await clientCommand("cas", ["k", vs1, "v3", ...ep], io), 1, "stale versionstamp");
+    io = capture();
+    assert.equal(await clientCommand("get", ["k", ...ep], io), 0);
+    assert.deepEqual(io.stdout, [successValue("v2")]);
+    io = capture();
+    assert.equal(await clientCommand("cas", ["k", "nothex", "v", ...ep], io), 2);
+    io = capture();
+    assert.equal(await clientCommand("get", ["k", "-w", "yaml", ...ep], io), 2);
+  } finally {
+    await n.close();
+  }
+});
+
+Deno.test("set --ttl sets an expiry; txn runs a JSON transaction from a file", async () => {
+  const n = await startFakeNode(1);
+  const dir = await Deno.makeTempDir();
+  try {
+    const ep = ["--endpoints", n.address];
+    let io = capture();
+    assert.equal(await clientCommand("set", ["t", "v", "--ttl", "30s", ...ep], io), 0);
+    io = capture();
+    await clientCommand("get", ["t", "-w", "json", ...ep], io);
+    assert.ok(JSON.parse(io.stdout[0]).expireAt > Date.now() + 25_000);
+    io = capture();
+    assert.equal(await clientCommand("set", ["t", "v", "--ttl", "soon", ...ep], io), 2);
+    const file = `${dir}/txn.json`;
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({
+        checks: [{ key: "c", versionstamp: null }],
+        mutations: [{ type: "sum", key: "c", value: "2" }, { type: "set", key: "d", value: "x" }],
+      }),
+    );
+    io = capture();
+    assert.equal(await clientCommand("txn", [file, ...ep], io), 0);
+    assert.equal(JSON.parse(io.stdout[0]).ok, true);
+    io = capture();
+    assert.equal(
+      await clientCommand("txn", [file, ...ep], io),
+      1,
+      "the check fails the second time",
+    );
+    assert.deepEqual(JSON.parse(io.stdout[0]), { ok: false, failedChecks: [0] });
+    io = capture();
+    await clientCommand("get", ["c", "-w", "json", ...ep], io);
+    assert.deepEqual([JSON.parse(io.stdout[0]).value, JSON.parse(io.stdout[0]).encoding], [
+      "2",
+      "u64",
+    ]);
+    await Deno.writeTextFile(file, `{"mutations": [{"type": "bogus"}]}`);
+    io = capture();
+    assert.equal(await clientCommand("txn", [file, ...ep], io), 2);
+  } finally {
+    await n.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("watch prints the state, then one line per change, and resumes with --after", async () => {
+  const n = await startFakeNode(1);
+  try {
+    const ep = ["--endpoints", n.address];
+    await clientCommand("set", ["w/a", "1", ...ep], capture());
+    let io = capture();
+    const watching = clientCommand("watch", ["--prefix", "w/", "--count", "3", ...ep], io);
+    // Wait (with a deadline) until the initial line is out, then change things.
+    const deadline = Date.now() + 10_000;
+    while (io.stdout.length < 1 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await clientCommand("set", ["w/b", "2", ...ep], capture());
+    await clientCommand("delete", ["w/a", ...ep], capture());
+    assert.equal(await watching, 0);
+    assert.match(io.stdout[0], /^[0-9a-f]{20} PUT w\/a 1$/);
+    assert.match(io.stdout[1], /^[0-9a-f]{20} PUT w\/b 2$/);
+    assert.match(io.stdout[2], /^[0-9a-f]{20} DELETE w\/a$/);
+    const after = io.stdout[1].split(" ")[0];
+    io = capture();
+    assert.equal(
+      await clientCommand("watch", [
+        "--prefix",
+        "w/",
+        "--after",
+        after,
+        "--count",
+        "1",
+        "-w",
+        "json",
+        ...ep,
+      ], io),
+      0,
+    );
+    const m = JSON.parse(io.stdout[0]);
+    assert.deepEqual([m.type, m.changes[0].key, m.changes[0].value], ["change", "w/a", null]);
+    assert.equal(await clientCommand("watch", [...ep], capture()), 2);
+  } finally {
+    await n.close();
+  }
+});

@@ -50,15 +50,28 @@ import {
 } from "./protocol.ts";
 import { checkKey, checkValue } from "../config/limits.ts";
 import {
+  type AtomicCheck,
+  type AtomicMutation,
+  checkAtomicLimits,
+  compareVersionstamps,
+  type KvEntry,
+  parseVersionstamp,
+  u64le,
+  ValueEncoding,
+  versionstampHex,
+} from "../storage/kv_model.ts";
+import {
   InternalError,
   InvalidArgumentError,
   LimitError,
+  MutationTypeError,
   NotFoundError,
   PermissionDeniedError,
   SessionExpiredError,
   TimeoutError,
   UnauthenticatedError,
   UnavailableError,
+  WatchCompactedError,
 } from "./errors.ts";
 
 /** Keys and values: UTF-8 strings or raw bytes. */
@@ -110,14 +123,255 @@ export interface ScanOptions extends CallOptions {
   pageSize?: number;
   /** "linearizable" (default) or "serializable" (each page on its own). */
   consistency?: ConsistencyLevel;
+  /** Descending key order. */
+  reverse?: boolean;
 }
 
-/** One key-value pair. */
+/** One key-value pair (from {@link Client.list} and {@link Client.scan}: with its versionstamp
+ * and encoding). */
 export interface KeyValue {
   /** The key. */
   key: Uint8Array;
   /** The value. */
   value: Uint8Array;
+  /** The versionstamp of the write that set it (20 hex digits). */
+  versionstamp?: string;
+  /** The value's encoding. */
+  encoding?: ValueEncoding;
+}
+
+/**
+ * A key as read by {@link Client.getEntry} and {@link Client.getMany}: its value, the
+ * versionstamp of the write that set it (20 hex digits) and the value's encoding; a missing key
+ * reads as `{ key, value: null, versionstamp: null }`.
+ */
+export interface Entry {
+  /** The key. */
+  key: Uint8Array;
+  /** The value, or null when the key is missing. */
+  value: Uint8Array | null;
+  /** The versionstamp, or null when the key is missing. */
+  versionstamp: string | null;
+  /** The value's encoding (absent when missing). */
+  encoding?: ValueEncoding;
+  /** When the key expires (ms since the epoch), if it does. */
+  expireAt?: number;
+}
+
+/** Expiry of a set: `expireIn` ms from now (by this machine's clock) or at `expireAt`. */
+export interface SetOptions {
+  /** Milliseconds from now. */
+  expireIn?: number;
+  /** Milliseconds since the epoch. */
+  expireAt?: number;
+  /** The value's encoding (default bytes). */
+  encoding?: ValueEncoding;
+}
+
+/** A message of {@link Client.watch}: the initial state, then one per commit that changed
+ * selected keys (in commit order; a deleted or expired key has value null). */
+export type WatchMessage =
+  | {
+    /** The current state when the watch started (without `after`). */
+    type: "initial";
+    /** The versionstamp the state reflects. */
+    versionstamp: string;
+    /** The selected keys: the exact keys (missing ones with value null), then every key under
+     * each prefix. */
+    entries: Entry[];
+  }
+  | {
+    /** A commit. */
+    type: "change";
+    /** Its versionstamp: pass it as `after` to resume after it. */
+    versionstamp: string;
+    /** The selected keys it changed. */
+    changes: Entry[];
+  };
+
+/** What {@link Client.watch} watches. */
+export interface WatchSelection {
+  /** Exact keys. */
+  keys?: Bytes[];
+  /** Key prefixes. */
+  prefixes?: Bytes[];
+}
+
+/** Options of {@link Client.watch}. */
+export interface WatchOptions {
+  /** Resume after this versionstamp (20 hex digits): no initial state, every later change. */
+  after?: string;
+  /** The node to watch on (a follower, say); the others are used while it fails. */
+  endpoint?: string;
+  /** How long one poll waits for a change (ms, default 2000). */
+  waitMs?: number;
+  /** Give up after failing to reach any node for this long (ms, default the client's timeout). */
+  retryForMs?: number;
+  /** Ends the watch. */
+  signal?: AbortSignal;
+}
+
+/** The outcome of {@link AtomicBuilder.commit}. */
+export type CommitResult =
+  | {
+    /** Applied. */
+    ok: true;
+    /** The commit's versionstamp (20 hex digits). */
+    versionstamp: string;
+  }
+  | {
+    /** Not applied: these checks failed. */
+    ok: false;
+    /** Indexes of the failed checks, in the order they were added. */
+    failedChecks: number[];
+  };
+
+/**
+ * An atomic operation built with {@link Client.atomic}: checks and mutations committed all or
+ * nothing in one Raft entry, exactly once (a client session carries it across retries).
+ *
+ * @example
+ * ```ts ignore
+ * const e = await kv.getEntry("counter");
+ * const r = await kv.atomic().check("counter", e.versionstamp).sum("counter", 1n).commit();
+ * if (!r.ok) console.log("someone else won; retry");
+ * ```
+ */
+export class AtomicBuilder {
+  readonly #checks: AtomicCheck[] = [];
+  readonly #mutations: AtomicMutation[] = [];
+  #committed = false;
+
+  /** Use {@link Client.atomic}. */
+  constructor(
+    private readonly run: (
+      checks: AtomicCheck[],
+      mutations: AtomicMutation[],
+      opts: CallOptions,
+    ) => Promise<CommitResult>,
+  ) {}
+
+  /** The key's versionstamp must be `versionstamp` (20 hex digits or 10 bytes; null: the key
+   * must be missing). */
+  check(key: Bytes, versionstamp: string | Uint8Array | null): this {
+    const vs = typeof versionstamp === "string" ? parseVs(versionstamp) : versionstamp;
+    this.#checks.push({ key: toBytes(key), versionstamp: vs });
+    return this;
+  }
+
+  /** Sets `key` (optionally expiring; see {@link SetOptions}). */
+  set(key: Bytes, value: Bytes, opts: SetOptions = {}): this {
+    return this.#set("set", key, value, opts);
+  }
+
+  #set(type: "set" | "setSuffixVersionstampedKey", key: Bytes, value: Bytes, o: SetOptions): this {
+    const m: Extract<AtomicMutation, { type: "set" }> | {
+      type: "setSuffixVersionstampedKey";
+      key: Uint8Array;
+      value: Uint8Array;
+      encoding: ValueEncoding;
+      expireAt?: number;
+    } = {
+      type,
+      key: toBytes(key),
+      value: toBytes(value),
+      encoding: o.encoding ?? ValueEncoding.BYTES,
+    };
+    const at = expiry(o);
+    if (at !== undefined) m.expireAt = at;
+    this.#mutations.push(m);
+    return this;
+  }
+
+  /** Sets `prefix` followed by the commit's versionstamp (a key-tuple string element: 0x02, 20
+   * hex digits, 0x00) — unique, increasing keys for queues and logs. */
+  setVersionstampedKey(prefix: Bytes, value: Bytes, opts: SetOptions = {}): this {
+    return this.#set("setSuffixVersionstampedKey", prefix, value, opts);
+  }
+
+  /** Appends mutations as they are (the JSON form of `gokv txn`, client/txn_json.ts). */
+  addMutations(mutations: AtomicMutation[]): this {
+    this.#mutations.push(...mutations);
+    return this;
+  }
+
+  /** Deletes `key`. */
+  delete(key: Bytes): this {
+    this.#mutations.push({ type: "delete", key: toBytes(key) });
+    return this;
+  }
+
+  /** Adds `n` to the key's u64 (missing: `n`); wraps modulo 2^64, or with `min`/`max` clamps
+   * (`clamp: true`) or fails the commit with {@link MutationTypeError}. */
+  sum(key: Bytes, n: bigint, opts: { min?: bigint; max?: bigint; clamp?: boolean } = {}): this {
+    const m: AtomicMutation = { type: "sum", key: toBytes(key), value: u64(n) };
+    if (opts.min !== undefined) m.min = u64(opts.min);
+    if (opts.max !== undefined) m.max = u64(opts.max);
+    if (opts.clamp) m.clamp = true;
+    this.#mutations.push(m);
+    return this;
+  }
+
+  /** Keeps the smaller of the key's u64 and `n`. */
+  min(key: Bytes, n: bigint): this {
+    this.#mutations.push({ type: "min", key: toBytes(key), value: u64(n) });
+    return this;
+  }
+
+  /** Keeps the larger of the key's u64 and `n`. */
+  max(key: Bytes, n: bigint): this {
+    this.#mutations.push({ type: "max", key: toBytes(key), value: u64(n) });
+    return this;
+  }
+
+  /** Commits: `{ ok: true, versionstamp }`, or `{ ok: false, failedChecks }` when a check
+   * failed (nothing applied). A sum/min/max on a value that is not a u64 rejects with
+   * {@link MutationTypeError}. An operation commits once. */
+  commit(opts: CallOptions = {}): Promise<CommitResult> {
+    if (this.#committed) {
+      return Promise.reject(new InvalidArgumentError("this atomic operation was committed"));
+    }
+    this.#committed = true;
+    return this.run(this.#checks, this.#mutations, opts);
+  }
+}
+
+function parseVs(hex: string): Uint8Array {
+  try {
+    return parseVersionstamp(hex);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+function u64(n: bigint): Uint8Array {
+  if (typeof n !== "bigint" || n < 0n || n >= 1n << 64n) {
+    throw new InvalidArgumentError(`a u64 is a bigint in [0, 2^64): ${n}`);
+  }
+  return u64le(n);
+}
+
+function expiry(o: SetOptions): number | undefined {
+  if (o.expireAt !== undefined) return o.expireAt;
+  if (o.expireIn !== undefined) {
+    if (!Number.isFinite(o.expireIn) || o.expireIn < 0) {
+      throw new InvalidArgumentError(`bad expireIn ${o.expireIn}`);
+    }
+    return Date.now() + Math.ceil(o.expireIn);
+  }
+  return undefined;
+}
+
+function toEntry(key: Uint8Array, e: KvEntry | null | undefined): Entry {
+  if (!e) return { key, value: null, versionstamp: null };
+  const out: Entry = {
+    key,
+    value: e.value,
+    versionstamp: versionstampHex(e.versionstamp),
+    encoding: e.encoding,
+  };
+  if (e.expireAt !== undefined) out.expireAt = e.expireAt;
+  return out;
 }
 
 /** A member of the cluster. */
@@ -179,6 +433,7 @@ function consistency(c: ConsistencyLevel | undefined): Consistency {
 const WRITE_OPS = new Set<Op>([
   Op.Put,
   Op.Delete,
+  Op.Atomic,
   Op.MemberAdd,
   Op.MemberRemove,
   Op.Transfer,
@@ -276,6 +531,148 @@ export class Client {
     return res.status === Status.NotFound ? undefined : res.value;
   }
 
+  /** Reads `key` as an {@link Entry}: value, versionstamp and encoding (a missing key has value
+   * and versionstamp null). */
+  async getEntry(key: Bytes, opts: GetOptions = {}): Promise<Entry> {
+    return (await this.getMany([key], opts))[0];
+  }
+
+  /** Reads several keys from one consistent view of the state machine (one node, one moment). */
+  async getMany(keys: Bytes[], opts: GetOptions = {}): Promise<Entry[]> {
+    const ks = keys.map(toBytes);
+    if (ks.some((k) => k.length === 0)) throw new InvalidArgumentError("empty key");
+    const c = consistency(opts.consistency);
+    const res = await this.call({ op: Op.GetMany, keys: ks, consistency: c }, opts);
+    return ks.map((k, i) => toEntry(k, res.entries?.[i]));
+  }
+
+  /** Starts an {@link AtomicBuilder}: `check`, `set`, `delete`, `sum`, `min`, `max`, then
+   * `commit`. */
+  atomic(): AtomicBuilder {
+    return new AtomicBuilder((c, m, o) => this.commitAtomic(c, m, o));
+  }
+
+  /** Sets `key` to `value`, expiring after `ttlMs` milliseconds (an atomic set). */
+  async putWithTtl(key: Bytes, value: Bytes, ttlMs: number, opts: CallOptions = {}): Promise<
+    string
+  > {
+    const r = await this.atomic().set(key, value, { expireIn: ttlMs }).commit(opts);
+    if (!r.ok) throw new InternalError("a set without checks failed its checks");
+    return r.versionstamp;
+  }
+
+  /** Commits an atomic operation (see {@link AtomicBuilder.commit}). */
+  private async commitAtomic(
+    checks: AtomicCheck[],
+    mutations: AtomicMutation[],
+    opts: CallOptions = {},
+  ): Promise<CommitResult> {
+    checkAtomicLimits({ checks, mutations });
+    const res = await this.write((s) => ({ op: Op.Atomic, checks, mutations, ...s }), opts);
+    if (res.versionstamp) return { ok: true, versionstamp: versionstampHex(res.versionstamp) };
+    return { ok: false, failedChecks: res.failedChecks ?? [] };
+  }
+
+  /**
+   * Watches keys and prefixes: yields the initial state (unless `after` is given), then every
+   * commit that changes a selected key, in commit order, exactly once. Polls one node (the
+   * `endpoint`, else any) with long polls; when it fails (a leader change, the node restarting)
+   * the watch continues on another node after the last versionstamp it delivered, so nothing is
+   * lost or repeated. Throws {@link WatchCompactedError} when no node's change history reaches
+   * back to that point (read the state again and watch from there), {@link UnavailableError}
+   * when no node answers for `retryForMs`.
+   */
+  async *watch(
+    sel: WatchSelection,
+    opts: WatchOptions = {},
+  ): AsyncGenerator<WatchMessage, void, undefined> {
+    const keys = (sel.keys ?? []).map(toBytes);
+    const prefixes = (sel.prefixes ?? []).map(toBytes);
+    if (keys.length + prefixes.length === 0) {
+      throw new InvalidArgumentError("watch needs at least one key or prefix");
+    }
+    let after = opts.after === undefined ? undefined : parseVs(opts.after);
+    const waitMs = opts.waitMs ?? 2_000;
+    const retryForMs = opts.retryForMs ?? this.timeoutMs;
+    const order = () => {
+      const eps = [...this.endpoints];
+      if (opts.endpoint) {
+        const i = eps.indexOf(opts.endpoint);
+        if (i >= 0) eps.splice(i, 1);
+        eps.unshift(opts.endpoint);
+      }
+      return eps;
+    };
+    let idx = 0;
+    let failingSince: number | undefined;
+    let backoff = 20;
+    const compacted = new Map<string, string>();
+    while (!opts.signal?.aborted) {
+      if (this.closed) throw new UnavailableError("client is closed");
+      const eps = order();
+      const ep = eps[idx % eps.length];
+      let res: Response;
+      try {
+        const conn = await this.connection(ep);
+        if (conn.closed) {
+          this.conns.delete(ep);
+          throw new UnavailableError(`connection to ${ep} closed`);
+        }
+        res = await conn.request(
+          { op: Op.Watch, keys, prefixes, waitMs, ...(after ? { after } : {}) },
+          waitMs + this.requestTimeoutMs,
+        );
+        if (res.status === Status.Unavailable || res.status === Status.Timeout) {
+          throw errorFor(res);
+        }
+      } catch (e) {
+        if (!(e instanceof UnavailableError) && !(e instanceof TimeoutError)) throw e;
+        failingSince ??= Date.now();
+        if (Date.now() - failingSince > retryForMs) {
+          throw new UnavailableError(`watch: no node answered for ${retryForMs} ms`, { cause: e });
+        }
+        idx++;
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 500);
+        continue;
+      }
+      if (res.status === Status.WatchCompacted) {
+        compacted.set(ep, versionstampHex(res.position!));
+        if (compacted.size >= eps.length) {
+          const oldest = [...compacted.values()].sort()[0];
+          throw new WatchCompactedError(res.message ?? "watch history compacted", oldest);
+        }
+        idx++;
+        continue;
+      }
+      if (res.status !== Status.Ok) throw errorFor(res);
+      failingSince = undefined;
+      backoff = 20;
+      compacted.clear();
+      if (res.initial) {
+        after = res.initial.versionstamp;
+        yield {
+          type: "initial",
+          versionstamp: versionstampHex(res.initial.versionstamp),
+          entries: res.initial.entries.map((c) => toEntry(c.key, c.entry)),
+        };
+      }
+      for (const ev of res.events ?? []) {
+        // Another node may answer from further back than this one had reached: never repeat.
+        if (after && compareVersionstamps(ev.versionstamp, after) <= 0) continue;
+        after = ev.versionstamp;
+        yield {
+          type: "change",
+          versionstamp: versionstampHex(ev.versionstamp),
+          changes: ev.changes.map((c) => toEntry(c.key, c.entry)),
+        };
+      }
+      if (res.position && (!after || compareVersionstamps(res.position, after) > 0)) {
+        after = res.position;
+      }
+    }
+  }
+
   /** Reads `key` as UTF-8 text; `undefined` when it does not exist. */
   async getString(key: Bytes, opts: GetOptions = {}): Promise<string | undefined> {
     const v = await this.get(key, opts);
@@ -300,6 +697,7 @@ export class Client {
    */
   async *list(opts: ScanOptions = {}): AsyncGenerator<KeyValue, void, undefined> {
     const range: ScanRange = {};
+    if (opts.reverse) range.reverse = true;
     if (opts.start !== undefined) range.start = toBytes(opts.start);
     if (opts.end !== undefined) range.end = toBytes(opts.end);
     if (opts.prefix !== undefined) range.prefix = toBytes(opts.prefix);
@@ -313,13 +711,18 @@ export class Client {
     while (left > 0) {
       const page = Math.min(left, opts.pageSize || Infinity);
       if (Number.isFinite(page)) range.limit = page;
-      const res = await this.call({ op: Op.Scan, range: { ...range }, consistency: c }, opts);
-      const pairs = res.pairs ?? [];
-      for (const [key, value] of pairs) {
+      const res = await this.call({ op: Op.Range, range: { ...range }, consistency: c }, opts);
+      const entries = (res.entries ?? []) as KvEntry[];
+      for (const e of entries) {
         if (left-- <= 0) return;
-        yield { key, value };
+        yield {
+          key: e.key,
+          value: e.value,
+          versionstamp: versionstampHex(e.versionstamp),
+          encoding: e.encoding,
+        };
       }
-      if (!res.next || pairs.length === 0) return;
+      if (!res.next || entries.length === 0) return;
       range.cursor = res.next;
     }
   }
@@ -419,7 +822,7 @@ export class Client {
   private async write(
     build: (s: { clientId: bigint; seq: number }) => RequestBody,
     opts: CallOptions,
-  ): Promise<void> {
+  ): Promise<Response> {
     let session: Session | undefined = this.sessions.pop();
     if (!session) {
       // Refuse what the node would refuse before registering a session for it: nothing over a
@@ -435,8 +838,11 @@ export class Client {
         session.seq++;
         const state: CallState = { uncertain: false };
         try {
-          await this.call(build({ clientId: session.clientId, seq: session.seq }), opts, state);
-          return;
+          return await this.call(
+            build({ clientId: session.clientId, seq: session.seq }),
+            opts,
+            state,
+          );
         } catch (e) {
           if (!(e instanceof SessionExpiredError)) throw e;
           session = undefined;
@@ -548,7 +954,8 @@ export class Client {
           // have been committed: for session writes that is uncertain too.
           if (
             attempt &&
-            (res.status === Status.Timeout || body.op === Op.Put || body.op === Op.Delete)
+            (res.status === Status.Timeout || body.op === Op.Put || body.op === Op.Delete ||
+              body.op === Op.Atomic)
           ) attempt.uncertain = true;
           lastError = errorFor(res);
           this.rotate(ep);
@@ -599,6 +1006,13 @@ export function errorFor(res: Response): Error {
       return new UnauthenticatedError(msg);
     case Status.PermissionDenied:
       return new PermissionDeniedError(msg);
+    case Status.MutationType:
+      return new MutationTypeError(msg);
+    case Status.WatchCompacted:
+      return new WatchCompactedError(
+        msg,
+        res.position ? versionstampHex(res.position) : "00000000000000000000",
+      );
     default:
       return new InternalError(msg);
   }

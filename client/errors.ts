@@ -109,3 +109,30 @@ export class InternalError extends GokvError {
 /** A request over one of gokv's limits (key or value size, frame, page, body...): `limit`
  * names it, `max` is its value. Never retried. Defined with the limits in config/limits.ts. */
 export { LimitError } from "../config/limits.ts";
+
+/**
+ * An atomic operation's `sum`, `min` or `max` met a stored value that is not a u64 (or a bounded
+ * sum left its range): the whole operation was aborted and nothing applied. The message is Deno
+ * KV's (`Failed to perform 'sum' mutation on a non-U64 value in the database`).
+ */
+export class MutationTypeError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "MutationTypeError";
+  }
+}
+
+/**
+ * A watch asked to resume after a versionstamp that the node's bounded change history no longer
+ * reaches back to (or the node's state was replaced by a snapshot since). `oldest` is the oldest
+ * versionstamp (20 hex digits) a watch on that node can resume after; to continue without a
+ * gap, read the current state again (a watch without `after`).
+ */
+export class WatchCompactedError extends GokvError {
+  /** Creates the error. */
+  constructor(message: string, readonly oldest: string) {
+    super(message);
+    this.name = "WatchCompactedError";
+  }
+}

@@ -11,6 +11,15 @@
  */
 
 import { LimitError, MAX_CLIENT_FRAME_BYTES } from "../config/limits.ts";
+import { decodeAtomicBody, encodeAtomicBody } from "../storage/command.ts";
+import { DecodeError } from "../storage/errors.ts";
+import {
+  type AtomicCheck,
+  type AtomicMutation,
+  isValueEncoding,
+  type KvEntry,
+  VERSIONSTAMP_BYTES,
+} from "../storage/kv_model.ts";
 
 /** Operation codes. */
 export enum Op {
@@ -36,6 +45,14 @@ export enum Op {
   RegisterSession = 10,
   /** Present a bearer token (the connection's handshake; numbered apart from the data ops). */
   Auth = 64,
+  /** An atomic operation: checks and mutations, all or nothing. */
+  Atomic = 11,
+  /** Entries of several keys from one state-machine view. */
+  GetMany = 12,
+  /** One page of entries of a range (forward or reverse). */
+  Range = 13,
+  /** One poll of a watch: the changes of selected keys after a versionstamp. */
+  Watch = 14,
 }
 
 /** Response status codes. */
@@ -62,6 +79,12 @@ export enum Status {
   Unauthenticated = 16,
   /** The token's role or key prefixes do not allow this request. Do not retry. */
   PermissionDenied = 17,
+  /** An atomic operation's sum/min/max met a value that is not a u64 (or a bounded sum left its
+   * range): nothing was applied. */
+  MutationType = 9,
+  /** A watch cannot resume after the given versionstamp on this node; the payload names the
+   * oldest it can resume after. */
+  WatchCompacted = 10,
 }
 
 /** Read consistency. */
@@ -110,6 +133,8 @@ export interface ScanRange {
   limit?: number;
   /** Continue after this cursor (the `next` of the previous page); absent: the first page. */
   cursor?: Uint8Array;
+  /** Range only: descending order (the cursor then continues before its key). */
+  reverse?: boolean;
 }
 
 /** A decoded request. */
@@ -131,7 +156,33 @@ export type Request =
   | { op: Op.Transfer; id: number; nodeId: number }
   | { op: Op.Status; id: number }
   | { op: Op.RegisterSession; id: number }
-  | { op: Op.Auth; id: number; token: string };
+  | { op: Op.Auth; id: number; token: string }
+  | {
+    op: Op.Atomic;
+    id: number;
+    checks: AtomicCheck[];
+    mutations: AtomicMutation[];
+    clientId: bigint;
+    seq: number;
+  }
+  | { op: Op.GetMany; id: number; keys: Uint8Array[]; consistency: Consistency }
+  | { op: Op.Range; id: number; range: ScanRange; consistency: Consistency }
+  | {
+    op: Op.Watch;
+    id: number;
+    keys: Uint8Array[];
+    prefixes: Uint8Array[];
+    after?: Uint8Array;
+    waitMs: number;
+  };
+
+/** One commit's changes in a watch answer (entry null: deleted). */
+export interface WireWatchEvent {
+  /** The commit's versionstamp. */
+  versionstamp: Uint8Array;
+  /** The changed keys. */
+  changes: { key: Uint8Array; entry: KvEntry | null }[];
+}
 
 /** A decoded response. Which optional fields are set depends on `op` and `status`. */
 export interface Response {
@@ -161,6 +212,21 @@ export interface Response {
   authName?: string;
   /** Auth: the token's role (read, write or admin). */
   authRole?: string;
+  /** Atomic: the commit's versionstamp (absent: the checks at `failedChecks` failed). */
+  versionstamp?: Uint8Array;
+  /** Atomic: the indexes of the failed checks. */
+  failedChecks?: number[];
+  /** GetMany: one entry per key (null: absent); Range: the page. */
+  entries?: (KvEntry | null)[];
+  /** GetMany, Range: the consistency the read had. */
+  consistency?: Consistency;
+  /** Watch: the initial state (when the poll had no `after`). */
+  initial?: { versionstamp: Uint8Array; entries: { key: Uint8Array; entry: KvEntry | null }[] };
+  /** Watch: matching commits in order. */
+  events?: WireWatchEvent[];
+  /** Watch: the versionstamp through which the answer is complete (the next `after`);
+   * WatchCompacted: the oldest versionstamp to resume after. */
+  position?: Uint8Array;
   /** NotLeader: the leader's id (0 unknown). */
   leaderId?: number;
   /** NotLeader: the leader's client address ("" unknown). */
@@ -221,6 +287,10 @@ class Writer {
 
   bytes(b: Uint8Array): void {
     this.u32(b.length);
+    this.raw(b);
+  }
+
+  raw(b: Uint8Array): void {
     this.ensure(b.length);
     this.buf.set(b, this.pos);
     this.pos += b.length;
@@ -282,6 +352,13 @@ class Reader {
     return hi * 0x100000000 + lo;
   }
 
+  raw(n: number, what: string): Uint8Array {
+    this.need(n, what);
+    const out = this.buf.slice(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
   bytes(what = "bytes"): Uint8Array {
     const n = this.u32(`${what} length`);
     this.need(n, what);
@@ -310,10 +387,102 @@ class Reader {
 const SCAN_START = 1;
 const SCAN_END = 2;
 const SCAN_PREFIX = 4;
+const SCAN_REVERSE = 8;
 
 function checkOp(op: number): Op {
   if (typeof Op[op] !== "string") throw new ProtocolError(`unknown op ${op}`);
   return op;
+}
+
+function writeRange(w: Writer, r: ScanRange, consistency: Consistency): void {
+  w.u8(
+    (r.start ? SCAN_START : 0) | (r.end ? SCAN_END : 0) | (r.prefix ? SCAN_PREFIX : 0) |
+      (r.reverse ? SCAN_REVERSE : 0),
+  );
+  w.bytes(r.start ?? EMPTY);
+  w.bytes(r.end ?? EMPTY);
+  w.bytes(r.prefix ?? EMPTY);
+  w.u32(r.limit ?? 0);
+  w.u8(consistency);
+  w.bytes(r.cursor ?? EMPTY);
+}
+
+function readRange(
+  r: Reader,
+  allowReverse: boolean,
+): { range: ScanRange; consistency: Consistency } {
+  const flags = r.u8("scan flags");
+  const known = SCAN_START | SCAN_END | SCAN_PREFIX | (allowReverse ? SCAN_REVERSE : 0);
+  if (flags & ~known) throw new ProtocolError(`unknown scan flags ${flags}`);
+  const start = r.bytes("scan start");
+  const end = r.bytes("scan end");
+  const prefix = r.bytes("scan prefix");
+  const limit = r.u32("scan limit");
+  const range: ScanRange = {};
+  if (flags & SCAN_START) range.start = start;
+  if (flags & SCAN_END) range.end = end;
+  if (flags & SCAN_PREFIX) range.prefix = prefix;
+  if (flags & SCAN_REVERSE) range.reverse = true;
+  if (limit > 0) range.limit = limit;
+  const consistency = checkConsistency(r.u8("consistency"));
+  const cursor = r.bytes("scan cursor");
+  if (cursor.length > 0) range.cursor = cursor;
+  return { range, consistency };
+}
+
+function readKeys(r: Reader, frame: number): Uint8Array[] {
+  const n = r.u32("key count");
+  if (n > frame / 4) throw new ProtocolError(`key count ${n} exceeds the frame`);
+  const keys: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) keys.push(r.bytes("key"));
+  return keys;
+}
+
+function writeChanges(w: Writer, changes: { key: Uint8Array; entry: KvEntry | null }[]): void {
+  w.u32(changes.length);
+  for (const c of changes) {
+    w.bytes(c.key);
+    writeEntry(w, c.entry);
+  }
+}
+
+function readChanges(r: Reader, frame: number): { key: Uint8Array; entry: KvEntry | null }[] {
+  const n = r.u32("change count");
+  if (n > frame / 5) throw new ProtocolError(`change count ${n} exceeds the frame`);
+  const out: { key: Uint8Array; entry: KvEntry | null }[] = [];
+  for (let i = 0; i < n; i++) out.push({ key: r.bytes("key"), entry: readEntry(r) });
+  return out;
+}
+
+function writeEntry(w: Writer, e: KvEntry | null): void {
+  if (!e) {
+    w.u8(0);
+    return;
+  }
+  w.u8(e.expireAt !== undefined ? 2 : 1);
+  w.bytes(e.key);
+  w.bytes(e.value);
+  w.u8(e.encoding);
+  w.raw(e.versionstamp);
+  if (e.expireAt !== undefined) w.num(e.expireAt);
+}
+
+function readEntry(r: Reader): KvEntry | null {
+  const tag = r.u8("entry tag");
+  if (tag === 0) return null;
+  if (tag > 2) throw new ProtocolError(`unknown entry tag ${tag}`);
+  const key = r.bytes("key");
+  const value = r.bytes("value");
+  const encoding = r.u8("encoding");
+  if (!isValueEncoding(encoding)) throw new ProtocolError(`unknown value encoding ${encoding}`);
+  const e: KvEntry = {
+    key,
+    value,
+    encoding,
+    versionstamp: r.raw(VERSIONSTAMP_BYTES, "versionstamp"),
+  };
+  if (tag === 2) e.expireAt = r.num("expiry");
+  return e;
 }
 
 function checkConsistency(c: number): Consistency {
@@ -346,19 +515,35 @@ export function encodeRequest(req: Request): Uint8Array {
       w.u64(req.clientId);
       w.num(req.seq);
       break;
-    case Op.Scan: {
-      const r = req.range;
-      w.u8(
-        (r.start ? SCAN_START : 0) | (r.end ? SCAN_END : 0) | (r.prefix ? SCAN_PREFIX : 0),
-      );
-      w.bytes(r.start ?? EMPTY);
-      w.bytes(r.end ?? EMPTY);
-      w.bytes(r.prefix ?? EMPTY);
-      w.u32(r.limit ?? 0);
-      w.u8(req.consistency);
-      w.bytes(r.cursor ?? EMPTY);
+    case Op.Scan:
+      writeRange(w, { ...req.range, reverse: false }, req.consistency);
       break;
-    }
+    case Op.Range:
+      writeRange(w, req.range, req.consistency);
+      break;
+    case Op.Atomic:
+      w.u64(req.clientId);
+      w.num(req.seq);
+      w.bytes(encodeAtomicBody(req.checks, req.mutations));
+      break;
+    case Op.GetMany:
+      w.u8(req.consistency);
+      w.u32(req.keys.length);
+      for (const k of req.keys) w.bytes(k);
+      break;
+    case Op.Watch:
+      w.u32(req.keys.length);
+      for (const k of req.keys) w.bytes(k);
+      w.u32(req.prefixes.length);
+      for (const p of req.prefixes) w.bytes(p);
+      if (req.after) {
+        w.u8(1);
+        w.raw(req.after);
+      } else {
+        w.u8(0);
+      }
+      w.u32(req.waitMs);
+      break;
     case Op.Members:
     case Op.Status:
     case Op.RegisterSession:
@@ -405,24 +590,37 @@ export function decodeRequest(body: Uint8Array): Request {
     case Op.Delete:
       req = { op, id, key: r.bytes("key"), clientId: r.u64("client id"), seq: r.num("seq") };
       break;
-    case Op.Scan: {
-      const flags = r.u8("scan flags");
-      if (flags & ~(SCAN_START | SCAN_END | SCAN_PREFIX)) {
-        throw new ProtocolError(`unknown scan flags ${flags}`);
+    case Op.Scan:
+    case Op.Range:
+      req = { op, id, ...readRange(r, op === Op.Range) };
+      break;
+    case Op.Atomic: {
+      const clientId = r.u64("client id");
+      const seq = r.num("seq");
+      const body = r.bytes("atomic operation");
+      try {
+        req = { op, id, clientId, seq, ...decodeAtomicBody(body) };
+      } catch (e) {
+        if (e instanceof DecodeError || e instanceof RangeError) {
+          throw new ProtocolError((e as Error).message);
+        }
+        throw e;
       }
-      const start = r.bytes("scan start");
-      const end = r.bytes("scan end");
-      const prefix = r.bytes("scan prefix");
-      const limit = r.u32("scan limit");
-      const range: ScanRange = {};
-      if (flags & SCAN_START) range.start = start;
-      if (flags & SCAN_END) range.end = end;
-      if (flags & SCAN_PREFIX) range.prefix = prefix;
-      if (limit > 0) range.limit = limit;
+      break;
+    }
+    case Op.GetMany: {
       const consistency = checkConsistency(r.u8("consistency"));
-      const cursor = r.bytes("scan cursor");
-      if (cursor.length > 0) range.cursor = cursor;
-      req = { op, id, range, consistency };
+      req = { op, id, consistency, keys: readKeys(r, body.length) };
+      break;
+    }
+    case Op.Watch: {
+      const keys = readKeys(r, body.length);
+      const prefixes = readKeys(r, body.length);
+      const has = r.u8("after flag");
+      if (has > 1) throw new ProtocolError(`bad after flag ${has}`);
+      const after = has ? r.raw(VERSIONSTAMP_BYTES, "after") : undefined;
+      const waitMs = r.u32("wait");
+      req = after ? { op, id, keys, prefixes, after, waitMs } : { op, id, keys, prefixes, waitMs };
       break;
     }
     case Op.Members:
@@ -497,6 +695,43 @@ export function encodeResponse(res: Response): Uint8Array {
         w.str(res.authName ?? "");
         w.str(res.authRole ?? "");
         break;
+      case Op.Atomic:
+        if (res.versionstamp) {
+          w.u8(1);
+          w.raw(res.versionstamp);
+        } else {
+          w.u8(0);
+          const f = res.failedChecks ?? [];
+          w.u32(f.length);
+          for (const i of f) w.u32(i);
+        }
+        break;
+      case Op.GetMany:
+      case Op.Range: {
+        w.u8(res.consistency ?? Consistency.Linearizable);
+        const entries = res.entries ?? [];
+        w.u32(entries.length);
+        for (const e of entries) writeEntry(w, e);
+        if (res.op === Op.Range) w.bytes(res.next ?? EMPTY);
+        break;
+      }
+      case Op.Watch: {
+        if (res.initial) {
+          w.u8(1);
+          w.raw(res.initial.versionstamp);
+          writeChanges(w, res.initial.entries);
+        } else {
+          w.u8(0);
+        }
+        const events = res.events ?? [];
+        w.u32(events.length);
+        for (const e of events) {
+          w.raw(e.versionstamp);
+          writeChanges(w, e.changes);
+        }
+        w.raw(res.position ?? new Uint8Array(VERSIONSTAMP_BYTES));
+        break;
+      }
       default:
         break;
     }
@@ -507,6 +742,8 @@ export function encodeResponse(res: Response): Uint8Array {
     } else if (res.status === Status.LimitExceeded) {
       w.str(res.limit ?? "");
       w.num(res.max ?? 0);
+    } else if (res.status === Status.WatchCompacted) {
+      w.raw(res.position ?? new Uint8Array(VERSIONSTAMP_BYTES));
     }
     w.str(res.message ?? "");
   }
@@ -567,6 +804,52 @@ export function decodeResponse(body: Uint8Array): Response {
         res.authName = r.str("token name");
         res.authRole = r.str("role");
         break;
+      case Op.Atomic: {
+        const committed = r.u8("committed");
+        if (committed > 1) throw new ProtocolError(`bad atomic outcome ${committed}`);
+        if (committed) {
+          res.versionstamp = r.raw(VERSIONSTAMP_BYTES, "versionstamp");
+        } else {
+          const n = r.u32("failed check count");
+          if (n > body.length / 4) throw new ProtocolError(`check count ${n} exceeds the frame`);
+          res.failedChecks = [];
+          for (let i = 0; i < n; i++) res.failedChecks.push(r.u32("failed check"));
+        }
+        break;
+      }
+      case Op.GetMany:
+      case Op.Range: {
+        res.consistency = checkConsistency(r.u8("consistency"));
+        const n = r.u32("entry count");
+        if (n > body.length) throw new ProtocolError(`entry count ${n} exceeds the frame`);
+        const entries: (KvEntry | null)[] = [];
+        for (let i = 0; i < n; i++) entries.push(readEntry(r));
+        if (op === Op.Range) {
+          if (entries.includes(null)) throw new ProtocolError("a range page with no entry");
+          const next = r.bytes("range cursor");
+          if (next.length > 0) res.next = next;
+        }
+        res.entries = entries;
+        break;
+      }
+      case Op.Watch: {
+        const has = r.u8("initial flag");
+        if (has > 1) throw new ProtocolError(`bad initial flag ${has}`);
+        if (has) {
+          const versionstamp = r.raw(VERSIONSTAMP_BYTES, "versionstamp");
+          res.initial = { versionstamp, entries: readChanges(r, body.length) };
+        }
+        const n = r.u32("event count");
+        if (n > body.length / 14) throw new ProtocolError(`event count ${n} exceeds the frame`);
+        const events: WireWatchEvent[] = [];
+        for (let i = 0; i < n; i++) {
+          const versionstamp = r.raw(VERSIONSTAMP_BYTES, "versionstamp");
+          events.push({ versionstamp, changes: readChanges(r, body.length) });
+        }
+        res.events = events;
+        res.position = r.raw(VERSIONSTAMP_BYTES, "position");
+        break;
+      }
       default:
         break;
     }
@@ -577,6 +860,8 @@ export function decodeResponse(body: Uint8Array): Response {
     } else if (status === Status.LimitExceeded) {
       res.limit = r.str("limit name");
       res.max = r.num("limit value");
+    } else if (status === Status.WatchCompacted) {
+      res.position = r.raw(VERSIONSTAMP_BYTES, "oldest versionstamp");
     }
     res.message = r.str("message");
   }

@@ -22,7 +22,66 @@ const consistency = fc.constantFrom(Consistency.Linearizable, Consistency.Serial
 const seq = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 const clientId = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
 
+const vs = fc.uint8Array({ minLength: 10, maxLength: 10 });
+const u64b = fc.uint8Array({ minLength: 8, maxLength: 8 });
+const encoding = fc.constantFrom(1, 2, 3) as fc.Arbitrary<1 | 2 | 3>;
+const expireAt = fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+const mutationArb = fc.oneof(
+  fc.record({
+    type: fc.constantFrom("set" as const, "setSuffixVersionstampedKey" as const),
+    key: bytes,
+    value: bytes,
+    encoding,
+    expireAt,
+  }, { requiredKeys: ["type", "key", "value", "encoding"] }),
+  fc.record({ type: fc.constant("delete" as const), key: bytes }),
+  fc.record({
+    type: fc.constant("sum" as const),
+    key: bytes,
+    value: u64b,
+    min: u64b,
+    max: u64b,
+    clamp: fc.constant(true as const),
+  }, { requiredKeys: ["type", "key", "value"] }),
+  fc.record({ type: fc.constantFrom("min" as const, "max" as const), key: bytes, value: u64b }),
+);
+const entryArb = fc.record({ key: bytes, value: bytes, encoding, versionstamp: vs, expireAt }, {
+  requiredKeys: ["key", "value", "encoding", "versionstamp"],
+});
+
 const requestArb: fc.Arbitrary<Request> = fc.oneof(
+  fc.record({
+    op: fc.constant(Op.Atomic as const),
+    id: u32,
+    clientId,
+    seq,
+    checks: fc.array(fc.record({ key: bytes, versionstamp: fc.option(vs, { nil: null }) }), {
+      maxLength: 4,
+    }),
+    mutations: fc.array(mutationArb, { maxLength: 6 }),
+  }),
+  fc.record({
+    op: fc.constant(Op.GetMany as const),
+    id: u32,
+    consistency,
+    keys: fc.array(bytes, { maxLength: 5 }),
+  }),
+  fc.record({
+    op: fc.constant(Op.Range as const),
+    id: u32,
+    consistency,
+    range: fc.record(
+      {
+        start: bytes,
+        end: bytes,
+        prefix: bytes,
+        limit: fc.integer({ min: 1, max: 0xffffffff }),
+        reverse: fc.constant(true),
+        cursor: fc.uint8Array({ minLength: 1, maxLength: 8 }),
+      },
+      { requiredKeys: [] },
+    ),
+  }),
   fc.record({ op: fc.constant(Op.Put as const), id: u32, key: bytes, value: bytes, clientId, seq }),
   fc.record({ op: fc.constant(Op.Get as const), id: u32, key: bytes, consistency }),
   fc.record({ op: fc.constant(Op.Delete as const), id: u32, key: bytes, clientId, seq }),
@@ -48,6 +107,39 @@ const requestArb: fc.Arbitrary<Request> = fc.oneof(
 
 const opArb = fc.constantFrom(...[1, 2, 3, 4, 5, 6, 7, 8, 9] as Op[]);
 const responseArb: fc.Arbitrary<Response> = fc.oneof(
+  fc.record({
+    op: fc.constant(Op.Atomic),
+    id: u32,
+    status: fc.constant(Status.Ok),
+    versionstamp: vs,
+  }),
+  fc.record({
+    op: fc.constant(Op.Atomic),
+    id: u32,
+    status: fc.constant(Status.Ok),
+    failedChecks: fc.array(fc.integer({ min: 0, max: 9 }), { maxLength: 10 }),
+  }),
+  fc.record({
+    op: fc.constant(Op.GetMany),
+    id: u32,
+    status: fc.constant(Status.Ok),
+    consistency,
+    entries: fc.array(fc.option(entryArb, { nil: null }), { maxLength: 4 }),
+  }),
+  fc.record({
+    op: fc.constant(Op.Range),
+    id: u32,
+    status: fc.constant(Status.Ok),
+    consistency,
+    entries: fc.array(entryArb, { maxLength: 4 }),
+    next: fc.uint8Array({ minLength: 1, maxLength: 8 }),
+  }, { requiredKeys: ["op", "id", "status", "consistency", "entries"] }),
+  fc.record({
+    op: fc.constant(Op.Atomic),
+    id: u32,
+    status: fc.constant(Status.MutationType),
+    message: addr,
+  }),
   fc.record({ op: fc.constant(Op.Get), id: u32, status: fc.constant(Status.Ok), value: bytes }),
   fc.record({
     op: fc.constant(Op.Scan),
@@ -98,7 +190,7 @@ Deno.test("every request survives an encode/decode round trip", () => {
   fc.assert(
     fc.property(requestArb, (req) => {
       const got = decodeRequest(body(encodeRequest(req)));
-      if (req.op === Op.Scan) {
+      if (req.op === Op.Scan || req.op === Op.Range) {
         const r = { ...req.range };
         if (r.limit === 0) delete r.limit;
         assert.deepEqual(got, structuredClone({ ...req, range: r }));

@@ -65,6 +65,10 @@ export interface NodeLimits {
   /** Bytes of partially received requests one listener holds for all its connections; a
    * connection that needs more waits (and is dropped at the request timeout). */
   bufferedBytes: number;
+  /** Commits of user-key changes a node keeps for watches to resume from. */
+  watchHistoryEvents: number;
+  /** Bytes (keys and values) of the change history a node keeps for watches. */
+  watchHistoryBytes: number;
   /** KV Connect (server/kv_connect.ts; Deno's defaults): longest key of a write (bytes). */
   kvWriteKeyBytes: number;
   /** KV Connect: longest key of a read (bytes; one more than a write's, for range ends). */
@@ -158,6 +162,22 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
     min: 1 * MIB,
     max: 64 * 1024 * MIB,
     doc: "bytes of partly received requests held per listener",
+  },
+  {
+    key: "watch_history_events",
+    field: "watchHistoryEvents",
+    default: 10_000,
+    min: 1,
+    max: 10_000_000,
+    doc: "commits of changes kept for watches to resume from (older: WatchCompactedError)",
+  },
+  {
+    key: "watch_history_bytes",
+    field: "watchHistoryBytes",
+    default: 16 * MIB,
+    min: 64 * KIB,
+    max: 16 * 1024 * MIB,
+    doc: "bytes of keys and values in the change history kept for watches",
   },
   // KV Connect (`Deno.openKv(url)`): Deno KV's own limits by default (the limits of its server).
   {
@@ -285,3 +305,68 @@ export function commandSizeProblem(key: Uint8Array, value?: Uint8Array): string 
   }
   return undefined;
 }
+
+/** Most checks in one atomic operation (Deno KV's limit). */
+export const ATOMIC_MAX_CHECKS = 10;
+/** Most mutations in one atomic operation (Deno KV's limit). */
+export const ATOMIC_MAX_MUTATIONS = 1000;
+/** Longest key a check or mutation of an atomic operation may name (Deno KV's write-key limit). */
+export const ATOMIC_MAX_KEY_BYTES = 2048;
+/** Longest value an atomic operation may set (Deno KV's limit). */
+export const ATOMIC_MAX_VALUE_BYTES = 65536;
+/** Most bytes of keys and values of one atomic operation, checks included (800 KiB). */
+export const ATOMIC_MAX_TOTAL_BYTES = 819200;
+/** Most keys in one getMany (Deno KV's entries per read). */
+export const MAX_GET_MANY_KEYS = 1000;
+/** Most expired keys one expiry sweep command deletes (the leader proposes another when more
+ * are due). */
+export const EXPIRY_SWEEP_MAX_KEYS = 1000;
+
+/** The shape of an atomic operation the limits look at. */
+export interface AtomicShape {
+  /** The checks' keys. */
+  checks: { key: Uint8Array }[];
+  /** The mutations' keys and values (with the bytes the commit adds to a key, if any). */
+  mutations: { key: Uint8Array; value?: Uint8Array; keySuffixBytes?: number }[];
+}
+
+/** Checks an atomic operation against the ATOMIC_* limits ({@link LimitError}). */
+export function checkAtomic(op: AtomicShape): void {
+  if (op.checks.length > ATOMIC_MAX_CHECKS) {
+    throw new LimitError("atomic_checks", ATOMIC_MAX_CHECKS, op.checks.length);
+  }
+  if (op.mutations.length > ATOMIC_MAX_MUTATIONS) {
+    throw new LimitError("atomic_mutations", ATOMIC_MAX_MUTATIONS, op.mutations.length);
+  }
+  let total = 0;
+  for (const c of op.checks) {
+    if (c.key.length > ATOMIC_MAX_KEY_BYTES) {
+      throw new LimitError("atomic_key_bytes", ATOMIC_MAX_KEY_BYTES, c.key.length);
+    }
+    total += c.key.length;
+  }
+  for (const m of op.mutations) {
+    const keyLen = m.key.length + (m.keySuffixBytes ?? 0);
+    if (keyLen > ATOMIC_MAX_KEY_BYTES) {
+      throw new LimitError("atomic_key_bytes", ATOMIC_MAX_KEY_BYTES, keyLen);
+    }
+    const v = m.value?.length ?? 0;
+    if (v > ATOMIC_MAX_VALUE_BYTES) {
+      throw new LimitError("atomic_value_bytes", ATOMIC_MAX_VALUE_BYTES, v);
+    }
+    total += keyLen + v;
+  }
+  if (total > ATOMIC_MAX_TOTAL_BYTES) {
+    throw new LimitError("atomic_total_bytes", ATOMIC_MAX_TOTAL_BYTES, total);
+  }
+}
+
+/** Most keys plus prefixes one watch selects. */
+export const MAX_WATCH_SELECTORS = 100;
+/** Most entries under the watched prefixes that a watch's initial state reports (more: start the
+ * watch with `after`). */
+export const MAX_WATCH_INITIAL_ENTRIES = 10_000;
+/** Longest a watch poll waits for a change (ms). */
+export const MAX_WATCH_WAIT_MS = 30_000;
+/** Most commits one watch poll answers (the next poll continues). */
+export const WATCH_POLL_MAX_EVENTS = 1000;

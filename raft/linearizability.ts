@@ -2,6 +2,13 @@
  * A linearizability checker for key-value histories (Wing & Gong's search with Lowe's
  * memoization, as in Porcupine), partitioned per key.
  *
+ * Models: a register per key (put, get, delete, and compare-and-set: `cas` sets the value when
+ * it equals `expected`, null meaning missing, and answers `"ok"` or `"fail"`), and a register per
+ * group of keys written and read together (`mput` sets every key of the group in one step,
+ * `mget` reads them all from one state: an atomic multi-key operation is visible all or nothing
+ * exactly when the group's history is linearizable). A group's `key` is its name; its keys are
+ * used by no single-key operation.
+ *
  * A history is a list of completed or pending operations, each with the logical time it was
  * invoked and the time its response arrived. An operation whose outcome is unknown (the client
  * timed out) has `ret = Infinity`: it may take effect at any point after its invocation, or never
@@ -24,7 +31,10 @@
 export type KvInput =
   | { kind: "put"; key: string; value: string }
   | { kind: "get"; key: string }
-  | { kind: "delete"; key: string };
+  | { kind: "delete"; key: string }
+  | { kind: "cas"; key: string; expected: string | null; value: string }
+  | { kind: "mput"; key: string; keys: string[]; values: string[] }
+  | { kind: "mget"; key: string; keys: string[] };
 
 /** One operation of a history. */
 export interface KvOperation {
@@ -36,7 +46,9 @@ export interface KvOperation {
   ret: number;
   /** The request. */
   input: KvInput;
-  /** For a completed get: the value read, or `null` for a missing key. Ignored otherwise. */
+  /** For a completed get: the value read, or `null` for a missing key; for a completed cas:
+   * `"ok"` or `"fail"`; for a completed mget: the JSON array of the values read (null: missing).
+   * Ignored otherwise. */
   output?: string | null;
 }
 
@@ -69,7 +81,7 @@ export function checkLinearizable(
 ): LinearizabilityResult {
   const byKey = new Map<string, KvOperation[]>();
   for (const op of history) {
-    if (op.input.kind === "get" && op.ret === Infinity) continue;
+    if ((op.input.kind === "get" || op.input.kind === "mget") && op.ret === Infinity) continue;
     if (op.ret < op.call) throw new RangeError(`operation returns before it is called: ${op.call}`);
     let list = byKey.get(op.input.key);
     if (!list) byKey.set(op.input.key, list = []);
@@ -108,6 +120,21 @@ function step(state: string | null, op: KvOperation): string | null | undefined 
       return null;
     case "get":
       return (op.output ?? null) === state ? state : undefined;
+    case "cas": {
+      const match = state === op.input.expected;
+      // Outcome unknown: it took effect here (setting the value if it matched) or never (the
+      // search may also place it after everything else).
+      if (op.ret === Infinity) return match ? op.input.value : state;
+      if (op.output === "ok") return match ? op.input.value : undefined;
+      return match ? undefined : state;
+    }
+    case "mput":
+      return JSON.stringify(op.input.values);
+    case "mget": {
+      const seen = op.output ?? JSON.stringify(op.input.keys.map(() => null));
+      const now = state ?? JSON.stringify(op.input.keys.map(() => null));
+      return seen === now ? state : undefined;
+    }
   }
 }
 
@@ -221,6 +248,12 @@ export function formatHistory(ops: readonly KvOperation[]): string {
       ? `put(${inp.key}, ${inp.value})`
       : inp.kind === "delete"
       ? `delete(${inp.key})`
+      : inp.kind === "cas"
+      ? `cas(${inp.key}, ${inp.expected ?? "missing"} -> ${inp.value}) -> ${op.output ?? "?"}`
+      : inp.kind === "mput"
+      ? `mput(${inp.keys.join(",")} = ${inp.values.join(",")})`
+      : inp.kind === "mget"
+      ? `mget(${inp.keys.join(",")}) -> ${op.output ?? "?"}`
       : `get(${inp.key}) -> ${op.output === null ? "missing" : op.output}`;
     const ret = op.ret === Infinity ? "?" : String(op.ret);
     return `client ${op.client} [${op.call}, ${ret}] ${what}`;

@@ -178,3 +178,111 @@ Deno.test("the search gives up as inconclusive when its budget runs out", () => 
   assert.equal(result.ok, true);
   assert.equal(result.inconclusive, true);
 });
+
+const cas = (
+  client: number,
+  call: number,
+  ret: number,
+  key: string,
+  expected: string | null,
+  value: string,
+  output?: "ok" | "fail",
+): KvOperation => ({ client, call, ret, input: { kind: "cas", key, expected, value }, output });
+const G = ["g.a", "g.b"];
+const mput = (client: number, call: number, ret: number, values: string[]): KvOperation => ({
+  client,
+  call,
+  ret,
+  input: { kind: "mput", key: "g", keys: G, values },
+});
+const mget = (client: number, call: number, ret: number, seen: (string | null)[]) => ({
+  client,
+  call,
+  ret,
+  input: { kind: "mget" as const, key: "g", keys: G },
+  output: JSON.stringify(seen),
+});
+
+Deno.test("compare-and-set: succeeds only on the expected value, fails otherwise", () => {
+  assert.equal(
+    checkLinearizable([
+      put(1, 0, 1, "a", "x"),
+      cas(2, 2, 3, "a", "x", "y", "ok"),
+      cas(3, 4, 5, "a", "x", "z", "fail"),
+      get(1, 6, 7, "a", "y"),
+    ]).ok,
+    true,
+  );
+  // Two sequential CAS from the same expected value cannot both succeed.
+  assert.equal(
+    checkLinearizable([
+      put(1, 0, 1, "a", "x"),
+      cas(2, 2, 3, "a", "x", "y", "ok"),
+      cas(3, 4, 5, "a", "x", "z", "ok"),
+    ]).ok,
+    false,
+  );
+  // A CAS that reports failure although the value matched is not linearizable.
+  assert.equal(checkLinearizable([cas(1, 0, 1, "a", null, "v", "fail")]).ok, false);
+  // On a missing key, expected null succeeds.
+  assert.equal(
+    checkLinearizable([cas(1, 0, 1, "a", null, "v", "ok"), get(2, 2, 3, "a", "v")]).ok,
+    true,
+  );
+});
+
+Deno.test("compare-and-set: concurrent ones serialize; one of unknown outcome may apply or not", () => {
+  // Concurrent: exactly one of two may win.
+  assert.equal(
+    checkLinearizable([
+      cas(1, 0, 5, "a", null, "p", "ok"),
+      cas(2, 1, 4, "a", null, "q", "fail"),
+      get(3, 6, 7, "a", "p"),
+    ]).ok,
+    true,
+  );
+  // Unknown outcome: a later read may see it applied...
+  assert.equal(
+    checkLinearizable([cas(1, 0, Infinity, "a", null, "p"), get(2, 2, 3, "a", "p")]).ok,
+    true,
+  );
+  // ...or not.
+  assert.equal(
+    checkLinearizable([cas(1, 0, Infinity, "a", null, "p"), get(2, 2, 3, "a", null)]).ok,
+    true,
+  );
+  // But it cannot apply when the value did not match.
+  assert.equal(
+    checkLinearizable([
+      put(1, 0, 1, "a", "x"),
+      cas(2, 2, Infinity, "a", "zzz", "p"),
+      get(3, 4, 5, "a", "p"),
+    ]).ok,
+    false,
+  );
+});
+
+Deno.test("multi-key writes: reads see all of an atomic write or none of it", () => {
+  assert.equal(
+    checkLinearizable([
+      mget(1, 0, 1, [null, null]),
+      mput(2, 2, 3, ["1a", "1b"]),
+      mget(1, 4, 5, ["1a", "1b"]),
+    ]).ok,
+    true,
+  );
+  // Torn: one key of the write visible, the other not.
+  const torn = checkLinearizable([mput(2, 0, 10, ["1a", "1b"]), mget(1, 2, 3, ["1a", null])]);
+  assert.equal(torn.ok, false);
+  assert.equal(torn.key, "g");
+  // Mixed from two writes.
+  assert.equal(
+    checkLinearizable([
+      mput(1, 0, 1, ["1a", "1b"]),
+      mput(2, 2, 10, ["2a", "2b"]),
+      mget(3, 3, 4, ["2a", "1b"]),
+    ]).ok,
+    false,
+  );
+  assert.match(formatHistory([mput(1, 0, 1, ["x", "y"])]), /mput\(g\.a,g\.b = x,y\)/);
+});

@@ -3,7 +3,8 @@
  * core under faults, each checked for the Raft safety invariants after every step, for
  * convergence after healing and for linearizability of the clients' history.
  *
- * GOKV_SIM_RUNS=N runs N short seeded runs instead of the default (1000), GOKV_SIM_LONG_RUNS=L
+ * GOKV_SIM_RUNS=N runs N short seeded runs instead of the default (1000), GOKV_SIM_ATOMIC_RUNS=A
+ * CAS-heavy ones (default 600), GOKV_SIM_LONG_RUNS=L
  * long ones (default 100); GOKV_SIM_SEED=S starts at S. `deno task test:long` runs more.
  * A failing run prints its seed; `deno run -A raft/sim/replay.ts --seed S --trace` replays it.
  */
@@ -111,6 +112,38 @@ Deno.test("SimKv: a retried write of a session applies once; snapshots round-tri
   assert.equal(copy.apply(4, put(2, "y")).duplicate, true);
 });
 
+Deno.test("SimKv: compare-and-set swaps on a match; a retry answers the first result; mput sets all", () => {
+  const kv = new SimKv();
+  const cas = (seq: number, expected: string | null, value: string) =>
+    encodeCommand({
+      kind: "cas",
+      clientId: 3,
+      seq,
+      key: "a",
+      value: JSON.stringify({ expected, value }),
+    });
+  assert.equal(kv.apply(1, cas(1, null, "x")).swapped, true);
+  assert.equal(kv.apply(2, cas(2, null, "y")).swapped, false);
+  assert.equal(kv.get("a"), "x");
+  // A retry of seq 2 after another client changed the key still answers "failed".
+  kv.apply(3, encodeCommand({ kind: "put", clientId: 4, seq: 1, key: "a", value: "" }));
+  const retry = kv.apply(4, cas(2, null, "y"));
+  assert.deepEqual([retry.duplicate, retry.swapped], [true, false]);
+  // The cached result survives a snapshot.
+  assert.equal(SimKv.restore(kv.serialize(), 4).apply(5, cas(2, null, "y")).swapped, false);
+  kv.apply(
+    5,
+    encodeCommand({
+      kind: "mput",
+      clientId: 3,
+      seq: 3,
+      key: "g",
+      value: JSON.stringify({ keys: ["g.a", "g.b"], values: ["1", "2"] }),
+    }),
+  );
+  assert.deepEqual([kv.get("g.a"), kv.get("g.b")], ["1", "2"]);
+});
+
 Deno.test("InvariantChecker: flags two leaders in one term, conflicting entries and applies", () => {
   const c = new InvariantChecker();
   c.observeLeader(1, 5);
@@ -161,6 +194,18 @@ Deno.test("a simulation seed replays exactly", () => {
 Deno.test("the simulator catches stale reads (gets served without ReadIndex)", () => {
   const failing = sweep(1, 20, { bugs: { staleReads: true } });
   assert.ok(failing.length > 0, "no run noticed the stale reads");
+  assert.match(failing[0].error!, /linearizability/);
+});
+
+Deno.test("the simulator catches a compare-and-set that ignores its expected value", () => {
+  const failing = sweep(1, 100, { bugs: { brokenCas: true } }, 1);
+  assert.ok(failing.length > 0, "no run noticed the broken compare-and-set");
+  assert.match(failing[0].error!, /linearizability/);
+});
+
+Deno.test("the simulator catches a multi-key write that becomes visible one key at a time", () => {
+  const failing = sweep(1, 100, { bugs: { tornMultiPut: true } }, 1);
+  assert.ok(failing.length > 0, "no run noticed the torn multi-key writes");
   assert.match(failing[0].error!, /linearizability/);
 });
 
@@ -226,6 +271,17 @@ const FIRST_SEED = Number(Deno.env.get("GOKV_SIM_SEED") ?? 1);
 Deno.test(`${RUNS} seeded short runs keep every Raft invariant and stay linearizable`, () => {
   const failing = sweep(FIRST_SEED, RUNS, {});
   assert.equal(failing.length, 0, report(failing));
+});
+
+const ATOMIC_RUNS = Number(Deno.env.get("GOKV_SIM_ATOMIC_RUNS") ?? 600);
+
+Deno.test(`${ATOMIC_RUNS} seeded runs heavy in compare-and-sets and atomic multi-key writes stay linearizable`, () => {
+  const failing = sweep(2_000_000 + FIRST_SEED, ATOMIC_RUNS, { casShare: 0.5, multiShare: 0.3 });
+  assert.equal(
+    failing.length,
+    0,
+    report(failing).replaceAll("--trace", "--cas-share 0.5 --multi-share 0.3 --trace"),
+  );
 });
 
 Deno.test(`${LONG_RUNS} seeded long runs keep every Raft invariant and stay linearizable`, () => {

@@ -10,7 +10,9 @@
  *   0x04 meta     uvarint keyLen, key, uvarint valueLen, value  (the state machine's own records:
  *                 session table, clock — storage/kv_core.ts layout; all come first, ascending)
  *   0x02 key      uvarint keyLen, key, uvarint valueLen, value  (keys strictly ascending)
- *   0x03 key      as 0x02, then the key's 10-byte versionstamp
+ *   0x03 key      as 0x02, then the key's 10-byte versionstamp (format 2)
+ *   0x05 entry    as 0x03, then u8 encoding (1 V8, 2 LE64, 3 bytes; bit 7: an expiry follows),
+ *                 [u64 expireAt ms]  (format 3: what this code writes)
  *   0x00 end      u64 metaCount, u64 keyCount
  *
  * Format 1 files (before registered sessions) carried `0x01 session` records (u64 clientId,
@@ -31,15 +33,15 @@ import { ByteReader, ByteWriter, compareBytes } from "../storage/bytes.ts";
 import { DecodeError } from "../storage/errors.ts";
 import type { StateEntry, StateExport } from "../storage/kv_state_machine.ts";
 import { isSessionRecord } from "../storage/kv_core.ts";
+import { isValueEncoding, ValueEncoding, VERSIONSTAMP_BYTES } from "../storage/kv_model.ts";
 
 /** The file's first 8 bytes. */
 export const BACKUP_MAGIC: Uint8Array = new TextEncoder().encode("GOKVBAK1");
 /** The header's `format` value this code writes (it reads 1 too). */
-export const BACKUP_FORMAT = 2;
+export const BACKUP_FORMAT = 3;
 /** Bytes of the trailing SHA-256. */
 const HASH_BYTES = 32;
-/** Bytes of a versionstamp. */
-export const VERSIONSTAMP_BYTES = 10;
+export { VERSIONSTAMP_BYTES } from "../storage/kv_model.ts";
 /** Target size of one streamed chunk. */
 const CHUNK_BYTES = 64 * 1024;
 /** Largest header accepted (a corrupt length must not allocate gigabytes). */
@@ -50,6 +52,8 @@ const TAG_SESSION = 0x01;
 const TAG_KEY = 0x02;
 const TAG_KEY_VS = 0x03;
 const TAG_META = 0x04;
+const TAG_ENTRY = 0x05;
+const EXPIRES = 0x80;
 
 /** The metadata at the start of a backup file. */
 export interface BackupHeader {
@@ -183,7 +187,7 @@ export function encodeBackup(
             break;
           }
           const e = r.value;
-          w.u8(e.versionstamp ? TAG_KEY_VS : TAG_KEY);
+          w.u8(e.versionstamp ? TAG_ENTRY : TAG_KEY);
           w.bytes(e.key);
           w.bytes(e.value);
           if (e.versionstamp) {
@@ -191,6 +195,9 @@ export function encodeBackup(
               throw new RangeError(`a versionstamp has ${VERSIONSTAMP_BYTES} bytes`);
             }
             w.raw(e.versionstamp);
+            const exp = e.expireAt !== undefined && e.expireAt > 0;
+            w.u8((e.encoding ?? ValueEncoding.BYTES) | (exp ? EXPIRES : 0));
+            if (exp) w.u64(e.expireAt!);
           }
           keys++;
         }
@@ -308,11 +315,21 @@ function parseRecord(r: ByteReader, name: string): Rec {
     case TAG_META:
       return { tag, key: r.bytes(), value: r.bytes() };
     case TAG_KEY:
-    case TAG_KEY_VS: {
+    case TAG_KEY_VS:
+    case TAG_ENTRY: {
       const key = r.bytes();
       const value = r.bytes();
       const entry: StateEntry = { key, value };
-      if (tag === TAG_KEY_VS) entry.versionstamp = r.raw(VERSIONSTAMP_BYTES).slice();
+      if (tag !== TAG_KEY) entry.versionstamp = r.raw(VERSIONSTAMP_BYTES).slice();
+      if (tag === TAG_ENTRY) {
+        const flags = r.u8();
+        const encoding = flags & ~EXPIRES;
+        if (!isValueEncoding(encoding)) {
+          throw new BackupFormatError(name, `unknown value encoding ${encoding}`);
+        }
+        entry.encoding = encoding;
+        if (flags & EXPIRES) entry.expireAt = r.u64();
+      }
       return { tag: TAG_KEY, entry };
     }
     default:
@@ -346,7 +363,7 @@ export async function openBackup(path: string): Promise<BackupFile> {
       throw new BackupFormatError(path, "corrupt header");
     }
     src.pos += hlen;
-    if (!header || (header.format !== BACKUP_FORMAT && header.format !== 1)) {
+    if (!header || ![1, 2, BACKUP_FORMAT].includes(header.format)) {
       throw new BackupFormatError(path, `unsupported format ${header?.format}`);
     }
     if (!Number.isSafeInteger(header.index) || !Number.isSafeInteger(header.term)) {
@@ -364,7 +381,11 @@ export async function openBackup(path: string): Promise<BackupFile> {
         } catch (e) {
           if (!(e instanceof DecodeError)) throw e;
           // The record continues past the buffer: read more, or the file is truncated.
-          if (!(await src.fill(src.buf.length - src.pos + CHUNK_BYTES))) {
+          // Ask for one more chunk; near the end of the body there may be less than that, and
+          // what is there may complete the record.
+          const had = src.buf.length - src.pos;
+          await src.fill(had + CHUNK_BYTES);
+          if (src.buf.length - src.pos === had) {
             throw new BackupFormatError(
               path,
               src.buf.length - src.pos === 0

@@ -20,6 +20,7 @@ import {
 } from "../client/protocol.ts";
 import {
   InvalidArgumentError,
+  MutationTypeError,
   NotFoundError,
   NotLeaderError,
   PermissionDeniedError,
@@ -27,14 +28,16 @@ import {
   TimeoutError,
   UnauthenticatedError,
   UnavailableError,
+  WatchCompactedError,
 } from "../client/errors.ts";
 import { AuthGate, type AuthOp, authorize, type KeyScope, type Principal } from "./auth.ts";
-import type { KvService } from "./service.ts";
+import { atomicScope, type KvService, watchScope } from "./service.ts";
 import { LimitError, type NodeLimits } from "../config/limits.ts";
 import { AcceptLoop, ByteBudget } from "../transport/listener.ts";
 import { listenStream, type PeerConn, type ServerTlsMaterial } from "../transport/peer_conn.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import { parseAddress } from "../client/connection.ts";
+import { parseVersionstamp } from "../storage/kv_model.ts";
 
 /** Maps a service error to a response status and message. */
 export function errorResponse(op: Op, id: number, e: unknown): Response {
@@ -52,6 +55,15 @@ export function errorResponse(op: Op, id: number, e: unknown): Response {
   if (e instanceof LimitError) {
     return { op, id, status: Status.LimitExceeded, limit: e.limit, max: e.max, message };
   }
+  if (e instanceof WatchCompactedError) {
+    return {
+      op,
+      id,
+      status: Status.WatchCompacted,
+      position: parseVersionstamp(e.oldest),
+      message,
+    };
+  }
   let status = Status.Internal;
   if (e instanceof NotFoundError) status = Status.NotFound;
   else if (e instanceof TimeoutError) status = Status.Timeout;
@@ -60,6 +72,7 @@ export function errorResponse(op: Op, id: number, e: unknown): Response {
   else if (e instanceof SessionExpiredError) status = Status.SessionExpired;
   else if (e instanceof UnauthenticatedError) status = Status.Unauthenticated;
   else if (e instanceof PermissionDeniedError) status = Status.PermissionDenied;
+  else if (e instanceof MutationTypeError) status = Status.MutationType;
   return { op, id, status, message };
 }
 
@@ -87,6 +100,14 @@ function authOf(req: Request): [AuthOp, KeyScope?] {
       return ["session"];
     case Op.Auth:
       return ["status"];
+    case Op.Atomic:
+      return ["txn", atomicScope(req)];
+    case Op.GetMany:
+      return ["get", req.keys];
+    case Op.Range:
+      return ["scan", req.range];
+    case Op.Watch:
+      return ["watch", watchScope(req)];
   }
 }
 
@@ -135,10 +156,57 @@ export async function handleRequest(
       case Op.Auth:
         // Answered by the connection (ServerConn.authenticate) before anything else runs.
         return { op, id, status: Status.Ok };
+      case Op.Atomic: {
+        const r = await service.atomic(
+          { checks: req.checks, mutations: req.mutations },
+          { session: { clientId: req.clientId, seq: req.seq } },
+        );
+        return r.ok
+          ? { op, id, status: Status.Ok, versionstamp: r.versionstamp }
+          : { op, id, status: Status.Ok, failedChecks: r.failedChecks };
+      }
+      case Op.GetMany: {
+        const r = await service.getMany(req.keys, {
+          consistency: consistencyName(req.consistency),
+        });
+        return { op, id, status: Status.Ok, entries: r.entries, consistency: req.consistency };
+      }
+      case Op.Watch: {
+        const r = await service.watchPoll(
+          { keys: req.keys, prefixes: req.prefixes },
+          { after: req.after, waitMs: req.waitMs },
+        );
+        return {
+          op,
+          id,
+          status: Status.Ok,
+          initial: r.initial,
+          events: r.events,
+          position: r.position,
+        };
+      }
+      case Op.Range: {
+        const r = await service.range({
+          ...req.range,
+          consistency: consistencyName(req.consistency),
+        });
+        return {
+          op,
+          id,
+          status: Status.Ok,
+          entries: r.entries,
+          next: r.cursor,
+          consistency: req.consistency,
+        };
+      }
     }
   } catch (e) {
     return errorResponse(op, id, e);
   }
+}
+
+function consistencyName(c: Consistency): "strong" | "eventual" {
+  return c === Consistency.Linearizable ? "strong" : "eventual";
 }
 
 /** Options of {@link ClientServer}. */
@@ -169,6 +237,10 @@ const OP_NAMES: Record<Op, string> = {
   [Op.Status]: "status",
   [Op.RegisterSession]: "register_session",
   [Op.Auth]: "auth",
+  [Op.Atomic]: "atomic",
+  [Op.GetMany]: "get_many",
+  [Op.Range]: "range",
+  [Op.Watch]: "watch",
 };
 
 const STATUS_NAMES: Record<Status, string> = {
@@ -183,6 +255,8 @@ const STATUS_NAMES: Record<Status, string> = {
   [Status.SessionExpired]: "session_expired",
   [Status.Unauthenticated]: "unauthenticated",
   [Status.PermissionDenied]: "permission_denied",
+  [Status.MutationType]: "mutation_type",
+  [Status.WatchCompacted]: "watch_compacted",
 };
 
 /** Requests one connection may have pending before the server stops reading from it. */

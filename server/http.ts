@@ -3,11 +3,13 @@
  *
  * | Method and path                 | Meaning                                                    |
  * |---------------------------------|------------------------------------------------------------|
- * | `PUT /v1/kv/{key}`              | body = the value: raw bytes (any content type but JSON)    |
- * | `GET /v1/kv/{key}`              | the value as raw bytes; `?consistency=serializable`        |
+ * | `PUT /v1/kv/{key}`              | body = the value: raw bytes (any content type but JSON); `?ttl=30s` expires it |
+ * | `GET /v1/kv/{key}`              | the value as raw bytes (versionstamp in `x-gokv-versionstamp`); `?consistency=serializable` |
  * | `DELETE /v1/kv/{key}`           | delete                                                     |
  * | `… /v1/kv?key_b64=`             | the same three for a key given in base64url               |
- * | `GET /v1/kv?prefix=&start=&end=&limit=&cursor=` | one page of a range scan (JSON)          |
+ * | `GET /v1/kv?prefix=&start=&end=&limit=&cursor=&reverse=` | one page of a range read (JSON, with versionstamps) |
+ * | `POST /v1/txn`                  | an atomic operation (client/txn_json.ts): checks + mutations |
+ * | `GET /v1/watch?key=&prefix=&after=` | Server-Sent Events: the initial state, then every change (resumable: `Last-Event-ID`) |
  * | `GET /v1/members`               | members with addresses                                     |
  * | `POST /v1/members`              | add: `{"id", "peer", "client", "http"}`                    |
  * | `DELETE /v1/members/{id}`       | remove                                                     |
@@ -22,8 +24,13 @@
  *
  * Keys in the path are percent-decoded to bytes (`%FF` is the byte 0xFF); `?key_b64=` takes any
  * key in base64url. A GET answers the raw value (`application/octet-stream`) unless JSON is asked
- * for (`Accept: application/json` or `?format=json`): then `{"key", "value"}` for UTF-8 text,
- * `keyBase64` / `valueBase64` otherwise. A PUT body is the value as sent, except with
+ * for (`Accept: application/json` or `?format=json`): then `{"key", "value", "versionstamp",
+ * "encoding"}` for UTF-8 text, `keyBase64` / `valueBase64` otherwise (client/txn_json.ts
+ * `entryJson`); the raw answer carries the versionstamp (20 hex digits) in `x-gokv-versionstamp`
+ * and the encoding in `x-gokv-encoding`. Writes answer `{"ok": true, "versionstamp"}`; `POST
+ * /v1/txn` answers `{"ok": true, "versionstamp"}` or `{"ok": false, "failedChecks": [...]}` (200
+ * both: a failed check is an outcome), 400 `mutation_type` for a sum/min/max on a value that is
+ * not a u64. A PUT body is the value as sent, except with
  * `content-type: application/json`: then exactly `{"value": "text"}` or `{"valueBase64": "..."}`
  * (other fields are refused, never dropped). Scans answer JSON pages (`next`: the cursor);
  * `prefix_b64`, `start_b64`, `end_b64` give binary bounds. Errors are JSON `{"error": code,
@@ -45,6 +52,7 @@
  */
 import {
   InvalidArgumentError,
+  MutationTypeError,
   NotFoundError,
   NotLeaderError,
   PermissionDeniedError,
@@ -52,15 +60,19 @@ import {
   TimeoutError,
   UnauthenticatedError,
   UnavailableError,
+  WatchCompactedError,
 } from "../client/errors.ts";
 import { AuthGate, type AuthOp, authorize, type KeyScope, type Principal } from "./auth.ts";
 import type { ScanRange } from "../client/protocol.ts";
-import type { KvService, WriteSession } from "./service.ts";
+import { atomicScope, type KvService, watchScope, type WriteSession } from "./service.ts";
 import { LimitError } from "../config/limits.ts";
 import type { ByteBudget } from "../transport/listener.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import type { MemberAddrs } from "./members.ts";
 import { clusterView, consoleAsset } from "./console.ts";
+import { encodingName, entryJson, parseDuration, parseTxnJson } from "../client/txn_json.ts";
+import { parseVersionstamp, ValueEncoding, versionstampHex } from "../storage/kv_model.ts";
+import type { WatchEvent, WatchPoll, WatchSelector } from "./watch.ts";
 
 /** Header marking a request forwarded by a follower. */
 export const FORWARDED_HEADER = "x-gokv-forwarded";
@@ -169,6 +181,10 @@ export function errorToHttp(e: unknown): Response {
     return json(503, { error: "not_leader", message, leader: e.leaderId });
   }
   if (e instanceof InvalidArgumentError) return json(400, { error: "invalid_argument", message });
+  if (e instanceof MutationTypeError) return json(400, { error: "mutation_type", message });
+  if (e instanceof WatchCompactedError) {
+    return json(410, { error: "watch_compacted", oldest: e.oldest, message });
+  }
   if (e instanceof NotFoundError) return json(404, { error: "not_found", message });
   if (e instanceof SessionExpiredError) return json(410, { error: "session_expired", message });
   if (e instanceof TimeoutError) return json(504, { error: "timeout", message });
@@ -356,6 +372,18 @@ function nodeIdOf(v: unknown): number {
   return n;
 }
 
+/** One Server-Sent Event: its id is the versionstamp (so `Last-Event-ID` resumes after it). */
+export function watchEventText(event: string, versionstamp: Uint8Array, data: unknown): string {
+  return `id: ${versionstampHex(versionstamp)}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+function changeText(e: WatchEvent): string {
+  return watchEventText("change", e.versionstamp, {
+    versionstamp: versionstampHex(e.versionstamp),
+    changes: e.changes.map((c) => entryJson(c.key, c.entry)),
+  });
+}
+
 /** Creates the request handler for Deno.serve. */
 export function createHttpHandler(
   service: KvService,
@@ -368,6 +396,84 @@ export function createHttpHandler(
   const forward = opts.forward ?? true;
   const maxBody = opts.maxBodyBytes ?? service.limits.httpBodyBytes;
   const bodyTimeoutMs = opts.bodyTimeoutMs ?? service.limits.requestTimeoutMs;
+
+  /** `GET /v1/watch` as Server-Sent Events (see {@link watchEventText}). */
+  const watchSse = async (
+    req: Request,
+    q: URLSearchParams,
+    may: (op: AuthOp, scope?: KeyScope) => void,
+  ): Promise<Response> => {
+    const sel: WatchSelector = { keys: [], prefixes: [] };
+    for (const [name, list] of [["key", sel.keys], ["prefix", sel.prefixes]] as const) {
+      for (const v of q.getAll(name)) list.push(enc.encode(v));
+      for (const v of q.getAll(`${name}_b64`)) list.push(fromBase64Url(v, `${name}_b64`));
+    }
+    const afterText = req.headers.get("last-event-id") ?? q.get("after");
+    let after: Uint8Array | undefined;
+    if (afterText !== null && afterText !== "") {
+      try {
+        after = parseVersionstamp(afterText);
+      } catch (e) {
+        throw new HttpError(`after / Last-Event-ID: ${(e as Error).message}`);
+      }
+    }
+    may("watch", watchScope(sel));
+    const waitMs = intParam(q, "wait_ms") ?? 15_000;
+    // The first poll answers before the stream starts: a bad selection or a compacted history
+    // is an HTTP error, not a broken stream.
+    const first = await service.watchPoll(sel, { after, waitMs: 0 });
+    const ac = new AbortController();
+    const stream = new ReadableStream<Uint8Array>({
+      start: (ctl) => {
+        const send = (text: string) => ctl.enqueue(enc.encode(text));
+        const emit = (p: WatchPoll) => {
+          if (p.initial) {
+            send(watchEventText("initial", p.initial.versionstamp, {
+              versionstamp: versionstampHex(p.initial.versionstamp),
+              entries: p.initial.entries.map((c) => entryJson(c.key, c.entry)),
+            }));
+          }
+          for (const e of p.events) send(changeText(e));
+          return p.position;
+        };
+        (async () => {
+          let position = emit(first);
+          try {
+            while (!ac.signal.aborted) {
+              const p = await service.watchPoll(sel, {
+                after: position,
+                waitMs,
+                signal: ac.signal,
+              });
+              if (p.events.length === 0 && !ac.signal.aborted) send(": keepalive\n\n");
+              position = emit(p);
+            }
+          } catch (e) {
+            if (!ac.signal.aborted) {
+              const body = e instanceof WatchCompactedError
+                ? { error: "watch_compacted", oldest: e.oldest, message: e.message }
+                : { error: "unavailable", message: (e as Error).message };
+              try {
+                send(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
+              } catch { /* closed */ }
+            }
+          }
+          try {
+            ctl.close();
+          } catch { /* cancelled */ }
+        })();
+      },
+      cancel: () => ac.abort(),
+    });
+    return new Response(stream, {
+      status: 200,
+      headers: {
+        "content-type": "text/event-stream",
+        "cache-control": "no-cache",
+        "x-gokv-watch-floor": versionstampHex(service.watchHub.floor),
+      },
+    });
+  };
 
   const route = async (
     req: Request,
@@ -388,28 +494,57 @@ export function createHttpHandler(
       if (key.length === 0) throw new HttpError("empty key");
       if (m === "GET") {
         may("get", key);
-        const v = await service.get(key, consistencyParam(q));
-        if (v === undefined) {
-          return json(404, { error: "not_found", message: "key not found", ...keyJson(key) });
+        const asJson = wantsJson(req, q);
+        const { entries: [e] } = await service.getMany([key], {
+          consistency: consistencyParam(q) ? "strong" : "eventual",
+        });
+        if (!e) {
+          return json(404, {
+            error: "not_found",
+            message: "key not found",
+            ...keyJson(key),
+            ...(asJson ? { value: null, versionstamp: null } : {}),
+          });
         }
         // Raw bytes by default; JSON (text or base64 fields) only when asked for.
-        if (wantsJson(req, q)) return json(200, kvJson(key, v));
-        return new Response(v as Uint8Array<ArrayBuffer>, {
+        if (asJson) return json(200, entryJson(key, e));
+        return new Response(e.value as Uint8Array<ArrayBuffer>, {
           status: 200,
-          headers: { "content-type": "application/octet-stream" },
+          headers: {
+            "content-type": "application/octet-stream",
+            "x-gokv-versionstamp": versionstampHex(e.versionstamp),
+            "x-gokv-encoding": encodingName(e.encoding),
+          },
         });
       }
       if (m === "PUT" || m === "POST") {
         may("put", key);
         const raw = body ?? new Uint8Array();
         const value = isJson(req.headers.get("content-type")) ? jsonValue(raw) : raw;
-        await service.put(key, value, sessionOf(req));
-        return json(200, { ok: true });
+        const ttl = q.get("ttl");
+        if (ttl !== null) {
+          const r = await service.atomic({
+            checks: [],
+            mutations: [{
+              type: "set",
+              key,
+              value,
+              encoding: ValueEncoding.BYTES,
+              expireAt: Date.now() + parseDuration(ttl),
+            }],
+          }, { session: sessionOf(req) });
+          return json(200, {
+            ok: true,
+            versionstamp: r.ok ? versionstampHex(r.versionstamp) : null,
+          });
+        }
+        const vs = await service.put(key, value, sessionOf(req));
+        return json(200, { ok: true, versionstamp: vs ? versionstampHex(vs) : null });
       }
       if (m === "DELETE") {
         may("delete", key);
-        await service.delete(key, sessionOf(req));
-        return json(200, { ok: true });
+        const vs = await service.delete(key, sessionOf(req));
+        return json(200, { ok: true, versionstamp: vs ? versionstampHex(vs) : null });
       }
       return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
     }
@@ -428,13 +563,48 @@ export function createHttpHandler(
       const cursor = q.get("cursor");
       if (cursor) range.cursor = fromBase64Url(cursor, "cursor");
       may("scan", range);
-      const page = await service.scan(range, consistencyParam(q));
+      const reverse = q.get("reverse");
+      if (reverse !== null && reverse !== "true" && reverse !== "false") {
+        throw new HttpError("reverse must be true or false");
+      }
+      const page = await service.range({
+        ...range,
+        reverse: reverse === "true",
+        consistency: consistencyParam(q) ? "strong" : "eventual",
+      });
       const out: Record<string, unknown> = {
-        count: page.pairs.length,
-        kvs: page.pairs.map(([k, v]) => kvJson(k, v)),
+        count: page.entries.length,
+        kvs: page.entries.map((e) => ({
+          ...kvJson(e.key, e.value),
+          versionstamp: versionstampHex(e.versionstamp),
+          encoding: encodingName(e.encoding),
+          ...(e.expireAt !== undefined ? { expireAt: e.expireAt } : {}),
+        })),
       };
-      if (page.next) out.next = toBase64Url(page.next);
+      if (page.cursor) out.next = toBase64Url(page.cursor);
       return json(200, out);
+    }
+    if (path === "/v1/watch") {
+      if (m !== "GET") return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+      return await watchSse(req, q, may);
+    }
+    if (path === "/v1/txn") {
+      if (m !== "POST") return json(405, { error: "method_not_allowed", message: `${m} ${path}` });
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(new TextDecoder().decode(body ?? new Uint8Array()));
+      } catch {
+        throw new HttpError("the body must be a JSON transaction (client/txn_json.ts)");
+      }
+      const op = parseTxnJson(parsed);
+      may("txn", atomicScope(op));
+      const r = await service.atomic(op, { session: sessionOf(req) });
+      return json(
+        200,
+        r.ok
+          ? { ok: true, versionstamp: versionstampHex(r.versionstamp) }
+          : { ok: false, failedChecks: r.failedChecks },
+      );
     }
     if (path === "/v1/members") {
       if (m === "GET") {

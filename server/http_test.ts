@@ -75,7 +75,12 @@ Deno.test("HTTP put, get and delete of a key; a missing key is 404 with a JSON b
   r = await call("GET", "/v1/kv/greeting?consistency=serializable", undefined, {
     accept: "application/json",
   });
-  assert.deepEqual(r.json, { key: "greeting", value: "hello world" });
+  assert.deepEqual(r.json, {
+    key: "greeting",
+    value: "hello world",
+    versionstamp: "00000000000000010000",
+    encoding: "bytes",
+  });
   assert.equal((await call("DELETE", "/v1/kv/greeting")).status, 200);
   r = await call("GET", "/v1/kv/greeting");
   assert.equal(r.status, 404);
@@ -129,7 +134,12 @@ Deno.test("HTTP binary keys: %FF in the path is the byte 0xFF, ?key_b64= address
   assert.equal((await call("PUT", `/v1/kv?key_b64=${b64}`, "v2")).status, 200);
   assert.equal((await call("GET", "/v1/kv/%ff%00k")).text, "v2");
   const listed = await call("GET", "/v1/kv?prefix_b64=_w");
-  assert.deepEqual(listed.json.kvs, [{ keyBase64: "/wBr", value: "v2" }]);
+  assert.deepEqual(listed.json.kvs, [{
+    keyBase64: "/wBr",
+    value: "v2",
+    versionstamp: "00000000000000020000",
+    encoding: "bytes",
+  }]);
   assert.equal((await call("DELETE", `/v1/kv?key_b64=${b64}`)).status, 200);
   const gone = await call("GET", `/v1/kv?key_b64=${b64}`);
   assert.equal(gone.status, 404);
@@ -365,4 +375,88 @@ Deno.test("healthz is 503 naming the problem while a listener cannot accept", as
   assert.equal(r.status, 503);
   assert.equal(r.json.status, "unhealthy");
   assert.deepEqual(r.json.problems, problems);
+});
+
+Deno.test("HTTP: GET answers versionstamps (header or JSON); writes answer theirs", async () => {
+  const { call } = setup();
+  const put = await call("PUT", "/v1/kv/a", "1");
+  assert.equal(put.status, 200);
+  assert.match(String(put.json.versionstamp), /^[0-9a-f]{20}$/);
+  const raw = await call("GET", "/v1/kv/a");
+  assert.equal(raw.text, "1");
+  assert.equal(raw.headers.get("x-gokv-versionstamp"), put.json.versionstamp);
+  assert.equal(raw.headers.get("x-gokv-encoding"), "bytes");
+  const j = await call("GET", "/v1/kv/a?format=json");
+  assert.deepEqual(j.json, {
+    key: "a",
+    value: "1",
+    versionstamp: put.json.versionstamp,
+    encoding: "bytes",
+  });
+  const missing = await call("GET", "/v1/kv/nope?format=json");
+  assert.equal(missing.status, 404);
+  assert.equal(missing.json.versionstamp, null);
+  const scan = await call("GET", "/v1/kv?prefix=a");
+  assert.equal(
+    (scan.json.kvs as { versionstamp: string }[])[0].versionstamp,
+    put.json.versionstamp,
+  );
+  await call("PUT", "/v1/kv/b", "2");
+  const rev = await call("GET", "/v1/kv?reverse=true");
+  assert.deepEqual((rev.json.kvs as { key: string }[]).map((k) => k.key), ["b", "a"]);
+});
+
+Deno.test("HTTP: POST /v1/txn commits checks and mutations or reports the failed checks", async () => {
+  const { call, raft } = setup();
+  const txn = (o: unknown, headers?: HeadersInit) =>
+    call("POST", "/v1/txn", JSON.stringify(o), { "content-type": "application/json", ...headers });
+  const first = await txn({
+    checks: [{ key: "lock", versionstamp: null }],
+    mutations: [
+      { type: "set", key: "lock", value: "me", expireIn: 60_000 },
+      { type: "sum", key: "n", value: "5" },
+    ],
+  });
+  assert.equal(first.status, 200, first.text);
+  assert.equal(first.json.ok, true);
+  const again = await txn({
+    checks: [{ key: "lock", versionstamp: null }],
+    mutations: [{ type: "set", key: "lock", value: "you" }],
+  });
+  assert.deepEqual(again.json, { ok: false, failedChecks: [0] });
+  const lock = await call("GET", "/v1/kv/lock?format=json");
+  assert.equal(lock.json.versionstamp, first.json.versionstamp);
+  assert.equal(typeof lock.json.expireAt, "number");
+  const n = await call("GET", "/v1/kv/n?format=json");
+  assert.deepEqual([n.json.value, n.json.encoding], ["5", "u64"]);
+  // A sum on text: 400 mutation_type, nothing applied.
+  const bad = await txn({
+    mutations: [{ type: "delete", key: "n" }, { type: "sum", key: "lock", value: 1 }],
+  });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.error, "mutation_type");
+  assert.equal((await call("GET", "/v1/kv/n")).status, 200);
+  // Malformed transactions are refused before anything is proposed.
+  const before = raft.proposals;
+  for (
+    const o of [
+      { mutations: [{ type: "set", key: "k" }] },
+      { mutations: [{ type: "nope", key: "k" }] },
+      { checks: [{ key: "k", versionstamp: "xyz" }] },
+      { mutations: [{ type: "sum", key: "k", value: "-1" }] },
+      { mutations: [{ type: "set", key: "k", value: "v", extra: 1 }] },
+      { other: [] },
+    ]
+  ) {
+    const r = await txn(o);
+    assert.equal(r.status, 400, JSON.stringify(o));
+  }
+  assert.equal((await call("POST", "/v1/txn", "{not json")).status, 400);
+  assert.equal(raft.proposals, before);
+  // ?ttl on PUT sets an expiry.
+  const t = await call("PUT", "/v1/kv/t?ttl=30s", "v");
+  assert.equal(t.status, 200);
+  const te = await call("GET", "/v1/kv/t?format=json");
+  assert.ok(Number(te.json.expireAt) > Date.now() + 25_000);
+  assert.equal((await call("PUT", "/v1/kv/t?ttl=soon", "v")).status, 400);
 });

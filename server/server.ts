@@ -35,6 +35,7 @@ import {
   timedLogStore,
 } from "./server_metrics.ts";
 import { KvService, type RaftApi, roleName } from "./service.ts";
+import { WatchHub } from "./watch.ts";
 import { createSnapshotHandler } from "./snapshot_backup.ts";
 
 /** The server's version, reported in status. */
@@ -201,6 +202,12 @@ export async function startServerWithHooks(
     metrics.fsyncSeconds,
   );
   const sm = countingStateMachine(opened.sm, metrics);
+  // The change history for watches attaches before the log is replayed, so it is complete after
+  // the state machine's applied index.
+  const watch = new WatchHub(sm, {
+    maxEvents: config.limits.watchHistoryEvents,
+    maxBytes: config.limits.watchHistoryBytes,
+  });
   storageStats = () => opened.sm.stats();
 
   const book = new AddressBook(
@@ -348,6 +355,7 @@ export async function startServerWithHooks(
     limits: config.limits,
     sessionIdleTimeoutMs: config.sessions.idleTimeoutMs,
     maxSessions: config.sessions.maxSessions,
+    watch,
     logger,
     statusExtra: () => ({
       version: SERVER_VERSION,
@@ -358,6 +366,8 @@ export async function startServerWithHooks(
       httpAddr: node.http,
     }),
   });
+
+  service.startExpirySweeper();
 
   let shuttingDown = false;
   let clientTls, httpTls, auth: AuthGate;

@@ -400,6 +400,22 @@ export function countingStateMachine(
     close: () => sm.close(),
     get: (key) => sm.get(key),
     scan: (opts) => sm.scan(opts),
+    getEntries: (keys) => sm.getEntries(keys),
+    scanEntries: (opts) => sm.scanEntries(opts),
+    nextExpiry: () => sm.nextExpiry(),
+    get onChanges() {
+      return sm.onChanges;
+    },
+    set onChanges(f) {
+      sm.onChanges = f;
+    },
+    get onReset() {
+      return sm.onReset;
+    },
+    set onReset(f) {
+      sm.onReset = f;
+    },
+    watchState: (keys, prefixes, max) => sm.watchState(keys, prefixes, max),
     stats: () => sm.stats(),
     sessionCount: () => sm.sessionCount(),
     session: (id) => sm.session(id),

@@ -188,7 +188,9 @@ Deno.test("a node started with --join does not bootstrap; once added it catches 
     }, 20_000);
     await waitFor("node 4 to catch up", () => (n4!.status().appliedIndex as number) >= 10);
     const r = await fetch(`http://${spec.http}/v1/kv/j9?format=json`);
-    assert.deepEqual(await r.json(), { key: "j9", value: "v9" });
+    const got = await r.json();
+    assert.deepEqual([got.key, got.value, got.encoding], ["j9", "v9", "bytes"]);
+    assert.match(got.versionstamp, /^[0-9a-f]{20}$/);
   } finally {
     await kv.close();
     await n4?.close();

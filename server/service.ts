@@ -9,17 +9,31 @@
 import type { ConfState } from "../raft/types.ts";
 import type { Logger } from "../raft/logger.ts";
 import {
+  atomicCommand,
   deleteCommand,
   encodeCommand,
+  expirySweepCommand,
   putCommand,
   registerSessionCommand,
 } from "../storage/command.ts";
 import type { KvStateMachine } from "../storage/kv_state_machine.ts";
+import {
+  type AtomicCheck,
+  type AtomicMutation,
+  type AtomicOperation,
+  type AtomicResult,
+  checkAtomicLimits,
+  isValueEncoding,
+  type KvEntry,
+  ValueEncoding,
+  VERSIONSTAMP_BYTES,
+} from "../storage/kv_model.ts";
 import { compareBytes } from "../storage/bytes.ts";
 import {
   GokvError,
   InternalError,
   InvalidArgumentError,
+  MutationTypeError,
   NotFoundError,
   NotLeaderError,
   SessionExpiredError,
@@ -31,13 +45,18 @@ import {
   checkKey,
   checkValue,
   defaultNodeLimits,
+  EXPIRY_SWEEP_MAX_KEYS,
   LimitError,
   MAX_ADDRESS_BYTES,
+  MAX_GET_MANY_KEYS,
   MAX_KEY_BYTES,
   MAX_SCAN_PAGE_PAIRS,
+  MAX_WATCH_WAIT_MS,
   type NodeLimits,
+  WATCH_POLL_MAX_EVENTS,
 } from "../config/limits.ts";
 import { type AddressBook, encodeMemberContext, type MemberAddrs } from "./members.ts";
+import { checkSelector, WatchHub, type WatchPoll, type WatchSelector } from "./watch.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 
 /** The Raft status fields the server reads (raft/node.ts `RaftNode.status()`). */
@@ -95,6 +114,47 @@ export interface ScanPage {
   next?: Uint8Array;
 }
 
+/** How a read is served: `strong` (linearizable: a ReadIndex barrier first) or `eventual`
+ * (serializable: this node's state machine as it is, possibly behind the leader). */
+export type Consistency = "strong" | "eventual";
+
+/** Entries read by {@link KvService.getMany}. */
+export interface GetManyResult {
+  /** One per requested key, in order: null when absent (or expired). */
+  entries: (KvEntry | null)[];
+  /** The consistency the read had. */
+  consistency: Consistency;
+}
+
+/** A range read ({@link KvService.range}). */
+export interface RangeRequest {
+  /** Inclusive lower bound. */
+  start?: Uint8Array;
+  /** Exclusive upper bound. */
+  end?: Uint8Array;
+  /** Only keys with this prefix (combined with start/end). */
+  prefix?: Uint8Array;
+  /** At most this many entries (default and maximum: the node's page size / MAX_SCAN_PAGE_PAIRS). */
+  limit?: number;
+  /** Descending key order. */
+  reverse?: boolean;
+  /** The `cursor` of the previous page: continue after (reverse: before) that key. */
+  cursor?: Uint8Array;
+  /** Default `strong`. */
+  consistency?: Consistency;
+}
+
+/** One page of a range read. */
+export interface RangeResult {
+  /** Entries in key order (descending with `reverse`). */
+  entries: KvEntry[];
+  /** Present when more entries may follow: pass it as `cursor`. A page may hold fewer than
+   * `limit` entries and still have a cursor (the page byte budget). */
+  cursor?: Uint8Array;
+  /** The consistency the read had. */
+  consistency: Consistency;
+}
+
 /** Role names as reported by status. */
 export type RoleName = "leader" | "follower" | "candidate" | "learner";
 
@@ -142,7 +202,18 @@ export interface ServiceOptions {
   maxSessions?: number;
   /** The clock whose readings go into proposed commands (default `Date.now`). */
   now?: () => number;
+  /** How often the leader looks for expired keys to sweep (ms; default
+   * {@link DEFAULT_EXPIRY_SWEEP_MS}; 0: never). */
+  expirySweepMs?: number;
+  /** The change history for watches (server.ts attaches it to the state machine before the log
+   * is replayed); default: one attached when the service is created. */
+  watch?: WatchHub;
 }
+
+/** Default interval of the leader's expiry sweeps: a key is deleted at most about this long plus
+ * one commit after its expiry time (and is invisible to reads from the first command the state
+ * machine applies with a later time). */
+export const DEFAULT_EXPIRY_SWEEP_MS = 250;
 
 /** Default idle time after which a client session expires: one hour. */
 export const DEFAULT_SESSION_IDLE_MS = 60 * 60 * 1000;
@@ -184,10 +255,47 @@ export class KvService {
   /** The node's limits. */
   readonly limits: NodeLimits;
 
+  /** The change history watches read. */
+  readonly watchHub: WatchHub;
+
   /** Creates the service. */
   constructor(private readonly o: ServiceOptions) {
     this.timeoutMs = o.requestTimeoutMs ?? 2_500;
     this.limits = o.limits ?? defaultNodeLimits();
+    this.watchHub = o.watch ?? new WatchHub(o.sm, {
+      maxEvents: this.limits.watchHistoryEvents,
+      maxBytes: this.limits.watchHistoryBytes,
+    });
+  }
+
+  /**
+   * One poll of a watch (server/watch.ts), served by this node from its own state (eventually
+   * consistent: a follower answers what it has applied): without `after` the current state of
+   * the selected keys first; then the matching commits after it (or after `after`), waiting up
+   * to `waitMs` for one. {@link WatchCompactedError} when this node's history does not reach
+   * back to `after`.
+   */
+  watchPoll(
+    sel: WatchSelector,
+    opts: { after?: Uint8Array; waitMs?: number; maxEvents?: number; signal?: AbortSignal } = {},
+  ): Promise<WatchPoll> {
+    try {
+      checkSelector(sel);
+      if (opts.after !== undefined && opts.after.length !== VERSIONSTAMP_BYTES) {
+        throw new InvalidArgumentError(`a versionstamp has ${VERSIONSTAMP_BYTES} bytes`);
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const waitMs = Math.max(0, Math.min(opts.waitMs ?? 0, MAX_WATCH_WAIT_MS));
+    const max = Math.max(
+      1,
+      Math.min(opts.maxEvents ?? WATCH_POLL_MAX_EVENTS, WATCH_POLL_MAX_EVENTS),
+    );
+    const signal = opts.signal
+      ? AbortSignal.any([opts.signal, this.closingAc.signal])
+      : this.closingAc.signal;
+    return this.run(() => this.watchHub.poll(sel, opts.after, waitMs, max, signal));
   }
 
   /** This node's id. */
@@ -195,9 +303,59 @@ export class KvService {
     return this.o.id;
   }
 
-  /** Stops accepting new requests (they fail with {@link UnavailableError}). */
+  /** Stops accepting new requests (they fail with {@link UnavailableError}) and stops the
+   * expiry sweeper. */
   stopAccepting(): void {
     this.closing = true;
+    this.closingAc.abort();
+    clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+  }
+
+  private sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Aborted by {@link stopAccepting}: ends waiting watch polls. */
+  private readonly closingAc = new AbortController();
+
+  /**
+   * Starts the expiry sweeper: while this node leads, every `expirySweepMs` it asks the state
+   * machine for the earliest expiry time and, when that time has come by this node's clock,
+   * proposes an ExpirySweep carrying the clock reading (again at once while a sweep reports more
+   * due keys). The state machine never reads a clock: every replica deletes exactly what the
+   * sweep covers.
+   */
+  startExpirySweeper(): void {
+    const every = this.o.expirySweepMs ?? DEFAULT_EXPIRY_SWEEP_MS;
+    if (every <= 0 || this.sweepTimer || this.closing) return;
+    const tick = async () => {
+      try {
+        await this.sweepExpired();
+      } catch (e) {
+        this.o.logger?.debug?.("expiry sweep failed", { error: (e as Error).message });
+      }
+      if (!this.closing) {
+        this.sweepTimer = setTimeout(tick, every);
+        Deno.unrefTimer(this.sweepTimer);
+      }
+    };
+    this.sweepTimer = setTimeout(tick, every);
+    Deno.unrefTimer(this.sweepTimer);
+  }
+
+  /** One round of the sweeper (exported for tests): proposes sweeps while keys are due and this
+   * node leads; resolves with the number of keys deleted. */
+  async sweepExpired(): Promise<number> {
+    let total = 0;
+    for (let round = 0; round < 100 && this.isLeader() && !this.closing; round++) {
+      const next = await this.o.sm.nextExpiry();
+      const now = this.now();
+      if (next === undefined || next > now) break;
+      const r = await this.run(() =>
+        this.propose(encodeCommand(expirySweepCommand(EXPIRY_SWEEP_MAX_KEYS, now)))
+      ) as { expired?: number; more?: boolean } | null;
+      total += r?.expired ?? 0;
+      if (!r?.more) break;
+    }
+    return total;
   }
 
   /** Resolves when no request is in flight (or after `timeoutMs`). */
@@ -254,7 +412,8 @@ export class KvService {
     }
   }
 
-  /** Proposes a command; resolves with its apply result, throws the typed error of a refusal. */
+  /** Proposes a command; resolves with its apply result, throws the typed error of a refusal
+   * (an atomic's failed checks are a result, not a refusal). */
   private async propose(data: Uint8Array): Promise<unknown> {
     this.o.metrics.proposals.inc();
     let result: unknown;
@@ -271,6 +430,8 @@ export class KvService {
       if (r.error === "session_seq" || r.error === "bad_session") {
         throw new InvalidArgumentError(message);
       }
+      if (r.error === "check_failed") return result;
+      if (r.error === "value_type") throw new MutationTypeError(message);
       throw new InternalError(message);
     }
     return result;
@@ -307,11 +468,11 @@ export class KvService {
     });
   }
 
-  /** Writes `value` at `key` (exactly once per session seq; without a session: proposed once, at
+  /** Writes `value` at `key`; resolves with the write's versionstamp (exactly once per session seq; without a session: proposed once, at
    * most once). A key or value over its limit (config/limits.ts) is refused with
    * {@link LimitError} before anything is proposed; an unknown or expired session is refused with
    * {@link SessionExpiredError}. */
-  put(key: Uint8Array, value: Uint8Array, session?: WriteSession): Promise<void> {
+  put(key: Uint8Array, value: Uint8Array, session?: WriteSession): Promise<Uint8Array | undefined> {
     try {
       checkKeyArg(key);
       checkValue(value);
@@ -320,13 +481,15 @@ export class KvService {
     }
     return this.run(async () => {
       this.checkSession(session);
-      await this.propose(encodeCommand(putCommand(key, value, session, this.now())));
+      return versionstampOf(
+        await this.propose(encodeCommand(putCommand(key, value, session, this.now()))),
+      );
     });
   }
 
   /** Deletes `key` (exactly once per session seq; see {@link put}); the key limit applies as for
    * put. */
-  delete(key: Uint8Array, session?: WriteSession): Promise<void> {
+  delete(key: Uint8Array, session?: WriteSession): Promise<Uint8Array | undefined> {
     try {
       checkKeyArg(key);
     } catch (e) {
@@ -334,7 +497,118 @@ export class KvService {
     }
     return this.run(async () => {
       this.checkSession(session);
-      await this.propose(encodeCommand(deleteCommand(key, session, this.now())));
+      return versionstampOf(
+        await this.propose(encodeCommand(deleteCommand(key, session, this.now()))),
+      );
+    });
+  }
+
+  /**
+   * Applies an atomic operation (kv_model.ts): every check, then every mutation, all or nothing,
+   * in one log entry. Resolves `{ ok: true, versionstamp }` or `{ ok: false, failedChecks }`.
+   * Refused before anything is proposed: over a limit of config/limits.ts ({@link LimitError}),
+   * malformed ({@link InvalidArgumentError}: empty key, a versionstamp not of 10 bytes, an
+   * unknown encoding, a u64 operand or LE64 value not of 8 bytes, a bad expiry time). A sum, min
+   * or max on a stored value that is not a u64 rejects with {@link MutationTypeError} (nothing
+   * applied). With a session the operation is applied exactly once per seq.
+   */
+  atomic(op: AtomicOperation, opts: { session?: WriteSession } = {}): Promise<AtomicResult> {
+    try {
+      validateAtomic(op.checks, op.mutations);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.run(async () => {
+      this.checkSession(opts.session);
+      const r = await this.propose(encodeCommand(atomicCommand(
+        op.checks,
+        op.mutations,
+        opts.session,
+        this.now(),
+      ))) as { ok: boolean; versionstamp?: Uint8Array; failedChecks?: number[] } | null;
+      if (r?.ok === true && r.versionstamp) return { ok: true, versionstamp: r.versionstamp };
+      if (r?.ok === false) return { ok: false, failedChecks: r.failedChecks ?? [] };
+      throw new InternalError("atomic operation without a result");
+    });
+  }
+
+  /** Reads the entries of `keys` from one state-machine view (null: absent). `strong` (the
+   * default) waits for a ReadIndex barrier first. At most {@link MAX_GET_MANY_KEYS} keys. */
+  getMany(
+    keys: Uint8Array[],
+    opts: { consistency?: Consistency } = {},
+  ): Promise<GetManyResult> {
+    const consistency = opts.consistency ?? "strong";
+    try {
+      if (keys.length > MAX_GET_MANY_KEYS) {
+        throw new LimitError("get_many_keys", MAX_GET_MANY_KEYS, keys.length);
+      }
+      for (const k of keys) checkKeyArg(k);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.run(async () => {
+      await this.barrier(consistency === "strong");
+      this.o.metrics.reads.inc();
+      return { entries: await this.o.sm.getEntries(keys), consistency };
+    });
+  }
+
+  /**
+   * One page of a range read, from one state-machine view: the entries in `[start, end)` (and
+   * under `prefix`), ascending or with `reverse` descending, at most `limit` (default and
+   * maximum as for {@link scan}) and about the node's `scan_page_bytes`; `cursor` continues the
+   * previous page. `strong` (the default) waits for a ReadIndex barrier first.
+   */
+  range(req: RangeRequest): Promise<RangeResult> {
+    const consistency = req.consistency ?? "strong";
+    for (const k of [req.start, req.end, req.prefix, req.cursor]) {
+      if (k && k.length > MAX_KEY_BYTES) {
+        return Promise.reject(new LimitError("key_bytes", MAX_KEY_BYTES, k.length));
+      }
+    }
+    if (req.limit !== undefined && (!Number.isInteger(req.limit) || req.limit < 0)) {
+      return Promise.reject(new InvalidArgumentError(`bad limit ${req.limit}`));
+    }
+    const pagePairs = Math.min(req.limit || this.limits.scanPagePairs, MAX_SCAN_PAGE_PAIRS);
+    const budget = this.limits.scanPageBytes;
+    let start = req.start;
+    let end = req.end;
+    if (req.cursor && !req.reverse) {
+      const after = new Uint8Array(req.cursor.length + 1);
+      after.set(req.cursor);
+      if (!start || compareBytes(after, start) > 0) start = after;
+    } else if (req.cursor) {
+      if (!end || compareBytes(req.cursor, end) < 0) end = req.cursor;
+    }
+    return this.run(async () => {
+      await this.barrier(consistency === "strong");
+      this.o.metrics.reads.inc();
+      if (req.limit === 0) return { entries: [], consistency };
+      const got = await this.o.sm.scanEntries({
+        start,
+        end,
+        prefix: req.prefix,
+        reverse: req.reverse,
+        limit: pagePairs + 1,
+        maxBytes: budget,
+      });
+      // Keep entries within the budget (at least one) and the page size; anything read beyond
+      // them proves that another page follows.
+      let kept = 0;
+      let bytes = 0;
+      for (const e of got) {
+        const n = e.key.length + e.value.length;
+        if (kept === pagePairs || (kept > 0 && bytes + n > budget)) break;
+        bytes += n;
+        kept++;
+      }
+      const entries = got.slice(0, kept);
+      // A lone entry over the budget stops the state machine's scan too: more may follow.
+      const more = kept < got.length || (kept === 1 && bytes > budget);
+      return more && kept > 0
+        ? { entries, cursor: entries[kept - 1].key, consistency }
+        : { entries, consistency };
     });
   }
 
@@ -367,43 +641,16 @@ export class KvService {
    * plus one pair, whatever the size of the range.
    */
   scan(range: ScanRange, linearizable: boolean): Promise<ScanPage> {
-    for (const b of [range.start, range.end, range.prefix, range.cursor]) {
-      if (b && b.length > MAX_KEY_BYTES) {
-        return Promise.reject(new LimitError("key_bytes", MAX_KEY_BYTES, b.length));
-      }
-    }
-    const pagePairs = Math.min(range.limit || this.limits.scanPagePairs, MAX_SCAN_PAGE_PAIRS);
-    const budget = this.limits.scanPageBytes;
-    let start = range.start;
-    if (range.cursor) {
-      // The smallest key after the cursor: the cursor followed by a zero byte.
-      const after = new Uint8Array(range.cursor.length + 1);
-      after.set(range.cursor);
-      if (!start || compareBytes(after, start) > 0) start = after;
-    }
-    return this.run(async () => {
-      await this.barrier(linearizable);
-      this.o.metrics.reads.inc();
-      const got = await this.o.sm.scan({
-        start,
-        end: range.end,
-        prefix: range.prefix,
-        limit: pagePairs + 1,
-        maxBytes: budget,
-      });
-      // Keep pairs within the budget (at least one) and the page size; anything read beyond
-      // them proves that another page follows.
-      let kept = 0;
-      let bytes = 0;
-      for (const [k, v] of got) {
-        if (kept === pagePairs || (kept > 0 && bytes + k.length + v.length > budget)) break;
-        bytes += k.length + v.length;
-        kept++;
-      }
-      const pairs = got.slice(0, kept);
-      // A lone pair over the budget stops the state machine's scan too: more may follow.
-      const more = kept < got.length || (kept === 1 && bytes > budget);
-      return more && kept > 0 ? { pairs, next: pairs[kept - 1][0] } : { pairs };
+    return this.range({
+      start: range.start,
+      end: range.end,
+      prefix: range.prefix,
+      cursor: range.cursor,
+      limit: range.limit || undefined,
+      consistency: linearizable ? "strong" : "eventual",
+    }).then((r) => {
+      const pairs = r.entries.map((e): [Uint8Array, Uint8Array] => [e.key, e.value]);
+      return r.cursor ? { pairs, next: r.cursor } : { pairs };
     });
   }
 
@@ -530,6 +777,80 @@ export class KvService {
       ...this.o.statusExtra?.(),
     };
   }
+}
+
+/** The keys an atomic operation touches, for authorization (server/auth.ts `KeyScope`): every
+ * check's and mutation's key; a versionstamp-suffixed key as the range of its prefix. */
+export function atomicScope(op: AtomicOperation): (Uint8Array | { prefix: Uint8Array })[] {
+  return [
+    ...op.checks.map((c) => c.key),
+    ...op.mutations.map((m) => m.type === "setSuffixVersionstampedKey" ? { prefix: m.key } : m.key),
+  ];
+}
+
+/** The keys a watch selects, for authorization: its keys and its prefixes as ranges. */
+export function watchScope(sel: WatchSelector): (Uint8Array | { prefix: Uint8Array })[] {
+  return [...sel.keys, ...sel.prefixes.map((prefix) => ({ prefix }))];
+}
+
+/** The versionstamp of an apply result, if it carries one. */
+function versionstampOf(r: unknown): Uint8Array | undefined {
+  const vs = (r as { versionstamp?: unknown } | null)?.versionstamp;
+  return vs instanceof Uint8Array ? vs : undefined;
+}
+
+/** Checks an atomic operation before it is proposed (see {@link KvService.atomic}). */
+export function validateAtomic(checks: AtomicCheck[], mutations: AtomicMutation[]): void {
+  if (!Array.isArray(checks) || !Array.isArray(mutations)) {
+    throw new InvalidArgumentError("an atomic operation has a list of checks and of mutations");
+  }
+  checkAtomicLimits({ checks, mutations });
+  checks.forEach((c, i) => {
+    if (!(c.key instanceof Uint8Array) || c.key.length === 0) {
+      throw new InvalidArgumentError(`check ${i}: empty key`);
+    }
+    if (c.versionstamp !== null && c.versionstamp.length !== VERSIONSTAMP_BYTES) {
+      throw new InvalidArgumentError(`check ${i}: a versionstamp has ${VERSIONSTAMP_BYTES} bytes`);
+    }
+  });
+  mutations.forEach((m, i) => {
+    const what = `mutation ${i} (${m.type})`;
+    if (!(m.key instanceof Uint8Array)) throw new InvalidArgumentError(`${what}: no key`);
+    if (m.key.length === 0 && m.type !== "setSuffixVersionstampedKey") {
+      throw new InvalidArgumentError(`${what}: empty key`);
+    }
+    switch (m.type) {
+      case "set":
+      case "setSuffixVersionstampedKey":
+        if (!isValueEncoding(m.encoding)) {
+          throw new InvalidArgumentError(`${what}: unknown value encoding ${m.encoding}`);
+        }
+        if (m.encoding === ValueEncoding.LE64 && m.value.length !== 8) {
+          throw new InvalidArgumentError(`${what}: an LE64 value has 8 bytes`);
+        }
+        if (
+          m.expireAt !== undefined && (!Number.isSafeInteger(m.expireAt) || m.expireAt < 0)
+        ) {
+          throw new InvalidArgumentError(`${what}: bad expiry time ${m.expireAt}`);
+        }
+        break;
+      case "delete":
+        break;
+      case "sum":
+      case "min":
+      case "max":
+        for (const b of [m.value, ...(m.type === "sum" ? [m.min, m.max] : [])]) {
+          if (b !== undefined && (!(b instanceof Uint8Array) || b.length !== 8)) {
+            throw new InvalidArgumentError(`${what}: a u64 operand has 8 bytes`);
+          }
+        }
+        break;
+      default:
+        throw new InvalidArgumentError(
+          `mutation ${i}: unknown type ${(m as { type: unknown }).type}`,
+        );
+    }
+  });
 }
 
 /** An empty key is an invalid argument; a long one a {@link LimitError}. */

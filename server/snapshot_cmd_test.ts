@@ -20,6 +20,7 @@ import {
   verifyBackup,
 } from "./backup_format.ts";
 import { restoreSnapshot, saveSnapshot, snapshotCommand } from "./snapshot_cmd.ts";
+import { makeVersionstamp, ValueEncoding, versionstampHex } from "../storage/kv_model.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -82,13 +83,16 @@ Deno.test("a backup round-trips keys, sessions, index and term; status prints th
     const f = await openBackup(file);
     assert.equal(f.header.index, 20_002);
     assert.equal(f.header.term, 4);
-    assert.equal(f.header.versionstamp, null);
+    assert.equal(f.header.versionstamp, versionstampHex(makeVersionstamp(20_002)));
     assert.equal(f.sessions, 2);
     assert.ok(f.meta.length > 2, "sessions, their index and the clock");
     let n = 0;
     for await (const e of f.entries()) {
       assert.equal(dec.decode(e.key), `key-${String(n).padStart(6, "0")}`);
       assert.equal(dec.decode(e.value), `v${n}`);
+      // Every key keeps the versionstamp of the put that wrote it (index n + 3) and its encoding.
+      assert.deepEqual(e.versionstamp, makeVersionstamp(n + 3));
+      assert.equal(e.encoding, ValueEncoding.BYTES);
       n++;
     }
     assert.equal(n, 20_000);
@@ -292,6 +296,37 @@ Deno.test("save: a stream that breaks or arrives truncated leaves neither the fi
     }
   } finally {
     await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a record that straddles the last buffered chunk of a backup is read (any file size)", async () => {
+  // Regression: the reader asked for one more 64 KiB chunk and called the file truncated when
+  // less than that was left, although what was left completed the record.
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = join(dir, "snap.db");
+    for (let n = 250; n < 330; n += 3) {
+      const sm = new MemoryStateMachine();
+      await sm.apply(Array.from({ length: n }, (_, i) => ({
+        index: i + 1,
+        data: encodeCommand(putCommand(enc.encode(`k${i}`), new Uint8Array(997 + (i % 7)))),
+      })));
+      const stream = encodeBackup({
+        index: n,
+        term: 1,
+        createdAt: "2026-01-01T00:00:00.000Z",
+        nodeId: 1,
+        gokvVersion: "test",
+      }, await sm.exportState());
+      await Deno.writeFile(file, stream);
+      const f = await openBackup(file);
+      let count = 0;
+      for await (const _ of f.entries()) count++;
+      f.close();
+      assert.equal(count, n, `${n} keys`);
+    }
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

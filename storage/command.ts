@@ -4,7 +4,7 @@
  * Wire format (binary, little-endian):
  *
  * ```
- * u8 op        1 = Put, 2 = Delete, 3 = RegisterSession
+ * u8 op        1 = Put, 2 = Delete, 3 = RegisterSession, 4 = Atomic, 5 = ExpirySweep
  * u8 flags     bit 0: a client session follows; bit 1: a leader timestamp follows
  * [session]    u64 clientId, uvarint seq            (when flags & 1)
  * [time]       u64 milliseconds since the epoch     (when flags & 2)
@@ -12,6 +12,14 @@
  *   Put:             uvarint key length + key, uvarint value length + value
  *   Delete:          uvarint key length + key
  *   RegisterSession: uvarint idle timeout (ms), uvarint table bound (sessions)
+ *   Atomic:          uvarint check count, then per check: key, u8 has versionstamp, [10 bytes];
+ *                    uvarint mutation count, then per mutation: u8 type (datapath.proto
+ *                    MutationType: 1 set, 2 delete, 3 sum, 4 max, 5 min, 9 set with a suffix-
+ *                    versionstamped key), key, and by type:
+ *                      set / 9:  u8 encoding, value, u8 has expiry, [u64 expireAt ms]
+ *                      sum:      8-byte operand, u8 flags (1 min, 2 max, 4 clamp), [8 min], [8 max]
+ *                      min, max: 8-byte operand
+ *   ExpirySweep:     uvarint most keys to delete (the time field is required)
  * ```
  *
  * Nothing may follow the last field. The timestamp is the proposing node's clock reading when it
@@ -26,6 +34,13 @@ import { ByteReader, ByteWriter } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
 import { DecodeError } from "./errors.ts";
 import { commandSizeProblem } from "../config/limits.ts";
+import {
+  type AtomicCheck,
+  type AtomicMutation,
+  isValueEncoding,
+  VERSIONSTAMP_BYTES,
+  VERSIONSTAMP_SUFFIX_BYTES,
+} from "./kv_model.ts";
 
 /** Command opcodes. */
 export enum CommandOp {
@@ -35,6 +50,10 @@ export enum CommandOp {
   Delete = 2,
   /** Open a client session; its id is the log index of this command. */
   RegisterSession = 3,
+  /** Checks and mutations applied all or nothing (kv_model.ts). */
+  Atomic = 4,
+  /** Deletes keys whose expiry time is at or before the command's time. */
+  ExpirySweep = 5,
 }
 
 /** Identifies a client command for exactly-once application. */
@@ -81,8 +100,44 @@ export interface RegisterSessionCommand extends CommandBase {
   maxSessions: number;
 }
 
+/** An atomic operation (see kv_model.ts). */
+export interface AtomicCommand extends CommandBase {
+  /** The opcode. */
+  op: CommandOp.Atomic;
+  /** Checks, evaluated first. */
+  checks: AtomicCheck[];
+  /** Mutations, applied in order when every check passes. */
+  mutations: AtomicMutation[];
+}
+
+/** An expiry sweep, proposed by the leader with its clock reading as `time`. */
+export interface ExpirySweepCommand extends CommandBase {
+  /** The opcode. */
+  op: CommandOp.ExpirySweep;
+  /** Most expired keys this sweep deletes. */
+  maxKeys: number;
+}
+
 /** A KV command. */
-export type Command = PutCommand | DeleteCommand | RegisterSessionCommand;
+export type Command =
+  | PutCommand
+  | DeleteCommand
+  | RegisterSessionCommand
+  | AtomicCommand
+  | ExpirySweepCommand;
+
+/** Mutation type numbers on the wire (datapath.proto `MutationType`). */
+const MUTATION_TYPES = {
+  set: 1,
+  delete: 2,
+  sum: 3,
+  max: 4,
+  min: 5,
+  setSuffixVersionstampedKey: 9,
+} as const;
+const MUTATION_NAMES = new Map<number, AtomicMutation["type"]>(
+  Object.entries(MUTATION_TYPES).map(([k, v]) => [v, k as AtomicMutation["type"]]),
+);
 
 const FLAG_SESSION = 1;
 const FLAG_TIME = 2;
@@ -93,7 +148,21 @@ export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from "../config/limits.ts";
 
 /** Why a command cannot be applied, or undefined when its sizes are within the limits. */
 export function commandSizeError(cmd: Command): string | undefined {
-  if (cmd.op === CommandOp.RegisterSession) return undefined;
+  if (cmd.op === CommandOp.RegisterSession || cmd.op === CommandOp.ExpirySweep) return undefined;
+  if (cmd.op === CommandOp.Atomic) {
+    for (const c of cmd.checks) {
+      const p = commandSizeProblem(c.key);
+      if (p) return p;
+    }
+    for (const m of cmd.mutations) {
+      const key = m.type === "setSuffixVersionstampedKey"
+        ? new Uint8Array(m.key.length + VERSIONSTAMP_SUFFIX_BYTES)
+        : m.key;
+      const p = commandSizeProblem(key, m.type === "delete" ? undefined : m.value);
+      if (p) return p;
+    }
+    return undefined;
+  }
   return commandSizeProblem(cmd.key, cmd.op === CommandOp.Put ? cmd.value : undefined);
 }
 
@@ -131,6 +200,154 @@ export function registerSessionCommand(
   return { op: CommandOp.RegisterSession, idleTimeoutMs, maxSessions, time };
 }
 
+/** Builds an atomic operation command. */
+export function atomicCommand(
+  checks: AtomicCheck[],
+  mutations: AtomicMutation[],
+  session?: ClientSession,
+  time?: number,
+): AtomicCommand {
+  return withBase({ op: CommandOp.Atomic, checks, mutations }, session, time);
+}
+
+/** Builds an expiry sweep carrying the proposer's clock reading. */
+export function expirySweepCommand(maxKeys: number, time: number): ExpirySweepCommand {
+  return { op: CommandOp.ExpirySweep, maxKeys, time };
+}
+
+function atomicSize(cmd: AtomicCommand): number {
+  let n = 8;
+  for (const c of cmd.checks) n += c.key.length + 16;
+  for (const m of cmd.mutations) {
+    n += m.key.length + 40 + (m.type === "delete" ? 0 : m.value.length);
+  }
+  return n;
+}
+
+function encodeAtomic(w: ByteWriter, cmd: AtomicCommand): void {
+  w.uvarint(cmd.checks.length);
+  for (const c of cmd.checks) {
+    w.bytes(c.key);
+    if (c.versionstamp) {
+      if (c.versionstamp.length !== VERSIONSTAMP_BYTES) {
+        throw new RangeError(`a versionstamp has ${VERSIONSTAMP_BYTES} bytes`);
+      }
+      w.u8(1);
+      w.raw(c.versionstamp);
+    } else {
+      w.u8(0);
+    }
+  }
+  w.uvarint(cmd.mutations.length);
+  for (const m of cmd.mutations) {
+    w.u8(MUTATION_TYPES[m.type]);
+    w.bytes(m.key);
+    switch (m.type) {
+      case "set":
+      case "setSuffixVersionstampedKey":
+        w.u8(m.encoding);
+        w.bytes(m.value);
+        if (m.expireAt !== undefined && m.expireAt > 0) {
+          checkUint("expireAt", m.expireAt);
+          w.u8(1);
+          w.u64(m.expireAt);
+        } else {
+          w.u8(0);
+        }
+        break;
+      case "delete":
+        break;
+      case "sum":
+        checkU64(m.value);
+        w.raw(m.value);
+        w.u8((m.min ? 1 : 0) | (m.max ? 2 : 0) | (m.clamp ? 4 : 0));
+        if (m.min) w.raw(checkU64(m.min));
+        if (m.max) w.raw(checkU64(m.max));
+        break;
+      case "min":
+      case "max":
+        w.raw(checkU64(m.value));
+        break;
+    }
+  }
+}
+
+/** Encodes the checks and mutations of an atomic operation alone (the Atomic command's body;
+ * the client protocol carries the same bytes). */
+export function encodeAtomicBody(checks: AtomicCheck[], mutations: AtomicMutation[]): Uint8Array {
+  const cmd = atomicCommand(checks, mutations);
+  const w = new ByteWriter(atomicSize(cmd));
+  encodeAtomic(w, cmd);
+  return w.finish();
+}
+
+/** Decodes {@link encodeAtomicBody}'s bytes; throws {@link DecodeError} on malformed ones. */
+export function decodeAtomicBody(
+  data: Uint8Array,
+): { checks: AtomicCheck[]; mutations: AtomicMutation[] } {
+  const r = new ByteReader(data, "atomic operation");
+  const out = decodeAtomic(r);
+  if (r.remaining !== 0) {
+    throw new DecodeError("atomic operation", `${r.remaining} trailing bytes`);
+  }
+  return out;
+}
+
+function checkU64(b: Uint8Array): Uint8Array {
+  if (b.length !== 8) throw new RangeError(`a u64 operand has 8 bytes, not ${b.length}`);
+  return b;
+}
+
+function decodeAtomic(r: ByteReader): { checks: AtomicCheck[]; mutations: AtomicMutation[] } {
+  const checks: AtomicCheck[] = [];
+  const nc = r.uvarint();
+  for (let i = 0; i < nc; i++) {
+    const key = r.bytes();
+    const has = r.u8();
+    if (has > 1) throw new DecodeError("command", `bad check flag ${has}`);
+    checks.push({ key, versionstamp: has ? r.raw(VERSIONSTAMP_BYTES).slice() : null });
+  }
+  const mutations: AtomicMutation[] = [];
+  const nm = r.uvarint();
+  for (let i = 0; i < nm; i++) {
+    const t = r.u8();
+    const type = MUTATION_NAMES.get(t);
+    if (!type) throw new DecodeError("command", `unknown mutation type ${t}`);
+    const key = r.bytes();
+    if (type === "set" || type === "setSuffixVersionstampedKey") {
+      const encoding = r.u8();
+      if (!isValueEncoding(encoding)) {
+        throw new DecodeError("command", `unknown value encoding ${encoding}`);
+      }
+      const value = r.bytes();
+      const has = r.u8();
+      if (has > 1) throw new DecodeError("command", `bad expiry flag ${has}`);
+      mutations.push(
+        has ? { type, key, value, encoding, expireAt: r.u64() } : {
+          type,
+          key,
+          value,
+          encoding,
+        },
+      );
+    } else if (type === "delete") {
+      mutations.push({ type, key });
+    } else if (type === "sum") {
+      const value = r.raw(8).slice();
+      const flags = r.u8();
+      if (flags & ~7) throw new DecodeError("command", `bad sum flags ${flags}`);
+      const m: Extract<AtomicMutation, { type: "sum" }> = { type, key, value };
+      if (flags & 1) m.min = r.raw(8).slice();
+      if (flags & 2) m.max = r.raw(8).slice();
+      if (flags & 4) m.clamp = true;
+      mutations.push(m);
+    } else {
+      mutations.push({ type, key, value: r.raw(8).slice() });
+    }
+  }
+  return { checks, mutations };
+}
+
 function checkUint(name: string, v: number): void {
   if (!Number.isSafeInteger(v) || v < 0) {
     throw new RangeError(`${name} must be a non-negative safe integer: ${v}`);
@@ -140,8 +357,9 @@ function checkUint(name: string, v: number): void {
 /** Encodes a command. */
 export function encodeCommand(cmd: Command): Uint8Array {
   const size = 2 + 18 + 8 + 20 +
-    (cmd.op === CommandOp.RegisterSession ? 0 : cmd.key.length) +
-    (cmd.op === CommandOp.Put ? cmd.value.length : 0);
+    (cmd.op === CommandOp.Put || cmd.op === CommandOp.Delete ? cmd.key.length : 0) +
+    (cmd.op === CommandOp.Put ? cmd.value.length : 0) +
+    (cmd.op === CommandOp.Atomic ? atomicSize(cmd) : 0);
   const w = new ByteWriter(size);
   w.u8(cmd.op);
   w.u8((cmd.session ? FLAG_SESSION : 0) | (cmd.time !== undefined ? FLAG_TIME : 0));
@@ -167,6 +385,14 @@ export function encodeCommand(cmd: Command): Uint8Array {
       checkUint("session bound", cmd.maxSessions);
       w.uvarint(cmd.idleTimeoutMs);
       w.uvarint(cmd.maxSessions);
+      break;
+    case CommandOp.Atomic:
+      encodeAtomic(w, cmd);
+      break;
+    case CommandOp.ExpirySweep:
+      if (cmd.time === undefined) throw new RangeError("an expiry sweep carries a time");
+      checkUint("sweep bound", cmd.maxKeys);
+      w.uvarint(cmd.maxKeys);
       break;
   }
   return w.finish();
@@ -194,6 +420,12 @@ function decode(data: Uint8Array): { cmd: Command; bodyStart: number } {
     const idle = r.uvarint();
     const max = r.uvarint();
     cmd = withBase({ op, idleTimeoutMs: idle, maxSessions: max }, session, time);
+  } else if (op === CommandOp.Atomic) {
+    const { checks, mutations } = decodeAtomic(r);
+    cmd = atomicCommand(checks, mutations, session, time);
+  } else if (op === CommandOp.ExpirySweep) {
+    if (time === undefined) throw new DecodeError("command", "an expiry sweep without a time");
+    cmd = withBase({ op, maxKeys: r.uvarint() }, session, time);
   } else {
     throw new DecodeError("command", `unknown op ${op}`);
   }

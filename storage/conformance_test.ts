@@ -10,6 +10,7 @@ import {
   deleteCommand,
   encodeCommand,
   type KvStateMachine,
+  makeVersionstamp,
   MAX_KEY_BYTES,
   type OpenedStorage,
   openStorage,
@@ -217,7 +218,8 @@ for (const { kind, disk } of BACKENDS) {
             encodeCommand(putCommand(b("a"), b("1"), s1, 1003)),
             encodeCommand(putCommand(b("a"), b("X"), s1, 1003)),
           ]);
-          assert.deepEqual(r, { ok: true });
+          // The retry answers the first attempt's result: its versionstamp (index 3).
+          assert.deepEqual(r, { ok: true, versionstamp: makeVersionstamp(3) });
           assert.equal((refused as { error: string }).error, "session_seq");
           assert.equal(dec.decode((await other.get(b("a")))!), "1");
         });
@@ -266,7 +268,7 @@ for (const { kind, disk } of BACKENDS) {
         assert.equal((r as { ok: boolean }).ok, false);
         assert.equal((r as { error: string }).error, "bad_command");
       }
-      assert.deepEqual(res[3], { ok: true });
+      assert.deepEqual(res[3], { ok: true, versionstamp: makeVersionstamp(4) });
       assert.equal(sm.appliedIndex(), 4);
       assert.equal((await sm.scan()).length, 1);
       assert.equal(sm.sessionCount(), 0);

@@ -6,7 +6,7 @@
  *
  * ## Key layout
  *
- * - `0x01 ++ userKey` → value
+ * - `0x01 ++ userKey` → the user record (kv_model.ts: encoding, versionstamp, expiry, value)
  * - `0x00 0x01` → u64 applied index (written in the same batch as the commands it covers)
  * - `0x00 0x02 ++ …` → the session table of an earlier format (ignored, dropped by snapshots)
  * - `0x00 0x03` → reserved for the backend (the lsm backend's sync marker)
@@ -14,6 +14,17 @@
  * - `0x00 0x06` → u64 the number of sessions
  * - `0x00 0x07 ++ u64be sessionId` → the session record ({@link SessionInfo}, varints)
  * - `0x00 0x08 ++ …` → the by-last-use index of an earlier format (ignored, dropped by snapshots)
+ * - `0x00 0x09 ++ u64be expireAt ++ userKey` → empty (the expiry index; an entry whose key was
+ *   overwritten since is stale: a sweep drops it without touching the key)
+ * - `0x00 0x0a` → u8 the record format (1: kv_model.ts records); a store with user keys and
+ *   without it holds raw values of an older version and is refused at open
+ *
+ * ## Expiry
+ *
+ * A record whose `expireAt` is at or before the state machine's clock is expired: reads, checks
+ * and mutations treat it as absent at once (deterministic: the clock is in the store, written in
+ * the batch that moves it), and the next ExpirySweep command, which the leader proposes with its
+ * clock reading when the index says a key is due, deletes it (a change that watchers see).
  *
  * ## Client sessions (the Raft thesis §6.3)
  *
@@ -47,10 +58,36 @@ import {
   latin1ToBytes,
   prefixEnd,
 } from "./bytes.ts";
-import { type Command, CommandOp, commandSizeError, decodeCommandWithHash } from "./command.ts";
+import {
+  type AtomicCommand,
+  type Command,
+  CommandOp,
+  commandSizeError,
+  decodeCommandWithHash,
+  type ExpirySweepCommand,
+} from "./command.ts";
 import { DecodeError } from "./errors.ts";
+import {
+  applyU64,
+  compareVersionstamps,
+  decodeRecord,
+  encodeRecord,
+  isExpired,
+  type KvEntry,
+  makeVersionstamp,
+  nonU64ValueMessage,
+  readU64le,
+  type StoredRecord,
+  suffixVersionstampedKey,
+  SUM_RANGE_MESSAGE,
+  u64le,
+  ValueEncoding,
+} from "./kv_model.ts";
 import type {
   ApplyResult,
+  CachedResult,
+  ErrorResult,
+  KvChange,
   OkResult,
   RegisterResult,
   ScanOptions,
@@ -92,6 +129,11 @@ const CLOCK_KEY = new Uint8Array([0x00, 0x05]);
 const SESSION_COUNT_KEY = new Uint8Array([0x00, 0x06]);
 const SESSION_PREFIX = new Uint8Array([0x00, 0x07]);
 const SESSION_END = prefixEnd(SESSION_PREFIX)!;
+const EXPIRY_PREFIX = new Uint8Array([0x00, 0x09]);
+const EXPIRY_END = prefixEnd(EXPIRY_PREFIX)!;
+const FORMAT_KEY = new Uint8Array([0x00, 0x0a]);
+/** The record format this version writes (kv_model.ts). */
+export const RECORD_FORMAT = 1;
 /** The first store key of user data. */
 export const USER_LO: Uint8Array = new Uint8Array([USER]);
 /** The end (exclusive) of user data. */
@@ -125,15 +167,25 @@ export async function exportView(
   try {
     return {
       appliedIndex: await readAppliedIndex(view),
+      versionstamp: makeVersionstamp(await readAppliedIndex(view)),
       sessionCount: await readU64(view, SESSION_COUNT_KEY, "session count"),
       async *meta() {
         for await (const [k, v] of view.scan(META)) if (isSnapshotKey(k)) yield [k, v];
       },
       async *entries(): AsyncGenerator<StateEntry> {
         for await (const [k, v] of view.scan({ gte: USER_LO, lt: USER_HI })) {
-          yield { key: k.subarray(1), value: v };
+          const r = decodeRecord(v);
+          const e: StateEntry = {
+            key: k.subarray(1),
+            value: r.value,
+            versionstamp: r.versionstamp,
+            encoding: r.encoding,
+          };
+          if (r.expireAt !== undefined) e.expireAt = r.expireAt;
+          yield e;
         }
       },
+
       release: once,
     };
   } catch (e) {
@@ -142,7 +194,11 @@ export async function exportView(
   }
 }
 
-/** The store records of an import (meta records, then user keys, then the applied index). */
+/**
+ * The store records of an import (meta records, then user keys with their expiry index entries,
+ * then the record format and the applied index). An entry without a versionstamp (a backup of an
+ * older format) gets the versionstamp of the import's applied index.
+ */
 export async function* importRecords(src: StateImport): AsyncGenerator<StoreOp> {
   for await (const [key, value] of src.meta) {
     if (compareBytes(key, USER_LO) >= 0 || !isSnapshotKey(key)) {
@@ -150,8 +206,82 @@ export async function* importRecords(src: StateImport): AsyncGenerator<StoreOp> 
     }
     yield { type: "put", key, value };
   }
-  for await (const e of src.entries) yield { type: "put", key: userKey(e.key), value: e.value };
+  const fallback = makeVersionstamp(src.appliedIndex);
+  for await (const e of src.entries) {
+    const rec: StoredRecord = {
+      encoding: e.encoding ?? ValueEncoding.BYTES,
+      versionstamp: e.versionstamp ?? fallback,
+      value: e.value,
+    };
+    if (e.expireAt !== undefined && e.expireAt > 0) {
+      rec.expireAt = e.expireAt;
+      yield { type: "put", key: expiryKey(e.expireAt, e.key), value: new Uint8Array(0) };
+    }
+    yield { type: "put", key: userKey(e.key), value: encodeRecord(rec) };
+  }
+  yield formatOp();
   yield KvCore.appliedOp(src.appliedIndex);
+}
+
+/** The write that marks a store as holding records of {@link RECORD_FORMAT}. */
+export function formatOp(): StoreOp {
+  return { type: "put", key: FORMAT_KEY, value: new Uint8Array([RECORD_FORMAT]) };
+}
+
+/**
+ * Converts the writes of a store of an older version (raw values under user keys, no format
+ * marker) into this format: each value becomes a bytes record with the versionstamp of the
+ * applied index. Writes that already carry the format marker are returned unchanged.
+ */
+export function upgradeLegacyOps(ops: StoreOp[], appliedIndex: number): StoreOp[] {
+  if (ops.some((o) => o.type === "put" && compareBytes(o.key, FORMAT_KEY) === 0)) return ops;
+  const vs = makeVersionstamp(appliedIndex);
+  const out = ops.map((o): StoreOp =>
+    o.type === "put" && o.key[0] === USER
+      ? {
+        type: "put",
+        key: o.key,
+        value: encodeRecord({ encoding: ValueEncoding.BYTES, versionstamp: vs, value: o.value }),
+      }
+      : o
+  );
+  out.push(formatOp());
+  return out;
+}
+
+function expiryKey(expireAt: number, key: Uint8Array): Uint8Array {
+  const out = new Uint8Array(EXPIRY_PREFIX.length + 8 + key.length);
+  out.set(EXPIRY_PREFIX);
+  new DataView(out.buffer).setBigUint64(EXPIRY_PREFIX.length, BigInt(expireAt), false);
+  out.set(key, EXPIRY_PREFIX.length + 8);
+  return out;
+}
+
+/** A record as an entry. */
+function toEntry(key: Uint8Array, r: StoredRecord): KvEntry {
+  const e: KvEntry = {
+    key,
+    value: r.value,
+    encoding: r.encoding,
+    versionstamp: r.versionstamp,
+  };
+  if (r.expireAt !== undefined) e.expireAt = r.expireAt;
+  return e;
+}
+
+/** Reads records of one view, hiding the expired ones (the clock is read from the view, once,
+ * when a record with an expiry time is met). */
+class LiveReader {
+  #clock: number | undefined;
+  constructor(private readonly r: StoreReader) {}
+
+  async live(v: Uint8Array | undefined): Promise<StoredRecord | undefined> {
+    if (!v) return undefined;
+    const rec = decodeRecord(v);
+    if (rec.expireAt === undefined) return rec;
+    this.#clock ??= await readU64(this.r, CLOCK_KEY, "clock");
+    return isExpired(rec, this.#clock) ? undefined : rec;
+  }
 }
 
 /** Expired sessions a registration removes at most besides what the bound requires. */
@@ -257,6 +387,62 @@ class Pending implements StoreReader {
   }
 }
 
+const VALUE_TYPE_MESSAGES = [
+  nonU64ValueMessage("sum"),
+  nonU64ValueMessage("min"),
+  nonU64ValueMessage("max"),
+  SUM_RANGE_MESSAGE,
+];
+
+function decodeCached(r: ByteReader, lastIndex: number): CachedResult {
+  const kind = r.u8();
+  if (kind === 1) {
+    const back = r.uvarint();
+    return { kind: "ok", versionstamp: makeVersionstamp(lastIndex - back, r.uvarint()) };
+  }
+  if (kind === 2) {
+    const mask = r.uvarint();
+    const failedChecks: number[] = [];
+    for (let i = 0; i < 32; i++) if (mask & (1 << i)) failedChecks.push(i);
+    return { kind: "check_failed", failedChecks };
+  }
+  if (kind === 3) {
+    const i = r.u8();
+    return { kind: "value_type", message: VALUE_TYPE_MESSAGES[i] ?? "value_type" };
+  }
+  if (kind === 0) return { kind: "plain" };
+  throw new DecodeError("session", `unknown cached result ${kind}`);
+}
+
+/** What a session keeps of a result. */
+function toCached(r: ApplyResult): CachedResult {
+  if (r && r.ok && "versionstamp" in r && r.versionstamp) {
+    return { kind: "ok", versionstamp: r.versionstamp };
+  }
+  if (r && !r.ok && r.error === "check_failed") {
+    return { kind: "check_failed", failedChecks: r.failedChecks ?? [] };
+  }
+  if (r && !r.ok && r.error === "value_type") return { kind: "value_type", message: r.message };
+  return { kind: "plain" };
+}
+
+/** The result a cached result answers again. */
+function fromCached(c: CachedResult | undefined): ApplyResult {
+  if (!c || c.kind === "plain") return OK;
+  if (c.kind === "ok") return { ok: true, versionstamp: c.versionstamp };
+  if (c.kind === "check_failed") return checkFailed(c.failedChecks);
+  return { ok: false, error: "value_type", message: c.message };
+}
+
+function checkFailed(failedChecks: number[]): ErrorResult {
+  return {
+    ok: false,
+    error: "check_failed",
+    message: `check${failedChecks.length > 1 ? "s" : ""} ${failedChecks.join(", ")} failed`,
+    failedChecks,
+  };
+}
+
 /** The first byte of a session record (its format). */
 const SESSION_FORMAT = 2;
 
@@ -271,6 +457,28 @@ function encodeSession(s: SessionInfo): Uint8Array {
   w.uvarint(s.lastActive);
   w.uvarint(s.lastIndex);
   w.uvarint(s.idleTimeoutMs);
+  // The cached result of the last command (absent in records written before it was kept).
+  const c = s.result;
+  if (!c) return w.finish();
+  if (c.kind === "ok") {
+    // The versionstamp as its distance back from the last use (0 for the first attempt) and its
+    // position: two bytes, not ten, on every write under a session.
+    const v = new DataView(c.versionstamp.buffer, c.versionstamp.byteOffset, 10);
+    w.u8(1);
+    w.uvarint(s.lastIndex - Number(v.getBigUint64(0, false)));
+    w.uvarint(v.getUint16(8, false));
+  } else if (c.kind === "check_failed") {
+    w.u8(2);
+    let mask = 0;
+    for (const i of c.failedChecks) mask |= 1 << i;
+    w.uvarint(mask);
+  } else if (c.kind === "value_type") {
+    w.u8(3);
+    const i = VALUE_TYPE_MESSAGES.indexOf(c.message);
+    w.u8(i < 0 ? 255 : i);
+  } else {
+    w.u8(0);
+  }
   return w.finish();
 }
 
@@ -291,6 +499,7 @@ function decodeSession(id: bigint, v: Uint8Array): SessionInfo {
     hash,
     hasResult,
   };
+  if (r.remaining > 0) s.result = decodeCached(r, s.lastIndex);
   if (r.remaining !== 0) throw new DecodeError("session", `${r.remaining} trailing bytes`);
   return s;
 }
@@ -301,6 +510,8 @@ export interface PreparedBatch {
   ops: StoreOp[];
   /** One result per command. */
   results: ApplyResult[];
+  /** The user-key changes, in commit order. */
+  changes: KvChange[];
   /** Installs the batch's cached state; call after the ops are written. */
   commit(): void;
 }
@@ -310,6 +521,7 @@ const OK: OkResult = { ok: true };
 /** The KV semantics over one store (one instance per open state machine). */
 export class KvCore {
   #clock = 0;
+  #formatWritten = false;
   /** Every session id with the log index of its last use, least recently used first. */
   readonly #lru = new Map<bigint, number>();
   /** Records of recently used sessions (at most {@link SESSION_CACHE}). */
@@ -330,6 +542,21 @@ export class KvCore {
   /** Loads the clock and the order of last use of the sessions (from their records). */
   static async load(r: StoreReader): Promise<KvCore> {
     const c = new KvCore();
+    const format = await r.get(FORMAT_KEY);
+    if (format) {
+      if (format.length !== 1 || format[0] !== RECORD_FORMAT) {
+        throw new DecodeError("state machine", `unknown record format ${format[0]}`);
+      }
+      c.#formatWritten = true;
+    } else {
+      for await (const _ of r.scan({ gte: USER_LO, lt: USER_HI })) {
+        throw new DecodeError(
+          "state machine",
+          "user keys without versionstamps (the format of an older gokv): export them with " +
+            "that version (gokv snapshot save) and restore the backup with this one",
+        );
+      }
+    }
     c.#clock = await readU64(r, CLOCK_KEY, "clock");
     const all: SessionInfo[] = [];
     for await (const [k, v] of r.scan({ gte: SESSION_PREFIX, lt: SESSION_END })) {
@@ -385,12 +612,15 @@ export class KvCore {
     const results: ApplyResult[] = [];
     for (const c of cmds) results.push(await b.applyOne(c));
     if (cmds.length > 0) p.put(APPLIED_KEY, u64Value(cmds[cmds.length - 1].index));
+    if (!this.#formatWritten) p.put(FORMAT_KEY, new Uint8Array([RECORD_FORMAT]));
     if (b.clock !== this.#clock) p.put(CLOCK_KEY, u64Value(b.clock));
     if (b.count !== count) p.put(SESSION_COUNT_KEY, u64Value(b.count));
     return {
       ops: p.ops(),
       results,
+      changes: b.changes,
       commit: () => {
+        this.#formatWritten = true;
         this.#clock = b.clock;
         // In order of last use within the batch, all after every session used before it.
         for (const [id, s] of b.touched) {
@@ -412,9 +642,54 @@ export class KvCore {
     return this.#cache.get(id);
   }
 
-  /** The value of a user key. */
-  static get(r: StoreReader, key: Uint8Array): Promise<Uint8Array | undefined> {
-    return r.get(userKey(key));
+  /** The value of a user key (undefined: absent or expired). */
+  static async get(r: StoreReader, key: Uint8Array): Promise<Uint8Array | undefined> {
+    return (await new LiveReader(r).live(await r.get(userKey(key))))?.value;
+  }
+
+  /** The entries of `keys` (null: absent or expired), read from `r` (give it one view). */
+  static async getEntries(r: StoreReader, keys: Uint8Array[]): Promise<(KvEntry | null)[]> {
+    const lr = new LiveReader(r);
+    const out: (KvEntry | null)[] = [];
+    for (const k of keys) {
+      const rec = await lr.live(await r.get(userKey(k)));
+      out.push(rec ? toEntry(k, rec) : null);
+    }
+    return out;
+  }
+
+  /**
+   * The entries of `keys` (null: absent) and every entry under each of `prefixes`, with the
+   * applied index they reflect, all read from `r` (give it one view): a watch's initial state.
+   * Throws RangeError when the prefixes hold more than `maxEntries` entries.
+   */
+  static async watchState(
+    r: StoreReader,
+    keys: Uint8Array[],
+    prefixes: Uint8Array[],
+    maxEntries: number,
+  ): Promise<{ appliedIndex: number; keys: (KvEntry | null)[]; prefixes: KvEntry[][] }> {
+    const appliedIndex = await readAppliedIndex(r);
+    const byKey = await KvCore.getEntries(r, keys);
+    const byPrefix: KvEntry[][] = [];
+    let n = 0;
+    for (const p of prefixes) {
+      const got = await KvCore.scanEntries(r, { prefix: p, limit: maxEntries - n + 1 });
+      n += got.length;
+      if (n > maxEntries) {
+        throw new RangeError(`more than ${maxEntries} entries under the watched prefixes`);
+      }
+      byPrefix.push(got);
+    }
+    return { appliedIndex, keys: byKey, prefixes: byPrefix };
+  }
+
+  /** The earliest time in the expiry index, or undefined. */
+  static async nextExpiry(r: StoreReader): Promise<number | undefined> {
+    for await (const [k] of r.scan({ gte: EXPIRY_PREFIX, lt: EXPIRY_END })) {
+      return Number(readBe64(k, EXPIRY_PREFIX.length));
+    }
+    return undefined;
   }
 
   /** User pairs matching `opts`, in key order (descending with `reverse`). */
@@ -422,6 +697,12 @@ export class KvCore {
     r: StoreReader,
     opts: ScanOptions = {},
   ): Promise<Array<[Uint8Array, Uint8Array]>> {
+    return (await KvCore.scanEntries(r, opts)).map((e) => [e.key, e.value]);
+  }
+
+  /** User entries matching `opts`, in key order (descending with `reverse`); expired ones are
+   * skipped (they count toward no limit). */
+  static async scanEntries(r: StoreReader, opts: ScanOptions = {}): Promise<KvEntry[]> {
     let lo = opts.start ? userKey(opts.start) : USER_LO;
     let hi = opts.end ? userKey(opts.end) : USER_HI;
     if (opts.prefix) {
@@ -430,14 +711,17 @@ export class KvCore {
       const pe = prefixEnd(p) ?? USER_HI;
       if (compareBytes(pe, hi) < 0) hi = pe;
     }
-    const out: Array<[Uint8Array, Uint8Array]> = [];
+    const out: KvEntry[] = [];
     const limit = opts.limit ?? Infinity;
     const maxBytes = opts.maxBytes ?? Infinity;
     let bytes = 0;
     if (limit <= 0 || compareBytes(lo, hi) >= 0) return out;
+    const lr = new LiveReader(r);
     for await (const [k, v] of r.scan({ gte: lo, lt: hi, reverse: opts.reverse ?? false })) {
-      out.push([k.subarray(1), v]);
-      bytes += k.length - 1 + v.length;
+      const rec = await lr.live(v);
+      if (!rec) continue;
+      out.push(toEntry(k.subarray(1), rec));
+      bytes += k.length - 1 + rec.value.length;
       if (out.length >= limit || bytes > maxBytes) break;
     }
     return out;
@@ -477,6 +761,8 @@ class BatchState {
   readonly #lru: LruCursor;
   /** Sessions written (or removed: null) by this batch, in order of their last change. */
   readonly touched = new Map<bigint, SessionInfo | null>();
+  /** User-key changes, in order. */
+  readonly changes: KvChange[] = [];
 
   constructor(
     private readonly core: KvCore,
@@ -501,10 +787,7 @@ class BatchState {
     if (tooBig) return { ok: false, error: "bad_command", message: tooBig };
     if (cmd.time !== undefined && cmd.time > this.clock) this.clock = cmd.time;
     if (cmd.op === CommandOp.RegisterSession) return await this.register(c.index, cmd);
-    if (!cmd.session) {
-      this.execute(cmd);
-      return OK;
-    }
+    if (!cmd.session) return await this.execute(c.index, cmd);
     const { clientId: id, seq } = cmd.session;
     if (id === 0n) return { ok: false, error: "bad_session", message: "session id 0 is invalid" };
     const s = await this.lookup(id);
@@ -518,7 +801,7 @@ class BatchState {
     if (seq <= s.lastSeq) {
       if (seq === s.lastSeq && s.hasResult && hash === s.hash) {
         this.touch(s, c.index);
-        return OK;
+        return fromCached(s.result);
       }
       return {
         ok: false,
@@ -528,17 +811,130 @@ class BatchState {
           : `seq ${seq} of session ${id} is below its last acknowledged seq ${s.lastSeq}`,
       };
     }
-    this.execute(cmd);
+    const result = await this.execute(c.index, cmd);
     s.lastSeq = seq;
     s.hash = hash;
     s.hasResult = true;
+    s.result = toCached(result);
     this.touch(s, c.index);
-    return OK;
+    return result;
   }
 
-  private execute(cmd: Command): void {
-    if (cmd.op === CommandOp.Put) this.p.put(userKey(cmd.key), cmd.value);
-    else if (cmd.op === CommandOp.Delete) this.p.delete(userKey(cmd.key));
+  /** Applies a data command at log index `index` (its versionstamp). */
+  private async execute(
+    index: number,
+    cmd: Exclude<Command, { op: CommandOp.RegisterSession }>,
+  ): Promise<ApplyResult> {
+    const versionstamp = makeVersionstamp(index);
+    switch (cmd.op) {
+      case CommandOp.Put: {
+        const rec = { encoding: ValueEncoding.BYTES, versionstamp, value: cmd.value };
+        this.p.put(userKey(cmd.key), encodeRecord(rec));
+        this.changes.push({ key: cmd.key, entry: toEntry(cmd.key, rec), versionstamp });
+        return { ok: true, versionstamp };
+      }
+      case CommandOp.Delete:
+        this.p.delete(userKey(cmd.key));
+        this.changes.push({ key: cmd.key, entry: null, versionstamp });
+        return { ok: true, versionstamp };
+      case CommandOp.Atomic:
+        return await this.atomic(versionstamp, cmd);
+      case CommandOp.ExpirySweep:
+        return await this.sweep(versionstamp, cmd);
+    }
+  }
+
+  /** The live record of a store key as this batch sees it (expired: undefined). */
+  private async live(storeKey: Uint8Array): Promise<StoredRecord | undefined> {
+    const v = await this.p.get(storeKey);
+    if (!v) return undefined;
+    const rec = decodeRecord(v);
+    return isExpired(rec, this.clock) ? undefined : rec;
+  }
+
+  /** Checks, then mutations staged apart, written only when every one succeeded. */
+  private async atomic(versionstamp: Uint8Array, cmd: AtomicCommand): Promise<ApplyResult> {
+    const failed: number[] = [];
+    for (let i = 0; i < cmd.checks.length; i++) {
+      const c = cmd.checks[i];
+      const cur = (await this.live(userKey(c.key)))?.versionstamp ?? null;
+      const same = cur === null || c.versionstamp === null
+        ? cur === c.versionstamp
+        : compareVersionstamps(cur, c.versionstamp) === 0;
+      if (!same) failed.push(i);
+    }
+    if (failed.length > 0) return checkFailed(failed);
+    const staged = new Map<string, { key: Uint8Array; rec: StoredRecord | null }>();
+    for (const m of cmd.mutations) {
+      const key = m.type === "setSuffixVersionstampedKey"
+        ? suffixVersionstampedKey(m.key, versionstamp)
+        : m.key;
+      const sk = userKey(key);
+      const id = bytesToLatin1(sk);
+      if (m.type === "delete") {
+        staged.set(id, { key, rec: null });
+        continue;
+      }
+      if (m.type === "set" || m.type === "setSuffixVersionstampedKey") {
+        const rec: StoredRecord = { encoding: m.encoding, versionstamp, value: m.value };
+        if (m.expireAt !== undefined && m.expireAt > 0) rec.expireAt = m.expireAt;
+        staged.set(id, { key, rec });
+        continue;
+      }
+      const cur = staged.has(id) ? staged.get(id)!.rec ?? undefined : await this.live(sk);
+      if (cur && (cur.encoding !== ValueEncoding.LE64 || cur.value.length !== 8)) {
+        return { ok: false, error: "value_type", message: nonU64ValueMessage(m.type) };
+      }
+      const next = applyU64(m, cur ? readU64le(cur.value) : undefined);
+      if (typeof next === "string") return { ok: false, error: "value_type", message: next };
+      staged.set(id, {
+        key,
+        rec: { encoding: ValueEncoding.LE64, versionstamp, value: u64le(next) },
+      });
+    }
+    for (const [id, { key, rec }] of staged) {
+      const sk = latin1ToBytes(id);
+      if (rec) {
+        this.p.put(sk, encodeRecord(rec));
+        if (rec.expireAt !== undefined) {
+          this.p.put(expiryKey(rec.expireAt, key), new Uint8Array(0));
+        }
+        this.changes.push({ key, entry: toEntry(key, rec), versionstamp });
+      } else {
+        this.p.delete(sk);
+        this.changes.push({ key, entry: null, versionstamp });
+      }
+    }
+    return { ok: true, versionstamp };
+  }
+
+  /** Deletes up to `maxKeys` keys whose expiry time is at or before the clock. */
+  private async sweep(versionstamp: Uint8Array, cmd: ExpirySweepCommand): Promise<OkResult> {
+    const due = new Uint8Array(EXPIRY_PREFIX.length + 8);
+    due.set(EXPIRY_PREFIX);
+    new DataView(due.buffer).setBigUint64(EXPIRY_PREFIX.length, BigInt(this.clock) + 1n, false);
+    const entries: Uint8Array[] = [];
+    let more = false;
+    for await (const [k] of this.p.scan({ gte: EXPIRY_PREFIX, lt: due })) {
+      if (entries.length >= cmd.maxKeys) {
+        more = true;
+        break;
+      }
+      entries.push(k);
+    }
+    let expired = 0;
+    for (const k of entries) {
+      this.p.delete(k);
+      const at = Number(readBe64(k, EXPIRY_PREFIX.length));
+      const key = k.slice(EXPIRY_PREFIX.length + 8);
+      const sk = userKey(key);
+      const v = await this.p.get(sk);
+      if (!v || decodeRecord(v).expireAt !== at) continue; // overwritten since: a stale entry
+      this.p.delete(sk);
+      this.changes.push({ key, entry: null, versionstamp });
+      expired++;
+    }
+    return { ok: true, versionstamp, expired, more };
   }
 
   private expired(s: SessionInfo): boolean {

@@ -6,17 +6,33 @@
  *
  * `apply()` returns one {@link ApplyResult} per command:
  * - `null` for an empty command (a leader's no-op or a conf change): only the applied index moves;
- * - `{ ok: true }` for a Put or Delete (the write path never reads the old value), and the cached
- *   `{ ok: true }` for a retry of a session's last command;
+ * - `{ ok: true, versionstamp }` for a Put, Delete or committed Atomic (the put path never reads
+ *   the old value); `{ ok: true, versionstamp, expired, more }` for an expiry sweep; a retry of a
+ *   session's last command answers that command's result again (cached in the session record);
  * - `{ ok: true, sessionId }` for a session registration (the id is the command's log index);
  * - `{ ok: false, error, message }` when nothing was changed: `bad_command` (bytes that are not a
  *   valid command, or a key or value over `MAX_KEY_BYTES` / `MAX_VALUE_BYTES`), `bad_session`
  *   (session id 0), `session_expired` (unknown or expired session), `session_seq` (a seq at or
- *   below the session's last one with a different command). The applied index still moves.
+ *   below the session's last one with a different command), `check_failed` (an Atomic whose
+ *   checks at `failedChecks` failed), `value_type` (an Atomic's sum/min/max met a stored value that
+ *   is not a u64, or a bounded sum left its range: Deno KV's message). The applied index still
+ *   moves.
+ *
+ * The data model (encodings, versionstamps, expiry, atomic operations) is in kv_model.ts.
  *
  * @module
  */
 import type { ApplyCommand, StateMachine } from "../raft/state_machine.ts";
+import type { KvEntry, ValueEncoding } from "./kv_model.ts";
+
+export {
+  type AtomicCheck,
+  type AtomicMutation,
+  type AtomicOperation,
+  type AtomicResult,
+  type KvEntry,
+  ValueEncoding,
+} from "./kv_model.ts";
 
 /** A range and/or prefix query over user keys. */
 export interface ScanOptions {
@@ -35,10 +51,16 @@ export interface ScanOptions {
   reverse?: boolean;
 }
 
-/** The result of a successfully applied Put or Delete. */
+/** The result of a successfully applied Put, Delete, Atomic or expiry sweep. */
 export interface OkResult {
   /** Always true. */
   ok: true;
+  /** The write's versionstamp (absent only for a cached result of an older format). */
+  versionstamp?: Uint8Array;
+  /** Expiry sweep: keys deleted. */
+  expired?: number;
+  /** Expiry sweep: more keys were due than it deleted. */
+  more?: boolean;
 }
 
 /** The result of a session registration. */
@@ -50,7 +72,13 @@ export interface RegisterResult {
 }
 
 /** Why a command changed nothing. */
-export type ApplyErrorCode = "bad_command" | "bad_session" | "session_expired" | "session_seq";
+export type ApplyErrorCode =
+  | "bad_command"
+  | "bad_session"
+  | "session_expired"
+  | "session_seq"
+  | "check_failed"
+  | "value_type";
 
 /** The result of a command that was refused at apply time. */
 export interface ErrorResult {
@@ -60,6 +88,8 @@ export interface ErrorResult {
   error: ApplyErrorCode;
   /** What was wrong. */
   message: string;
+  /** `check_failed`: the indexes of the failed checks. */
+  failedChecks?: number[];
 }
 
 /** One command's result (see the module documentation). */
@@ -81,7 +111,17 @@ export interface SessionInfo {
   hash: number;
   /** True once a command has been applied under the session. */
   hasResult: boolean;
+  /** The last command's result, answered again to a retry (absent in records of an older
+   * format). */
+  result?: CachedResult;
 }
+
+/** What a session record keeps of its last command's result. */
+export type CachedResult =
+  | { kind: "ok"; versionstamp: Uint8Array }
+  | { kind: "check_failed"; failedChecks: number[] }
+  | { kind: "value_type"; message: string }
+  | { kind: "plain" };
 
 /** One user key of an exported state (a backup record). */
 export interface StateEntry {
@@ -89,8 +129,12 @@ export interface StateEntry {
   key: Uint8Array;
   /** Its value. */
   value: Uint8Array;
-  /** Its 10-byte versionstamp, once the data model carries them (absent before). */
+  /** Its 10-byte versionstamp (absent in backups of an older format). */
   versionstamp?: Uint8Array;
+  /** Its value's encoding (absent: bytes). */
+  encoding?: ValueEncoding;
+  /** Its expiry time, ms since the epoch (absent: never). */
+  expireAt?: number;
 }
 
 /**
@@ -113,6 +157,26 @@ export interface StateExport {
   release(): void;
 }
 
+/** See {@link KvStateMachine.watchState}. */
+export interface WatchState {
+  /** The applied index the entries reflect. */
+  appliedIndex: number;
+  /** One per watched key (null: absent). */
+  keys: (KvEntry | null)[];
+  /** The entries under each watched prefix, in key order. */
+  prefixes: KvEntry[][];
+}
+
+/** One change of a user key made by an applied command. */
+export interface KvChange {
+  /** The key. */
+  key: Uint8Array;
+  /** The new entry, or null: deleted (by a delete or an expiry sweep). */
+  entry: KvEntry | null;
+  /** The versionstamp of the command that made the change. */
+  versionstamp: Uint8Array;
+}
+
 /** A whole state to import (backup restore), streamed in ascending order. */
 export interface StateImport {
   /** The applied index the state reflects. */
@@ -132,10 +196,30 @@ export interface KvStateMachine extends StateMachine {
   importState(src: StateImport): Promise<void>;
   /** Applies committed commands in order: one {@link ApplyResult} per command. */
   apply(cmds: ApplyCommand[]): Promise<ApplyResult[]>;
-  /** The value of a user key, or undefined. */
+  /** The value of a user key, or undefined (also when expired by the state machine's clock). */
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
   /** User key/value pairs in key order (descending with `reverse`), from one consistent view. */
   scan(opts?: ScanOptions): Promise<Array<[Uint8Array, Uint8Array]>>;
+  /** The entries of `keys` (null: absent or expired), all read from one consistent view. */
+  getEntries(keys: Uint8Array[]): Promise<(KvEntry | null)[]>;
+  /** The entries matching `opts` in key order, from one consistent view (expired ones hidden). */
+  scanEntries(opts?: ScanOptions): Promise<KvEntry[]>;
+  /** The earliest expiry time in the expiry index (ms), or undefined: nothing expires. May be a
+   * time whose key was overwritten since (a sweep then only drops the index entry). */
+  nextExpiry(): Promise<number | undefined>;
+  /** Called after every applied batch with the user-key changes it made, in commit order. */
+  onChanges?: (changes: KvChange[]) => void;
+  /** Called after the whole state was replaced (a Raft snapshot or a backup installed) with the
+   * applied index it reflects: no change history leads there. */
+  onReset?: (appliedIndex: number) => void;
+  /** A watch's initial state from one consistent view: the entries of `keys` (null: absent),
+   * every entry under each prefix, and the applied index they reflect. Throws RangeError when
+   * the prefixes hold more than `maxEntries` entries. */
+  watchState(
+    keys: Uint8Array[],
+    prefixes: Uint8Array[],
+    maxEntries: number,
+  ): Promise<WatchState>;
   /** Counters for monitoring (backend, keys, sessions, applied index...). */
   stats(): Record<string, unknown>;
   /** Sessions in the table. */

@@ -38,11 +38,14 @@ import {
 } from "./kv_core.ts";
 import type {
   ApplyResult,
+  KvChange,
+  KvEntry,
   KvStateMachine,
   ScanOptions,
   SessionInfo,
   StateExport,
   StateImport,
+  WatchState,
 } from "./kv_state_machine.ts";
 import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
 
@@ -162,6 +165,7 @@ export class LsmStateMachine implements KvStateMachine {
     batch.commit();
     this.#applied = cmds[cmds.length - 1].index;
     this.#applies += cmds.length;
+    if (batch.changes.length > 0) this.onChanges?.(batch.changes);
     return batch.results;
   }
 
@@ -175,6 +179,55 @@ export class LsmStateMachine implements KvStateMachine {
   scan(opts: ScanOptions = {}): Promise<Array<[Uint8Array, Uint8Array]>> {
     this.#check();
     return KvCore.scan(this.#db, opts);
+  }
+
+  /** See {@link KvStateMachine.getEntries}. Runs on one LSM snapshot. */
+  async getEntries(keys: Uint8Array[]): Promise<(KvEntry | null)[]> {
+    this.#check();
+    const snap = this.#db.snapshot();
+    try {
+      return await KvCore.getEntries(snap, keys);
+    } finally {
+      snap.release();
+    }
+  }
+
+  /** See {@link KvStateMachine.scanEntries}. Runs on one LSM snapshot. */
+  async scanEntries(opts: ScanOptions = {}): Promise<KvEntry[]> {
+    this.#check();
+    const snap = this.#db.snapshot();
+    try {
+      return await KvCore.scanEntries(snap, opts);
+    } finally {
+      snap.release();
+    }
+  }
+
+  /** See {@link KvStateMachine.nextExpiry}. */
+  nextExpiry(): Promise<number | undefined> {
+    this.#check();
+    return KvCore.nextExpiry(this.#db);
+  }
+
+  /** See {@link KvStateMachine.onChanges}. */
+  onChanges?: (changes: KvChange[]) => void;
+
+  /** See {@link KvStateMachine.onReset}. */
+  onReset?: (appliedIndex: number) => void;
+
+  /** See {@link KvStateMachine.watchState}. Runs on one LSM snapshot. */
+  async watchState(
+    keys: Uint8Array[],
+    prefixes: Uint8Array[],
+    maxEntries: number,
+  ): Promise<WatchState> {
+    this.#check();
+    const snap = this.#db.snapshot();
+    try {
+      return await KvCore.watchState(snap, keys, prefixes, maxEntries);
+    } finally {
+      snap.release();
+    }
   }
 
   /** See {@link KvStateMachine.sessionCount}. */
@@ -309,6 +362,7 @@ export class LsmStateMachine implements KvStateMachine {
     this.#applied = index;
     this.#core = await KvCore.load(db);
     this.#restores++;
+    this.onReset?.(index);
     await this.#readsDone();
     await old.close();
     removeIfExists(this.#env, oldPath, true);

@@ -20,11 +20,14 @@ import {
 } from "./kv_core.ts";
 import type {
   ApplyResult,
+  KvChange,
+  KvEntry,
   KvStateMachine,
   ScanOptions,
   SessionInfo,
   StateExport,
   StateImport,
+  WatchState,
 } from "./kv_state_machine.ts";
 import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
 
@@ -140,6 +143,7 @@ export class MemoryStateMachine implements KvStateMachine {
     batch.commit();
     this.applied = cmds[cmds.length - 1].index;
     this.#applies += cmds.length;
+    if (batch.changes.length > 0) this.onChanges?.(batch.changes);
     return batch.results;
   }
 
@@ -150,7 +154,33 @@ export class MemoryStateMachine implements KvStateMachine {
 
   /** See {@link KvStateMachine.scan}. */
   scan(opts: ScanOptions = {}): Promise<Array<[Uint8Array, Uint8Array]>> {
-    return this.#read(() => KvCore.scan(this.store, opts));
+    return this.#read(() => KvCore.scan(this.store.clone(), opts));
+  }
+
+  /** See {@link KvStateMachine.getEntries} (a copy-on-write clone is the view). */
+  getEntries(keys: Uint8Array[]): Promise<(KvEntry | null)[]> {
+    return this.#read(() => KvCore.getEntries(this.store.clone(), keys));
+  }
+
+  /** See {@link KvStateMachine.scanEntries}. */
+  scanEntries(opts: ScanOptions = {}): Promise<KvEntry[]> {
+    return this.#read(() => KvCore.scanEntries(this.store.clone(), opts));
+  }
+
+  /** See {@link KvStateMachine.nextExpiry}. */
+  nextExpiry(): Promise<number | undefined> {
+    return this.#read(() => KvCore.nextExpiry(this.store));
+  }
+
+  /** See {@link KvStateMachine.onChanges}. */
+  onChanges?: (changes: KvChange[]) => void;
+
+  /** See {@link KvStateMachine.onReset}. */
+  onReset?: (appliedIndex: number) => void;
+
+  /** See {@link KvStateMachine.watchState}. */
+  watchState(keys: Uint8Array[], prefixes: Uint8Array[], maxEntries: number): Promise<WatchState> {
+    return this.#read(() => KvCore.watchState(this.store.clone(), keys, prefixes, maxEntries));
   }
 
   #read<T>(fn: () => Promise<T>): Promise<T> {
@@ -208,6 +238,7 @@ export class MemoryStateMachine implements KvStateMachine {
     ops.push(KvCore.appliedOp(index));
     next.write(ops);
     await this.installStore(next);
+    this.onReset?.(index);
   }
 
   /** See {@link KvStateMachine.exportState}: a copy-on-write clone of the store, taken at the
@@ -224,6 +255,7 @@ export class MemoryStateMachine implements KvStateMachine {
       this.check();
       await this.installStore(next);
       this.afterImport();
+      this.onReset?.(src.appliedIndex);
     });
   }
 

@@ -37,6 +37,7 @@ export type { LsmOptions } from "../lsm/mod.ts";
 export * from "./command.ts";
 export * from "./errors.ts";
 export * from "./kv_state_machine.ts";
+export * from "./kv_model.ts";
 export { MemoryLogStore } from "./memory_log.ts";
 export { MemoryStateMachine } from "./memory_sm.ts";
 export { SimpleFileLogStore } from "./simplefile_log.ts";

@@ -9,37 +9,15 @@ import {
   deleteCommand,
   encodeCommand,
   type KvStateMachine,
-  openStorage,
   putCommand,
   registerSessionCommand,
   type StorageKind,
 } from "./mod.ts";
+import { KINDS, withSm } from "./testdata/with_sm.ts";
 
-const KINDS: StorageKind[] = ["memory", "simplefile", "lsm"];
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const b = (s: string) => enc.encode(s);
-
-async function withSm(
-  kind: StorageKind,
-  fn: (sm: KvStateMachine, reopen: () => Promise<KvStateMachine>) => Promise<void>,
-): Promise<void> {
-  const dir = Deno.makeTempDirSync({ prefix: `gokv-sessions-${kind}-` });
-  let cur = await openStorage(kind, dir);
-  const reopen = async () => {
-    await cur.log.close();
-    await cur.sm.close();
-    cur = await openStorage(kind, dir);
-    return cur.sm;
-  };
-  try {
-    await fn(cur.sm, reopen);
-  } finally {
-    await cur.log.close();
-    await cur.sm.close();
-    Deno.removeSync(dir, { recursive: true });
-  }
-}
 
 /** Applies encoded commands from `index` on. */
 function applier(sm: () => KvStateMachine) {

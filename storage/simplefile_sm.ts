@@ -20,7 +20,7 @@ import type { ApplyCommand } from "../raft/state_machine.ts";
 import { fromBase64, toBase64 } from "./bytes.ts";
 import { CorruptionError } from "./errors.ts";
 import { denoEnv, type Env, mkdirDurable, readFileIfExists, writeFileAtomic } from "./fsutil.ts";
-import { ALL, KvCore, type StoreOp, userKey } from "./kv_core.ts";
+import { ALL, KvCore, type StoreOp, upgradeLegacyOps, userKey } from "./kv_core.ts";
 import type { ApplyResult } from "./kv_state_machine.ts";
 import { MemoryStateMachine, MemoryStore } from "./memory_sm.ts";
 
@@ -72,7 +72,8 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
           throw new Error(`unknown version ${(st as { version: unknown }).version}`);
         }
         ops.push(KvCore.appliedOp(st.appliedIndex));
-        store.write(ops);
+        // A state file of an older version holds raw values: they become bytes records.
+        store.write(upgradeLegacyOps(ops, st.appliedIndex));
       } catch (e) {
         throw new CorruptionError(FILE, 0, "json", String(e));
       }

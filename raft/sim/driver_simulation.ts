@@ -563,7 +563,8 @@ class DriverWorkload {
           h.output = value;
         } else {
           const data = encodeCommand({
-            kind: input.kind,
+            // This workload issues puts, deletes and gets only.
+            kind: input.kind as "put" | "delete",
             clientId: c.id,
             seq,
             key: input.key,

@@ -3,6 +3,8 @@
  * `--from A --count C` to sweep a range of seeds and list the failing ones. `--driver` runs the
  * real driver (raft/sim/driver_simulation.ts; `--steps` is then its chaos ticks, `--heal MODE`
  * forces a heal mode: all, leave-one-down, handoff-to-dead) instead of the RawNode simulation.
+ * `--cas-share F` and `--multi-share F` fix the workload's shares of compare-and-sets and atomic
+ * multi-key operations (as the CAS-heavy sweep of raft/sim_test.ts does: 0.5 and 0.3).
  *
  * @module
  */
@@ -23,7 +25,12 @@ if (import.meta.main) {
   const run = (s: number, t = false): Promise<SimulationResult> =>
     driver
       ? runDriverSimulation(s, { ticks: steps, trace: t, heal: arg("heal") as HealMode })
-      : Promise.resolve(runSimulation(s, { steps, trace: t }));
+      : Promise.resolve(runSimulation(s, {
+        steps,
+        trace: t,
+        casShare: arg("cas-share") ? Number(arg("cas-share")) : undefined,
+        multiShare: arg("multi-share") ? Number(arg("multi-share")) : undefined,
+      }));
   const seed = arg("seed");
   if (seed !== undefined) {
     const result = await run(Number(seed), trace);

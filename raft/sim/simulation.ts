@@ -16,6 +16,7 @@ import { InvariantViolation } from "./invariants.ts";
 import type { NetworkFaults } from "./network.ts";
 import { Prng } from "./prng.ts";
 import { Workload } from "./workload.ts";
+import { simKvBugs } from "./kv.ts";
 
 /** Size of a run. */
 export interface SimulationOptions {
@@ -23,6 +24,10 @@ export interface SimulationOptions {
   steps?: number;
   /** Steps allowed for the healed cluster to converge (default 400). */
   healSteps?: number;
+  /** Share of single-key writes that are compare-and-sets (default: picked by the seed). */
+  casShare?: number;
+  /** Share of operations on key groups, atomic multi-key (default: picked by the seed). */
+  multiShare?: number;
   /** Print a trace of the run's events to the console. */
   trace?: boolean;
   /** Run the nodes with lease-based reads (default: ReadIndex with a heartbeat round). */
@@ -33,6 +38,10 @@ export interface SimulationOptions {
   bugs?: {
     /** Gets read the contacted node's state without ReadIndex. */
     staleReads?: boolean;
+    /** Compare-and-set ignores its expected value. */
+    brokenCas?: boolean;
+    /** Multi-key puts become visible one key at a time. */
+    tornMultiPut?: boolean;
     /** Log stores do not make the hard state durable. */
     volatileHardState?: boolean;
     /** The driver acknowledges (sends persisted messages) before syncing; crashes while
@@ -106,6 +115,17 @@ function chooseProfile(rng: Prng): Profile {
 
 /** Runs the simulation for `seed`; never throws for a failed check (see `ok`/`error`). */
 export function runSimulation(seed: number, options: SimulationOptions = {}): SimulationResult {
+  simKvBugs.casIgnoresExpected = options.bugs?.brokenCas ?? false;
+  simKvBugs.tornMultiPut = options.bugs?.tornMultiPut ?? false;
+  try {
+    return run(seed, options);
+  } finally {
+    simKvBugs.casIgnoresExpected = false;
+    simKvBugs.tornMultiPut = false;
+  }
+}
+
+function run(seed: number, options: SimulationOptions): SimulationResult {
   const steps = options.steps ?? 300;
   const healSteps = options.healSteps ?? 400;
   const rng = new Prng(seed);
@@ -167,6 +187,8 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     maxAttempts: rng.range(2, 8),
     readShare: rng.pick([0.2, 0.5, 0.8]),
     deleteShare: 0.15,
+    casShare: options.casShare ?? rng.pick([0, 0.3, 0.6]),
+    multiShare: options.multiShare ?? rng.pick([0, 0.15, 0.3]),
     unsafeLocalReads: options.bugs?.staleReads,
   });
   for (const node of cluster.nodes.values()) node.clockDrift = frngDrift(rng, p.clockDrift);

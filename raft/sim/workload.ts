@@ -1,6 +1,7 @@
 /**
- * Simulated clients: each issues one operation at a time (put, delete or get on a few shared
- * keys) and records it in a history for the linearizability checker. Writes carry a session
+ * Simulated clients: each issues one operation at a time (put, delete, get or compare-and-set on
+ * a few shared keys; atomic multi-key puts and reads on groups of keys) and records it in a
+ * history for the linearizability checker. Writes carry a session
  * (clientId, seq) and are retried with the same seq after a timeout, a lost leadership or a
  * crashed server, so they apply at most once. Gets use ReadIndex, at the leader or at a
  * follower. A client that runs out of attempts gives up: a write's outcome is then unknown
@@ -30,6 +31,10 @@ export interface WorkloadOptions {
   readShare: number;
   /** Share of writes that are deletes. */
   deleteShare: number;
+  /** Share of single-key writes that are compare-and-sets (default 0). */
+  casShare?: number;
+  /** Share of operations on key groups: atomic multi-key puts and reads (default 0). */
+  multiShare?: number;
   /** Fault injection for testing the simulator itself: serve gets from the contacted node's
    * local state without ReadIndex (stale reads). */
   unsafeLocalReads?: boolean;
@@ -80,6 +85,8 @@ export class Workload {
   #clock = 0;
   #reads = 0;
   #value = 0;
+  /** The last value written per key (what a compare-and-set expects, often right). */
+  readonly #lastWritten = new Map<string, string | null>();
 
   /** Creates clients and hooks them to the cluster's listener. */
   constructor(cluster: SimCluster, opts: WorkloadOptions) {
@@ -153,10 +160,27 @@ export class Workload {
 
   #randomInput(c: Client): KvInput {
     const rng = this.#cluster.rng;
+    if (rng.chance(this.#opts.multiShare ?? 0)) {
+      const group = "g" + rng.int(2);
+      const keys = [`${group}.a`, `${group}.b`, `${group}.c`];
+      if (rng.chance(this.#opts.readShare)) return { kind: "mget", key: group, keys };
+      const v = `${c.id}.${++this.#value}`;
+      return { kind: "mput", key: group, keys, values: keys.map((k) => `${v}${k.slice(-1)}`) };
+    }
     const key = "k" + rng.int(this.#opts.keys);
     if (rng.chance(this.#opts.readShare)) return { kind: "get", key };
-    if (rng.chance(this.#opts.deleteShare)) return { kind: "delete", key };
-    return { kind: "put", key, value: `${c.id}.${++this.#value}` };
+    if (rng.chance(this.#opts.deleteShare)) {
+      this.#lastWritten.set(key, null);
+      return { kind: "delete", key };
+    }
+    const value = `${c.id}.${++this.#value}`;
+    if (rng.chance(this.#opts.casShare ?? 0)) {
+      const expected = rng.chance(0.8) ? this.#lastWritten.get(key) ?? null : `${c.id}.0`;
+      this.#lastWritten.set(key, value);
+      return { kind: "cas", key, expected, value };
+    }
+    this.#lastWritten.set(key, value);
+    return { kind: "put", key, value };
   }
 
   #pickTarget(c: Client, preferLeader: boolean): NodeId {
@@ -175,7 +199,7 @@ export class Workload {
       this.#giveUp(c);
       return;
     }
-    const isRead = op.input.kind === "get";
+    const isRead = op.input.kind === "get" || op.input.kind === "mget";
     const target = this.#pickTarget(c, !isRead || cl.rng.chance(0.5));
     const node = cl.nodes.get(target);
     if (!node?.raw) {
@@ -189,7 +213,7 @@ export class Workload {
       op.attempts++;
       if (op.attempts > 1) this.stats.retries++;
       if (this.#opts.unsafeLocalReads) {
-        this.#complete(c, node.kv.get((op.input as { key: string }).key));
+        this.#complete(c, this.#read(node, op.input));
         return;
       }
       op.readKey = `r${++this.#reads}`;
@@ -198,13 +222,19 @@ export class Workload {
       cl.readIndex(target, op.readKey);
       return;
     }
-    const input = op.input as Exclude<KvInput, { kind: "get" }>;
+    const input = op.input as Exclude<KvInput, { kind: "get" | "mget" }>;
     const data = encodeCommand({
       kind: input.kind,
       clientId: c.id,
       seq: op.seq,
       key: input.key,
-      value: input.kind === "put" ? input.value : "",
+      value: input.kind === "put"
+        ? input.value
+        : input.kind === "cas"
+        ? JSON.stringify({ expected: input.expected, value: input.value })
+        : input.kind === "mput"
+        ? JSON.stringify({ keys: input.keys, values: input.values })
+        : "",
     });
     try {
       const r = node.raw.propose(data);
@@ -240,27 +270,42 @@ export class Workload {
     const op = c.op!;
     const h = this.history[op.hist];
     h.ret = ++this.#clock;
-    if (op.input.kind === "get") h.output = output ?? null;
+    if (op.input.kind === "get" || op.input.kind === "cas" || op.input.kind === "mget") {
+      h.output = output ?? null;
+    }
     c.op = null;
     this.stats.completed++;
   }
 
-  #onApply(node: SimNode, entry: Entry, _result: KvApplyResult): void {
+  #onApply(node: SimNode, entry: Entry, result: KvApplyResult): void {
     for (const c of this.#clients) {
       const op = c.op;
-      if (!op || op.target !== node.id || op.input.kind === "get" || op.index !== entry.index) {
+      if (
+        !op || op.target !== node.id || op.input.kind === "get" || op.input.kind === "mget" ||
+        op.index !== entry.index
+      ) {
         continue;
       }
-      if (entry.term === op.term) this.#complete(c, undefined);
-      else this.#abandonAttempt(c, 0); // overwritten by another leader: retry
+      if (entry.term === op.term) {
+        this.#complete(c, op.input.kind === "cas" ? (result.swapped ? "ok" : "fail") : undefined);
+      } else this.#abandonAttempt(c, 0); // overwritten by another leader: retry
     }
+  }
+
+  /** What a read returns from `node`'s state now. */
+  #read(node: SimNode, input: KvInput): string | null {
+    if (input.kind === "mget") return JSON.stringify(input.keys.map((k) => node.kv.get(k)));
+    return node.kv.get(input.key);
   }
 
   #onRead(node: SimNode, key: string): void {
     for (const c of this.#clients) {
       const op = c.op;
-      if (op && op.readKey === key && op.target === node.id && op.input.kind === "get") {
-        this.#complete(c, node.kv.get(op.input.key));
+      if (
+        op && op.readKey === key && op.target === node.id &&
+        (op.input.kind === "get" || op.input.kind === "mget")
+      ) {
+        this.#complete(c, this.#read(node, op.input));
       }
     }
   }

@@ -1,0 +1,302 @@
+/**
+ * Watches: a node's bounded history of committed user-key changes, and the reads watchers make
+ * of it.
+ *
+ * The hub listens to the state machine's applied batches (`onChanges`) and keeps the changes of
+ * the most recent commits, grouped per commit (one Raft entry: one versionstamp), bounded by
+ * count and bytes (`limits.watch_history_events`, `limits.watch_history_bytes`). The history is
+ * complete after its *floor*: the applied index when the hub attached (before the node replays its
+ * log), raised when old commits are dropped or a snapshot replaces the state. A watch resuming
+ * after a versionstamp at or above the floor gets every matching change after it, in commit
+ * order; one below it gets {@link WatchCompactedError} naming the floor's versionstamp (the
+ * oldest it can resume after), never a silent gap.
+ *
+ * A watch without `after` starts with the current state of its keys and prefixes, read from one
+ * view of the state machine together with the applied index it reflects: the changes that follow
+ * are exactly those of later commits.
+ *
+ * @module
+ */
+import type { KvChange, KvStateMachine } from "../storage/kv_state_machine.ts";
+import {
+  type KvEntry,
+  makeVersionstamp,
+  versionstampHex,
+  versionstampIndex,
+} from "../storage/kv_model.ts";
+import { hasPrefix } from "../storage/bytes.ts";
+import { InvalidArgumentError, WatchCompactedError } from "../client/errors.ts";
+import {
+  checkKey,
+  LimitError,
+  MAX_WATCH_INITIAL_ENTRIES,
+  MAX_WATCH_SELECTORS,
+} from "../config/limits.ts";
+
+/** What a watch selects: exact keys and key prefixes (at least one of either). */
+export interface WatchSelector {
+  /** Exact keys. */
+  keys: Uint8Array[];
+  /** Key prefixes (an empty prefix selects every key). */
+  prefixes: Uint8Array[];
+}
+
+/** One commit's changes of selected keys. */
+export interface WatchEvent {
+  /** The commit's versionstamp. */
+  versionstamp: Uint8Array;
+  /** The changed keys: the new entry, or null when deleted (also by expiry). */
+  changes: { key: Uint8Array; entry: KvEntry | null }[];
+}
+
+/** A watch's initial state. */
+export interface WatchInitial {
+  /** The versionstamp of the applied index the state reflects (resume after it). */
+  versionstamp: Uint8Array;
+  /** The selected keys with their entries (null: absent): the exact keys, then every key under
+   * each prefix. */
+  entries: { key: Uint8Array; entry: KvEntry | null }[];
+}
+
+/** The answer to one poll of a watch. */
+export interface WatchPoll {
+  /** Present when the poll had no `after`: the current state. */
+  initial?: WatchInitial;
+  /** Matching commits after `after` (or after the initial state), in commit order. */
+  events: WatchEvent[];
+  /** The versionstamp through which this answer is complete: the `after` of the next poll. */
+  position: Uint8Array;
+}
+
+interface Commit {
+  index: number;
+  changes: KvChange[];
+  bytes: number;
+}
+
+/** Checks a selector against the limits. */
+export function checkSelector(sel: WatchSelector): void {
+  if (!Array.isArray(sel.keys) || !Array.isArray(sel.prefixes)) {
+    throw new InvalidArgumentError("a watch has a list of keys and a list of prefixes");
+  }
+  const n = sel.keys.length + sel.prefixes.length;
+  if (n === 0) throw new InvalidArgumentError("a watch needs at least one key or prefix");
+  if (n > MAX_WATCH_SELECTORS) throw new LimitError("watch_selectors", MAX_WATCH_SELECTORS, n);
+  for (const k of sel.keys) {
+    if (k.length === 0) throw new InvalidArgumentError("empty key");
+    checkKey(k);
+  }
+  for (const p of sel.prefixes) checkKey(p);
+}
+
+function matches(sel: WatchSelector, key: Uint8Array): boolean {
+  for (const k of sel.keys) {
+    if (k.length === key.length && hasPrefix(key, k)) return true;
+  }
+  for (const p of sel.prefixes) if (hasPrefix(key, p)) return true;
+  return false;
+}
+
+/** The bounded change history of one node and the waits on it. */
+export class WatchHub {
+  #history: Commit[] = [];
+  #head = 0;
+  #bytes = 0;
+  #floor: number;
+  #last: number;
+  #waiters = new Set<() => void>();
+
+  /** Attaches to `sm` (before the node replays its log). */
+  constructor(
+    private readonly sm: KvStateMachine,
+    private readonly limits: { maxEvents: number; maxBytes: number },
+  ) {
+    this.#floor = sm.appliedIndex();
+    this.#last = this.#floor;
+    const prevChanges = sm.onChanges;
+    sm.onChanges = (changes) => {
+      prevChanges?.(changes);
+      this.#record(changes);
+    };
+    const prevReset = sm.onReset;
+    sm.onReset = (index) => {
+      prevReset?.(index);
+      this.#reset(index);
+    };
+  }
+
+  /** The oldest versionstamp a watch can resume after. */
+  get floor(): Uint8Array {
+    return makeVersionstamp(this.#floor);
+  }
+
+  /** Commits held. */
+  get size(): number {
+    return this.#history.length - this.#head;
+  }
+
+  /** Bytes held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  #record(changes: KvChange[]): void {
+    for (const c of changes) {
+      const index = versionstampIndex(c.versionstamp);
+      const n = c.key.length + (c.entry?.value.length ?? 0) + 32;
+      const top = this.#history.length > this.#head ? this.#history.at(-1)! : undefined;
+      if (top && top.index === index) {
+        top.changes.push(c);
+        top.bytes += n;
+      } else {
+        this.#history.push({ index, changes: [c], bytes: n });
+      }
+      this.#bytes += n;
+      if (index > this.#last) this.#last = index;
+    }
+    this.#trim();
+    for (const w of [...this.#waiters]) w();
+  }
+
+  #trim(): void {
+    while (
+      this.size > 1 &&
+      (this.size > this.limits.maxEvents || this.#bytes > this.limits.maxBytes)
+    ) {
+      const c = this.#history[this.#head++];
+      this.#bytes -= c.bytes;
+      this.#floor = c.index;
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#history.length) {
+      this.#history = this.#history.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  #reset(index: number): void {
+    this.#history = [];
+    this.#head = 0;
+    this.#bytes = 0;
+    this.#floor = Math.max(this.#floor, index);
+    this.#last = Math.max(this.#last, index);
+    for (const w of [...this.#waiters]) w();
+  }
+
+  /** The matching commits after index `after` (at most `max`), and how far they are complete.
+   * Throws {@link WatchCompactedError} when the history no longer reaches back to `after`. */
+  since(
+    sel: WatchSelector,
+    after: number,
+    max: number,
+  ): { events: WatchEvent[]; position: number } {
+    if (after < this.#floor) {
+      throw new WatchCompactedError(
+        `this node's change history starts after ${versionstampHex(this.floor)}; ` +
+          `cannot resume after ${versionstampHex(makeVersionstamp(after))}`,
+        versionstampHex(this.floor),
+      );
+    }
+    const events: WatchEvent[] = [];
+    let position = Math.max(after, this.#last);
+    // Binary search for the first commit after `after`.
+    let lo = this.#head;
+    let hi = this.#history.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#history[mid].index <= after) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.#history.length; i++) {
+      const c = this.#history[i];
+      const changes = c.changes.filter((ch) => matches(sel, ch.key)).map((ch) => ({
+        key: ch.key,
+        entry: ch.entry,
+      }));
+      if (changes.length === 0) continue;
+      if (events.length === max) {
+        position = this.#history[i - 1].index;
+        break;
+      }
+      events.push({ versionstamp: makeVersionstamp(c.index), changes });
+    }
+    return { events, position };
+  }
+
+  /** Resolves when a commit after index `after` arrives (or the state is reset), after
+   * `timeoutMs`, or when `signal` aborts. */
+  wait(after: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    if (this.#last > after || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(done);
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.#waiters.add(done);
+      signal?.addEventListener("abort", done);
+    });
+  }
+
+  /**
+   * One poll: without `after`, the initial state and what followed it; with `after`, the
+   * matching commits after it — waiting up to `waitMs` (or until `signal` aborts) for at least
+   * one. At most `max` commits.
+   */
+  async poll(
+    sel: WatchSelector,
+    after: Uint8Array | undefined,
+    waitMs: number,
+    max: number,
+    signal?: AbortSignal,
+  ): Promise<WatchPoll> {
+    let initial: WatchInitial | undefined;
+    let from: number;
+    if (after === undefined) {
+      let st;
+      try {
+        st = await this.sm.watchState(sel.keys, sel.prefixes, MAX_WATCH_INITIAL_ENTRIES);
+      } catch (e) {
+        if (e instanceof RangeError) {
+          throw new LimitError(
+            "watch_initial_entries",
+            MAX_WATCH_INITIAL_ENTRIES,
+            undefined,
+            `${e.message}: start the watch with an "after" versionstamp`,
+          );
+        }
+        throw e;
+      }
+      from = st.appliedIndex;
+      initial = {
+        versionstamp: makeVersionstamp(from),
+        entries: [
+          ...sel.keys.map((key, i) => ({ key, entry: st.keys[i] })),
+          ...st.prefixes.flat().map((e) => ({ key: e.key, entry: e })),
+        ],
+      };
+      // The view is newer than the history's floor only if the history reached it: a view
+      // older than the floor (a reset since) cannot be continued.
+      if (from < this.#floor) {
+        throw new WatchCompactedError(
+          "the state was replaced while the watch started; start again",
+          versionstampHex(this.floor),
+        );
+      }
+    } else {
+      from = versionstampIndex(after);
+    }
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const r = this.since(sel, from, max);
+      const left = deadline - Date.now();
+      if (initial || r.events.length > 0 || left <= 0 || signal?.aborted) {
+        return { initial, events: r.events, position: makeVersionstamp(r.position) };
+      }
+      // Nothing matched yet: continue from where this answer is complete.
+      from = r.position;
+      await this.wait(from, left, signal);
+    }
+  }
+}

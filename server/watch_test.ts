@@ -1,0 +1,213 @@
+/**
+ * Watches: the change history (bounds, resume, compaction, snapshots), the initial state, the
+ * client library's watch over the binary protocol and the HTTP Server-Sent Events.
+ */
+import assert from "node:assert/strict";
+import { MemoryStateMachine } from "../storage/memory_sm.ts";
+import { encodeCommand, putCommand } from "../storage/command.ts";
+import { makeVersionstamp, versionstampHex } from "../storage/kv_model.ts";
+import { WatchCompactedError } from "../client/errors.ts";
+import { Client, type WatchMessage } from "../client/client.ts";
+import { WatchHub } from "./watch.ts";
+import { startFakeNode } from "./testing.ts";
+import { createHttpHandler } from "./http.ts";
+
+const b = (s: string) => new TextEncoder().encode(s);
+const dec = new TextDecoder();
+
+async function apply(sm: MemoryStateMachine, index: number, key: string, value: string) {
+  await sm.apply([{ index, data: encodeCommand(putCommand(b(key), b(value))) }]);
+}
+
+Deno.test("the hub keeps commits in order, filters by key and prefix, and resumes after any kept versionstamp", async () => {
+  const sm = new MemoryStateMachine();
+  const hub = new WatchHub(sm, { maxEvents: 100, maxBytes: 1 << 20 });
+  await apply(sm, 1, "a/1", "x");
+  await apply(sm, 2, "b", "y");
+  await apply(sm, 3, "a/2", "z");
+  const sel = { keys: [b("b")], prefixes: [b("a/")] };
+  const all = hub.since(sel, 0, 100);
+  assert.deepEqual(all.events.map((e) => versionstampHex(e.versionstamp)), [
+    versionstampHex(makeVersionstamp(1)),
+    versionstampHex(makeVersionstamp(2)),
+    versionstampHex(makeVersionstamp(3)),
+  ]);
+  assert.equal(all.position, 3);
+  const onlyA = hub.since({ keys: [], prefixes: [b("a/")] }, 1, 100);
+  assert.deepEqual(onlyA.events.map((e) => dec.decode(e.changes[0].key)), ["a/2"]);
+  // The exact key "b" does not match "bb".
+  await apply(sm, 4, "bb", "q");
+  assert.equal(hub.since({ keys: [b("b")], prefixes: [] }, 2, 100).events.length, 0);
+  // `max` bounds an answer; its position says where the next continues.
+  const page = hub.since(sel, 0, 2);
+  assert.equal(page.events.length, 2);
+  assert.equal(page.position, 2);
+});
+
+Deno.test("the history is bounded by count and bytes; an older resume is WatchCompactedError naming the floor", async () => {
+  const sm = new MemoryStateMachine();
+  const hub = new WatchHub(sm, { maxEvents: 3, maxBytes: 1 << 20 });
+  for (let i = 1; i <= 5; i++) await apply(sm, i, `k${i}`, "v");
+  assert.equal(hub.size, 3);
+  const sel = { keys: [], prefixes: [b("")] };
+  assert.equal(hub.since(sel, 2, 10).events.length, 3);
+  assert.throws(
+    () => hub.since(sel, 1, 10),
+    (e: unknown) =>
+      e instanceof WatchCompactedError && e.oldest === versionstampHex(makeVersionstamp(2)),
+  );
+  const small = new WatchHub(new MemoryStateMachine(), { maxEvents: 1000, maxBytes: 1 });
+  assert.equal(small.size, 0);
+  const sm2 = new MemoryStateMachine();
+  const byBytes = new WatchHub(sm2, { maxEvents: 1000, maxBytes: 300 });
+  for (let i = 1; i <= 10; i++) await apply(sm2, i, `k${i}`, "x".repeat(100));
+  assert.ok(byBytes.bytes <= 300 || byBytes.size === 1, `bytes ${byBytes.bytes}`);
+  assert.ok(byBytes.size < 10);
+});
+
+Deno.test("a snapshot install resets the history: resuming before it is compacted", async () => {
+  const sm = new MemoryStateMachine();
+  const hub = new WatchHub(sm, { maxEvents: 100, maxBytes: 1 << 20 });
+  await apply(sm, 1, "a", "1");
+  const other = new MemoryStateMachine();
+  await apply(other, 1, "a", "1");
+  await apply(other, 2, "a", "2");
+  await sm.restore(await other.snapshot(), 2);
+  const sel = { keys: [b("a")], prefixes: [] };
+  assert.throws(() => hub.since(sel, 1, 10), WatchCompactedError);
+  assert.equal(hub.since(sel, 2, 10).events.length, 0);
+});
+
+Deno.test("a poll without after reports the current state, then exactly the later commits", async () => {
+  const sm = new MemoryStateMachine();
+  const hub = new WatchHub(sm, { maxEvents: 100, maxBytes: 1 << 20 });
+  await apply(sm, 1, "p/1", "a");
+  await apply(sm, 2, "p/2", "b");
+  const sel = { keys: [b("solo")], prefixes: [b("p/")] };
+  const first = await hub.poll(sel, undefined, 0, 100);
+  assert.deepEqual(
+    first.initial!.entries.map((e) => [dec.decode(e.key), e.entry && dec.decode(e.entry.value)]),
+    [
+      ["solo", null],
+      ["p/1", "a"],
+      ["p/2", "b"],
+    ],
+  );
+  assert.deepEqual(first.initial!.versionstamp, makeVersionstamp(2));
+  assert.equal(first.events.length, 0, "nothing before the state is repeated");
+  // A poll that waits is woken by the next commit.
+  const waiting = hub.poll(sel, first.position, 5_000, 100);
+  await apply(sm, 3, "p/3", "c");
+  const next = await waiting;
+  assert.deepEqual(next.events.map((e) => dec.decode(e.changes[0].key)), ["p/3"]);
+  // A poll with nothing matching answers at its deadline with the position it reached.
+  await apply(sm, 4, "other", "x");
+  const idle = await hub.poll(sel, next.position, 30, 100);
+  assert.equal(idle.events.length, 0);
+  assert.deepEqual(idle.position, makeVersionstamp(4));
+});
+
+Deno.test("Client.watch: initial state, changes in order, resume after a versionstamp, compaction", async () => {
+  const n = await startFakeNode(1, { limits: { watchHistoryEvents: 5 } });
+  const kv = await Client.connect({ endpoints: [n.address] });
+  const ac = new AbortController();
+  try {
+    await kv.put("w/a", "0");
+    const it = kv.watch({ prefixes: ["w/"] }, { waitMs: 200, signal: ac.signal });
+    const first = await it.next();
+    const initial = first.value as Extract<WatchMessage, { type: "initial" }>;
+    assert.equal(initial.type, "initial");
+    assert.deepEqual(initial.entries.map((e) => dec.decode(e.value!)), ["0"]);
+    await kv.put("w/a", "1");
+    await kv.atomic().set("w/b", "2").delete("w/a").commit();
+    await kv.put("elsewhere", "x");
+    const m1 = (await it.next()).value as Extract<WatchMessage, { type: "change" }>;
+    const m2 = (await it.next()).value as Extract<WatchMessage, { type: "change" }>;
+    assert.deepEqual(m1.changes.map((c) => dec.decode(c.value!)), ["1"]);
+    assert.deepEqual(m2.changes.map((c) => [dec.decode(c.key), c.value && dec.decode(c.value)]), [
+      ["w/b", "2"],
+      ["w/a", null],
+    ]);
+    assert.ok(m2.versionstamp > m1.versionstamp);
+    ac.abort();
+    await it.return(undefined);
+    // Resume after m1: exactly m2 again, no initial state.
+    const ac2 = new AbortController();
+    const again = kv.watch({ prefixes: ["w/"] }, { after: m1.versionstamp, signal: ac2.signal });
+    const r = (await again.next()).value as WatchMessage;
+    assert.equal(r.type, "change");
+    assert.equal(r.versionstamp, m2.versionstamp);
+    ac2.abort();
+    await again.return(undefined);
+    // After more commits than the history keeps, resuming from the start is compacted.
+    for (let i = 0; i < 10; i++) await kv.put(`w/${i}`, "v");
+    const old = kv.watch({ prefixes: ["w/"] }, { after: initial.versionstamp });
+    await assert.rejects(() => old.next(), WatchCompactedError);
+  } finally {
+    ac.abort();
+    await kv.close();
+    await n.close();
+  }
+});
+
+Deno.test("HTTP /v1/watch streams Server-Sent Events with versionstamp ids; Last-Event-ID resumes", async () => {
+  const n = await startFakeNode(1);
+  const handler = createHttpHandler(n.service, { metrics: n.metrics });
+  const read = async (res: Response, events: number) => {
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    const out: { id?: string; event?: string; data?: unknown }[] = [];
+    while (out.length < events) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (block.startsWith(":")) continue;
+        const ev: { id?: string; event?: string; data?: unknown } = {};
+        for (const line of block.split("\n")) {
+          const [k, ...rest] = line.split(": ");
+          const v = rest.join(": ");
+          if (k === "id") ev.id = v;
+          if (k === "event") ev.event = v;
+          if (k === "data") ev.data = JSON.parse(v);
+        }
+        out.push(ev);
+      }
+    }
+    await reader.cancel();
+    return out;
+  };
+  try {
+    await n.service.put(b("s/1"), b("a"));
+    const res = await handler(new Request("http://node/v1/watch?prefix=s/&wait_ms=100"));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "text/event-stream");
+    const put = n.service.put(b("s/2"), b("b"));
+    const evs = await read(res, 2);
+    await put;
+    assert.equal(evs[0].event, "initial");
+    assert.deepEqual((evs[0].data as { entries: { key: string }[] }).entries.map((e) => e.key), [
+      "s/1",
+    ]);
+    assert.equal(evs[1].event, "change");
+    assert.equal((evs[1].data as { changes: { value: string }[] }).changes[0].value, "b");
+    // Resume with Last-Event-ID = the initial state's id: the change again, no initial state.
+    const res2 = await handler(
+      new Request("http://node/v1/watch?prefix=s/&wait_ms=100", {
+        headers: { "last-event-id": evs[0].id! },
+      }),
+    );
+    const evs2 = await read(res2, 1);
+    assert.deepEqual([evs2[0].event, evs2[0].id], ["change", evs[1].id]);
+    const bad = await handler(new Request("http://node/v1/watch"));
+    assert.equal(bad.status, 400);
+    const badAfter = await handler(new Request("http://node/v1/watch?key=k&after=zz"));
+    assert.equal(badAfter.status, 400);
+  } finally {
+    n.service.stopAccepting();
+    await n.close();
+  }
+});

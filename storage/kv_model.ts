@@ -1,0 +1,311 @@
+/**
+ * The data model of gokv's user records, with Deno KV's semantics: every record carries its
+ * value's encoding tag, the 10-byte versionstamp of the commit that wrote it and an optional
+ * expiry time. Atomic operations (checks + mutations, all or nothing) are defined here as types;
+ * kv_core.ts applies them and command.ts encodes them.
+ *
+ * ## Versionstamps
+ *
+ * 10 bytes: the Raft index of the log entry that carries the write (8 bytes, big-endian) followed
+ * by the position of the command inside that entry (2 bytes, big-endian). A gokv log entry carries
+ * exactly one command, so the position is always 0 today; it is part of the format so that a
+ * future batching of several commands into one entry keeps versionstamps unique. Every mutation of
+ * one atomic operation gets the same versionstamp (as in Deno KV). Raft indexes only grow in
+ * commit order, across leader changes and restarts, so versionstamps are unique per commit and
+ * strictly increasing in commit order. Text form: 20 lowercase hex digits.
+ *
+ * ## Record format (the store value of a user key)
+ *
+ * ```
+ * u8  tag          bits 0-1: encoding (1 V8, 2 LE64, 3 BYTES); bit 7: an expiry time follows
+ * 10  versionstamp
+ * [u64 LE expireAt] milliseconds since the epoch (when bit 7)
+ * value            the rest
+ * ```
+ *
+ * A plain put writes one store record: the header and the value together.
+ *
+ * @module
+ */
+import { ByteReader, ByteWriter } from "./bytes.ts";
+import { DecodeError } from "./errors.ts";
+import { checkAtomic } from "../config/limits.ts";
+
+/** The encoding of a value (the numbers of datapath.proto `ValueEncoding`). */
+export enum ValueEncoding {
+  /** Opaque serialized JavaScript (V8 ValueSerializer). */
+  V8 = 1,
+  /** A 64-bit unsigned integer, little-endian (8 bytes): the one encoding gokv interprets. */
+  LE64 = 2,
+  /** Plain bytes (what `put` writes). */
+  BYTES = 3,
+}
+
+/** Bytes of a versionstamp. */
+export const VERSIONSTAMP_BYTES = 10;
+
+/** A key with its value, the value's encoding and the versionstamp of the commit that wrote it. */
+export interface KvEntry {
+  /** The key. */
+  key: Uint8Array;
+  /** The value bytes. */
+  value: Uint8Array;
+  /** The value's encoding. */
+  encoding: ValueEncoding;
+  /** The 10-byte versionstamp of the write. */
+  versionstamp: Uint8Array;
+  /** When the key expires (ms since the epoch), if it does. */
+  expireAt?: number;
+}
+
+/** A check of an atomic operation: the key's versionstamp must be `versionstamp` (null: the key
+ * must be absent). */
+export interface AtomicCheck {
+  /** The key. */
+  key: Uint8Array;
+  /** The expected versionstamp, or null for "absent". */
+  versionstamp: Uint8Array | null;
+}
+
+/** One mutation of an atomic operation. `sum`, `min` and `max` operate on 8-byte little-endian
+ * u64 values (`value`, `min`, `max`); see {@link applyU64}. */
+export type AtomicMutation =
+  | {
+    /** Set `key` to `value`. */
+    type: "set";
+    /** The key. */
+    key: Uint8Array;
+    /** The value. */
+    value: Uint8Array;
+    /** Its encoding. */
+    encoding: ValueEncoding;
+    /** Expiry time (ms since the epoch); absent or 0: never. */
+    expireAt?: number;
+  }
+  | {
+    /** Delete `key`. */
+    type: "delete";
+    /** The key. */
+    key: Uint8Array;
+  }
+  | {
+    /** Add `value` to the key's u64 (wrapping; with `min`/`max`: bounded). */
+    type: "sum";
+    /** The key. */
+    key: Uint8Array;
+    /** The operand (8 bytes LE). */
+    value: Uint8Array;
+    /** Lower bound of the result (8 bytes LE). */
+    min?: Uint8Array;
+    /** Upper bound of the result (8 bytes LE). */
+    max?: Uint8Array;
+    /** With bounds: clamp an out-of-range result instead of failing the operation. */
+    clamp?: boolean;
+  }
+  | {
+    /** Keep the smaller / larger of the key's u64 and `value`. */
+    type: "min" | "max";
+    /** The key. */
+    key: Uint8Array;
+    /** The operand (8 bytes LE). */
+    value: Uint8Array;
+  }
+  | {
+    /** Set `key ++ versionstamp element` to `value` (see {@link suffixVersionstampedKey}). */
+    type: "setSuffixVersionstampedKey";
+    /** The key prefix. */
+    key: Uint8Array;
+    /** The value. */
+    value: Uint8Array;
+    /** Its encoding. */
+    encoding: ValueEncoding;
+    /** Expiry time (ms since the epoch); absent or 0: never. */
+    expireAt?: number;
+  };
+
+/** An atomic operation: checks, then mutations, applied all or nothing in one log entry. */
+export interface AtomicOperation {
+  /** Checks evaluated before any mutation. */
+  checks: AtomicCheck[];
+  /** Mutations, applied in order (each sees the ones before it). */
+  mutations: AtomicMutation[];
+}
+
+/** The outcome of an atomic operation: committed with its versionstamp, or not applied because
+ * the checks at these indexes failed. */
+export type AtomicResult =
+  | {
+    /** Committed. */
+    ok: true;
+    /** The versionstamp every mutation got. */
+    versionstamp: Uint8Array;
+  }
+  | {
+    /** Not applied. */
+    ok: false;
+    /** Indexes (into `checks`) of the checks that failed, ascending. */
+    failedChecks: number[];
+  };
+
+/** The message Deno KV gives when sum/min/max meets a stored value that is not a u64. */
+export function nonU64ValueMessage(op: "sum" | "min" | "max"): string {
+  return `Failed to perform '${op}' mutation on a non-U64 value in the database`;
+}
+
+/** The message of a bounded sum whose result is out of range (without `clamp`). */
+export const SUM_RANGE_MESSAGE = "The result of a Sum operation would exceed its range limit";
+
+/** The versionstamp of the command at `position` inside the entry at `index`. */
+export function makeVersionstamp(index: number, position = 0): Uint8Array {
+  const out = new Uint8Array(VERSIONSTAMP_BYTES);
+  const v = new DataView(out.buffer);
+  v.setBigUint64(0, BigInt(index), false);
+  v.setUint16(8, position, false);
+  return out;
+}
+
+/** The Raft index a versionstamp names. */
+export function versionstampIndex(vs: Uint8Array): number {
+  return Number(new DataView(vs.buffer, vs.byteOffset, vs.byteLength).getBigUint64(0, false));
+}
+
+/** A versionstamp as 20 lowercase hex digits. */
+export function versionstampHex(vs: Uint8Array): string {
+  let s = "";
+  for (const b of vs) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Parses 20 hex digits; throws RangeError otherwise. */
+export function parseVersionstamp(hex: string): Uint8Array {
+  if (!/^[0-9a-fA-F]{20}$/.test(hex)) {
+    throw new RangeError(`a versionstamp is 20 hex digits, not "${hex}"`);
+  }
+  const out = new Uint8Array(VERSIONSTAMP_BYTES);
+  for (let i = 0; i < VERSIONSTAMP_BYTES; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** Compares two versionstamps (byte order = commit order). */
+export function compareVersionstamps(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < VERSIONSTAMP_BYTES; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return 0;
+}
+
+/** Whether `e` is a valid encoding tag. */
+export function isValueEncoding(e: number): e is ValueEncoding {
+  return e === ValueEncoding.V8 || e === ValueEncoding.LE64 || e === ValueEncoding.BYTES;
+}
+
+/**
+ * The key a `setSuffixVersionstampedKey` mutation writes: `key` followed by the versionstamp as a
+ * key-tuple string element (tag 0x02, the 20 hex digits, terminator 0x00), as Deno KV does.
+ */
+export function suffixVersionstampedKey(key: Uint8Array, vs: Uint8Array): Uint8Array {
+  const hex = versionstampHex(vs);
+  const out = new Uint8Array(key.length + 2 + hex.length);
+  out.set(key);
+  out[key.length] = 0x02;
+  for (let i = 0; i < hex.length; i++) out[key.length + 1 + i] = hex.charCodeAt(i);
+  out[out.length - 1] = 0x00;
+  return out;
+}
+
+/** Bytes a suffix-versionstamped key adds to its prefix. */
+export const VERSIONSTAMP_SUFFIX_BYTES = 22;
+
+/** Checks an atomic operation against the ATOMIC_* limits of config/limits.ts (a versionstamped
+ * key counts with the bytes the commit adds); throws its `LimitError`. */
+export function checkAtomicLimits(op: AtomicOperation): void {
+  checkAtomic({
+    checks: op.checks,
+    mutations: op.mutations.map((m) => ({
+      key: m.key,
+      value: m.type === "delete" ? undefined : m.value,
+      keySuffixBytes: m.type === "setSuffixVersionstampedKey" ? VERSIONSTAMP_SUFFIX_BYTES : 0,
+    })),
+  });
+}
+
+/** A u64 as 8 bytes little-endian. */
+export function u64le(n: bigint): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt.asUintN(64, n), true);
+  return out;
+}
+
+/** Reads 8 bytes little-endian as a u64; RangeError for another length. */
+export function readU64le(b: Uint8Array): bigint {
+  if (b.length !== 8) throw new RangeError(`a u64 value has 8 bytes, not ${b.length}`);
+  return new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
+}
+
+const MAX_U64 = (1n << 64n) - 1n;
+
+/**
+ * What sum/min/max make of the current u64 (`current`; undefined: the key is absent, the result
+ * is the operand) and the operand. A sum wraps modulo 2^64 unless it has bounds: then a result
+ * outside `[min, max]` (computed without wrapping) is clamped with `clamp`, or is an error (a
+ * string: the operation aborts).
+ */
+export function applyU64(
+  m: Extract<AtomicMutation, { type: "sum" | "min" | "max" }>,
+  current: bigint | undefined,
+): bigint | string {
+  const operand = readU64le(m.value);
+  if (m.type !== "sum") {
+    if (current === undefined) return operand;
+    if (m.type === "min") return operand < current ? operand : current;
+    return operand > current ? operand : current;
+  }
+  const raw = (current ?? 0n) + operand;
+  if (m.min === undefined && m.max === undefined) return raw & MAX_U64;
+  const lo = m.min !== undefined ? readU64le(m.min) : 0n;
+  const hi = m.max !== undefined ? readU64le(m.max) : MAX_U64;
+  if (raw < lo) return m.clamp ? lo : SUM_RANGE_MESSAGE;
+  if (raw > hi) return m.clamp ? hi : SUM_RANGE_MESSAGE;
+  return raw;
+}
+
+/** A user record as stored. */
+export interface StoredRecord {
+  /** The value's encoding. */
+  encoding: ValueEncoding;
+  /** The write's versionstamp. */
+  versionstamp: Uint8Array;
+  /** Expiry time (ms), if any. */
+  expireAt?: number;
+  /** The value. */
+  value: Uint8Array;
+}
+
+const EXPIRES = 0x80;
+
+/** Encodes a record (header and value in one store value). */
+export function encodeRecord(r: StoredRecord): Uint8Array {
+  const w = new ByteWriter(1 + VERSIONSTAMP_BYTES + 8 + r.value.length);
+  const exp = r.expireAt !== undefined && r.expireAt > 0;
+  w.u8(r.encoding | (exp ? EXPIRES : 0));
+  w.raw(r.versionstamp);
+  if (exp) w.u64(r.expireAt!);
+  w.raw(r.value);
+  return w.finish();
+}
+
+/** Decodes a record; {@link DecodeError} for malformed bytes. */
+export function decodeRecord(b: Uint8Array): StoredRecord {
+  const r = new ByteReader(b, "record");
+  const tag = r.u8();
+  const encoding = tag & 0x7f;
+  if (!isValueEncoding(encoding)) throw new DecodeError("record", `unknown encoding ${encoding}`);
+  const versionstamp = r.raw(VERSIONSTAMP_BYTES);
+  const rec: StoredRecord = { encoding, versionstamp, value: new Uint8Array(0) };
+  if (tag & EXPIRES) rec.expireAt = r.u64();
+  rec.value = r.raw(r.remaining);
+  return rec;
+}
+
+/** Whether a record is expired by the state machine's clock `clock` (ms). */
+export function isExpired(rec: { expireAt?: number }, clock: number): boolean {
+  return rec.expireAt !== undefined && rec.expireAt <= clock;
+}
