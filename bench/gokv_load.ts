@@ -71,6 +71,8 @@ if (a.op === "watch") await watchLoad();
 /** The watch fan-out load (see the module documentation); prints its line and exits. */
 async function watchLoad(): Promise<never> {
   const W = Number(a.watchers);
+  // A fresh prefix per run: the initial state is empty, whatever earlier runs wrote.
+  const prefix = `watch/${crypto.randomUUID().slice(0, 8)}/`;
   const sent = new Float64Array(N);
   const lat = new Float64Array(N * W);
   let got = 0;
@@ -84,7 +86,7 @@ async function watchLoad(): Promise<never> {
     let seen = 0;
     try {
       for await (
-        const m of c.watch({ prefixes: ["watch/"] }, {
+        const m of c.watch({ prefixes: [prefix] }, {
           endpoint: endpoints[w % endpoints.length],
           signal: ac.signal,
           waitMs: 1000,
@@ -96,7 +98,7 @@ async function watchLoad(): Promise<never> {
         }
         const now = performance.now();
         for (const ch of m.changes) {
-          const i = Number(new TextDecoder().decode(ch.key).slice(6));
+          const i = Number(new TextDecoder().decode(ch.key).slice(prefix.length));
           lat[got++] = now - sent[i];
           seen++;
         }
@@ -104,10 +106,12 @@ async function watchLoad(): Promise<never> {
       }
     } catch {
       errors++;
+      ready++; // a watcher that failed to start is not waited for
     }
     if (got >= N * W) allDone();
   });
-  while (ready < W) await new Promise((r) => setTimeout(r, 10));
+  const readyBy = Date.now() + 60_000;
+  while (ready < W && Date.now() < readyBy) await new Promise((r) => setTimeout(r, 10));
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let next = 0;
@@ -116,7 +120,7 @@ async function watchLoad(): Promise<never> {
     for (let i = next++; i < N; i = next++) {
       sent[i] = performance.now();
       try {
-        await c.put(enc.encode(`watch/${i}`), value);
+        await c.put(enc.encode(`${prefix}${i}`), value);
       } catch {
         errors++;
       }
