@@ -158,10 +158,24 @@ export const SUM_RANGE_MESSAGE = "The result of a Sum operation would exceed its
 /** The versionstamp of the command at `position` inside the entry at `index`. */
 export function makeVersionstamp(index: number, position = 0): Uint8Array {
   const out = new Uint8Array(VERSIONSTAMP_BYTES);
-  const v = new DataView(out.buffer);
-  v.setBigUint64(0, BigInt(index), false);
-  v.setUint16(8, position, false);
+  writeVersionstamp(out, 0, index, position);
   return out;
+}
+
+/** Writes a versionstamp at `at` (no BigInt: `index` is a safe integer). */
+function writeVersionstamp(out: Uint8Array, at: number, index: number, position: number): void {
+  const hi = Math.floor(index / 0x100000000);
+  const lo = index >>> 0;
+  out[at] = hi >>> 24;
+  out[at + 1] = (hi >>> 16) & 0xff;
+  out[at + 2] = (hi >>> 8) & 0xff;
+  out[at + 3] = hi & 0xff;
+  out[at + 4] = lo >>> 24;
+  out[at + 5] = (lo >>> 16) & 0xff;
+  out[at + 6] = (lo >>> 8) & 0xff;
+  out[at + 7] = lo & 0xff;
+  out[at + 8] = position >>> 8;
+  out[at + 9] = position & 0xff;
 }
 
 /** The Raft index a versionstamp names. */
@@ -283,13 +297,21 @@ const EXPIRES = 0x80;
 
 /** Encodes a record (header and value in one store value). */
 export function encodeRecord(r: StoredRecord): Uint8Array {
-  const w = new ByteWriter(1 + VERSIONSTAMP_BYTES + 8 + r.value.length);
   const exp = r.expireAt !== undefined && r.expireAt > 0;
-  w.u8(r.encoding | (exp ? EXPIRES : 0));
-  w.raw(r.versionstamp);
-  if (exp) w.u64(r.expireAt!);
-  w.raw(r.value);
-  return w.finish();
+  if (exp) {
+    const w = new ByteWriter(1 + VERSIONSTAMP_BYTES + 8 + r.value.length);
+    w.u8(r.encoding | EXPIRES);
+    w.raw(r.versionstamp);
+    w.u64(r.expireAt!);
+    w.raw(r.value);
+    return w.finish();
+  }
+  // The common case (every put) in one allocation and two copies.
+  const out = new Uint8Array(1 + VERSIONSTAMP_BYTES + r.value.length);
+  out[0] = r.encoding;
+  out.set(r.versionstamp, 1);
+  out.set(r.value, 1 + VERSIONSTAMP_BYTES);
+  return out;
 }
 
 /** Decodes a record; {@link DecodeError} for malformed bytes. */
