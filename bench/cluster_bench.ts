@@ -27,6 +27,12 @@
  * worker's previous commit, set) and `watch` (change events/s delivered to 100 watchers spread over
  * the nodes while 64 writers put; p50/p99 are the delivery latency).
  *
+ * KV Connect rows (`denokv`): the same workload through the Deno runtime's own client,
+ * `Deno.openKv("http://<leader>/kv")` (bench/denokv_load.ts under `--unstable-kv`) against the
+ * plaintext cluster: put = one atomic commit (`kv.atomic().set(k, v).commit()`), get = a
+ * strongly consistent `kv.get`; the ratios denokv/gokv compare them with gokv's binary protocol
+ * in the same run (`--no-deno-kv` skips them).
+ *
  * Usage: deno task bench:cluster [--n 20000] [--clients 16,64,256] [--rounds 3] [--no-etcd]
  *        [--ops put,get] [--gokv-ops cas,watch] [--storage lsm] [--etcd-client go|etcd3]
  *        [--tls-clients 64|none]
@@ -68,6 +74,7 @@ const { values: a } = parseArgs({
     "gokv-ops": { type: "string", default: "cas,watch" },
     storage: { type: "string", default: "lsm" },
     "no-etcd": { type: "boolean", default: false },
+    "no-deno-kv": { type: "boolean", default: false },
     "etcd-client": { type: "string", default: "go" },
     keys: { type: "string", default: "10000" },
     vsize: { type: "string", default: "100" },
@@ -196,8 +203,17 @@ async function secure(dir: string): Promise<{ yaml: string; sec: Secured }> {
   return { yaml, sec: { ca: ca.cert, token } };
 }
 
+/** The KV Connect access token of the benchmark clusters (DENO_KV_ACCESS_TOKEN of denokv). */
+const KV_TOKEN = "bench-kv-connect-token";
+
 async function startGokv(tls = false): Promise<
-  { endpoints: string[]; pids: number[]; stop: () => Promise<void>; sec?: Secured }
+  {
+    endpoints: string[];
+    pids: number[];
+    kvUrl: () => Promise<string>;
+    stop: () => Promise<void>;
+    sec?: Secured;
+  }
 > {
   const dir = await Deno.makeTempDir({ prefix: "gokv-bench-" });
   const secured = tls ? await secure(dir) : undefined;
@@ -217,6 +233,7 @@ async function startGokv(tls = false): Promise<
       `  - { id: ${n.id}, peer: ${n.peer}, client: ${n.client}, http: ${n.http} }`
     ),
     "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 500\n",
+    `kv_connect:\n  access_token: ${KV_TOKEN}\n`,
     "log:\n  level: warn\n",
     secured?.yaml ?? "",
   ].join("\n");
@@ -271,9 +288,20 @@ async function startGokv(tls = false): Promise<
     await stop();
     throw new Error("gokv cluster did not elect a leader");
   }
+  /** The leader's KV Connect URL (as the binary client, denokv talks to the leader). */
+  const kvUrl = async () => {
+    for (const n of nodes) {
+      try {
+        const r = await fetch(`http://${n.http}/v1/status`, { signal: AbortSignal.timeout(500) });
+        if ((await r.json()).role === "leader") return `http://${n.http}/kv`;
+      } catch { /* keep looking */ }
+    }
+    return `http://${nodes[0].http}/kv`;
+  };
   return {
     endpoints: nodes.map((n) => n.client),
     pids: procs.map((p) => p.pid),
+    kvUrl,
     stop,
     sec: secured?.sec,
   };
@@ -396,6 +424,23 @@ try {
   });
   const gokvSystem = gokvOf("gokv", gokv);
   const tlsSystem = gokvTls && gokvOf("gokv-tls", gokvTls);
+  const kvUrl = await gokv.kvUrl();
+  // The generator reads its token from the environment, as Deno's client does.
+  Deno.env.set("DENO_KV_ACCESS_TOKEN", KV_TOKEN);
+  const denoKvSystem: System | undefined = a["no-deno-kv"] ? undefined : {
+    name: "denokv",
+    pids: () => Promise.resolve(gokv.pids),
+    generator: (op, c) => [
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--unstable-kv",
+      join(ROOT, "bench", "denokv_load.ts"),
+      "--url",
+      kvUrl,
+      ...loadArgs([], op, c).slice(2),
+    ],
+  };
 
   if (etcdSystem) {
     await etcdCluster("start");
@@ -418,6 +463,7 @@ try {
       for (const c of [...new Set([...CLIENTS, ...TLS_CLIENTS])].sort((x, y) => x - y)) {
         const order = [
           ...(CLIENTS.includes(c) ? [gokvSystem] : []),
+          ...(denoKvSystem && CLIENTS.includes(c) ? [denoKvSystem] : []),
           ...(tlsSystem && TLS_CLIENTS.includes(c) ? [tlsSystem, gokvSystem] : []),
           ...(etcdSystem && CLIENTS.includes(c) ? [etcdSystem] : []),
         ].filter((s, i, all) => all.indexOf(s) === i);
@@ -445,7 +491,7 @@ function best(sys: string, op: string, c: number): Result | undefined {
 console.log(`\nbest of ${ROUNDS} round(s):`);
 for (const op of OPS) {
   for (const c of [...new Set([...CLIENTS, ...TLS_CLIENTS])].sort((x, y) => x - y)) {
-    for (const sys of ["gokv", "gokv-tls", "etcd"]) {
+    for (const sys of ["gokv", "denokv", "gokv-tls", "etcd"]) {
       const r = best(sys, op, c);
       if (r) console.log(fmtRow(r));
     }
@@ -499,6 +545,23 @@ if (gokvTls) {
         }  p99 x${(t.p99 / g.p99).toFixed(2)}  server cpu/op x${
           (t.serverUsPerOp / g.serverUsPerOp).toFixed(2)
         }`,
+      );
+    }
+  }
+}
+if (!a["no-deno-kv"]) {
+  console.log(
+    "\nratios denokv/gokv, best rounds (KV Connect through Deno.openKv vs gokv's binary " +
+      "protocol; put = atomic commit, get = strong read; throughput, p99 gokv/denokv):",
+  );
+  for (const op of OPS) {
+    for (const c of CLIENTS) {
+      const g = best("gokv", op, c), d = best("denokv", op, c);
+      if (!g || !d) continue;
+      console.log(
+        `${op.padEnd(4)} c=${String(c).padEnd(4)} throughput x${
+          (d.opsPerSec / g.opsPerSec).toFixed(2)
+        }  p99 x${(g.p99 / d.p99).toFixed(2)}`,
       );
     }
   }

@@ -217,6 +217,18 @@ async function start(
   }
   const lead = config.nodes.find((n) => n.id === leader) ?? config.nodes[0];
   console.log(`console: ${scheme}://${lead.http}/ui`);
+  // Deno KV through KV Connect: any node's /kv (README "Use gokv as your Deno KV").
+  if (config.kvConnect.accessToken) {
+    console.log(
+      `deno kv: ${scheme}://${lead.http}/kv  (Deno.openKv(url) with --unstable-kv and ` +
+        `DENO_KV_ACCESS_TOKEN=${config.kvConnect.accessToken})`,
+    );
+  } else {
+    console.log(
+      `deno kv: ${scheme}://${lead.http}/kv  (set kv_connect.access_token or ` +
+        `GOKV_KV_CONNECT_ACCESS_TOKEN to enable it)`,
+    );
+  }
   const gokv = onPath("gokv") ? "gokv" : "deno run -A main.ts";
   if (sec) {
     const rel = (p: string) => p.startsWith(ROOT + "/") ? p.slice(ROOT.length + 1) : p;
