@@ -145,8 +145,8 @@ function fromHex(s: string): Uint8Array {
 
 function writeKey(key: KvKey): Uint8Array {
   const k = encodeKey(key);
-  if (k.length > LIMITS.kvWriteKeyBytes) {
-    throw new TypeError(`Key too large for write (max ${LIMITS.kvWriteKeyBytes} bytes)`);
+  if (k.length > LIMITS.kvConnectWriteKeyBytes) {
+    throw new TypeError(`Key too large for write (max ${LIMITS.kvConnectWriteKeyBytes} bytes)`);
   }
   if (k.length === 0) throw new TypeError("Key cannot be empty");
   return k;
@@ -154,8 +154,8 @@ function writeKey(key: KvKey): Uint8Array {
 
 function readKey(key: KvKey): Uint8Array {
   const k = encodeKey(key);
-  if (k.length > LIMITS.kvReadKeyBytes) {
-    throw new TypeError(`Key too large for read (max ${LIMITS.kvReadKeyBytes} bytes)`);
+  if (k.length > LIMITS.kvConnectReadKeyBytes) {
+    throw new TypeError(`Key too large for read (max ${LIMITS.kvConnectReadKeyBytes} bytes)`);
   }
   return k;
 }
@@ -170,8 +170,8 @@ function entryOf<T>(e: KvEntryMsg): KvEntry<T> {
 
 function valueMsg(value: unknown) {
   const v = encodeValue(value);
-  if (v.data.length > LIMITS.kvValueBytes) {
-    throw new TypeError(`Value too large (max ${LIMITS.kvValueBytes} bytes)`);
+  if (v.data.length > LIMITS.kvConnectValueBytes) {
+    throw new TypeError(`Value too large (max ${LIMITS.kvConnectValueBytes} bytes)`);
   }
   return v;
 }
@@ -438,8 +438,8 @@ export class AtomicOperation {
           throw new TypeError("Invalid mutation type");
       }
     }
-    if (this.#mutations.length > LIMITS.kvMutations) {
-      throw new TypeError(`Too many mutations (max ${LIMITS.kvMutations})`);
+    if (this.#mutations.length > LIMITS.kvConnectMutations) {
+      throw new TypeError(`Too many mutations (max ${LIMITS.kvConnectMutations})`);
     }
     return this;
   }
@@ -539,7 +539,7 @@ export class KvListIterator<T> implements AsyncIterableIterator<KvEntry<T>> {
   async #fetch(): Promise<void> {
     let batch = this.#opts.batchSize ?? this.#opts.limit ?? 100;
     if (this.#opts.batchSize === undefined) batch = Math.min(batch, 500);
-    const limit = Math.min(batch, this.#remaining, LIMITS.kvReadEntries);
+    const limit = Math.min(batch, this.#remaining, LIMITS.kvConnectReadEntries);
     const [values] = await this.#remote.snapshotRead([{
       start: this.#start,
       end: this.#end,
@@ -599,8 +599,8 @@ export class Kv {
     keys: readonly KvKey[],
     options?: { consistency?: KvConsistencyLevel },
   ): Promise<{ [K in keyof T]: KvEntryMaybe<T[K]> }> {
-    if (keys.length > LIMITS.kvReadRanges) {
-      throw new TypeError(`Too many ranges (max ${LIMITS.kvReadRanges})`);
+    if (keys.length > LIMITS.kvConnectReadRanges) {
+      throw new TypeError(`Too many ranges (max ${LIMITS.kvConnectReadRanges})`);
     }
     const ranges = keys.map((k) => {
       const start = readKey(k);
@@ -650,8 +650,8 @@ export class Kv {
     keys: readonly KvKey[],
     options?: { raw?: boolean },
   ): ReadableStream<{ [K in keyof T]: KvEntryMaybe<T[K]> }> {
-    if (keys.length > LIMITS.kvWatchedKeys) {
-      throw new TypeError(`Too many keys (max ${LIMITS.kvWatchedKeys})`);
+    if (keys.length > LIMITS.kvConnectWatchedKeys) {
+      throw new TypeError(`Too many keys (max ${LIMITS.kvConnectWatchedKeys})`);
     }
     const body = encodeWatch({ keys: keys.map((k) => ({ key: readKey(k) })) });
     const state: (KvEntryMaybe<unknown> | undefined)[] = keys.map(() => undefined);

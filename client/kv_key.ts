@@ -2,7 +2,8 @@
  * The Deno KV key codec: a key is a tuple of parts, encoded so that byte order is the order of
  * the tuples (the FoundationDB tuple layer, as Deno encodes it). Deno's own client and gokv's
  * `openKv` client (client/kv.ts) encode keys with it; the server treats keys as opaque bytes
- * (except `M_SET_SUFFIX_VERSIONSTAMPED_KEY`, which appends {@link versionstampKeySuffix}).
+ * (except `M_SET_SUFFIX_VERSIONSTAMPED_KEY`, which appends the versionstamp as a string part:
+ * storage/kv_model.ts `suffixVersionstampedKey`).
  *
  * | part         | encoding                                                              |
  * |--------------|-----------------------------------------------------------------------|
@@ -232,12 +233,4 @@ export function decodeKey(bytes: Uint8Array): KvKeyPart[] {
     }
   }
   return key;
-}
-
-/** The bytes `M_SET_SUFFIX_VERSIONSTAMPED_KEY` appends to a key: the versionstamp (10 bytes) as
- * a string part of 20 lowercase hex digits. */
-export function versionstampKeySuffix(versionstamp: Uint8Array): Uint8Array {
-  let hex = "";
-  for (const b of versionstamp) hex += b.toString(16).padStart(2, "0");
-  return encodeKey([hex]);
 }

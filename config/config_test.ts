@@ -7,6 +7,7 @@ import {
   loadConfig,
   parseConfig,
 } from "./config.ts";
+import { defaultNodeLimits, NODE_LIMIT_SPECS } from "./limits.ts";
 
 const NODES = `nodes:
   - { id: 1, peer: 127.0.0.1:7001, client: 127.0.0.1:8001, http: 127.0.0.1:9001 }
@@ -200,4 +201,17 @@ Deno.test("transport grpc with a cluster secret is a config error (its peers use
     {},
   );
   assert.equal(ok.transport, "grpc");
+});
+
+Deno.test("every node limit parses into its own NodeLimits field with its default", () => {
+  // The YAML key's camelCase is the field (a kv_connect_* limit once landed under another name
+  // and so was never enforced).
+  const c = defaultConfig([{
+    id: 1,
+    peer: "127.0.0.1:1",
+    client: "127.0.0.1:2",
+    http: "127.0.0.1:3",
+  }]);
+  assert.deepEqual(c.limits, defaultNodeLimits());
+  for (const s of NODE_LIMIT_SPECS) assert.equal(c.limits[s.field], s.default, s.key);
 });

@@ -70,23 +70,23 @@ export interface NodeLimits {
   /** Bytes (keys and values) of the change history a node keeps for watches. */
   watchHistoryBytes: number;
   /** KV Connect (server/kv_connect.ts; Deno's defaults): longest key of a write (bytes). */
-  kvWriteKeyBytes: number;
+  kvConnectWriteKeyBytes: number;
   /** KV Connect: longest key of a read (bytes; one more than a write's, for range ends). */
-  kvReadKeyBytes: number;
+  kvConnectReadKeyBytes: number;
   /** KV Connect: largest value (bytes). */
-  kvValueBytes: number;
+  kvConnectValueBytes: number;
   /** KV Connect: ranges in one snapshot read. */
-  kvReadRanges: number;
+  kvConnectReadRanges: number;
   /** KV Connect: entries one snapshot read may ask for, over all its ranges. */
-  kvReadEntries: number;
+  kvConnectReadEntries: number;
   /** KV Connect: checks in one atomic write. */
-  kvChecks: number;
+  kvConnectChecks: number;
   /** KV Connect: mutations in one atomic write. */
-  kvMutations: number;
+  kvConnectMutations: number;
   /** KV Connect: bytes of keys and values in one atomic write. */
-  kvWriteBytes: number;
+  kvConnectWriteBytes: number;
   /** KV Connect: keys in one watch. */
-  kvWatchedKeys: number;
+  kvConnectWatchedKeys: number;
 }
 
 /** One configurable node limit: its YAML key, default, bounds and meaning. */
@@ -182,7 +182,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   // KV Connect (`Deno.openKv(url)`): Deno KV's own limits by default (the limits of its server).
   {
     key: "kv_connect_write_key_bytes",
-    field: "kvWriteKeyBytes",
+    field: "kvConnectWriteKeyBytes",
     default: 2048,
     min: 1,
     max: MAX_KEY_BYTES - 64,
@@ -190,7 +190,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   },
   {
     key: "kv_connect_read_key_bytes",
-    field: "kvReadKeyBytes",
+    field: "kvConnectReadKeyBytes",
     default: 2049,
     min: 1,
     max: MAX_KEY_BYTES,
@@ -198,7 +198,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   },
   {
     key: "kv_connect_value_bytes",
-    field: "kvValueBytes",
+    field: "kvConnectValueBytes",
     default: 64 * KIB,
     min: 1,
     max: MAX_VALUE_BYTES,
@@ -206,7 +206,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   },
   {
     key: "kv_connect_read_ranges",
-    field: "kvReadRanges",
+    field: "kvConnectReadRanges",
     default: 10,
     min: 1,
     max: 1000,
@@ -214,7 +214,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   },
   {
     key: "kv_connect_read_entries",
-    field: "kvReadEntries",
+    field: "kvConnectReadEntries",
     default: 1000,
     min: 1,
     max: MAX_SCAN_PAGE_PAIRS,
@@ -222,7 +222,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   },
   {
     key: "kv_connect_checks",
-    field: "kvChecks",
+    field: "kvConnectChecks",
     default: 10,
     min: 0,
     max: 10_000,
@@ -230,7 +230,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   },
   {
     key: "kv_connect_mutations",
-    field: "kvMutations",
+    field: "kvConnectMutations",
     default: 1000,
     min: 1,
     max: 100_000,
@@ -238,7 +238,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   },
   {
     key: "kv_connect_write_bytes",
-    field: "kvWriteBytes",
+    field: "kvConnectWriteBytes",
     default: 800 * KIB,
     min: 1 * KIB,
     max: MAX_VALUE_BYTES,
@@ -246,7 +246,7 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
   },
   {
     key: "kv_connect_watched_keys",
-    field: "kvWatchedKeys",
+    field: "kvConnectWatchedKeys",
     default: 10,
     min: 1,
     max: 10_000,

@@ -21,6 +21,7 @@
  * | `GET /healthz`                  | liveness                                                   |
  * | `GET /metrics`                  | Prometheus text format                                     |
  * | `GET /v1/snapshot`              | a backup file streamed from the leader (snapshot_backup.ts) |
+ * | `POST /kv`, `POST /kv/...`      | KV Connect, the protocol of `Deno.openKv(url)` (kv_connect.ts) |
  *
  * Keys in the path are percent-decoded to bytes (`%FF` is the byte 0xFF); `?key_b64=` takes any
  * key in base64url. A GET answers the raw value (`application/octet-stream`) unless JSON is asked
@@ -112,6 +113,11 @@ export interface HttpOptions {
   allowedHosts?: readonly string[];
   /** Browser origins allowed by CORS (default none). */
   corsOrigins?: readonly string[];
+  /** The KV Connect server (server/kv_connect.ts: `POST /`, `/kv/...`); undefined for the
+   * paths it does not own. */
+  kvConnect?: (req: Request, url: URL, body: Uint8Array | undefined) =>
+    | Promise<Response>
+    | undefined;
 }
 
 /** The header that marks a request as sent by a gokv client, not a cross-site form: a POST
@@ -485,6 +491,8 @@ export function createHttpHandler(
     const q = url.searchParams;
     const m = req.method;
     const may = (op: AuthOp, scope?: KeyScope) => authorize(principal, op, scope);
+    const kv = opts.kvConnect?.(req, url, body);
+    if (kv) return await kv;
     const single = path.startsWith("/v1/kv/") && path.length > "/v1/kv/".length;
     const byB64 = (path === "/v1/kv" || path === "/v1/kv/") && q.has("key_b64");
     if (single || byB64) {

@@ -46,6 +46,9 @@ import {
   UnavailableError,
 } from "../client/errors.ts";
 import { LimitError, type NodeLimits } from "../config/limits.ts";
+import type { AtomicCheck, AtomicMutation, AtomicResult, KvEntry } from "../storage/kv_model.ts";
+import type { Consistency, KvService } from "./service.ts";
+import { MutationTypeError } from "../client/errors.ts";
 import { toHex as hex } from "../storage/bytes.ts";
 import {
   type AccessCheck,
@@ -55,45 +58,14 @@ import {
 } from "./kv_connect_auth.ts";
 
 /** One stored entry as the store returns it. */
-export interface StoreEntry {
-  /** The key. */
-  key: Uint8Array;
-  /** The value bytes. */
-  value: Uint8Array;
-  /** Their encoding (`VE_*`). */
-  encoding: ValueEncoding;
-  /** 10 bytes: the commit that wrote it. */
-  versionstamp: Uint8Array;
-}
-
-/** Read consistency: `strong` (linearizable, after a ReadIndex barrier) or `eventual` (this
- * node's state machine as it is). */
-export type Consistency = "strong" | "eventual";
-
+export type StoreEntry = KvEntry;
 /** One check of an atomic operation (`versionstamp` null: the key must be absent). */
-export interface StoreCheck {
-  /** The key. */
-  key: Uint8Array;
-  /** The versionstamp it must have, or null. */
-  versionstamp: Uint8Array | null;
-}
-
+export type StoreCheck = AtomicCheck;
 /** One mutation of an atomic operation. */
-export type StoreMutation =
-  | {
-    type: "set" | "setSuffixVersionstampedKey";
-    key: Uint8Array;
-    value: Uint8Array;
-    encoding: ValueEncoding;
-    expireAt?: number;
-  }
-  | { type: "delete"; key: Uint8Array }
-  | { type: "sum" | "min" | "max"; key: Uint8Array; value: Uint8Array };
-
+export type StoreMutation = AtomicMutation;
 /** The outcome of an atomic operation. */
-export type StoreAtomicResult =
-  | { ok: true; versionstamp: Uint8Array }
-  | { ok: false; failedChecks: number[] };
+export type StoreAtomicResult = AtomicResult;
+export type { Consistency };
 
 /** What the KV Connect server needs of the node (the data model of server/service.ts). */
 export interface KvConnectStore {
@@ -271,14 +243,14 @@ export function createKvConnectHandler(
   };
 
   const checkReadKey = (k: Uint8Array) => {
-    if (k.length > l.kvReadKeyBytes) {
+    if (k.length > l.kvConnectReadKeyBytes) {
       throw new KvConnectError(400, "A key exceeds the key size limit.");
     }
   };
 
   const snapshotRead = async (body: Uint8Array, dp: DataPath) => {
     const read = decodeSnapshotRead(body);
-    if (read.ranges.length > l.kvReadRanges) {
+    if (read.ranges.length > l.kvConnectReadRanges) {
       throw new KvConnectError(400, "Too many read ranges requested in one read request.");
     }
     let total = 0;
@@ -293,7 +265,7 @@ export function createKvConnectHandler(
       }
       total += r.limit;
     }
-    if (total > l.kvReadEntries) {
+    if (total > l.kvConnectReadEntries) {
       throw new KvConnectError(
         400,
         "The total number of entries requested across read ranges in the read request is too large.",
@@ -360,7 +332,7 @@ export function createKvConnectHandler(
   const watch = (body: Uint8Array, dp: DataPath) => {
     if (dp.version < 3) throw new KvConnectError(404, "watch needs protocol version 3.");
     const w = decodeWatch(body);
-    if (w.keys.length > l.kvWatchedKeys) {
+    if (w.keys.length > l.kvConnectWatchedKeys) {
       throw new KvConnectError(400, "Too many keys watched in a single watch request.");
     }
     for (const k of w.keys) checkReadKey(k.key);
@@ -487,7 +459,9 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 function msg(e: StoreEntry): KvEntryMsg {
-  return { key: e.key, value: e.value, encoding: e.encoding, versionstamp: e.versionstamp };
+  // storage/kv_model.ts ValueEncoding has the values of the wire's VE_* (1, 2, 3).
+  const encoding = e.encoding as number as ValueEncoding;
+  return { key: e.key, value: e.value, encoding, versionstamp: e.versionstamp };
 }
 
 /** `[k, k ++ 0x00)`: exactly the key k. */
@@ -504,7 +478,11 @@ function errorResponse(e: unknown): Response {
   if (e instanceof KvConnectDecodeError) {
     return text(400, `Request protobuf is invalid: ${e.message}.`);
   }
-  if (e instanceof LimitError || e instanceof InvalidArgumentError) return text(400, e.message);
+  if (
+    e instanceof LimitError || e instanceof InvalidArgumentError || e instanceof MutationTypeError
+  ) {
+    return text(400, e.message);
+  }
   if (e instanceof UnavailableError || e instanceof TimeoutError) {
     return text(503, `The database is unavailable right now, try again: ${e.message}`);
   }
@@ -523,15 +501,15 @@ export function toStoreOp(
   if (w.enqueues.length > 0) {
     throw new KvConnectError(400, "Enqueue operations are not supported by gokv (no queues).");
   }
-  if (w.checks.length > l.kvChecks) {
+  if (w.checks.length > l.kvConnectChecks) {
     throw new KvConnectError(400, "Too many checks included in atomic write.");
   }
-  if (w.mutations.length > l.kvMutations) {
+  if (w.mutations.length > l.kvConnectMutations) {
     throw new KvConnectError(400, "Too many mutations / enqueues included in atomic write.");
   }
   let total = 0;
   const checks = w.checks.map((c): StoreCheck => {
-    if (c.key.length > l.kvReadKeyBytes) {
+    if (c.key.length > l.kvConnectReadKeyBytes) {
       throw new KvConnectError(400, "A key exceeds the key size limit.");
     }
     if (c.versionstamp.length !== 0 && c.versionstamp.length !== 10) {
@@ -541,14 +519,18 @@ export function toStoreOp(
     return { key: c.key, versionstamp: c.versionstamp.length === 0 ? null : c.versionstamp };
   });
   const mutations = w.mutations.map((m): StoreMutation => {
-    if (m.key.length > l.kvWriteKeyBytes) {
+    if (m.key.length > l.kvConnectWriteKeyBytes) {
       throw new KvConnectError(400, "A key exceeds the key size limit.");
     }
     if (m.key.length === 0) throw new KvConnectError(400, "A key must not be empty.");
+    if (m.key[0] === 0xff) {
+      // Above every Deno KV key: gokv's reserved keys (server/cluster_id.ts).
+      throw new KvConnectError(400, "Keys from 0xff on are reserved.");
+    }
     if (m.expireAtMs < 0) throw new KvConnectError(400, "Invalid mutation expire at.");
     const v = m.value;
     total += m.key.length + (v?.data.length ?? 0);
-    if (v && v.data.length > l.kvValueBytes) {
+    if (v && v.data.length > l.kvConnectValueBytes) {
       throw new KvConnectError(400, "A value exceeds the value size limit.");
     }
     const bounds = m.sumMin.length > 0 || m.sumMax.length > 0 || m.sumClamp;
@@ -568,7 +550,7 @@ export function toStoreOp(
           type: m.mutationType === MutationType.Set ? "set" : "setSuffixVersionstampedKey",
           key: m.key,
           value: v.data,
-          encoding: v.encoding,
+          encoding: v.encoding as number as StoreEntry["encoding"],
           ...(m.expireAtMs > 0 ? { expireAt: m.expireAtMs } : {}),
         };
       }
@@ -596,14 +578,53 @@ export function toStoreOp(
             "sum_min, sum_max and sum_clamp apply to V8 number or bigint sums only.",
           );
         }
-        return { type: name, key: m.key, value: v.data };
+        return name === "sum"
+          ? { type: "sum", key: m.key, value: v.data }
+          : { type: name, key: m.key, value: v.data };
       }
       default:
         throw new KvConnectError(400, "Invalid mutation kind or arguments.");
     }
   });
-  if (total > l.kvWriteBytes) {
+  if (total > l.kvConnectWriteBytes) {
     throw new KvConnectError(400, "The total size of the atomic write is too large.");
   }
   return { checks, mutations };
+}
+
+/**
+ * The store of a node: its {@link KvService} (the data model through Raft) and the cluster id.
+ * A range the service answers in more than one page (its byte budget, `scan_page_bytes`) is
+ * read page by page until `limit` entries or its end, the pages after the first without a new
+ * barrier.
+ */
+export function serviceStore(
+  service: KvService,
+  databaseId: () => Promise<string>,
+): KvConnectStore {
+  return {
+    databaseId,
+    getMany: (keys, opts) => service.getMany(keys, opts),
+    atomic: (op) => service.atomic(op),
+    async range(r) {
+      const entries: StoreEntry[] = [];
+      let cursor: Uint8Array | undefined;
+      let consistency: Consistency | undefined;
+      while (entries.length < r.limit) {
+        const page = await service.range({
+          start: r.start,
+          end: r.end,
+          limit: r.limit - entries.length,
+          reverse: r.reverse,
+          cursor,
+          consistency: consistency === undefined ? r.consistency : "eventual",
+        });
+        consistency ??= page.consistency;
+        entries.push(...page.entries);
+        if (!page.cursor || page.entries.length === 0) break;
+        cursor = page.cursor;
+      }
+      return { entries, consistency: consistency ?? r.consistency };
+    },
+  };
 }

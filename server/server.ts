@@ -37,6 +37,9 @@ import {
 import { KvService, type RaftApi, roleName } from "./service.ts";
 import { WatchHub } from "./watch.ts";
 import { createSnapshotHandler } from "./snapshot_backup.ts";
+import { ClusterId } from "./cluster_id.ts";
+import { createKvConnectHandler, serviceStore } from "./kv_connect.ts";
+import { DataPathTokens, staticAccessCheck } from "./kv_connect_auth.ts";
 
 /** The server's version, reported in status. */
 export const SERVER_VERSION = "0.1.0";
@@ -369,6 +372,25 @@ export async function startServerWithHooks(
 
   service.startExpirySweeper();
 
+  // KV Connect (`Deno.openKv("http://<node>/kv")`): the cluster id is its database id; the first
+  // leader writes it (server/cluster_id.ts), here as soon as this node leads.
+  const clusterId = new ClusterId(service);
+  const kvClosing = new AbortController();
+  const kvConnect = createKvConnectHandler({
+    store: serviceStore(service, () => clusterId.get()),
+    // security (issue 13): bearer tokens with roles plug in as another AccessCheck.
+    access: staticAccessCheck(config.kvConnect.accessToken),
+    tokens: new DataPathTokens(config.kvConnect.accessToken, config.kvConnect.tokenTtlMs),
+    limits: config.limits,
+    closing: kvClosing.signal,
+  });
+  raft.onLeaderChange((lead: number) => {
+    if (lead !== id) return;
+    clusterId.get().catch((e) =>
+      logger.debug("cluster id not written yet", { error: (e as Error).message })
+    );
+  });
+
   let shuttingDown = false;
   let clientTls, httpTls, auth: AuthGate;
   try {
@@ -434,6 +456,7 @@ export async function startServerWithHooks(
       httpAddressOf: (nid) => book.get(nid)?.http,
       healthy: () => !shuttingDown,
       snapshot,
+      kvConnect,
       // /healthz fails while a listener cannot accept (e.g. out of file descriptors), or once
       // the Raft node halted on a fatal error.
       problems: () =>
@@ -477,6 +500,7 @@ export async function startServerWithHooks(
       logger.info("shutting down: finishing in-flight requests");
       clientServer.stopAccepting();
       service.stopAccepting();
+      kvClosing.abort(); // ends KV Connect watch streams, which never finish on their own
       const httpDone = httpServer.shutdown().catch(() => {});
       await service.drain(5_000);
       await clientServer.close(2_000);

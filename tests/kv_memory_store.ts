@@ -14,8 +14,7 @@ import type {
   StoreEntry,
   StoreMutation,
 } from "../server/kv_connect.ts";
-import { ValueEncoding } from "../client/kv_connect_codec.ts";
-import { versionstampKeySuffix } from "../client/kv_key.ts";
+import { suffixVersionstampedKey, ValueEncoding } from "../storage/kv_model.ts";
 import { compareBytes, toHex as hex } from "../storage/bytes.ts";
 
 interface Stored {
@@ -90,9 +89,7 @@ export class MemoryKvStore implements KvConnectStore {
       if (m.type === "delete") {
         writes.set(hex(m.key), null);
       } else if (m.type === "set" || m.type === "setSuffixVersionstampedKey") {
-        const key = m.type === "set"
-          ? m.key
-          : new Uint8Array([...m.key, ...versionstampKeySuffix(vs)]);
+        const key = m.type === "set" ? m.key : suffixVersionstampedKey(m.key, vs);
         writes.set(hex(key), {
           key,
           value: m.value,
