@@ -8,6 +8,13 @@ import assert from "node:assert/strict";
 import { TestCluster, waitFor } from "./harness.ts";
 import { runInDeno, runKvWorkload, runWorkloadInDeno, verifyValues } from "./kv_workload.ts";
 import { KvU64, openKv } from "../client/kv.ts";
+import {
+  decodeSnapshotReadOutput,
+  encodeAtomicWrite,
+  encodeSnapshotRead,
+  MutationType,
+  ValueEncoding,
+} from "../client/kv_connect_codec.ts";
 
 const TOKEN = "kv-connect-test-token-0123";
 const YAML = "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 300\n" +
@@ -51,6 +58,132 @@ Deno.test("Deno's own client and gokv's openKv run the workload on a 3-node clus
       kv.close();
     }
     await runInDeno(kvUrl(c, follower), TOKEN, `await wl.verifyValues(kv, "gokv");`);
+  } finally {
+    await c.stop();
+  }
+});
+
+Deno.test("on the cluster: read_is_strongly_consistent is true on the strong endpoint only; server-side limits hold for raw requests; the database id survives a full restart", async () => {
+  const c = await TestCluster.create({ extraYaml: YAML });
+  try {
+    c.startAll();
+    const leader = await c.waitLeader();
+    const id = await waitFor(async () => await databaseIdOf(c, leader), 10_000, "database id");
+    const ex = await fetch(kvUrl(c, leader), {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify({ supportedVersions: [3] }),
+    }).then((r) => r.json());
+    const post = (node: number, path: string, body: Uint8Array) =>
+      fetch(`http://${c.nodes.get(node)!.http}${path}`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${ex.token}`,
+          "x-denokv-database-id": id,
+          "x-denokv-version": "3",
+        },
+        body: body as Uint8Array<ArrayBuffer>,
+      });
+    const read = encodeSnapshotRead({
+      ranges: [{ start: new Uint8Array([1]), end: new Uint8Array([2]), limit: 1, reverse: false }],
+    });
+    for (const node of c.nodes.keys()) {
+      // A token issued by the leader is valid on every node (one key derived from one secret).
+      for (const [path, strong] of [["/kv/v3", true], ["/kv/eventual/v3", false]] as const) {
+        const r = await post(node, `${path}/snapshot_read`, read);
+        assert.equal(r.status, 200);
+        const out = decodeSnapshotReadOutput(new Uint8Array(await r.arrayBuffer()));
+        assert.equal(out.readIsStronglyConsistent, strong, `node ${node} ${path}`);
+      }
+    }
+    const mut = (key: Uint8Array, data: Uint8Array) => ({
+      key,
+      value: { data, encoding: ValueEncoding.Bytes },
+      mutationType: MutationType.Set,
+      expireAtMs: 0,
+      sumMin: new Uint8Array(),
+      sumMax: new Uint8Array(),
+      sumClamp: false,
+    });
+    const refused = async (m: ReturnType<typeof mut>, re: RegExp) => {
+      const r = await post(
+        leader,
+        "/kv/v3/atomic_write",
+        encodeAtomicWrite({ checks: [], mutations: [m], enqueues: [] }),
+      );
+      assert.equal(r.status, 400);
+      assert.match(await r.text(), re);
+    };
+    await refused(mut(new Uint8Array(2049).fill(2), new Uint8Array(1)), /key size limit/);
+    await refused(mut(new Uint8Array([2, 0x61, 0]), new Uint8Array(65537)), /value size limit/);
+    await refused(mut(new Uint8Array([0xff, 1]), new Uint8Array(1)), /reserved/);
+    // Restart every node: the same database id (it is in the replicated state).
+    for (const n of [...c.nodes.keys()]) await c.kill(n);
+    c.startAll();
+    const again = await c.waitLeader();
+    assert.equal(await waitFor(() => databaseIdOf(c, again), 20_000, "database id"), id);
+  } finally {
+    await c.stop();
+  }
+});
+
+Deno.test("fault: Deno clients increment a counter with check + set while the leader is SIGKILLed and restarted", async () => {
+  const c = await TestCluster.create({ extraYaml: YAML });
+  try {
+    c.startAll();
+    const first = await c.waitLeader();
+    await waitFor(async () => await databaseIdOf(c, first), 10_000, "database id");
+    const RUN_MS = 9_000;
+    // One Deno client per node; each reads the counter, then commits check + set of value + 1.
+    const code = `
+      const key = ["fault", "counter"];
+      const deadline = Date.now() + ${RUN_MS};
+      let acked = 0, notOk = 0;
+      const stamps = [];
+      while (Date.now() < deadline) {
+        let cur;
+        try { cur = await kv.get(key); } catch { continue; }
+        try {
+          const r = await kv.atomic().check(cur).set(key, (cur.value ?? 0) + 1).commit();
+          if (r.ok) { acked++; stamps.push(r.versionstamp); } else notOk++;
+        } catch { notOk++; }
+      }
+      return { acked, notOk, stamps };`;
+    const clients = [...c.nodes.keys()].map((n) => runInDeno(kvUrl(c, n), TOKEN, code));
+    const kills: number[] = [];
+    for (let round = 0; round < 2; round++) {
+      await new Promise((r) => setTimeout(r, 1_500));
+      const leader = await c.waitLeader();
+      kills.push(leader);
+      await c.kill(leader);
+      await c.waitLeader(20_000, [...c.nodes.keys()].filter((x) => x !== leader));
+      await new Promise((r) => setTimeout(r, 700));
+      c.start(leader);
+    }
+    const results = await Promise.all(clients) as {
+      acked: number;
+      notOk: number;
+      stamps: string[];
+    }[];
+    const acked = results.reduce((n, r) => n + r.acked, 0);
+    const notOk = results.reduce((n, r) => n + r.notOk, 0);
+    const kv = await openKv(kvUrl(c, await c.waitLeader()), { token: TOKEN });
+    let final: number;
+    try {
+      final = (await kv.get<number>(["fault", "counter"])).value ?? 0;
+    } finally {
+      kv.close();
+    }
+    console.log(`kills ${kills.join(", ")}: acked ${acked}, not ok ${notOk}, final ${final}`);
+    assert.ok(acked > 0);
+    assert.ok(final >= acked, `final ${final} < acknowledged ${acked}`);
+    assert.ok(final <= acked + notOk, `final ${final} > acked ${acked} + not ok ${notOk}`);
+    // Versionstamps never repeat, and each client's go forward.
+    const all = results.flatMap((r) => r.stamps);
+    assert.equal(new Set(all).size, all.length, "a versionstamp repeated");
+    for (const r of results) {
+      for (let i = 1; i < r.stamps.length; i++) assert.ok(r.stamps[i] > r.stamps[i - 1]);
+    }
   } finally {
     await c.stop();
   }
