@@ -188,3 +188,46 @@ Deno.test("fault: Deno clients increment a counter with check + set while the le
     await c.stop();
   }
 });
+
+Deno.test("README 'Use gokv as your Deno KV': its program runs under Deno's own client against a 3-node cluster", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const section = readme.slice(readme.indexOf("## Use gokv as your Deno KV"));
+  const blocks = [...section.matchAll(/```(\w+)[^\n]*\n([\s\S]*?)```/g)].map((m) => [m[1], m[2]]);
+  const [sh, twoLines, program] = blocks;
+  // The two lines a Deno user changes: the token (that of conf/config.yaml) and the URL.
+  const config = await Deno.readTextFile(new URL("../conf/config.yaml", import.meta.url));
+  const token = /access_token: (\S+)/.exec(config)![1];
+  assert.equal(sh[0], "sh");
+  assert.match(sh[1], new RegExp(`export DENO_KV_ACCESS_TOKEN=${token}\\b`));
+  const openLine = twoLines[1].split("//")[0].trim();
+  assert.ok(program[1].startsWith(openLine), "the program opens the database as the two lines say");
+  const c = await TestCluster.create({ extraYaml: YAML });
+  try {
+    c.startAll();
+    const leader = await c.waitLeader();
+    await waitFor(async () => await databaseIdOf(c, leader), 10_000, "database id");
+    const code = program[1].replace("http://127.0.0.1:9001/kv", kvUrl(c, leader));
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${dir}/readme.ts`, code);
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--unstable-kv", `${dir}/readme.ts`],
+        env: { DENO_KV_ACCESS_TOKEN: TOKEN, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stdout = new TextDecoder().decode(out.stdout);
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      // What the README's comments say it prints.
+      assert.deepEqual(stdout.trim().split("\n"), [
+        "Ada Lovelace 20",
+        "true",
+        '[ "users", "ada" ] Ada Lovelace',
+      ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  } finally {
+    await c.stop();
+  }
+});
