@@ -5,7 +5,8 @@
  * connection to a Deno.serve bound on a private loopback port, enforcing on the way:
  *
  * - a first byte, and the end of every request's headers (at most 64 KiB of them), within
- *   `limits.request_timeout_ms`;
+ *   `limits.request_timeout_ms` (HTTP/1; an HTTP/2 connection with prior knowledge, recognized by
+ *   its preface, is relayed as it is: its framing and limits are the private server's);
  * - `limits.idle_timeout_ms` without a byte in either direction closes the connection;
  * - at most one 16 KiB chunk in flight per direction (the relay awaits each write).
  *
@@ -23,6 +24,8 @@ import { listenStream, type PeerConn, type ServerTlsMaterial } from "../transpor
 /** Largest request head (request line and headers) relayed. */
 export const MAX_HEADER_BYTES = 64 * 1024;
 const CHUNK_BYTES = 16 * 1024;
+/** The first bytes of an HTTP/2 connection (RFC 9113 §3.4). */
+const H2_PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 /** Options of {@link HttpListener}. */
 export interface HttpListenerOptions {
@@ -178,7 +181,25 @@ export class HttpListener {
       return;
     }
     const up = upstream;
+    // HTTP/2 with prior knowledge (Deno's KV Connect client speaks it) starts with the connection
+    // preface and has no request heads to scan: its framing and header limits are the private
+    // server's; the idle timeout still applies.
+    let preface = 0; // bytes of H2_PREFACE matched so far; -1: HTTP/1
     const scanHead = (b: Uint8Array) => {
+      if (preface === H2_PREFACE.length) return;
+      if (preface >= 0) {
+        for (let i = 0; i < b.length && preface < H2_PREFACE.length; i++) {
+          if (b[i] !== H2_PREFACE[preface]) {
+            preface = -1;
+            break;
+          }
+          preface++;
+        }
+        if (preface === H2_PREFACE.length) {
+          headStart = 0;
+          return;
+        }
+      }
       for (let i = 0; i < b.length; i++) {
         if (headStart === 0) {
           if (!responded) continue; // body bytes of the current request
