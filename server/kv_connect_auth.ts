@@ -56,12 +56,18 @@ export interface DataPathGrant {
   expiresAt: number;
 }
 
+/** Verified tokens a node remembers. */
+const VERIFIED_TOKENS = 1024;
+
 /**
  * Issues and verifies data-path tokens: `gkv1.<payload>.<mac>` where the payload is the JSON
  * `{"db", "role", "exp"}` and the mac HMAC-SHA256 of the payload.
  */
 export class DataPathTokens {
   readonly #key: Uint8Array;
+  /** Tokens whose signature was checked (most recent last; every request re-checks expiry and
+   * database), so a request costs no HMAC. */
+  readonly #verified = new Map<string, DataPathGrant>();
   /** Creates the issuer from a secret shared by every node (the configured access token);
    * tokens last `ttlMs`. */
   constructor(secret: string, readonly ttlMs: number, private readonly now = Date.now) {
@@ -85,6 +91,28 @@ export class DataPathTokens {
   /** The grant of a token issued for `databaseId`; {@link TokenError} when forged, expired or
    * bound to another database. */
   verify(token: string, databaseId: string): DataPathGrant {
+    const known = this.#verified.get(token);
+    if (known) return this.#check(known, databaseId);
+    const grant = this.#check(this.#parse(token), databaseId);
+    if (this.#verified.size >= VERIFIED_TOKENS) {
+      this.#verified.delete(this.#verified.keys().next().value!);
+    }
+    this.#verified.set(token, grant);
+    return grant;
+  }
+
+  #check(g: DataPathGrant, databaseId: string): DataPathGrant {
+    if (g.databaseId !== databaseId) {
+      throw new TokenError("The access token is for another database.");
+    }
+    if (g.expiresAt <= this.now()) {
+      throw new TokenError("The access token has expired; exchange metadata again.");
+    }
+    return g;
+  }
+
+  /** The grant a well-signed token carries (TokenError when forged or malformed). */
+  #parse(token: string): DataPathGrant {
     const parts = token.split(".");
     if (parts.length !== 3 || parts[0] !== "gkv1") throw new TokenError("Invalid access token.");
     let mac: Uint8Array;
@@ -96,13 +124,10 @@ export class DataPathTokens {
     } catch {
       throw new TokenError("Invalid access token.");
     }
-    if (grant.db !== databaseId) {
-      throw new TokenError("The access token is for another database.");
-    }
-    if (typeof grant.exp !== "number" || grant.exp <= this.now()) {
-      throw new TokenError("The access token has expired; exchange metadata again.");
-    }
-    if (grant.role !== "read" && grant.role !== "readwrite") {
+    if (
+      typeof grant.db !== "string" || typeof grant.exp !== "number" ||
+      (grant.role !== "read" && grant.role !== "readwrite")
+    ) {
       throw new TokenError("Invalid access token.");
     }
     return { databaseId: grant.db, role: grant.role, expiresAt: grant.exp };

@@ -191,8 +191,12 @@ Deno.test("data path: database id, version header and token are checked", async 
     const foreign = s.tokens.issue(crypto.randomUUID(), "readwrite");
     await bad({ authorization: `Bearer ${foreign.token}` }, 401, /another database/);
     const old = s.tokens.issue(s.store.id, "readwrite");
+    const used = s.tokens.issue(s.store.id, "readwrite");
+    assert.equal(s.tokens.verify(used.token, s.store.id).role, "readwrite"); // now remembered
     now += 10_001;
     await bad({ authorization: `Bearer ${old.token}` }, 401, /expired/);
+    await bad({ authorization: `Bearer ${used.token}` }, 401, /expired/);
+    assert.throws(() => s.tokens.verify(used.token, crypto.randomUUID()), /another database/);
     // A read-only grant may read but not write.
     const ro = s.tokens.issue(s.store.id, "read");
     assert.equal(

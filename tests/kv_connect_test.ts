@@ -231,3 +231,34 @@ Deno.test("README 'Use gokv as your Deno KV': its program runs under Deno's own 
     await c.stop();
   }
 });
+
+Deno.test("deno task cluster prints the KV Connect URL and token, and Deno's client works with them", async () => {
+  const c = await TestCluster.create({ extraYaml: YAML });
+  const run = `${c.dir}/run`;
+  const script = new URL("../scripts/cluster.ts", import.meta.url).pathname;
+  const cluster = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, ...args, "--config", c.configPath, "--run-dir", run],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(60_000),
+    }).output();
+  try {
+    const out = await cluster(["start"]);
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+    const m = /deno kv: (http:\/\/\S+\/kv) .*DENO_KV_ACCESS_TOKEN=(\S+)\)/.exec(text);
+    assert.ok(m, text);
+    assert.equal(m[2], TOKEN);
+    const got = await runInDeno(
+      m[1],
+      m[2],
+      `await kv.set(["printed"], "url works"); return (await kv.get(["printed"])).value;`,
+    );
+    assert.equal(got, "url works");
+  } finally {
+    await cluster(["stop"]);
+    await c.stop();
+  }
+});
