@@ -3,10 +3,11 @@
  * state, so that it is the same on every node, survives restarts and is in snapshots and
  * backups. It is the KV Connect database id (server/kv_connect.ts).
  *
- * Every node bootstraps with the same first log entry, so the id cannot be drawn there; the
- * first leader writes it instead, under the reserved key {@link CLUSTER_ID_KEY}, with an atomic
- * operation that checks the key is absent: the first such write in the log wins, later ones fail
- * their check and read the winner's. The key starts with 0xff, above every key of the Deno KV key
+ * Every node bootstraps with the same first log entry, so the id cannot be drawn there; it is
+ * written at the first KV Connect metadata exchange instead (a follower hands that exchange to
+ * the leader), under the reserved key {@link CLUSTER_ID_KEY}, with an atomic operation that checks
+ * the key is absent: the first such write in the log wins, later ones fail their check and read
+ * the winner's. A cluster that never serves KV Connect has no such key. The key starts with 0xff, above every key of the Deno KV key
  * encoding (client/kv_key.ts), so no Deno KV range ever returns it; KV Connect refuses writes to
  * keys from 0xff on. Through the binary protocol and the HTTP API it is an ordinary key: deleting
  * it gives the cluster a new id at the next leader election (Deno clients then must reopen).

@@ -372,8 +372,8 @@ export async function startServerWithHooks(
 
   service.startExpirySweeper();
 
-  // KV Connect (`Deno.openKv("http://<node>/kv")`): the cluster id is its database id; the first
-  // leader writes it (server/cluster_id.ts), here as soon as this node leads.
+  // KV Connect (`Deno.openKv("http://<node>/kv")`): the cluster id is its database id, written
+  // through the leader at the first metadata exchange (server/cluster_id.ts).
   const clusterId = new ClusterId(service);
   const kvClosing = new AbortController();
   const kvConnect = createKvConnectHandler({
@@ -383,12 +383,6 @@ export async function startServerWithHooks(
     tokens: new DataPathTokens(config.kvConnect.accessToken, config.kvConnect.tokenTtlMs),
     limits: config.limits,
     closing: kvClosing.signal,
-  });
-  raft.onLeaderChange((lead: number) => {
-    if (lead !== id) return;
-    clusterId.get().catch((e) =>
-      logger.debug("cluster id not written yet", { error: (e as Error).message })
-    );
   });
 
   let shuttingDown = false;
