@@ -87,6 +87,16 @@ export interface KvConnectStore {
   /** Applies checks and mutations atomically through Raft (throws NotLeaderError on a
    * follower, LimitError, a TypeError for sum/min/max on a value of another encoding). */
   atomic(op: { checks: StoreCheck[]; mutations: StoreMutation[] }): Promise<StoreAtomicResult>;
+  /**
+   * Waits (up to a few seconds, or until `signal`) for a commit that changes one of `keys` after
+   * position `after` of this node's change history (undefined: answers the current position at
+   * once); resolves with the position through which it looked. Without it, watches poll.
+   */
+  changesAfter?(
+    keys: Uint8Array[],
+    after: Uint8Array | undefined,
+    signal: AbortSignal,
+  ): Promise<Uint8Array>;
 }
 
 /** Options of {@link createKvConnectHandler}. */
@@ -101,11 +111,15 @@ export interface KvConnectOptions {
   limits: NodeLimits;
   /** Aborted when the node shuts down: ends every watch stream. */
   closing?: AbortSignal;
-  /** How often a watch re-reads its keys (ms; default 50). */
+  /** How often a watch re-reads its keys when the store cannot wait for changes (ms; default
+   * 50). */
   watchPollMs?: number;
   /** How often a watch stream sends a keep-alive frame (ms; default 5 000). */
   watchKeepAliveMs?: number;
 }
+
+/** How long one wait for a watched change lasts before the watch looks again (ms). */
+const WATCH_WAIT_MS = 5_000;
 
 /** The path prefix of KV Connect on the HTTP port. */
 export const KV_CONNECT_PATH = "/kv";
@@ -350,13 +364,20 @@ export function createKvConnectHandler(
             ctl.enqueue(watchFrame(new Uint8Array()));
           } catch { /* closed */ }
         }, keepAliveMs);
+        const changes = o.store.changesAfter?.bind(o.store);
         (async () => {
           // The versionstamp each key had in the last frame sent ("" absent, undefined never).
           let last: (string | undefined)[] = keys.map(() => undefined);
           let first = true;
+          // This node's change-history position the last read covers (push), if it has one.
+          let position: Uint8Array | undefined;
           while (!stop.signal.aborted) {
             let entries: (StoreEntry | null)[];
             try {
+              // The position first, then the read: a commit between the two wakes the wait.
+              if (changes && position === undefined) {
+                position = await changes(keys, undefined, stop.signal);
+              }
               // Each frame is one consistent snapshot of every watched key (a strong watch
               // starts with a barrier; later polls read the node as it is).
               entries = (await o.store.getMany(keys, {
@@ -382,7 +403,17 @@ export function createKvConnectHandler(
               last = now;
               first = false;
             }
-            await sleep(pollMs, stop.signal);
+            if (!changes) {
+              await sleep(pollMs, stop.signal);
+              continue;
+            }
+            try {
+              position = await changes(keys, position, stop.signal);
+            } catch {
+              // History compacted past the position, node restarting...: start again from now.
+              position = undefined;
+              await sleep(pollMs, stop.signal);
+            }
           }
         })().catch(() => {}).finally(() => {
           clearInterval(keepAlive);
@@ -606,6 +637,15 @@ export function serviceStore(
     databaseId,
     getMany: (keys, opts) => service.getMany(keys, opts),
     atomic: (op) => service.atomic(op),
+    async changesAfter(keys, after, signal) {
+      const poll = await service.watchPoll({ keys, prefixes: [] }, {
+        after,
+        waitMs: after === undefined ? 0 : WATCH_WAIT_MS,
+        maxEvents: 1,
+        signal,
+      });
+      return poll.position;
+    },
     async range(r) {
       const entries: StoreEntry[] = [];
       let cursor: Uint8Array | undefined;
