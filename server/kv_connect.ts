@@ -53,7 +53,7 @@ import { toHex as hex } from "../storage/bytes.ts";
 import {
   type AccessCheck,
   type DataPathTokens,
-  type KvRole,
+  type KvSubject,
   TokenError,
 } from "./kv_connect_auth.ts";
 
@@ -109,6 +109,12 @@ export interface KvConnectOptions {
   tokens: DataPathTokens;
   /** The node's limits (the `kv_connect_*` ones). */
   limits: NodeLimits;
+  /**
+   * Authorizes one data-path request of `subject` (server/auth.ts `authorize`): throws to refuse
+   * (a `PermissionDeniedError` is a 403, an `UnauthenticatedError` a 401). Default: a `read`
+   * subject may not atomic_write; everything else is allowed.
+   */
+  authorize?: (subject: KvSubject, op: KvConnectOp, scope: KvScope[]) => void;
   /** Aborted when the node shuts down: ends every watch stream. */
   closing?: AbortSignal;
   /** How often a watch re-reads its keys when the store cannot wait for changes (ms; default
@@ -117,6 +123,11 @@ export interface KvConnectOptions {
   /** How often a watch stream sends a keep-alive frame (ms; default 5 000). */
   watchKeepAliveMs?: number;
 }
+
+/** The data-path operations, named as server/auth.ts `AuthOp` names them. */
+export type KvConnectOp = "snapshot_read" | "atomic_write" | "watch";
+/** What a request touches: one key or a key range `[start, end)`. */
+export type KvScope = Uint8Array | { start: Uint8Array; end: Uint8Array };
 
 /** How long one wait for a watched change lasts before the watch looks again (ms). */
 const WATCH_WAIT_MS = 5_000;
@@ -212,10 +223,16 @@ export function createKvConnectHandler(
 
   const metadata = async (req: Request, url: URL, body: Uint8Array | undefined) => {
     const version = negotiateVersion(body);
-    const role = o.access(bearer(req));
-    if (!role) throw new KvConnectError(401, "Invalid access token.");
+    let subject: KvSubject | undefined;
+    try {
+      subject = o.access(bearer(req));
+    } catch (e) {
+      if (e instanceof KvConnectError) throw e;
+      subject = undefined; // an unknown token of the tokens file
+    }
+    if (!subject) throw new KvConnectError(401, "Invalid access token.");
     const databaseId = await o.store.databaseId();
-    const { token, expiresAt } = o.tokens.issue(databaseId, role);
+    const { token, expiresAt } = o.tokens.issue(databaseId, subject);
     // Version 1 clients take endpoint URLs as they are: absolute; later versions resolve them
     // against the URL they posted to.
     const base = version === 1 ? url.origin : "";
@@ -231,8 +248,8 @@ export function createKvConnectHandler(
     });
   };
 
-  /** Checks a data-path request's token, database id and version headers; its role. */
-  const admit = async (req: Request, dp: DataPath): Promise<KvRole> => {
+  /** Checks a data-path request's token, database id and version headers; its subject. */
+  const admit = async (req: Request, dp: DataPath): Promise<KvSubject> => {
     if (!VERSIONS.includes(dp.version)) {
       throw new KvConnectError(404, `No KV Connect protocol version ${dp.version} here.`);
     }
@@ -249,7 +266,7 @@ export function createKvConnectHandler(
       );
     }
     try {
-      return o.tokens.verify(token, databaseId).role;
+      return o.tokens.verify(token, databaseId).subject;
     } catch (e) {
       if (e instanceof TokenError) throw new KvConnectError(401, e.message);
       throw e;
@@ -262,7 +279,21 @@ export function createKvConnectHandler(
     }
   };
 
-  const snapshotRead = async (body: Uint8Array, dp: DataPath) => {
+  const allow = (subject: KvSubject, op: KvConnectOp, scope: KvScope[]) => {
+    if (op === "atomic_write" && subject.role === "read") {
+      throw new KvConnectError(403, "This access token may only read (snapshot_read, watch).");
+    }
+    try {
+      o.authorize?.(subject, op, scope);
+    } catch (e) {
+      const name = (e as Error)?.name;
+      if (name === "PermissionDeniedError") throw new KvConnectError(403, (e as Error).message);
+      if (name === "UnauthenticatedError") throw new KvConnectError(401, (e as Error).message);
+      throw e;
+    }
+  };
+
+  const snapshotRead = async (body: Uint8Array, dp: DataPath, subject: KvSubject) => {
     const read = decodeSnapshotRead(body);
     if (read.ranges.length > l.kvConnectReadRanges) {
       throw new KvConnectError(400, "Too many read ranges requested in one read request.");
@@ -285,6 +316,7 @@ export function createKvConnectHandler(
         "The total number of entries requested across read ranges in the read request is too large.",
       );
     }
+    allow(subject, "snapshot_read", read.ranges.map((r) => ({ start: r.start, end: r.end })));
     const consistency: Consistency = dp.eventual ? "eventual" : "strong";
     const { ranges, strong } = await readRanges(read.ranges, consistency);
     return protobuf(encodeSnapshotReadOutput({
@@ -325,12 +357,14 @@ export function createKvConnectHandler(
     return { ranges: out, strong };
   };
 
-  const atomicWrite = async (body: Uint8Array, role: KvRole) => {
-    if (role !== "readwrite") {
-      throw new KvConnectError(403, "This access token may only read (snapshot_read, watch).");
-    }
+  const atomicWrite = async (body: Uint8Array, subject: KvSubject) => {
+    allow(subject, "atomic_write", []);
     const w = decodeAtomicWrite(body);
     const op = toStoreOp(w, l);
+    allow(subject, "atomic_write", [
+      ...op.checks.map((c) => c.key),
+      ...op.mutations.map((m) => m.key),
+    ]);
     const r = await o.store.atomic(op);
     return protobuf(encodeAtomicWriteOutput(
       r.ok
@@ -343,7 +377,7 @@ export function createKvConnectHandler(
     ));
   };
 
-  const watch = (body: Uint8Array, dp: DataPath) => {
+  const watch = (body: Uint8Array, dp: DataPath, subject: KvSubject) => {
     if (dp.version < 3) throw new KvConnectError(404, "watch needs protocol version 3.");
     const w = decodeWatch(body);
     if (w.keys.length > l.kvConnectWatchedKeys) {
@@ -351,6 +385,7 @@ export function createKvConnectHandler(
     }
     for (const k of w.keys) checkReadKey(k.key);
     const keys = w.keys.map((k) => k.key);
+    allow(subject, "watch", keys);
     const consistency: Consistency = dp.eventual ? "eventual" : "strong";
     const stop = new AbortController();
     const abort = () => stop.abort();
@@ -446,18 +481,18 @@ export function createKvConnectHandler(
       const dp = parseDataPath(path);
       if (!dp) throw new KvConnectError(404, `No KV Connect endpoint at ${path}.`);
       if (req.method !== "POST") throw new KvConnectError(405, "Data path requests are POSTs.");
-      const role = await admit(req, dp);
+      const subject = await admit(req, dp);
       const bytes = body ?? new Uint8Array();
       switch (dp.method) {
         case "snapshot_read":
-          return await snapshotRead(bytes, dp);
+          return await snapshotRead(bytes, dp, subject);
         case "atomic_write":
           if (dp.eventual) {
             throw new KvConnectError(400, "atomic_write goes to a strong endpoint.");
           }
-          return await atomicWrite(bytes, role);
+          return await atomicWrite(bytes, subject);
         case "watch":
-          return watch(bytes, dp);
+          return watch(bytes, dp, subject);
         default:
           throw new KvConnectError(404, `No KV Connect operation ${dp.method}.`);
       }

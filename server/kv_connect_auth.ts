@@ -3,37 +3,52 @@
  * them:
  *
  * 1. The metadata exchange presents an access token (`DENO_KV_ACCESS_TOKEN`). An
- *    {@link AccessCheck} maps it to a role or refuses it. Today the node's configured
- *    `kv_connect.access_token` grants `readwrite` ({@link staticAccessCheck}); the security
- *    issue's bearer tokens plug in here as another AccessCheck (a read-only role may only
- *    `snapshot_read` and `watch`).
+ *    {@link AccessCheck} maps it to a {@link KvSubject} (who, with which role and key prefixes)
+ *    or refuses it: the node's configured `kv_connect.access_token` grants `write`
+ *    ({@link staticAccessCheck}); the bearer tokens of the node's tokens file (server/auth.ts)
+ *    plug in as another AccessCheck. A `read` subject may only `snapshot_read` and `watch`.
  * 2. The exchange answers a short-lived data-path token ({@link DataPathTokens}): the database
- *    id, the role and the expiry, signed with HMAC-SHA256 under a key every node derives from the
- *    same secret, so any node (a follower forwarding a write to the leader, another node's
- *    eventual endpoint) verifies a token another node issued.
+ *    id, the subject and the expiry, signed with HMAC-SHA256 under a key every node derives from
+ *    the same secret, so any node (a follower forwarding a write to the leader, another node's
+ *    eventual endpoint) verifies a token another node issued. Every data-path request is then
+ *    authorized for its subject (server/kv_connect.ts `authorize`).
  *
  * @module
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { fromBase64Url as fromB64url, toBase64Url as b64url } from "../storage/bytes.ts";
 
-/** What a token allows: `read` (snapshot_read, watch) or `readwrite` (also atomic_write). */
-export type KvRole = "read" | "readwrite";
+/** Who a token speaks for (the shape of server/auth.ts `Principal`): `read` may snapshot_read
+ * and watch; `write` and `admin` also atomic_write; `prefixes`, when given, bound the keys. */
+export interface KvSubject {
+  /** The token's name. */
+  name: string;
+  /** Its role. */
+  role: "read" | "write" | "admin";
+  /** The key prefixes it may touch (absent: every key). */
+  prefixes?: Uint8Array[];
+}
 
-/** Maps a metadata-exchange access token to its role; undefined refuses it. */
-export type AccessCheck = (token: string) => KvRole | undefined;
+/** Maps a metadata-exchange access token to its subject; undefined refuses it. */
+export type AccessCheck = (token: string) => KvSubject | undefined;
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** The configured token grants `readwrite` (compared in constant time); an empty configured
- * token refuses everything. */
+/** The subject of the configured `kv_connect.access_token`. */
+export const ACCESS_TOKEN_SUBJECT: KvSubject = Object.freeze({
+  name: "kv_connect.access_token",
+  role: "write",
+});
+
+/** The configured token grants `write` on every key (compared in constant time); an empty
+ * configured token refuses everything. */
 export function staticAccessCheck(configured: string): AccessCheck {
   const want = new TextEncoder().encode(configured);
   return (token) => {
     if (configured === "") return undefined;
-    return sameBytes(new TextEncoder().encode(token), want) ? "readwrite" : undefined;
+    return sameBytes(new TextEncoder().encode(token), want) ? ACCESS_TOKEN_SUBJECT : undefined;
   };
 }
 
@@ -50,8 +65,8 @@ export class TokenError extends Error {
 export interface DataPathGrant {
   /** The database it is bound to. */
   databaseId: string;
-  /** What it allows. */
-  role: KvRole;
+  /** Who it speaks for. */
+  subject: KvSubject;
   /** When it stops being valid (ms since the epoch). */
   expiresAt: number;
 }
@@ -61,7 +76,8 @@ const VERIFIED_TOKENS = 1024;
 
 /**
  * Issues and verifies data-path tokens: `gkv1.<payload>.<mac>` where the payload is the JSON
- * `{"db", "role", "exp"}` and the mac HMAC-SHA256 of the payload.
+ * `{"db", "exp", "sub": {"n", "r", "p"?}}` (database id, expiry, subject name, role, base64url key
+ * prefixes) and the mac HMAC-SHA256 of the payload.
  */
 export class DataPathTokens {
   readonly #key: Uint8Array;
@@ -79,11 +95,13 @@ export class DataPathTokens {
     return createHmac("sha256", this.#key).update(payload).digest();
   }
 
-  /** A token for `databaseId` with `role`, valid for the TTL from now. */
-  issue(databaseId: string, role: KvRole): { token: string; expiresAt: number } {
+  /** A token for `databaseId` speaking for `subject`, valid for the TTL from now. */
+  issue(databaseId: string, subject: KvSubject): { token: string; expiresAt: number } {
     const expiresAt = this.now() + this.ttlMs;
+    const sub: Record<string, unknown> = { n: subject.name, r: subject.role };
+    if (subject.prefixes) sub.p = subject.prefixes.map(b64url);
     const payload = b64url(
-      new TextEncoder().encode(JSON.stringify({ db: databaseId, role, exp: expiresAt })),
+      new TextEncoder().encode(JSON.stringify({ db: databaseId, exp: expiresAt, sub })),
     );
     return { token: `gkv1.${payload}.${b64url(this.#mac(payload))}`, expiresAt };
   }
@@ -116,7 +134,7 @@ export class DataPathTokens {
     const parts = token.split(".");
     if (parts.length !== 3 || parts[0] !== "gkv1") throw new TokenError("Invalid access token.");
     let mac: Uint8Array;
-    let grant: { db?: unknown; role?: unknown; exp?: unknown };
+    let grant: { db?: unknown; exp?: unknown; sub?: { n?: unknown; r?: unknown; p?: unknown } };
     try {
       mac = fromB64url(parts[2]);
       if (!sameBytes(mac, this.#mac(parts[1]))) throw new TokenError("bad mac");
@@ -124,12 +142,16 @@ export class DataPathTokens {
     } catch {
       throw new TokenError("Invalid access token.");
     }
+    const sub = grant.sub;
     if (
-      typeof grant.db !== "string" || typeof grant.exp !== "number" ||
-      (grant.role !== "read" && grant.role !== "readwrite")
+      typeof grant.db !== "string" || typeof grant.exp !== "number" || !sub ||
+      typeof sub.n !== "string" || (sub.r !== "read" && sub.r !== "write" && sub.r !== "admin") ||
+      (sub.p !== undefined && !(Array.isArray(sub.p) && sub.p.every((x) => typeof x === "string")))
     ) {
       throw new TokenError("Invalid access token.");
     }
-    return { databaseId: grant.db, role: grant.role, expiresAt: grant.exp };
+    const subject: KvSubject = { name: sub.n, role: sub.r };
+    if (sub.p) subject.prefixes = (sub.p as string[]).map(fromB64url);
+    return { databaseId: grant.db, subject, expiresAt: grant.exp };
   }
 }

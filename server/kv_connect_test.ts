@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
-import { createKvConnectHandler } from "./kv_connect.ts";
-import { DataPathTokens, staticAccessCheck } from "./kv_connect_auth.ts";
+import { createKvConnectHandler, type KvConnectOp, type KvScope } from "./kv_connect.ts";
+import {
+  ACCESS_TOKEN_SUBJECT,
+  DataPathTokens,
+  type KvSubject,
+  staticAccessCheck,
+} from "./kv_connect_auth.ts";
 import { defaultNodeLimits } from "../config/limits.ts";
 import { MemoryKvStore } from "../tests/kv_memory_store.ts";
 import { runInDeno, runKvWorkload, runWorkloadInDeno, verifyValues } from "../tests/kv_workload.ts";
@@ -18,9 +23,17 @@ import { encodeKey } from "../client/kv_key.ts";
 import { encodeValue } from "../client/kv_value.ts";
 
 const TOKEN = "test-access-token-1234";
+const W: KvSubject = { name: "writer", role: "write" };
 
 /** A KV Connect server over the in-memory model on a loopback port. */
-function serve(opts: { ttlMs?: number; now?: () => number; access?: string } = {}) {
+function serve(
+  opts: {
+    ttlMs?: number;
+    now?: () => number;
+    access?: string;
+    authorize?: (s: KvSubject, op: KvConnectOp, scope: KvScope[]) => void;
+  } = {},
+) {
   const store = new MemoryKvStore();
   const closing = new AbortController();
   const tokens = new DataPathTokens(opts.access ?? TOKEN, opts.ttlMs ?? 60_000, opts.now);
@@ -31,6 +44,7 @@ function serve(opts: { ttlMs?: number; now?: () => number; access?: string } = {
     limits: defaultNodeLimits(),
     closing: closing.signal,
     watchPollMs: 20,
+    authorize: opts.authorize,
   });
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
     const url = new URL(req.url);
@@ -84,7 +98,7 @@ Deno.test("metadata exchange: version negotiation, endpoints, token, expiry", as
       for (const e of m.endpoints) assert.ok(!e.url.endsWith("/"));
       const exp = Date.parse(m.expiresAt);
       assert.ok(exp > Date.now() + 50_000 && exp <= Date.now() + 60_000);
-      assert.equal(s.tokens.verify(m.token, s.store.id).role, "readwrite");
+      assert.deepEqual(s.tokens.verify(m.token, s.store.id).subject, ACCESS_TOKEN_SUBJECT);
     }
     // No body: a version-1-only client.
     assert.equal(JSON.parse((await exchange(s.url)).text).version, 1);
@@ -186,19 +200,19 @@ Deno.test("data path: database id, version header and token are checked", async 
     await bad({ "x-denokv-database-id": crypto.randomUUID() }, 400, /Invalid database id/);
     await bad({ "x-denokv-version": "2" }, 400, /x-denokv-version must be 3/);
     await bad({ authorization: "Bearer gkv1.e30.AAAA" }, 401, /Invalid access token/);
-    const other = new DataPathTokens("another-secret", 10_000).issue(s.store.id, "readwrite");
+    const other = new DataPathTokens("another-secret", 10_000).issue(s.store.id, W);
     await bad({ authorization: `Bearer ${other.token}` }, 401, /Invalid access token/);
-    const foreign = s.tokens.issue(crypto.randomUUID(), "readwrite");
+    const foreign = s.tokens.issue(crypto.randomUUID(), W);
     await bad({ authorization: `Bearer ${foreign.token}` }, 401, /another database/);
-    const old = s.tokens.issue(s.store.id, "readwrite");
-    const used = s.tokens.issue(s.store.id, "readwrite");
-    assert.equal(s.tokens.verify(used.token, s.store.id).role, "readwrite"); // now remembered
+    const old = s.tokens.issue(s.store.id, W);
+    const used = s.tokens.issue(s.store.id, W);
+    assert.deepEqual(s.tokens.verify(used.token, s.store.id).subject, W); // now remembered
     now += 10_001;
     await bad({ authorization: `Bearer ${old.token}` }, 401, /expired/);
     await bad({ authorization: `Bearer ${used.token}` }, 401, /expired/);
     assert.throws(() => s.tokens.verify(used.token, crypto.randomUUID()), /another database/);
     // A read-only grant may read but not write.
-    const ro = s.tokens.issue(s.store.id, "read");
+    const ro = s.tokens.issue(s.store.id, { name: "reader", role: "read" });
     assert.equal(
       (await dataPath(s, "snapshot_read", read, { authorization: `Bearer ${ro.token}` }))
         .status,
@@ -337,6 +351,65 @@ Deno.test("Deno's own client and gokv's openKv run the workload; each reads the 
       kv.close();
     }
     await runInDeno(s.url, TOKEN, `await wl.verifyValues(kv, "gokv");`);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("every data-path request is authorized for the token's subject: its operation and every key it touches", async () => {
+  const seen: [string, KvConnectOp, number][] = [];
+  const s = serve({
+    authorize: (subject, op, scope) => {
+      seen.push([subject.name, op, scope.length]);
+      const p = subject.prefixes?.[0];
+      for (const k of scope) {
+        const key = k instanceof Uint8Array ? k : k.start;
+        if (p && !p.every((b, i) => key[i] === b)) {
+          throw Object.assign(new Error(`key outside the token's prefixes`), {
+            name: "PermissionDeniedError",
+          });
+        }
+      }
+    },
+  });
+  try {
+    const scoped = s.tokens.issue(s.store.id, {
+      name: "scoped",
+      role: "write",
+      prefixes: [encodeKey(["mine"]).subarray(0, 6)],
+    });
+    const auth = { authorization: `Bearer ${scoped.token}` };
+    const write = (key: unknown[]) =>
+      dataPath(
+        s,
+        "atomic_write",
+        encodeAtomicWrite({
+          checks: [{ key: encodeKey(["mine", "c"]), versionstamp: new Uint8Array() }],
+          mutations: [setOf(key, 1)],
+          enqueues: [],
+        }),
+        auth,
+      );
+    assert.equal((await write(["mine", 1])).status, 200);
+    const refused = await write(["theirs", 1]);
+    assert.equal(refused.status, 403);
+    assert.match(await refused.text(), /outside the token's prefixes/);
+    const read = await dataPath(
+      s,
+      "snapshot_read",
+      encodeSnapshotRead({
+        ranges: [{ start: encodeKey(["x"]), end: encodeKey(["y"]), limit: 1, reverse: false }],
+      }),
+      auth,
+    );
+    assert.equal(read.status, 403);
+    // The checks and the mutations of a write are all in its scope; a read names its ranges.
+    assert.deepEqual(seen.filter(([, op, n]) => op === "atomic_write" && n > 0)[0], [
+      "scoped",
+      "atomic_write",
+      2,
+    ]);
+    assert.ok(seen.some(([, op, n]) => op === "snapshot_read" && n === 1));
   } finally {
     await s.close();
   }
