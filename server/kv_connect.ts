@@ -45,7 +45,15 @@ import {
   TimeoutError,
   UnavailableError,
 } from "../client/errors.ts";
-import { LimitError, type NodeLimits } from "../config/limits.ts";
+import {
+  ATOMIC_MAX_CHECKS,
+  ATOMIC_MAX_KEY_BYTES,
+  ATOMIC_MAX_MUTATIONS,
+  ATOMIC_MAX_TOTAL_BYTES,
+  ATOMIC_MAX_VALUE_BYTES,
+  LimitError,
+  type NodeLimits,
+} from "../config/limits.ts";
 import type { AtomicCheck, AtomicMutation, AtomicResult, KvEntry } from "../storage/kv_model.ts";
 import type { Consistency, KvService } from "./service.ts";
 import { MutationTypeError } from "../client/errors.ts";
@@ -559,11 +567,20 @@ function errorResponse(e: unknown): Response {
 
 const ENCODINGS = new Set([ValueEncoding.V8, ValueEncoding.LE64, ValueEncoding.Bytes]);
 
-/** Validates an atomic write against the limits and Deno KV's rules, and converts it. */
+/** Validates an atomic write against the limits and Deno KV's rules, and converts it. The
+ * `kv_connect_*` limits apply up to the data model's hard ones (config/limits.ts ATOMIC_*). */
 export function toStoreOp(
   w: AtomicWrite,
-  l: NodeLimits,
+  nodeLimits: NodeLimits,
 ): { checks: StoreCheck[]; mutations: StoreMutation[] } {
+  const l = {
+    kvConnectChecks: Math.min(nodeLimits.kvConnectChecks, ATOMIC_MAX_CHECKS),
+    kvConnectMutations: Math.min(nodeLimits.kvConnectMutations, ATOMIC_MAX_MUTATIONS),
+    kvConnectReadKeyBytes: nodeLimits.kvConnectReadKeyBytes,
+    kvConnectWriteKeyBytes: Math.min(nodeLimits.kvConnectWriteKeyBytes, ATOMIC_MAX_KEY_BYTES),
+    kvConnectValueBytes: Math.min(nodeLimits.kvConnectValueBytes, ATOMIC_MAX_VALUE_BYTES),
+    kvConnectWriteBytes: Math.min(nodeLimits.kvConnectWriteBytes, ATOMIC_MAX_TOTAL_BYTES),
+  };
   if (w.enqueues.length > 0) {
     throw new KvConnectError(400, "Enqueue operations are not supported by gokv (no queues).");
   }
