@@ -712,11 +712,14 @@ export function createHttpHandler(
 
   /** Refusals before anything is read: DNS rebinding, cross-site requests, bad tokens. */
   const guard = (req: Request): Response | Principal | undefined => {
-    if (opts.allowedHosts && !hostAllowed(req.headers.get("host"), opts.allowedHosts)) {
+    // HTTP/2 has no Host header: its :authority is the request URL's host (Deno's KV Connect
+    // client speaks HTTP/2 with prior knowledge).
+    const host = req.headers.get("host") ?? new URL(req.url).host;
+    if (opts.allowedHosts && !hostAllowed(host, opts.allowedHosts)) {
       return json(403, {
         error: "host_not_allowed",
         message: `Host ${
-          JSON.stringify(req.headers.get("host"))
+          JSON.stringify(host)
         } is not a name of this cluster (add it to http.allowed_hosts)`,
       });
     }
@@ -743,6 +746,8 @@ export function createHttpHandler(
     // data-path tokens): its handler authenticates them and calls authorize() itself.
     const path = new URL(req.url).pathname;
     if (path === "/kv" || path.startsWith("/kv/")) return undefined;
+    // `Deno.openKv("http://host:port")` posts its metadata exchange to the root.
+    if (path === "/" && req.method === "POST") return undefined;
     try {
       return auth.authenticateHttp(req);
     } catch (e) {

@@ -239,6 +239,13 @@ export function createKvConnectHandler(
       subject = undefined; // an unknown token of the tokens file
     }
     if (!subject) throw new KvConnectError(401, "Invalid access token.");
+    if (!o.tokens.ready) {
+      throw new KvConnectError(
+        401,
+        "KV Connect is not set up on this node: set kv_connect.access_token (or a cluster " +
+          "secret or tokens file).",
+      );
+    }
     const databaseId = await o.store.databaseId();
     const { token, expiresAt } = o.tokens.issue(databaseId, subject);
     // Version 1 clients take endpoint URLs as they are: absolute; later versions resolve them

@@ -17,6 +17,8 @@
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { fromBase64Url as fromB64url, toBase64Url as b64url } from "../storage/bytes.ts";
+import type { Config } from "../config/config.ts";
+import type { AuthGate } from "./auth.ts";
 
 /** Who a token speaks for (the shape of server/auth.ts `Principal`): `read` may snapshot_read
  * and watch; `write` and `admin` also atomic_write; `prefixes`, when given, bound the keys. */
@@ -26,7 +28,7 @@ export interface KvSubject {
   /** Its role. */
   role: "read" | "write" | "admin";
   /** The key prefixes it may touch (absent: every key). */
-  prefixes?: Uint8Array[];
+  prefixes?: readonly Uint8Array[];
 }
 
 /** Maps a metadata-exchange access token to its subject; undefined refuses it. */
@@ -50,6 +52,36 @@ export function staticAccessCheck(configured: string): AccessCheck {
     if (configured === "") return undefined;
     return sameBytes(new TextEncoder().encode(token), want) ? ACCESS_TOKEN_SUBJECT : undefined;
   };
+}
+
+/**
+ * The subjects of the node's configured `kv_connect.access_token` and of its tokens file
+ * (server/auth.ts): a token of the file speaks for its principal (role and key prefixes).
+ */
+export function gateAccessCheck(gate: AuthGate, configured: string): AccessCheck {
+  const own = staticAccessCheck(configured);
+  return (token) => {
+    const s = own(token);
+    if (s || !gate.enabled) return s;
+    try {
+      return gate.authenticate(token);
+    } catch {
+      return undefined; // not a token of the file
+    }
+  };
+}
+
+/**
+ * The secret the data-path token key is derived from, the same on every node: the configured
+ * `kv_connect.access_token`, else the cluster secret (`security.peer_secret_file`), else the
+ * tokens file's contents; "" when none is set (KV Connect then refuses every exchange).
+ */
+export async function kvConnectSecret(config: Config): Promise<string> {
+  if (config.kvConnect.accessToken) return config.kvConnect.accessToken;
+  for (const file of [config.security.peerSecretFile, config.security.tokensFile]) {
+    if (file) return await Deno.readTextFile(file);
+  }
+  return "";
 }
 
 /** Why a data-path token was refused (HTTP 401). */
@@ -86,9 +118,16 @@ export class DataPathTokens {
   readonly #verified = new Map<string, DataPathGrant>();
   /** Creates the issuer from a secret shared by every node (the configured access token);
    * tokens last `ttlMs`. */
+  private readonly secretSet: boolean;
   constructor(secret: string, readonly ttlMs: number, private readonly now = Date.now) {
+    this.secretSet = secret !== "";
     this.#key = createHash("sha256").update("gokv kv-connect data-path token\0").update(secret)
       .digest();
+  }
+
+  /** Whether tokens can be issued (a non-empty secret). */
+  get ready(): boolean {
+    return this.secretSet;
   }
 
   #mac(payload: string): Uint8Array {

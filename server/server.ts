@@ -39,7 +39,7 @@ import { WatchHub } from "./watch.ts";
 import { createSnapshotHandler } from "./snapshot_backup.ts";
 import { ClusterId } from "./cluster_id.ts";
 import { createKvConnectHandler, serviceStore } from "./kv_connect.ts";
-import { DataPathTokens, staticAccessCheck } from "./kv_connect_auth.ts";
+import { DataPathTokens, gateAccessCheck, kvConnectSecret } from "./kv_connect_auth.ts";
 
 /** The server's version, reported in status. */
 export const SERVER_VERSION = "0.1.0";
@@ -372,19 +372,6 @@ export async function startServerWithHooks(
 
   service.startExpirySweeper();
 
-  // KV Connect (`Deno.openKv("http://<node>/kv")`): the cluster id is its database id, written
-  // through the leader at the first metadata exchange (server/cluster_id.ts).
-  const clusterId = new ClusterId(service);
-  const kvClosing = new AbortController();
-  const kvConnect = createKvConnectHandler({
-    store: serviceStore(service, () => clusterId.get()),
-    // security (issue 13): bearer tokens with roles plug in as another AccessCheck.
-    access: staticAccessCheck(config.kvConnect.accessToken),
-    tokens: new DataPathTokens(config.kvConnect.accessToken, config.kvConnect.tokenTtlMs),
-    limits: config.limits,
-    closing: kvClosing.signal,
-  });
-
   let shuttingDown = false;
   let clientTls, httpTls, auth: AuthGate;
   try {
@@ -402,6 +389,22 @@ export async function startServerWithHooks(
     await raft.stop().catch(() => {});
     throw e;
   }
+  // KV Connect (`Deno.openKv("http://<node>/kv")`): the cluster id is its database id, written
+  // through the leader at the first metadata exchange (server/cluster_id.ts). Access tokens: the
+  // configured kv_connect.access_token and the tokens file's (as their principal).
+  const clusterId = new ClusterId(service);
+  const kvClosing = new AbortController();
+  const kvConnect = createKvConnectHandler({
+    store: serviceStore(service, () => clusterId.get()),
+    access: gateAccessCheck(auth, config.kvConnect.accessToken),
+    tokens: new DataPathTokens(
+      await kvConnectSecret(config),
+      config.kvConnect.tokenTtlMs,
+    ),
+    authorize: (subject, op, scope) => authorize(subject, op, scope),
+    limits: config.limits,
+    closing: kvClosing.signal,
+  });
   // SIGHUP reloads the tokens file (a broken file keeps the tokens in force; it is logged).
   const onHup = () => void auth.reload().catch(() => {});
   if (auth.enabled && Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", onHup);

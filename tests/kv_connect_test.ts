@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { TestCluster, waitFor } from "./harness.ts";
 import { runInDeno, runKvWorkload, runWorkloadInDeno, verifyValues } from "./kv_workload.ts";
 import { KvU64, openKv } from "../client/kv.ts";
+import { hashToken } from "../server/auth.ts";
 import {
   decodeSnapshotReadOutput,
   encodeAtomicWrite,
@@ -260,5 +261,61 @@ Deno.test("deno task cluster prints the KV Connect URL and token, and Deno's cli
   } finally {
     await cluster(["stop"]);
     await c.stop();
+  }
+});
+
+Deno.test("with a tokens file: Deno's client uses its tokens with their roles and key prefixes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gokv-kvtok-" });
+  const tokens = `${dir}/tokens.yaml`;
+  const T = { reader: "reader-token-0123456789", writer: "writer-token-0123456789" };
+  const scoped = "scoped-token-0123456789";
+  await Deno.writeTextFile(
+    tokens,
+    [
+      "tokens:",
+      `  - { name: viewer, role: read, hash: "${hashToken(T.reader)}" }`,
+      `  - { name: app, role: write, hash: "${hashToken(T.writer)}" }`,
+      // Deno KV keys are tuple-encoded: the prefix of the keys ["mine", ...] is 0x02 "mine" 0x00.
+      `  - { name: mine, role: write, prefixes: ["\\x02mine\\x00"], hash: "${hashToken(scoped)}" }`,
+    ].join("\n") + "\n",
+  );
+  const c = await TestCluster.create({
+    extraYaml: "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 300\n" +
+      `security:\n  tokens_file: ${JSON.stringify(tokens)}\n`,
+    statusFetch: (http) =>
+      fetch(`http://${http}/v1/status`, {
+        headers: { authorization: `Bearer ${T.reader}` },
+        signal: AbortSignal.timeout(1000),
+      }),
+  });
+  try {
+    c.startAll();
+    const leader = await c.waitLeader();
+    const url = kvUrl(c, leader);
+    const tryWrite = (key: string) =>
+      `try { await kv.set(${key}, 1); return "ok"; } catch (e) { return e.message; }`;
+    assert.equal(await runInDeno(url, T.writer, tryWrite(`["any", 1]`)), "ok");
+    assert.match(
+      await runInDeno(url, T.reader, tryWrite(`["any", 2]`)) as string,
+      /status=403.*may only read/,
+    );
+    assert.equal(
+      await runInDeno(url, T.reader, `return (await kv.get(["any", 1])).value;`),
+      1,
+    );
+    assert.equal(await runInDeno(url, scoped, tryWrite(`["mine", 1]`)), "ok");
+    assert.match(await runInDeno(url, scoped, tryWrite(`["theirs", 1]`)) as string, /status=403/);
+    // A token not in the file is refused at the metadata exchange (Deno's client fails open).
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--unstable-kv", `await Deno.openKv(${JSON.stringify(url)});`],
+      env: { DENO_KV_ACCESS_TOKEN: "not-a-token-0123456789", NO_COLOR: "1" },
+      stderr: "piped",
+      stdout: "piped",
+    }).output();
+    assert.notEqual(out.code, 0);
+    assert.match(new TextDecoder().decode(out.stderr), /Invalid access token/);
+  } finally {
+    await c.stop();
+    await Deno.remove(dir, { recursive: true });
   }
 });
