@@ -29,7 +29,7 @@ Deno.test("HTTP/2 with prior knowledge (Deno's KV Connect client) is relayed pas
     logger: nullLogger,
     limits: defaultNodeLimits(),
   });
-  const addr = listener.start();
+  const addr = await listener.start();
   const session = http2.connect(`http://127.0.0.1:${addr.port}`);
   try {
     // 200 requests of 2 KiB: 400 KiB on one connection, far past the HTTP/1 head limit.
