@@ -1,13 +1,9 @@
 import assert from "node:assert/strict";
 import { nullLogger } from "../raft/logger.ts";
 import { type NodeHandle, startNode } from "./embed.ts";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+// Never the same port twice (the OS may offer a just-closed port again: a config with one
+// address for two ports was refused, once, under load).
+import { freePort } from "../tests/harness.ts";
 
 async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
