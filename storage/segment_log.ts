@@ -5,6 +5,9 @@
  *
  * - Records (entries, hard states, snapshot markers) are buffered by `append`/`setHardState` and
  *   written as one checksummed batch with one write and one fdatasync per `sync()` (group commit).
+ *   The fdatasync runs off the event loop (`EnvFile.syncData`): the node keeps receiving messages
+ *   and proposals while it runs, and records buffered meanwhile go into the next batch. Syncs run
+ *   one at a time, in order; a sync resolves once its batch and every earlier one is durable.
  * - Segments `wal-<seq>.log` roll when they reach `segmentBytes`. A new segment starts with a
  *   Header record (snapshot metadata + hard state) and is created through a temporary file and a
  *   rename, so a segment either exists whole or not at all.
@@ -126,7 +129,13 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   #fileSize = 0;
   readonly #buf = new ByteWriter(64 * 1024);
   #hsDirty = false;
+  /** The highest entry index buffered for the next batch (0: none). */
+  #bufMaxIndex = 0;
   #pendingSnap: Snapshot | null = null;
+  /** The snapshot a running sync writes (its file may not exist yet). */
+  #writingSnap: Snapshot | null = null;
+  /** The last sync in the queue (syncs run one at a time). */
+  #syncTail: Promise<void> = Promise.resolve();
   #syncs = 0;
   #closed = false;
   #lock: DirLock | null = null;
@@ -280,9 +289,12 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     return version;
   }
 
-  /** Creates segment `seq` (header with the current state) atomically and makes it active. */
-  #createSegment(seq: number): void {
-    const batch = encodeBatch((w) => writeHeaderRecord(w, this.core.snap, this.core.hs));
+  /**
+   * Creates segment `seq` atomically and makes it active; its header holds `snap` and `hs`
+   * (what is durable; default: the current state).
+   */
+  #createSegment(seq: number, snap = this.core.snap, hs = this.core.hs): void {
+    const batch = encodeBatch((w) => writeHeaderRecord(w, snap, hs));
     const bytes = new Uint8Array(SEGMENT_MAGIC.length + batch.length);
     bytes.set(SEGMENT_MAGIC);
     bytes.set(batch, SEGMENT_MAGIC.length);
@@ -296,7 +308,8 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   /** See {@link LogStore.snapshot}. Reads the data from its file. */
   snapshot(): Snapshot {
     const meta = cloneMeta(this.core.snap);
-    if (this.#pendingSnap) return { meta, data: this.#pendingSnap.data };
+    const pending = this.#pendingSnap ?? this.#writingSnap;
+    if (pending && pending.meta.index === meta.index) return { meta, data: pending.data };
     if (meta.index === 0) return { meta, data: new Uint8Array(0) };
     const name = snapName(meta.index);
     const buf = readFileIfExists(this.#env, join(this.#dir, name));
@@ -309,9 +322,8 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     this.#check();
     const added = this.core.append(entries);
     if (added.length === 0) return;
-    const seg = this.#segments[this.#segments.length - 1];
     for (const e of added) writeEntryRecord(this.#buf, e);
-    seg.maxIndex = Math.max(seg.maxIndex, added[added.length - 1].index);
+    this.#bufMaxIndex = Math.max(this.#bufMaxIndex, added[added.length - 1].index);
   }
 
   /** See {@link LogStore.setHardState}. Only the latest hard state before a sync is written. */
@@ -327,10 +339,13 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   applySnapshot(snap: Snapshot): void {
     this.#check();
     if (snap.meta.index <= this.core.snap.index) return;
-    if (this.#pendingSnap) this.#syncNow();
     const keep = this.core.install(snap.meta)!;
     writeSnapshotRecord(this.#buf, this.core.snap, keep);
-    if (!keep) { for (const s of this.#segments) s.maxIndex = 0; }
+    if (!keep) {
+      for (const s of this.#segments) s.maxIndex = 0;
+      this.#bufMaxIndex = 0;
+    }
+    // A snapshot still pending is superseded: its record is in the same batch as this one's.
     this.#pendingSnap = { meta: cloneMeta(this.core.snap), data: snap.data };
   }
 
@@ -338,18 +353,24 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   createSnapshot(snap: Snapshot): void {
     this.#check();
     if (snap.meta.index <= this.core.snap.index) return;
-    if (this.#pendingSnap) this.#syncNow();
     this.core.compact(snap.meta);
     writeSnapshotRecord(this.#buf, this.core.snap, true);
+    // A snapshot still pending is superseded: its record is in the same batch as this one's.
     this.#pendingSnap = { meta: cloneMeta(this.core.snap), data: snap.data };
   }
 
-  /** Makes everything recorded so far durable: one write and one fdatasync. */
+  /**
+   * Makes everything recorded so far durable: one write, then one fdatasync off the event loop.
+   * Records buffered while it runs go into the next batch.
+   */
   sync(): Promise<void> {
-    return settle(() => {
-      this.#check();
-      this.#syncNow();
-    });
+    return this.#enqueueSync();
+  }
+
+  #enqueueSync(): Promise<void> {
+    const run = this.#syncTail.then(() => this.#syncBatch());
+    this.#syncTail = run.catch(() => {});
+    return run;
   }
 
   /**
@@ -358,11 +379,14 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
    * retried (the kernel may have dropped the pages it could not write, a second fsync would
    * succeed without them).
    */
-  #syncNow(): void {
+  async #syncBatch(): Promise<void> {
+    this.#check();
     try {
-      this.#syncUnchecked();
+      await this.#syncUnchecked();
     } catch (e) {
-      this.#failed = e instanceof StorageIoError ? e : new StorageIoError("segment log", "sync", e);
+      this.#failed ??= e instanceof StorageIoError
+        ? e
+        : new StorageIoError("segment log", "sync", e);
       this.#logger.error("segment log: I/O failed; the log refuses every further write", {
         err: String(e),
       });
@@ -370,43 +394,95 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     }
   }
 
-  #syncUnchecked(): void {
+  async #syncUnchecked(): Promise<void> {
     const env = this.#env;
+    // What this batch makes durable is fixed here, synchronously: records added while its
+    // fdatasyncs run belong to the next batch.
     const snap = this.#pendingSnap;
-    if (snap) writeFileAtomic(env, this.#dir, snapName(snap.meta.index), encodeSnapshotFile(snap));
+    this.#pendingSnap = null;
     if (this.#hsDirty) {
       writeHardStateRecord(this.#buf, this.core.hs);
       this.#hsDirty = false;
     }
+    const durableSnap = cloneMeta(this.core.snap);
+    const durableHs = { ...this.core.hs };
+    const seg = this.#segments[this.#segments.length - 1];
+    const file = this.#file!;
+    let batch: Uint8Array | null = null;
     if (this.#buf.length > BATCH_HEADER_SIZE) {
       sealBatch(this.#buf, 0);
-      // A failed write leaves the store failed: nothing is ever written after a partial batch.
-      writeFully(this.#file!, this.#buf.view());
-      this.#file!.syncDataSync();
-      this.#fileSize += this.#buf.length;
+      seg.maxIndex = Math.max(seg.maxIndex, this.#bufMaxIndex);
+      if (snap) {
+        // Written once the snapshot file it refers to is durable.
+        batch = this.#buf.view().slice();
+      } else {
+        // A failed write leaves the store failed: nothing is ever written after a partial batch.
+        writeFully(file, this.#buf.view());
+        this.#fileSize += this.#buf.length;
+        batch = new Uint8Array(0);
+      }
       this.#buf.reset();
       beginBatch(this.#buf);
-      this.#syncs++;
+      this.#bufMaxIndex = 0;
+    }
+    this.#writingSnap = snap;
+    try {
+      if (snap) await this.#writeSnapshotFile(snap);
+      if (batch) {
+        if (batch.length > 0) {
+          writeFully(file, batch);
+          this.#fileSize += batch.length;
+        }
+        await file.syncData();
+        this.#check();
+        this.#syncs++;
+      }
+    } finally {
+      this.#writingSnap = null;
     }
     if (snap) {
-      this.#pendingSnap = null;
       for (const d of env.readDirSync(this.#dir)) {
-        if (SNAP_RE.test(d.name) && d.name !== snapName(snap.meta.index)) {
-          removeIfExists(env, join(this.#dir, d.name));
-        }
+        const name = d.name;
+        // Older snapshots only: a newer one taken meanwhile is written by the next sync.
+        const m = SNAP_RE.exec(name);
+        if (m && Number(m[1]) < snap.meta.index) removeIfExists(env, join(this.#dir, name));
       }
     }
     if (this.#fileSize >= this.#segmentBytes) {
-      this.#createSegment(this.#segments[this.#segments.length - 1].seq + 1);
+      this.#createSegment(
+        this.#segments[this.#segments.length - 1].seq + 1,
+        durableSnap,
+        durableHs,
+      );
     }
-    if (snap) this.#dropCoveredSegments();
+    if (snap) this.#dropCoveredSegments(snap.meta.index);
   }
 
-  /** Deletes the oldest non-active segments whose entries are all covered by the snapshot. */
-  #dropCoveredSegments(): void {
+  /**
+   * Writes a snapshot file atomically and durably (tmp, fdatasync off the event loop, rename,
+   * directory fsync) before the batch that refers to it.
+   */
+  async #writeSnapshotFile(snap: Snapshot): Promise<void> {
+    const env = this.#env;
+    const name = snapName(snap.meta.index);
+    const tmp = join(this.#dir, `${name}.tmp`);
+    const f = env.openSync(tmp, { write: true, create: true, truncate: true });
+    try {
+      writeFully(f, encodeSnapshotFile(snap));
+      await f.syncData();
+    } finally {
+      f.close();
+    }
+    this.#check();
+    env.renameSync(tmp, join(this.#dir, name));
+    fsyncDir(this.#dir, env);
+  }
+
+  /** Deletes the oldest non-active segments whose entries are all covered by snapshot `index`. */
+  #dropCoveredSegments(index: number): void {
     let dropped = 0;
     while (
-      this.#segments.length > 1 && this.#segments[0].maxIndex <= this.core.snap.index
+      this.#segments.length > 1 && this.#segments[0].maxIndex <= index
     ) {
       const s = this.#segments.shift()!;
       removeIfExists(this.#env, join(this.#dir, segName(s.seq)));
@@ -427,19 +503,20 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
   }
 
   /** Syncs and closes the active segment. */
-  close(): Promise<void> {
-    return settle(() => {
-      if (this.#closed) return;
-      this.#closed = true;
-      try {
-        if (!this.#failed) this.#syncNow();
-      } finally {
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      if (!this.#failed) await this.#enqueueSync();
+      else await this.#syncTail;
+    } finally {
+      if (!this.#closed) {
+        this.#closed = true;
         this.#file?.close();
         this.#file = null;
         this.#lock?.release();
         this.#lock = null;
       }
-    });
+    }
   }
 
   #check(): void {
