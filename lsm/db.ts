@@ -278,7 +278,8 @@ export class LsmDb {
   private mem: Memtable;
   /** Frozen memtables, oldest first. */
   private imms: Memtable[] = [];
-  private wal!: LogWriter;
+  /** The write-ahead log (undefined with `wal: false`). */
+  private wal: LogWriter | undefined;
   private lastSeq: number;
   private readonly tables = new Map<number, TableReader>();
   private readonly cache: BlockCache;
@@ -496,11 +497,14 @@ export class LsmDb {
       edit.newFiles!.push([0, this.writeMemtableSync(recovered, number)]);
       syncDir(this.dir, this.env);
     }
+    // Without a WAL the number only marks every earlier WAL as replayed (they are removed).
     const walNum = vs.newFileNumber();
-    this.openWal(walNum);
+    if (this.opts.wal) {
+      this.openWal(walNum);
+      edit.addWals = [walNum];
+    }
     this.mem.walNumber = walNum;
     edit.logNumber = walNum;
-    edit.addWals = [walNum];
     edit.lastSequence = maxSeq;
     vs.writeNewManifest(edit);
     this.lastSeq = maxSeq;
@@ -629,6 +633,11 @@ export class LsmDb {
   /** Appends a batch to the WAL and the memtable; group-commits synced writes. */
   private writeOps(ops: Op[], sync: boolean): Promise<void> {
     if (this.closed || this.closing) return Promise.reject(new ClosedError());
+    if (sync && !this.wal) {
+      return Promise.reject(
+        new InvalidArgumentError("sync", "the database has no WAL (wal: false); flush() instead"),
+      );
+    }
     if (this.walError !== undefined) return Promise.reject(this.walError);
     if (this.bgError !== undefined) return Promise.reject(this.bgError);
     if (this.queued === 0 && !this.needsRoom()) {
@@ -688,27 +697,7 @@ export class LsmDb {
   /** Appends ops to the WAL and memtable (synchronously). */
   private apply(ops: Op[], sync: boolean): Promise<void> {
     const seq = this.lastSeq + 1;
-    let size = BATCH_HEADER;
-    for (let i = 0; i < ops.length; i++) size += opSize(ops[i].kind, ops[i].key, ops[i].value);
-    if (size > this.scratch.length) {
-      this.scratch = new Uint8Array(Math.max(size, this.scratch.length * 2));
-    }
-    const buf = this.scratch;
-    writeBatchHeader(buf, 0, seq, ops.length);
-    let off = BATCH_HEADER;
-    for (let i = 0; i < ops.length; i++) {
-      off = writeOp(buf, off, ops[i].kind, ops[i].key, ops[i].value);
-    }
-    this.wal.addRecord(buf.subarray(0, off));
-    if (this.scratch.length > 1 << 20) this.scratch = new Uint8Array(4096);
-    if (!sync) {
-      // Handed to the OS before the memtable sees it: a write refused here is never readable.
-      try {
-        this.wal.flushSync();
-      } catch (e) {
-        throw this.failWal(e);
-      }
-    }
+    if (this.wal) this.logBatch(this.wal, ops, seq, sync);
     const mem = this.mem;
     for (let i = 0; i < ops.length; i++) mem.add(seq + i, ops[i].kind, ops[i].key, ops[i].value);
     this.lastSeq = seq + ops.length - 1;
@@ -730,6 +719,31 @@ export class LsmDb {
     return p;
   }
 
+  /** Appends a batch to the WAL; without `sync` hands it to the OS at once. */
+  private logBatch(wal: LogWriter, ops: Op[], seq: number, sync: boolean): void {
+    let size = BATCH_HEADER;
+    for (let i = 0; i < ops.length; i++) size += opSize(ops[i].kind, ops[i].key, ops[i].value);
+    if (size > this.scratch.length) {
+      this.scratch = new Uint8Array(Math.max(size, this.scratch.length * 2));
+    }
+    const buf = this.scratch;
+    writeBatchHeader(buf, 0, seq, ops.length);
+    let off = BATCH_HEADER;
+    for (let i = 0; i < ops.length; i++) {
+      off = writeOp(buf, off, ops[i].kind, ops[i].key, ops[i].value);
+    }
+    wal.addRecord(buf.subarray(0, off));
+    if (this.scratch.length > 1 << 20) this.scratch = new Uint8Array(4096);
+    if (!sync) {
+      // Handed to the OS before the memtable sees it: a write refused here is never readable.
+      try {
+        wal.flushSync();
+      } catch (e) {
+        throw this.failWal(e);
+      }
+    }
+  }
+
   /** One fdatasync for every sync writer queued so far; repeats while more queue up. */
   private async groupCommit(): Promise<void> {
     try {
@@ -745,7 +759,7 @@ export class LsmDb {
           this.failWal(this.walError, waiters);
           continue;
         }
-        const wal = this.wal;
+        const wal = this.wal!;
         try {
           Atomics.add(this.ioSignal, 0, 1);
           try {
@@ -799,6 +813,14 @@ export class LsmDb {
   private rotateMemtable(): void {
     if (this.walError !== undefined) throw this.walError;
     const old = this.wal;
+    if (!old) {
+      const walNumber = this.mem.walNumber;
+      this.imms.push(this.mem);
+      this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
+      this.mem.walNumber = walNumber;
+      this.scheduleBackground();
+      return;
+    }
     const waiters = this.syncWaiters;
     this.syncWaiters = [];
     try {
@@ -815,7 +837,7 @@ export class LsmDb {
       this.vs.logAndApply({ addWals: [n] });
     } catch (e) {
       if (this.wal !== old) {
-        this.wal.abandon();
+        this.wal?.abandon();
         this.wal = old;
       }
       throw this.failWal(e);
@@ -1497,6 +1519,11 @@ export class LsmDb {
    */
   async close(): Promise<void> {
     if (this.closed || this.closing) return;
+    // Without a WAL, a clean close flushes: what the memtables hold survives it.
+    if (!this.wal && this.bgError === undefined) {
+      await this.flush().catch(() => {/* the failure is reported; close anyway */});
+      if (this.closed || this.closing) return;
+    }
     this.closing = true;
     try {
       if (this.writeQueue) await this.writeQueue;
@@ -1508,15 +1535,17 @@ export class LsmDb {
     } finally {
       this.closed = true;
       this.wakeWaiters();
+      const wal = this.wal;
       try {
-        if (this.walError !== undefined) this.wal.abandon(); // never retry a failed WAL
+        if (!wal) { /* nothing to sync */ }
+        else if (this.walError !== undefined) wal.abandon(); // never retry a failed WAL
         else {
-          this.wal.syncSync();
-          this.wal.close();
+          wal.syncSync();
+          wal.close();
         }
       } catch {
         try {
-          this.wal.abandon();
+          wal?.abandon();
         } catch { /* best effort */ }
       }
       this.vs.close();

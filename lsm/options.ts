@@ -27,6 +27,14 @@ export interface LsmOptions {
   targetFileBytes?: number;
   /** Default for the `sync` flag of writes. Default false. */
   sync?: boolean;
+  /**
+   * Keep a write-ahead log (default true). With false, writes live in memtables until they are
+   * flushed: a crash loses what was not flushed, {@linkcode LsmDb.flush} (and a clean
+   * {@linkcode LsmDb.close}) is the durable point, and `sync: true` writes are refused. For a
+   * caller with its own log to replay from what the database holds (gokv's state machine
+   * replays the Raft log). Write-ahead logs left by an earlier open are still replayed.
+   */
+  wal?: boolean;
   /** Create the directory/database when missing. Default true. */
   createIfMissing?: boolean;
   /** Fail when the database already exists. Default false. */
@@ -69,6 +77,7 @@ export const DEFAULT_OPTIONS: ResolvedOptions = {
   levelMultiplier: 10,
   targetFileBytes: 4 << 20,
   sync: false,
+  wal: true,
   createIfMissing: true,
   errorIfExists: false,
   maxMemtables: 3,
@@ -100,10 +109,15 @@ export function resolveOptions(o: LsmOptions = {}): ResolvedOptions {
   positiveInt("levelMultiplier", r.levelMultiplier, 2);
   positiveInt("targetFileBytes", r.targetFileBytes, 1024);
   positiveInt("maxMemtables", r.maxMemtables, 2);
-  for (const b of ["sync", "createIfMissing", "errorIfExists", "backgroundWorker"] as const) {
+  for (
+    const b of ["sync", "wal", "createIfMissing", "errorIfExists", "backgroundWorker"] as const
+  ) {
     if (typeof r[b] !== "boolean") {
       throw new InvalidArgumentError(`options.${b}`, "must be boolean");
     }
+  }
+  if (r.sync && !r.wal) {
+    throw new InvalidArgumentError("options.sync", "cannot be true without a WAL (wal: false)");
   }
   if (o.env !== undefined && o.env !== denoEnv) {
     if (o.backgroundWorker === true) {

@@ -9,7 +9,7 @@
  * - `0x01 ++ userKey` → the user record (kv_model.ts: encoding, versionstamp, expiry, value)
  * - `0x00 0x01` → u64 applied index (written in the same batch as the commands it covers)
  * - `0x00 0x02 ++ …` → the session table of an earlier format (ignored, dropped by snapshots)
- * - `0x00 0x03` → reserved for the backend (the lsm backend's sync marker)
+ * - `0x00 0x03` → the lsm backend's sync marker of an earlier version (ignored, dropped by snapshots)
  * - `0x00 0x05` → u64 the state machine's clock (ms; the largest command timestamp applied)
  * - `0x00 0x06` → u64 the number of sessions
  * - `0x00 0x07 ++ u64be sessionId` → the session record ({@link SessionInfo}, varints)
@@ -123,8 +123,6 @@ export type StoreOp =
 const USER = 0x01;
 /** The store key of the applied index. */
 export const APPLIED_KEY: Uint8Array = new Uint8Array([0x00, 0x01]);
-/** A store key the backend may use for itself (never in snapshots). */
-export const BACKEND_KEY: Uint8Array = new Uint8Array([0x00, 0x03]);
 const CLOCK_KEY = new Uint8Array([0x00, 0x05]);
 const SESSION_COUNT_KEY = new Uint8Array([0x00, 0x06]);
 const SESSION_PREFIX = new Uint8Array([0x00, 0x07]);
@@ -297,8 +295,8 @@ export function userKey(k: Uint8Array): Uint8Array {
   return out;
 }
 
-/** Whether a store key belongs in a snapshot (everything but the applied index, the backend's
- * own key and an earlier format's session records). */
+/** Whether a store key belongs in a snapshot (everything but the applied index and the records
+ * of earlier formats: sessions, the lsm sync marker, the by-last-use index). */
 export function isSnapshotKey(k: Uint8Array): boolean {
   if (k.length >= 2 && k[0] === 0 && (k[1] <= 0x03 || k[1] === 0x08)) return false;
   return true;

@@ -1,13 +1,14 @@
 /**
  * The lsm {@link KvStateMachine}: the kv_core.ts layout (user data, applied index, client
- * sessions, clock) stored in the LSM engine; `0x00 0x03` → empty (written with `sync: true` to
- * make earlier writes durable). The session records stay in the LSM: opening reads the clock and
+ * sessions, clock) stored in the LSM engine. The session records stay in the LSM: opening reads the clock and
  * every session record (kv_core.ts rebuilds the order of last use from them).
  *
- * Writes use `sync: false`: the Raft log is the write-ahead log, and after a crash the driver
- * replays it from {@link LsmStateMachine.appliedIndex}, which reports what the LSM really holds.
- * `snapshot()` makes the LSM durable up to the snapshot before returning (so a log compacted behind
- * it never needs entries the LSM lost).
+ * The LSM runs without a write-ahead log of its own (`wal: false`): the Raft log is the write-ahead
+ * log. Every applied batch records its last index under the applied-index key in the same LSM
+ * batch, so what the LSM holds after a crash (its flushed memtables) carries the index it covers;
+ * {@link LsmStateMachine.appliedIndex} reports it at open and the driver replays the Raft log from
+ * there. `snapshot()` flushes the LSM up to the snapshot before it resolves, so a log compacted
+ * behind the snapshot never drops entries the LSM could still lose; a clean close flushes too.
  *
  * `restore()` builds the new state in a fresh LSM directory (`sm-<gen>`), makes it durable, then
  * switches the `SM_CURRENT` pointer file atomically and deletes the old directory: a crash leaves
@@ -29,7 +30,6 @@ import {
 } from "./fsutil.ts";
 import {
   ALL,
-  BACKEND_KEY,
   exportView,
   importRecords,
   KvCore,
@@ -49,7 +49,6 @@ import type {
 } from "./kv_state_machine.ts";
 import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
 
-const SYNC_KEY = BACKEND_KEY;
 const CURRENT = "SM_CURRENT";
 const RESTORE_BATCH = 1024;
 
@@ -123,7 +122,8 @@ export class LsmStateMachine implements KvStateMachine {
       }
     }
     // The engine's files go through the same file system.
-    const lsmOptions: LsmOptions = { ...opts.lsm, env };
+    // No WAL of its own: the Raft log is replayed from the flushed applied index.
+    const lsmOptions: LsmOptions = { ...opts.lsm, env, wal: false, sync: false };
     const db = await LsmDb.open(join(dir, genDir(gen)), lsmOptions);
     db.onBackgroundWork = opts.onBackgroundWork;
     try {
@@ -153,7 +153,7 @@ export class LsmStateMachine implements KvStateMachine {
     return run;
   }
 
-  /** Applies commands in one LSM batch that also records the applied index (no sync). */
+  /** Applies commands in one LSM batch that also records the applied index (into the memtable). */
   apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
     return this.#serial(() => this.#apply(cmds));
   }
@@ -253,13 +253,17 @@ export class LsmStateMachine implements KvStateMachine {
   }
 
   /**
-   * Serializes a consistent LSM snapshot (data, sessions and applied index read from it), after
-   * making the LSM durable up to it.
+   * Serializes a consistent LSM snapshot (data, sessions and applied index read from it); resolves
+   * once the LSM is durable up to it (flushed).
    */
   snapshot(): Promise<Uint8Array> {
-    // Only the durable point and the LSM snapshot are taken in the apply queue; the scan runs
-    // on that consistent view while later commands are applied.
-    const p = this.#serial(() => this.#beginSnapshot()).then((snap) => this.#readSnapshot(snap));
+    // Only the LSM snapshot is taken (and the flush started) in the apply queue; the scan and the
+    // flush run while later commands are applied.
+    const p = this.#serial(() => this.#beginSnapshot()).then(async ({ snap, durable }) => {
+      const data = await this.#readSnapshot(snap);
+      await durable;
+      return data;
+    });
     const tracked = p.catch(() => {}).finally(() => this.#reading.delete(tracked));
     this.#reading.add(tracked);
     return p;
@@ -270,11 +274,11 @@ export class LsmStateMachine implements KvStateMachine {
     while (this.#reading.size > 0) await Promise.all([...this.#reading]);
   }
 
-  async #beginSnapshot(): Promise<LsmSnapshot> {
-    await this.#db.write([{ type: "put", key: SYNC_KEY, value: new Uint8Array(0) }], {
-      sync: true,
-    });
-    return this.#db.snapshot();
+  /** A consistent view of the LSM now, and the flush that makes it durable. */
+  #beginSnapshot(): Promise<{ snap: LsmSnapshot; durable: Promise<void> }> {
+    const durable = this.#db.flush();
+    durable.catch(() => {}); // awaited by the caller
+    return Promise.resolve({ snap: this.#db.snapshot(), durable });
   }
 
   async #readSnapshot(snap: LsmSnapshot): Promise<Uint8Array> {
@@ -288,12 +292,11 @@ export class LsmStateMachine implements KvStateMachine {
   }
 
   /**
-   * See {@link KvStateMachine.exportState}: an LSM snapshot taken in the apply queue after making
-   * the LSM durable up to it; its records are read block by block as they are consumed, while
-   * later commands are applied.
+   * See {@link KvStateMachine.exportState}: an LSM snapshot taken in the apply queue; its records
+   * are read block by block as they are consumed, while later commands are applied.
    */
   exportState(): Promise<StateExport> {
-    return this.#serial(() => this.#beginSnapshot()).then((snap) => {
+    return this.#serial(() => Promise.resolve(this.#db.snapshot())).then((snap) => {
       let done!: () => void;
       const tracked: Promise<void> = new Promise<void>((r) => done = r).finally(() =>
         this.#reading.delete(tracked)
@@ -348,7 +351,6 @@ export class LsmStateMachine implements KvStateMachine {
       }
       await db.write(ops, { sync: false });
       await db.flush();
-      await db.write([{ type: "put", key: SYNC_KEY, value: new Uint8Array(0) }], { sync: true });
     } catch (e) {
       await db.close();
       removeIfExists(this.#env, path, true);

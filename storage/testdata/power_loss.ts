@@ -143,6 +143,8 @@ class Node {
   readonly modelAt = new Map<number, Model>([[0, new Map()]]);
   acked: LogView | null = null;
   inFlight: LogView | null = null;
+  /** Indexes of the snapshots taken of the state machine itself (not installed from a leader). */
+  readonly localSnapshots = new Set<number>();
 
   constructor(readonly log: LogStore, readonly sm: KvStateMachine, readonly rng: Prng) {}
 
@@ -232,6 +234,7 @@ class Node {
       const a = this.sm.appliedIndex();
       if (a > log.snapshotMeta().index) {
         const data = await this.sm.snapshot();
+        this.localSnapshots.add(a);
         log.createSnapshot({ meta: { index: a, term: log.term(a), conf }, data });
       } else {
         log.setHardState({ ...hs, term: hs.term + 1, vote: 0 });
@@ -398,9 +401,20 @@ async function recover(
   }
   const sm = await backend.openSm(env);
   const node = new Node(log, sm, new Prng(seed ^ 0x5bd1e995));
-  if (before) { for (const [k, v] of before.modelAt) node.modelAt.set(k, v); }
+  if (before) {
+    for (const [k, v] of before.modelAt) node.modelAt.set(k, v);
+    for (const i of before.localSnapshots) node.localSnapshots.add(i);
+  }
   const a = sm.appliedIndex();
   assert.ok(a <= got.hs.commit, `applied index ${a} ahead of the durable commit ${got.hs.commit}`);
+  // A snapshot resolves only once the state machine is durable up to it, so the log is never
+  // compacted past what the state machine holds: it catches up by replay, not by a restore.
+  if (before?.localSnapshots.has(got.snapIndex)) {
+    assert.ok(
+      a >= got.snapIndex,
+      `state machine at ${a} behind the log's own snapshot ${got.snapIndex} (log compacted past it)`,
+    );
+  }
   const want = node.modelAt.get(a);
   assert.ok(want, `no model for applied index ${a}`);
   assert.ok(sameModel(await smState(sm), want), `state machine data behind its applied index ${a}`);
