@@ -149,13 +149,22 @@ export class RaftLog {
     return this.storage.term(i);
   }
 
+  /** The term at `i`, or undefined when it is out of range (no exception on the hot path: a
+   * follower asks for the term of every new entry it appends). */
+  #termIfAvailable(i: number): number | undefined {
+    const t = this.unstable.maybeTerm(i);
+    if (t !== undefined) return t;
+    if (i < this.firstIndex() - 1 || i > this.lastIndex()) return undefined;
+    try {
+      return this.storage.term(i);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** The term at `i`, or 0 when it is not available. */
   termOrZero(i: number): number {
-    try {
-      return this.term(i);
-    } catch {
-      return 0;
-    }
+    return this.#termIfAvailable(i) ?? 0;
   }
 
   lastTerm(): number {
@@ -163,11 +172,8 @@ export class RaftLog {
   }
 
   matchTerm(i: number, t: number): boolean {
-    try {
-      return this.term(i) === t;
-    } catch {
-      return false;
-    }
+    const term = this.#termIfAvailable(i);
+    return term !== undefined && term === t;
   }
 
   /** Raft §5.4.1: is a log ending at (lasti, term) at least as up to date as ours? */
