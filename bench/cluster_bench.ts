@@ -35,7 +35,12 @@
  *
  * Usage: deno task bench:cluster [--n 20000] [--clients 16,64,256] [--rounds 3] [--no-etcd]
  *        [--ops put,get] [--gokv-ops cas,watch] [--storage lsm] [--etcd-client go|etcd3]
- *        [--tls-clients 64|none]
+ *        [--tls-clients 64|none] [--baseline <checkout>]
+ *
+ * `--baseline <dir>` also runs a gokv cluster from another checkout of the project (e.g. `git
+ * archive` of the commit before a change), driven by that checkout's generator, as system "base"
+ * in the same alternation at --clients, and prints gokv/base ratios: a before/after measurement
+ * under the same machine load instead of two runs compared.
  *
  * etcd: `apt-get install -y etcd-server etcd-client`; started with
  * ../shared/anchors/etcd-cluster.sh (skipped with a note when unavailable).
@@ -79,8 +84,10 @@ const { values: a } = parseArgs({
     keys: { type: "string", default: "10000" },
     vsize: { type: "string", default: "100" },
     "tls-clients": { type: "string", default: "64" },
+    baseline: { type: "string" },
   },
 });
+const BASE_ROOT = a.baseline ? resolve(a.baseline) : undefined;
 const N = Number(a.n);
 const CLIENTS = a.clients!.split(",").map(Number);
 const OPS = a.ops!.split(",") as ("put" | "get")[];
@@ -206,7 +213,7 @@ async function secure(dir: string): Promise<{ yaml: string; sec: Secured }> {
 /** The KV Connect access token of the benchmark clusters (DENO_KV_ACCESS_TOKEN of denokv). */
 const KV_TOKEN = "bench-kv-connect-token";
 
-async function startGokv(tls = false): Promise<
+async function startGokv(tls = false, root = ROOT): Promise<
   {
     endpoints: string[];
     pids: number[];
@@ -244,7 +251,7 @@ async function startGokv(tls = false): Promise<
       args: [
         "run",
         "-A",
-        join(ROOT, "main.ts"),
+        join(root, "main.ts"),
         "server",
         "--config",
         configPath,
@@ -406,18 +413,23 @@ if (!a["no-etcd"]) {
 
 const gokv = await startGokv();
 const gokvTls = TLS_CLIENTS.length > 0 ? await startGokv(true) : undefined;
+const base = BASE_ROOT ? await startGokv(false, BASE_ROOT) : undefined;
 let etcdStarted = false;
 const results: Result[] = [];
 try {
   /** A gokv cluster driven by bench/gokv_load.ts (over TLS with a token when secured). */
-  const gokvOf = (name: string, g: Awaited<ReturnType<typeof startGokv>>): System => ({
+  const gokvOf = (
+    name: string,
+    g: Awaited<ReturnType<typeof startGokv>>,
+    root = ROOT,
+  ): System => ({
     name,
     pids: () => Promise.resolve(g.pids),
     generator: (op, c) => [
       Deno.execPath(),
       "run",
       "-A",
-      join(ROOT, "bench", "gokv_load.ts"),
+      join(root, "bench", "gokv_load.ts"),
       ...loadArgs(g.endpoints, op, c),
       ...(g.sec ? ["--cacert", g.sec.ca, "--token", g.sec.token] : []),
     ],
@@ -441,6 +453,7 @@ try {
       ...loadArgs([], op, c).slice(2),
     ],
   };
+  const baseSystem = base && gokvOf("base", base, BASE_ROOT);
 
   if (etcdSystem) {
     await etcdCluster("start");
@@ -464,6 +477,7 @@ try {
         const order = [
           ...(CLIENTS.includes(c) ? [gokvSystem] : []),
           ...(denoKvSystem && CLIENTS.includes(c) ? [denoKvSystem] : []),
+          ...(baseSystem && CLIENTS.includes(c) ? [baseSystem] : []),
           ...(tlsSystem && TLS_CLIENTS.includes(c) ? [tlsSystem, gokvSystem] : []),
           ...(etcdSystem && CLIENTS.includes(c) ? [etcdSystem] : []),
         ].filter((s, i, all) => all.indexOf(s) === i);
@@ -479,6 +493,7 @@ try {
 } finally {
   await gokv.stop();
   await gokvTls?.stop();
+  await base?.stop();
   if (etcdStarted) await etcdCluster("stop");
 }
 
@@ -491,7 +506,7 @@ function best(sys: string, op: string, c: number): Result | undefined {
 console.log(`\nbest of ${ROUNDS} round(s):`);
 for (const op of OPS) {
   for (const c of [...new Set([...CLIENTS, ...TLS_CLIENTS])].sort((x, y) => x - y)) {
-    for (const sys of ["gokv", "denokv", "gokv-tls", "etcd"]) {
+    for (const sys of ["gokv", "base", "denokv", "gokv-tls", "etcd"]) {
       const r = best(sys, op, c);
       if (r) console.log(fmtRow(r));
     }
@@ -511,60 +526,64 @@ for (const op of GOKV_OPS) {
     );
   }
 }
-if (etcdSystem) {
-  console.log(
-    "\nratios gokv/etcd, best rounds (throughput; p99 and server CPU per op: etcd/gokv, > 1 " +
-      "means gokv's is lower):",
-  );
+/**
+ * Ratios of system `x` to system `y` at each op and concurrency of `clients`, best rounds:
+ * throughput x/y; p99 and server CPU per op y/x (> 1: x's is lower), or x/y with `cost`.
+ */
+function printRatios(title: string, x: string, y: string, clients: number[], cost = false): void {
+  console.log(`\n${title}`);
   for (const op of OPS) {
-    for (const c of CLIENTS) {
-      const g = best("gokv", op, c)!, e = best("etcd", op, c)!;
+    for (const c of clients) {
+      const rx = best(x, op, c), ry = best(y, op, c);
+      if (!rx || !ry) continue;
+      const inv = (p: number, q: number) => (cost ? p / q : q / p);
       console.log(
         `${op.padEnd(4)} c=${String(c).padEnd(4)} throughput x${
-          (g.opsPerSec / e.opsPerSec).toFixed(2)
-        }` +
-          `  p99 x${(e.p99 / g.p99).toFixed(2)}  server cpu/op x${
-            (e.serverUsPerOp / g.serverUsPerOp).toFixed(2)
-          }`,
-      );
-    }
-  }
-}
-if (gokvTls) {
-  console.log(
-    "\nratios gokv-tls/gokv (TLS on every port + tokens vs plaintext), best rounds (throughput; " +
-      "p99 and server CPU per op: tls/plain, > 1 means TLS costs that much more):",
-  );
-  for (const op of OPS) {
-    for (const c of TLS_CLIENTS) {
-      const t = best("gokv-tls", op, c), g = best("gokv", op, c);
-      if (!t || !g) continue;
-      console.log(
-        `${op.padEnd(4)} c=${String(c).padEnd(4)} throughput x${
-          (t.opsPerSec / g.opsPerSec).toFixed(2)
-        }  p99 x${(t.p99 / g.p99).toFixed(2)}  server cpu/op x${
-          (t.serverUsPerOp / g.serverUsPerOp).toFixed(2)
+          (rx.opsPerSec / ry.opsPerSec).toFixed(2)
+        }  p99 x${inv(rx.p99, ry.p99).toFixed(2)}  server cpu/op x${
+          inv(rx.serverUsPerOp, ry.serverUsPerOp).toFixed(2)
         }`,
       );
     }
   }
 }
-if (!a["no-deno-kv"]) {
-  console.log(
-    "\nratios denokv/gokv, best rounds (KV Connect through Deno.openKv vs gokv's binary " +
-      "protocol; put = atomic commit, get = strong read; throughput, p99 gokv/denokv):",
+if (base) {
+  printRatios(
+    "ratios gokv/base (this checkout against --baseline), best rounds (p99 and server CPU per " +
+      "op: base/gokv, > 1 means gokv's is lower):",
+    "gokv",
+    "base",
+    CLIENTS,
   );
-  for (const op of OPS) {
-    for (const c of CLIENTS) {
-      const g = best("gokv", op, c), d = best("denokv", op, c);
-      if (!g || !d) continue;
-      console.log(
-        `${op.padEnd(4)} c=${String(c).padEnd(4)} throughput x${
-          (d.opsPerSec / g.opsPerSec).toFixed(2)
-        }  p99 x${(g.p99 / d.p99).toFixed(2)}`,
-      );
-    }
-  }
+}
+if (etcdSystem) {
+  printRatios(
+    "ratios gokv/etcd, best rounds (throughput; p99 and server CPU per op: etcd/gokv, > 1 " +
+      "means gokv's is lower):",
+    "gokv",
+    "etcd",
+    CLIENTS,
+  );
+}
+if (gokvTls) {
+  printRatios(
+    "ratios gokv-tls/gokv (TLS on every port + tokens vs plaintext), best rounds (throughput; " +
+      "p99 and server CPU per op: tls/plain, > 1 means TLS costs that much more):",
+    "gokv-tls",
+    "gokv",
+    TLS_CLIENTS,
+    true,
+  );
+}
+if (!a["no-deno-kv"]) {
+  printRatios(
+    "ratios denokv/gokv, best rounds (KV Connect through Deno.openKv vs gokv's binary " +
+      "protocol; put = atomic commit, get = strong read; throughput, p99 and server CPU per op " +
+      "gokv/denokv):",
+    "denokv",
+    "gokv",
+    CLIENTS,
+  );
 }
 console.log(JSON.stringify({ results }));
 Deno.exit(0);
