@@ -240,7 +240,8 @@ async function startGokv(tls = false, root = ROOT): Promise<
       `  - { id: ${n.id}, peer: ${n.peer}, client: ${n.client}, http: ${n.http} }`
     ),
     "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 500\n",
-    `kv_connect:\n  access_token: ${KV_TOKEN}\n`,
+    // KV Connect (the denokv rows) on this checkout only: a --baseline may predate its config.
+    root === ROOT ? `kv_connect:\n  access_token: ${KV_TOKEN}\n` : "",
     "log:\n  level: warn\n",
     secured?.yaml ?? "",
   ].join("\n");
