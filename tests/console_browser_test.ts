@@ -5,12 +5,17 @@
  * CI installs chromium (.ci/run) and sets GOKV_REQUIRE_BROWSER=1, so there a missing browser fails
  * the test; elsewhere the test is ignored when no Chromium is found (the reason is printed).
  * GOKV_UI_SCREENSHOTS=<dir> keeps the screenshots (the README's come from `docs/`).
+ *
+ * Two clusters, one per test: a plain one (overview, charts, key browser with versionstamps,
+ * live watch, a leader kill) and a TLS + token one (token entered once, kept in sessionStorage and
+ * never in a URL, a read-only token refused writes, a write token allowed them).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
-import { TestCluster } from "./harness.ts";
+import { TestCluster, waitFor } from "./harness.ts";
 import { Client } from "../client/client.ts";
+import { https, secured, TOKENS } from "./secured.ts";
 
 const CANDIDATES = [
   Deno.env.get("GOKV_CHROMIUM"),
@@ -34,6 +39,17 @@ if (!chromium && !required) {
   console.error("console_browser_test: no Chromium found (apt-get install chromium): ignored");
 }
 
+function launch(acceptInsecureCerts = false): Promise<Browser> {
+  return puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    // The TLS test's certificates come from a test CA that Chromium does not know; the nodes'
+    // side of TLS (and the CA check) is tested in tests/security_test.ts.
+    acceptInsecureCerts,
+    args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+  });
+}
+
 Deno.test({
   name: "web console: 3 members and the leader, a key set in the UI reads back through the CLI, " +
     "a leader kill shows within 2 s",
@@ -50,11 +66,7 @@ Deno.test({
       cluster.startAll();
       const leader = await cluster.waitLeader();
       const viewer = [...cluster.nodes.keys()].find((id) => id !== leader)!;
-      browser = await puppeteer.launch({
-        executablePath: chromium,
-        headless: true,
-        args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-      });
+      browser = await launch();
       const page: Page = await browser.newPage();
       await page.setViewport({ width: 1280, height: 800 });
       const pageErrors: string[] = [];
@@ -140,6 +152,110 @@ Deno.test({
     } finally {
       await browser?.close();
       await cluster.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "web console over TLS with tokens: the token is entered once and kept in sessionStorage, " +
+    "never in a URL; a read-only token is refused writes, a write token sets a key the CLI reads",
+  ignore: !chromium && !required,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    assert.ok(chromium, "GOKV_REQUIRE_BROWSER=1 but no Chromium found (apt-get install chromium)");
+    const s = await secured();
+    const admin = https(s, TOKENS.admin);
+    const cluster = await TestCluster.create({
+      storage: "memory",
+      extraYaml: s.extraYaml,
+      statusFetch: (http) => admin(`https://${http}/v1/status`),
+    });
+    const cli = (args: string[], token: string) =>
+      cluster.cli([...args, "--cacert", s.ca, "--token", token]);
+    let browser: Browser | undefined;
+    try {
+      cluster.startAll();
+      const leader = await cluster.waitLeader();
+      const viewer = [...cluster.nodes.keys()].find((id) => id !== leader)!;
+      browser = await launch(true);
+      const page: Page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(String(e)));
+      page.on("dialog", (d) => d.accept());
+      const urls: string[] = [];
+      page.on("request", (r) => urls.push(r.url()));
+      const origin = `https://${cluster.nodes.get(viewer)!.http}`;
+      await page.goto(`${origin}/ui`);
+
+      // No token yet: the node refuses, and the console says so.
+      await page.waitForFunction(
+        `/401 unauthenticated/.test(document.querySelector("#error").textContent)`,
+        { timeout: 10_000 },
+      );
+      // The read token, entered once: the overview fills in (the node gathers the others' status
+      // over HTTPS with it).
+      await page.type("#token", TOKENS.reader);
+      await page.click('#token-form button[type="submit"]');
+      const threeMembers =
+        `document.querySelectorAll("#members tbody tr[data-health=up]").length === 3 &&
+         document.querySelector('#members tr.leader[data-id="${leader}"]') !== null`;
+      await page.waitForFunction(threeMembers, { timeout: 10_000 });
+      assert.equal(await page.evaluate(`sessionStorage.getItem("gokv.token")`), TOKENS.reader);
+      assert.equal(await page.evaluate(`document.querySelector("#token").value`), "");
+      // Kept for the tab: a reload does not ask again.
+      await page.reload();
+      await page.waitForFunction(threeMembers, { timeout: 10_000 });
+
+      // A write with the read token: refused, and the console says why.
+      await page.click('nav button[data-tab="keys"]');
+      await page.type('#set input[name="key"]', "tls-key");
+      await page.type('#set input[name="value"]', "from the console");
+      await page.click('#set button[type="submit"]');
+      await page.waitForFunction(`!document.querySelector("#kv-status").hidden`, {
+        timeout: 10_000,
+      });
+      const refusal = await page.evaluate(`document.querySelector("#kv-status").textContent`);
+      assert.match(
+        String(refusal),
+        /^set refused: 403 permission_denied .*viewer.* may not put: it needs role write/,
+      );
+      let r = await cli(["get", "tls-key"], TOKENS.reader);
+      assert.equal(r.stdout.trim(), "✅ Success! Result: key not found", r.stderr);
+
+      // The write token replaces it: the same set goes through and the CLI reads it.
+      await page.type("#token", TOKENS.writer);
+      await page.click('#token-form button[type="submit"]');
+      assert.equal(await page.evaluate(`sessionStorage.getItem("gokv.token")`), TOKENS.writer);
+      // (A refused set keeps the form filled in: the same click again.)
+      await page.click('#set button[type="submit"]');
+      await page.waitForFunction(`document.querySelector("#kv-status").hidden`, {
+        timeout: 10_000,
+      });
+      await waitFor(async () => {
+        r = await cli(["get", "tls-key"], TOKENS.reader);
+        return r.stdout.trim() === "✅ Success! Value: from the console";
+      }, 10_000);
+
+      // "forget" drops it: the node refuses again.
+      await page.click("#token-clear");
+      assert.equal(await page.evaluate(`sessionStorage.getItem("gokv.token")`), null);
+      await page.waitForFunction(
+        `/401 unauthenticated/.test(document.querySelector("#error").textContent)`,
+        { timeout: 10_000 },
+      );
+
+      // Never in a URL: no request the page made carried a token.
+      assert.ok(urls.length > 5, `${urls.length} requests`);
+      for (const u of urls) {
+        assert.ok(u.startsWith(origin), u);
+        for (const t of Object.values(TOKENS)) assert.ok(!u.includes(t), u);
+      }
+      assert.deepEqual(pageErrors, []);
+    } finally {
+      await browser?.close();
+      await cluster.stop();
+      await s.close();
     }
   },
 });

@@ -296,6 +296,13 @@ function show(bytes, view) {
   return text;
 }
 
+/** A refused or failed key-browser action, shown above the table (e.g. a read-only token). */
+function kvStatus(msg) {
+  const e = $("#kv-status");
+  e.textContent = msg;
+  e.hidden = !msg;
+}
+
 let page = { prefix: "", limit: 50, next: undefined };
 
 function keyPath(entry) {
@@ -328,8 +335,10 @@ async function scan(cursor) {
               if (!confirm(`Delete key "${kv.key ?? kv.keyBase64}"?`)) return;
               try {
                 await api(keyPath(kv), { method: "DELETE" });
+                kvStatus("");
               } catch (e) {
-                alert(`delete: ${e.message}`);
+                kvStatus(`delete refused: ${e.message}`);
+                return;
               }
               scan();
             },
@@ -364,51 +373,132 @@ $("#set").addEventListener("submit", async (ev) => {
       body: new TextEncoder().encode(value),
     });
     ev.target.reset();
+    kvStatus("");
   } catch (e) {
-    alert(`set: ${e.message}`);
+    kvStatus(`set refused: ${e.message}`);
+    return;
   }
   scan();
 });
 
-// Watch: Server-Sent Events read through fetch (EventSource cannot send the token header).
+// Watch: `GET /v1/watch` Server-Sent Events, read through fetch (EventSource cannot send the
+// token header). Events: `initial` (the prefix's entries at a versionstamp), `change` (one commit's
+// changes, value null = deleted), `error` (e.g. watch_compacted); `: keepalive` comments. Every
+// event's id is its versionstamp: after a dropped stream (the node restarted, the network blinked)
+// the console reconnects with `Last-Event-ID` and misses nothing; when that node's history no
+// longer reaches back (410 / watch_compacted) it starts over from the current state.
 let watching;
-$("#watch").addEventListener("click", async () => {
+let lastEventId;
+
+function entryText(e) {
+  const key = e.key ?? `(base64) ${e.keyBase64}`;
+  if (e.versionstamp === null || (e.value === null && e.valueBase64 === undefined)) {
+    return `${key} deleted`;
+  }
+  const value = show(bytesOf(e, "value"), $("#view").value);
+  return `${key} = ${value}  @${e.versionstamp}${
+    e.encoding && e.encoding !== "bytes" ? ` (${e.encoding})` : ""
+  }`;
+}
+
+function logEvent(line) {
   const out = $("#events");
+  out.textContent = `${line}\n${out.textContent}`.slice(0, 20000);
+}
+
+/** Handles one SSE block; returns false when the stream must start over. */
+function onWatchEvent(block) {
+  let event = "message";
+  let id;
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue; // keepalive comment
+    const c = line.indexOf(":");
+    const field = c < 0 ? line : line.slice(0, c);
+    const value = c < 0 ? "" : line.slice(c + 1).replace(/^ /, "");
+    if (field === "event") event = value;
+    else if (field === "id") id = value;
+    else if (field === "data") data.push(value);
+  }
+  if (data.length === 0) return true;
+  const body = JSON.parse(data.join("\n"));
+  if (id) lastEventId = id;
+  if (event === "initial") {
+    logEvent(`initial state at ${body.versionstamp}: ${body.entries.length} keys`);
+    for (const e of body.entries) logEvent(`  ${entryText(e)}`);
+  } else if (event === "change") {
+    for (const e of body.changes) logEvent(`${body.versionstamp} ${entryText(e)}`);
+  } else if (event === "error") {
+    logEvent(`watch: ${body.error}: ${body.message ?? ""}`);
+    if (body.error === "watch_compacted") lastEventId = undefined;
+    return false;
+  }
+  return true;
+}
+
+async function watchOnce(prefix, signal) {
+  const h = { accept: "text/event-stream" };
+  if (lastEventId) h["last-event-id"] = lastEventId;
+  const res = await fetch(`/v1/watch?prefix=${encodeURIComponent(prefix)}`, {
+    headers: headers(h),
+    signal,
+  });
+  if (!res.ok) {
+    let body = {};
+    try {
+      body = await res.json();
+    } catch { /* not JSON */ }
+    if (res.status === 410) lastEventId = undefined; // history compacted: start over
+    throw new ApiError(`${res.status} ${body.error ?? ""} ${body.message ?? ""}`.trim());
+  }
+  $("#watch-state").textContent = `watching "${prefix}" live`;
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value.replace(/\r\n?/g, "\n");
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      if (!onWatchEvent(block)) return;
+    }
+  }
+}
+
+$("#watch").addEventListener("click", async () => {
   if (watching) {
     watching.abort();
     watching = undefined;
     $("#watch").textContent = "watch prefix";
+    $("#watch-state").textContent = "";
     return;
   }
-  watching = new AbortController();
+  const ac = new AbortController();
+  watching = ac;
+  lastEventId = undefined;
   $("#watch").textContent = "stop watching";
-  out.hidden = false;
-  out.textContent = "";
+  $("#events").hidden = false;
+  $("#events").textContent = "";
   const prefix = $("#prefix").value;
-  try {
-    const res = await fetch(`/v1/watch?prefix=${encodeURIComponent(prefix)}`, {
-      headers: headers({ accept: "text/event-stream" }),
-      signal: watching.signal,
-    });
-    if (!res.ok) throw new ApiError(`${res.status}: this node does not serve /v1/watch`);
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let i;
-      while ((i = buf.indexOf("\n\n")) >= 0) {
-        const event = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        const data = event.split("\n").filter((l) => l.startsWith("data:")).map((l) =>
-          l.slice(5).trim()
-        ).join("\n");
-        if (data) out.textContent = `${data}\n${out.textContent}`.slice(0, 20000);
+  while (!ac.signal.aborted) {
+    try {
+      await watchOnce(prefix, ac.signal);
+    } catch (e) {
+      if (ac.signal.aborted) break;
+      logEvent(`watch: ${e.message}`);
+      // A refusal (bad token, no permission) does not heal by retrying.
+      if (e instanceof ApiError && /^(400|401|403|404|405) /.test(e.message)) {
+        watching = undefined;
+        $("#watch").textContent = "watch prefix";
+        $("#watch-state").textContent = "";
+        return;
       }
     }
-  } catch (e) {
-    if (e.name !== "AbortError") out.textContent = `watch: ${e.message}`;
+    if (ac.signal.aborted) break;
+    $("#watch-state").textContent = `reconnecting${lastEventId ? ` after ${lastEventId}` : ""}…`;
+    await new Promise((r) => setTimeout(r, 1000));
   }
 });
 
