@@ -7,7 +7,7 @@
  * GOKV_UI_SCREENSHOTS=<dir> keeps the screenshots (the README's come from `docs/`).
  *
  * Two clusters, one per test: a plain one (overview, charts, key browser with versionstamps,
- * live watch, a leader kill) and a TLS + token one (token entered once, kept in sessionStorage and
+ * live watch resumed across a node restart, a leader kill) and a TLS + token one (token entered once, kept in sessionStorage and
  * never in a URL, a read-only token refused writes, a write token allowed them).
  */
 import assert from "node:assert/strict";
@@ -37,6 +37,19 @@ const chromium = findChromium();
 const required = Deno.env.get("GOKV_REQUIRE_BROWSER") === "1";
 if (!chromium && !required) {
   console.error("console_browser_test: no Chromium found (apt-get install chromium): ignored");
+}
+
+/** PUTs over HTTP; the versionstamp the write got. */
+async function putVs(addr: string, key: string, value: string): Promise<string> {
+  const res = await fetch(`http://${addr}/v1/kv/${encodeURIComponent(key)}`, {
+    method: "PUT",
+    body: value,
+    signal: AbortSignal.timeout(5000),
+  });
+  const body = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(body));
+  assert.match(body.versionstamp, /^[0-9a-f]{20}$/);
+  return body.versionstamp;
 }
 
 function launch(acceptInsecureCerts = false): Promise<Browser> {
@@ -72,6 +85,11 @@ Deno.test({
       const pageErrors: string[] = [];
       page.on("pageerror", (e) => pageErrors.push(String(e)));
       page.on("dialog", (d) => d.accept()); // the console confirms every change
+      // The Last-Event-ID of every watch request the page makes ("" for none).
+      const watchRequests: string[] = [];
+      page.on("request", (r) => {
+        if (r.url().includes("/v1/watch")) watchRequests.push(r.headers()["last-event-id"] ?? "");
+      });
       await page.goto(`http://${cluster.nodes.get(viewer)!.http}/ui`);
 
       // Overview: three members, the leader marked.
@@ -119,6 +137,14 @@ Deno.test({
       await page.click('nav button[data-tab="keys"]');
       await page.type("#prefix", "ui-");
       await page.click('#scan button[type="submit"]');
+      // Watch the prefix live (the data model's `GET /v1/watch` Server-Sent Events).
+      await page.click("#watch");
+      const events = (re: RegExp) =>
+        page.waitForFunction(
+          `${re}.test(document.querySelector("#events").textContent)`,
+          { timeout: 10_000 },
+        );
+      await events(/initial state at [0-9a-f]{20}: 0 keys/);
       await page.type('#set input[name="key"]', "ui-key");
       await page.type('#set input[name="value"]', "set from the console");
       await page.click('#set button[type="submit"]');
@@ -128,7 +154,34 @@ Deno.test({
       const got = await cluster.cli(["get", "ui-key"]);
       assert.equal(got.code, 0, got.stderr);
       assert.equal(got.stdout.trim(), "✅ Success! Value: set from the console");
+      // The key browser shows the versionstamp the data model gave the write, and the watch
+      // delivered that commit.
+      const vs = String(
+        await page.evaluate(
+          `document.querySelector('#kvs tr[data-key="ui-key"] td.mono').textContent`,
+        ),
+      );
+      const raw = await fetch(`http://${cluster.nodes.get(leader)!.http}/v1/kv/ui-key`);
+      await raw.body?.cancel();
+      assert.equal(raw.headers.get("x-gokv-versionstamp"), vs);
+      await events(new RegExp(`${vs} ui-key = set from the console  @${vs}`));
+      // A write through another node shows up live too.
+      const live = await putVs(cluster.nodes.get(leader)!.http, "ui-live", "from elsewhere");
+      await events(new RegExp(`${live} ui-live = from elsewhere  @${live}`));
       await page.screenshot({ path: join(shots, "console-keys.png") });
+
+      // The watched node restarts: the console reconnects with Last-Event-ID (the last event's
+      // versionstamp) and shows the write made while it was down.
+      await cluster.kill(viewer);
+      await putVs(cluster.nodes.get(leader)!.http, "ui-down", "written while it was down");
+      cluster.start(viewer);
+      await page.waitForFunction(
+        `/ui-down = written while it was down/.test(document.querySelector("#events").textContent)`,
+        { timeout: 30_000 },
+      );
+      assert.ok(watchRequests.length >= 2, JSON.stringify(watchRequests));
+      assert.equal(watchRequests[0], "", "the first watch starts from the current state");
+      assert.equal(watchRequests[1], live, "the reconnect resumes after the last event");
 
       // Delete through the UI (confirmed), gone for the CLI.
       await page.click('#kvs tr[data-key="ui-key"] button.danger');
@@ -137,6 +190,8 @@ Deno.test({
       });
       const gone = await cluster.cli(["get", "ui-key"]);
       assert.equal(gone.stdout.trim(), "✅ Success! Result: key not found");
+      await events(/[0-9a-f]{20} ui-key deleted/);
+      await page.click("#watch"); // stop watching
 
       // A leader kill is visible within 2 s.
       await page.click('nav button[data-tab="overview"]');
