@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
-import { TestCluster, waitFor } from "./harness.ts";
+import { httpPutVersionstamp, TestCluster, waitFor } from "./harness.ts";
 import { Client } from "../client/client.ts";
 import { https, secured, TOKENS } from "./secured.ts";
 
@@ -41,15 +41,9 @@ if (!chromium && !required) {
 
 /** PUTs over HTTP; the versionstamp the write got. */
 async function putVs(addr: string, key: string, value: string): Promise<string> {
-  const res = await fetch(`http://${addr}/v1/kv/${encodeURIComponent(key)}`, {
-    method: "PUT",
-    body: value,
-    signal: AbortSignal.timeout(5000),
-  });
-  const body = await res.json();
-  assert.equal(res.status, 200, JSON.stringify(body));
-  assert.match(body.versionstamp, /^[0-9a-f]{20}$/);
-  return body.versionstamp;
+  const vs = await httpPutVersionstamp(addr, key, value);
+  assert.ok(vs, `PUT ${key} was not acknowledged`);
+  return vs;
 }
 
 function launch(acceptInsecureCerts = false): Promise<Browser> {

@@ -72,6 +72,26 @@ export async function httpPut(addr: string, key: string, value: string): Promise
   }
 }
 
+/** PUTs `key` = `value` over HTTP; the versionstamp the write got (20 hex digits), or undefined
+ * when it was not acknowledged. */
+export async function httpPutVersionstamp(
+  addr: string,
+  key: string,
+  value: string,
+): Promise<string | undefined> {
+  try {
+    const res = await fetch(`http://${addr}/v1/kv/${encodeURIComponent(key)}`, {
+      method: "PUT",
+      body: value,
+      signal: AbortSignal.timeout(3000),
+    });
+    const body = await res.json();
+    return res.ok && typeof body.versionstamp === "string" ? body.versionstamp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** GETs `key` over HTTP with the given consistency; the status and the value, if any. */
 export async function httpGet(
   addr: string,
