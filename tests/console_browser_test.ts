@@ -46,6 +46,20 @@ async function putVs(addr: string, key: string, value: string): Promise<string> 
   return vs;
 }
 
+/** Waits for a page condition; on timeout the error names it and shows what the page says. */
+async function until(page: Page, expr: string, timeout = 10_000): Promise<void> {
+  try {
+    await page.waitForFunction(expr, { timeout });
+  } catch (e) {
+    const said = await page.evaluate(
+      `JSON.stringify({ error: document.querySelector("#error")?.textContent,
+        kv: document.querySelector("#kv-status")?.textContent,
+        rows: [...document.querySelectorAll("#members tbody tr")].map((r) => r.dataset.health) })`,
+    ).catch(() => "?");
+    throw new Error(`waiting for ${expr}: ${(e as Error).message}; page: ${said}`);
+  }
+}
+
 function launch(acceptInsecureCerts = false): Promise<Browser> {
   return puppeteer.launch({
     executablePath: chromium,
@@ -158,10 +172,14 @@ Deno.test({
       const raw = await fetch(`http://${cluster.nodes.get(leader)!.http}/v1/kv/ui-key`);
       await raw.body?.cancel();
       assert.equal(raw.headers.get("x-gokv-versionstamp"), vs);
-      await events(new RegExp(`${vs} ui-key = set from the console  @${vs}`));
+      await events(new RegExp(`${vs} ui-key = set from the console`));
       // A write through another node shows up live too.
       const live = await putVs(cluster.nodes.get(leader)!.http, "ui-live", "from elsewhere");
-      await events(new RegExp(`${live} ui-live = from elsewhere  @${live}`));
+      await events(new RegExp(`${live} ui-live = from elsewhere`));
+      // The table follows the watched prefix.
+      await page.waitForFunction(`document.querySelector('#kvs tr[data-key="ui-live"]') !== null`, {
+        timeout: 10_000,
+      });
       await page.screenshot({ path: join(shots, "console-keys.png") });
 
       // The watched node restarts: the console reconnects with Last-Event-ID (the last event's
@@ -178,7 +196,10 @@ Deno.test({
       assert.equal(watchRequests[1], live, "the reconnect resumes after the last event");
 
       // Delete through the UI (confirmed), gone for the CLI.
-      await page.click('#kvs tr[data-key="ui-key"] button.danger');
+      // (Clicked inside the page: the watch re-renders the table, an element handle can go stale.)
+      await page.evaluate(
+        `document.querySelector('#kvs tr[data-key="ui-key"] button.danger').click()`,
+      );
       await page.waitForFunction(`document.querySelector('#kvs tr[data-key="ui-key"]') === null`, {
         timeout: 10_000,
       });
@@ -238,10 +259,7 @@ Deno.test({
       await page.goto(`${origin}/ui`);
 
       // No token yet: the node refuses, and the console says so.
-      await page.waitForFunction(
-        `/401 unauthenticated/.test(document.querySelector("#error").textContent)`,
-        { timeout: 10_000 },
-      );
+      await until(page, `/401 unauthenticated/.test(document.querySelector("#error").textContent)`);
       // The read token, entered once: the overview fills in (the node gathers the others' status
       // over HTTPS with it).
       await page.type("#token", TOKENS.reader);
@@ -249,21 +267,19 @@ Deno.test({
       const threeMembers =
         `document.querySelectorAll("#members tbody tr[data-health=up]").length === 3 &&
          document.querySelector('#members tr.leader[data-id="${leader}"]') !== null`;
-      await page.waitForFunction(threeMembers, { timeout: 10_000 });
+      await until(page, threeMembers);
       assert.equal(await page.evaluate(`sessionStorage.getItem("gokv.token")`), TOKENS.reader);
       assert.equal(await page.evaluate(`document.querySelector("#token").value`), "");
       // Kept for the tab: a reload does not ask again.
       await page.reload();
-      await page.waitForFunction(threeMembers, { timeout: 10_000 });
+      await until(page, threeMembers);
 
       // A write with the read token: refused, and the console says why.
       await page.click('nav button[data-tab="keys"]');
       await page.type('#set input[name="key"]', "tls-key");
       await page.type('#set input[name="value"]', "from the console");
       await page.click('#set button[type="submit"]');
-      await page.waitForFunction(`!document.querySelector("#kv-status").hidden`, {
-        timeout: 10_000,
-      });
+      await until(page, `!document.querySelector("#kv-status").hidden`);
       const refusal = await page.evaluate(`document.querySelector("#kv-status").textContent`);
       assert.match(
         String(refusal),
@@ -278,9 +294,7 @@ Deno.test({
       assert.equal(await page.evaluate(`sessionStorage.getItem("gokv.token")`), TOKENS.writer);
       // (A refused set keeps the form filled in: the same click again.)
       await page.click('#set button[type="submit"]');
-      await page.waitForFunction(`document.querySelector("#kv-status").hidden`, {
-        timeout: 10_000,
-      });
+      await until(page, `document.querySelector("#kv-status").hidden`);
       await waitFor(async () => {
         r = await cli(["get", "tls-key"], TOKENS.reader);
         return r.stdout.trim() === "✅ Success! Value: from the console";
@@ -289,10 +303,7 @@ Deno.test({
       // "forget" drops it: the node refuses again.
       await page.click("#token-clear");
       assert.equal(await page.evaluate(`sessionStorage.getItem("gokv.token")`), null);
-      await page.waitForFunction(
-        `/401 unauthenticated/.test(document.querySelector("#error").textContent)`,
-        { timeout: 10_000 },
-      );
+      await until(page, `/401 unauthenticated/.test(document.querySelector("#error").textContent)`);
 
       // Never in a URL: no request the page made carried a token.
       assert.ok(urls.length > 5, `${urls.length} requests`);

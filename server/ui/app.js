@@ -311,12 +311,17 @@ function keyPath(entry) {
     : `/v1/kv?key_b64=${encodeURIComponent(entry.keyBase64)}`;
 }
 
+let scans = 0;
+
 async function scan(cursor) {
   const q = new URLSearchParams({ prefix: page.prefix, limit: String(page.limit) });
   if (cursor) q.set("cursor", cursor);
   const view = $("#view").value;
+  const mine = ++scans;
+  page.cursor = cursor; // the page shown (a watch event re-reads it)
   try {
     const body = await api(`/v1/kv?${q}`);
+    if (mine !== scans) return; // a later scan started: its answer is the one to show
     page.next = body.next;
     $("#next-page").disabled = !body.next;
     $("#kvs tbody").replaceChildren(...body.kvs.map((kv) =>
@@ -389,16 +394,17 @@ $("#set").addEventListener("submit", async (ev) => {
 // longer reaches back (410 / watch_compacted) it starts over from the current state.
 let watching;
 let lastEventId;
+let watchedPrefix;
 
-function entryText(e) {
+/** One entry of a watch event; `at` adds its versionstamp (a change line starts with it). */
+function entryText(e, at) {
   const key = e.key ?? `(base64) ${e.keyBase64}`;
   if (e.versionstamp === null || (e.value === null && e.valueBase64 === undefined)) {
     return `${key} deleted`;
   }
   const value = show(bytesOf(e, "value"), $("#view").value);
-  return `${key} = ${value}  @${e.versionstamp}${
-    e.encoding && e.encoding !== "bytes" ? ` (${e.encoding})` : ""
-  }`;
+  const kind = e.encoding && e.encoding !== "bytes" ? ` (${e.encoding})` : "";
+  return `${key} = ${value}${kind}${at ? `  @${e.versionstamp}` : ""}`;
 }
 
 function logEvent(line) {
@@ -425,9 +431,11 @@ function onWatchEvent(block) {
   if (id) lastEventId = id;
   if (event === "initial") {
     logEvent(`initial state at ${body.versionstamp}: ${body.entries.length} keys`);
-    for (const e of body.entries) logEvent(`  ${entryText(e)}`);
+    for (const e of body.entries) logEvent(`  ${entryText(e, true)}`);
   } else if (event === "change") {
-    for (const e of body.changes) logEvent(`${body.versionstamp} ${entryText(e)}`);
+    for (const e of body.changes) logEvent(`${body.versionstamp} ${entryText(e, false)}`);
+    // The table shows the same prefix: keep it current.
+    if (page.prefix === watchedPrefix) scan(page.cursor);
   } else if (event === "error") {
     logEvent(`watch: ${body.error}: ${body.message ?? ""}`);
     if (body.error === "watch_compacted") lastEventId = undefined;
@@ -482,6 +490,7 @@ $("#watch").addEventListener("click", async () => {
   $("#events").hidden = false;
   $("#events").textContent = "";
   const prefix = $("#prefix").value;
+  watchedPrefix = prefix;
   while (!ac.signal.aborted) {
     try {
       await watchOnce(prefix, ac.signal);
