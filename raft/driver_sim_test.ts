@@ -39,3 +39,18 @@ Deno.test(`${RUNS} seeded runs of the real driver keep every invariant and stay 
   }
   assert.equal(failing.length, 0, report(failing));
 });
+
+Deno.test("driver simulation: a removed leader whose hand-off target dies hands off to a live voter (issue 11 item 4)", async () => {
+  // The heal mode "handoff-to-dead": after converging, the leader removes itself and the voter it
+  // hands off to dies the moment the leader applies its removal; the removed leader keeps
+  // running. The live voters must elect a leader and serve a write and a read of every key.
+  const failing: DriverSimulationResult[] = [];
+  let exercised = 0;
+  for (let seed = 1; seed <= 120; seed++) {
+    const r = await runDriverSimulation(seed, { heal: "handoff-to-dead" });
+    if (!r.ok) failing.push(r);
+    if (r.summary.handoff === true) exercised++;
+  }
+  assert.equal(failing.length, 0, report(failing));
+  assert.ok(exercised >= 20, `only ${exercised} of 120 runs reached the hand-off`);
+});

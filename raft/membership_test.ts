@@ -253,6 +253,37 @@ Deno.test("§6 a removed leader whose hand-off target died tries the next active
   assert.deepEqual(c.appliedData(l === 3 ? 4 : 3).slice(-1), ["after"]);
 });
 
+Deno.test("§6 a removed leader never retries a hand-off target that failed, even one heard from in the window", () => {
+  // Node 2 lags while leader 1 removes itself, so the hand-off goes to 3 (the most up to date),
+  // which dies. Then 2 catches up: the voters re-sorted (2 and 3 tie, 2 first) put the dead 3 in
+  // the second place that a rotation by attempt number would take (sim seed 31,
+  // --heal handoff-to-dead). The next attempt must go to a voter not tried yet.
+  const c = new TestCluster([1, 2, 3, 4], { checkQuorum: true, preVote: true });
+  c.elect(1);
+  c.propose(1, "x");
+  c.tick(2);
+  let lagging = true;
+  let dead = false;
+  const timeoutNow: NodeId[] = [];
+  c.filter = (m) => {
+    if (m.type === MessageType.TimeoutNow) {
+      timeoutNow.push(m.to);
+      if (m.to === 3) dead = true;
+    }
+    if (lagging && m.to === 2 && m.type === MessageType.App) return false;
+    return !(dead && (m.to === 3 || m.from === 3));
+  };
+  c.get(1).rn.proposeConfChange({ changes: [remove(1)], context: ctx });
+  c.stabilize();
+  assert.deepEqual(timeoutNow, [3], "first hand-off to the most up-to-date voter");
+  lagging = false;
+  c.tick(60);
+  assert.deepEqual(timeoutNow.filter((id) => id === 3), [3], `dead target retried: ${timeoutNow}`);
+  assert.notEqual(c.get(1).rn.raft.role, "leader", "the removed leader kept leading");
+  const l = c.leader([2, 4]);
+  assert.ok(l === 2 || l === 4, `a live voter leads (got ${l}, hand-offs to ${timeoutNow})`);
+});
+
 Deno.test("§6 a removed leader steps down after its hand-off attempts fail", () => {
   // No target ever campaigns (every TimeoutNow is lost): the removed leader must not hold the
   // remaining voters back with its heartbeats forever.

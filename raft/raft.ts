@@ -141,6 +141,8 @@ export class Raft {
   pendingConfIndex = 0;
   /** Hand-off attempts of this (removed) leader in its term. */
   private handOffAttempts = 0;
+  /** Voters this (removed) leader already tried to hand off to in its term: never retried. */
+  private handOffTried = new Set<NodeId>();
   private pendingTransferCampaign = false;
   /** Ticks since start. */
   private ticks = 0;
@@ -274,6 +276,7 @@ export class Raft {
     this.heartbeatElapsed = 0;
     this.pendingTransferCampaign = false;
     this.handOffAttempts = 0;
+    this.handOffTried.clear();
     this.resetRandomizedElectionTimeout();
     this.abortLeaderTransfer();
     this.trk.resetVotes();
@@ -1262,17 +1265,19 @@ export class Raft {
   }
 
   /**
-   * Removed leader: hands leadership off. Candidates are the voters heard from in the current
-   * CheckQuorum window (all voters if none was), most up to date first (ties: lowest id); each
-   * attempt, one per election timeout, takes the next candidate, so a dead or unwilling target
-   * is never retried forever. After {@link HANDOFF_ATTEMPTS} failed attempts the node steps
-   * down: its heartbeats stop holding back the remaining voters, which then elect a leader.
+   * Removed leader: hands leadership off. Candidates are the voters not tried yet in this term,
+   * those heard from in the current CheckQuorum window first (all untried voters if none of them
+   * was), most up to date first (ties: lowest id); each attempt, one per election timeout, takes
+   * the best candidate, so a target that failed (dead, cut off, unwilling) is never tried again,
+   * even if it was heard from earlier in the window. After {@link HANDOFF_ATTEMPTS} failed
+   * attempts, or when no voter is left to try, the node steps down: its heartbeats stop holding
+   * back the remaining voters, which then elect a leader.
    */
   private handOff(): void {
     const voters: { id: NodeId; pr: Progress }[] = [];
     for (const id of this.trk.voterIds()) {
       const pr = this.trk.progress.get(id);
-      if (id !== this.id && pr) voters.push({ id, pr });
+      if (id !== this.id && pr && !this.handOffTried.has(id)) voters.push({ id, pr });
     }
     const active = voters.filter((v) => v.pr.recentActive);
     const cands = (active.length > 0 ? active : voters)
@@ -1281,12 +1286,14 @@ export class Raft {
       this.logger.info("raft: removed leader stepping down", {
         id: this.id,
         attempts: this.handOffAttempts,
+        tried: [...this.handOffTried],
       });
       this.becomeFollower(this.term, NONE);
       return;
     }
-    const to = cands[this.handOffAttempts % cands.length].id;
+    const to = cands[0].id;
     this.handOffAttempts++;
+    this.handOffTried.add(to);
     this.leaderTransfer(to);
   }
 

@@ -130,9 +130,7 @@ export async function runDriverSimulation(
   p.leaseRead = xrng.chance(0.3);
   // Lease reads assume clocks that run at most 5% apart from real time (the core's bound).
   p.drift = p.leaseRead ? xrng.pick([0, 0.01, 0.02]) : xrng.pick([0, 0.05, 0.2]);
-  // "handoff-to-dead" is not drawn yet: a removed leader still keeps leading when its hand-off
-  // target dies (issue 11 item 4, open); run it with `heal: "handoff-to-dead"`.
-  p.heal = xrng.pick(["all", "leave-one-down", "leave-one-down"] as HealMode[]);
+  p.heal = xrng.pick(["all", "leave-one-down", "handoff-to-dead"] as HealMode[]);
   if (options.heal) p.heal = options.heal;
   if (options.leaseRead !== undefined) p.leaseRead = options.leaseRead;
   const ticks = options.ticks ?? 300;
@@ -232,6 +230,7 @@ export async function runDriverSimulation(
             cluster.crash(down);
           },
         };
+        summary.handoff = true;
         admin.removeSelf(leader);
         ok = await settle(cluster, admin, () => down, budget);
       }
@@ -246,15 +245,15 @@ export async function runDriverSimulation(
     }
     // A fresh write and a read of every key must succeed.
     const final: Promise<boolean>[] = [
-      workload.finalOp({ kind: "put", key: "k0", value: "final" }),
+      workload.finalOp({ kind: "put", key: "k0", value: "final" }, budget),
     ];
-    const writeDone = await cluster.runUntil(() => workload.idle(), budget);
+    const writeDone = await cluster.runUntil(() => workload.idle(), budget + 1_000);
     if (!writeDone || !await final[0]) {
       throw new InvariantViolation("liveness", "the healed cluster did not accept a write");
     }
     for (let k = 0; k < p.keys; k++) {
-      const r = workload.finalOp({ kind: "get", key: "k" + k });
-      const done = await cluster.runUntil(() => workload.idle(), budget);
+      const r = workload.finalOp({ kind: "get", key: "k" + k }, budget);
+      const done = await cluster.runUntil(() => workload.idle(), budget + 1_000);
       if (!done || !await r) throw new InvariantViolation("liveness", `final read of k${k} failed`);
     }
     if (cluster.failure) throw cluster.failure;
@@ -311,7 +310,8 @@ function converged(cluster: DriverCluster, down: NodeId | null): boolean {
   const leader = cluster.leader();
   if (!leader) return false;
   const st = leader.node!.status();
-  if (st.conf.votersOutgoing.length > 0) return false;
+  // A removed leader still handing off is not a converged cluster.
+  if (st.conf.votersOutgoing.length > 0 || !st.conf.voters.includes(leader.id)) return false;
   if (st.applied !== st.commit || st.commit !== st.lastIndex) return false;
   const fp = leader.kv.fingerprint();
   for (const id of members(st.conf)) {
@@ -495,9 +495,12 @@ class DriverWorkload {
   }
 
   /** Runs one operation on client 1 (which must be idle); resolves true when it completed. */
-  finalOp(input: KvInput): Promise<boolean> {
+  finalOp(input: KvInput, budgetMs: number): Promise<boolean> {
     const c = this.#clients[0];
-    return this.#op(c, input, 30);
+    // Attempts are bounded by time, not by count: nodes outside the configuration (a removed
+    // leader left running, a node whose join never completed) answer "no leader known" at once
+    // or only at their deadline, and a client keeps trying the others meanwhile.
+    return this.#op(c, input, Infinity, this.#cl.sched.now + budgetMs);
   }
 
   #randomInput(c: Client): KvInput {
@@ -525,7 +528,12 @@ class DriverWorkload {
     });
   }
 
-  async #op(c: Client, input: KvInput, maxAttempts = this.#p.maxAttempts): Promise<boolean> {
+  async #op(
+    c: Client,
+    input: KvInput,
+    maxAttempts = this.#p.maxAttempts,
+    until?: number,
+  ): Promise<boolean> {
     if (c.busy) throw new RangeError(`client ${c.id} is busy`);
     c.busy = true;
     this.stats.started++;
@@ -535,7 +543,9 @@ class DriverWorkload {
     const seq = write ? ++c.seq : 0;
     const timeoutMs = this.#p.timeoutMs;
     let attempts = 0;
-    for (let refused = 0; attempts < maxAttempts && refused < 200;) {
+    const more = (refused: number) =>
+      until === undefined ? attempts < maxAttempts && refused < 200 : this.#cl.sched.now < until;
+    for (let refused = 0; more(refused);) {
       const ids = this.#cl.memberIds();
       const target = c.hint && (write || this.#rng.chance(0.5)) && ids.includes(c.hint)
         ? c.hint
