@@ -278,3 +278,67 @@ Deno.test("a chunked 300 MB PUT is refused with 413 while it streams, memory bou
     await c.stop();
   }
 });
+
+Deno.test("grpc peer port under ulimit -n 256: after 300 connections a restarted peer connects again and catches up", async () => {
+  // The gRPC transport's port runs the same accept loop as every other port: out of
+  // descriptors it backs off and goes on (grpc-js's own node:net server stops accepting for
+  // good after one EMFILE). Node F is killed and restarted after the flood: its answers to the
+  // leader travel over a new connection to the leader's peer port, so F only catches up if the
+  // leader accepts again.
+  const c = await TestCluster.create({
+    size: 3,
+    storage: "lsm",
+    transport: "grpc",
+    tripwire: true,
+    maxOpenFiles: 256,
+  });
+  try {
+    c.startAll();
+    const leader = await c.waitLeader();
+    const f = [1, 2, 3].find((id) => id !== leader)!;
+    const kv = await Client.connect({ endpoints: [c.nodes.get(leader)!.client], timeoutMs: 3_000 });
+    try {
+      await kv.put("before", "v");
+      const conns = await connectAll(c.nodes.get(leader)!.peer, 300);
+      assert.ok(conns.length >= 256, `only ${conns.length} connections`);
+      await waitFor(
+        async () => /peer listener: accept failed/.test(await c.log(leader)),
+        15_000,
+        "the leader's peer port out of descriptors",
+      ).catch(async (e) => {
+        throw new Error(`${e.message}\n${(await c.log(leader)).slice(-3000)}`);
+      });
+      await c.kill(f);
+      closeAll(conns);
+      c.start(f);
+      const t0 = Date.now();
+      await waitFor(
+        async () => {
+          try {
+            await kv.put("after", String(Date.now()));
+            const [l, s] = [await c.status(leader), await c.status(f)];
+            return Number(s.appliedIndex) >= Number(l.commitIndex) - 1 &&
+              Number(s.appliedIndex) > 0;
+          } catch {
+            return false;
+          }
+        },
+        20_000,
+        `node ${f} caught up through the leader's peer port`,
+      ).catch(async (e) => {
+        throw new Error(`${e.message}\n${(await c.log(leader)).slice(-3000)}`);
+      });
+      // Restart and catch-up of a node take a few seconds themselves on a loaded machine: the
+      // bound is on service through the leader, which the peer port must not have stopped.
+      const health = await fetch(`http://${c.nodes.get(leader)!.http}/healthz`);
+      assert.equal(health.status, 200, await health.text());
+      assert.ok(Date.now() - t0 < 20_000);
+      await assertNoTrip(c, leader);
+      assert.match(await c.log(leader), /peer listener: accepting again/);
+    } finally {
+      await kv.close();
+    }
+  } finally {
+    await c.stop();
+  }
+});

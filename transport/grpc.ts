@@ -16,6 +16,10 @@
  *   otherwise; malformed HTTP/2 input closes that connection only (grpc-js), with a warning.
  * - Deno 2.9.6 can abort a process that receives an HTTP/2 GOAWAY (denoland/deno#36788), so this
  *   transport never closes sessions gracefully: see transport/grpc_sockets.ts.
+ * - The port is the node's shared accept loop (transport/listener.ts: accept errors such as
+ *   EMFILE backed off, never fatal; at most `maxConnections` inbound connections; `problem`
+ *   for `/healthz`), each connection injected into the gRPC server; a connection silent for
+ *   `stallTimeoutMs` is closed; a connection carries at most {@link MAX_STREAMS} calls at once.
  *
  * @module
  */
@@ -38,7 +42,8 @@ import {
   type SnapshotChunk,
 } from "../raft/types.ts";
 import { DecodeError, ProtocolError } from "./errors.ts";
-import { installConnectHook, SocketGroup } from "./grpc_sockets.ts";
+import { connDuplex, installConnectHook, SocketGroup } from "./grpc_sockets.ts";
+import { AcceptLoop } from "./listener.ts";
 import { RAFT_PROTO_JSON } from "./raft_proto.ts";
 import { encodedMessageSize } from "./message_codec.ts";
 import {
@@ -60,6 +65,10 @@ export const PROTO_OPTIONS = {
   defaults: true,
   oneofs: false,
 };
+
+/** Concurrent calls one inbound connection may carry (a peer uses one unary call and at most one
+ * snapshot stream at a time): bounds what a connection holds in partly received messages. */
+export const MAX_STREAMS = 4;
 
 /** Where the service definition lives (the embedded {@link RAFT_PROTO_JSON} mirrors it). */
 export const RAFT_PROTO_PATH: string = fileURLToPath(new URL("./raft.proto", import.meta.url));
@@ -206,6 +215,7 @@ export class GrpcTransport implements PeerTransport {
   readonly #peers = new PeerTable<GrpcPeer>();
   readonly #tasks = new Set<Promise<void>>();
   #server: grpc.Server | null = null;
+  #acceptLoop: AcceptLoop | null = null;
   #rt: GrpcRuntime | null = null;
   readonly #accepted = new SocketGroup();
   #handler: MessageHandler | null = null;
@@ -244,6 +254,7 @@ export class GrpcTransport implements PeerTransport {
     const server = new rt.grpc.Server({
       "grpc.max_receive_message_length": grpcMessageLimit(this.#o.maxFrameBytes),
       "grpc.max_send_message_length": grpcMessageLimit(this.#o.maxFrameBytes),
+      "grpc.max_concurrent_streams": MAX_STREAMS,
     });
     server.addService(rt.Raft.service, {
       Send: (call: grpc.ServerUnaryCall<Any, Any>, cb: grpc.sendUnaryData<Any>) =>
@@ -253,18 +264,15 @@ export class GrpcTransport implements PeerTransport {
     });
     this.#server = server;
     this.#handler = handler;
-    const bound = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(
-        formatAddress(hostname, port),
-        this.#tls
-          ? rt.grpc.ServerCredentials.createSsl(
-            Buffer.from(this.#tls.ca),
-            [{ private_key: Buffer.from(this.#tls.key), cert_chain: Buffer.from(this.#tls.cert) }],
-            true, // mutual: a dialer without a certificate signed by ca fails the handshake
-          )
-          : rt.grpc.ServerCredentials.createInsecure(),
-        (err, p) => err ? reject(err) : resolve(p),
-      )
+    const listener = Deno.listen({ hostname, port, transport: "tcp" }); // may throw
+    const injector = server.createConnectionInjector(
+      this.#tls
+        ? rt.grpc.ServerCredentials.createSsl(
+          Buffer.from(this.#tls.ca),
+          [{ private_key: Buffer.from(this.#tls.key), cert_chain: Buffer.from(this.#tls.cert) }],
+          true, // mutual: a dialer without a certificate signed by ca fails the handshake
+        )
+        : rt.grpc.ServerCredentials.createInsecure(),
     );
     const onSessionError = (e: Error) => {
       if (this.#closed) return;
@@ -278,6 +286,33 @@ export class GrpcTransport implements PeerTransport {
     if (!this.#accepted.watchServer(server, onSessionError)) {
       this.#log.warn("transport: cannot watch grpc server sockets; shutdown will send GOAWAY");
     }
+    const stallMs = this.#o.stallTimeoutMs;
+    this.#acceptLoop = new AcceptLoop(listener, {
+      name: "peer",
+      maxConnections: this.#o.maxConnections,
+      logger: this.#log,
+    }, (conn, release) => {
+      if (this.#closed) {
+        conn.close();
+        release();
+        return;
+      }
+      const remote = conn.remoteAddr;
+      const d = connDuplex(
+        conn,
+        stallMs,
+        () =>
+          this.#log.debug("transport: closing idle grpc connection", {
+            remote: `${remote.hostname}:${remote.port}`,
+            idleMs: stallMs,
+          }),
+      );
+      d.once("close", release);
+      d.on("error", () => {}); // the session reports it; a reset is a plain close here
+      injector.injectConnection(d);
+    });
+    this.track(this.#acceptLoop.done);
+    const bound = (listener.addr as Deno.NetAddr).port;
     this.#address = formatAddress(hostname, bound);
     this.#log.info("transport: grpc listening", { id: this.#o.id, address: this.#address });
   }
@@ -320,10 +355,16 @@ export class GrpcTransport implements PeerTransport {
     this.#peers.remove(id);
   }
 
+  /** Why inbound peers cannot connect now (undefined when they can). */
+  get problem(): string | undefined {
+    return this.#closed ? undefined : this.#acceptLoop?.problem;
+  }
+
   /** Shuts the server down, closes every channel and waits for the peer loops. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    void this.#acceptLoop?.close();
     // Drop connections without GOAWAY first (Deno 2.9.6 nghttp2 crash, see grpc_sockets.ts).
     this.#accepted.destroyAll();
     this.#peers.closeAll();

@@ -257,3 +257,64 @@ Deno.test("grpc mutual TLS: good certificates deliver; another CA, an expired on
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Resolves true once the other side closed `conn` (end of stream or reset), false after `ms`. */
+async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
+  const timer = setTimeout(() => {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }, ms);
+  let byPeer = false;
+  try {
+    const buf = new Uint8Array(1024);
+    while ((await conn.read(buf)) !== null) { /* discard */ }
+    byPeer = true;
+  } catch (e) {
+    byPeer = !(e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted);
+  } finally {
+    clearTimeout(timer);
+  }
+  return byPeer;
+}
+
+Deno.test("grpc: the peer port caps connections, closes silent ones and still serves peers", async () => {
+  const got: Message[] = [];
+  const b = new GrpcTransport({
+    id: 2,
+    listen: "127.0.0.1:0",
+    peers: new Map(),
+    maxConnections: 2,
+    stallTimeoutMs: 300,
+  });
+  await b.start((m) => got.push(m));
+  const [hostname, port] = [b.address.split(":")[0], Number(b.address.split(":")[1])];
+  const open: Deno.Conn[] = [];
+  try {
+    assert.equal((b as { problem?: string }).problem, undefined);
+    // Two silent connections fill the cap; a third is closed at once.
+    open.push(await Deno.connect({ hostname, port }), await Deno.connect({ hostname, port }));
+    await new Promise((r) => setTimeout(r, 50)); // let the loop take both
+    const third = await Deno.connect({ hostname, port });
+    open.push(third);
+    assert.ok(await closedWithin(third, 250), "a connection over the cap was kept");
+    // The silent ones are closed at the stall timeout (300 ms), freeing the cap for a peer.
+    assert.ok(await closedWithin(open[0], 3_000), "a silent connection was kept");
+    assert.ok(await closedWithin(open[1], 3_000), "a silent connection was kept");
+    const a = new GrpcTransport({ id: 1, listen: "127.0.0.1:0", peers: new Map([[2, b.address]]) });
+    try {
+      await a.start(() => {});
+      a.send([message({ type: MessageType.Heartbeat, from: 1, to: 2, term: 1 })]);
+      await waitFor(() => got.length === 1, 5_000, "a heartbeat through the freed port");
+    } finally {
+      await a.close();
+    }
+  } finally {
+    for (const c of open) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await b.close();
+  }
+});
