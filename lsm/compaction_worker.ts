@@ -134,6 +134,13 @@ function yieldIo(sig: Int32Array): void {
 
 const allocWaiters: Array<(n: number) => void> = [];
 
+/**
+ * Fault injection for tests ({@link WorkerClient.crashAfterOutputs}): when a merge asks for
+ * output number `crashAfterOutputs + 1`, the worker throws an uncaught error (the thread dies
+ * as on a real crash) with the earlier outputs complete on disk.
+ */
+let crashAfterOutputs = -1;
+
 async function merge(req: MergeRequest): Promise<void> {
   const readers = new Map<number, TableReader>();
   const v = new Version(req.levels);
@@ -150,6 +157,12 @@ async function merge(req: MergeRequest): Promise<void> {
         return t;
       },
       newTable: () => {
+        if (crashAfterOutputs >= 0 && crashAfterOutputs-- === 0) {
+          setTimeout(() => {
+            throw new Error("injected worker crash");
+          });
+          return new Promise<never>(() => {});
+        }
         // Pre-reserved numbers first: the main thread may be too busy to answer.
         const n = req.fileNumbers?.shift();
         if (n !== undefined) return { number: n, path: tablePath(req.dir, n) };
@@ -187,4 +200,5 @@ self.onmessage = (ev: MessageEvent) => {
   if (m.type === "merge") merge(m as MergeRequest);
   else if (m.type === "flush") flush(m as FlushRequest);
   else if (m.type === "alloc") allocWaiters.shift()?.(m.number as number);
+  else if (m.type === "crash-after-outputs") crashAfterOutputs = m.outputs as number;
 };

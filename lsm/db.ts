@@ -290,7 +290,9 @@ export class LsmDb {
   private closing = false;
   private flushRunning: Promise<void> | undefined;
   private compactRunning: Promise<void> | undefined;
-  private readonly compactWorker = new WorkerClient(() => this.vs.newFileNumber());
+  private readonly compactWorker = new WorkerClient(() => this.newMergeOutput());
+  /** File numbers handed to the running merge for its outputs (removed if it fails). */
+  private mergeOutputs: number[] = [];
   private readonly flushWorker = new WorkerClient(() => this.vs.newFileNumber());
   private bgError: unknown;
   private bgWaiters: Array<() => void> = [];
@@ -1307,7 +1309,7 @@ export class LsmDb {
       env: this.env,
       table: (f) => this.table(f),
       newTable: () => {
-        const number = this.vs.newFileNumber();
+        const number = this.newMergeOutput();
         return { number, path: tablePath(this.dir, number) };
       },
       smallestSnapshot: this.smallestSnapshot(),
@@ -1348,10 +1350,18 @@ export class LsmDb {
     }
     const v = this.pinVersion();
     try {
-      const out = this.opts.backgroundWorker
-        ? await this.mergeInWorker(c, v)
-        : await runMerge(c, this.mergeContext(c));
-      if (!this.opts.backgroundWorker) syncDir(this.dir, this.env);
+      this.mergeOutputs = [];
+      let out: MergeOutput;
+      try {
+        out = this.opts.backgroundWorker
+          ? await this.mergeInWorker(c, v)
+          : await runMerge(c, this.mergeContext(c));
+        if (!this.opts.backgroundWorker) syncDir(this.dir, this.env);
+      } catch (e) {
+        this.removeFailedMergeOutputs();
+        throw e;
+      }
+      this.mergeOutputs = [];
       for (const f of c.overlaps) edit.deletedFiles!.push([c.level + 1, f.number]);
       for (const f of out.files) edit.newFiles!.push([c.level + 1, f]);
       this.vs.logAndApply(edit);
@@ -1368,6 +1378,29 @@ export class LsmDb {
     }
   }
 
+  /** Allocates a file number for an output of the running merge. */
+  private newMergeOutput(): number {
+    const n = this.vs.newFileNumber();
+    this.mergeOutputs.push(n);
+    return n;
+  }
+
+  /**
+   * A merge failed (error, worker crash, close) before its outputs were named in the manifest:
+   * nothing references them, so they are removed now rather than left on disk until a reopen.
+   */
+  private removeFailedMergeOutputs(): void {
+    const numbers = this.mergeOutputs;
+    this.mergeOutputs = [];
+    for (const n of numbers) {
+      for (const path of [tablePath(this.dir, n), `${tablePath(this.dir, n)}.tmp`]) {
+        try {
+          this.env.removeSync(path);
+        } catch { /* never written, or already gone */ }
+      }
+    }
+  }
+
   /** Runs a compaction's merge in the background worker. */
   private mergeInWorker(c: Compaction, v: Version): Promise<MergeOutput> {
     let bytes = 0;
@@ -1375,7 +1408,7 @@ export class LsmDb {
     for (const f of c.overlaps) bytes += f.size;
     const fileNumbers: number[] = [];
     const n = Math.ceil((bytes * 1.1) / this.opts.targetFileBytes) + 2;
-    for (let i = 0; i < n; i++) fileNumbers.push(this.vs.newFileNumber());
+    for (let i = 0; i < n; i++) fileNumbers.push(this.newMergeOutput());
     return this.compactWorker.request({
       fileNumbers,
       type: "merge",

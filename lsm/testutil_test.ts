@@ -39,3 +39,12 @@ Deno.test("prng is deterministic per seed", () => {
   const c = prng(7);
   for (let i = 0; i < 10; i++) assert.equal(a(), c());
 });
+
+/** Polls `cond` every 10 ms until it holds; throws after `ms`. */
+export async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("condition not reached before deadline");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -98,6 +98,16 @@ export class WorkerClient {
     for (const r of reqs) r.reject(e);
   }
 
+  /**
+   * Fault injection for tests: the worker thread crashes (an uncaught error) when its next merge
+   * asks for output number `outputs + 1`, leaving `outputs` complete output tables on disk.
+   */
+  crashAfterOutputs(outputs: number): void {
+    this.clearIdle();
+    this.worker ??= this.start();
+    this.worker.postMessage({ type: "crash-after-outputs", outputs });
+  }
+
   /** Stops the worker; pending requests reject with ClosedError. */
   terminate(): void {
     this.clearIdle();

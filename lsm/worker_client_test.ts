@@ -5,15 +5,7 @@ import { Memtable } from "./memtable.ts";
 import { resolveOptions } from "./options.ts";
 import { TableReader } from "./sstable_reader.ts";
 import { WorkerClient } from "./worker_client.ts";
-import { b, s, withTempDir } from "./testutil_test.ts";
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error("condition not reached before deadline");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { b, s, until, withTempDir } from "./testutil_test.ts";
 
 Deno.test("worker flushes a memtable to a table, then stops when idle", async () => {
   await withTempDir(async (dir) => {

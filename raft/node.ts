@@ -349,6 +349,15 @@ export class RaftNode {
     return this.fatal;
   }
 
+  /**
+   * Halts the node on a fatal error found outside the driver (for instance the state machine's
+   * storage engine failing in the background), exactly as on a failed fsync: see
+   * {@link failure} and {@link onFatal}. Does nothing if the node already halted.
+   */
+  fail(err: Error): void {
+    this.halt(err);
+  }
+
   /** Registers a callback called once when the node halts on a fatal error. */
   onFatal(cb: (err: Error) => void): void {
     this.fatalCbs.push(cb);

@@ -195,10 +195,19 @@ export async function startServerWithHooks(
     storage: () => storageStats(),
   });
 
+  // The state machine's engine failing in the background (a flush or compaction: EIO, a worker
+  // crash, corruption) is fatal like a failed fsync: the node halts, /healthz is 503, and
+  // `gokv server` exits 1. Before the Raft node exists it is halted as soon as it is created.
+  let storageFailure: Error | undefined;
   const opened = await openStorage(config.storage, dir, {
     lsm: config.lsm,
     logger,
     onBackgroundWork: (kind, seconds) => metrics.lsmBackgroundSeconds.observe({ kind }, seconds),
+    onFailure: (e) => {
+      logger.error("state machine storage failed", { error: e.message, kind: e.name });
+      storageFailure ??= e;
+      ref.raft?.fail(e);
+    },
   });
   const log = timedLogStore(
     hooks.wrapLogStore ? hooks.wrapLogStore(opened.log) : opened.log,
@@ -332,6 +341,7 @@ export async function startServerWithHooks(
     );
     failed.resolve(err);
   });
+  if (storageFailure) raft.fail(storageFailure);
 
   let lastTerm = raft.status().term;
   let lastCommit = raft.status().commit;

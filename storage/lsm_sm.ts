@@ -17,7 +17,7 @@
  * @module
  */
 import { join } from "node:path";
-import { LsmDb, type LsmOptions, type Snapshot as LsmSnapshot } from "../lsm/mod.ts";
+import { LsmDb, type LsmError, type LsmOptions, type Snapshot as LsmSnapshot } from "../lsm/mod.ts";
 import type { ApplyCommand } from "../raft/state_machine.ts";
 import { CorruptionError, StoreClosedError } from "./errors.ts";
 import {
@@ -64,6 +64,12 @@ export interface LsmStateMachineOptions {
   onBackgroundWork?: LsmDb["onBackgroundWork"];
   /** The file system of the state machine and of its LSM engine (default: the real one). */
   env?: Env;
+  /**
+   * Called once when an LSM database of the state machine fails for good (a background flush
+   * or compaction failed, a WAL write failed: {@link LsmDb.failure}); it refuses writes from then
+   * on, so the node must halt. Overrides `lsm.onFailure`.
+   */
+  onFailure?: (error: LsmError) => void;
 }
 
 /** A state machine stored in the LSM engine. */
@@ -123,7 +129,13 @@ export class LsmStateMachine implements KvStateMachine {
     }
     // The engine's files go through the same file system.
     // No WAL of its own: the Raft log is replayed from the flushed applied index.
-    const lsmOptions: LsmOptions = { ...opts.lsm, env, wal: false, sync: false };
+    const lsmOptions: LsmOptions = {
+      ...opts.lsm,
+      env,
+      wal: false,
+      sync: false,
+      onFailure: opts.onFailure ?? opts.lsm?.onFailure,
+    };
     const db = await LsmDb.open(join(dir, genDir(gen)), lsmOptions);
     db.onBackgroundWork = opts.onBackgroundWork;
     try {

@@ -62,6 +62,8 @@ export interface OpenStorageOptions {
   logger?: Logger;
   /** The lsm backend reports its flushes and compactions here (metrics). */
   onBackgroundWork?: LsmStateMachineOptions["onBackgroundWork"];
+  /** The lsm backend reports here that its engine failed for good (the node must halt). */
+  onFailure?: LsmStateMachineOptions["onFailure"];
 }
 
 /** An opened backend. */
@@ -105,6 +107,7 @@ export async function openStorage(
           sm: await LsmStateMachine.open(join(dir, "sm"), {
             lsm: opts.lsm,
             onBackgroundWork: opts.onBackgroundWork,
+            onFailure: opts.onFailure,
           }),
         };
       } catch (e) {

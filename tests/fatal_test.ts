@@ -65,3 +65,75 @@ Deno.test("a node whose fsync fails reports unhealthy, logs why and exits with c
     await Deno.remove(c.dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("a node whose state-machine LSM fails in the background (a compaction reads a corrupt table), with no write after it, halts, logs why and exits with code 1", async () => {
+  // lsm: flush at 64 KiB, compact two L0 tables. The first table is corrupted on disk, then a
+  // second flush starts the compaction that reads it: the engine fails in the background after
+  // every write was acknowledged, and no further write comes to fail on it. The node must halt
+  // on the engine's report alone.
+  const c = await TestCluster.create({
+    size: 1,
+    storage: "lsm",
+    extraYaml: "lsm:\n  memtable_bytes: 65536\n  l0_compaction_trigger: 2\n",
+  });
+  const n = c.nodes.get(1)!;
+  const smDir = join(c.dir, "data", "node-1", "sm", "sm-000001");
+  const tables = async () => {
+    const out: string[] = [];
+    for await (const e of Deno.readDir(smDir)) if (e.name.endsWith(".sst")) out.push(e.name);
+    return out.sort();
+  };
+  const value = "v".repeat(2000);
+  const wals = async () => {
+    const out: string[] = [];
+    for await (const e of Deno.readDir(smDir)) if (e.name.endsWith(".log")) out.push(e.name);
+    return out.sort().join();
+  };
+  /** Writes until the engine switches to a new memtable (a new WAL file), then stops. */
+  const writeUntilSwitch = async (prefix: string) => {
+    const before = await wals();
+    for (let i = 0; i < 500; i++) {
+      assert.ok(await httpPut(n.http, `${prefix}${i}`, value), `write ${prefix}${i}`);
+      if (await wals() !== before) return;
+    }
+    throw new Error("no memtable switch after 500 writes");
+  };
+  const proc = c.start(1);
+  try {
+    await c.waitLeader();
+    await writeUntilSwitch("a");
+    await waitFor(async () => (await tables()).length >= 1, 30_000, "a flush");
+    const [first] = await tables();
+    const f = await Deno.open(join(smDir, first), { read: true, write: true });
+    try {
+      await f.write(new Uint8Array(512).fill(0x5a)); // the first data block
+    } finally {
+      f.close();
+    }
+    // The second flush starts the compaction; no write follows it.
+    await writeUntilSwitch("b");
+    const health = async () => {
+      try {
+        const r = await fetch(`http://${n.http}/healthz`, { signal: AbortSignal.timeout(2000) });
+        return r.status;
+      } catch {
+        return null;
+      }
+    };
+    const res = await Promise.race([
+      proc.status,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error("the node did not exit within 30 s")), 30_000)
+      ),
+    ]).catch(async (e) => {
+      throw new Error(`${e.message} (healthz ${await health()})\n${(await c.log(1)).slice(-3000)}`);
+    });
+    const log = await c.log(1);
+    assert.equal(res.code, 1, `exit code 1:\n${log.slice(-2000)}`);
+    assert.match(log, /state machine storage failed/);
+    assert.match(log, /node halted on a fatal error/);
+    assert.match(log, /corrupt/i);
+  } finally {
+    await c.stop();
+  }
+});
