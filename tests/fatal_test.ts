@@ -110,8 +110,10 @@ Deno.test("a node whose state-machine LSM fails in the background (a compaction 
     } finally {
       f.close();
     }
-    // The second flush starts the compaction; no write follows it.
-    await writeUntilSwitch("b");
+    // The second flush starts the compaction; no write follows it. The same keys again: the
+    // two tables overlap, so the compaction merges them (reads the corrupt one) instead of
+    // moving one down untouched.
+    await writeUntilSwitch("a");
     const health = async () => {
       try {
         const r = await fetch(`http://${n.http}/healthz`, { signal: AbortSignal.timeout(2000) });
