@@ -54,7 +54,13 @@ import {
   LimitError,
   type NodeLimits,
 } from "../config/limits.ts";
-import type { AtomicCheck, AtomicMutation, AtomicResult, KvEntry } from "../storage/kv_model.ts";
+import {
+  type AtomicCheck,
+  type AtomicMutation,
+  type AtomicResult,
+  type KvEntry,
+  v8SumParameterProblem,
+} from "../storage/kv_model.ts";
 import type { Consistency, KvService } from "./service.ts";
 import { MutationTypeError } from "../client/errors.ts";
 import { toHex as hex } from "../storage/bytes.ts";
@@ -654,11 +660,32 @@ export function toStoreOp(
           : m.mutationType === MutationType.Min
           ? "min"
           : "max";
+        if (name === "sum" && v && v.encoding === ValueEncoding.V8) {
+          // A sum of V8 numbers / bigints, bounded by sum_min / sum_max (V8 values of the
+          // operand's type; empty: none): the operand and bounds are checked here (denokv's
+          // messages, 400), the stored value's type when the write applies.
+          const problem = v8SumParameterProblem(
+            v.data,
+            m.sumMin.length > 0 ? m.sumMin : undefined,
+            m.sumMax.length > 0 ? m.sumMax : undefined,
+          );
+          if (problem !== undefined) throw new KvConnectError(400, problem);
+          return {
+            type: "sum",
+            key: m.key,
+            value: v.data,
+            encoding: ValueEncoding.V8 as number as StoreEntry["encoding"],
+            ...(m.sumMin.length > 0 ? { min: m.sumMin } : {}),
+            ...(m.sumMax.length > 0 ? { max: m.sumMax } : {}),
+            ...(m.sumClamp ? { clamp: true } : {}),
+          };
+        }
         if (!v || v.encoding !== ValueEncoding.LE64) {
           throw new KvConnectError(
             400,
             `Failed to perform '${name}' mutation: gokv supports ${name} on Deno.KvU64 operands ` +
-              `only (value encoding ${v?.encoding ?? 0}).`,
+              `${name === "sum" ? "and V8 numbers / bigints " : ""}only (value encoding ` +
+              `${v?.encoding ?? 0}).`,
           );
         }
         if (v.data.length !== 8) throw new KvConnectError(400, "A u64 value must be 8 bytes.");

@@ -25,6 +25,7 @@ import {
   checkAtomicLimits,
   isValueEncoding,
   type KvEntry,
+  v8SumParameterProblem,
   ValueEncoding,
   VERSIONSTAMP_BYTES,
 } from "../storage/kv_model.ts";
@@ -510,7 +511,9 @@ export class KvService {
    * malformed ({@link InvalidArgumentError}: empty key, a versionstamp not of 10 bytes, an
    * unknown encoding, a u64 operand or LE64 value not of 8 bytes, a bad expiry time). A sum, min
    * or max on a stored value that is not a u64 rejects with {@link MutationTypeError} (nothing
-   * applied). With a session the operation is applied exactly once per seq.
+   * applied); so does a V8 sum (`encoding: V8`) whose operand or bounds are not V8 numbers /
+   * bigints of one type (before proposing) or whose stored value is of another type or whose
+   * result leaves its bounds without `clamp` (denokv's messages). With a session the operation is applied exactly once per seq.
    */
   atomic(op: AtomicOperation, opts: { session?: WriteSession } = {}): Promise<AtomicResult> {
     try {
@@ -839,6 +842,20 @@ export function validateAtomic(checks: AtomicCheck[], mutations: AtomicMutation[
       case "sum":
       case "min":
       case "max":
+        if (m.type === "sum" && m.encoding !== undefined && m.encoding !== ValueEncoding.LE64) {
+          if (m.encoding !== ValueEncoding.V8) {
+            throw new InvalidArgumentError(`${what}: a sum operand is LE64 or V8`);
+          }
+          for (const b of [m.value, m.min, m.max]) {
+            if (b !== undefined && !(b instanceof Uint8Array)) {
+              throw new InvalidArgumentError(`${what}: a V8 operand is bytes`);
+            }
+          }
+          // denokv's messages (a type error of the data model: nothing is proposed).
+          const problem = v8SumParameterProblem(m.value, m.min, m.max);
+          if (problem !== undefined) throw new MutationTypeError(problem);
+          break;
+        }
         for (const b of [m.value, ...(m.type === "sum" ? [m.min, m.max] : [])]) {
           if (b !== undefined && (!(b instanceof Uint8Array) || b.length !== 8)) {
             throw new InvalidArgumentError(`${what}: a u64 operand has 8 bytes`);

@@ -18,6 +18,9 @@
  *                    versionstamped key), key, and by type:
  *                      set / 9:  u8 encoding, value, u8 has expiry, [u64 expireAt ms]
  *                      sum:      8-byte operand, u8 flags (1 min, 2 max, 4 clamp), [8 min], [8 max]
+ *                    131 (V8 sum, type byte 0x83: added later, type 3 decodes as before):
+ *                                uvarint length + V8 operand, u8 flags (as sum), [min], [max]
+ *                                (each uvarint length + V8 bytes)
  *                      min, max: 8-byte operand
  *   ExpirySweep:     uvarint most keys to delete (the time field is required)
  * ```
@@ -38,6 +41,7 @@ import {
   type AtomicCheck,
   type AtomicMutation,
   isValueEncoding,
+  ValueEncoding,
   VERSIONSTAMP_BYTES,
   VERSIONSTAMP_SUFFIX_BYTES,
 } from "./kv_model.ts";
@@ -135,6 +139,8 @@ const MUTATION_TYPES = {
   min: 5,
   setSuffixVersionstampedKey: 9,
 } as const;
+/** The type byte of a sum of V8 numbers / bigints (not a datapath.proto number: a gokv one). */
+const V8_SUM_TYPE = 0x83;
 const MUTATION_NAMES = new Map<number, AtomicMutation["type"]>(
   Object.entries(MUTATION_TYPES).map(([k, v]) => [v, k as AtomicMutation["type"]]),
 );
@@ -220,6 +226,7 @@ function atomicSize(cmd: AtomicCommand): number {
   for (const c of cmd.checks) n += c.key.length + 16;
   for (const m of cmd.mutations) {
     n += m.key.length + 40 + (m.type === "delete" ? 0 : m.value.length);
+    if (m.type === "sum") n += (m.min?.length ?? 0) + (m.max?.length ?? 0) + 10;
   }
   return n;
 }
@@ -240,8 +247,16 @@ function encodeAtomic(w: ByteWriter, cmd: AtomicCommand): void {
   }
   w.uvarint(cmd.mutations.length);
   for (const m of cmd.mutations) {
-    w.u8(MUTATION_TYPES[m.type]);
+    const v8Sum = m.type === "sum" && m.encoding === ValueEncoding.V8;
+    w.u8(v8Sum ? V8_SUM_TYPE : MUTATION_TYPES[m.type]);
     w.bytes(m.key);
+    if (v8Sum) {
+      w.bytes(m.value);
+      w.u8((m.min ? 1 : 0) | (m.max ? 2 : 0) | (m.clamp ? 4 : 0));
+      if (m.min) w.bytes(m.min);
+      if (m.max) w.bytes(m.max);
+      continue;
+    }
     switch (m.type) {
       case "set":
       case "setSuffixVersionstampedKey":
@@ -311,6 +326,23 @@ function decodeAtomic(r: ByteReader): { checks: AtomicCheck[]; mutations: Atomic
   const nm = r.uvarint();
   for (let i = 0; i < nm; i++) {
     const t = r.u8();
+    if (t === V8_SUM_TYPE) {
+      const key = r.bytes();
+      const value = r.bytes();
+      const flags = r.u8();
+      if (flags & ~7) throw new DecodeError("command", `bad sum flags ${flags}`);
+      const m: Extract<AtomicMutation, { type: "sum" }> = {
+        type: "sum",
+        key,
+        value,
+        encoding: ValueEncoding.V8,
+      };
+      if (flags & 1) m.min = r.bytes();
+      if (flags & 2) m.max = r.bytes();
+      if (flags & 4) m.clamp = true;
+      mutations.push(m);
+      continue;
+    }
     const type = MUTATION_NAMES.get(t);
     if (!type) throw new DecodeError("command", `unknown mutation type ${t}`);
     const key = r.bytes();

@@ -69,6 +69,7 @@ import {
 import { DecodeError } from "./errors.ts";
 import {
   applyU64,
+  applyV8Sum,
   compareVersionstamps,
   decodeRecord,
   encodeRecord,
@@ -81,6 +82,7 @@ import {
   suffixVersionstampedKey,
   SUM_RANGE_MESSAGE,
   u64le,
+  V8_SUM_ALL_MESSAGES,
   ValueEncoding,
 } from "./kv_model.ts";
 import type {
@@ -390,6 +392,8 @@ const VALUE_TYPE_MESSAGES = [
   nonU64ValueMessage("min"),
   nonU64ValueMessage("max"),
   SUM_RANGE_MESSAGE,
+  // Appended: the indexes above are stored in session records.
+  ...V8_SUM_ALL_MESSAGES,
 ];
 
 function decodeCached(r: ByteReader, lastIndex: number): CachedResult {
@@ -880,6 +884,12 @@ class BatchState {
         continue;
       }
       const cur = staged.has(id) ? staged.get(id)!.rec ?? undefined : await this.live(sk);
+      if (m.type === "sum" && m.encoding === ValueEncoding.V8) {
+        const out = applyV8Sum(m, cur);
+        if (typeof out === "string") return { ok: false, error: "value_type", message: out };
+        staged.set(id, { key, rec: { encoding: out.encoding, versionstamp, value: out.value } });
+        continue;
+      }
       if (cur && (cur.encoding !== ValueEncoding.LE64 || cur.value.length !== 8)) {
         return { ok: false, error: "value_type", message: nonU64ValueMessage(m.type) };
       }

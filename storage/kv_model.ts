@@ -30,6 +30,7 @@
 import { ByteReader, ByteWriter } from "./bytes.ts";
 import { DecodeError } from "./errors.ts";
 import { checkAtomic } from "../config/limits.ts";
+import { deserialize as v8Deserialize, serialize as v8Serialize } from "node:v8";
 
 /** The encoding of a value (the numbers of datapath.proto `ValueEncoding`). */
 export enum ValueEncoding {
@@ -89,15 +90,19 @@ export type AtomicMutation =
     key: Uint8Array;
   }
   | {
-    /** Add `value` to the key's u64 (wrapping; with `min`/`max`: bounded). */
+    /** Add `value` to the key's u64 (wrapping; with `min`/`max`: bounded), or with
+     * `encoding: V8` to its V8-serialized number or bigint (see {@link applyV8Sum}). */
     type: "sum";
     /** The key. */
     key: Uint8Array;
-    /** The operand (8 bytes LE). */
+    /** The operand (8 bytes LE; with `encoding: V8`: a V8-serialized number or bigint). */
     value: Uint8Array;
-    /** Lower bound of the result (8 bytes LE). */
+    /** Absent or LE64: a u64 sum; V8: a sum of V8 numbers / bigints (Deno KV's M_SUM on
+     * VE_V8 values). */
+    encoding?: ValueEncoding;
+    /** Lower bound of the result (8 bytes LE, or V8 like `value`). */
     min?: Uint8Array;
-    /** Upper bound of the result (8 bytes LE). */
+    /** Upper bound of the result (8 bytes LE, or V8 like `value`). */
     max?: Uint8Array;
     /** With bounds: clamp an out-of-range result instead of failing the operation. */
     clamp?: boolean;
@@ -154,6 +159,129 @@ export function nonU64ValueMessage(op: "sum" | "min" | "max"): string {
 
 /** The message of a bounded sum whose result is out of range (without `clamp`). */
 export const SUM_RANGE_MESSAGE = "The result of a Sum operation would exceed its range limit";
+
+/** denokv's messages of a V8 sum that fails (they abort the whole atomic operation); the
+ * `Cannot sum A with B` ones are {@link v8SumMismatchMessage}. */
+export const V8_SUM_MESSAGES = {
+  /** The operand or a bound is not a V8-serialized number or bigint. */
+  badParameters: "Some of the parameters are not valid V8 values",
+  /** A bound is not of the operand's type. */
+  boundTypes: "Min/max parameters have different types than the operand",
+  /** The stored value is not a number, bigint or u64. */
+  unsupported: "unsupported value type",
+  /** The stored V8 value does not deserialize. */
+  invalidV8: "invalid v8 value",
+} as const;
+
+/** The operand kinds of a V8 sum, named as denokv names them. */
+export type SumKind = "Number" | "BigInt" | "KvU64";
+
+/** denokv's message of a sum of a stored `stored` with an operand `operand` of another type. */
+export function v8SumMismatchMessage(stored: SumKind, operand: SumKind): string {
+  return `Cannot sum ${stored} with ${operand}`;
+}
+
+/** Every message a V8 sum can fail with (the session cache stores them by index). */
+export const V8_SUM_ALL_MESSAGES: readonly string[] = [
+  ...Object.values(V8_SUM_MESSAGES),
+  ...(["Number", "BigInt", "KvU64"] as const).flatMap((a) =>
+    (["Number", "BigInt"] as const).map((b) => v8SumMismatchMessage(a, b))
+  ),
+];
+
+/** A decoded sum operand or stored value. */
+export type SumOperand =
+  | { kind: "Number"; n: number }
+  | { kind: "BigInt"; n: bigint }
+  | { kind: "KvU64"; n: bigint };
+
+/** Deserializes a V8 value as a sum operand (a number or bigint); undefined for anything else
+ * (including bytes that do not deserialize). node:v8 does the decoding: every replica runs the
+ * same code, so the result is deterministic. */
+export function parseV8SumOperand(b: Uint8Array): SumOperand | undefined {
+  let v: unknown;
+  try {
+    v = v8Deserialize(b);
+  } catch {
+    return undefined;
+  }
+  if (typeof v === "number") return { kind: "Number", n: v };
+  if (typeof v === "bigint") return { kind: "BigInt", n: v };
+  return undefined;
+}
+
+/** Checks a V8 sum's operand and bounds before it enters the log: the message of the first
+ * problem (denokv's), or undefined. */
+export function v8SumParameterProblem(
+  value: Uint8Array,
+  min: Uint8Array | undefined,
+  max: Uint8Array | undefined,
+): string | undefined {
+  const op = parseV8SumOperand(value);
+  const lo = min === undefined ? undefined : parseV8SumOperand(min);
+  const hi = max === undefined ? undefined : parseV8SumOperand(max);
+  if (!op || (min !== undefined && !lo) || (max !== undefined && !hi)) {
+    return V8_SUM_MESSAGES.badParameters;
+  }
+  if ((lo && lo.kind !== op.kind) || (hi && hi.kind !== op.kind)) return V8_SUM_MESSAGES.boundTypes;
+  return undefined;
+}
+
+/**
+ * A V8 sum (Deno KV's M_SUM on a VE_V8 operand): what the stored value `current` becomes
+ * (undefined: the key is absent, the result is the operand) — its encoding and bytes — or the
+ * message that aborts the operation. number + number and bigint + bigint; a bigint operand
+ * without bounds on a stored u64 adds to it as a u64 (denokv's backward compatibility, when the
+ * operand fits a u64). With `min` / `max` a result outside them is clamped with `clamp`, else the
+ * operation aborts with {@link SUM_RANGE_MESSAGE}.
+ */
+export function applyV8Sum(
+  m: Extract<AtomicMutation, { type: "sum" }>,
+  current: { encoding: ValueEncoding; value: Uint8Array } | undefined,
+): { encoding: ValueEncoding; value: Uint8Array } | string {
+  const problem = v8SumParameterProblem(m.value, m.min, m.max);
+  if (problem !== undefined) return problem;
+  const op = parseV8SumOperand(m.value)!;
+  const lo = m.min === undefined ? undefined : parseV8SumOperand(m.min)!;
+  const hi = m.max === undefined ? undefined : parseV8SumOperand(m.max)!;
+  if (current === undefined) {
+    return { encoding: ValueEncoding.V8, value: new Uint8Array(v8Serialize(op.n)) };
+  }
+  let old: SumOperand;
+  if (current.encoding === ValueEncoding.LE64 && current.value.length === 8) {
+    old = { kind: "KvU64", n: readU64le(current.value) };
+  } else if (current.encoding === ValueEncoding.V8) {
+    const p = parseV8SumOperand(current.value);
+    if (!p) {
+      let ok = true;
+      try {
+        v8Deserialize(current.value);
+      } catch {
+        ok = false;
+      }
+      return ok ? V8_SUM_MESSAGES.unsupported : V8_SUM_MESSAGES.invalidV8;
+    }
+    old = p;
+  } else {
+    return V8_SUM_MESSAGES.unsupported;
+  }
+  const bounded = lo !== undefined || hi !== undefined || m.clamp === true;
+  if (old.kind === "KvU64" && op.kind === "BigInt" && !bounded && op.n >= 0n && op.n <= MAX_U64) {
+    return { encoding: ValueEncoding.LE64, value: u64le((old.n + op.n) & MAX_U64) };
+  }
+  if (old.kind !== op.kind) return v8SumMismatchMessage(old.kind, op.kind);
+  // deno-lint-ignore no-explicit-any
+  let r: any = (old.n as any) + (op.n as any);
+  if (lo !== undefined && r < lo.n) {
+    if (!m.clamp) return SUM_RANGE_MESSAGE;
+    r = lo.n;
+  }
+  if (hi !== undefined && r > hi.n) {
+    if (!m.clamp) return SUM_RANGE_MESSAGE;
+    r = hi.n;
+  }
+  return { encoding: ValueEncoding.V8, value: new Uint8Array(v8Serialize(r)) };
+}
 
 /** The versionstamp of the command at `position` inside the entry at `index`. */
 export function makeVersionstamp(index: number, position = 0): Uint8Array {

@@ -1,7 +1,7 @@
 /**
  * A model of the KV Connect store (server/kv_connect.ts `KvConnectStore`) in memory, for tests of
  * the protocol layer without a cluster: the same rules as Deno KV (versionstamps strictly
- * increasing, all mutations of one commit share it, checks, sum/min/max on u64 only, expiry).
+ * increasing, all mutations of one commit share it, checks, sum/min/max on u64, V8 sums by storage/kv_model.ts applyV8Sum, expiry).
  * The cluster tests run the same workloads against the real data model.
  *
  * @module
@@ -14,7 +14,7 @@ import type {
   StoreEntry,
   StoreMutation,
 } from "../server/kv_connect.ts";
-import { suffixVersionstampedKey, ValueEncoding } from "../storage/kv_model.ts";
+import { applyV8Sum, suffixVersionstampedKey, ValueEncoding } from "../storage/kv_model.ts";
 import { compareBytes, toHex as hex } from "../storage/bytes.ts";
 
 interface Stored {
@@ -97,6 +97,12 @@ export class MemoryKvStore implements KvConnectStore {
           versionstamp: vs,
           expireAt: m.expireAt,
         });
+      } else if (m.type === "sum" && m.encoding === ValueEncoding.V8) {
+        // The data model's V8 sum (one owner of its rules: storage/kv_model.ts).
+        const cur = current(m.key);
+        const out = applyV8Sum(m, cur ?? undefined);
+        if (typeof out === "string") return Promise.reject(new TypeError(out));
+        writes.set(hex(m.key), { key: m.key, ...out, versionstamp: vs });
       } else {
         const cur = current(m.key);
         const operand = new DataView(m.value.buffer, m.value.byteOffset, 8).getBigUint64(0, true);
