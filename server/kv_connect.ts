@@ -99,7 +99,8 @@ export interface KvConnectStore {
     consistency: Consistency;
   }): Promise<{ entries: StoreEntry[]; consistency: Consistency }>;
   /** Applies checks and mutations atomically through Raft (throws NotLeaderError on a
-   * follower, LimitError, a TypeError for sum/min/max on a value of another encoding). */
+   * follower, LimitError, a TypeError for sum/min/max on a value of another type, or a V8 sum out of
+   * its bounds). */
   atomic(op: { checks: StoreCheck[]; mutations: StoreMutation[] }): Promise<StoreAtomicResult>;
   /**
    * Waits (up to a few seconds, or until `signal`) for a commit that changes one of `keys` after

@@ -297,6 +297,25 @@ Deno.test("data path limits are Deno KV's, with its messages; nothing is applied
         value: { data: new Uint8Array([1]), encoding: ValueEncoding.V8 },
       }],
       enqueues: [],
+    }, /Some of the parameters are not valid V8 values/);
+    await write({
+      checks: [],
+      mutations: [{
+        ...setOf(["x"], 1),
+        mutationType: MutationType.Sum,
+        value: encodeValue(1),
+        sumMin: encodeValue(0n).data,
+      }],
+      enqueues: [],
+    }, /Min\/max parameters have different types than the operand/);
+    await write({
+      checks: [],
+      mutations: [{
+        ...setOf(["x"], 1),
+        mutationType: MutationType.Sum,
+        value: { data: new Uint8Array([1]), encoding: ValueEncoding.Bytes },
+      }],
+      enqueues: [],
     }, /sum/);
     const readOf = (n: number, limit = 1) =>
       encodeSnapshotRead({
@@ -351,6 +370,82 @@ Deno.test("Deno's own client and gokv's openKv run the workload; each reads the 
       kv.close();
     }
     await runInDeno(s.url, TOKEN, `await wl.verifyValues(kv, "gokv");`);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("V8 sums: Deno's own client sums numbers and bigints; bounds clamp or abort with denokv's messages (in-memory model)", async () => {
+  const s = serve();
+  try {
+    // What Deno 2.9's client sends for `mutate({ type: "sum", value: <number | bigint> })`: an
+    // M_SUM with a VE_V8 value (its `sum()` takes Deno.KvU64 / bigint operands as LE64).
+    const out = await runInDeno(
+      s.url,
+      TOKEN,
+      `const r = [];
+       const sum = (key, value) => kv.atomic().mutate({ type: "sum", key, value }).commit();
+       r.push((await sum(["n"], 1)).ok, (await sum(["n"], 2.5)).ok);
+       r.push((await sum(["g"], 5n)).ok, (await sum(["g"], 1n << 70n)).ok);
+       try { await sum(["n"], 1n); r.push("no error"); } catch (e) { r.push(String(e)); }
+       try {
+         await kv.atomic().set(["side"], 1).mutate({ type: "sum", key: ["g"], value: 1 }).commit();
+         r.push("no error");
+       } catch (e) { r.push(String(e)); }
+       r.push((await kv.get(["n"])).value, String((await kv.get(["g"])).value));
+       r.push((await kv.get(["side"])).value);
+       return r;`,
+    ) as unknown[];
+    // A refused write reaches Deno's client as its error for a 400, with the server's text.
+    assert.match(String(out[4]), /status=400.*: Cannot sum Number with BigInt$/);
+    assert.match(String(out[5]), /status=400.*: Cannot sum BigInt with Number$/);
+    assert.deepEqual(out, [
+      true,
+      true,
+      true,
+      true,
+      out[4],
+      out[5],
+      3.5,
+      String(5n + (1n << 70n)),
+      null,
+    ]);
+    // sum_min / sum_max / sum_clamp (V8 values of the operand's type) on the wire.
+    const bounded = (value: unknown, o: { min?: unknown; max?: unknown; clamp?: boolean }) =>
+      dataPath(
+        s,
+        "atomic_write",
+        encodeAtomicWrite({
+          checks: [],
+          mutations: [{
+            ...setOf(["n"], 0),
+            mutationType: MutationType.Sum,
+            value: encodeValue(value),
+            sumMin: o.min === undefined ? new Uint8Array() : encodeValue(o.min).data,
+            sumMax: o.max === undefined ? new Uint8Array() : encodeValue(o.max).data,
+            sumClamp: o.clamp ?? false,
+          }],
+          enqueues: [],
+        }),
+      );
+    const over = await bounded(10, { max: 5 });
+    assert.equal(over.status, 400);
+    assert.match(await over.text(), /The result of a Sum operation would exceed its range limit/);
+    const clamped = await bounded(10, { max: 5, clamp: true });
+    assert.equal(clamped.status, 200);
+    assert.equal(
+      decodeAtomicWriteOutput(new Uint8Array(await clamped.arrayBuffer())).status,
+      AtomicWriteStatus.Success,
+    );
+    const low = await bounded(-100, { min: -1, max: 5, clamp: true });
+    assert.equal(low.status, 200);
+    await low.body?.cancel();
+    const kv = await openKv(s.url, { token: TOKEN });
+    try {
+      assert.equal((await kv.get(["n"])).value, -1);
+    } finally {
+      kv.close();
+    }
   } finally {
     await s.close();
   }

@@ -16,6 +16,8 @@ import {
   MutationType,
   ValueEncoding,
 } from "../client/kv_connect_codec.ts";
+import { encodeKey } from "../client/kv_key.ts";
+import { encodeValue } from "../client/kv_value.ts";
 
 const TOKEN = "kv-connect-test-token-0123";
 const YAML = "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 300\n" +
@@ -106,7 +108,10 @@ Deno.test("on the cluster: read_is_strongly_consistent is true on the strong end
       sumMax: new Uint8Array(),
       sumClamp: false,
     });
-    const refused = async (m: ReturnType<typeof mut>, re: RegExp) => {
+    const refused = async (
+      m: Parameters<typeof encodeAtomicWrite>[0]["mutations"][number],
+      re: RegExp,
+    ) => {
       const r = await post(
         leader,
         "/kv/v3/atomic_write",
@@ -118,11 +123,50 @@ Deno.test("on the cluster: read_is_strongly_consistent is true on the strong end
     await refused(mut(new Uint8Array(2049).fill(2), new Uint8Array(1)), /key size limit/);
     await refused(mut(new Uint8Array([2, 0x61, 0]), new Uint8Array(65537)), /value size limit/);
     await refused(mut(new Uint8Array([0xff, 1]), new Uint8Array(1)), /reserved/);
+    // V8 sums through Raft: Deno's client's `mutate({ type: "sum" })` of numbers and bigints
+    // (an M_SUM of VE_V8 values), a type mismatch refused with denokv's message, and bounds.
+    const sums = await runInDeno(
+      kvUrl(c, leader),
+      TOKEN,
+      `const sum = (key, value) => kv.atomic().mutate({ type: "sum", key, value }).commit();
+       const r = [(await sum(["v8", "n"], 1.5)).ok, (await sum(["v8", "n"], 2)).ok];
+       r.push((await sum(["v8", "g"], 1n << 65n)).ok, (await sum(["v8", "g"], 1n)).ok);
+       try { await sum(["v8", "g"], 1); r.push("no error"); } catch (e) { r.push(String(e)); }
+       return r;`,
+    ) as unknown[];
+    assert.deepEqual(sums.slice(0, 4), [true, true, true, true]);
+    assert.match(String(sums[4]), /status=400.*Cannot sum BigInt with Number/);
+    const v8sum = (value: unknown, o: { max: unknown; clamp: boolean }) => ({
+      ...mut(encodeKey(["v8", "n"]), new Uint8Array()),
+      value: encodeValue(value),
+      mutationType: MutationType.Sum,
+      sumMax: encodeValue(o.max).data,
+      sumClamp: o.clamp,
+    });
+    await refused(v8sum(10, { max: 5, clamp: false }), /would exceed its range limit/);
+    const clamped = await post(
+      leader,
+      "/kv/v3/atomic_write",
+      encodeAtomicWrite({
+        checks: [],
+        mutations: [v8sum(10, { max: 5, clamp: true })],
+        enqueues: [],
+      }),
+    );
+    assert.equal(clamped.status, 200);
+    await clamped.body?.cancel();
     // Restart every node: the same database id (it is in the replicated state).
     for (const n of [...c.nodes.keys()]) await c.kill(n);
     c.startAll();
     const again = await c.waitLeader();
     assert.equal(await waitFor(() => databaseIdOf(c, again), 20_000, "database id"), id);
+    // The sums survived the restart (read by Deno's client).
+    const after = await runInDeno(
+      kvUrl(c, again),
+      TOKEN,
+      `return [(await kv.get(["v8", "n"])).value, String((await kv.get(["v8", "g"])).value)];`,
+    );
+    assert.deepEqual(after, [5, String((1n << 65n) + 1n)]);
   } finally {
     await c.stop();
   }
