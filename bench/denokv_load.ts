@@ -12,7 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import process from "node:process";
+import { closedLoop } from "./closed_loop.ts";
 
 const { values: a } = parseArgs({
   options: {
@@ -42,41 +42,10 @@ if (a.op === "get") {
   }));
 }
 
-const lat = new Float64Array(N);
-let next = 0;
-let errors = 0;
-const cpu0 = process.cpuUsage();
-const t0 = performance.now();
-await Promise.all(Array.from({ length: C }, async () => {
-  for (let i = next++; i < N; i = next++) {
-    const s = performance.now();
-    try {
-      if (a.op === "put") {
-        const r = await kv.atomic().set(keys[i % KEYS], value).commit();
-        if (!r.ok) errors++;
-      } else {
-        await kv.get(keys[i % KEYS]);
-      }
-    } catch {
-      errors++;
-    }
-    lat[i] = performance.now() - s;
-  }
-}));
-const secs = (performance.now() - t0) / 1000;
-const cpu = process.cpuUsage(cpu0);
-lat.sort();
-const q = (p: number) => lat[Math.min(N - 1, Math.floor(p * N))].toFixed(2);
+const report = await closedLoop(N, C, async (i) => {
+  if (a.op === "put") return (await kv.atomic().set(keys[i % KEYS], value).commit()).ok;
+  await kv.get(keys[i % KEYS]);
+});
 kv.close();
-console.log(JSON.stringify({
-  driver: "deno-openkv",
-  op: a.op,
-  n: N,
-  c: C,
-  ops_per_s: Math.round(N / secs),
-  p50_ms: q(0.5),
-  p99_ms: q(0.99),
-  errors,
-  gen_cpu_pct: Math.round((100 * (cpu.user + cpu.system) / 1e6) / secs),
-}));
+console.log(JSON.stringify({ driver: "deno-openkv", op: a.op, n: N, c: C, ...report }));
 Deno.exit(0);

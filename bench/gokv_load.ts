@@ -22,6 +22,7 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { Client } from "../client/client.ts";
+import { closedLoop } from "./closed_loop.ts";
 
 const { values: a } = parseArgs({
   options: {
@@ -160,36 +161,19 @@ if (a.op === "cas") {
   }
 }
 
-const lat = new Float64Array(N);
-let next = 0;
-let errors = 0;
-const cpu0 = process.cpuUsage();
-const t0 = performance.now();
-await Promise.all(Array.from({ length: C }, async (_, w) => {
+const report = await closedLoop(N, C, async (i, w) => {
   const c = clients[w % CONNS];
-  for (let i = next++; i < N; i = next++) {
-    const s = performance.now();
-    try {
-      if (a.op === "put") await c.put(keys[i % KEYS], value);
-      else if (a.op === "cas") {
-        const st = casState[w];
-        const r = await c.atomic().check(st.key, st.vs).set(st.key, value).commit();
-        if (r.ok) st.vs = r.versionstamp;
-        else {
-          errors++;
-          st.vs = (await c.getEntry(st.key)).versionstamp;
-        }
-      } else await c.get(keys[i % KEYS]);
-    } catch {
-      errors++;
+  if (a.op === "put") await c.put(keys[i % KEYS], value);
+  else if (a.op === "cas") {
+    const st = casState[w];
+    const r = await c.atomic().check(st.key, st.vs).set(st.key, value).commit();
+    if (r.ok) st.vs = r.versionstamp;
+    else {
+      st.vs = (await c.getEntry(st.key)).versionstamp;
+      return false;
     }
-    lat[i] = performance.now() - s;
-  }
-}));
-const secs = (performance.now() - t0) / 1000;
-const cpu = process.cpuUsage(cpu0);
-lat.sort();
-const q = (p: number) => lat[Math.min(N - 1, Math.floor(p * N))].toFixed(2);
+  } else await c.get(keys[i % KEYS]);
+});
 for (const c of clients) await c.close();
 console.log(JSON.stringify({
   driver: "gokv-client",
@@ -197,10 +181,6 @@ console.log(JSON.stringify({
   n: N,
   c: C,
   conns: CONNS,
-  ops_per_s: Math.round(N / secs),
-  p50_ms: q(0.5),
-  p99_ms: q(0.99),
-  errors,
-  gen_cpu_pct: Math.round((100 * (cpu.user + cpu.system) / 1e6) / secs),
+  ...report,
 }));
 Deno.exit(0);

@@ -22,19 +22,18 @@ export interface IssuedCert {
   key: string;
 }
 
+/** `openssl req` arguments that generate a new unencrypted P-256 key into `keyFile`. */
+function newP256Key(keyFile: string): string[] {
+  return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", keyFile];
+}
+
 /** Creates `dir/<name>.crt` and `.key`: a self-signed P-256 CA valid for `days`. */
 export async function makeCa(dir: string, name = "ca", days = 365): Promise<IssuedCert> {
   await Deno.mkdir(dir, { recursive: true });
   await openssl([
     "req",
     "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    `${name}.key`,
+    ...newP256Key(`${name}.key`),
     "-out",
     `${name}.crt`,
     "-days",
@@ -63,13 +62,7 @@ export async function issueCert(
   );
   await openssl([
     "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    `${cn}.key`,
+    ...newP256Key(`${cn}.key`),
     "-out",
     `${cn}.csr`,
     "-subj",
