@@ -50,6 +50,10 @@ export interface KvOperation {
    * `"ok"` or `"fail"`; for a completed mget: the JSON array of the values read (null: missing).
    * Ignored otherwise. */
   output?: string | null;
+  /** True when the write completed with an answer that it was not applied (a session refusal
+   * such as an expired session): it has no effect, and a read that sees its value is a
+   * violation. */
+  notApplied?: boolean;
 }
 
 /** The verdict of {@link checkLinearizable}. */
@@ -82,6 +86,7 @@ export function checkLinearizable(
   const byKey = new Map<string, KvOperation[]>();
   for (const op of history) {
     if ((op.input.kind === "get" || op.input.kind === "mget") && op.ret === Infinity) continue;
+    if (op.notApplied) continue;
     if (op.ret < op.call) throw new RangeError(`operation returns before it is called: ${op.call}`);
     let list = byKey.get(op.input.key);
     if (!list) byKey.set(op.input.key, list = []);

@@ -56,7 +56,7 @@ function status(c: SimCluster, id: NodeId) {
 }
 
 let seq = 0;
-/** Proposes put(key, value) at node `id` (must be leader). */
+/** Proposes put(key, value) at node `id` (must be leader), without a session. */
 function put(
   c: SimCluster,
   id: NodeId,
@@ -64,7 +64,7 @@ function put(
   value: string,
 ): { index: number; term: number } {
   return c.node(id).raw!.propose(
-    encodeCommand({ kind: "put", clientId: 1, seq: ++seq, key, value }),
+    encodeCommand({ kind: "put", key, value }),
   );
 }
 

@@ -10,8 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { InvariantChecker } from "./sim/invariants.ts";
-import { SimKv } from "./sim/kv.ts";
-import { encodeCommand } from "./sim/kv.ts";
+import { encodeCommand, registerCommand, SimKv } from "./sim/kv.ts";
 import { SimNetwork } from "./sim/network.ts";
 import { Prng } from "./sim/prng.ts";
 import { SimLogStore } from "./sim/sim_log_store.ts";
@@ -101,42 +100,79 @@ Deno.test("SimNetwork: cut links block messages one way; faults follow the seed"
 
 Deno.test("SimKv: a retried write of a session applies once; snapshots round-trip", () => {
   const kv = new SimKv();
+  assert.equal(kv.apply(1, registerCommand(1000, 10, 5)).sessionId, 1);
   const put = (seq: number, value: string) =>
-    encodeCommand({ kind: "put", clientId: 7, seq, key: "a", value });
-  assert.equal(kv.apply(1, put(1, "x")).duplicate, false);
-  assert.equal(kv.apply(2, put(2, "y")).duplicate, false);
-  assert.equal(kv.apply(3, put(1, "x")).duplicate, true);
-  assert.equal(kv.get("a"), "y");
-  const copy = SimKv.restore(kv.serialize(), 3);
+    encodeCommand({ kind: "put", session: { id: 1, seq }, time: 6, key: "a", value });
+  assert.equal(kv.apply(2, put(1, "x")).duplicate, false);
+  assert.equal(kv.apply(3, put(2, "y")).duplicate, false);
+  // A seq below the last one is refused even with the same command: nothing changes.
+  assert.deepEqual([kv.apply(4, put(1, "x")).ok, kv.get("a")], [false, "y"]);
+  const retry = kv.apply(5, put(2, "y"));
+  assert.deepEqual([retry.ok, retry.duplicate], [true, true]);
+  const copy = SimKv.restore(kv.serialize(), 5);
   assert.equal(copy.fingerprint(), kv.fingerprint());
-  assert.equal(copy.apply(4, put(2, "y")).duplicate, true);
+  assert.equal(copy.apply(6, put(2, "y")).duplicate, true);
+});
+
+Deno.test("SimKv: sessions as in storage/kv_core.ts: id 0, unknown, reused seq, expiry, bound", () => {
+  const kv = new SimKv();
+  const put = (id: number, seq: number, value: string, time = 0) =>
+    encodeCommand({ kind: "put", session: { id, seq }, time, key: "a", value });
+  assert.equal(kv.apply(1, put(0, 1, "x")).error, "bad_session");
+  assert.equal(kv.apply(2, put(7, 1, "x")).error, "session_expired");
+  assert.equal(kv.get("a"), null);
+  // Registered at clock 100 with an idle time of 50.
+  assert.equal(kv.apply(3, registerCommand(50, 2, 100)).sessionId, 3);
+  assert.equal(kv.apply(4, put(3, 1, "x", 120)).ok, true);
+  // The same seq with a different command is refused, not answered OK (issue 12 item 4).
+  const reused = kv.apply(5, put(3, 1, "other", 130));
+  assert.deepEqual([reused.ok, reused.error, kv.get("a")], [false, "session_seq", "x"]);
+  // Idle for 50 by the commands' clock (a refusal is no use): still live; 51: expired, refused
+  // and removed.
+  assert.equal(kv.apply(6, put(3, 2, "y", 170)).ok, true);
+  assert.equal(
+    kv.apply(7, encodeCommand({ kind: "put", time: 221, key: "b", value: "1" })).ok,
+    true,
+  );
+  assert.equal(kv.apply(8, put(3, 3, "z")).error, "session_expired");
+  assert.deepEqual([kv.get("a"), kv.hasSession(3)], ["y", false]);
+  // The table is bounded: the third registration evicts the least recently used session.
+  kv.apply(9, registerCommand(1000, 2, 240));
+  kv.apply(10, registerCommand(1000, 2, 240));
+  assert.equal(kv.apply(11, put(9, 1, "w", 241)).ok, true);
+  kv.apply(12, registerCommand(1000, 2, 242));
+  assert.deepEqual([kv.hasSession(9), kv.hasSession(10), kv.hasSession(12)], [true, false, true]);
+  assert.equal(kv.sessionCount, 2);
+  // Expired sessions go first (oldest first) even below the bound.
+  kv.apply(13, registerCommand(1, 5, 5000));
+  assert.deepEqual([kv.hasSession(9), kv.hasSession(12), kv.sessionCount], [false, false, 1]);
+  assert.equal(SimKv.restore(kv.serialize(), 13).fingerprint(), kv.fingerprint());
 });
 
 Deno.test("SimKv: compare-and-set swaps on a match; a retry answers the first result; mput sets all", () => {
   const kv = new SimKv();
+  kv.apply(1, registerCommand(1000, 10, 1));
   const cas = (seq: number, expected: string | null, value: string) =>
     encodeCommand({
       kind: "cas",
-      clientId: 3,
-      seq,
+      session: { id: 1, seq },
       key: "a",
       value: JSON.stringify({ expected, value }),
     });
-  assert.equal(kv.apply(1, cas(1, null, "x")).swapped, true);
-  assert.equal(kv.apply(2, cas(2, null, "y")).swapped, false);
+  assert.equal(kv.apply(2, cas(1, null, "x")).swapped, true);
+  assert.equal(kv.apply(3, cas(2, null, "y")).swapped, false);
   assert.equal(kv.get("a"), "x");
   // A retry of seq 2 after another client changed the key still answers "failed".
-  kv.apply(3, encodeCommand({ kind: "put", clientId: 4, seq: 1, key: "a", value: "" }));
-  const retry = kv.apply(4, cas(2, null, "y"));
+  kv.apply(4, encodeCommand({ kind: "put", key: "a", value: "" }));
+  const retry = kv.apply(5, cas(2, null, "y"));
   assert.deepEqual([retry.duplicate, retry.swapped], [true, false]);
   // The cached result survives a snapshot.
-  assert.equal(SimKv.restore(kv.serialize(), 4).apply(5, cas(2, null, "y")).swapped, false);
+  assert.equal(SimKv.restore(kv.serialize(), 5).apply(6, cas(2, null, "y")).swapped, false);
   kv.apply(
-    5,
+    6,
     encodeCommand({
       kind: "mput",
-      clientId: 3,
-      seq: 3,
+      session: { id: 1, seq: 3 },
       key: "g",
       value: JSON.stringify({ keys: ["g.a", "g.b"], values: ["1", "2"] }),
     }),
@@ -222,6 +258,25 @@ Deno.test("the simulator catches a driver that acknowledges writes before syncin
     failing[0].error!,
     /leader completeness|state machine|log matching|election|liveness/,
   );
+});
+
+Deno.test("the simulator catches a write applied under an expired session but answered not applied", () => {
+  const failing = sweep(1, 100, { bugs: { expiredStillApplies: true }, sessionIdle: 15 }, 1);
+  assert.ok(failing.length > 0, "no run noticed the writes applied under expired sessions");
+  assert.match(failing[0].error!, /linearizability/);
+});
+
+Deno.test("short-lived sessions: writes expire, re-register and stay linearizable", () => {
+  let expired = 0, notApplied = 0, registrations = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const r = runSimulation(seed, { sessionIdle: 15 });
+    assert.equal(r.ok, true, `seed ${seed}: ${r.error}`);
+    expired += Number(r.summary.expired);
+    notApplied += Number(r.summary.notApplied);
+    registrations += Number(r.summary.registrations);
+  }
+  assert.ok(expired > 20 && notApplied > 0, `${expired} expired, ${notApplied} not applied`);
+  assert.ok(registrations > 100, `${registrations} registrations`);
 });
 
 function sweep(from: number, count: number, opts: SimulationOptions, stopAfter = Infinity) {

@@ -119,6 +119,8 @@ export class DriverNode {
   held: Message[] = [];
   /** The clock rate of this machine. */
   rate = 1;
+  /** How far this machine's wall clock is ahead of true time (virtual ms). */
+  wallSkew = 0;
   /** The last configuration this node applied (or restored). */
   conf: ConfState = emptyConfState();
   /** Private random stream (election timeouts). */
@@ -221,6 +223,7 @@ export class DriverCluster {
     const dn = new DriverNode(id, this.rng.fork());
     const drift = this.#opts.drift ?? 0;
     dn.rate = 1 - drift + 2 * drift * this.rng.float();
+    dn.wallSkew = this.rng.float() * 50;
     dn.store.onAppend = (entries, s) =>
       this.checker.observeAppend(id, entries, (i) => {
         if (i < s.firstIndex() - 1 || i > s.lastIndex()) return -1;
@@ -562,6 +565,12 @@ export class DriverCluster {
   memberIds(): NodeId[] {
     return [...this.nodes.values()].filter((n) => !n.stopped).map((n) => n.id)
       .sort((a, b) => a - b);
+  }
+
+  /** Node `dn`'s wall clock (virtual ms; what the service stamps on a command: skewed and
+   * drifting per machine, surviving restarts). */
+  wallClock(dn: DriverNode): number {
+    return Math.floor(dn.wallSkew + this.sched.now * dn.rate) + 1;
   }
 
   /** The running leader of the highest term. */

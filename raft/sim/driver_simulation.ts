@@ -22,7 +22,7 @@ import type { LogFields, Logger } from "../logger.ts";
 import type { ConfState, NodeId } from "../types.ts";
 import { DriverCluster, type DriverNetFaults, type DriverNode } from "./driver_cluster.ts";
 import { InvariantViolation } from "./invariants.ts";
-import { encodeCommand } from "./kv.ts";
+import { encodeCommand, type KvApplyResult, registerCommand } from "./kv.ts";
 import { Prng } from "./prng.ts";
 
 /** Options of a run. */
@@ -78,6 +78,12 @@ interface Profile {
   readShare: number;
   timeoutMs: number;
   maxAttempts: number;
+  /** Sessions expire after this idle time (virtual ms of the state machine's clock). */
+  sessionIdleMs: number;
+  /** Bound of the session table. */
+  maxSessions: number;
+  /** Share of writes issued under a fresh session (a CLI call). */
+  freshSessionShare: number;
 }
 
 function chooseProfile(rng: Prng): Profile {
@@ -115,6 +121,9 @@ function chooseProfile(rng: Prng): Profile {
     readShare: rng.pick([0.3, 0.5, 0.8]),
     timeoutMs: rng.pick([60, 150, 400]),
     maxAttempts: rng.range(2, 6),
+    sessionIdleMs: 1e9,
+    maxSessions: 1000,
+    freshSessionShare: 0,
   };
 }
 
@@ -131,6 +140,11 @@ export async function runDriverSimulation(
   // Lease reads assume clocks that run at most 5% apart from real time (the core's bound).
   p.drift = p.leaseRead ? xrng.pick([0, 0.01, 0.02]) : xrng.pick([0, 0.05, 0.2]);
   p.heal = xrng.pick(["all", "leave-one-down", "handoff-to-dead"] as HealMode[]);
+  // Client sessions (issue 12): often long-lived, sometimes expiring within a client's think
+  // time or evicted from a small table.
+  p.sessionIdleMs = xrng.pick([1e9, 1e9, 400, 100]);
+  p.maxSessions = xrng.pick([1000, 1000, 4, 2]);
+  p.freshSessionShare = xrng.pick([0, 0, 0.3]);
   if (options.heal) p.heal = options.heal;
   if (options.leaseRead !== undefined) p.leaseRead = options.leaseRead;
   const ticks = options.ticks ?? 300;
@@ -142,6 +156,8 @@ export async function runDriverSimulation(
     snapshotThreshold: p.snapshotThreshold,
     maxDelay: p.net.maxDelay,
     eioRate: p.eioRate,
+    sessionIdleMs: p.sessionIdleMs,
+    maxSessions: p.maxSessions,
   };
   const trace = options.trace
     ? (msg: string) => console.log(`[${cluster.sched.now.toFixed(2)}] ${msg}`)
@@ -195,7 +211,9 @@ export async function runDriverSimulation(
     if (p.heal === "leave-one-down") {
       // Once the last membership change settled (a change still in flight could need the node
       // left down for its quorum), one voter goes down for good.
-      await cluster.runUntil(() => admin.idle(), budget);
+      // The admin gives up waiting on a change after its timeout, so "idle" alone does not
+      // mean settled: the leader must also have applied its whole log with no joint config.
+      await cluster.runUntil(() => admin.idle() && membershipSettled(cluster), budget);
       down = pickDown(cluster, frng);
       if (down !== null) cluster.crash(down);
     }
@@ -276,6 +294,13 @@ export async function runDriverSimulation(
   return { seed, ok: true, summary };
 }
 
+/** The leader has applied every entry of its log and is in no joint configuration (no
+ * membership change is in flight). */
+function membershipSettled(cluster: DriverCluster): boolean {
+  const st = cluster.leader()?.node?.status();
+  return !!st && st.applied === st.lastIndex && st.conf.votersOutgoing.length === 0;
+}
+
 /** A voter whose absence leaves a quorum, or null. */
 function pickDown(cluster: DriverCluster, rng: Prng): NodeId | null {
   const leader = cluster.leader() ?? [...cluster.nodes.values()].find((n) => !n.stopped);
@@ -340,6 +365,9 @@ function collect(cluster: DriverCluster, workload: DriverWorkload): Record<strin
     completed: workload.stats.completed,
     gaveUp: workload.stats.gaveUp,
     reads: workload.stats.reads,
+    registrations: workload.stats.registrations,
+    expired: workload.stats.expired,
+    notApplied: workload.stats.notApplied,
     crashes: cluster.stats.crashes,
     halts: cluster.stats.halts,
     restarts: cluster.stats.restarts,
@@ -452,15 +480,30 @@ function faultStep(cluster: DriverCluster, p: Profile, rng: Prng, trace: (m: str
 
 interface Client {
   id: number;
+  /** The session id (0: none registered yet). */
+  session: number;
   seq: number;
   hint: NodeId;
   busy: boolean;
 }
 
-/** Clients calling the drivers' `propose`/`readIndex` at random virtual instants. */
+/** Clients calling the drivers' `propose`/`readIndex` at random virtual instants. Writes carry
+ * sessions as the real client library's do (client/client.ts `write`): registered first (the
+ * session id is the registration's log index), (session, seq) on every attempt, an expired
+ * session renewed once when no attempt may have applied the write, else the write is reported
+ * not applied (no attempt can have applied it) or of unknown outcome. Commands carry the
+ * proposing node's wall clock reading. */
 class DriverWorkload {
   readonly history: KvOperation[] = [];
-  readonly stats = { started: 0, completed: 0, gaveUp: 0, reads: 0 };
+  readonly stats = {
+    started: 0,
+    completed: 0,
+    gaveUp: 0,
+    reads: 0,
+    registrations: 0,
+    expired: 0,
+    notApplied: 0,
+  };
   issuing = true;
   readonly #cl: DriverCluster;
   readonly #p: Profile;
@@ -474,7 +517,7 @@ class DriverWorkload {
     this.#p = p;
     this.#rng = rng;
     for (let i = 1; i <= p.clients; i++) {
-      this.#clients.push({ id: i, seq: 0, hint: 0, busy: false });
+      this.#clients.push({ id: i, session: 0, seq: 0, hint: 0, busy: false });
     }
   }
 
@@ -500,7 +543,18 @@ class DriverWorkload {
     // Attempts are bounded by time, not by count: nodes outside the configuration (a removed
     // leader left running, a node whose join never completed) answer "no leader known" at once
     // or only at their deadline, and a client keeps trying the others meanwhile.
-    return this.#op(c, input, Infinity, this.#cl.sched.now + budgetMs);
+    return this.#finalOp(c, input, this.#cl.sched.now + budgetMs);
+  }
+
+  async #finalOp(c: Client, input: KvInput, until: number): Promise<boolean> {
+    // A write whose session expired meanwhile ends "not applied" or of unknown outcome: the
+    // client then issues it again as a new operation.
+    while (this.#cl.sched.now < until) {
+      if (await this.#op(c, input, Infinity, until) && !this.history.at(-1)!.notApplied) {
+        return true;
+      }
+    }
+    return false;
   }
 
   #randomInput(c: Client): KvInput {
@@ -540,11 +594,25 @@ class DriverWorkload {
     const h: KvOperation = { client: c.id, call: ++this.#clock, ret: Infinity, input };
     this.history.push(h);
     const write = input.kind !== "get";
-    const seq = write ? ++c.seq : 0;
+    if (write && this.#rng.chance(this.#p.freshSessionShare)) c.session = 0;
+    let seq = write && c.session !== 0 ? ++c.seq : 0;
     const timeoutMs = this.#p.timeoutMs;
     let attempts = 0;
+    /** An attempt under the current session may have applied the write. */
+    let uncertain = false;
+    let renewed = false;
     const more = (refused: number) =>
       until === undefined ? attempts < maxAttempts && refused < 200 : this.#cl.sched.now < until;
+    const done = (notApplied = false) => {
+      h.ret = ++this.#clock;
+      if (notApplied) {
+        h.notApplied = true;
+        this.stats.notApplied++;
+      }
+      this.stats.completed++;
+      c.busy = false;
+      return true;
+    };
     for (let refused = 0; more(refused);) {
       const ids = this.#cl.memberIds();
       const target = c.hint && (write || this.#rng.chance(0.5)) && ids.includes(c.hint)
@@ -563,6 +631,7 @@ class DriverWorkload {
       const inc = dn.inc;
       if (!node || !inc.alive) continue;
       attempts++;
+      let registering = false;
       try {
         if (!write) {
           this.stats.reads++;
@@ -571,23 +640,53 @@ class DriverWorkload {
           const value = dn.kv.get(input.key);
           h.ret = ++this.#clock;
           h.output = value;
-        } else {
-          const data = encodeCommand({
-            // This workload issues puts, deletes and gets only.
-            kind: input.kind as "put" | "delete",
-            clientId: c.id,
-            seq,
-            key: input.key,
-            value: input.kind === "put" ? input.value : "",
-          });
-          await this.#deadline(node.propose(data, { timeoutMs }), timeoutMs + 5);
-          h.ret = ++this.#clock;
+          c.hint = target;
+          this.stats.completed++;
+          c.busy = false;
+          return true;
         }
+        const time = this.#cl.wallClock(dn);
+        if (c.session === 0) {
+          registering = true;
+          const r = await this.#deadline(
+            node.propose(registerCommand(this.#p.sessionIdleMs, this.#p.maxSessions, time), {
+              timeoutMs,
+            }),
+            timeoutMs + 5,
+          ) as KvApplyResult;
+          this.stats.registrations++;
+          attempts--; // the write's attempts are counted, not its registration
+          c.session = r.sessionId!;
+          c.seq = 0;
+          seq = ++c.seq;
+          uncertain = false;
+          c.hint = target;
+          continue;
+        }
+        const data = encodeCommand({
+          // This workload issues puts, deletes and gets only.
+          kind: input.kind as "put" | "delete",
+          session: { id: c.session, seq },
+          time,
+          key: input.key,
+          value: input.kind === "put" ? input.value : "",
+        });
+        const r = await this.#deadline(
+          node.propose(data, { timeoutMs }),
+          timeoutMs + 5,
+        ) as KvApplyResult;
         c.hint = target;
-        this.stats.completed++;
-        c.busy = false;
-        return true;
+        if (r.ok) return done();
+        if (r.error !== "session_expired") return done(true); // refused: nothing changed
+        this.stats.expired++;
+        c.session = 0;
+        if (uncertain) break; // an earlier attempt may have applied it: outcome unknown
+        if (renewed) return done(true);
+        renewed = true; // retried once under a new session
       } catch (e) {
+        // Refused by a follower: not proposed. Anything else (a timeout, a lost leadership, a
+        // dead server) may have left the write in a log that commits later.
+        if (!(e instanceof NotLeaderError) && !registering) uncertain = true;
         c.hint = e instanceof NotLeaderError ? e.leaderId : 0;
         await this.#sleep(1 + this.#rng.float() * 10);
       }

@@ -47,7 +47,11 @@ export interface SimulationOptions {
     /** The driver acknowledges (sends persisted messages) before syncing; crashes while
      * handling a Ready become likely so that it matters. */
     sendBeforeSync?: boolean;
+    /** A write under an expired session is applied but answered "session expired". */
+    expiredStillApplies?: boolean;
   };
+  /** Force short-lived sessions: this idle time (steps) and a table of 3. */
+  sessionIdle?: number;
 }
 
 /** What a run did. */
@@ -113,15 +117,27 @@ function chooseProfile(rng: Prng): Profile {
   };
 }
 
+function sessionProfile(seed: number, idle: number | undefined) {
+  const r = new Prng(seed * 17 + 3);
+  if (idle !== undefined) return { sessionIdle: idle, maxSessions: 3, freshSessionShare: 0.2 };
+  return {
+    sessionIdle: r.pick([1e9, 1e9, 60, 20]),
+    maxSessions: r.pick([1000, 1000, 4, 2]),
+    freshSessionShare: r.pick([0, 0, 0.3]),
+  };
+}
+
 /** Runs the simulation for `seed`; never throws for a failed check (see `ok`/`error`). */
 export function runSimulation(seed: number, options: SimulationOptions = {}): SimulationResult {
   simKvBugs.casIgnoresExpected = options.bugs?.brokenCas ?? false;
   simKvBugs.tornMultiPut = options.bugs?.tornMultiPut ?? false;
+  simKvBugs.expiredStillApplies = options.bugs?.expiredStillApplies ?? false;
   try {
     return run(seed, options);
   } finally {
     simKvBugs.casIgnoresExpected = false;
     simKvBugs.tornMultiPut = false;
+    simKvBugs.expiredStillApplies = false;
   }
 }
 
@@ -190,6 +206,9 @@ function run(seed: number, options: SimulationOptions): SimulationResult {
     casShare: options.casShare ?? rng.pick([0, 0.3, 0.6]),
     multiShare: options.multiShare ?? rng.pick([0, 0.15, 0.3]),
     unsafeLocalReads: options.bugs?.staleReads,
+    // Sessions (issue 12), from a stream of their own: mostly long-lived, sometimes expiring
+    // between a client's operations or evicted from a small table, sometimes one per write.
+    ...sessionProfile(seed, options.sessionIdle),
   });
   for (const node of cluster.nodes.values()) node.clockDrift = frngDrift(rng, p.clockDrift);
   if (options.bugs?.sendBeforeSync) {
@@ -301,6 +320,9 @@ function collect(cluster: SimCluster, workload: Workload): Record<string, number
     ops: workload.history.length,
     completed: workload.stats.completed,
     gaveUp: workload.stats.gaveUp,
+    registrations: workload.stats.registrations,
+    expired: workload.stats.expired,
+    notApplied: workload.stats.notApplied,
     crashes: cluster.stats.crashes,
     snapshotsTaken: cluster.stats.snapshotsTaken,
     snapshotsInstalled: cluster.stats.snapshotsInstalled,

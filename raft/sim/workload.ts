@@ -1,11 +1,16 @@
 /**
  * Simulated clients: each issues one operation at a time (put, delete, get or compare-and-set on
  * a few shared keys; atomic multi-key puts and reads on groups of keys) and records it in a
- * history for the linearizability checker. Writes carry a session
- * (clientId, seq) and are retried with the same seq after a timeout, a lost leadership or a
- * crashed server, so they apply at most once. Gets use ReadIndex, at the leader or at a
- * follower. A client that runs out of attempts gives up: a write's outcome is then unknown
- * (return time infinity).
+ * history for the linearizability checker. Writes carry a session as the real client library's
+ * do (client/client.ts): a client first registers one (a command in the log; the session id is
+ * its log index), each write carries (session, seq) and is retried with the same seq after a
+ * timeout, a lost leadership or a crashed server, so it applies at most once. A write refused
+ * because its session expired (or was evicted from the bounded table) is retried once under a
+ * new session when no earlier attempt may have applied it; otherwise it completes as "not
+ * applied" (no earlier attempt can have applied it) or with an unknown outcome. Commands carry
+ * the proposing node's clock reading (the state machine's clock). Gets use ReadIndex, at the
+ * leader or at a follower. A client that runs out of attempts gives up: a write's outcome is then
+ * unknown (return time infinity).
  *
  * @module
  */
@@ -13,7 +18,7 @@ import { NotLeaderError } from "../errors.ts";
 import type { KvInput, KvOperation } from "../linearizability.ts";
 import type { Entry, NodeId } from "../types.ts";
 import type { SimCluster, SimNode } from "./cluster.ts";
-import { encodeCommand, type KvApplyResult } from "./kv.ts";
+import { encodeCommand, type KvApplyResult, registerCommand } from "./kv.ts";
 
 /** Tunables of the workload. */
 export interface WorkloadOptions {
@@ -38,6 +43,13 @@ export interface WorkloadOptions {
   /** Fault injection for testing the simulator itself: serve gets from the contacted node's
    * local state without ReadIndex (stale reads). */
   unsafeLocalReads?: boolean;
+  /** Idle time (steps of the state machine's clock) after which a session expires (default:
+   * never within a run). */
+  sessionIdle?: number;
+  /** Bound of the session table (default 1000). */
+  maxSessions?: number;
+  /** Share of writes a client issues under a fresh session (a CLI call: default 0). */
+  freshSessionShare?: number;
 }
 
 interface InFlight {
@@ -54,10 +66,18 @@ interface InFlight {
   term: number;
   /** For gets: the read's key at the node. */
   readKey: string;
+  /** The attempt in flight is a registration for this write. */
+  registering: boolean;
+  /** An earlier attempt under the current session may have applied the write. */
+  uncertain: boolean;
+  /** The write was already retried under a new session once. */
+  renewed: boolean;
 }
 
 interface Client {
   id: number;
+  /** The session id (0: none registered yet). */
+  session: number;
   seq: number;
   leaderHint: NodeId;
   op: InFlight | null;
@@ -69,6 +89,12 @@ export interface WorkloadStats {
   completed: number;
   gaveUp: number;
   retries: number;
+  /** Sessions registered. */
+  registrations: number;
+  /** Writes refused because their session expired. */
+  expired: number;
+  /** Writes that completed as "not applied". */
+  notApplied: number;
 }
 
 /** Clients driving a {@link SimCluster} and recording a history. */
@@ -81,7 +107,15 @@ export class Workload {
   /** When false, idle clients start nothing new. */
   issuing = true;
   /** Counters. */
-  readonly stats: WorkloadStats = { started: 0, completed: 0, gaveUp: 0, retries: 0 };
+  readonly stats: WorkloadStats = {
+    started: 0,
+    completed: 0,
+    gaveUp: 0,
+    retries: 0,
+    registrations: 0,
+    expired: 0,
+    notApplied: 0,
+  };
   #clock = 0;
   #reads = 0;
   #value = 0;
@@ -93,7 +127,7 @@ export class Workload {
     this.#cluster = cluster;
     this.#opts = opts;
     for (let i = 1; i <= opts.clients; i++) {
-      this.#clients.push({ id: i, seq: 0, leaderHint: 0, op: null });
+      this.#clients.push({ id: i, session: 0, seq: 0, leaderHint: 0, op: null });
     }
     const prev = cluster.listener;
     cluster.listener = {
@@ -124,11 +158,12 @@ export class Workload {
     if (c.op) throw new RangeError(`client ${clientId} is busy`);
     const hist = this.history.length;
     this.history.push({ client: c.id, call: ++this.#clock, ret: Infinity, input });
-    const write = input.kind !== "get";
+    const write = input.kind !== "get" && input.kind !== "mget";
+    if (write && this.#cluster.rng.chance(this.#opts.freshSessionShare ?? 0)) c.session = 0;
     c.op = {
       hist,
       input,
-      seq: write ? ++c.seq : 0,
+      seq: write && c.session !== 0 ? ++c.seq : 0,
       attempts: 0,
       target: 0,
       deadline: 0,
@@ -136,6 +171,9 @@ export class Workload {
       index: 0,
       term: 0,
       readKey: "",
+      registering: false,
+      uncertain: false,
+      renewed: false,
     };
     this.stats.started++;
     this.#attempt(c);
@@ -223,19 +261,24 @@ export class Workload {
       return;
     }
     const input = op.input as Exclude<KvInput, { kind: "get" | "mget" }>;
-    const data = encodeCommand({
-      kind: input.kind,
-      clientId: c.id,
-      seq: op.seq,
-      key: input.key,
-      value: input.kind === "put"
-        ? input.value
-        : input.kind === "cas"
-        ? JSON.stringify({ expected: input.expected, value: input.value })
-        : input.kind === "mput"
-        ? JSON.stringify({ keys: input.keys, values: input.values })
-        : "",
-    });
+    // The proposing node stamps the command with its clock (one step = one unit).
+    const time = cl.now + 1;
+    op.registering = c.session === 0;
+    const data = op.registering
+      ? registerCommand(this.#opts.sessionIdle ?? 1e9, this.#opts.maxSessions ?? 1000, time)
+      : encodeCommand({
+        kind: input.kind,
+        session: { id: c.session, seq: op.seq },
+        time,
+        key: input.key,
+        value: input.kind === "put"
+          ? input.value
+          : input.kind === "cas"
+          ? JSON.stringify({ expected: input.expected, value: input.value })
+          : input.kind === "mput"
+          ? JSON.stringify({ keys: input.keys, values: input.values })
+          : "",
+      });
     try {
       const r = node.raw.propose(data);
       op.attempts++;
@@ -251,9 +294,12 @@ export class Workload {
     }
   }
 
-  #abandonAttempt(c: Client, backoff: number): void {
+  /** Gives up the attempt in flight; `certain` when it is known not to have applied (another
+   * entry took its place). */
+  #abandonAttempt(c: Client, backoff: number, certain = false): void {
     const op = c.op!;
     if (op.readKey) this.#cluster.dropRead(op.target, op.readKey);
+    if (op.target !== 0 && !op.readKey && !op.registering && !certain) op.uncertain = true;
     op.target = 0;
     op.readKey = "";
     op.retryAt = this.#cluster.now + backoff;
@@ -266,10 +312,14 @@ export class Workload {
     this.stats.gaveUp++;
   }
 
-  #complete(c: Client, output: string | null | undefined): void {
+  #complete(c: Client, output: string | null | undefined, notApplied = false): void {
     const op = c.op!;
     const h = this.history[op.hist];
     h.ret = ++this.#clock;
+    if (notApplied) {
+      h.notApplied = true;
+      this.stats.notApplied++;
+    }
     if (op.input.kind === "get" || op.input.kind === "cas" || op.input.kind === "mget") {
       h.output = output ?? null;
     }
@@ -286,9 +336,39 @@ export class Workload {
       ) {
         continue;
       }
-      if (entry.term === op.term) {
+      if (entry.term !== op.term) {
+        this.#abandonAttempt(c, 0, true); // overwritten by another leader: retry
+      } else if (op.registering) {
+        // The session id is the registration's log index; the write goes next.
+        this.stats.registrations++;
+        c.session = result.sessionId!;
+        c.seq = 0;
+        op.seq = ++c.seq;
+        op.registering = false;
+        op.uncertain = false;
+        op.target = 0;
+        op.attempts = 0;
+        op.retryAt = this.#cluster.now;
+      } else if (result.ok) {
         this.#complete(c, op.input.kind === "cas" ? (result.swapped ? "ok" : "fail") : undefined);
-      } else this.#abandonAttempt(c, 0); // overwritten by another leader: retry
+      } else if (result.error === "session_expired") {
+        this.stats.expired++;
+        c.session = 0;
+        if (op.uncertain) {
+          // An earlier attempt may have applied it: the outcome is unknown.
+          c.op = null;
+          this.stats.gaveUp++;
+        } else if (op.renewed) this.#complete(c, undefined, true);
+        else {
+          // Nothing applied it: retry once under a new session (registered first).
+          op.renewed = true;
+          op.target = 0;
+          op.retryAt = this.#cluster.now;
+        }
+      } else {
+        // A refused seq: nothing changed (the client library reports an invalid argument).
+        this.#complete(c, undefined, true);
+      }
     }
   }
 
