@@ -238,7 +238,14 @@ Deno.test("a node whose log sync fails reports unhealthy (503, raft halted) and 
     const put = await fetch(`http://${s.httpAddress}/v1/kv/k`, { method: "PUT", body: "v" });
     await put.body?.cancel();
     assert.notEqual(put.status, 200);
-    const err = await s.failed;
+    // Bounded: a node that never reports its halt fails this test instead of hanging the suite.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const err = await Promise.race([
+      s.failed,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("failed did not resolve within 10 s")), 10_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
     assert.match(err.message, /EIO/);
     const h = await healthz();
     assert.equal(h.status, 503);
