@@ -620,10 +620,6 @@ export function toStoreOp(
       throw new KvConnectError(400, "A key exceeds the key size limit.");
     }
     if (m.key.length === 0) throw new KvConnectError(400, "A key must not be empty.");
-    if (m.key[0] === 0xff) {
-      // Above every Deno KV key: gokv's reserved keys (server/cluster_id.ts).
-      throw new KvConnectError(400, "Keys from 0xff on are reserved.");
-    }
     if (m.expireAtMs < 0) throw new KvConnectError(400, "Invalid mutation expire at.");
     const v = m.value;
     total += m.key.length + (v?.data.length ?? 0);

@@ -37,7 +37,7 @@ import {
 import { KvService, type RaftApi, roleName } from "./service.ts";
 import { WatchHub } from "./watch.ts";
 import { createSnapshotHandler } from "./snapshot_backup.ts";
-import { ClusterId } from "./cluster_id.ts";
+import { ClusterIdKeeper } from "./cluster_id.ts";
 import { createKvConnectHandler, serviceStore } from "./kv_connect.ts";
 import { DataPathTokens, gateAccessCheck, kvConnectSecret } from "./kv_connect_auth.ts";
 
@@ -377,10 +377,14 @@ export async function startServerWithHooks(
       peerAddr: node.peer,
       clientAddr: node.client,
       httpAddr: node.http,
+      clusterId: sm.clusterId() ?? null,
     }),
   });
 
   service.startExpirySweeper();
+  // The cluster id (server/cluster_id.ts): proposed by the leader while the state has none.
+  const clusterId = new ClusterIdKeeper(service);
+  clusterId.start();
 
   let shuttingDown = false;
   let clientTls, httpTls, auth: AuthGate;
@@ -399,10 +403,8 @@ export async function startServerWithHooks(
     await raft.stop().catch(() => {});
     throw e;
   }
-  // KV Connect (`Deno.openKv("http://<node>/kv")`): the cluster id is its database id, written
-  // through the leader at the first metadata exchange (server/cluster_id.ts). Access tokens: the
-  // configured kv_connect.access_token and the tokens file's (as their principal).
-  const clusterId = new ClusterId(service);
+  // KV Connect (`Deno.openKv("http://<node>/kv")`): the cluster id is its database id. Access
+  // tokens: the configured kv_connect.access_token and the tokens file's (as their principal).
   const kvClosing = new AbortController();
   const kvConnect = createKvConnectHandler({
     store: serviceStore(service, () => clusterId.get()),
@@ -507,6 +509,7 @@ export async function startServerWithHooks(
       logger.info("shutting down: finishing in-flight requests");
       clientServer.stopAccepting();
       service.stopAccepting();
+      clusterId.stop();
       kvClosing.abort(); // ends KV Connect watch streams, which never finish on their own
       const httpDone = httpServer.shutdown().catch(() => {});
       await service.drain(5_000);

@@ -421,6 +421,7 @@ export function countingStateMachine(
     session: (id) => sm.session(id),
     sessionList: () => sm.sessionList(),
     clock: () => sm.clock(),
+    clusterId: () => sm.clusterId(),
   };
 }
 

@@ -15,6 +15,7 @@ import {
   expirySweepCommand,
   putCommand,
   registerSessionCommand,
+  setClusterIdCommand,
 } from "../storage/command.ts";
 import type { KvStateMachine } from "../storage/kv_state_machine.ts";
 import {
@@ -357,6 +358,26 @@ export class KvService {
       if (!r?.more) break;
     }
     return total;
+  }
+
+  /** The cluster id as this node's state machine has it (undefined: not applied here yet). */
+  clusterId(): string | undefined {
+    return this.o.sm.clusterId();
+  }
+
+  /**
+   * Proposes `id` as the cluster id (storage/kv_core.ts: the first one applied wins); resolves
+   * with the id in force after it. Only the leader proposes ({@link NotLeaderError}).
+   */
+  proposeClusterId(id: string): Promise<string> {
+    return this.run(async () => {
+      this.requireLeader();
+      const r = await this.propose(encodeCommand(setClusterIdCommand(id))) as
+        | { clusterId?: string }
+        | null;
+      if (typeof r?.clusterId !== "string") throw new InternalError("no cluster id applied");
+      return r.clusterId;
+    });
   }
 
   /** Resolves when no request is in flight (or after `timeoutMs`). */

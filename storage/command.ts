@@ -4,7 +4,8 @@
  * Wire format (binary, little-endian):
  *
  * ```
- * u8 op        1 = Put, 2 = Delete, 3 = RegisterSession, 4 = Atomic, 5 = ExpirySweep
+ * u8 op        1 = Put, 2 = Delete, 3 = RegisterSession, 4 = Atomic, 5 = ExpirySweep,
+ *              6 = SetClusterId
  * u8 flags     bit 0: a client session follows; bit 1: a leader timestamp follows
  * [session]    u64 clientId, uvarint seq            (when flags & 1)
  * [time]       u64 milliseconds since the epoch     (when flags & 2)
@@ -58,6 +59,8 @@ export enum CommandOp {
   Atomic = 4,
   /** Deletes keys whose expiry time is at or before the command's time. */
   ExpirySweep = 5,
+  /** Sets the cluster id unless the state machine has one (the first one applied wins). */
+  SetClusterId = 6,
 }
 
 /** Identifies a client command for exactly-once application. */
@@ -122,13 +125,26 @@ export interface ExpirySweepCommand extends CommandBase {
   maxKeys: number;
 }
 
+/** Sets the cluster id if the state machine has none (kv_core.ts: the first one applied wins). */
+export interface SetClusterIdCommand extends CommandBase {
+  /** The opcode. */
+  op: CommandOp.SetClusterId;
+  /** A lowercase UUID ({@link CLUSTER_ID_PATTERN}). */
+  id: string;
+}
+
 /** A KV command. */
 export type Command =
   | PutCommand
   | DeleteCommand
   | RegisterSessionCommand
   | AtomicCommand
-  | ExpirySweepCommand;
+  | ExpirySweepCommand
+  | SetClusterIdCommand;
+
+/** The form of a cluster id: a lowercase UUID (what `crypto.randomUUID()` returns). */
+export const CLUSTER_ID_PATTERN: RegExp =
+  /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Mutation type numbers on the wire (datapath.proto `MutationType`). */
 const MUTATION_TYPES = {
@@ -154,7 +170,10 @@ export { MAX_KEY_BYTES, MAX_VALUE_BYTES } from "../config/limits.ts";
 
 /** Why a command cannot be applied, or undefined when its sizes are within the limits. */
 export function commandSizeError(cmd: Command): string | undefined {
-  if (cmd.op === CommandOp.RegisterSession || cmd.op === CommandOp.ExpirySweep) return undefined;
+  if (
+    cmd.op === CommandOp.RegisterSession || cmd.op === CommandOp.ExpirySweep ||
+    cmd.op === CommandOp.SetClusterId
+  ) return undefined;
   if (cmd.op === CommandOp.Atomic) {
     for (const c of cmd.checks) {
       const p = commandSizeProblem(c.key);
@@ -214,6 +233,12 @@ export function atomicCommand(
   time?: number,
 ): AtomicCommand {
   return withBase({ op: CommandOp.Atomic, checks, mutations }, session, time);
+}
+
+/** Builds the command that sets the cluster id unless one is set (RangeError: not a UUID). */
+export function setClusterIdCommand(id: string): SetClusterIdCommand {
+  if (!CLUSTER_ID_PATTERN.test(id)) throw new RangeError(`a cluster id is a UUID, not "${id}"`);
+  return { op: CommandOp.SetClusterId, id };
 }
 
 /** Builds an expiry sweep carrying the proposer's clock reading. */
@@ -426,6 +451,9 @@ export function encodeCommand(cmd: Command): Uint8Array {
       checkUint("sweep bound", cmd.maxKeys);
       w.uvarint(cmd.maxKeys);
       break;
+    case CommandOp.SetClusterId:
+      w.bytes(new TextEncoder().encode(cmd.id));
+      break;
   }
   return w.finish();
 }
@@ -458,6 +486,10 @@ function decode(data: Uint8Array): { cmd: Command; bodyStart: number } {
   } else if (op === CommandOp.ExpirySweep) {
     if (time === undefined) throw new DecodeError("command", "an expiry sweep without a time");
     cmd = withBase({ op, maxKeys: r.uvarint() }, session, time);
+  } else if (op === CommandOp.SetClusterId) {
+    const id = new TextDecoder().decode(r.bytes());
+    if (!CLUSTER_ID_PATTERN.test(id)) throw new DecodeError("command", "a cluster id is a UUID");
+    cmd = withBase({ op, id }, session, time);
   } else {
     throw new DecodeError("command", `unknown op ${op}`);
   }

@@ -16,10 +16,12 @@ import {
   openStorage,
   putCommand,
   registerSessionCommand,
+  setClusterIdCommand,
   type StorageKind,
   StoreLockedError,
 } from "./mod.ts";
 import { entryPayload, payloadMatches } from "./testdata/payload.ts";
+import { LEGACY_CLUSTER_ID_KEY } from "./kv_core.ts";
 
 const BACKENDS: Array<{ kind: StorageKind; disk: boolean }> = [
   { kind: "memory", disk: false },
@@ -226,6 +228,82 @@ for (const { kind, disk } of BACKENDS) {
       }
       await assert.rejects(() => sm.restore(snap.slice(0, snap.length - 1), 7));
       assert.deepEqual(await dump(sm), ["a=1", "c=3", "z=26"]);
+    });
+  });
+
+  Deno.test(`${kind}: the cluster id: the first SetClusterId wins, outside the user keys, kept by reopen, snapshots and exports`, async () => {
+    const first = crypto.randomUUID();
+    const second = crypto.randomUUID();
+    await withStorage(kind, async ({ sm }, reopen) => {
+      assert.equal(sm.clusterId(), undefined);
+      const res = await applyCmds(sm, 1, [
+        encodeCommand(putCommand(b("a"), b("1"))),
+        encodeCommand(setClusterIdCommand(first)),
+        encodeCommand(setClusterIdCommand(second)),
+      ]);
+      assert.deepEqual(res.slice(1), [
+        { ok: true, clusterId: first },
+        { ok: true, clusterId: first },
+      ]);
+      assert.equal(sm.clusterId(), first);
+      // Not a user key: no scan or read shows it.
+      assert.deepEqual(await dump(sm), ["a=1"]);
+      assert.deepEqual((await sm.scanEntries()).map((e) => dec.decode(e.key)), ["a"]);
+      assert.equal(await sm.get(LEGACY_CLUSTER_ID_KEY), undefined);
+      if (disk) sm = (await reopen()).sm;
+      assert.equal(sm.clusterId(), first, "after reopen");
+      const snap = await sm.snapshot();
+      for (const target of BACKENDS) {
+        await withStorage(target.kind, async ({ sm: other }) => {
+          await applyCmds(other, 1, [encodeCommand(setClusterIdCommand(second))]);
+          assert.equal(other.clusterId(), second);
+          await other.restore(snap, 3);
+          assert.equal(other.clusterId(), first, `snapshot restored on ${target.kind}`);
+          await applyCmds(other, 4, [encodeCommand(setClusterIdCommand(second))]);
+          assert.equal(other.clusterId(), first, "a later SetClusterId changes nothing");
+        });
+        await withStorage(target.kind, async ({ sm: other }) => {
+          const view = await sm.exportState();
+          try {
+            await other.importState({
+              appliedIndex: view.appliedIndex,
+              meta: view.meta(),
+              entries: view.entries(),
+            });
+          } finally {
+            view.release();
+          }
+          assert.equal(other.clusterId(), first, `backup imported on ${target.kind}`);
+          assert.deepEqual(await dump(other), ["a=1"]);
+        });
+      }
+    });
+  });
+
+  Deno.test(`${kind}: the first SetClusterId adopts the id an earlier version kept under a user key, and deletes that key`, async () => {
+    const legacy = crypto.randomUUID();
+    await withStorage(kind, async ({ sm }) => {
+      const changes: string[] = [];
+      sm.onChanges = (cs) => {
+        for (const c of cs) {
+          changes.push(`${dec.decode(c.key.subarray(1))}=${c.entry ? "set" : "gone"}`);
+        }
+      };
+      await applyCmds(sm, 1, [encodeCommand(putCommand(LEGACY_CLUSTER_ID_KEY, b(legacy)))]);
+      const [r] = await applyCmds(sm, 2, [encodeCommand(setClusterIdCommand(crypto.randomUUID()))]);
+      assert.deepEqual(r, { ok: true, clusterId: legacy });
+      assert.equal(sm.clusterId(), legacy);
+      assert.equal(await sm.get(LEGACY_CLUSTER_ID_KEY), undefined, "removed from the user keys");
+      assert.deepEqual(await dump(sm), []);
+      assert.deepEqual(changes, ["gokv:cluster-id=set", "gokv:cluster-id=gone"]);
+    });
+    // A value there that is not a UUID is user data: left alone, the command's id is used.
+    await withStorage(kind, async ({ sm }) => {
+      const mine = crypto.randomUUID();
+      await applyCmds(sm, 1, [encodeCommand(putCommand(LEGACY_CLUSTER_ID_KEY, b("not an id")))]);
+      const [r] = await applyCmds(sm, 2, [encodeCommand(setClusterIdCommand(mine))]);
+      assert.deepEqual(r, { ok: true, clusterId: mine });
+      assert.equal(dec.decode((await sm.get(LEGACY_CLUSTER_ID_KEY))!), "not an id");
     });
   });
 

@@ -18,6 +18,17 @@
  *   overwritten since is stale: a sweep drops it without touching the key)
  * - `0x00 0x0a` → u8 the record format (1: kv_model.ts records); a store with user keys and
  *   without it holds raw values of an older version and is refused at open
+ * - `0x00 0x0b` → the cluster id (a UUID, 36 ASCII bytes), set by the first SetClusterId command
+ *   applied (see "The cluster id")
+ *
+ * ## The cluster id
+ *
+ * A SetClusterId command (the first leader proposes one with a random UUID once it sees none)
+ * sets the id only when the store has none: the first one applied wins, on every replica alike,
+ * and later ones change nothing. It is a state-machine record, not a user key: no read, scan or
+ * write of user keys reaches it, and it travels with snapshots and backups (meta records). A
+ * store of an earlier version kept the id under the user key {@link LEGACY_CLUSTER_ID_KEY}: the
+ * first SetClusterId applied adopts that key's value (when it is a UUID) and deletes the key.
  *
  * ## Expiry
  *
@@ -60,11 +71,13 @@ import {
 } from "./bytes.ts";
 import {
   type AtomicCommand,
+  CLUSTER_ID_PATTERN,
   type Command,
   CommandOp,
   commandSizeError,
   decodeCommandWithHash,
   type ExpirySweepCommand,
+  type SetClusterIdCommand,
 } from "./command.ts";
 import { DecodeError } from "./errors.ts";
 import {
@@ -88,6 +101,7 @@ import {
 import type {
   ApplyResult,
   CachedResult,
+  ClusterIdResult,
   ErrorResult,
   KvChange,
   OkResult,
@@ -132,6 +146,13 @@ const SESSION_END = prefixEnd(SESSION_PREFIX)!;
 const EXPIRY_PREFIX = new Uint8Array([0x00, 0x09]);
 const EXPIRY_END = prefixEnd(EXPIRY_PREFIX)!;
 const FORMAT_KEY = new Uint8Array([0x00, 0x0a]);
+const CLUSTER_ID_KEY = new Uint8Array([0x00, 0x0b]);
+/** The user key under which an earlier version kept the cluster id: `0xff "gokv:cluster-id"`
+ * (adopted and deleted by the first SetClusterId applied). */
+export const LEGACY_CLUSTER_ID_KEY: Uint8Array = new Uint8Array([
+  0xff,
+  ...new TextEncoder().encode("gokv:cluster-id"),
+]);
 /** The record format this version writes (kv_model.ts). */
 export const RECORD_FORMAT = 1;
 /** The first store key of user data. */
@@ -324,6 +345,15 @@ function u64Value(n: number): Uint8Array {
 async function readU64(r: StoreReader, key: Uint8Array, what: string): Promise<number> {
   const v = await r.get(key);
   return v ? new ByteReader(v, what).u64() : 0;
+}
+
+/** Reads the cluster id recorded in a store (undefined: none yet). */
+async function readClusterId(r: StoreReader): Promise<string | undefined> {
+  const v = await r.get(CLUSTER_ID_KEY);
+  if (!v) return undefined;
+  const id = new TextDecoder().decode(v);
+  if (!CLUSTER_ID_PATTERN.test(id)) throw new DecodeError("cluster id", `not a UUID: "${id}"`);
+  return id;
 }
 
 /** Reads the applied index recorded in a store. */
@@ -524,6 +554,7 @@ const OK: OkResult = { ok: true };
 export class KvCore {
   #clock = 0;
   #formatWritten = false;
+  #clusterId: string | undefined;
   /** Every session id with the log index of its last use, least recently used first. */
   readonly #lru = new Map<bigint, number>();
   /** Records of recently used sessions (at most {@link SESSION_CACHE}). */
@@ -560,6 +591,7 @@ export class KvCore {
       }
     }
     c.#clock = await readU64(r, CLOCK_KEY, "clock");
+    c.#clusterId = await readClusterId(r);
     const all: SessionInfo[] = [];
     for await (const [k, v] of r.scan({ gte: SESSION_PREFIX, lt: SESSION_END })) {
       if (isSessionRecord(k)) all.push(decodeSession(readBe64(k, SESSION_PREFIX.length), v));
@@ -573,6 +605,11 @@ export class KvCore {
   /** The state machine's clock (ms): the largest command timestamp applied. */
   get clock(): number {
     return this.#clock;
+  }
+
+  /** The cluster id (undefined until a SetClusterId command has applied). */
+  get clusterId(): string | undefined {
+    return this.#clusterId;
   }
 
   /** Sessions in the table. */
@@ -610,7 +647,7 @@ export class KvCore {
   async apply(r: StoreReader, cmds: ApplyCommand[]): Promise<PreparedBatch> {
     const p = new Pending(r);
     const count = this.#lru.size;
-    const b = new BatchState(this, p, this.#clock, count);
+    const b = new BatchState(this, p, this.#clock, count, this.#clusterId);
     const results: ApplyResult[] = [];
     for (const c of cmds) results.push(await b.applyOne(c));
     if (cmds.length > 0) p.put(APPLIED_KEY, u64Value(cmds[cmds.length - 1].index));
@@ -624,6 +661,7 @@ export class KvCore {
       commit: () => {
         this.#formatWritten = true;
         this.#clock = b.clock;
+        this.#clusterId = b.clusterId;
         // In order of last use within the batch, all after every session used before it.
         for (const [id, s] of b.touched) {
           this.#lru.delete(id);
@@ -771,6 +809,7 @@ class BatchState {
     private readonly p: Pending,
     public clock: number,
     public count: number,
+    public clusterId: string | undefined,
   ) {
     this.#lru = new LruCursor(core, this.touched);
   }
@@ -843,7 +882,29 @@ class BatchState {
         return await this.atomic(versionstamp, cmd);
       case CommandOp.ExpirySweep:
         return await this.sweep(versionstamp, cmd);
+      case CommandOp.SetClusterId:
+        return await this.setClusterId(versionstamp, cmd);
     }
+  }
+
+  /** Sets the cluster id unless there is one: adopts an earlier version's user key first. */
+  private async setClusterId(
+    versionstamp: Uint8Array,
+    cmd: SetClusterIdCommand,
+  ): Promise<ClusterIdResult> {
+    if (this.clusterId !== undefined) return { ok: true, clusterId: this.clusterId };
+    let id = cmd.id;
+    const legacy = userKey(LEGACY_CLUSTER_ID_KEY);
+    const rec = await this.live(legacy);
+    const old = rec ? new TextDecoder().decode(rec.value) : undefined;
+    if (old !== undefined && CLUSTER_ID_PATTERN.test(old)) {
+      id = old;
+      this.p.delete(legacy);
+      this.changes.push({ key: LEGACY_CLUSTER_ID_KEY, entry: null, versionstamp });
+    }
+    this.p.put(CLUSTER_ID_KEY, new TextEncoder().encode(id));
+    this.clusterId = id;
+    return { ok: true, clusterId: id };
   }
 
   /** The live record of a store key as this batch sees it (expired: undefined). */

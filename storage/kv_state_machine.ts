@@ -10,6 +10,8 @@
  *   the old value); `{ ok: true, versionstamp, expired, more }` for an expiry sweep; a retry of a
  *   session's last command answers that command's result again (cached in the session record);
  * - `{ ok: true, sessionId }` for a session registration (the id is the command's log index);
+ * - `{ ok: true, clusterId }` for a SetClusterId: the cluster id in force after it (its own id
+ *   when it was the first one applied, the earlier one otherwise);
  * - `{ ok: false, error, message }` when nothing was changed: `bad_command` (bytes that are not a
  *   valid command, or a key or value over `MAX_KEY_BYTES` / `MAX_VALUE_BYTES`), `bad_session`
  *   (session id 0), `session_expired` (unknown or expired session), `session_seq` (a seq at or
@@ -71,6 +73,14 @@ export interface RegisterResult {
   sessionId: bigint;
 }
 
+/** The result of a SetClusterId command. */
+export interface ClusterIdResult {
+  /** Always true. */
+  ok: true;
+  /** The cluster id in force (the first one applied). */
+  clusterId: string;
+}
+
 /** Why a command changed nothing. */
 export type ApplyErrorCode =
   | "bad_command"
@@ -93,7 +103,7 @@ export interface ErrorResult {
 }
 
 /** One command's result (see the module documentation). */
-export type ApplyResult = OkResult | RegisterResult | ErrorResult | null;
+export type ApplyResult = OkResult | RegisterResult | ClusterIdResult | ErrorResult | null;
 
 /** A client session as stored in the session table. */
 export interface SessionInfo {
@@ -230,4 +240,7 @@ export interface KvStateMachine extends StateMachine {
   sessionList(): Promise<SessionInfo[]>;
   /** The state machine's clock (ms): the largest command timestamp applied. */
   clock(): number;
+  /** The cluster id, a UUID set by the first SetClusterId command applied (kv_core.ts); carried
+   * in snapshots and backups. Undefined until then. */
+  clusterId(): string | undefined;
 }

@@ -264,6 +264,11 @@ export class LsmStateMachine implements KvStateMachine {
     return this.#core.clock;
   }
 
+  /** See {@link KvStateMachine.clusterId}. */
+  clusterId(): string | undefined {
+    return this.#core.clusterId;
+  }
+
   /**
    * Serializes a consistent LSM snapshot (data, sessions and applied index read from it); resolves
    * once the LSM is durable up to it (flushed).

@@ -212,6 +212,11 @@ export class MemoryStateMachine implements KvStateMachine {
     return this.core.clock;
   }
 
+  /** See {@link KvStateMachine.clusterId}. */
+  clusterId(): string | undefined {
+    return this.core.clusterId;
+  }
+
   /** Serializes the store and applied index (see sm_snapshot.ts). */
   snapshot(): Promise<Uint8Array> {
     return this.#read(() => Promise.resolve(this.encodeSnapshot()));

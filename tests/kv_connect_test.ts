@@ -122,7 +122,6 @@ Deno.test("on the cluster: read_is_strongly_consistent is true on the strong end
     };
     await refused(mut(new Uint8Array(2049).fill(2), new Uint8Array(1)), /key size limit/);
     await refused(mut(new Uint8Array([2, 0x61, 0]), new Uint8Array(65537)), /value size limit/);
-    await refused(mut(new Uint8Array([0xff, 1]), new Uint8Array(1)), /reserved/);
     // V8 sums through Raft: Deno's client's `mutate({ type: "sum" })` of numbers and bigints
     // (an M_SUM of VE_V8 values), a type mismatch refused with denokv's message, and bounds.
     const sums = await runInDeno(
