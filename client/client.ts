@@ -52,7 +52,6 @@ import { checkKey, checkValue } from "../config/limits.ts";
 import {
   type AtomicCheck,
   type AtomicMutation,
-  checkAtomicLimits,
   compareVersionstamps,
   type KvEntry,
   parseVersionstamp,
@@ -567,7 +566,6 @@ export class Client {
     mutations: AtomicMutation[],
     opts: CallOptions = {},
   ): Promise<CommitResult> {
-    checkAtomicLimits({ checks, mutations });
     const res = await this.write((s) => ({ op: Op.Atomic, checks, mutations, ...s }), opts);
     if (res.versionstamp) return { ok: true, versionstamp: versionstampHex(res.versionstamp) };
     return { ok: false, failedChecks: res.failedChecks ?? [] };

@@ -145,8 +145,8 @@ function fromHex(s: string): Uint8Array {
 
 function writeKey(key: KvKey): Uint8Array {
   const k = encodeKey(key);
-  if (k.length > LIMITS.kvConnectWriteKeyBytes) {
-    throw new TypeError(`Key too large for write (max ${LIMITS.kvConnectWriteKeyBytes} bytes)`);
+  if (k.length > LIMITS.atomicKeyBytes) {
+    throw new TypeError(`Key too large for write (max ${LIMITS.atomicKeyBytes} bytes)`);
   }
   if (k.length === 0) throw new TypeError("Key cannot be empty");
   return k;
@@ -170,8 +170,8 @@ function entryOf<T>(e: KvEntryMsg): KvEntry<T> {
 
 function valueMsg(value: unknown) {
   const v = encodeValue(value);
-  if (v.data.length > LIMITS.kvConnectValueBytes) {
-    throw new TypeError(`Value too large (max ${LIMITS.kvConnectValueBytes} bytes)`);
+  if (v.data.length > LIMITS.atomicValueBytes) {
+    throw new TypeError(`Value too large (max ${LIMITS.atomicValueBytes} bytes)`);
   }
   return v;
 }
@@ -438,8 +438,8 @@ export class AtomicOperation {
           throw new TypeError("Invalid mutation type");
       }
     }
-    if (this.#mutations.length > LIMITS.kvConnectMutations) {
-      throw new TypeError(`Too many mutations (max ${LIMITS.kvConnectMutations})`);
+    if (this.#mutations.length > LIMITS.atomicMutations) {
+      throw new TypeError(`Too many mutations (max ${LIMITS.atomicMutations})`);
     }
     return this;
   }

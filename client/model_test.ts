@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Client } from "./client.ts";
 import { InvalidArgumentError, LimitError, MutationTypeError } from "./errors.ts";
-import { ATOMIC_MAX_CHECKS } from "../config/limits.ts";
+import { defaultNodeLimits } from "../config/limits.ts";
 import { type FakeNode, startFakeNode } from "../server/testing.ts";
 import { TimeoutError as RaftTimeoutError } from "../raft/errors.ts";
 import { readU64le, ValueEncoding } from "../storage/kv_model.ts";
@@ -98,15 +98,20 @@ Deno.test("atomic: a sum on a non-u64 value is a MutationTypeError and applies n
   });
 });
 
-Deno.test("atomic: bad arguments and limits are refused before anything is sent", async () => {
+Deno.test("atomic: bad arguments are refused before anything is sent; limits by the node before it proposes", async () => {
   await withNode(async (kv, n) => {
     const before = n.raft.proposals;
     assert.throws(() => kv.atomic().check("k", "zz"), InvalidArgumentError);
     assert.throws(() => kv.atomic().sum("k", -1n), InvalidArgumentError);
-    const op = kv.atomic();
-    for (let i = 0; i <= ATOMIC_MAX_CHECKS; i++) op.check(`k${i}`, null);
-    await assert.rejects(() => op.commit(), LimitError);
     assert.equal(n.raft.proposals, before, "not even a session registration was proposed");
+    // The limits are the node's (configurable): the client does not know them, the node refuses.
+    const op = kv.atomic();
+    for (let i = 0; i <= defaultNodeLimits().atomicChecks; i++) op.check(`k${i}`, null);
+    await assert.rejects(
+      () => op.commit(),
+      (e) => e instanceof LimitError && e.limit === "atomic_checks",
+    );
+    assert.ok(n.raft.proposals <= before + 1, "at most the client's session registration");
   });
 });
 

@@ -69,22 +69,23 @@ export interface NodeLimits {
   watchHistoryEvents: number;
   /** Bytes (keys and values) of the change history a node keeps for watches. */
   watchHistoryBytes: number;
-  /** KV Connect (server/kv_connect.ts; Deno's defaults): longest key of a write (bytes). */
-  kvConnectWriteKeyBytes: number;
+  /** Atomic operations, every front end (Deno's defaults): checks in one operation. */
+  atomicChecks: number;
+  /** Atomic operations: mutations in one operation. */
+  atomicMutations: number;
+  /** Atomic operations: longest key of a mutation (a versionstamped key with its 10-byte
+   * suffix); a check's key may have one byte more (as a read's, like Deno KV). */
+  atomicKeyBytes: number;
+  /** Atomic operations: largest value of a mutation (bytes). */
+  atomicValueBytes: number;
+  /** Atomic operations: bytes of the keys and values of one operation, checks included. */
+  atomicTotalBytes: number;
   /** KV Connect: longest key of a read (bytes; one more than a write's, for range ends). */
   kvConnectReadKeyBytes: number;
-  /** KV Connect: largest value (bytes). */
-  kvConnectValueBytes: number;
   /** KV Connect: ranges in one snapshot read. */
   kvConnectReadRanges: number;
   /** KV Connect: entries one snapshot read may ask for, over all its ranges. */
   kvConnectReadEntries: number;
-  /** KV Connect: checks in one atomic write. */
-  kvConnectChecks: number;
-  /** KV Connect: mutations in one atomic write. */
-  kvConnectMutations: number;
-  /** KV Connect: bytes of keys and values in one atomic write. */
-  kvConnectWriteBytes: number;
   /** KV Connect: keys in one watch. */
   kvConnectWatchedKeys: number;
 }
@@ -179,15 +180,49 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
     max: 16 * 1024 * MIB,
     doc: "bytes of keys and values in the change history kept for watches",
   },
-  // KV Connect (`Deno.openKv(url)`): Deno KV's own limits by default (the limits of its server).
+  // Atomic operations (every front end: KV Connect, the binary protocol, HTTP): Deno KV's own
+  // limits by default (limits.rs), checked once, by the service, before anything is proposed.
   {
-    key: "kv_connect_write_key_bytes",
-    field: "kvConnectWriteKeyBytes",
+    key: "atomic_checks",
+    field: "atomicChecks",
+    default: 10,
+    min: 0,
+    max: 10_000,
+    doc: "checks per atomic operation",
+  },
+  {
+    key: "atomic_mutations",
+    field: "atomicMutations",
+    default: 1000,
+    min: 1,
+    max: 100_000,
+    doc: "mutations per atomic operation",
+  },
+  {
+    key: "atomic_key_bytes",
+    field: "atomicKeyBytes",
     default: 2048,
     min: 1,
-    max: MAX_KEY_BYTES - 64,
-    doc: "KV Connect: longest key of a write",
+    max: MAX_KEY_BYTES - 1,
+    doc: "longest key of an atomic mutation (a check's: one byte more)",
   },
+  {
+    key: "atomic_value_bytes",
+    field: "atomicValueBytes",
+    default: 64 * KIB,
+    min: 1,
+    max: MAX_VALUE_BYTES,
+    doc: "largest value of an atomic mutation",
+  },
+  {
+    key: "atomic_total_bytes",
+    field: "atomicTotalBytes",
+    default: 800 * KIB,
+    min: 1 * KIB,
+    max: MAX_VALUE_BYTES,
+    doc: "bytes of keys and values per atomic operation",
+  },
+  // KV Connect (`Deno.openKv(url)`) reads and watches: Deno KV's own limits by default.
   {
     key: "kv_connect_read_key_bytes",
     field: "kvConnectReadKeyBytes",
@@ -195,14 +230,6 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
     min: 1,
     max: MAX_KEY_BYTES,
     doc: "KV Connect: longest key of a read",
-  },
-  {
-    key: "kv_connect_value_bytes",
-    field: "kvConnectValueBytes",
-    default: 64 * KIB,
-    min: 1,
-    max: MAX_VALUE_BYTES,
-    doc: "KV Connect: largest value",
   },
   {
     key: "kv_connect_read_ranges",
@@ -219,30 +246,6 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
     min: 1,
     max: MAX_SCAN_PAGE_PAIRS,
     doc: "KV Connect: entries per snapshot read (all ranges)",
-  },
-  {
-    key: "kv_connect_checks",
-    field: "kvConnectChecks",
-    default: 10,
-    min: 0,
-    max: 10_000,
-    doc: "KV Connect: checks per atomic write",
-  },
-  {
-    key: "kv_connect_mutations",
-    field: "kvConnectMutations",
-    default: 1000,
-    min: 1,
-    max: 100_000,
-    doc: "KV Connect: mutations per atomic write",
-  },
-  {
-    key: "kv_connect_write_bytes",
-    field: "kvConnectWriteBytes",
-    default: 800 * KIB,
-    min: 1 * KIB,
-    max: MAX_VALUE_BYTES,
-    doc: "KV Connect: bytes of keys and values per atomic write",
   },
   {
     key: "kv_connect_watched_keys",
@@ -306,16 +309,6 @@ export function commandSizeProblem(key: Uint8Array, value?: Uint8Array): string 
   return undefined;
 }
 
-/** Most checks in one atomic operation (Deno KV's limit). */
-export const ATOMIC_MAX_CHECKS = 10;
-/** Most mutations in one atomic operation (Deno KV's limit). */
-export const ATOMIC_MAX_MUTATIONS = 1000;
-/** Longest key a check or mutation of an atomic operation may name (Deno KV's write-key limit). */
-export const ATOMIC_MAX_KEY_BYTES = 2048;
-/** Longest value an atomic operation may set (Deno KV's limit). */
-export const ATOMIC_MAX_VALUE_BYTES = 65536;
-/** Most bytes of keys and values of one atomic operation, checks included (800 KiB). */
-export const ATOMIC_MAX_TOTAL_BYTES = 819200;
 /** Most keys in one getMany (Deno KV's entries per read). */
 export const MAX_GET_MANY_KEYS = 1000;
 /** Most expired keys one expiry sweep command deletes (the leader proposes another when more
@@ -330,34 +323,45 @@ export interface AtomicShape {
   mutations: { key: Uint8Array; value?: Uint8Array; keySuffixBytes?: number }[];
 }
 
-/** Checks an atomic operation against the ATOMIC_* limits ({@link LimitError}). */
-export function checkAtomic(op: AtomicShape): void {
-  if (op.checks.length > ATOMIC_MAX_CHECKS) {
-    throw new LimitError("atomic_checks", ATOMIC_MAX_CHECKS, op.checks.length);
+/** The limits of an atomic operation ({@link NodeLimits}' `atomic*` fields). */
+export type AtomicLimits = Pick<
+  NodeLimits,
+  "atomicChecks" | "atomicMutations" | "atomicKeyBytes" | "atomicValueBytes" | "atomicTotalBytes"
+>;
+
+/**
+ * Checks an atomic operation against the `atomic_*` limits ({@link LimitError} named after the
+ * limit's key). The one place they are checked: the service calls it before proposing anything,
+ * whichever front end the operation came through.
+ */
+export function checkAtomic(op: AtomicShape, limits: AtomicLimits): void {
+  if (op.checks.length > limits.atomicChecks) {
+    throw new LimitError("atomic_checks", limits.atomicChecks, op.checks.length);
   }
-  if (op.mutations.length > ATOMIC_MAX_MUTATIONS) {
-    throw new LimitError("atomic_mutations", ATOMIC_MAX_MUTATIONS, op.mutations.length);
+  if (op.mutations.length > limits.atomicMutations) {
+    throw new LimitError("atomic_mutations", limits.atomicMutations, op.mutations.length);
   }
   let total = 0;
   for (const c of op.checks) {
-    if (c.key.length > ATOMIC_MAX_KEY_BYTES) {
-      throw new LimitError("atomic_key_bytes", ATOMIC_MAX_KEY_BYTES, c.key.length);
+    // A check names a key as a read does: one byte more than a write's (Deno KV's rule).
+    if (c.key.length > limits.atomicKeyBytes + 1) {
+      throw new LimitError("atomic_key_bytes", limits.atomicKeyBytes + 1, c.key.length);
     }
     total += c.key.length;
   }
   for (const m of op.mutations) {
     const keyLen = m.key.length + (m.keySuffixBytes ?? 0);
-    if (keyLen > ATOMIC_MAX_KEY_BYTES) {
-      throw new LimitError("atomic_key_bytes", ATOMIC_MAX_KEY_BYTES, keyLen);
+    if (keyLen > limits.atomicKeyBytes) {
+      throw new LimitError("atomic_key_bytes", limits.atomicKeyBytes, keyLen);
     }
     const v = m.value?.length ?? 0;
-    if (v > ATOMIC_MAX_VALUE_BYTES) {
-      throw new LimitError("atomic_value_bytes", ATOMIC_MAX_VALUE_BYTES, v);
+    if (v > limits.atomicValueBytes) {
+      throw new LimitError("atomic_value_bytes", limits.atomicValueBytes, v);
     }
     total += keyLen + v;
   }
-  if (total > ATOMIC_MAX_TOTAL_BYTES) {
-    throw new LimitError("atomic_total_bytes", ATOMIC_MAX_TOTAL_BYTES, total);
+  if (total > limits.atomicTotalBytes) {
+    throw new LimitError("atomic_total_bytes", limits.atomicTotalBytes, total);
   }
 }
 

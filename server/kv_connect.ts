@@ -45,15 +45,7 @@ import {
   TimeoutError,
   UnavailableError,
 } from "../client/errors.ts";
-import {
-  ATOMIC_MAX_CHECKS,
-  ATOMIC_MAX_KEY_BYTES,
-  ATOMIC_MAX_MUTATIONS,
-  ATOMIC_MAX_TOTAL_BYTES,
-  ATOMIC_MAX_VALUE_BYTES,
-  LimitError,
-  type NodeLimits,
-} from "../config/limits.ts";
+import { LimitError, type NodeLimits } from "../config/limits.ts";
 import {
   type AtomicCheck,
   type AtomicMutation,
@@ -382,7 +374,7 @@ export function createKvConnectHandler(
   const atomicWrite = async (body: Uint8Array, subject: KvSubject) => {
     allow(subject, "atomic_write", []);
     const w = decodeAtomicWrite(body);
-    const op = toStoreOp(w, l);
+    const op = toStoreOp(w);
     allow(subject, "atomic_write", [
       ...op.checks.map((c) => c.key),
       ...op.mutations.map((m) => m.key),
@@ -560,15 +552,23 @@ function isPointRange(r: ReadRange): boolean {
   return true;
 }
 
+/** The spec's messages of the atomic limits (config/limits.ts `checkAtomic`'s limit names). */
+const LIMIT_MESSAGES: Record<string, string> = {
+  atomic_checks: "Too many checks included in atomic write.",
+  atomic_mutations: "Too many mutations / enqueues included in atomic write.",
+  atomic_key_bytes: "A key exceeds the key size limit.",
+  atomic_value_bytes: "A value exceeds the value size limit.",
+  atomic_total_bytes: "The total size of the atomic write is too large.",
+};
+
 /** The plain-text response of a refusal or failure. */
 function errorResponse(e: unknown): Response {
   if (e instanceof KvConnectError) return text(e.status, e.message);
   if (e instanceof KvConnectDecodeError) {
     return text(400, `Request protobuf is invalid: ${e.message}.`);
   }
-  if (
-    e instanceof LimitError || e instanceof InvalidArgumentError || e instanceof MutationTypeError
-  ) {
+  if (e instanceof LimitError) return text(400, LIMIT_MESSAGES[e.limit] ?? e.message);
+  if (e instanceof InvalidArgumentError || e instanceof MutationTypeError) {
     return text(400, e.message);
   }
   if (e instanceof UnavailableError || e instanceof TimeoutError) {
@@ -581,51 +581,26 @@ function errorResponse(e: unknown): Response {
 
 const ENCODINGS = new Set([ValueEncoding.V8, ValueEncoding.LE64, ValueEncoding.Bytes]);
 
-/** Validates an atomic write against the limits and Deno KV's rules, and converts it. The
- * `kv_connect_*` limits apply up to the data model's hard ones (config/limits.ts ATOMIC_*). */
-export function toStoreOp(
-  w: AtomicWrite,
-  nodeLimits: NodeLimits,
-): { checks: StoreCheck[]; mutations: StoreMutation[] } {
-  const l = {
-    kvConnectChecks: Math.min(nodeLimits.kvConnectChecks, ATOMIC_MAX_CHECKS),
-    kvConnectMutations: Math.min(nodeLimits.kvConnectMutations, ATOMIC_MAX_MUTATIONS),
-    kvConnectReadKeyBytes: nodeLimits.kvConnectReadKeyBytes,
-    kvConnectWriteKeyBytes: Math.min(nodeLimits.kvConnectWriteKeyBytes, ATOMIC_MAX_KEY_BYTES),
-    kvConnectValueBytes: Math.min(nodeLimits.kvConnectValueBytes, ATOMIC_MAX_VALUE_BYTES),
-    kvConnectWriteBytes: Math.min(nodeLimits.kvConnectWriteBytes, ATOMIC_MAX_TOTAL_BYTES),
-  };
+/**
+ * Validates an atomic write against Deno KV's rules and converts it. Its limits (`atomic_*`,
+ * config/limits.ts) are not checked here: the service checks them, once, before proposing
+ * ({@link KvService.atomic}), and {@link errorResponse} answers its `LimitError` with the
+ * spec's message.
+ */
+export function toStoreOp(w: AtomicWrite): { checks: StoreCheck[]; mutations: StoreMutation[] } {
   if (w.enqueues.length > 0) {
     throw new KvConnectError(400, "Enqueue operations are not supported by gokv (no queues).");
   }
-  if (w.checks.length > l.kvConnectChecks) {
-    throw new KvConnectError(400, "Too many checks included in atomic write.");
-  }
-  if (w.mutations.length > l.kvConnectMutations) {
-    throw new KvConnectError(400, "Too many mutations / enqueues included in atomic write.");
-  }
-  let total = 0;
   const checks = w.checks.map((c): StoreCheck => {
-    if (c.key.length > l.kvConnectReadKeyBytes) {
-      throw new KvConnectError(400, "A key exceeds the key size limit.");
-    }
     if (c.versionstamp.length !== 0 && c.versionstamp.length !== 10) {
       throw new KvConnectError(400, "Invalid versionstamp.");
     }
-    total += c.key.length;
     return { key: c.key, versionstamp: c.versionstamp.length === 0 ? null : c.versionstamp };
   });
   const mutations = w.mutations.map((m): StoreMutation => {
-    if (m.key.length > l.kvConnectWriteKeyBytes) {
-      throw new KvConnectError(400, "A key exceeds the key size limit.");
-    }
     if (m.key.length === 0) throw new KvConnectError(400, "A key must not be empty.");
     if (m.expireAtMs < 0) throw new KvConnectError(400, "Invalid mutation expire at.");
     const v = m.value;
-    total += m.key.length + (v?.data.length ?? 0);
-    if (v && v.data.length > l.kvConnectValueBytes) {
-      throw new KvConnectError(400, "A value exceeds the value size limit.");
-    }
     const bounds = m.sumMin.length > 0 || m.sumMax.length > 0 || m.sumClamp;
     if (bounds && m.mutationType !== MutationType.Sum) {
       throw new KvConnectError(400, "Invalid mutation kind or arguments.");
@@ -700,9 +675,6 @@ export function toStoreOp(
         throw new KvConnectError(400, "Invalid mutation kind or arguments.");
     }
   });
-  if (total > l.kvConnectWriteBytes) {
-    throw new KvConnectError(400, "The total size of the atomic write is too large.");
-  }
   return { checks, mutations };
 }
 

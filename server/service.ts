@@ -44,6 +44,7 @@ import {
 } from "../client/errors.ts";
 import type { MemberInfo, ScanRange } from "../client/protocol.ts";
 import {
+  type AtomicLimits,
   checkKey,
   checkValue,
   defaultNodeLimits,
@@ -528,7 +529,8 @@ export class KvService {
   /**
    * Applies an atomic operation (kv_model.ts): every check, then every mutation, all or nothing,
    * in one log entry. Resolves `{ ok: true, versionstamp }` or `{ ok: false, failedChecks }`.
-   * Refused before anything is proposed: over a limit of config/limits.ts ({@link LimitError}),
+   * Refused before anything is proposed: over a limit of config/limits.ts ({@link LimitError};
+   * the node's configurable `atomic_*` limits, Deno KV's by default),
    * malformed ({@link InvalidArgumentError}: empty key, a versionstamp not of 10 bytes, an
    * unknown encoding, a u64 operand or LE64 value not of 8 bytes, a bad expiry time). A sum, min
    * or max on a stored value that is not a u64 rejects with {@link MutationTypeError} (nothing
@@ -538,7 +540,7 @@ export class KvService {
    */
   atomic(op: AtomicOperation, opts: { session?: WriteSession } = {}): Promise<AtomicResult> {
     try {
-      validateAtomic(op.checks, op.mutations);
+      validateAtomic(op.checks, op.mutations, this.limits);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -823,12 +825,17 @@ function versionstampOf(r: unknown): Uint8Array | undefined {
   return vs instanceof Uint8Array ? vs : undefined;
 }
 
-/** Checks an atomic operation before it is proposed (see {@link KvService.atomic}). */
-export function validateAtomic(checks: AtomicCheck[], mutations: AtomicMutation[]): void {
+/** Checks an atomic operation before it is proposed (see {@link KvService.atomic}): the one
+ * place the `atomic_*` limits are checked. */
+export function validateAtomic(
+  checks: AtomicCheck[],
+  mutations: AtomicMutation[],
+  limits: AtomicLimits,
+): void {
   if (!Array.isArray(checks) || !Array.isArray(mutations)) {
     throw new InvalidArgumentError("an atomic operation has a list of checks and of mutations");
   }
-  checkAtomicLimits({ checks, mutations });
+  checkAtomicLimits({ checks, mutations }, limits);
   checks.forEach((c, i) => {
     if (!(c.key instanceof Uint8Array) || c.key.length === 0) {
       throw new InvalidArgumentError(`check ${i}: empty key`);

@@ -12,19 +12,15 @@ import {
   u64le,
   ValueEncoding,
 } from "../storage/kv_model.ts";
-import {
-  ATOMIC_MAX_CHECKS,
-  ATOMIC_MAX_KEY_BYTES,
-  ATOMIC_MAX_MUTATIONS,
-  ATOMIC_MAX_TOTAL_BYTES,
-  ATOMIC_MAX_VALUE_BYTES,
-  LimitError,
-} from "../config/limits.ts";
+import { defaultNodeLimits, LimitError } from "../config/limits.ts";
 import { InvalidArgumentError, MutationTypeError } from "../client/errors.ts";
 import { FakeRaft } from "./testing.ts";
 import { AddressBook } from "./members.ts";
 import { createServerMetrics } from "./server_metrics.ts";
 import { KvService } from "./service.ts";
+
+/** The default atomic limits (Deno KV's). */
+const LIMITS = defaultNodeLimits();
 
 const b = (s: string) => new TextEncoder().encode(s);
 const dec = new TextDecoder();
@@ -114,7 +110,7 @@ Deno.test("atomic: limits and malformed operations are refused before anything i
       "checks",
       {
         checks: Array.from(
-          { length: ATOMIC_MAX_CHECKS + 1 },
+          { length: LIMITS.atomicChecks + 1 },
           () => ({ key: b("k"), versionstamp: null }),
         ),
         mutations: [],
@@ -125,13 +121,13 @@ Deno.test("atomic: limits and malformed operations are refused before anything i
       "mutations",
       {
         checks: [],
-        mutations: Array.from({ length: ATOMIC_MAX_MUTATIONS + 1 }, () => set("k", "v")),
+        mutations: Array.from({ length: LIMITS.atomicMutations + 1 }, () => set("k", "v")),
       },
       (e) => e instanceof LimitError && e.limit === "atomic_mutations",
     ],
     [
       "key",
-      { checks: [], mutations: [{ type: "delete", key: big(ATOMIC_MAX_KEY_BYTES + 1) }] },
+      { checks: [], mutations: [{ type: "delete", key: big(LIMITS.atomicKeyBytes + 1) }] },
       (e) => e instanceof LimitError && e.limit === "atomic_key_bytes",
     ],
     [
@@ -140,7 +136,7 @@ Deno.test("atomic: limits and malformed operations are refused before anything i
         checks: [],
         mutations: [{
           type: "setSuffixVersionstampedKey",
-          key: big(ATOMIC_MAX_KEY_BYTES - 10),
+          key: big(LIMITS.atomicKeyBytes - 10),
           value: b("v"),
           encoding: 3,
         }],
@@ -154,7 +150,7 @@ Deno.test("atomic: limits and malformed operations are refused before anything i
         mutations: [{
           type: "set",
           key: b("k"),
-          value: big(ATOMIC_MAX_VALUE_BYTES + 1),
+          value: big(LIMITS.atomicValueBytes + 1),
           encoding: 3,
         }],
       },
@@ -165,7 +161,7 @@ Deno.test("atomic: limits and malformed operations are refused before anything i
       {
         checks: [],
         mutations: Array.from(
-          { length: Math.ceil(ATOMIC_MAX_TOTAL_BYTES / 60_000) + 1 },
+          { length: Math.ceil(LIMITS.atomicTotalBytes / 60_000) + 1 },
           (_, i) => ({
             type: "set",
             key: b(`k${i}`),

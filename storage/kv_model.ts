@@ -29,7 +29,7 @@
  */
 import { ByteReader, ByteWriter } from "./bytes.ts";
 import { DecodeError } from "./errors.ts";
-import { checkAtomic } from "../config/limits.ts";
+import { type AtomicLimits, checkAtomic } from "../config/limits.ts";
 import { deserialize as v8Deserialize, serialize as v8Serialize } from "node:v8";
 
 /** The encoding of a value (the numbers of datapath.proto `ValueEncoding`). */
@@ -356,9 +356,9 @@ export function suffixVersionstampedKey(key: Uint8Array, vs: Uint8Array): Uint8A
 /** Bytes a suffix-versionstamped key adds to its prefix. */
 export const VERSIONSTAMP_SUFFIX_BYTES = 22;
 
-/** Checks an atomic operation against the ATOMIC_* limits of config/limits.ts (a versionstamped
- * key counts with the bytes the commit adds); throws its `LimitError`. */
-export function checkAtomicLimits(op: AtomicOperation): void {
+/** Checks an atomic operation against the `atomic_*` limits of config/limits.ts (a
+ * versionstamped key counts with the bytes the commit adds); throws its `LimitError`. */
+export function checkAtomicLimits(op: AtomicOperation, limits: AtomicLimits): void {
   checkAtomic({
     checks: op.checks,
     mutations: op.mutations.map((m) => ({
@@ -366,7 +366,7 @@ export function checkAtomicLimits(op: AtomicOperation): void {
       value: m.type === "delete" ? undefined : m.value,
       keySuffixBytes: m.type === "setSuffixVersionstampedKey" ? VERSIONSTAMP_SUFFIX_BYTES : 0,
     })),
-  });
+  }, limits);
 }
 
 /** A u64 as 8 bytes little-endian. */

@@ -9,7 +9,11 @@ import { TestCluster, waitFor } from "./harness.ts";
 import { runInDeno, runKvWorkload, runWorkloadInDeno, verifyValues } from "./kv_workload.ts";
 import { KvU64, openKv } from "../client/kv.ts";
 import { hashToken } from "../server/auth.ts";
+import { Client } from "../client/client.ts";
+import { LimitError } from "../client/errors.ts";
 import {
+  AtomicWriteStatus,
+  decodeAtomicWriteOutput,
   decodeSnapshotReadOutput,
   encodeAtomicWrite,
   encodeSnapshotRead,
@@ -122,6 +126,20 @@ Deno.test("on the cluster: read_is_strongly_consistent is true on the strong end
     };
     await refused(mut(new Uint8Array(2049).fill(2), new Uint8Array(1)), /key size limit/);
     await refused(mut(new Uint8Array([2, 0x61, 0]), new Uint8Array(65537)), /value size limit/);
+    const eleven = await post(
+      leader,
+      "/kv/v3/atomic_write",
+      encodeAtomicWrite({
+        checks: Array.from({ length: 11 }, (_, i) => ({
+          key: new Uint8Array([2, 0x63, i, 0]),
+          versionstamp: new Uint8Array(),
+        })),
+        mutations: [mut(new Uint8Array([2, 0x61, 0]), new Uint8Array(1))],
+        enqueues: [],
+      }),
+    );
+    assert.equal(eleven.status, 400);
+    assert.equal(await eleven.text(), "Too many checks included in atomic write.");
     // V8 sums through Raft: Deno's client's `mutate({ type: "sum" })` of numbers and bigints
     // (an M_SUM of VE_V8 values), a type mismatch refused with denokv's message, and bounds.
     const sums = await runInDeno(
@@ -167,6 +185,76 @@ Deno.test("on the cluster: read_is_strongly_consistent is true on the strong end
     );
     assert.deepEqual(after, [5, String((1n << 65n) + 1n)]);
   } finally {
+    await c.stop();
+  }
+});
+
+Deno.test("raised atomic_* limits let a larger atomic operation through end to end (KV Connect and the binary protocol): no second, hidden check", async () => {
+  const c = await TestCluster.create({
+    extraYaml: YAML +
+      "limits:\n  atomic_checks: 20\n  atomic_key_bytes: 4096\n  atomic_value_bytes: 200000\n" +
+      "  atomic_total_bytes: 2097152\n",
+  });
+  let client: Client | undefined;
+  try {
+    c.startAll();
+    const leader = await c.waitLeader();
+    const id = await waitFor(async () => await databaseIdOf(c, leader), 10_000, "database id");
+    const ex = await fetch(kvUrl(c, leader), {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}` },
+      body: JSON.stringify({ supportedVersions: [3] }),
+    }).then((r) => r.json());
+    // Over every default: 15 checks, a 3,000-byte key, values of 100,000 bytes, ~1 MB in all.
+    const bigKey = new Uint8Array(3000).fill(0x62);
+    bigKey[0] = 2;
+    const value = (i: number) => new Uint8Array(100_000).fill(i);
+    const write = encodeAtomicWrite({
+      checks: Array.from({ length: 15 }, (_, i) => ({
+        key: new Uint8Array([2, 0x63, i, 0]),
+        versionstamp: new Uint8Array(),
+      })),
+      mutations: Array.from({ length: 10 }, (_, i) => ({
+        key: i === 0 ? bigKey : new Uint8Array([2, 0x6d, i, 0]),
+        value: { data: value(i), encoding: ValueEncoding.Bytes },
+        mutationType: MutationType.Set,
+        expireAtMs: 0,
+        sumMin: new Uint8Array(),
+        sumMax: new Uint8Array(),
+        sumClamp: false,
+      })),
+      enqueues: [],
+    });
+    const res = await fetch(`http://${c.nodes.get(leader)!.http}/kv/v3/atomic_write`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${ex.token}`,
+        "x-denokv-database-id": id,
+        "x-denokv-version": "3",
+      },
+      body: write as Uint8Array<ArrayBuffer>,
+    });
+    const body = new Uint8Array(await res.arrayBuffer());
+    assert.equal(res.status, 200, new TextDecoder().decode(body));
+    assert.equal(decodeAtomicWriteOutput(body).status, AtomicWriteStatus.Success);
+    // The binary protocol: the same limits, the same single check by the node.
+    client = await Client.connect({ endpoints: c.endpoints().split(","), timeoutMs: 10_000 });
+    const got = await client.getEntry(bigKey);
+    assert.deepEqual(got.value, value(0));
+    const op = client.atomic();
+    for (let i = 0; i < 15; i++) op.check(`bin-check-${i}`, null);
+    op.set(new Uint8Array(4000).fill(0x6b), value(7));
+    const r = await op.commit();
+    assert.equal(r.ok, true);
+    // Still refused above the raised limits.
+    const tooMany = client.atomic();
+    for (let i = 0; i < 21; i++) tooMany.check(`bin-check-${i}`, null);
+    await assert.rejects(
+      () => tooMany.commit(),
+      (e) => e instanceof LimitError && e.limit === "atomic_checks",
+    );
+  } finally {
+    await client?.close();
     await c.stop();
   }
 });

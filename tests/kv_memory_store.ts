@@ -1,7 +1,9 @@
 /**
  * A model of the KV Connect store (server/kv_connect.ts `KvConnectStore`) in memory, for tests of
  * the protocol layer without a cluster: the same rules as Deno KV (versionstamps strictly
- * increasing, all mutations of one commit share it, checks, sum/min/max on u64, V8 sums by storage/kv_model.ts applyV8Sum, expiry).
+ * increasing, all mutations of one commit share it, checks, sum/min/max on u64, V8 sums by
+ * storage/kv_model.ts applyV8Sum, expiry), the service's validation and limits (server/service.ts
+ * `validateAtomic`).
  * The cluster tests run the same workloads against the real data model.
  *
  * @module
@@ -16,6 +18,8 @@ import type {
 } from "../server/kv_connect.ts";
 import { applyV8Sum, suffixVersionstampedKey, ValueEncoding } from "../storage/kv_model.ts";
 import { compareBytes, toHex as hex } from "../storage/bytes.ts";
+import { validateAtomic } from "../server/service.ts";
+import { type AtomicLimits, defaultNodeLimits } from "../config/limits.ts";
 
 interface Stored {
   value: Uint8Array;
@@ -29,7 +33,11 @@ export class MemoryKvStore implements KvConnectStore {
   readonly #data = new Map<string, { key: Uint8Array } & Stored>();
   #commit = 0n;
   /** Creates the store for database `id`. */
-  constructor(readonly id = crypto.randomUUID(), private readonly now = Date.now) {}
+  constructor(
+    readonly id: string = crypto.randomUUID(),
+    private readonly now: () => number = Date.now,
+    private readonly limits: AtomicLimits = defaultNodeLimits(),
+  ) {}
 
   /** The database id. */
   databaseId(): Promise<string> {
@@ -71,6 +79,12 @@ export class MemoryKvStore implements KvConnectStore {
 
   /** An atomic operation. */
   atomic(op: { checks: StoreCheck[]; mutations: StoreMutation[] }): Promise<StoreAtomicResult> {
+    // The service's checks (the atomic limits among them), as a real node makes them.
+    try {
+      validateAtomic(op.checks, op.mutations, this.limits);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const failed: number[] = [];
     op.checks.forEach((c, i) => {
       const e = this.#live(c.key);
