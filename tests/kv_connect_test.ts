@@ -44,6 +44,28 @@ async function databaseIdOf(c: TestCluster, id: number): Promise<string> {
   return JSON.parse(text).databaseId;
 }
 
+/** A version 3 metadata exchange with node `via`: the database id and a data-path POST to any
+ * node with its token. */
+async function dataPath(c: TestCluster, via: number) {
+  const id = await waitFor(async () => await databaseIdOf(c, via), 10_000, "database id");
+  const ex = await fetch(kvUrl(c, via), {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}` },
+    body: JSON.stringify({ supportedVersions: [3] }),
+  }).then((r) => r.json());
+  const post = (node: number, path: string, body: Uint8Array) =>
+    fetch(`http://${c.nodes.get(node)!.http}${path}`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${ex.token}`,
+        "x-denokv-database-id": id,
+        "x-denokv-version": "3",
+      },
+      body: body as Uint8Array<ArrayBuffer>,
+    });
+  return { id, post };
+}
+
 Deno.test("Deno's own client and gokv's openKv run the workload on a 3-node cluster and read each other's data", async () => {
   const c = await TestCluster.create({ extraYaml: YAML });
   try {
@@ -75,22 +97,7 @@ Deno.test("on the cluster: read_is_strongly_consistent is true on the strong end
   try {
     c.startAll();
     const leader = await c.waitLeader();
-    const id = await waitFor(async () => await databaseIdOf(c, leader), 10_000, "database id");
-    const ex = await fetch(kvUrl(c, leader), {
-      method: "POST",
-      headers: { authorization: `Bearer ${TOKEN}` },
-      body: JSON.stringify({ supportedVersions: [3] }),
-    }).then((r) => r.json());
-    const post = (node: number, path: string, body: Uint8Array) =>
-      fetch(`http://${c.nodes.get(node)!.http}${path}`, {
-        method: "POST",
-        headers: {
-          authorization: `Bearer ${ex.token}`,
-          "x-denokv-database-id": id,
-          "x-denokv-version": "3",
-        },
-        body: body as Uint8Array<ArrayBuffer>,
-      });
+    const { id, post } = await dataPath(c, leader);
     const read = encodeSnapshotRead({
       ranges: [{ start: new Uint8Array([1]), end: new Uint8Array([2]), limit: 1, reverse: false }],
     });
@@ -199,12 +206,7 @@ Deno.test("raised atomic_* limits let a larger atomic operation through end to e
   try {
     c.startAll();
     const leader = await c.waitLeader();
-    const id = await waitFor(async () => await databaseIdOf(c, leader), 10_000, "database id");
-    const ex = await fetch(kvUrl(c, leader), {
-      method: "POST",
-      headers: { authorization: `Bearer ${TOKEN}` },
-      body: JSON.stringify({ supportedVersions: [3] }),
-    }).then((r) => r.json());
+    const { post } = await dataPath(c, leader);
     // Over every default: 15 checks, a 3,000-byte key, values of 100,000 bytes, ~1 MB in all.
     const bigKey = new Uint8Array(3000).fill(0x62);
     bigKey[0] = 2;
@@ -225,15 +227,7 @@ Deno.test("raised atomic_* limits let a larger atomic operation through end to e
       })),
       enqueues: [],
     });
-    const res = await fetch(`http://${c.nodes.get(leader)!.http}/kv/v3/atomic_write`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${ex.token}`,
-        "x-denokv-database-id": id,
-        "x-denokv-version": "3",
-      },
-      body: write as Uint8Array<ArrayBuffer>,
-    });
+    const res = await post(leader, "/kv/v3/atomic_write", write);
     const body = new Uint8Array(await res.arrayBuffer());
     assert.equal(res.status, 200, new TextDecoder().decode(body));
     assert.equal(decodeAtomicWriteOutput(body).status, AtomicWriteStatus.Success);
