@@ -31,7 +31,7 @@ import {
   SnapshotReadStatus,
 } from "./kv_connect_codec.ts";
 import { decodeKey, encodeKey, type KvKey, type KvKeyPart } from "./kv_key.ts";
-import { decodeValue, encodeValue, isKvU64, KvU64 } from "./kv_value.ts";
+import { decodeValue, encodeValue, KvU64 } from "./kv_value.ts";
 import { GokvError } from "./errors.ts";
 import { defaultNodeLimits } from "../config/limits.ts";
 import {
@@ -111,7 +111,7 @@ export type KvMutation =
   & (
     | { type: "set"; value: unknown; expireIn?: number }
     | { type: "delete" }
-    | { type: "sum"; value: KvU64 }
+    | { type: "sum"; value: KvU64 | number | bigint }
     | { type: "max"; value: KvU64 }
     | { type: "min"; value: KvU64 }
   );
@@ -397,13 +397,20 @@ export class AtomicOperation {
     return this;
   }
 
-  /** Adds mutations. */
+  /**
+   * Adds mutations, as Deno's client does: `sum` of a `KvU64` adds u64s (wrapping); `sum` of a
+   * number or a bigint adds V8 numbers or bigints (the stored value must be of the same type;
+   * the server answers denokv's message otherwise); `min` / `max` take `KvU64`s. Operands are sent
+   * as they are and checked by the server (its refusal is a {@link KvConnectRequestError}).
+   */
   mutate(...mutations: KvMutation[]): this {
     for (const m of mutations) {
       const key = writeKey(m.key);
       const base = { key, expireAtMs: 0, sumMin: new Uint8Array(), sumMax: new Uint8Array() };
+      const hasValue = Object.hasOwn(m, "value");
       switch (m.type) {
         case "set":
+          if (!hasValue) throw new TypeError("Invalid mutation 'set' without value");
           this.#mutations.push({
             ...base,
             mutationType: MutationType.Set,
@@ -413,19 +420,19 @@ export class AtomicOperation {
           });
           break;
         case "delete":
+          if (hasValue) throw new TypeError("Invalid mutation 'delete' with value");
           this.#mutations.push({ ...base, mutationType: MutationType.Delete, sumClamp: false });
           break;
         case "sum":
         case "min":
         case "max": {
-          if (!isKvU64(m.value)) {
-            throw new TypeError(`Invalid mutation '${m.type}': the value must be a KvU64`);
-          }
+          if (!hasValue) throw new TypeError(`Invalid mutation '${m.type}' without value`);
           const type = m.type === "sum"
             ? MutationType.Sum
             : m.type === "min"
             ? MutationType.Min
             : MutationType.Max;
+          // A KvU64 goes as VE_LE64, anything else as VE_V8 (a V8 sum: M_SUM without bounds).
           this.#mutations.push({
             ...base,
             mutationType: type,

@@ -160,6 +160,35 @@ Deno.test("on the cluster: read_is_strongly_consistent is true on the strong end
     ) as unknown[];
     assert.deepEqual(sums.slice(0, 4), [true, true, true, true]);
     assert.match(String(sums[4]), /status=400.*Cannot sum BigInt with Number/);
+    // gokv's openKv sends the same V8 sums: both clients add to the same keys and read the
+    // same results; a type mismatch is refused with the same message.
+    const gk = await openKv(kvUrl(c, leader), { token: TOKEN });
+    try {
+      const add = (key: string, value: number | bigint) =>
+        gk.atomic().mutate({ type: "sum", key: ["v8x", key], value }).commit();
+      assert.equal((await add("n", 1.5)).ok, true);
+      assert.equal((await add("g", 10n)).ok, true);
+      const deno = await runInDeno(
+        kvUrl(c, leader),
+        TOKEN,
+        `const sum = (k, value) => kv.atomic().mutate({ type: "sum", key: ["v8x", k], value }).commit();
+         const r = [(await sum("n", 2)).ok, (await sum("g", 5n)).ok];
+         r.push((await kv.get(["v8x", "n"])).value, String((await kv.get(["v8x", "g"])).value));
+         try { await sum("n", 1n); r.push("no error"); } catch (e) { r.push(String(e)); }
+         return r;`,
+      ) as unknown[];
+      assert.deepEqual(deno.slice(0, 4), [true, true, 3.5, "15"]);
+      assert.equal((await add("n", 0.5)).ok, true);
+      assert.equal((await add("g", 1n)).ok, true);
+      assert.equal((await gk.get(["v8x", "n"])).value, 4);
+      assert.equal((await gk.get(["v8x", "g"])).value, 16n);
+      const mismatch = await add("n", 1n).then(() => "no error", (e) => String(e));
+      assert.match(mismatch, /status=400.*Cannot sum Number with BigInt/);
+      assert.match(String(deno[4]), /status=400.*Cannot sum Number with BigInt/);
+      assert.equal((await gk.get(["v8x", "n"])).value, 4, "a refused sum changes nothing");
+    } finally {
+      gk.close();
+    }
     const v8sum = (value: unknown, o: { max: unknown; clamp: boolean }) => ({
       ...mut(encodeKey(["v8", "n"]), new Uint8Array()),
       value: encodeValue(value),
