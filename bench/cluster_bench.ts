@@ -31,7 +31,8 @@
  * `Deno.openKv("http://<leader>/kv")` (bench/denokv_load.ts under `--unstable-kv`) against the
  * plaintext cluster: put = one atomic commit (`kv.atomic().set(k, v).commit()`), get = a
  * strongly consistent `kv.get`; the ratios denokv/gokv compare them with gokv's binary protocol
- * in the same run (`--no-deno-kv` skips them).
+ * in the same run (`--no-deno-kv` skips them). With `--baseline` (a checkout with KV Connect) the
+ * baseline's KV Connect runs too (`denokv-base`): denokv/denokv-base is a before/after of it.
  *
  * Usage: deno task bench:cluster [--n 20000] [--clients 16,64,256] [--rounds 3] [--no-etcd]
  *        [--ops put,get] [--gokv-ops cas,watch] [--storage lsm] [--etcd-client go|etcd3]
@@ -210,6 +211,15 @@ async function secure(dir: string): Promise<{ yaml: string; sec: Secured }> {
   return { yaml, sec: { ca: ca.cert, token } };
 }
 
+/** Whether the checkout at `root` serves KV Connect (server/kv_connect.ts). */
+function hasKvConnect(root: string): boolean {
+  try {
+    return Deno.statSync(join(root, "server", "kv_connect.ts")).isFile;
+  } catch {
+    return false;
+  }
+}
+
 /** The KV Connect access token of the benchmark clusters (DENO_KV_ACCESS_TOKEN of denokv). */
 const KV_TOKEN = "bench-kv-connect-token";
 
@@ -240,8 +250,9 @@ async function startGokv(tls = false, root = ROOT): Promise<
       `  - { id: ${n.id}, peer: ${n.peer}, client: ${n.client}, http: ${n.http} }`
     ),
     "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 500\n",
-    // KV Connect (the denokv rows) on this checkout only: a --baseline may predate its config.
-    root === ROOT ? `kv_connect:\n  access_token: ${KV_TOKEN}\n` : "",
+    // KV Connect (the denokv rows; a --baseline only when it has KV Connect: an older one
+    // refuses the config key).
+    hasKvConnect(root) ? `kv_connect:\n  access_token: ${KV_TOKEN}\n` : "",
     "log:\n  level: warn\n",
     secured?.yaml ?? "",
   ].join("\n");
@@ -440,9 +451,10 @@ try {
   const kvUrl = await gokv.kvUrl();
   // The generator reads its token from the environment, as Deno's client does.
   Deno.env.set("DENO_KV_ACCESS_TOKEN", KV_TOKEN);
-  const denoKvSystem: System | undefined = a["no-deno-kv"] ? undefined : {
-    name: "denokv",
-    pids: () => Promise.resolve(gokv.pids),
+  /** KV Connect through Deno.openKv (this checkout's generator) against cluster `g`. */
+  const denoKvOf = (name: string, g: typeof gokv, url: string): System => ({
+    name,
+    pids: () => Promise.resolve(g.pids),
     generator: (op, c) => [
       Deno.execPath(),
       "run",
@@ -450,11 +462,16 @@ try {
       "--unstable-kv",
       join(ROOT, "bench", "denokv_load.ts"),
       "--url",
-      kvUrl,
+      url,
       ...loadArgs([], op, c).slice(2),
     ],
-  };
+  });
+  const denoKvSystem = a["no-deno-kv"] ? undefined : denoKvOf("denokv", gokv, kvUrl);
   const baseSystem = base && gokvOf("base", base, BASE_ROOT);
+  // The baseline's KV Connect too (when it has it): a before/after of the denokv rows.
+  const denoKvBaseSystem = base && denoKvSystem && hasKvConnect(BASE_ROOT!)
+    ? denoKvOf("denokv-base", base, await base.kvUrl())
+    : undefined;
 
   if (etcdSystem) {
     await etcdCluster("start");
@@ -479,6 +496,7 @@ try {
           ...(CLIENTS.includes(c) ? [gokvSystem] : []),
           ...(denoKvSystem && CLIENTS.includes(c) ? [denoKvSystem] : []),
           ...(baseSystem && CLIENTS.includes(c) ? [baseSystem] : []),
+          ...(denoKvBaseSystem && CLIENTS.includes(c) ? [denoKvBaseSystem] : []),
           ...(tlsSystem && TLS_CLIENTS.includes(c) ? [tlsSystem, gokvSystem] : []),
           ...(etcdSystem && CLIENTS.includes(c) ? [etcdSystem] : []),
         ].filter((s, i, all) => all.indexOf(s) === i);
@@ -507,7 +525,7 @@ function best(sys: string, op: string, c: number): Result | undefined {
 console.log(`\nbest of ${ROUNDS} round(s):`);
 for (const op of OPS) {
   for (const c of [...new Set([...CLIENTS, ...TLS_CLIENTS])].sort((x, y) => x - y)) {
-    for (const sys of ["gokv", "base", "denokv", "gokv-tls", "etcd"]) {
+    for (const sys of ["gokv", "base", "denokv", "denokv-base", "gokv-tls", "etcd"]) {
       const r = best(sys, op, c);
       if (r) console.log(fmtRow(r));
     }
@@ -553,6 +571,21 @@ if (base) {
     "ratios gokv/base (this checkout against --baseline), best rounds (p99 and server CPU per " +
       "op: base/gokv, > 1 means gokv's is lower):",
     "gokv",
+    "base",
+    CLIENTS,
+  );
+}
+if (base && results.some((r) => r.system === "denokv-base")) {
+  printRatios(
+    "ratios denokv/denokv-base (KV Connect of this checkout against --baseline's), best rounds " +
+      "(p99 and server CPU per op: base/this, > 1 means this checkout's is lower):",
+    "denokv",
+    "denokv-base",
+    CLIENTS,
+  );
+  printRatios(
+    "ratios denokv-base/base (the baseline's KV Connect vs its binary protocol), best rounds:",
+    "denokv-base",
     "base",
     CLIENTS,
   );

@@ -7,7 +7,8 @@
  * - a first byte, and the end of every request's headers (at most 64 KiB of them), within
  *   `limits.request_timeout_ms` (HTTP/1; an HTTP/2 connection with prior knowledge, recognized by
  *   its preface, is relayed as it is: its framing and limits are the private server's);
- * - `limits.idle_timeout_ms` without a byte in either direction closes the connection;
+ * - `limits.idle_timeout_ms` without a byte in either direction closes the connection (one timer
+ *   per connection, re-armed when it fires, not per chunk);
  * - at most one 16 KiB chunk in flight per direction (the relay awaits each write).
  *
  * Bodies are limited and timed by the handler (`readBody` in http.ts). If the private server
@@ -153,17 +154,32 @@ export class HttpListener {
     let headBytes = 0;
     let tail = 0; // how much of "\r\n\r\n" the last bytes matched
     let responded = true;
-    const arm = () => {
-      clearTimeout(timer);
+    // One timer per connection, not one per chunk: it fires at the earliest deadline (the head's
+    // or the idle one from the last byte) and re-arms itself while the connection is active.
+    let lastActivity = Date.now();
+    const deadline = () =>
+      headStart > 0 ? headStart + requestTimeoutMs : lastActivity + idleTimeoutMs;
+    const check = () => {
+      timer = undefined;
       if (closed) return;
-      const ms = headStart > 0
-        ? Math.max(1, headStart + requestTimeoutMs - Date.now())
-        : idleTimeoutMs;
-      timer = setTimeout(
-        () => close(headStart > 0 ? "request head not received in time" : "idle"),
-        ms,
-      );
+      const now = Date.now();
+      if (now >= deadline()) {
+        close(headStart > 0 ? "request head not received in time" : "idle");
+        return;
+      }
+      armedFor = deadline();
+      timer = setTimeout(check, Math.max(1, armedFor - now));
     };
+    const arm = () => {
+      lastActivity = Date.now();
+      // A head that starts now may have an earlier deadline than the armed timer's: re-arm.
+      if (timer === undefined || (headStart > 0 && headStart + requestTimeoutMs < armedFor)) {
+        clearTimeout(timer);
+        armedFor = deadline();
+        timer = setTimeout(check, Math.max(1, armedFor - lastActivity));
+      }
+    };
+    let armedFor = 0;
     arm();
     try {
       upstream = await Deno.connect({ hostname: "127.0.0.1", port: this.#innerPort });
@@ -180,6 +196,11 @@ export class HttpListener {
       upstream.close();
       return;
     }
+    // No Nagle on the private hop: an HTTP/2 connection carries many small frames at once, and
+    // a frame held back until the previous one is acknowledged waits for a delayed ACK.
+    try {
+      upstream.setNoDelay(true);
+    } catch { /* not fatal */ }
     const up = upstream;
     // HTTP/2 with prior knowledge (Deno's KV Connect client speaks it) starts with the connection
     // preface and has no request heads to scan: its framing and header limits are the private

@@ -3,8 +3,9 @@ import { MemoryStateMachine } from "../storage/memory_sm.ts";
 import { AddressBook } from "./members.ts";
 import { KvService, roleName } from "./service.ts";
 import { createServerMetrics } from "./server_metrics.ts";
-import { createHttpHandler, FORWARDED_HEADER } from "./http.ts";
+import { createHttpHandler, FORWARDED_HEADER, readBody } from "./http.ts";
 import { FakeRaft } from "./testing.ts";
+import { LimitError } from "../config/limits.ts";
 import {
   defaultNodeLimits,
   MAX_KEY_BYTES,
@@ -459,4 +460,23 @@ Deno.test("HTTP: POST /v1/txn commits checks and mutations or reports the failed
   const te = await call("GET", "/v1/kv/t?format=json");
   assert.ok(Number(te.json.expireAt) > Date.now() + 25_000);
   assert.equal((await call("PUT", "/v1/kv/t?ttl=soon", "v")).status, 400);
+});
+
+Deno.test("readBody: a small declared body is read whole, refused over the limit, given up when it stalls", async () => {
+  const post = (body: BodyInit, length: number) =>
+    new Request("http://x/", {
+      method: "POST",
+      body,
+      headers: { "content-length": String(length) },
+    });
+  const got = await readBody(post(new Uint8Array([1, 2, 3]), 3), 100, 1_000);
+  assert.deepEqual(got, new Uint8Array([1, 2, 3]));
+  await assert.rejects(() => readBody(post(new Uint8Array(200), 200), 100, 1_000), LimitError);
+  // 10 of 100 declared bytes, then nothing: refused after the stall time, not waited for.
+  const stalled = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new Uint8Array(10));
+    },
+  });
+  await assert.rejects(() => readBody(post(stalled, 100), 1_000, 200), /stalled/);
 });
