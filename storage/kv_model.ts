@@ -30,6 +30,8 @@
 import { ByteReader, ByteWriter } from "./bytes.ts";
 import { DecodeError } from "./errors.ts";
 import { type AtomicLimits, checkAtomic } from "../config/limits.ts";
+/** The limits {@link checkAtomicLimits} applies (config/limits.ts). */
+export type { AtomicLimits } from "../config/limits.ts";
 import { deserialize as v8Deserialize, serialize as v8Serialize } from "node:v8";
 
 /** The encoding of a value (the numbers of datapath.proto `ValueEncoding`). */
