@@ -641,8 +641,39 @@ export class KvService {
   private async barrier(linearizable: boolean): Promise<void> {
     if (!linearizable) return;
     const t0 = performance.now();
-    await this.o.raft.readIndex({ timeoutMs: this.timeoutMs });
+    await this.sharedReadIndex();
     this.o.metrics.readIndexSeconds.observe((performance.now() - t0) / 1000);
+  }
+
+  /** The ReadIndex round in flight, if any. */
+  private readRound: Promise<void> | undefined;
+  /** The round that starts when the one in flight ends, shared by every read waiting for it. */
+  private nextReadRound: Promise<void> | undefined;
+
+  /**
+   * A ReadIndex barrier shared by concurrent reads: at most one round in flight; reads that
+   * arrive meanwhile wait for it to end and share the next one (a round that started before a
+   * read arrived cannot serve it). Without this, requests that reach the service one at a time
+   * (Deno's KV Connect client sends each as its own HTTP/2 stream) would each cost a heartbeat
+   * round; reads of one event-loop turn start their round together (a microtask later).
+   */
+  private sharedReadIndex(): Promise<void> {
+    if (this.nextReadRound) return this.nextReadRound;
+    const start = () => {
+      this.nextReadRound = undefined;
+      const round = this.o.raft.readIndex({ timeoutMs: this.timeoutMs });
+      this.readRound = round;
+      const done = () => {
+        if (this.readRound === round) this.readRound = undefined;
+      };
+      round.then(done, done);
+      return round;
+    };
+    const before = this.readRound;
+    this.nextReadRound = before
+      ? before.then(start, start)
+      : new Promise<void>((resolve) => queueMicrotask(resolve)).then(start);
+    return this.nextReadRound;
   }
 
   /** Reads `key`; undefined when missing. */

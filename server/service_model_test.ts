@@ -265,3 +265,38 @@ Deno.test("expiry: the leader's sweeper deletes due keys by its clock, never bef
   assert.equal(await sm.nextExpiry(), undefined);
   assert.equal(sm.clock(), 11_000);
 });
+
+Deno.test("strong reads share ReadIndex rounds: one in flight; reads arriving meanwhile wait for the next round, not that one", async () => {
+  const { service, raft } = node();
+  await service.put(b("k"), b("v"));
+  const rounds: PromiseWithResolvers<void>[] = [];
+  raft.readIndex = () => {
+    const r = Promise.withResolvers<void>();
+    rounds.push(r);
+    return r.promise;
+  };
+  const tick = () => new Promise((r) => setTimeout(r, 0));
+  const settled = new Set<number>();
+  const read = (i: number) => service.getMany([b("k")]).then(() => settled.add(i));
+  const first = read(0);
+  await tick();
+  assert.equal(rounds.length, 1, "the first read starts a round");
+  // Three reads, each in its own event-loop turn (as HTTP/2 requests arrive), during round 1.
+  const later = [];
+  for (let i = 1; i <= 3; i++) {
+    later.push(read(i));
+    await tick();
+  }
+  assert.equal(rounds.length, 1, "no round per read while one is in flight");
+  rounds[0].resolve();
+  await first;
+  await tick();
+  assert.deepEqual([...settled], [0], "reads that arrived during round 1 are not served by it");
+  assert.equal(rounds.length, 2, "they share the next round");
+  rounds[1].resolve();
+  await Promise.all(later);
+  assert.deepEqual([...settled].sort(), [0, 1, 2, 3]);
+  // Eventual reads take no round.
+  await service.getMany([b("k")], { consistency: "eventual" });
+  assert.equal(rounds.length, 2);
+});
