@@ -22,8 +22,13 @@ Deno.test("a 65,536-byte key is refused with a LimitError before it enters the l
     const leader = await c.waitLeader();
     kv = await Client.connect({ endpoints: c.endpoints().split(","), timeoutMs: 10_000 });
     await kv.put("warm", "up");
-    // Let the commit index settle (the leader's no-op, the write).
-    await waitFor(async () => (await commitIndex(c, leader)) >= 2, 5_000, "commit");
+    // Let the commit index settle (the leader's no-op, the write, and the cluster id's entry,
+    // which the first leader proposes on its own).
+    await waitFor(
+      async () => (await commitIndex(c, leader)) >= 2 && (await c.status(leader)).clusterId,
+      5_000,
+      "commit",
+    );
     const before = await commitIndex(c, leader);
     const key = new Uint8Array(MAX_KEY_BYTES + 1).fill(0x6b); // 65,536 bytes
 
