@@ -170,12 +170,12 @@ const MUTATIONS: Mutation[] = [
       "(a torn tail holding encoded records refuses to open)",
     edits: [{
       file: "storage/segment_format.ts",
-      find: '      return bad("checksum", end === buf.length && tornBatch(buf, off));',
-      replace: "      let later = false;\n" +
-        "      for (let q = off + 1; q + BATCH_HEADER_SIZE <= buf.length && !later; q++) {\n" +
-        "        later = crc32c(buf, 0, q + 4, q + BATCH_HEADER_SIZE) === dv.getUint32(q, true);\n" +
-        "      }\n" +
-        '      return bad("checksum", !later);',
+      find: '    if (end > buf.length) return bad("truncated", true);',
+      replace: "    let later = false;\n" +
+        "    for (let q = off + 1; q + BATCH_HEADER_SIZE <= buf.length && !later; q++) {\n" +
+        "      later = crc32c(buf, 0, q + 4, q + BATCH_HEADER_SIZE) === dv.getUint32(q, true);\n" +
+        "    }\n" +
+        '    if (end > buf.length) return bad("truncated", !later);',
     }],
     tests: LOG_TESTS,
   },
