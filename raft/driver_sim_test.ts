@@ -8,6 +8,7 @@
  * `deno run -A raft/sim/replay.ts --driver --seed S --trace` replays one.
  */
 import assert from "node:assert/strict";
+import { DriverCluster } from "./sim/driver_cluster.ts";
 import { type DriverSimulationResult, runDriverSimulation } from "./sim/driver_simulation.ts";
 
 function report(failing: DriverSimulationResult[]): string {
@@ -53,4 +54,41 @@ Deno.test("driver simulation: a removed leader whose hand-off target dies hands 
   }
   assert.equal(failing.length, 0, report(failing));
   assert.ok(exercised >= 20, `only ${exercised} of 120 runs reached the hand-off`);
+});
+
+Deno.test("driver: a lease-read leader whose loop stalled while cut off serves no read when it wakes (issue 11 item 3)", async () => {
+  // Ticks are not a clock: the stalled loop fires its interval once for all it missed. A lease
+  // dated by ticks would still hold when the loop wakes, although the others have elected a new
+  // leader (and may have written) meanwhile.
+  const cl = new DriverCluster({
+    seed: 7,
+    voters: [1, 2, 3],
+    leaseRead: true,
+    net: { dropRate: 0, duplicateRate: 0, minDelay: 0.1, maxDelay: 1, fifo: true, holdRate: 0 },
+  });
+  try {
+    cl.boot();
+    assert.ok(await cl.runUntil(() => cl.leader() !== null, 2000), "no leader");
+    const old = cl.leader()!;
+    await cl.run(100);
+    let served = false;
+    old.node!.readIndex({ timeoutMs: 50 }).then(() => served = true, () => {});
+    await cl.run(5);
+    assert.ok(served, "a healthy lease-read leader serves reads");
+    cl.isolate(old.id);
+    const wake = cl.sched.now + 600;
+    cl.stall(old.id, 600);
+    assert.ok(
+      await cl.runUntil(() => (cl.leader()?.id ?? old.id) !== old.id, 590),
+      "the others elect a leader during the stall",
+    );
+    await cl.run(wake - cl.sched.now + 0.5); // just after the loop wakes
+    assert.equal(old.node!.rawNode.raft.role, "leader", "the old leader does not know yet");
+    let answer = "none";
+    old.node!.readIndex({ timeoutMs: 50 }).then(() => answer = "served", () => answer = "refused");
+    await cl.run(80);
+    assert.equal(answer, "refused", "the old leader answered a read after its stall");
+  } finally {
+    cl.shutdown();
+  }
 });

@@ -92,6 +92,22 @@ Deno.test("durability: acknowledgements wait for persistence, leader appends do 
   assert.equal(frd.persistedMessages.filter((m) => m.type === MessageType.AppResp).length, 1);
 });
 
+Deno.test("durability: a granted vote leaves only after the vote is persisted", () => {
+  // Sent before its sync, a vote is forgotten by a crash of the voter, which may then vote for
+  // another candidate of the same term: two leaders of one term (issue 11 item 17, row c).
+  const c = new TestCluster([1, 2, 3]);
+  c.stabilize();
+  c.get(1).rn.campaign();
+  const crd = c.get(1).rn.ready();
+  c.handleReady(c.get(1), crd);
+  c.deliver();
+  const vrd = c.get(2).rn.ready();
+  assert.equal(vrd.hardState?.vote, 1, "the vote is in this Ready's hard state");
+  assert.equal(vrd.messages.filter((m) => m.type === MessageType.VoteResp).length, 0);
+  const votes = vrd.persistedMessages.filter((m) => m.type === MessageType.VoteResp);
+  assert.deepEqual(votes.map((m) => [m.to, m.reject]), [[1, false]]);
+});
+
 Deno.test("liveness: a node with a higher term rejoins even without pre-vote and check quorum", () => {
   const c = new TestCluster([1, 2, 3]);
   c.elect(1);

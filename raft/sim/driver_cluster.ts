@@ -117,6 +117,11 @@ export class DriverNode {
   diskFailed = false;
   /** Messages held for the next incarnation. */
   held: Message[] = [];
+  /** Hold every message that reaches this node while it is down, for the next incarnation, until
+   * {@link DriverCluster.deliverHeld} (the restart-with-reads-in-flight nemesis). */
+  holdForReads = false;
+  /** ReadIndex requests this incarnation sent (to the leader). */
+  readIndexSent = 0;
   /** The clock rate of this machine. */
   rate = 1;
   /** How far this machine's wall clock is ahead of true time (virtual ms). */
@@ -129,6 +134,8 @@ export class DriverNode {
   syncing = 0;
   /** Term of the leadership last checked for completeness. */
   leaderTerm = 0;
+  /** Highest commit index checked for durability on a quorum (this incarnation). */
+  commitChecked = 0;
 
   /** Creates a down node. */
   constructor(id: NodeId, rng: Prng) {
@@ -148,6 +155,10 @@ export interface DriverListener {
   onDown?(node: DriverNode): void;
   /** A node applied a configuration change. */
   onConfChange?(node: DriverNode, conf: ConfState, index: number): void;
+  /** A node became leader (its driver reported the leadership: its first pass as leader). */
+  onElected?(node: DriverNode, term: number): void;
+  /** A node sent a ReadIndex request on the wire (`n`: how many this incarnation sent). */
+  onReadIndexSent?(node: DriverNode, n: number): void;
 }
 
 /** A deterministic cluster of {@link RaftNode}s. */
@@ -275,6 +286,8 @@ export class DriverCluster {
     dn.inc = inc;
     dn.diskFailed = false;
     dn.leaderTerm = 0;
+    dn.commitChecked = 0;
+    dn.readIndexSent = 0;
     dn.syncing = 0;
     const clock = new VirtualClock(this.sched, dn.rate, dn.rng.float() * 1e6);
     dn.clock = clock;
@@ -319,11 +332,23 @@ export class DriverCluster {
     started.then((node) => {
       if (!inc.alive) return;
       dn.node = node;
+      // Checked the moment the leader's commit index advances, against the configuration that
+      // counted the quorum.
+      const r = node.rawNode.raft;
+      const maybeCommit = r.maybeCommit.bind(r);
+      r.maybeCommit = () => {
+        const advanced = maybeCommit();
+        if (advanced && inc.alive) this.checkCommitDurable(dn, r.log.committed);
+        return advanced;
+      };
       node.onLeaderChange((lead, term) => {
-        if (inc.alive && lead === dn.id) this.#observeLeader(dn, node, term, true);
+        if (!inc.alive || lead !== dn.id) return;
+        this.#observeLeader(dn, node, term, true);
+        this.listener.onElected?.(dn, term);
       });
       // Held frames arrive once the peers' transports reconnect: some time after the start,
       // when the new incarnation may already have requests of its own in flight.
+      if (dn.holdForReads) return; // delivered by deliverHeld()
       const held = dn.held;
       dn.held = [];
       const wait = this.#netRng.float() * 8 * this.tickMs;
@@ -388,6 +413,11 @@ export class DriverCluster {
       );
       return;
     }
+    if (m.type === MessageType.VoteResp && !m.reject) this.#checkVoteDurable(m);
+    if (m.type === MessageType.ReadIndex) {
+      const dn = this.nodes.get(m.from);
+      if (dn) this.listener.onReadIndexSent?.(dn, ++dn.readIndexSent);
+    }
     this.stats.sent++;
     const f = this.net;
     const rng = this.#netRng;
@@ -407,6 +437,54 @@ export class DriverCluster {
     }
   }
 
+  /** A granted vote leaves only once it is durable: a restart of the voter must remember it, or
+   * it could vote again in the same term (two leaders of one term). */
+  #checkVoteDurable(m: Message): void {
+    const hs = this.nodes.get(m.from)?.store.durableHardState();
+    // A durable term above the vote's is fine: the node can no longer vote in that term.
+    if (!hs || hs.term < m.term || (hs.term === m.term && hs.vote !== m.to)) {
+      this.fail(
+        new InvariantViolation(
+          "votes are durable before they are sent",
+          `node ${m.from} granted its vote of term ${m.term} to ${m.to} while its durable hard ` +
+            `state is term ${hs?.term} vote ${hs?.vote}`,
+        ),
+      );
+    }
+  }
+
+  /** Every entry the leader `dn` counts as committed is durable on a quorum of its configuration
+   * (else a crash of the ones that have it only in memory could lose a committed entry). */
+  checkCommitDurable(dn: DriverNode, commit: number): void {
+    if (commit <= dn.commitChecked) return;
+    const r = dn.node?.rawNode.raft;
+    if (!r || r.role !== "leader") return;
+    const cfg = r.trk.config;
+    let term: number;
+    try {
+      term = dn.store.term(commit);
+    } catch {
+      return; // compacted meanwhile
+    }
+    // Durable logs are contiguous: having the entry at the commit index implies the earlier ones
+    // (log matching), or a snapshot covering them.
+    const has = (id: NodeId) => this.nodes.get(id)?.store.durablyHas(commit, term) ?? false;
+    const quorum = (ids: Set<NodeId>) =>
+      ids.size === 0 || [...ids].filter(has).length > ids.size / 2;
+    if (!quorum(cfg.voters) || !quorum(cfg.outgoing)) {
+      const who = [...new Set([...cfg.voters, ...cfg.outgoing])].filter(has);
+      this.fail(
+        new InvariantViolation(
+          "committed entries are durable on a quorum",
+          `leader ${dn.id} (term ${r.term}) commits ${commit} (term ${term}), durable only on ` +
+            `[${who}] of voters [${[...cfg.voters]}]` +
+            (cfg.outgoing.size ? ` outgoing [${[...cfg.outgoing]}]` : ""),
+        ),
+      );
+    }
+    dn.commitChecked = commit;
+  }
+
   #arrive(m: Message): void {
     if (this.#cuts.has(link(m.from, m.to))) {
       if (this.#netRng.chance(0.3)) {
@@ -423,7 +501,7 @@ export class DriverCluster {
     const dn = this.nodes.get(m.to);
     if (!dn || dn.stopped) return;
     if (!dn.up) {
-      if (this.#netRng.chance(this.net.holdRate)) {
+      if (dn.holdForReads || this.#netRng.chance(this.net.holdRate)) {
         dn.held.push(m);
         this.stats.held++;
       }
@@ -440,6 +518,22 @@ export class DriverCluster {
   }
 
   // ------------------------------------------------------------------ faults
+
+  /** Delivers the messages held for node `id` to its running incarnation now. */
+  deliverHeld(id: NodeId): void {
+    const dn = this.node(id);
+    dn.holdForReads = false;
+    if (!dn.up) return;
+    const held = dn.held;
+    dn.held = [];
+    // In order, one frame after another (each may start a pass of its own).
+    const inc = dn.inc;
+    held.forEach((m, i) =>
+      this.sched.after(i * 0.05, () => {
+        if (dn.inc === inc && inc.alive) this.#deliverTo(dn, m);
+      })
+    );
+  }
 
   /** Cuts the link from `a` to `b`. */
   cutOneWay(a: NodeId, b: NodeId): void {

@@ -25,6 +25,30 @@ import { InvariantViolation } from "./invariants.ts";
 import { encodeCommand, type KvApplyResult, registerCommand } from "./kv.ts";
 import { Prng } from "./prng.ts";
 
+/** Faults aimed at one hole each (issue 11 item 17), drawn from a stream of their own. */
+interface Nemeses {
+  /** Per-tick probability: the leader is cut off alone and its loop stalls for 250–600 ms while
+   * the others elect a leader and write; clients read from the old leader meanwhile and after it
+   * wakes (a read answered without a heartbeat round or by a stale lease is stale). */
+  deposedRate: number;
+  /** Probability, at one of a follower incarnation's first ReadIndex requests, that the follower
+   * loses power while the answer is in flight and restarts at once; the answer reaches the new
+   * incarnation right after its first ReadIndex, and clients read there (read contexts must not
+   * repeat across incarnations). */
+  readRestartRate: number;
+  /** Single voter: probability, at each acknowledged write, of a power loss right then (the
+   * commit-only hard state is not synced) and a restart with clients reading at once. */
+  soloPowerLoss: number;
+}
+
+function chooseNemeses(rng: Prng, nodes: number): Nemeses {
+  return {
+    deposedRate: nodes >= 3 ? rng.pick([0, 0.01, 0.02, 0.02]) : 0,
+    readRestartRate: nodes >= 3 ? rng.pick([0, 0.5, 0.9]) : 0,
+    soloPowerLoss: nodes === 1 ? rng.pick([0.05, 0.15, 0.3]) : 0,
+  };
+}
+
 /** Options of a run. */
 export interface DriverSimulationOptions {
   /** Ticks of the chaos phase (default 300). */
@@ -191,16 +215,25 @@ export async function runDriverSimulation(
   const admin = new DriverAdmin(cluster, rng.fork(), trace);
   const frng = rng.fork();
   const tick = cluster.tickMs;
+  const nrng = new Prng(seed * 131 + 11);
+  const nem = chooseNemeses(nrng, p.nodes);
+  Object.assign(summary, nem);
+  const nemesis = new Nemesis(cluster, workload, nem, nrng, trace);
   try {
     cluster.boot();
     workload.begin();
     // Chaos.
     for (let i = 0; i < ticks; i++) {
-      faultStep(cluster, p, frng, trace);
-      if (p.membership) admin.step();
+      // The random faults pause while a targeted one plays out (they would blur it).
+      if (!nemesis.active()) {
+        faultStep(cluster, p, frng, trace);
+        if (p.membership) admin.step();
+      }
+      nemesis.step();
       await cluster.run(tick);
     }
     // Heal.
+    nemesis.stop();
     cluster.healNetwork();
     cluster.net = { ...p.net, dropRate: 0, duplicateRate: 0, holdRate: 0 };
     cluster.eioRate = 0;
@@ -284,12 +317,12 @@ export async function runDriverSimulation(
     }
     summary.inconclusive = !!lin.inconclusive;
   } catch (e) {
-    Object.assign(summary, collect(cluster, workload));
+    Object.assign(summary, collect(cluster, workload), nemesis.counts);
     const error = e instanceof InvariantViolation ? e.message : `exception: ${(e as Error).stack}`;
     cluster.shutdown();
     return { seed, ok: false, error, summary };
   }
-  Object.assign(summary, collect(cluster, workload));
+  Object.assign(summary, collect(cluster, workload), nemesis.counts);
   cluster.shutdown();
   return { seed, ok: true, summary };
 }
@@ -378,6 +411,167 @@ function collect(cluster: DriverCluster, workload: DriverWorkload): Record<strin
     maxApplied: cluster.checker.maxApplied(),
     messages: cluster.stats.sent,
   };
+}
+
+/** The targeted faults of {@link Nemeses}. */
+class Nemesis {
+  /** Targeted faults injected, by kind. */
+  readonly counts = { deposed: 0, readRestarts: 0, soloLosses: 0 };
+  #busyUntil = 0;
+  #stopped = false;
+
+  constructor(
+    private readonly cl: DriverCluster,
+    private readonly workload: DriverWorkload,
+    private readonly nem: Nemeses,
+    private readonly rng: Prng,
+    private readonly trace: (m: string) => void,
+  ) {
+    if (nem.readRestartRate > 0) {
+      const prev = cl.listener;
+      cl.listener = {
+        ...prev,
+        onReadIndexSent: (dn, n) => {
+          prev.onReadIndexSent?.(dn, n);
+          this.#onReadIndexSent(dn, n);
+        },
+      };
+    }
+    if (nem.soloPowerLoss > 0) {
+      this.#soloHook = (id, key) => this.#onWriteAcked(id, key);
+      workload.onWriteAcked = this.#soloHook;
+      const prev = cl.listener;
+      cl.listener = {
+        ...prev,
+        onElected: (dn, term) => {
+          prev.onElected?.(dn, term);
+          // A read the moment the restarted single voter leads: before its own-term entry
+          // commits, its commit index may lag what it acknowledged before the power loss.
+          const key = this.#soloRestarted.get(dn.id);
+          if (key === undefined) return;
+          this.#soloRestarted.delete(dn.id);
+          this.workload.probeRead(dn.id, key);
+        },
+      };
+    }
+  }
+
+  #soloHook: ((id: NodeId, key: string) => void) | null = null;
+  /** Single voters restarted by the nemesis, with the key of the write acknowledged before. */
+  readonly #soloRestarted = new Map<NodeId, string>();
+
+  /** Runs `fn` once node `id`'s driver has started (polls each virtual ms, up to a tick). */
+  #afterStart(id: NodeId, fn: () => void, left = 10): void {
+    const dn = this.cl.nodes.get(id);
+    if (dn?.up) fn();
+    else if (left > 0) this.cl.sched.after(1, () => this.#afterStart(id, fn, left - 1));
+  }
+
+  /** No more targeted faults (the heal phase). */
+  stop(): void {
+    this.#stopped = true;
+    for (const dn of this.cl.nodes.values()) dn.holdForReads = false;
+  }
+
+  #busy(): boolean {
+    return this.#stopped || this.active();
+  }
+
+  /** A targeted fault is playing out. */
+  active(): boolean {
+    return this.cl.sched.now < this.#busyUntil;
+  }
+
+  /** Once per chaos tick. */
+  step(): void {
+    if (this.#busy() || !this.rng.chance(this.nem.deposedRate)) return;
+    const leader = this.cl.leader();
+    if (!leader) return;
+    const id = leader.id;
+    const stallMs = this.rng.range(35, 60) * this.cl.tickMs;
+    const cutMs = stallMs + this.rng.range(10, 30) * this.cl.tickMs;
+    this.cl.isolate(id);
+    this.cl.stall(id, stallMs);
+    // Reads go there once the others have had time to elect a leader and write.
+    const electMs = 25 * this.cl.tickMs;
+    this.workload.magnet(id, cutMs - electMs, electMs);
+    this.#busyUntil = this.cl.sched.now + cutMs + 20 * this.cl.tickMs;
+    this.counts.deposed++;
+    this.trace(`nemesis: leader ${id} cut off and stalled for ${stallMs} ms, reads go there`);
+    // Reads arrive just as its loop wakes (after the others wrote).
+    this.cl.sched.after(stallMs - this.rng.float() * this.cl.tickMs, () => {
+      for (let i = 0; i < 2; i++) this.workload.probeRead(id);
+    });
+    this.cl.sched.after(cutMs, () => {
+      if (this.#stopped) return;
+      this.cl.healNetwork();
+      this.trace("nemesis: heal network");
+    });
+  }
+
+  #onReadIndexSent(dn: DriverNode, n: number): void {
+    if (n > 1 || this.#busy() || this.counts.readRestarts >= 8) return;
+    if (dn.node?.rawNode.raft.role === "leader" || !this.rng.chance(this.nem.readRestartRate)) {
+      return;
+    }
+    this.counts.readRestarts++;
+    const id = dn.id;
+    const maxDelay = this.cl.net.maxDelay;
+    const crashIn = this.rng.float() * 3 * maxDelay;
+    const downMs = (0.5 + this.rng.float() * 3) * this.cl.tickMs;
+    this.#busyUntil = this.cl.sched.now + crashIn + downMs + 10 * this.cl.tickMs;
+    this.cl.sched.after(crashIn, () => {
+      if (this.#stopped || !dn.up) return;
+      this.trace(`nemesis: ${id} loses power with its read in flight`);
+      dn.holdForReads = true;
+      this.cl.crash(id);
+      // A client of the nemesis writes meanwhile (the answer in flight is older than its
+      // write); once it is acknowledged (or after 10 ticks) the node is back, and reads it at
+      // once: the new incarnation's first read context, then the frames held through the
+      // restart, with the answer to the old incarnation's read.
+      let back = false;
+      let key: string | undefined;
+      const restart = () => {
+        if (back || this.#stopped) return;
+        back = true;
+        this.cl.restart(id);
+        this.#afterStart(id, () => {
+          this.workload.probeRead(id, key, 400);
+          this.cl.sched.after(1 + this.rng.float() * 4, () => this.cl.deliverHeld(id));
+        });
+        this.workload.magnet(id, 10 * this.cl.tickMs);
+      };
+      this.workload.probeWrite().then((k) => {
+        key = k ?? undefined;
+        this.cl.sched.after(this.rng.float() * downMs, restart);
+      });
+      this.cl.sched.after(10 * this.cl.tickMs, restart);
+    });
+  }
+
+  #onWriteAcked(id: NodeId, key: string): void {
+    if (this.#busy() || !this.rng.chance(this.nem.soloPowerLoss)) return;
+    const dn = this.cl.nodes.get(id);
+    if (!dn?.up) return;
+    this.counts.soloLosses++;
+    const downMs = (0.2 + this.rng.float() * 2) * this.cl.tickMs;
+    this.#busyUntil = this.cl.sched.now + downMs + 5 * this.cl.tickMs;
+    this.trace(`nemesis: single voter ${id} loses power after an acknowledged write`);
+    this.cl.crash(id);
+    this.cl.sched.after(downMs, () => {
+      if (this.#stopped) return;
+      this.#soloRestarted.set(id, key);
+      this.cl.restart(id);
+      this.workload.magnet(id, 30 * this.cl.tickMs);
+      // Reads wait at the node until it leads; the driver re-issues unanswered reads every
+      // election timeout, on a tick, so some are re-issued on the tick that makes it leader.
+      for (let t = 1; t <= 25; t++) {
+        this.cl.sched.after(t * this.cl.tickMs, () => {
+          if (this.#soloRestarted.has(id)) this.workload.probeRead(id, key, 400);
+        });
+      }
+    });
+  }
 }
 
 /** One line per node. */
@@ -480,6 +674,8 @@ function faultStep(cluster: DriverCluster, p: Profile, rng: Prng, trace: (m: str
 
 interface Client {
   id: number;
+  /** Request timeout (default: the profile's). */
+  timeoutMs?: number;
   /** The session id (0: none registered yet). */
   session: number;
   seq: number;
@@ -511,6 +707,10 @@ class DriverWorkload {
   readonly #clients: Client[] = [];
   #clock = 0;
   #value = 0;
+  #magnet: { id: NodeId; from: number; until: number } | null = null;
+  #probes = 0;
+  /** Called when a write of `key` is acknowledged by node `id`. */
+  onWriteAcked: ((id: NodeId, key: string) => void) | null = null;
 
   constructor(cl: DriverCluster, p: Profile, rng: Prng) {
     this.#cl = cl;
@@ -527,6 +727,40 @@ class DriverWorkload {
 
   idle(): boolean {
     return this.#clients.every((c) => !c.busy);
+  }
+
+  /** A client of its own reads a key at node `id` now (one attempt; recorded in the history
+   * like any other operation): a nemesis reads at the instant a hole is open. */
+  probeRead(id: NodeId, key = "k" + this.#rng.int(this.#p.keys), timeoutMs?: number): void {
+    if (!this.issuing) return;
+    const c: Client = {
+      id: 1000 + ++this.#probes,
+      session: 0,
+      seq: 0,
+      hint: 0,
+      busy: false,
+      timeoutMs,
+    };
+    void this.#op(c, { kind: "get", key }, 1, undefined, id);
+  }
+
+  /** A client of its own writes a fresh value to a key at the leader (registering a session
+   * first); resolves with the key once the write is acknowledged, null otherwise. */
+  async probeWrite(): Promise<string | null> {
+    const c: Client = { id: 1000 + ++this.#probes, session: 0, seq: 0, hint: 0, busy: false };
+    const key = "k" + this.#rng.int(this.#p.keys);
+    const leader = this.#cl.leader()?.id;
+    const h = this.history.length; // #op records its operation before its first await
+    const value = `${c.id}.${++this.#value}`;
+    const ok = await this.#op(c, { kind: "put", key, value }, 2, undefined, leader);
+    return ok && !this.history[h].notApplied ? key : null;
+  }
+
+  /** For `ms` after `afterMs`, every read goes to node `id` and writes go elsewhere; until
+   * then, no operation goes there. */
+  magnet(id: NodeId, ms: number, afterMs = 0): void {
+    const from = this.#cl.sched.now + afterMs;
+    this.#magnet = { id, from, until: from + ms };
   }
 
   #next(c: Client): void {
@@ -550,7 +784,8 @@ class DriverWorkload {
     // A write whose session expired meanwhile ends "not applied" or of unknown outcome: the
     // client then issues it again as a new operation.
     while (this.#cl.sched.now < until) {
-      if (await this.#op(c, input, Infinity, until) && !this.history.at(-1)!.notApplied) {
+      const h = this.history.length; // #op records its operation before its first await
+      if (await this.#op(c, input, Infinity, until) && !this.history[h].notApplied) {
         return true;
       }
     }
@@ -587,6 +822,7 @@ class DriverWorkload {
     input: KvInput,
     maxAttempts = this.#p.maxAttempts,
     until?: number,
+    forceTarget?: NodeId,
   ): Promise<boolean> {
     if (c.busy) throw new RangeError(`client ${c.id} is busy`);
     c.busy = true;
@@ -596,7 +832,7 @@ class DriverWorkload {
     const write = input.kind !== "get";
     if (write && this.#rng.chance(this.#p.freshSessionShare)) c.session = 0;
     let seq = write && c.session !== 0 ? ++c.seq : 0;
-    const timeoutMs = this.#p.timeoutMs;
+    const timeoutMs = c.timeoutMs ?? this.#p.timeoutMs;
     let attempts = 0;
     /** An attempt under the current session may have applied the write. */
     let uncertain = false;
@@ -615,9 +851,19 @@ class DriverWorkload {
     };
     for (let refused = 0; more(refused);) {
       const ids = this.#cl.memberIds();
-      const target = c.hint && (write || this.#rng.chance(0.5)) && ids.includes(c.hint)
+      // While a nemesis draws reads to one node, writes go elsewhere (to the other side of a
+      // partition that node is cut off by).
+      const now = this.#cl.sched.now;
+      const m = this.#magnet && now < this.#magnet.until ? this.#magnet : null;
+      const drawn = m !== null && now >= m.from;
+      const others = m && (write || !drawn) ? ids.filter((id) => id !== m.id) : ids;
+      const target = forceTarget !== undefined
+        ? forceTarget
+        : !write && drawn && ids.includes(m.id)
+        ? m.id
+        : c.hint && (write || this.#rng.chance(0.5)) && others.includes(c.hint)
         ? c.hint
-        : this.#rng.pick(ids);
+        : this.#rng.pick(others.length > 0 ? others : ids);
       const dn = this.#cl.nodes.get(target)!;
       if (!dn.up) {
         refused++;
@@ -676,7 +922,10 @@ class DriverWorkload {
           timeoutMs + 5,
         ) as KvApplyResult;
         c.hint = target;
-        if (r.ok) return done();
+        if (r.ok) {
+          this.onWriteAcked?.(target, input.key);
+          return done();
+        }
         if (r.error !== "session_expired") return done(true); // refused: nothing changed
         this.stats.expired++;
         c.session = 0;

@@ -192,6 +192,15 @@ export class SimLogStore implements LogStore {
   durableSnapshot(): Snapshot {
     return this.#durable.snapshot;
   }
+
+  /** Whether entry (`index`, `term`) survives a crash: in the durable log, or covered by the
+   * durable snapshot. */
+  durablyHas(index: number, term: number): boolean {
+    const d = this.#durable;
+    if (index <= d.snapshot.meta.index) return true;
+    const e = d.entries[index - d.snapshot.meta.index - 1];
+    return e !== undefined && e.index === index && e.term === term;
+  }
 }
 
 function emptyView(): View {
