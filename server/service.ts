@@ -655,7 +655,9 @@ export class KvService {
    * arrive meanwhile wait for it to end and share the next one (a round that started before a
    * read arrived cannot serve it). Without this, requests that reach the service one at a time
    * (Deno's KV Connect client sends each as its own HTTP/2 stream) would each cost a heartbeat
-   * round; reads of one event-loop turn start their round together (a microtask later).
+   * round; reads of one event-loop turn start their round together (a microtask later). A read
+   * waits at most for the round in flight and its own (so up to twice the request timeout when
+   * no leader answers); a failed round fails the reads that shared it.
    */
   private sharedReadIndex(): Promise<void> {
     if (this.nextReadRound) return this.nextReadRound;
