@@ -207,11 +207,16 @@ const MUTATIONS: Mutation[] = [
   },
   {
     id: "13c",
-    what: "after a partial WAL write the pending buffer is written again at close",
+    what: "after a partial WAL write the pending buffer is written again at close " +
+      "(the writer keeps it, and close flushes a failed WAL)",
     edits: [{
       file: "lsm/log_writer.ts",
       find: "      this.failed = e;\n      this.written += off;\n      p.len = 0;\n      throw e;",
       replace: "      throw e;",
+    }, {
+      file: "lsm/db.ts",
+      find: "else if (this.walError !== undefined) wal.abandon();",
+      replace: "else if (this.walError !== undefined) wal.close();",
     }],
     tests: LSM_TESTS,
   },
