@@ -18,6 +18,9 @@ import {
   writeSnapshotRecord,
 } from "./segment_format.ts";
 
+// Properties stop at their first failure (`endOnFailure`): it prints the seed and the
+// counterexample; shrinking these nested byte structures took longer than CI allows (a
+// re-introduced torn-tail bug, issue 11 item 12, ran for over 15 minutes).
 // deno-lint-ignore no-explicit-any
 const rec = (m: any) => fc.record(m, { noNullPrototype: true }) as fc.Arbitrary<any>;
 
@@ -107,7 +110,7 @@ Deno.test("a cut anywhere in a segment reads back as whole batches and a torn ta
       assert.equal(scan.validEnd, offsets[whole]);
       if (cut !== offsets[whole]) assert.equal(scan.error?.torn, true);
     }),
-    { numRuns: 500 },
+    { numRuns: 500, endOnFailure: true },
   );
 });
 
@@ -131,7 +134,7 @@ Deno.test("a last batch whose end (or a page of it) reads as zeros is a torn tai
       assert.equal(scan.validEnd, last);
       assert.equal(scan.error?.torn, true);
     }),
-    { numRuns: 200 },
+    { numRuns: 200, endOnFailure: true },
   );
 });
 
@@ -160,7 +163,7 @@ Deno.test("a torn last batch whose entry data holds encoded records and batches 
       assert.equal(scan.validEnd, last);
       assert.equal(scan.error?.torn, true);
     }),
-    { numRuns: 300 },
+    { numRuns: 300, endOnFailure: true },
   );
 });
 
@@ -185,7 +188,7 @@ Deno.test("a bit flip in a batch is reported as corruption, not cut off, whereve
         assert.equal(scan.error.torn, false);
       },
     ),
-    { numRuns: 500 },
+    { numRuns: 500, endOnFailure: true },
   );
 });
 
@@ -200,6 +203,6 @@ Deno.test("the record decoder never throws on arbitrary bytes", () => {
       scanSegment(withMagic);
       scanSegment(junk);
     }),
-    { numRuns: 2000 },
+    { numRuns: 2000, endOnFailure: true },
   );
 });
