@@ -36,7 +36,7 @@
  *
  * Usage: deno task bench:cluster [--n 20000] [--clients 16,64,256] [--rounds 3] [--no-etcd]
  *        [--ops put,get] [--gokv-ops cas,watch] [--storage lsm] [--etcd-client go|etcd3]
- *        [--tls-clients 64|none] [--baseline <checkout>]
+ *        [--tls-clients 64|none] [--baseline <checkout>] [--help]
  *
  * `--baseline <dir>` also runs a gokv cluster from another checkout of the project (e.g. `git
  * archive` of the commit before a change), driven by that checkout's generator, as system "base"
@@ -50,11 +50,9 @@
  */
 import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { issueCert, makeCa } from "../scripts/tls_certs.ts";
-import { hashToken } from "../server/auth.ts";
+import { asUsageError, EXIT_OK, EXIT_USAGE, UsageError } from "../config/cli.ts";
+import { type GokvCluster, hasKvConnect, KV_TOKEN, ROOT, startGokv } from "./gokv_cluster.ts";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 /** ../shared/anchors beside the project root (searched upwards, so a git worktree finds it too). */
 function findAnchors(): string {
   for (let dir = ROOT; dir !== dirname(dir); dir = dirname(dir)) {
@@ -71,32 +69,91 @@ const ETCD_DIR = Deno.env.get("ETCD_DIR") ?? "/tmp/anchor-etcd";
 const ETCDLOAD = join(ROOT, "bench", ".tools", "etcdload");
 const ETCD_ENDPOINTS = ["127.0.0.1:23791", "127.0.0.1:23792", "127.0.0.1:23793"];
 
-const { values: a } = parseArgs({
-  options: {
-    n: { type: "string", default: "20000" },
-    clients: { type: "string", default: "16,64,256" },
-    rounds: { type: "string", default: "3" },
-    ops: { type: "string", default: "put,get" },
-    "gokv-ops": { type: "string", default: "cas,watch" },
-    storage: { type: "string", default: "lsm" },
-    "no-etcd": { type: "boolean", default: false },
-    "no-deno-kv": { type: "boolean", default: false },
-    "etcd-client": { type: "string", default: "go" },
-    keys: { type: "string", default: "10000" },
-    vsize: { type: "string", default: "100" },
-    "tls-clients": { type: "string", default: "64" },
-    baseline: { type: "string" },
-  },
-});
+const USAGE = `Usage: deno task bench:cluster [flags]
+
+A 3-node gokv cluster against a 3-member etcd cluster (and the other gokv variants), the same
+closed-loop workload, runs alternated, best of --rounds.
+
+  --n N                 requests per run (default 20000)
+  --clients C,C,...     concurrencies (default 16,64,256)
+  --rounds R            rounds, best of them reported (default 3)
+  --ops put,get         operations measured against etcd (default put,get)
+  --gokv-ops cas,watch  gokv-only rows at c=64 ("" for none; default cas,watch)
+  --storage lsm         the gokv storage backend (default lsm)
+  --no-etcd             gokv only
+  --no-deno-kv          no KV Connect (Deno.openKv) rows
+  --etcd-client go      etcd's generator: go (native clientv3, default) or etcd3 (npm:etcd3)
+  --keys K              key space (default 10000)
+  --vsize B             value size in bytes (default 100)
+  --tls-clients C|none  concurrencies of the TLS + tokens cluster (default 64)
+  --baseline <dir>      also run a gokv cluster from another checkout as system "base"
+  -h, --help            this text`;
+
+/** The parsed flags; a bad flag or value prints a message and exits 2, --help exits 0. */
+function parseFlags() {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: {
+        n: { type: "string", default: "20000" },
+        clients: { type: "string", default: "16,64,256" },
+        rounds: { type: "string", default: "3" },
+        ops: { type: "string", default: "put,get" },
+        "gokv-ops": { type: "string", default: "cas,watch" },
+        storage: { type: "string", default: "lsm" },
+        "no-etcd": { type: "boolean", default: false },
+        "no-deno-kv": { type: "boolean", default: false },
+        "etcd-client": { type: "string", default: "go" },
+        keys: { type: "string", default: "10000" },
+        vsize: { type: "string", default: "100" },
+        "tls-clients": { type: "string", default: "64" },
+        baseline: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }).values;
+  } catch (e) {
+    const err = asUsageError(e);
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`bench:cluster: ${err.message}\n\n${USAGE}`);
+    Deno.exit(EXIT_USAGE);
+  }
+  if (parsed.help) {
+    console.log(USAGE);
+    Deno.exit(EXIT_OK);
+  }
+  const bad = (msg: string): never => {
+    console.error(`bench:cluster: ${msg}\n\n${USAGE}`);
+    Deno.exit(EXIT_USAGE);
+  };
+  const positive = (flag: string, v: string) => {
+    if (!/^[1-9][0-9]*$/.test(v)) bad(`--${flag} must be a positive integer, got '${v}'`);
+  };
+  for (const f of ["n", "rounds", "keys", "vsize"] as const) positive(f, parsed[f]);
+  for (const c of parsed.clients.split(",")) positive("clients", c);
+  if (parsed["tls-clients"] !== "none") {
+    for (const c of parsed["tls-clients"].split(",")) positive("tls-clients", c);
+  }
+  for (const op of parsed.ops.split(",")) {
+    if (op !== "put" && op !== "get") bad(`--ops takes put and get, got '${op}'`);
+  }
+  for (const op of parsed["gokv-ops"].split(",").filter((o) => o)) {
+    if (op !== "cas" && op !== "watch") bad(`--gokv-ops takes cas and watch, got '${op}'`);
+  }
+  if (!["go", "etcd3"].includes(parsed["etcd-client"])) {
+    bad(`--etcd-client is go or etcd3, got '${parsed["etcd-client"]}'`);
+  }
+  return parsed;
+}
+const a = parseFlags();
 const BASE_ROOT = a.baseline ? resolve(a.baseline) : undefined;
 const N = Number(a.n);
-const CLIENTS = a.clients!.split(",").map(Number);
-const OPS = a.ops!.split(",") as ("put" | "get")[];
-const GOKV_OPS = a["gokv-ops"]!.split(",").filter((o) => o) as ("cas" | "watch")[];
+const CLIENTS = a.clients.split(",").map(Number);
+const OPS = a.ops.split(",") as ("put" | "get")[];
+const GOKV_OPS = a["gokv-ops"].split(",").filter((o) => o) as ("cas" | "watch")[];
 /** The concurrency of the gokv-only rows. */
 const GOKV_OPS_C = 64;
 const ROUNDS = Number(a.rounds);
-const TLS_CLIENTS = a["tls-clients"] === "none" ? [] : a["tls-clients"]!.split(",").map(Number);
+const TLS_CLIENTS = a["tls-clients"] === "none" ? [] : a["tls-clients"].split(",").map(Number);
 const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat times are in 1/100 s
 
 interface Result {
@@ -175,157 +232,6 @@ async function run(sys: System, op: string, c: number): Promise<Result> {
   };
 }
 
-/** Distinct free ports (all listeners are held open until every port is chosen). */
-function freePorts(n: number): number[] {
-  const ls = Array.from({ length: n }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
-  const ports = ls.map((l) => l.addr.port);
-  for (const l of ls) l.close();
-  return ports;
-}
-
-/** What a TLS + token cluster's generator needs. */
-interface Secured {
-  ca: string;
-  token: string;
-}
-
-/** A CA, node certificates, a cluster secret and a write token in `dir`; the config lines. */
-async function secure(dir: string): Promise<{ yaml: string; sec: Secured }> {
-  const ca = await makeCa(dir);
-  for (const id of [1, 2, 3]) await issueCert(dir, ca, `node-${id}`);
-  const token = crypto.randomUUID();
-  await Deno.writeTextFile(
-    join(dir, "tokens.yaml"),
-    `tokens:\n  - { name: bench, role: write, hash: "${hashToken(token)}" }\n`,
-  );
-  await Deno.writeTextFile(join(dir, "secret"), crypto.randomUUID() + crypto.randomUUID());
-  const yaml = [
-    "security:",
-    `  peer_secret_file: ${JSON.stringify(join(dir, "secret"))}`,
-    `  tokens_file: ${JSON.stringify(join(dir, "tokens.yaml"))}`,
-    "tls:",
-    `  cert: ${JSON.stringify(join(dir, "node-{id}.crt"))}`,
-    `  key: ${JSON.stringify(join(dir, "node-{id}.key"))}`,
-    `  ca: ${JSON.stringify(ca.cert)}`,
-  ].join("\n");
-  return { yaml, sec: { ca: ca.cert, token } };
-}
-
-/** Whether the checkout at `root` serves KV Connect (server/kv_connect.ts). */
-function hasKvConnect(root: string): boolean {
-  try {
-    return Deno.statSync(join(root, "server", "kv_connect.ts")).isFile;
-  } catch {
-    return false;
-  }
-}
-
-/** The KV Connect access token of the benchmark clusters (DENO_KV_ACCESS_TOKEN of denokv). */
-const KV_TOKEN = "bench-kv-connect-token";
-
-async function startGokv(tls = false, root = ROOT): Promise<
-  {
-    endpoints: string[];
-    pids: number[];
-    kvUrl: () => Promise<string>;
-    stop: () => Promise<void>;
-    sec?: Secured;
-  }
-> {
-  const dir = await Deno.makeTempDir({ prefix: "gokv-bench-" });
-  const secured = tls ? await secure(dir) : undefined;
-  const ports = freePorts(9);
-  const nodes = [1, 2, 3].map((id, i) => ({
-    id,
-    peer: `127.0.0.1:${ports[3 * i]}`,
-    client: `127.0.0.1:${ports[3 * i + 1]}`,
-    http: `127.0.0.1:${ports[3 * i + 2]}`,
-  }));
-  const config = [
-    `data_dir: ${JSON.stringify(join(dir, "data"))}`,
-    `storage: ${a.storage}`,
-    "transport: tcp",
-    "nodes:",
-    ...nodes.map((n) =>
-      `  - { id: ${n.id}, peer: ${n.peer}, client: ${n.client}, http: ${n.http} }`
-    ),
-    "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 500\n",
-    // KV Connect (the denokv rows; a --baseline only when it has KV Connect: an older one
-    // refuses the config key).
-    hasKvConnect(root) ? `kv_connect:\n  access_token: ${KV_TOKEN}\n` : "",
-    "log:\n  level: warn\n",
-    secured?.yaml ?? "",
-  ].join("\n");
-  const configPath = join(dir, "config.yaml");
-  await Deno.writeTextFile(configPath, config);
-  const procs = nodes.map((n) =>
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        join(root, "main.ts"),
-        "server",
-        "--config",
-        configPath,
-        "--id",
-        String(n.id),
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "inherit",
-    }).spawn()
-  );
-  const deadline = Date.now() + 30_000;
-  let up = false;
-  const client = secured
-    ? Deno.createHttpClient({ caCerts: [await Deno.readTextFile(secured.sec.ca)] })
-    : undefined;
-  while (!up && Date.now() < deadline) {
-    for (const n of nodes) {
-      try {
-        const r = await fetch(`${secured ? "https" : "http"}://${n.http}/v1/status`, {
-          signal: AbortSignal.timeout(500),
-          client,
-          headers: secured ? { authorization: `Bearer ${secured.sec.token}` } : {},
-        });
-        if ((await r.json()).role === "leader") up = true;
-      } catch { /* starting */ }
-    }
-    if (!up) await new Promise((r) => setTimeout(r, 100));
-  }
-  client?.close();
-  const stop = async () => {
-    for (const p of procs) {
-      try {
-        p.kill("SIGTERM");
-      } catch { /* gone */ }
-    }
-    await Promise.all(procs.map((p) => p.status));
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
-  if (!up) {
-    await stop();
-    throw new Error("gokv cluster did not elect a leader");
-  }
-  /** The leader's KV Connect URL (as the binary client, denokv talks to the leader). */
-  const kvUrl = async () => {
-    for (const n of nodes) {
-      try {
-        const r = await fetch(`http://${n.http}/v1/status`, { signal: AbortSignal.timeout(500) });
-        if ((await r.json()).role === "leader") return `http://${n.http}/kv`;
-      } catch { /* keep looking */ }
-    }
-    return `http://${nodes[0].http}/kv`;
-  };
-  return {
-    endpoints: nodes.map((n) => n.client),
-    pids: procs.map((p) => p.pid),
-    kvUrl,
-    stop,
-    sec: secured?.sec,
-  };
-}
-
 async function etcdAvailable(): Promise<boolean> {
   try {
     const out = await new Deno.Command("etcd", {
@@ -399,9 +305,9 @@ function loadArgs(endpoints: string[], op: string, c: number): string[] {
     "--n",
     String(N),
     "--keys",
-    a.keys!,
+    a.keys,
     "--vsize",
-    a.vsize!,
+    a.vsize,
   ];
 }
 let etcdSystem: System | undefined;
@@ -423,16 +329,18 @@ if (!a["no-etcd"]) {
   }
 }
 
-const gokv = await startGokv();
-const gokvTls = TLS_CLIENTS.length > 0 ? await startGokv(true) : undefined;
-const base = BASE_ROOT ? await startGokv(false, BASE_ROOT) : undefined;
+const gokv = await startGokv({ storage: a.storage });
+const gokvTls = TLS_CLIENTS.length > 0
+  ? await startGokv({ tls: true, storage: a.storage })
+  : undefined;
+const base = BASE_ROOT ? await startGokv({ root: BASE_ROOT, storage: a.storage }) : undefined;
 let etcdStarted = false;
 const results: Result[] = [];
 try {
   /** A gokv cluster driven by bench/gokv_load.ts (over TLS with a token when secured). */
   const gokvOf = (
     name: string,
-    g: Awaited<ReturnType<typeof startGokv>>,
+    g: GokvCluster,
     root = ROOT,
   ): System => ({
     name,
