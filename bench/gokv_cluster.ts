@@ -71,6 +71,8 @@ export interface ClusterOptions {
   root?: string;
   /** The storage backend (default lsm). */
   storage?: string;
+  /** Config lines appended to the generated config (e.g. a `limits:` section). */
+  extraConfig?: string;
   /** Extra `deno run` flags of node `id` (e.g. `--cpu-prof`), before the script. */
   denoFlags?: (id: number) => string[];
 }
@@ -119,6 +121,7 @@ export async function startGokv(opts: ClusterOptions = {}): Promise<GokvCluster>
     hasKvConnect(root) ? `kv_connect:\n  access_token: ${KV_TOKEN}\n` : "",
     "log:\n  level: warn\n",
     secured?.yaml ?? "",
+    opts.extraConfig ?? "",
   ].join("\n");
   const configPath = join(dir, "config.yaml");
   await Deno.writeTextFile(configPath, config);

@@ -4,8 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { MemoryStateMachine } from "../storage/memory_sm.ts";
-import { encodeCommand, putCommand } from "../storage/command.ts";
-import { makeVersionstamp, versionstampHex } from "../storage/kv_model.ts";
+import { atomicCommand, deleteCommand, encodeCommand, putCommand } from "../storage/command.ts";
+import {
+  type KvEntry,
+  makeVersionstamp,
+  ValueEncoding,
+  versionstampHex,
+} from "../storage/kv_model.ts";
+import type { KvChange } from "../storage/kv_state_machine.ts";
 import { WatchCompactedError } from "../client/errors.ts";
 import { Client, type WatchMessage } from "../client/client.ts";
 import { WatchHub } from "./watch.ts";
@@ -42,6 +48,79 @@ Deno.test("the hub keeps commits in order, filters by key and prefix, and resume
   const page = hub.since(sel, 0, 2);
   assert.equal(page.events.length, 2);
   assert.equal(page.position, 2);
+});
+
+Deno.test("the hub's events hold exactly the changes the state machine reported (encoding, expiry, deletes, several commits and keys per batch)", async () => {
+  const sm = new MemoryStateMachine();
+  const reported: KvChange[][] = [];
+  sm.onChanges = (changes) => reported.push(changes);
+  const hub = new WatchHub(sm, { maxEvents: 100, maxBytes: 1 << 20 });
+  const far = Date.now() + 3_600_000;
+  // One batch: a put, an atomic of three keys (V8 value with expiry, LE64, delete), a delete.
+  await sm.apply([
+    { index: 1, data: encodeCommand(putCommand(b("p/a"), b("first"))) },
+    {
+      index: 2,
+      data: encodeCommand(atomicCommand([], [
+        { type: "set", key: b("p/b"), value: b("v8!"), encoding: ValueEncoding.V8, expireAt: far },
+        {
+          type: "set",
+          key: b("p/c"),
+          value: new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0]),
+          encoding: ValueEncoding.LE64,
+        },
+        { type: "delete", key: b("p/a") },
+      ])),
+    },
+    { index: 3, data: encodeCommand(deleteCommand(b("p/c"))) },
+  ]);
+  // A second batch: one more commit, outside the selected prefix too.
+  await sm.apply([
+    { index: 4, data: encodeCommand(putCommand(b("p/d"), new Uint8Array(300).fill(7))) },
+    { index: 5, data: encodeCommand(putCommand(b("q/x"), b("other"))) },
+  ]);
+  const plain = (e: KvEntry | null) =>
+    e && {
+      key: dec.decode(e.key),
+      value: [...e.value],
+      encoding: e.encoding,
+      versionstamp: versionstampHex(e.versionstamp),
+      expireAt: e.expireAt,
+    };
+  // What the state machine reported, grouped per commit: the expected events.
+  const expected = new Map<string, { key: string; entry: ReturnType<typeof plain> }[]>();
+  for (const c of reported.flat()) {
+    if (!dec.decode(c.key).startsWith("p/")) continue;
+    const vs = versionstampHex(c.versionstamp);
+    if (!expected.has(vs)) expected.set(vs, []);
+    expected.get(vs)!.push({ key: dec.decode(c.key), entry: plain(c.entry) });
+  }
+  assert.equal(expected.size, 4);
+  const got = hub.since({ keys: [], prefixes: [b("p/")] }, 0, 100);
+  assert.deepEqual(
+    got.events.map((e) => [
+      versionstampHex(e.versionstamp),
+      e.changes.map((c) => ({ key: dec.decode(c.key), entry: plain(c.entry) })),
+    ]),
+    [...expected],
+  );
+  assert.equal(got.position, 5);
+  const atomic = got.events[1].changes;
+  assert.equal(atomic.length, 3);
+  assert.equal(atomic[0].entry?.expireAt, far);
+  assert.equal(atomic[0].entry?.encoding, ValueEncoding.V8);
+  assert.equal(atomic[2].entry, null);
+  // Exact keys select within a packed commit; resuming inside the first batch works.
+  const one = hub.since({ keys: [b("p/c")], prefixes: [] }, 1, 100);
+  assert.deepEqual(one.events.map((e) => e.changes.map((c) => c.entry?.encoding ?? null)), [
+    [ValueEncoding.LE64],
+    [null],
+  ]);
+  // An answer is a copy: changing it changes nothing the next poll sees.
+  got.events[0].changes[0].entry!.value.fill(0);
+  got.events[0].changes[0].key.fill(0);
+  const again = hub.since({ keys: [b("p/a")], prefixes: [] }, 0, 1);
+  assert.equal(dec.decode(again.events[0].changes[0].entry!.value), "first");
 });
 
 Deno.test("the history is bounded by count and bytes; an older resume is WatchCompactedError naming the floor", async () => {
