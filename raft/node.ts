@@ -82,13 +82,18 @@ interface ProposalWaiter {
   term: number;
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
-  timer: TimerHandle;
+  /** When it times out (clock ms): swept by the tick, no timer per request. */
+  deadline: number;
+  what: string;
+  timeoutMs: number;
 }
 
 interface ReadWaiter {
   resolve: () => void;
   reject: (e: Error) => void;
-  timer: TimerHandle;
+  /** When it times out (clock ms): swept by the tick, no timer per request. */
+  deadline: number;
+  timeoutMs: number;
   done: boolean;
 }
 
@@ -133,6 +138,12 @@ export class RaftNode {
   private stopped = false;
   private ticks = 0;
   private proposals = new Map<number, ProposalWaiter>();
+  /** No proposal times out before this (a lower bound: resolved proposals are not removed). */
+  private proposalDeadline = Infinity;
+  /** Every read not yet answered or timed out, for the deadline sweep. */
+  private pendingReads = new Set<ReadWaiter>();
+  /** No read times out before this (a lower bound). */
+  private readDeadline = Infinity;
   private newReads: ReadWaiter[] = [];
   private readBatches = new Map<string, ReadBatch>();
   private answeredReads: ReadBatch[] = [];
@@ -229,19 +240,10 @@ export class RaftNode {
     if (this.stopped || this.fatal) return Promise.reject(this.fatal ?? new StoppedError());
     const timeoutMs = opts?.timeoutMs ?? DEFAULT_TIMEOUT;
     return new Promise<void>((resolve, reject) => {
-      const w: ReadWaiter = {
-        resolve,
-        reject,
-        done: false,
-        timer: this.clock.setTimeout(() => {
-          if (w.done) return;
-          w.done = true;
-          const lead = this.rawNode.raft.lead;
-          reject(
-            lead === NONE ? new NotLeaderError(NONE) : new TimeoutError("readIndex", timeoutMs),
-          );
-        }, timeoutMs),
-      };
+      const deadline = this.clock.now() + timeoutMs;
+      const w: ReadWaiter = { resolve, reject, done: false, deadline, timeoutMs };
+      this.pendingReads.add(w);
+      if (deadline < this.readDeadline) this.readDeadline = deadline;
       this.newReads.push(w);
       this.schedule();
     });
@@ -385,16 +387,13 @@ export class RaftNode {
 
   /** Rejects every waiting request with `err`. */
   private failAll(err: Error): void {
-    for (const w of this.proposals.values()) {
-      this.clock.clearTimeout(w.timer);
-      w.reject(err);
-    }
+    for (const w of this.proposals.values()) w.reject(err);
     this.proposals.clear();
+    this.pendingReads.clear();
     const reads = [...this.newReads];
     for (const b of this.readBatches.values()) reads.push(...b.waiters);
     for (const b of this.answeredReads) reads.push(...b.waiters);
     for (const w of reads) {
-      this.clock.clearTimeout(w.timer);
       if (!w.done) {
         w.done = true;
         w.reject(err);
@@ -414,17 +413,46 @@ export class RaftNode {
 
   private waitProposal(index: number, term: number, timeoutMs: number, what: string) {
     return new Promise<unknown>((resolve, reject) => {
-      const timer = this.clock.setTimeout(() => {
-        this.proposals.delete(index);
-        reject(new TimeoutError(what, timeoutMs));
-      }, timeoutMs);
+      const deadline = this.clock.now() + timeoutMs;
+      if (deadline < this.proposalDeadline) this.proposalDeadline = deadline;
       const prev = this.proposals.get(index);
-      if (prev) {
-        this.clock.clearTimeout(prev.timer);
-        prev.reject(new ProposalDroppedError("entry overwritten by another term"));
-      }
-      this.proposals.set(index, { term, resolve, reject, timer });
+      if (prev) prev.reject(new ProposalDroppedError("entry overwritten by another term"));
+      this.proposals.set(index, { term, resolve, reject, deadline, what, timeoutMs });
     });
+  }
+
+  /**
+   * Rejects the proposals and reads whose deadline passed (called every tick). The requests
+   * carry deadlines instead of one timer each; the whole set is scanned only when the earliest
+   * deadline seen has passed, so a request costs no timer and the sweep almost nothing.
+   */
+  private expireRequests(now: number): void {
+    if (now >= this.proposalDeadline) {
+      let next = Infinity;
+      for (const [index, w] of this.proposals) {
+        if (w.deadline <= now) {
+          this.proposals.delete(index);
+          w.reject(new TimeoutError(w.what, w.timeoutMs));
+        } else if (w.deadline < next) next = w.deadline;
+      }
+      this.proposalDeadline = next;
+    }
+    if (now >= this.readDeadline) {
+      let next = Infinity;
+      for (const w of this.pendingReads) {
+        if (w.done) {
+          this.pendingReads.delete(w);
+        } else if (w.deadline <= now) {
+          this.pendingReads.delete(w);
+          w.done = true;
+          const lead = this.rawNode.raft.lead;
+          w.reject(
+            lead === NONE ? new NotLeaderError(NONE) : new TimeoutError("readIndex", w.timeoutMs),
+          );
+        } else if (w.deadline < next) next = w.deadline;
+      }
+      this.readDeadline = next;
+    }
   }
 
   /** Resolves when `check()` holds (checked after every pass and tick); `check` may throw. */
@@ -494,7 +522,9 @@ export class RaftNode {
   private onTick(): void {
     if (this.stopped || this.fatal) return;
     this.ticks++;
-    this.rawNode.tick(this.clock.now());
+    const now = this.clock.now();
+    this.expireRequests(now);
+    this.rawNode.tick(now);
     // Re-issue unanswered read batches every election timeout (leader changes, lost messages).
     const every = this.opts.config.electionTick;
     for (const [key, b] of this.readBatches) {
@@ -617,7 +647,6 @@ export class RaftNode {
       this.snapshotIndex = meta.index;
       for (const [idx, w] of this.proposals) {
         if (idx <= meta.index) {
-          this.clock.clearTimeout(w.timer);
           w.reject(new ProposalDroppedError("outcome unknown: superseded by a snapshot"));
           this.proposals.delete(idx);
         }
@@ -646,7 +675,7 @@ export class RaftNode {
         for (const w of b.waiters) {
           if (w.done) continue;
           w.done = true;
-          this.clock.clearTimeout(w.timer);
+          this.pendingReads.delete(w);
           w.resolve();
         }
       } else keep.push(b);
@@ -680,7 +709,6 @@ export class RaftNode {
       const w = this.proposals.get(e.index);
       if (w) {
         this.proposals.delete(e.index);
-        this.clock.clearTimeout(w.timer);
         if (w.term === e.term) w.resolve(results[i]);
         else w.reject(new ProposalDroppedError("entry overwritten by another term"));
       }

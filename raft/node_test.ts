@@ -409,6 +409,65 @@ Deno.test("RaftNode takes its ticks and deadlines from the injected clock", asyn
   await solo.stop();
 });
 
+Deno.test("requests carry deadlines, not a timer each: 50 stuck proposals time out together on the tick after their deadline", async () => {
+  const sched = new Scheduler();
+  const clock = new VirtualClock(sched);
+  const advance = async (ms: number) => {
+    const until = sched.now + ms;
+    while (sched.runNext(until)) await drainMicrotasks();
+    sched.now = until;
+    await drainMicrotasks();
+  };
+  const log = new MemoryLogStore();
+  const solo = await RaftNode.start({
+    config: config(1),
+    tickMs: 10,
+    log,
+    sm: new KvSm(),
+    transport: {
+      start: () => Promise.resolve(),
+      send: () => {},
+      addPeer: () => {},
+      removePeer: () => {},
+      close: () => Promise.resolve(),
+    },
+    bootstrapVoters: [1],
+    snapshotThreshold: 1000,
+    clock,
+    random: () => 0,
+  });
+  await advance(10 * 10 + 10);
+  assert.equal(solo.status().role, "leader");
+  // The log's sync hangs: nothing proposed from now on commits.
+  const sync = log.sync.bind(log);
+  let release!: () => void;
+  const held = new Promise<void>((r) => release = r);
+  log.sync = () => held.then(sync);
+  const outcomes: unknown[] = Array(50).fill("pending");
+  for (let i = 0; i < 50; i++) {
+    solo.propose(enc(`k${i}=v`), { timeoutMs: 100 }).then(
+      () => outcomes[i] = "applied",
+      (e) => outcomes[i] = e,
+    );
+  }
+  await drainMicrotasks();
+  assert.equal(clock.pending(), 1, "the tick interval is the node's only timer");
+  await advance(99);
+  assert.equal(
+    outcomes.filter((o) => o !== "pending").length,
+    0,
+    "nothing times out before its deadline",
+  );
+  await advance(11); // the first tick at or after the deadline
+  assert.ok(
+    outcomes.every((o) => o instanceof TimeoutError),
+    `all timed out: ${outcomes.filter((o) => !(o instanceof TimeoutError)).slice(0, 3)}`,
+  );
+  release();
+  await advance(20);
+  await solo.stop();
+});
+
 /** A transport to one scripted peer: records what the node sends, delivers what the test says. */
 class ScriptedPeer implements Transport {
   sent: Message[] = [];
