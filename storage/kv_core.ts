@@ -336,10 +336,13 @@ function readBe64(b: Uint8Array, at: number): bigint {
   return new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(at, false);
 }
 
+/** `n` (a non-negative safe integer) as 8 little-endian bytes: the format of ByteWriter.u64. */
 function u64Value(n: number): Uint8Array {
-  const w = new ByteWriter(8);
-  w.u64(n);
-  return w.finish();
+  const out = new Uint8Array(8);
+  let lo = n % 0x1_0000_0000, hi = Math.floor(n / 0x1_0000_0000);
+  for (let i = 0; i < 4; i++, lo = Math.floor(lo / 256)) out[i] = lo & 0xff;
+  for (let i = 4; i < 8; i++, hi = Math.floor(hi / 256)) out[i] = hi & 0xff;
+  return out;
 }
 
 async function readU64(r: StoreReader, key: Uint8Array, what: string): Promise<number> {
@@ -361,23 +364,25 @@ export function readAppliedIndex(r: StoreReader): Promise<number> {
   return readU64(r, APPLIED_KEY, "applied index");
 }
 
-/** The batch's writes on top of the store: reads see them, scans merge them. */
+/** The batch's writes on top of the store: reads see them, scans merge them. Each write keeps
+ * its key's bytes beside the map key (its latin1 string), so {@link Pending.ops} converts nothing
+ * back. */
 class Pending implements StoreReader {
-  readonly #m = new Map<string, Uint8Array | null>();
+  readonly #m = new Map<string, { key: Uint8Array; value: Uint8Array | null }>();
   constructor(private readonly base: StoreReader) {}
 
   get(k: Uint8Array): Promise<Uint8Array | undefined> {
-    const s = bytesToLatin1(k);
-    if (this.#m.has(s)) return Promise.resolve(this.#m.get(s) ?? undefined);
+    const w = this.#m.get(bytesToLatin1(k));
+    if (w) return Promise.resolve(w.value ?? undefined);
     return this.base.get(k);
   }
 
   put(k: Uint8Array, v: Uint8Array): void {
-    this.#m.set(bytesToLatin1(k), v);
+    this.#m.set(bytesToLatin1(k), { key: k, value: v });
   }
 
   delete(k: Uint8Array): void {
-    this.#m.set(bytesToLatin1(k), null);
+    this.#m.set(bytesToLatin1(k), { key: k, value: null });
   }
 
   async *scan(range: StoreRange): AsyncGenerator<[Uint8Array, Uint8Array]> {
@@ -391,27 +396,26 @@ class Pending implements StoreReader {
     for await (const [k, v] of this.base.scan(range)) {
       const ks = bytesToLatin1(k);
       while (i < ov.length && before(ov[i][0], ks)) {
-        const [ok, ovv] = ov[i++];
-        if (ovv) yield [latin1ToBytes(ok), ovv];
+        const w = ov[i++][1];
+        if (w.value) yield [w.key, w.value];
       }
       if (i < ov.length && ov[i][0] === ks) {
-        const ovv = ov[i++][1];
-        if (ovv) yield [k, ovv];
+        const w = ov[i++][1];
+        if (w.value) yield [k, w.value];
         continue;
       }
       yield [k, v];
     }
     for (; i < ov.length; i++) {
-      const [ok, ovv] = ov[i];
-      if (ovv) yield [latin1ToBytes(ok), ovv];
+      const w = ov[i][1];
+      if (w.value) yield [w.key, w.value];
     }
   }
 
   ops(): StoreOp[] {
     const out: StoreOp[] = [];
-    for (const [k, v] of this.#m) {
-      const key = latin1ToBytes(k);
-      out.push(v ? { type: "put", key, value: v } : { type: "delete", key });
+    for (const { key, value } of this.#m.values()) {
+      out.push(value ? { type: "put", key, value } : { type: "delete", key });
     }
     return out;
   }
