@@ -99,22 +99,35 @@ function packedSize(c: KvChange): number {
     (e ? 4 + e.value.length + (e.expireAt !== undefined ? 8 : 0) : 0);
 }
 
+/** Copies `src` into `dst` at `at` (a loop for short arrays: TypedArray.set costs more there). */
+function copyInto(src: Uint8Array, dst: Uint8Array, at: number): void {
+  if (src.length > 32) dst.set(src, at);
+  else for (let i = 0; i < src.length; i++) dst[at + i] = src[i];
+}
+
+/** The Raft index of a versionstamp (its first 8 bytes, big-endian), without BigInt. */
+function indexOf(vs: Uint8Array): number {
+  const hi = ((vs[0] << 24) | (vs[1] << 16) | (vs[2] << 8) | vs[3]) >>> 0;
+  const lo = ((vs[4] << 24) | (vs[5] << 16) | (vs[6] << 8) | vs[7]) >>> 0;
+  return hi * 0x1_0000_0000 + lo;
+}
+
 function pack(c: KvChange, buf: Uint8Array, dv: DataView, at: number): number {
   const e = c.entry;
   buf[at] = e ? (e.expireAt !== undefined ? EXPIRES : 0) : DELETED;
   buf[at + 1] = e ? e.encoding : 0;
-  buf.set(c.versionstamp, at + 2);
+  copyInto(c.versionstamp, buf, at + 2);
   at += 2 + VERSIONSTAMP_BYTES;
   if (e?.expireAt !== undefined) {
     dv.setFloat64(at, e.expireAt);
     at += 8;
   }
   dv.setUint32(at, c.key.length);
-  buf.set(c.key, at + 4);
+  copyInto(c.key, buf, at + 4);
   at += 4 + c.key.length;
   if (e) {
     dv.setUint32(at, e.value.length);
-    buf.set(e.value, at + 4);
+    copyInto(e.value, buf, at + 4);
     at += 4 + e.value.length;
   }
   return at;
@@ -236,7 +249,7 @@ export class WatchHub {
     let at = 0;
     let top = this.#history.length > this.#head ? this.#history.at(-1)! : undefined;
     for (const c of changes) {
-      const index = versionstampIndex(c.versionstamp);
+      const index = indexOf(c.versionstamp);
       const n = c.key.length + (c.entry?.value.length ?? 0) + 32;
       const start = at;
       at = pack(c, buf, dv, at);
