@@ -336,6 +336,24 @@ export class TestCluster {
     );
   }
 
+  /** Waits until every running node (or those of `among`) answers on its HTTP port. */
+  async waitServing(timeoutMs = 20_000, among?: number[]): Promise<void> {
+    for (const id of among ?? [...this.procs.keys()]) {
+      await waitFor(
+        async () => {
+          try {
+            await this.status(id);
+            return true;
+          } catch {
+            return false; // down or starting
+          }
+        },
+        timeoutMs,
+        `node ${id} serving`,
+      );
+    }
+  }
+
   /** Sends SIGKILL to node `id` and waits for it to exit. */
   async kill(id: number): Promise<void> {
     const p = this.procs.get(id);

@@ -97,6 +97,7 @@ Deno.test("on the cluster: read_is_strongly_consistent is true on the strong end
   try {
     c.startAll();
     const leader = await c.waitLeader();
+    await c.waitServing(); // every node's HTTP port, not only the leader's, is asked below
     const { id, post } = await dataPath(c, leader);
     const read = encodeSnapshotRead({
       ranges: [{ start: new Uint8Array([1]), end: new Uint8Array([2]), limit: 1, reverse: false }],
