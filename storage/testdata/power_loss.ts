@@ -456,7 +456,15 @@ function mixOf(s: LogView, t: LogView, got: LogView): boolean {
     last = i;
   }
   const lastOf = (v: LogView) => v.snapIndex + v.ents.length;
-  return last >= Math.min(lastOf(s), lastOf(t)) && last >= got.hs.commit;
+  if (last < got.hs.commit) return false;
+  // A torn write that replaced a suffix (a follower's log truncation): the recovered log may end
+  // inside the new suffix, shorter than the acknowledged log whose tail it replaced, as etcd's
+  // WAL may. Its last entry then is one of the in-flight state only.
+  const lastEntry = got.ents[got.ents.length - 1];
+  if (lastEntry !== undefined && tm.get(last) === lastEntry && sm.get(last) !== lastEntry) {
+    return true;
+  }
+  return last >= Math.min(lastOf(s), lastOf(t));
 }
 
 function sameView(a: LogView, b: LogView): boolean {
