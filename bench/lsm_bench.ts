@@ -2,10 +2,15 @@
  * LSM engine benchmark: gokv lsm/ vs classic-level (LevelDB) from the same
  * runtime. Each engine runs the whole workload sequence in its own process;
  * runs alternate between engines. Usage:
- *   deno run -A bench/lsm_bench.ts [--quick] [--rounds=N]
- * (or LSM_BENCH_QUICK=1). Prints ops/s per workload and the lsm/level ratio.
+ *   deno run -A bench/lsm_bench.ts [--quick] [--rounds=N] [--baseline=<checkout>]
+ * (or LSM_BENCH_QUICK=1). Prints the best ops/s of the rounds per workload and
+ * the lsm/level ratio. `--baseline=<dir>` also runs the engine of another
+ * checkout of the project (`<dir>/lsm/mod.ts`, e.g. from `git worktree add` or
+ * `git archive` of an older commit) in the same alternation, as system "base",
+ * with lsm/base ratios (before/after under the same machine load).
  */
-import { LsmDb } from "../lsm/mod.ts";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { mulberry32 } from "../lsm/prng.ts";
 
 interface Result {
@@ -19,6 +24,9 @@ const quick = args.includes("--quick") || Deno.env.get("LSM_BENCH_QUICK") === "1
 const childArg = args.find((a) => a.startsWith("--child="));
 const roundsArg = args.find((a) => a.startsWith("--rounds="));
 const rounds = roundsArg ? Number(roundsArg.slice(9)) : 1;
+const baselineArg = args.find((a) => a.startsWith("--baseline="));
+const baseline = baselineArg ? resolve(baselineArg.slice(11)) : undefined;
+const lsmModArg = args.find((a) => a.startsWith("--lsm-mod="));
 
 const SIZES = quick
   ? { fill: 200_000, puts: 20_000, gets: 40_000, syncs: 2_000 }
@@ -41,14 +49,21 @@ interface Engine {
 }
 
 async function openEngine(kind: string, dir: string): Promise<Engine> {
-  if (kind === "lsm") {
-    const db = await LsmDb.open(dir);
+  if (kind === "lsm" || kind === "base") {
+    const mod = lsmModArg ? lsmModArg.slice(10) : new URL("../lsm/mod.ts", import.meta.url).href;
+    const { LsmDb } = await import(mod);
+    // LSM_BENCH_OPTS: JSON LsmOptions for experiments (the reported runs use the defaults).
+    const db = await LsmDb.open(dir, JSON.parse(Deno.env.get("LSM_BENCH_OPTS") ?? "{}"));
     return {
       batch: (ops) =>
         db.write(ops.map((o) => ({ type: "put" as const, key: o.key, value: o.value }))),
       put: (k, v, sync) => db.put(k, v, { sync }),
       progress: () => {
-        const st = db.stats();
+        const st = db.stats() as {
+          compactions: number;
+          levels: { files: number }[];
+          compactionBytesRead: number;
+        };
         return `compactions=${st.compactions} L=${st.levels.map((l) => l.files).join(",")} read=${
           Math.round(st.compactionBytesRead / 1e6)
         }MB`;
@@ -99,6 +114,10 @@ async function child(kind: string): Promise<void> {
       const t = performance.now();
       await f();
       results.push({ name, ops, ms: performance.now() - t });
+      // For --cpu-prof windows (bench/lsm_prof_top.ts): the phase's span since process start.
+      if (Deno.env.get("LSM_BENCH_TIMES")) {
+        console.error(`${name}: ${t.toFixed(0)}..${performance.now().toFixed(0)} ms`);
+      }
       if (Deno.env.get("LSM_BENCH_STATS")) console.error(`${name}: ${db.progress()}`);
     };
     await time("fillrandom (batch 1000)", N, async () => {
@@ -140,19 +159,60 @@ async function child(kind: string): Promise<void> {
       await Promise.all(Array.from({ length: 64 }, worker));
     });
     await db.close();
-    const rss = Deno.memoryUsage().rss;
+    const mem = Deno.memoryUsage();
+    const rss = mem.rss;
+    if (Deno.env.get("LSM_BENCH_STATS")) memoryReport(mem);
     console.log(JSON.stringify({ results, rss, found }));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 }
 
+/** Where the resident memory is (LSM_BENCH_STATS): V8's figures and /proc/self/smaps by kind. */
+function memoryReport(mem: Deno.MemoryUsage): void {
+  const mib = (kb: number) => (kb / 1024).toFixed(0);
+  const kinds = new Map<string, number>();
+  let name = "";
+  let size = 0;
+  for (const line of Deno.readTextFileSync("/proc/self/smaps").split("\n")) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (m) {
+      size = (parseInt(m[2], 16) - parseInt(m[1], 16)) / 1048576;
+      // Anonymous mappings of V8's heap pages are small; malloc's arenas and large buffers are not.
+      name = m[3] || (size < 1 ? "anon < 1 MiB (V8 pages)" : "anon >= 1 MiB");
+    } else if (line.startsWith("Rss:")) {
+      kinds.set(name, (kinds.get(name) ?? 0) + Number(line.split(/\s+/)[1]));
+    }
+  }
+  const top = [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 5);
+  console.error(
+    `memory at end MiB: rss ${mib(mem.rss / 1024)} heapTotal ${mib(mem.heapTotal / 1024)} ` +
+      `heapUsed ${mib(mem.heapUsed / 1024)} external ${mib(mem.external / 1024)}; ` +
+      top.map(([k, v]) => `${k} ${mib(v)}`).join(", "),
+  );
+}
+
 async function runChild(kind: string): Promise<{ results: Result[]; rss: number }> {
+  const extra = kind === "base"
+    ? [`--lsm-mod=${pathToFileURL(`${baseline}/lsm/mod.ts`).href}`]
+    : [];
   const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", import.meta.filename!, `--child=${kind}`, ...(quick ? ["--quick"] : [])],
+    args: [
+      "run",
+      "-A",
+      import.meta.filename!,
+      `--child=${kind}`,
+      ...extra,
+      ...(quick ? ["--quick"] : []),
+    ],
     stdout: "piped",
     stderr: "inherit",
-    env: Deno.env.get("LSM_BENCH_STATS") ? { LSM_BENCH_STATS: "1" } : {},
+    env: Object.fromEntries(
+      ["LSM_BENCH_STATS", "LSM_BENCH_OPTS", "LSM_BENCH_TIMES"].flatMap((k) => {
+        const v = Deno.env.get(k);
+        return v === undefined ? [] : [[k, v]];
+      }),
+    ),
   });
   const out = await cmd.output();
   if (!out.success) throw new Error(`${kind} benchmark process failed`);
@@ -163,34 +223,48 @@ async function runChild(kind: string): Promise<{ results: Result[]; rss: number 
 if (childArg) {
   await child(childArg.slice(8));
 } else {
-  const runs: Record<string, { results: Result[]; rss: number }[]> = { lsm: [], level: [] };
+  const kinds = baseline ? ["lsm", "level", "base"] : ["lsm", "level"];
+  const runs: Record<string, { results: Result[]; rss: number }[]> = {};
+  for (const k of kinds) runs[k] = [];
+  const load = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+  const loads: string[] = [load()];
   for (let i = 0; i < rounds; i++) {
-    for (const kind of i % 2 === 0 ? ["lsm", "level"] : ["level", "lsm"]) {
-      console.error(`round ${i + 1}: running ${kind}...`);
+    // Rotate the order every round so no system always runs first (or right after another).
+    const order = kinds.map((_, j) => kinds[(i + j) % kinds.length]);
+    for (const kind of i % 2 === 0 ? order : order.reverse()) {
+      console.error(`round ${i + 1}: running ${kind}... (load ${load()})`);
       runs[kind].push(await runChild(kind));
     }
+    loads.push(load());
   }
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const rate = (kind: string, i: number) =>
-    median(runs[kind].map((r) => (r.results[i].ops * 1000) / r.results[i].ms));
+  // Best of the rounds: the run least disturbed by the other jobs on the machine.
+  const best = (kind: string, i: number) =>
+    Math.max(...runs[kind].map((r) => (r.results[i].ops * 1000) / r.results[i].ms));
   const names = runs.lsm[0].results.map((r) => r.name);
-  console.log(`${quick ? "quick" : "full"} run, ${rounds} round(s); ops/s (median)`);
+  console.log(
+    `${quick ? "quick" : "full"} run, ${rounds} round(s); ops/s (best of rounds); ` +
+      `load average at round ends: ${loads.join(" | ")}`,
+  );
   console.log(
     "workload".padEnd(30) + "gokv lsm".padStart(14) + "classic-level".padStart(16) +
-      "ratio".padStart(9),
+      "ratio".padStart(9) + (baseline ? "base".padStart(14) + "lsm/base".padStart(10) : ""),
   );
   names.forEach((n, i) => {
-    const a = rate("lsm", i);
-    const b = rate("level", i);
-    console.log(
-      n.padEnd(30) + Math.round(a).toLocaleString("en").padStart(14) +
-        Math.round(b).toLocaleString("en").padStart(16) + (a / b).toFixed(2).padStart(9),
-    );
+    const a = best("lsm", i);
+    const b = best("level", i);
+    let line = n.padEnd(30) + Math.round(a).toLocaleString("en").padStart(14) +
+      Math.round(b).toLocaleString("en").padStart(16) + (a / b).toFixed(2).padStart(9);
+    if (baseline) {
+      const c = best("base", i);
+      line += Math.round(c).toLocaleString("en").padStart(14) + (a / c).toFixed(2).padStart(10);
+    }
+    console.log(line);
   });
   const mb = (x: number) => (x / 1048576).toFixed(0) + " MiB";
+  const rss = (kind: string) => Math.min(...runs[kind].map((r) => r.rss));
   console.log(
-    `peak-ish RSS at end: lsm ${mb(median(runs.lsm.map((r) => r.rss)))}, level ${
-      mb(median(runs.level.map((r) => r.rss)))
-    }`,
+    `RSS at end (lowest of rounds): lsm ${mb(rss("lsm"))}, level ${mb(rss("level"))}` +
+      (baseline ? `, base ${mb(rss("base"))}` : "") +
+      `; lsm/level ${(rss("lsm") / rss("level")).toFixed(2)}`,
   );
 }
