@@ -2,15 +2,14 @@
  * LRU cache of data blocks bounded in bytes. Keys are numbers
  * (file number × 2^32 + block offset); a Map keeps recency order.
  *
- * Evicted blocks that were only ever used by synchronous point lookups are
- * recycled as read buffers (allocating buffers costs as much as the read).
- * Blocks handed to iterators are marked pinned and never recycled, since an
- * iterator may still hold them after eviction.
+ * A block is charged what its buffer holds (`buffer.byteLength`), so the cache
+ * uses what its budget says. Evicted blocks that were only ever used by
+ * synchronous point lookups are recycled as read buffers (allocating buffers
+ * costs as much as the read). Blocks handed to iterators are marked pinned and
+ * never recycled, since an iterator may still hold them after eviction.
  * @module
  */
 
-/** Capacity of recyclable block buffers. */
-export const POOL_BUFFER = 8192;
 const POOL_MAX = 64;
 
 /** Byte-bounded LRU block cache. */
@@ -24,7 +23,12 @@ export class BlockCache {
   /** Lookup misses. */
   misses = 0;
 
-  constructor(readonly capacity: number) {}
+  /**
+   * @param capacity budget in bytes
+   * @param bufferBytes size of the recycled read buffers: blocks up to this size
+   *   (with their trailer) are read into one (default: a 4 KiB block plus one entry)
+   */
+  constructor(readonly capacity: number, readonly bufferBytes = 4096 + 512) {}
 
   /** Cache key of a block. */
   static key(fileNumber: number, offset: number): number {
@@ -46,19 +50,19 @@ export class BlockCache {
 
   /** Inserts a block, evicting least recently used blocks beyond capacity. */
   set(key: number, block: Uint8Array): void {
-    if (block.length > this.capacity) return;
+    if (block.buffer.byteLength > this.capacity) return;
     const old = this.map.get(key);
     if (old !== undefined) {
-      this.bytes -= old.length;
+      this.bytes -= old.buffer.byteLength;
       this.map.delete(key);
       this.pinned.delete(old);
     }
     this.map.set(key, block);
-    this.bytes += block.length;
+    this.bytes += block.buffer.byteLength;
     if (this.bytes > this.capacity) {
       for (const [k, v] of this.map) {
         this.map.delete(k);
-        this.bytes -= v.length;
+        this.bytes -= v.buffer.byteLength;
         this.retire(v);
         if (this.bytes <= this.capacity) break;
       }
@@ -73,10 +77,10 @@ export class BlockCache {
   private retire(v: Uint8Array): void {
     if (this.pinned.delete(v)) return;
     const ab = v.buffer as ArrayBuffer;
-    if (ab.byteLength === POOL_BUFFER && this.pool.length < POOL_MAX) this.pool.push(ab);
+    if (ab.byteLength === this.bufferBytes && this.pool.length < POOL_MAX) this.pool.push(ab);
   }
 
-  /** A recycled buffer of {@linkcode POOL_BUFFER} bytes, if any. */
+  /** A recycled buffer of {@linkcode BlockCache.bufferBytes} bytes, if any. */
   takeBuffer(): ArrayBuffer | undefined {
     return this.pool.pop();
   }
@@ -88,7 +92,7 @@ export class BlockCache {
     for (const [k, v] of this.map) {
       if (k >= lo && k < hi) {
         this.map.delete(k);
-        this.bytes -= v.length;
+        this.bytes -= v.buffer.byteLength;
         this.retire(v);
       }
     }

@@ -19,3 +19,18 @@ Deno.test("block cache evicts least recently used blocks beyond its byte capacit
   c.set(BlockCache.key(4, 0), new Uint8Array(1000));
   assert.equal(c.get(BlockCache.key(4, 0)), undefined, "blocks above capacity are not cached");
 });
+
+Deno.test("block cache charges a block the whole buffer it lives in and recycles pool buffers", () => {
+  const c = new BlockCache(4000, 1000);
+  // A 100-byte block read into a 1000-byte pool buffer costs 1000 bytes of memory.
+  c.set(BlockCache.key(1, 0), new Uint8Array(new ArrayBuffer(1000), 0, 100));
+  assert.equal(c.size, 1000);
+  c.set(BlockCache.key(1, 1), new Uint8Array(new ArrayBuffer(1000), 0, 100));
+  c.set(BlockCache.key(1, 2), new Uint8Array(new ArrayBuffer(1000), 0, 100));
+  c.set(BlockCache.key(1, 3), new Uint8Array(new ArrayBuffer(1000), 0, 100));
+  assert.equal(c.size, 4000);
+  c.set(BlockCache.key(1, 4), new Uint8Array(new ArrayBuffer(1000), 0, 100));
+  assert.equal(c.size, 4000, "one block evicted to stay within the budget");
+  assert.equal(c.takeBuffer()?.byteLength, 1000, "the evicted block's buffer is reused");
+  assert.equal(c.takeBuffer(), undefined);
+});

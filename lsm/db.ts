@@ -42,7 +42,7 @@ import { LevelIterator } from "./level_iterator.ts";
 import { DirLock } from "./lock.ts";
 import { readLog } from "./log_reader.ts";
 import { LogWriter } from "./log_writer.ts";
-import { Memtable } from "./memtable.ts";
+import { Memtable, type MemtableBuffers } from "./memtable.ts";
 import { type LsmOptions, type ResolvedOptions, resolveOptions } from "./options.ts";
 import { TableReader, TOMBSTONE } from "./sstable_reader.ts";
 import { TableWriter } from "./sstable_writer.ts";
@@ -340,8 +340,9 @@ export class LsmDb {
     private readonly env: Env,
     private readonly onFailure: ((e: LsmError) => void) | undefined,
   ) {
-    this.cache = new BlockCache(opts.blockCacheBytes);
-    this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
+    // Read buffers fit a block of blockBytes plus a typical entry (blocks are cut past blockBytes).
+    this.cache = new BlockCache(opts.blockCacheBytes, (opts.blockBytes + 512 + 63) & ~63);
+    this.mem = this.newMemtable();
     this.lastSeq = vs.lastSequence;
     this.channel.port1.onmessage = () => {
       this.lastTurn = performance.now();
@@ -514,6 +515,23 @@ export class LsmDb {
     for (const level of vs.current.levels) for (const f of level) this.table(f);
     this.removeObsoleteFiles();
   }
+
+  /**
+   * A new active memtable: on shared arrays when a Worker flushes it (read there
+   * in place), reusing the arrays of the last flushed memtable when there are some.
+   */
+  private newMemtable(): Memtable {
+    const m = new Memtable(
+      64 * 1024,
+      this.opts.memtableBytes,
+      this.opts.backgroundWorker,
+      this.spareMem,
+    );
+    this.spareMem = undefined;
+    return m;
+  }
+  /** Arrays of a flushed memtable that no reader holds, for the next memtable. */
+  private spareMem: MemtableBuffers | undefined;
 
   /** Starts WAL file number `n` for new writes. */
   private openWal(n: number): void {
@@ -818,7 +836,7 @@ export class LsmDb {
     if (!old) {
       const walNumber = this.mem.walNumber;
       this.imms.push(this.mem);
-      this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
+      this.mem = this.newMemtable();
       this.mem.walNumber = walNumber;
       this.scheduleBackground();
       return;
@@ -846,7 +864,7 @@ export class LsmDb {
     }
     const oldMem = this.mem;
     this.imms.push(oldMem);
-    this.mem = new Memtable(64 * 1024, this.opts.memtableBytes);
+    this.mem = this.newMemtable();
     this.mem.walNumber = n;
     old.closeWhenIdle().catch(() => {});
     this.scheduleBackground();
@@ -982,7 +1000,7 @@ export class LsmDb {
     return new MergingIterator(ch);
   }
 
-  /** The generator behind scan(): one pinned version and sequence. */
+  /** The generator behind scan(): one pinned version and sequence (and its memtables). */
   private scanGen(
     seq: number,
     lower: Uint8Array | undefined,
@@ -1000,11 +1018,18 @@ export class LsmDb {
     }
     if (empty) return new ScanCursor(undefined, () => undefined, () => {});
     const v = this.pinVersion();
+    // The memtables stay readable while the scan runs: their arrays are not reused before.
+    const mems = [this.mem, ...this.imms];
+    for (const m of mems) m.readers++;
+    const release = () => {
+      for (const m of mems) m.readers--;
+      this.unpinVersion(v);
+    };
     let it: MergingIterator;
     try {
       it = this.buildIterator(v);
     } catch (e) {
-      this.unpinVersion(v);
+      release();
       throw e;
     }
     let count = 0;
@@ -1088,7 +1113,7 @@ export class LsmDb {
         if (r !== undefined) count++;
         return r;
       },
-      () => this.unpinVersion(v),
+      release,
       (x) => this.settle(x),
     );
   }
@@ -1235,15 +1260,15 @@ export class LsmDb {
     if (m.entries > 0) {
       const number = this.vs.newFileNumber();
       if (this.opts.backgroundWorker) {
-        const mem = m.exportState();
+        // Shared arrays: the worker reads the frozen memtable in place.
         const out = await this.flushWorker.request({
           type: "flush",
           dir: this.dir,
           path: tablePath(this.dir, number),
           number,
           opts: this.opts,
-          mem,
-        }, [mem.arena.buffer as ArrayBuffer, mem.nodes.buffer as ArrayBuffer]);
+          mem: m.exportState(),
+        });
         if (this.closed) throw new ClosedError();
         edit.newFiles = [[0, out.files[0]]];
       }
@@ -1282,6 +1307,7 @@ export class LsmDb {
     const obsoleteWals = this.vs.wals.filter((n) => n < nextLog);
     this.vs.logAndApply(edit);
     this.imms.shift();
+    if (m.readers === 0 && !this.closed) this.spareMem = m.releaseBuffers();
     this.counters.flushes++;
     for (const n of obsoleteWals) {
       try {

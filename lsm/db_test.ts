@@ -184,6 +184,43 @@ Deno.test("snapshots and scans see a consistent state while writes continue", as
   });
 });
 
+Deno.test("a scan over memtables stays correct while later flushes reuse memtable arrays", async () => {
+  for (const backgroundWorker of [true, false]) {
+    await withTempDir(async (dir) => {
+      const db = await LsmDb.open(dir, { ...small, backgroundWorker });
+      // Everything the scan reads is in the active memtable when it starts.
+      for (let i = 0; i < 100; i++) await db.put(`k${String(i).padStart(3, "0")}`, `old${i}`);
+      assert.equal(db.stats().flushes, 0);
+      const scan = db.scan();
+      const first = await scan.next();
+      assert.equal(s(first.value![1]), "old0");
+      // Many flushes: each flushed memtable's arrays go to the next memtable.
+      for (let round = 0; round < 20; round++) {
+        const batch = [];
+        for (let i = 0; i < 100; i++) {
+          batch.push({
+            type: "put" as const,
+            key: `k${String(i).padStart(3, "0")}`,
+            value: `r${round}-${i}-${"x".repeat(40)}`,
+          });
+        }
+        await db.write(batch);
+        await db.flush();
+      }
+      assert.ok(db.stats().flushes >= 20);
+      let n = 1;
+      for await (const [k, v] of scan) {
+        assert.equal(s(k), `k${String(n).padStart(3, "0")}`);
+        assert.equal(s(v), `old${n}`);
+        n++;
+      }
+      assert.equal(n, 100);
+      assert.equal(s(await db.get("k050")), `r19-50-${"x".repeat(40)}`);
+      await db.close();
+    });
+  }
+});
+
 Deno.test("data survives close and reopen, including after flush and compaction", async () => {
   await withTempDir(async (dir) => {
     let db = await LsmDb.open(dir, small);
@@ -295,6 +332,30 @@ Deno.test("a scan stays correct while point lookups churn a tiny block cache", a
     }
     assert.equal(n, 3000);
     assert.ok(db.stats().cacheMisses > 1000);
+    await db.close();
+  });
+});
+
+Deno.test("a scan reads uncached blocks without filling the block cache", async () => {
+  await withTempDir(async (dir) => {
+    const db = await LsmDb.open(dir, small);
+    const batch = [];
+    for (let i = 0; i < 2000; i++) {
+      batch.push({ type: "put" as const, key: `k${String(i).padStart(5, "0")}`, value: `v${i}` });
+    }
+    await db.write(batch);
+    await db.compact();
+    assert.equal(db.stats().cacheBytes, 0);
+    const got = await collect(db.scan());
+    assert.equal(got.length, 2000);
+    assert.equal(got[1234], "k01234=v1234");
+    const rev = await collect(db.scan({ reverse: true, lt: "k01000", limit: 600 }));
+    assert.equal(rev.length, 600);
+    assert.equal(rev[0], "k00999=v999");
+    assert.equal(rev[599], "k00400=v400");
+    assert.equal(db.stats().cacheBytes, 0, "the scans left the cache to point lookups");
+    assert.equal(s(await db.get("k01999")), "v1999");
+    assert.ok(db.stats().cacheBytes > 0);
     await db.close();
   });
 });

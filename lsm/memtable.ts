@@ -7,6 +7,11 @@
  * a node visit touches one cache line and most comparisons never read the
  * arena. Inserts allocate no per-entry objects. Readers may iterate while a
  * writer inserts (single thread): a node is fully linked before it is visible.
+ *
+ * The arrays can live on SharedArrayBuffers (`shared`), so a flush Worker reads
+ * a frozen memtable in place (no copy), and a flushed memtable's arrays can be
+ * handed to the next one ({@linkcode Memtable.releaseBuffers}): in steady
+ * state writes allocate no memtable memory at all.
  * @module
  */
 import { KIND_PUT, MAX_SEQ } from "./internal_key.ts";
@@ -31,10 +36,17 @@ const LINKS = 11;
 const INLINE = 16;
 const HEAD = 0;
 
-/** Transferable snapshot of a memtable's arrays. */
+/**
+ * The arrays of a memtable, sent to a flush Worker (structured clone: shared
+ * arrays are shared, others copied) and rebuilt there by {@linkcode Memtable.fromState}.
+ */
 export interface MemtableState {
   arena: Uint8Array;
+  /** Bytes of `arena` in use. */
+  arenaLen: number;
   nodes: Int32Array;
+  /** Slots of `nodes` in use. */
+  nodesLen: number;
   height: number;
   entries: number;
   maxSeq: number;
@@ -47,6 +59,22 @@ function prefixOf(key: Uint8Array, off: number, len: number): number {
   const b2 = len > 2 ? key[off + 2] : 0;
   const b3 = len > 3 ? key[off + 3] : 0;
   return ((b0 << 24) | (b1 << 16) | (b2 << 8) | b3) ^ 0x80000000;
+}
+
+/** Arrays of a retired memtable, reusable by the next one. */
+export interface MemtableBuffers {
+  arena: Uint8Array;
+  nodes: Int32Array;
+  filter: Int32Array | undefined;
+  shared: boolean;
+}
+
+function newBytes(n: number, shared: boolean): Uint8Array {
+  return new Uint8Array(shared ? new SharedArrayBuffer(n) : new ArrayBuffer(n));
+}
+
+function newInts(n: number, shared: boolean): Int32Array {
+  return new Int32Array(shared ? new SharedArrayBuffer(n * 4) : new ArrayBuffer(n * 4));
 }
 
 /** In-memory sorted write buffer. */
@@ -69,21 +97,40 @@ export class Memtable {
   private filter: Int32Array | undefined;
   private filterMask = 0;
 
+  /** Arrays on SharedArrayBuffers (readable by a Worker in place). */
+  readonly shared: boolean;
+  /** Open iterators of callers that may outlive a flush (scans); see {@linkcode Memtable.releaseBuffers}. */
+  readers = 0;
+
   /**
    * @param initialArena initial arena capacity in bytes
    * @param capacityBytes expected size when full; sizes the key filter (about
    *   1/16 of it, at least 256 bytes); 0 disables the filter
+   * @param shared allocate the arrays on SharedArrayBuffers
+   * @param reuse arrays of a retired memtable (from {@linkcode Memtable.releaseBuffers})
+   *   used instead of new ones when they match
    */
-  constructor(initialArena = 64 * 1024, capacityBytes = 8 << 20) {
+  constructor(
+    initialArena = 64 * 1024,
+    capacityBytes = 8 << 20,
+    shared = false,
+    reuse?: MemtableBuffers,
+  ) {
+    this.shared = shared;
+    if (reuse !== undefined && reuse.shared !== shared) reuse = undefined;
     if (capacityBytes > 0) {
       let bits = 2048;
       while (bits * 2 <= capacityBytes / 2) bits *= 2;
-      this.filter = new Int32Array(bits >>> 5);
+      if (reuse?.filter !== undefined && reuse.filter.length === bits >>> 5) {
+        this.filter = reuse.filter;
+        this.filter.fill(0);
+      } else this.filter = newInts(bits >>> 5, shared);
       this.filterMask = bits - 1;
     }
-    this.arena = new Uint8Array(initialArena);
-    this.nodes = new Int32Array(Math.max(1024, initialArena >>> 3));
+    this.arena = reuse?.arena ?? newBytes(initialArena, shared);
+    this.nodes = reuse?.nodes ?? newInts(Math.max(1024, initialArena >>> 3), shared);
     const hs = this.nodes;
+    hs.fill(0, 0, LINKS);
     hs[KIND_H] = MAX_HEIGHT << 8;
     hs[SEQ_HI] = 0x7fffffff;
     hs.fill(NIL, LINKS, LINKS + MAX_HEIGHT);
@@ -113,7 +160,7 @@ export class Memtable {
     if (this.arenaLen + n > this.arena.length) {
       let cap = this.arena.length * 2;
       while (cap < this.arenaLen + n) cap *= 2;
-      const a = new Uint8Array(cap);
+      const a = newBytes(cap, this.shared);
       a.set(this.arena.subarray(0, this.arenaLen));
       this.arena = a;
     }
@@ -215,7 +262,7 @@ export class Memtable {
     }
     const need = this.nodesLen + LINKS + h;
     if (need > this.nodes.length) {
-      const nn = new Int32Array(Math.max(need, this.nodes.length * 2));
+      const nn = newInts(Math.max(need, this.nodes.length * 2), this.shared);
       nn.set(this.nodes.subarray(0, this.nodesLen));
       this.nodes = nn;
     }
@@ -304,11 +351,17 @@ export class Memtable {
     return copyOut(this.arena, this.nodes[x + V_OFF], this.nodes[x + V_LEN]);
   }
 
-  /** Copies of the arrays holding this memtable (for a flush in a Worker). */
+  /**
+   * The arrays holding this memtable, for a flush in a Worker: shared arrays
+   * are read there in place, others are copied by the message. The memtable
+   * must not change until the flush is done.
+   */
   exportState(): MemtableState {
     return {
-      arena: this.arena.slice(0, this.arenaLen),
-      nodes: this.nodes.slice(0, this.nodesLen),
+      arena: this.arena,
+      arenaLen: this.arenaLen,
+      nodes: this.nodes,
+      nodesLen: this.nodesLen,
       height: this.height,
       entries: this.entries,
       maxSeq: this.maxSeq,
@@ -316,13 +369,29 @@ export class Memtable {
     };
   }
 
+  /**
+   * Hands this memtable's arrays over to a new memtable; this one must never
+   * be read again (no reader, iterator or Worker may still use it).
+   */
+  releaseBuffers(): MemtableBuffers {
+    const b = { arena: this.arena, nodes: this.nodes, filter: this.filter, shared: this.shared };
+    this.arena = new Uint8Array(0);
+    this.nodes = new Int32Array(LINKS + MAX_HEIGHT);
+    this.nodes.fill(NIL, LINKS, LINKS + MAX_HEIGHT);
+    this.nodesLen = LINKS + MAX_HEIGHT;
+    this.arenaLen = 0;
+    this.entries = 0;
+    this.filter = undefined;
+    return b;
+  }
+
   /** Rebuilds a read-only memtable from {@linkcode Memtable.exportState} output. */
   static fromState(st: MemtableState): Memtable {
     const m = new Memtable(16, 0);
     m.arena = st.arena;
-    m.arenaLen = st.arena.length;
+    m.arenaLen = st.arenaLen;
     m.nodes = st.nodes;
-    m.nodesLen = st.nodes.length;
+    m.nodesLen = st.nodesLen;
     m.height = st.height;
     m.entries = st.entries;
     m.maxSeq = st.maxSeq;

@@ -7,7 +7,7 @@
 import { compareBytes, getVarint, varintOut } from "./bytes.ts";
 import { BlockIterator } from "./block_reader.ts";
 import { bloomHash, bloomMayContain } from "./bloom.ts";
-import { type BlockCache, POOL_BUFFER } from "./cache.ts";
+import type { BlockCache } from "./cache.ts";
 import { denoEnv, type Env, type EnvFile } from "./env.ts";
 import { CorruptionError } from "./errors.ts";
 import { compareInternalTo, KIND_PUT } from "./internal_key.ts";
@@ -108,7 +108,7 @@ export class TableReader {
   }
 
   /** Returns data block `i` (cached). */
-  block(i: number, pin = false): Uint8Array {
+  block(i: number): Uint8Array {
     const off = this.blockOffs[i];
     const c = this.cache;
     if (c !== undefined) {
@@ -118,13 +118,12 @@ export class TableReader {
         // Every read from disk is checksummed (also re-reads after eviction).
         const size = this.blockSizes[i];
         let into: Uint8Array | undefined;
-        if (size + BLOCK_TRAILER <= POOL_BUFFER) {
-          into = new Uint8Array(c.takeBuffer() ?? new ArrayBuffer(POOL_BUFFER));
+        if (size + BLOCK_TRAILER <= c.bufferBytes) {
+          into = new Uint8Array(c.takeBuffer() ?? new ArrayBuffer(c.bufferBytes));
         }
         b = readBlockAt(this.file, this.path, off, size, into);
         c.set(key, b);
       }
-      if (pin) c.pin(b);
       return b;
     }
     // Uncached readers (compaction inputs) have one iterator each: reuse a buffer.
@@ -134,6 +133,27 @@ export class TableReader {
   }
   private scratch = new Uint8Array(0);
   private getIter: BlockIterator | undefined;
+
+  /**
+   * Data block `i` for an iterator: the cached block (pinned: the iterator may
+   * hold it past its eviction) or else read into `buf` (grown when too small;
+   * returned as `[block, buffer]`) without filling the cache, so a scan
+   * neither evicts the point lookups' blocks nor allocates a buffer per block.
+   */
+  iteratorBlock(i: number, buf: Uint8Array): [Uint8Array, Uint8Array] {
+    const off = this.blockOffs[i];
+    const c = this.cache;
+    if (c !== undefined) {
+      const b = c.get(this.number * 4294967296 + off);
+      if (b !== undefined) {
+        c.pin(b);
+        return [b, buf];
+      }
+    }
+    const need = this.blockSizes[i] + BLOCK_TRAILER;
+    if (buf.length < need) buf = new Uint8Array(Math.max(need, 8192));
+    return [readBlockAt(this.file, this.path, off, this.blockSizes[i], buf), buf];
+  }
 
   /** Offset of data block `i`. */
   blockOffset(i: number): number {
@@ -226,9 +246,24 @@ export class TableIterator extends TwoLevelIterator<BlockIterator> {
   protected childCount(): number {
     return this.t.blockCount;
   }
-  /** An iterator over data block `i` (read through the cache). */
+  /** This iterator's block buffer and the block it holds (-1: none). */
+  private buf: Uint8Array = new Uint8Array(0);
+  private bufBlock = -1;
+  private bufData: Uint8Array | undefined;
+  /** An iterator over data block `i` (from the cache, else read into this iterator's buffer). */
   protected openChild(i: number): BlockIterator {
-    return new BlockIterator(this.t.block(i, true), this.t.path, this.t.blockOffset(i));
+    let data: Uint8Array;
+    if (i === this.bufBlock) data = this.bufData!; // reverse scans re-open the same block
+    else {
+      const [b, buf] = this.t.iteratorBlock(i, this.buf);
+      data = b;
+      if (b.buffer === buf.buffer) {
+        this.buf = buf;
+        this.bufBlock = i;
+        this.bufData = b;
+      }
+    }
+    return new BlockIterator(data, this.t.path, this.t.blockOffset(i));
   }
   /** The first block that may hold (key, seq). */
   protected findChild(key: Uint8Array, seq: number): number {
