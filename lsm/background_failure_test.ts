@@ -29,8 +29,8 @@ Deno.test("a compaction worker that crashes mid-merge fails the database, typed 
     const key = (i: number) => `k${String(i).padStart(6, "0")}`;
     try {
       // The worker dies when the first merge asks for its third output: two are on disk then.
-      (db as unknown as { compactWorker: { crashAfterOutputs(n: number): void } })
-        .compactWorker.crashAfterOutputs(2);
+      (db as unknown as { worker: { crashAfterOutputs(n: number): void } })
+        .worker.crashAfterOutputs(2);
       for (let round = 0; round < 4 && failures.length === 0; round++) {
         const ops = [];
         for (let i = 0; i < 300; i++) ops.push({ type: "put" as const, key: key(i), value });

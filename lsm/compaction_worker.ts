@@ -1,6 +1,7 @@
 /**
- * Worker entry that runs compaction merges off the main thread. The main
- * thread sends a {@linkcode MergeRequest}; the worker opens the input tables
+ * Worker entry that runs memtable flushes and compaction merges off the main
+ * thread (one worker does both: a merge yields to a waiting flush every few ms).
+ * The main thread sends a {@linkcode MergeRequest}; the worker opens the input tables
  * itself, asks the main thread for output file numbers, writes and fsyncs the
  * outputs and replies with their metadata. It never touches the manifest.
  * @module
@@ -134,6 +135,31 @@ function yieldIo(sig: Int32Array): void {
 
 const allocWaiters: Array<(n: number) => void> = [];
 
+/** Last time a merge let the worker's message queue run. */
+let lastTurn = 0;
+const turns = new MessageChannel();
+let turnWaiters: Array<() => void> = [];
+turns.port1.onmessage = () => {
+  const w = turnWaiters;
+  turnWaiters = [];
+  for (const r of w) r();
+};
+
+/**
+ * A merge runs in chunks; every few ms it lets one event-loop turn through,
+ * so a flush request (the same worker does both) is served within a chunk
+ * instead of after the whole merge.
+ */
+function yieldToMessages(): Promise<void> {
+  const now = performance.now();
+  if (now - lastTurn < 4) return Promise.resolve();
+  lastTurn = now;
+  return new Promise<void>((r) => {
+    turnWaiters.push(r);
+    if (turnWaiters.length === 1) turns.port2.postMessage(0);
+  });
+}
+
 /**
  * Fault injection for tests ({@link WorkerClient.crashAfterOutputs}): when a merge asks for
  * output number `crashAfterOutputs + 1`, the worker throws an uncaught error (the thread dies
@@ -182,7 +208,7 @@ async function merge(req: MergeRequest): Promise<void> {
       },
       yield: () => {
         if (req.ioSignal && Atomics.load(req.ioSignal, 1) === 1) throw new ClosedError("database");
-        return Promise.resolve();
+        return yieldToMessages();
       },
       beforeIo: req.ioSignal ? () => yieldIo(req.ioSignal!) : undefined,
     });

@@ -290,10 +290,13 @@ export class LsmDb {
   private closing = false;
   private flushRunning: Promise<void> | undefined;
   private compactRunning: Promise<void> | undefined;
-  private readonly compactWorker = new WorkerClient(() => this.newMergeOutput());
+  /**
+   * The one background Worker: flushes and merges (a merge yields to a flush
+   * every few ms). One isolate instead of two: each costs ~50 MiB of resident memory.
+   */
+  private readonly worker = new WorkerClient(() => this.newMergeOutput());
   /** File numbers handed to the running merge for its outputs (removed if it fails). */
   private mergeOutputs: number[] = [];
-  private readonly flushWorker = new WorkerClient(() => this.vs.newFileNumber());
   private bgError: unknown;
   private bgWaiters: Array<() => void> = [];
   private writeQueue: Promise<void> | undefined;
@@ -1261,7 +1264,7 @@ export class LsmDb {
       const number = this.vs.newFileNumber();
       if (this.opts.backgroundWorker) {
         // Shared arrays: the worker reads the frozen memtable in place.
-        const out = await this.flushWorker.request({
+        const out = await this.worker.request({
           type: "flush",
           dir: this.dir,
           path: tablePath(this.dir, number),
@@ -1435,7 +1438,7 @@ export class LsmDb {
     const fileNumbers: number[] = [];
     const n = Math.ceil((bytes * 1.1) / this.opts.targetFileBytes) + 2;
     for (let i = 0; i < n; i++) fileNumbers.push(this.newMergeOutput());
-    return this.compactWorker.request({
+    return this.worker.request({
       fileNumbers,
       type: "merge",
       dir: this.dir,
@@ -1447,10 +1450,9 @@ export class LsmDb {
     });
   }
 
-  /** Stops the background workers. */
+  /** Stops the background worker. */
   private terminateWorkers(): void {
-    this.compactWorker.terminate();
-    this.flushWorker.terminate();
+    this.worker.terminate();
   }
 
   /** Deletes obsolete tables that no pinned version still references. */
