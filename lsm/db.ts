@@ -35,7 +35,7 @@ import {
 import { WorkerClient } from "./worker_client.ts";
 import { copyBytes } from "./slab.ts";
 import { manifestPath, parseFileName, syncDir, tablePath, walPath } from "./filenames.ts";
-import { denoEnv, type Env, mkdirDurable } from "./env.ts";
+import { denoEnv, type Env, mkdirDurable, writeFully } from "./env.ts";
 import { compareUserToInternal, KIND_DELETE, KIND_PUT, MAX_SEQ } from "./internal_key.ts";
 import { type InternalIterator, MergingIterator } from "./iterator.ts";
 import { LevelIterator } from "./level_iterator.ts";
@@ -489,11 +489,12 @@ export class LsmDb {
         });
         if (res.tornTail) {
           // The write in progress at a power cut: cut it off, replay nothing after it.
+          // Only zeros after the last record is where a (preallocated) WAL ends, not a torn write.
           const f = this.env.openSync(path, { write: true });
           f.truncateSync(res.validEnd);
           f.syncDataSync();
           f.close();
-          tornAt = path;
+          if (!res.zeroTail) tornAt = path;
         }
       }
     }
@@ -517,6 +518,56 @@ export class LsmDb {
     // Open every live table now so damage is reported at open.
     for (const level of vs.current.levels) for (const f of level) this.table(f);
     this.removeObsoleteFiles();
+    this.prepareNextWal();
+  }
+
+  /**
+   * Creates the WAL for the next memtable ahead of the switch: zero-filled to
+   * `memtableBytes` (in 1 MiB steps between event-loop turns) and fdatasynced
+   * off the main thread. Writes then overwrite allocated blocks, so each
+   * fdatasync of a sync write flushes data only, without the file-size journal
+   * commit an append needs (about half the latency on ext4).
+   */
+  private prepareNextWal(): void {
+    if (!this.opts.wal || this.nextWal || this.closing || this.closed) return;
+    if (this.walError !== undefined) return;
+    const number = this.vs.newFileNumber();
+    const prep = { number, ready: false, cancelled: false, done: Promise.resolve() };
+    this.nextWal = prep;
+    const path = walPath(this.dir, number);
+    const size = this.opts.memtableBytes;
+    const run = async () => {
+      const f = this.env.openSync(path, { write: true, create: true, truncate: true });
+      try {
+        const zeros = new Uint8Array(Math.min(size, 1 << 20));
+        for (let done = 0; done < size; done += zeros.length) {
+          writeFully(f, zeros.subarray(0, Math.min(zeros.length, size - done)));
+          await this.yieldNow();
+          if (prep.cancelled || this.closed || this.closing) throw new ClosedError();
+        }
+        await f.syncData();
+      } finally {
+        f.close();
+      }
+      if (prep.cancelled || this.closed) throw new ClosedError();
+      prep.ready = true;
+    };
+    prep.done = run().catch(() => {
+      // Not used (cancelled, closed, or an I/O error: the switch then creates a WAL as before).
+      if (this.nextWal === prep) this.nextWal = undefined;
+      this.discardPreparedWal(number);
+    });
+  }
+  /** The WAL being prepared for the next memtable switch, if any. */
+  private nextWal:
+    | { number: number; ready: boolean; cancelled: boolean; done: Promise<void> }
+    | undefined;
+
+  /** Removes a prepared WAL that will not be used (named by no manifest: safe at any time). */
+  private discardPreparedWal(number: number): void {
+    try {
+      this.env.removeSync(walPath(this.dir, number));
+    } catch { /* never created, or already gone */ }
   }
 
   /**
@@ -854,8 +905,19 @@ export class LsmDb {
     for (const w of waiters) w.resolve();
     let n: number;
     try {
-      n = this.vs.newFileNumber();
-      this.openWal(n);
+      const prep = this.nextWal;
+      this.nextWal = undefined;
+      if (prep?.ready) {
+        // Preallocated and durable: written from offset 0 over its zeros.
+        n = prep.number;
+        const path = walPath(this.dir, n);
+        this.wal = new LogWriter(this.env.openSync(path, { write: true }), path);
+      } else {
+        // Not ready: dropped, since WAL numbers must grow with every switch.
+        if (prep) prep.cancelled = true;
+        n = this.vs.newFileNumber();
+        this.openWal(n);
+      }
       syncDir(this.dir, this.env);
       this.vs.logAndApply({ addWals: [n] });
     } catch (e) {
@@ -870,6 +932,7 @@ export class LsmDb {
     this.mem = this.newMemtable();
     this.mem.walNumber = n;
     old.closeWhenIdle().catch(() => {});
+    this.prepareNextWal();
     this.scheduleBackground();
   }
 
@@ -1589,6 +1652,11 @@ export class LsmDb {
     try {
       if (this.writeQueue) await this.writeQueue;
       if (this.syncInFlight) await this.syncInFlight;
+      const prep = this.nextWal;
+      if (prep) {
+        prep.cancelled = true;
+        await prep.done;
+      }
       Atomics.store(this.ioSignal, 1, 1);
       while (this.flushRunning || this.compactRunning) {
         await (this.flushRunning ?? this.compactRunning);
@@ -1610,6 +1678,12 @@ export class LsmDb {
         } catch { /* best effort */ }
       }
       this.vs.close();
+      const prep = this.nextWal;
+      this.nextWal = undefined;
+      if (prep) {
+        prep.cancelled = true;
+        if (prep.ready) this.discardPreparedWal(prep.number);
+      }
       for (const t of this.tables.values()) t.close();
       this.tables.clear();
       this.channel.port1.close();

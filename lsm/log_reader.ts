@@ -24,6 +24,11 @@ export interface LogReadResult {
   validEnd: number;
   /** True when bytes after `validEnd` were a torn tail. */
   tornTail: boolean;
+  /**
+   * True when every byte after `validEnd` is zero (set only with `tornTail`): the log ends
+   * there as if the file were that long (a preallocated WAL's unused space; no partial record).
+   */
+  zeroTail?: boolean;
 }
 
 function allZero(data: Uint8Array, from: number): boolean {
@@ -58,7 +63,10 @@ export function readLog(
   let recStart = -1;
   let parts: Uint8Array[] = [];
   const n = data.length;
-  const torn = (): LogReadResult => ({ validEnd: recStart >= 0 ? recStart : pos, tornTail: true });
+  const torn = (): LogReadResult => {
+    const validEnd = recStart >= 0 ? recStart : pos;
+    return { validEnd, tornTail: true, zeroTail: allZero(data, validEnd) };
+  };
   while (pos < n) {
     const inBlock = LOG_BLOCK - (pos % LOG_BLOCK);
     if (inBlock < LOG_HEADER) {

@@ -157,3 +157,24 @@ Deno.test("log: a damaged header is corruption anywhere except a zeroed tail", a
     assert.equal(got.out.length, 4);
   });
 });
+
+Deno.test("zeros after the last record end the log (a preallocated WAL), a partial record does not", async () => {
+  await withTempDir(async (dir) => {
+    const recs = [new Uint8Array(100).fill(1), new Uint8Array(3 * LOG_BLOCK).fill(2)];
+    const data = await writeLog(dir, recs);
+    const padded = new Uint8Array(data.length + 5 * LOG_BLOCK + 123);
+    padded.set(data);
+    const r = readAll(padded);
+    assert.equal(r.out.length, 2);
+    assert.equal(r.validEnd, data.length);
+    assert.equal(r.tornTail, true);
+    assert.equal(r.zeroTail, true);
+    // The second record cut after its first fragment, then zeros: a torn write, not an end.
+    const cut = new Uint8Array(padded.length);
+    cut.set(data.subarray(0, LOG_BLOCK + 50));
+    const t = readAll(cut);
+    assert.equal(t.out.length, 1);
+    assert.equal(t.tornTail, true);
+    assert.equal(t.zeroTail, false);
+  });
+});
