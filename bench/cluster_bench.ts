@@ -43,31 +43,17 @@
  * in the same alternation at --clients, and prints gokv/base ratios: a before/after measurement
  * under the same machine load instead of two runs compared.
  *
- * etcd: `apt-get install -y etcd-server etcd-client`; started with
- * ../shared/anchors/etcd-cluster.sh (skipped with a note when unavailable).
+ * etcd: `apt-get install -y etcd-server etcd-client`; started by bench/etcd_cluster.ts as
+ * ../shared/anchors/etcd-cluster.sh does, on free ports (skipped with a note when unavailable).
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { asUsageError, EXIT_OK, EXIT_USAGE, UsageError } from "../config/cli.ts";
 import { type GokvCluster, hasKvConnect, KV_TOKEN, ROOT, startGokv } from "./gokv_cluster.ts";
-
-/** ../shared/anchors beside the project root (searched upwards, so a git worktree finds it too). */
-function findAnchors(): string {
-  for (let dir = ROOT; dir !== dirname(dir); dir = dirname(dir)) {
-    const candidate = join(dirname(dir), "shared", "anchors");
-    try {
-      if (Deno.statSync(candidate).isDirectory) return candidate;
-    } catch { /* keep looking */ }
-  }
-  return resolve(ROOT, "../shared/anchors");
-}
-const ANCHORS = Deno.env.get("GOKV_ANCHORS") ?? findAnchors();
-const ETCD_SCRIPT = join(ANCHORS, "etcd-cluster.sh");
-const ETCD_DIR = Deno.env.get("ETCD_DIR") ?? "/tmp/anchor-etcd";
-const ETCDLOAD = join(ROOT, "bench", ".tools", "etcdload");
-const ETCD_ENDPOINTS = ["127.0.0.1:23791", "127.0.0.1:23792", "127.0.0.1:23793"];
+import { ANCHORS, etcdAvailable, type EtcdCluster, etcdload, startEtcd } from "./etcd_cluster.ts";
+import { fmtRow, type Result, run, type System } from "./load_run.ts";
 
 const USAGE = `Usage: deno task bench:cluster [flags]
 
@@ -154,145 +140,6 @@ const GOKV_OPS = a["gokv-ops"].split(",").filter((o) => o) as ("cas" | "watch")[
 const GOKV_OPS_C = 64;
 const ROUNDS = Number(a.rounds);
 const TLS_CLIENTS = a["tls-clients"] === "none" ? [] : a["tls-clients"].split(",").map(Number);
-const CLK_TCK = 100; // Linux USER_HZ: /proc/<pid>/stat times are in 1/100 s
-
-interface Result {
-  system: string;
-  op: string;
-  c: number;
-  opsPerSec: number;
-  p50: number;
-  p99: number;
-  errors: number;
-  /** Server CPU (all server processes) per operation over the measured phase, µs. */
-  serverUsPerOp: number;
-  /** The generator's own CPU over the measured phase, % of one core (undefined if unknown). */
-  genCpuPct?: number;
-}
-
-/** A system under test: its server pids and the generator command for one run. */
-interface System {
-  name: string;
-  pids: () => Promise<number[]>;
-  generator: (op: string, c: number) => string[];
-}
-
-/** utime + stime of a process in seconds (0 when it is gone). */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15 of stat(5)
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Runs one generator process while sampling the servers' CPU every 50 ms; the measured phase is
- * the last `n / ops_per_s` seconds before the generator printed its result (the generators
- * preload before measuring gets), so server CPU is taken over that window only.
- */
-async function run(sys: System, op: string, c: number): Promise<Result> {
-  const pids = await sys.pids();
-  const samples: Array<[number, number]> = [];
-  const sample = () =>
-    samples.push([performance.now(), pids.reduce((s, p) => s + cpuSeconds(p), 0)]);
-  sample();
-  const timer = setInterval(sample, 50);
-  const [cmd, ...args] = sys.generator(op, c);
-  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "inherit" }).output();
-  clearInterval(timer);
-  sample();
-  const text = new TextDecoder().decode(out.stdout).trim().split("\n").pop() ?? "";
-  if (!out.success) throw new Error(`${sys.name} generator failed: ${text}`);
-  const r = JSON.parse(text);
-  // Operations measured: N requests, or for watch the events delivered.
-  const ops = r.delivered ?? N;
-  const secs = ops / r.ops_per_s;
-  const tEnd = samples[samples.length - 1][0];
-  const at = (t: number) => { // server CPU seconds at time t, interpolated between samples
-    const i = samples.findIndex(([ts]) => ts >= t);
-    if (i < 0) return samples[samples.length - 1][1];
-    if (i === 0) return samples[0][1];
-    const [t0, c0] = samples[i - 1], [t1, c1] = samples[i];
-    return c0 + (c1 - c0) * ((t - t0) / Math.max(1e-9, t1 - t0));
-  };
-  const cpu = at(tEnd) - at(tEnd - secs * 1000);
-  return {
-    system: sys.name,
-    op,
-    c,
-    opsPerSec: r.ops_per_s,
-    p50: Number(r.p50_ms),
-    p99: Number(r.p99_ms),
-    errors: r.errors,
-    serverUsPerOp: (cpu * 1e6) / ops,
-    genCpuPct: r.gen_cpu_pct,
-  };
-}
-
-async function etcdAvailable(): Promise<boolean> {
-  try {
-    const out = await new Deno.Command("etcd", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return out.success;
-  } catch {
-    return false;
-  }
-}
-
-async function etcdCluster(cmd: "start" | "stop"): Promise<void> {
-  const out = await new Deno.Command("bash", {
-    args: [ETCD_SCRIPT, cmd],
-    stdout: "inherit",
-    stderr: "inherit",
-  })
-    .output();
-  if (!out.success) throw new Error(`etcd-cluster.sh ${cmd} failed`);
-}
-
-/** The native etcd generator, built on first use; undefined (with a note) when Go is missing. */
-async function etcdload(): Promise<string | undefined> {
-  try {
-    if (Deno.statSync(ETCDLOAD).isFile) return ETCDLOAD;
-  } catch { /* not built yet */ }
-  console.error(`building the native etcd generator into ${ETCDLOAD} ...`);
-  const out = await new Deno.Command("bash", {
-    args: [join(ANCHORS, "etcdload", "build.sh"), ETCDLOAD],
-    stdout: "null",
-    stderr: "piped",
-  }).output().catch(() => undefined);
-  if (out?.success) return ETCDLOAD;
-  console.error(
-    "etcd skipped: could not build ../shared/anchors/etcdload (needs Debian's golang-go and " +
-      "golang-etcd-server-dev):\n" +
-      new TextDecoder().decode(out?.stderr ?? new Uint8Array()).trim(),
-  );
-  return undefined;
-}
-
-function etcdPids(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const e of Deno.readDirSync(ETCD_DIR)) {
-    if (e.name.endsWith(".pid")) pids.push(Number(Deno.readTextFileSync(join(ETCD_DIR, e.name))));
-  }
-  return Promise.resolve(pids);
-}
-
-function fmtRow(r: Result): string {
-  return `${r.system.padEnd(8)} ${r.op.padEnd(4)} c=${String(r.c).padEnd(4)} ${
-    String(Math.round(r.opsPerSec)).padStart(7)
-  } ops/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms  ` +
-    `server ${r.serverUsPerOp.toFixed(0).padStart(4)} µs/op  generator ${
-      r.genCpuPct === undefined ? "  ?" : String(r.genCpuPct).padStart(3)
-    }% cpu${r.errors ? `  errors ${r.errors}` : ""}`;
-}
-
 /** The load arguments every generator (gokv_load.ts, etcdload, kvload.ts) takes. */
 function loadArgs(endpoints: string[], op: string, c: number): string[] {
   return [
@@ -311,6 +158,7 @@ function loadArgs(endpoints: string[], op: string, c: number): string[] {
   ];
 }
 let etcdSystem: System | undefined;
+let etcd: EtcdCluster | undefined;
 if (!a["no-etcd"]) {
   if (!await etcdAvailable()) {
     console.error("etcd not installed (apt-get install -y etcd-server etcd-client): gokv only");
@@ -322,8 +170,8 @@ if (!a["no-etcd"]) {
     if (base) {
       etcdSystem = {
         name: "etcd",
-        pids: etcdPids,
-        generator: (op, c) => [...base, ...loadArgs(ETCD_ENDPOINTS, op, c)],
+        pids: () => Promise.resolve(etcd!.pids),
+        generator: (op, c) => [...base, ...loadArgs(etcd!.endpoints, op, c)],
       };
     }
   }
@@ -334,7 +182,6 @@ const gokvTls = TLS_CLIENTS.length > 0
   ? await startGokv({ tls: true, storage: a.storage })
   : undefined;
 const base = BASE_ROOT ? await startGokv({ root: BASE_ROOT, storage: a.storage }) : undefined;
-let etcdStarted = false;
 const results: Result[] = [];
 try {
   /** A gokv cluster driven by bench/gokv_load.ts (over TLS with a token when secured). */
@@ -381,17 +228,14 @@ try {
     ? denoKvOf("denokv-base", base, await base.kvUrl())
     : undefined;
 
-  if (etcdSystem) {
-    await etcdCluster("start");
-    etcdStarted = true;
-  }
+  if (etcdSystem) etcd = await startEtcd();
   // gokv-only rows, each next to gokv's puts at the same concurrency in the same round
   // (alternated), so the ratio holds on a loaded machine too.
   for (let round = 0; round < ROUNDS && GOKV_OPS.length > 0; round++) {
     for (const op of GOKV_OPS) {
       const pair = round % 2 === 0 ? ["put", op] : [op, "put"];
       for (const o of pair) {
-        const r = await run(gokvSystem, o, GOKV_OPS_C);
+        const r = await run(gokvSystem, o, GOKV_OPS_C, N);
         results.push({ ...r, op: o === "put" ? `put/${op}` : o });
         console.log(fmtRow(results[results.length - 1]));
       }
@@ -410,7 +254,7 @@ try {
         ].filter((s, i, all) => all.indexOf(s) === i);
         if (round % 2 === 1) order.reverse();
         for (const sys of order) {
-          const r = await run(sys, op, c);
+          const r = await run(sys, op, c, N);
           results.push(r);
           console.log(fmtRow(r));
         }
@@ -421,7 +265,7 @@ try {
   await gokv.stop();
   await gokvTls?.stop();
   await base?.stop();
-  if (etcdStarted) await etcdCluster("stop");
+  await etcd?.stop();
 }
 
 /** The best round (highest throughput) of one system, operation and concurrency. */

@@ -1,7 +1,9 @@
 /**
- * A 3-node gokv cluster of subprocesses on loopback for the benchmarks (bench/cluster_bench.ts,
- * bench/cluster_profile.ts): free ports, a config in a temporary directory, optionally TLS on every
- * port with a cluster secret and a write token, started from this checkout or another one.
+ * A gokv cluster of subprocesses on loopback for the benchmarks (bench/cluster_bench.ts,
+ * bench/cluster_profile.ts, bench/scale_bench.ts): 3 nodes or `nodes`, free ports, a config in a
+ * temporary directory, optionally TLS on every port with a cluster secret and a write token,
+ * started from this checkout or another one; a node can be added at run time (`addNode`: member
+ * add, then `--join`).
  *
  * @module
  */
@@ -9,6 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { issueCert, makeCa } from "../scripts/tls_certs.ts";
 import { hashToken } from "../server/auth.ts";
+import { Client } from "../client/client.ts";
 
 /** The root of this checkout. */
 export const ROOT: string = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -26,11 +29,22 @@ export function hasKvConnect(root: string): boolean {
 }
 
 /** Distinct free ports (all listeners are held open until every port is chosen). */
-function freePorts(n: number): number[] {
+export function freePorts(n: number): number[] {
   const ls = Array.from({ length: n }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
   const ports = ls.map((l) => l.addr.port);
   for (const l of ls) l.close();
   return ports;
+}
+
+/** SIGTERM to every process, waits for their exit, then removes `dir`. */
+export async function stopAll(procs: Deno.ChildProcess[], dir: string): Promise<void> {
+  for (const p of procs) {
+    try {
+      p.kill("SIGTERM");
+    } catch { /* gone */ }
+  }
+  await Promise.all(procs.map((p) => p.status));
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 
 /** What a TLS + token cluster's generator needs. */
@@ -42,9 +56,9 @@ export interface Secured {
 }
 
 /** A CA, node certificates, a cluster secret and a write token in `dir`; the config lines. */
-async function secure(dir: string): Promise<{ yaml: string; sec: Secured }> {
+async function secure(dir: string, ids: number[]): Promise<{ yaml: string; sec: Secured }> {
   const ca = await makeCa(dir);
-  for (const id of [1, 2, 3]) await issueCert(dir, ca, `node-${id}`);
+  for (const id of ids) await issueCert(dir, ca, `node-${id}`);
   const token = crypto.randomUUID();
   await Deno.writeTextFile(
     join(dir, "tokens.yaml"),
@@ -73,6 +87,10 @@ export interface ClusterOptions {
   storage?: string;
   /** Config lines appended to the generated config (e.g. a `limits:` section). */
   extraConfig?: string;
+  /** How many nodes (default 3). */
+  nodes?: number;
+  /** `raft.snapshot_threshold` (the node's default when absent). */
+  snapshotThreshold?: number;
   /** Extra `deno run` flags of node `id` (e.g. `--cpu-prof`), before the script. */
   denoFlags?: (id: number) => string[];
 }
@@ -83,8 +101,16 @@ export interface GokvCluster {
   endpoints: string[];
   /** The HTTP ports, node 1 first. */
   http: string[];
-  /** The server processes' pids, node 1 first. */
+  /** The server processes' pids, node 1 first (a node added by `addNode` at the end). */
   pids: number[];
+  /** The data directory (`<dataDir>/node-<id>` holds a node's files). */
+  dataDir: string;
+  /**
+   * Adds node `id` (the next free one by default): member add at the leader, then the node is
+   * started with `--join` (it catches up from the leader's log or a snapshot). Resolves once the
+   * member add is committed and the process runs; `endpoints`, `http` and `pids` include it.
+   */
+  addNode: (id?: number) => Promise<{ id: number; client: string; http: string; pid: number }>;
   /** The id (1..3) of the node that is leader now (polled). */
   leader: () => Promise<number>;
   /** The leader's KV Connect URL (as the binary client, denokv talks to the leader). */
@@ -99,50 +125,58 @@ export interface GokvCluster {
 export async function startGokv(opts: ClusterOptions = {}): Promise<GokvCluster> {
   const root = opts.root ?? ROOT;
   const dir = await Deno.makeTempDir({ prefix: "gokv-bench-" });
-  const secured = opts.tls ? await secure(dir) : undefined;
-  const ports = freePorts(9);
-  const nodes = [1, 2, 3].map((id, i) => ({
+  const count = opts.nodes ?? 3;
+  const ids = Array.from({ length: count }, (_, i) => i + 1);
+  // Certificates for nodes added later too (addNode: up to 2 more).
+  const secured = opts.tls ? await secure(dir, [...ids, count + 1, count + 2]) : undefined;
+  const addrs = (id: number, ports: number[]) => ({
     id,
-    peer: `127.0.0.1:${ports[3 * i]}`,
-    client: `127.0.0.1:${ports[3 * i + 1]}`,
-    http: `127.0.0.1:${ports[3 * i + 2]}`,
-  }));
-  const config = [
-    `data_dir: ${JSON.stringify(join(dir, "data"))}`,
-    `storage: ${opts.storage ?? "lsm"}`,
-    "transport: tcp",
-    "nodes:",
-    ...nodes.map((n) =>
-      `  - { id: ${n.id}, peer: ${n.peer}, client: ${n.client}, http: ${n.http} }`
-    ),
-    "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 500\n",
-    // KV Connect (the denokv rows; a --baseline only when it has KV Connect: an older one
-    // refuses the config key).
-    hasKvConnect(root) ? `kv_connect:\n  access_token: ${KV_TOKEN}\n` : "",
-    "log:\n  level: warn\n",
-    secured?.yaml ?? "",
-    opts.extraConfig ?? "",
-  ].join("\n");
+    peer: `127.0.0.1:${ports[0]}`,
+    client: `127.0.0.1:${ports[1]}`,
+    http: `127.0.0.1:${ports[2]}`,
+  });
+  const ports = freePorts(3 * count);
+  const nodes = ids.map((id, i) => addrs(id, ports.slice(3 * i, 3 * i + 3)));
+  const dataDir = join(dir, "data");
+  const configText = () =>
+    [
+      `data_dir: ${JSON.stringify(dataDir)}`,
+      `storage: ${opts.storage ?? "lsm"}`,
+      "transport: tcp",
+      "nodes:",
+      ...nodes.map((n) =>
+        `  - { id: ${n.id}, peer: ${n.peer}, client: ${n.client}, http: ${n.http} }`
+      ),
+      "raft:\n  tick_ms: 10\n  heartbeat_ms: 50\n  election_ms: 500",
+      opts.snapshotThreshold ? `  snapshot_threshold: ${opts.snapshotThreshold}\n` : "",
+      // KV Connect (the denokv rows; a --baseline only when it has KV Connect: an older one
+      // refuses the config key).
+      hasKvConnect(root) ? `kv_connect:\n  access_token: ${KV_TOKEN}\n` : "",
+      "log:\n  level: warn\n",
+      secured?.yaml ?? "",
+      opts.extraConfig ?? "",
+    ].join("\n");
   const configPath = join(dir, "config.yaml");
-  await Deno.writeTextFile(configPath, config);
-  const procs = nodes.map((n) =>
+  await Deno.writeTextFile(configPath, configText());
+  const spawn = (id: number, extra: string[] = []) =>
     new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "-A",
-        ...(opts.denoFlags?.(n.id) ?? []),
+        ...(opts.denoFlags?.(id) ?? []),
         join(root, "main.ts"),
         "server",
         "--config",
         configPath,
         "--id",
-        String(n.id),
+        String(id),
+        ...extra,
       ],
       stdin: "null",
       stdout: "null",
       stderr: "inherit",
-    }).spawn()
-  );
+    }).spawn();
+  const procs = nodes.map((n) => spawn(n.id));
   const client = secured
     ? Deno.createHttpClient({ caCerts: [await Deno.readTextFile(secured.sec.ca)] })
     : undefined;
@@ -168,13 +202,7 @@ export async function startGokv(opts: ClusterOptions = {}): Promise<GokvCluster>
   }
   const stop = async () => {
     client?.close();
-    for (const p of procs) {
-      try {
-        p.kill("SIGTERM");
-      } catch { /* gone */ }
-    }
-    await Promise.all(procs.map((p) => p.status));
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await stopAll(procs, dir);
   };
   if (!up) {
     await stop();
@@ -189,13 +217,38 @@ export async function startGokv(opts: ClusterOptions = {}): Promise<GokvCluster>
       await new Promise((r) => setTimeout(r, 100));
     }
   };
-  return {
+  const cluster: GokvCluster = {
     endpoints: nodes.map((n) => n.client),
     http: nodes.map((n) => n.http),
     pids: procs.map((p) => p.pid),
+    dataDir,
     leader,
     kvUrl: async () => `http://${nodes[(await leader()) - 1].http}/kv`,
+    addNode: async (id = Math.max(...nodes.map((n) => n.id)) + 1) => {
+      const n = addrs(id, freePorts(3));
+      nodes.push(n);
+      // The new node finds its own addresses in the config; the running ones never re-read it.
+      await Deno.writeTextFile(configPath, configText());
+      const c = await Client.connect({
+        endpoints: cluster.endpoints,
+        timeoutMs: 60_000,
+        tls: secured && { caCert: await Deno.readTextFile(secured.sec.ca) },
+        token: secured?.sec.token,
+      });
+      try {
+        await c.addMember({ id, peer: n.peer, client: n.client, http: n.http });
+      } finally {
+        await c.close();
+      }
+      const p = spawn(id, ["--join"]);
+      procs.push(p);
+      cluster.endpoints.push(n.client);
+      cluster.http.push(n.http);
+      cluster.pids.push(p.pid);
+      return { id, client: n.client, http: n.http, pid: p.pid };
+    },
     stop,
     sec: secured?.sec,
   };
+  return cluster;
 }
