@@ -14,7 +14,14 @@
  * per second over all watchers (N × W events), p50/p99 the delivery latency (write issued → event
  * received).
  *
- * Usage: deno run -A bench/gokv_load.ts --endpoints 127.0.0.1:8001,... --op put|get|cas|watch --n 20000 --c 64
+ * `--op load`: loads the whole key space, `--batch` keys per atomic commit (at most 1000), C commits
+ * in flight; N is ignored, ops_per_s counts commits (keys/s = ops_per_s × batch) and the output
+ * adds `keys_per_s`. `--no-preload` measures gets on a key space loaded before (bench:scale);
+ * `--spread` visits the key space in a scattered order (request i reads key (i × 2654435761) mod
+ * keys) instead of 0, 1, 2, ... (keys then cover more of a large key space than its first N).
+ *
+ * Usage: deno run -A bench/gokv_load.ts --endpoints 127.0.0.1:8001,... --op put|get|cas|watch|load --n 20000 --c 64
+ *        [--keys 10000] [--vsize 100] [--batch 1000] [--no-preload] [--spread]
  *        [--cacert ca.crt] [--token T]   (a TLS / token cluster: the `gokv-tls` rows of bench:cluster)
  *
  * @module
@@ -36,19 +43,27 @@ const { values: a } = parseArgs({
     cacert: { type: "string" },
     token: { type: "string" },
     watchers: { type: "string", default: "100" },
+    batch: { type: "string", default: "1000" },
+    "no-preload": { type: "boolean", default: false },
+    spread: { type: "boolean", default: false },
   },
 });
 const N = Number(a.n), C = Number(a.c), KEYS = Number(a.keys), CONNS = Number(a.conns);
-if (!["put", "get", "cas", "watch"].includes(a.op!)) {
+if (!["put", "get", "cas", "watch", "load"].includes(a.op!)) {
   console.error(`unknown --op ${a.op}`);
   Deno.exit(2);
 }
 const enc = new TextEncoder();
 const value = enc.encode("v".repeat(Number(a.vsize)));
-const keys = Array.from(
-  { length: KEYS },
-  (_, i) => enc.encode("key" + String(i).padStart(12, "0")),
-);
+const keyOf = (i: number) => enc.encode("key" + String(i).padStart(12, "0"));
+// Encoded once for a small key space, on use for a large one (10M keys would be ~1 GB here).
+const cached = KEYS <= 100_000 ? Array.from({ length: KEYS }, (_, i) => keyOf(i)) : undefined;
+const SPREAD = 2654435761; // Knuth's multiplicative hash constant: (i × SPREAD) mod keys
+/** The key of request `i`. */
+const key = (i: number) => {
+  const k = a.spread ? (i * SPREAD) % KEYS : i % KEYS;
+  return cached ? cached[k] : keyOf(k);
+};
 const endpoints = a.endpoints!.split(",");
 const tls = a.cacert ? { caCert: await Deno.readTextFile(a.cacert) } : undefined;
 const clients = await Promise.all(
@@ -58,16 +73,40 @@ const clients = await Promise.all(
   ),
 );
 
-if (a.op === "get") { // preload the key space, 256 in flight, as etcdload does
+if (a.op === "get" && !a["no-preload"]) { // preload the key space, 256 in flight, as etcdload does
   let next = 0;
   const lim = Math.min(KEYS, N);
   await Promise.all(Array.from({ length: 256 }, async (_, w) => {
     const c = clients[w % CONNS];
-    while (next < lim) await c.put(keys[next++], value);
+    while (next < lim) await c.put(keyOf(next++), value);
   }));
 }
 
 if (a.op === "watch") await watchLoad();
+if (a.op === "load") await load();
+
+/** Loads keys 0..KEYS-1 in atomic commits of --batch keys; prints its line and exits. */
+async function load(): Promise<never> {
+  const batch = Math.min(1000, Number(a.batch));
+  const commits = Math.ceil(KEYS / batch);
+  const report = await closedLoop(commits, C, async (i, w) => {
+    const op = clients[w % CONNS].atomic();
+    for (let k = i * batch; k < Math.min(KEYS, (i + 1) * batch); k++) op.set(keyOf(k), value);
+    return (await op.commit()).ok;
+  });
+  const secs = commits / report.ops_per_s;
+  console.log(JSON.stringify({
+    driver: "gokv-client",
+    op: "load",
+    n: commits,
+    c: C,
+    batch,
+    keys: KEYS,
+    keys_per_s: Math.round(KEYS / secs),
+    ...report,
+  }));
+  Deno.exit(0);
+}
 
 /** The watch fan-out load (see the module documentation); prints its line and exits. */
 async function watchLoad(): Promise<never> {
@@ -163,7 +202,7 @@ if (a.op === "cas") {
 
 const report = await closedLoop(N, C, async (i, w) => {
   const c = clients[w % CONNS];
-  if (a.op === "put") await c.put(keys[i % KEYS], value);
+  if (a.op === "put") await c.put(key(i), value);
   else if (a.op === "cas") {
     const st = casState[w];
     const r = await c.atomic().check(st.key, st.vs).set(st.key, value).commit();
@@ -172,7 +211,7 @@ const report = await closedLoop(N, C, async (i, w) => {
       st.vs = (await c.getEntry(st.key)).versionstamp;
       return false;
     }
-  } else await c.get(keys[i % KEYS]);
+  } else await c.get(key(i));
 });
 for (const c of clients) await c.close();
 console.log(JSON.stringify({
