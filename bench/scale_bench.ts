@@ -410,13 +410,14 @@ async function save(results: ScaleResults): Promise<void> {
       spliceBetween(doc, "<!-- scale:begin -->", "<!-- scale:end -->", markdown(results, rel)),
     );
   }
-  // Committed files stay `deno fmt --check` clean (it aligns the tables).
+  // Committed files stay `deno fmt --check` clean (it aligns the tables, wraps the SVG).
   await new Deno.Command(Deno.execPath(), {
     args: [
       "fmt",
       "--quiet",
       RESULTS,
       join(OUT, "scale.md"),
+      ...Object.keys(charts(results)).map((name) => join(OUT, name)),
       ...(rel.startsWith("..") ? [] : [README]),
     ],
     cwd: ROOT,
