@@ -225,8 +225,8 @@ const MUTATIONS: Mutation[] = [
     what: "a new WAL file at memtable switch gets no directory fsync",
     edits: [{
       file: "lsm/db.ts",
-      find: "      this.openWal(n);\n      syncDir(this.dir, this.env);\n",
-      replace: "      this.openWal(n);\n",
+      find: "      syncDir(this.dir, this.env);\n      this.vs.logAndApply({ addWals: [n] });\n",
+      replace: "      this.vs.logAndApply({ addWals: [n] });\n",
     }],
     tests: LSM_TESTS,
   },
