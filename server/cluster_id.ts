@@ -27,11 +27,13 @@ export class ClusterIdKeeper {
   /** Creates the keeper over the node's service (call {@link start}). */
   constructor(private readonly service: KvService) {}
 
-  /** Starts looking (every {@link KEEPER_INTERVAL_MS} ms, unref'd timers). */
+  /** Starts looking (every {@link KEEPER_INTERVAL_MS} ms, unref'd timers, until the id is set). */
   start(): void {
     if (this.#timer || this.#stopped) return;
     const tick = async () => {
-      if (this.service.clusterId() === undefined && this.service.isLeader()) {
+      // Once set, the id never changes (the first SetClusterId applied wins): stop looking.
+      if (this.service.clusterId() !== undefined) return;
+      if (this.service.isLeader()) {
         // A failure (a leader change, a timeout) is retried at the next tick.
         await this.service.proposeClusterId(crypto.randomUUID()).catch(() => {});
       }
