@@ -71,20 +71,24 @@ export interface WatchPoll {
 }
 
 /**
- * One commit of the history: its changes packed in `buf[start, end)` (one buffer per applied
- * batch, shared by the batch's commits), so that what the history retains is one small object
- * and a share of one buffer per commit, not the state machine's change objects (which would all
- * survive the young generation: scavenges copying and promoting them tripled the GC time of a
- * put workload).
+ * The commits of one applied batch: their changes packed in `buf` (one buffer per batch), and
+ * per commit three numbers in `meta` (its index, the end of its changes in `buf` — a commit
+ * starts where the previous one ends — and what it counts against `watch_history_bytes`). What
+ * the history retains is thus a few objects per applied batch, none per commit or change: objects
+ * kept per commit survive the young generation, and scavenges copying and promoting them cost a
+ * put workload more than the packing does.
  */
-interface Commit {
-  index: number;
+interface Batch {
   buf: Uint8Array;
-  start: number;
-  end: number;
-  /** What the commit counts against `watch_history_bytes`. */
-  bytes: number;
+  meta: Float64Array;
+  /** Commits in the batch. */
+  n: number;
+  /** The first commit not yet dropped. */
+  first: number;
 }
+
+/** Numbers per commit in {@link Batch.meta}: index, end, bytes. */
+const META = 3;
 
 /** Flags of a packed change. */
 const DELETED = 1, EXPIRES = 2;
@@ -103,13 +107,6 @@ function packedSize(c: KvChange): number {
 function copyInto(src: Uint8Array, dst: Uint8Array, at: number): void {
   if (src.length > 32) dst.set(src, at);
   else for (let i = 0; i < src.length; i++) dst[at + i] = src[i];
-}
-
-/** The Raft index of a versionstamp (its first 8 bytes, big-endian), without BigInt. */
-function indexOf(vs: Uint8Array): number {
-  const hi = ((vs[0] << 24) | (vs[1] << 16) | (vs[2] << 8) | vs[3]) >>> 0;
-  const lo = ((vs[4] << 24) | (vs[5] << 16) | (vs[6] << 8) | vs[7]) >>> 0;
-  return hi * 0x1_0000_0000 + lo;
 }
 
 function pack(c: KvChange, buf: Uint8Array, dv: DataView, at: number): number {
@@ -133,12 +130,16 @@ function pack(c: KvChange, buf: Uint8Array, dv: DataView, at: number): number {
   return at;
 }
 
-/** The changes of `c` whose keys `sel` selects (copies, in commit order). */
-function unpackMatching(c: Commit, sel: WatchSelector): WatchEvent["changes"] {
+/** The changes packed in `b[start, end)` whose keys `sel` selects (copies, in commit order). */
+function unpackMatching(
+  b: Uint8Array,
+  start: number,
+  end: number,
+  sel: WatchSelector,
+): WatchEvent["changes"] {
   const out: WatchEvent["changes"] = [];
-  const b = c.buf;
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  for (let at = c.start; at < c.end;) {
+  for (let at = start; at < end;) {
     const flags = b[at], encoding = b[at + 1];
     const vsAt = at + 2;
     at += 2 + VERSIONSTAMP_BYTES;
@@ -199,8 +200,9 @@ function matches(sel: WatchSelector, key: Uint8Array): boolean {
 
 /** The bounded change history of one node and the waits on it. */
 export class WatchHub {
-  #history: Commit[] = [];
+  #batches: Batch[] = [];
   #head = 0;
+  #size = 0;
   #bytes = 0;
   #floor: number;
   #last: number;
@@ -232,7 +234,7 @@ export class WatchHub {
 
   /** Commits held. */
   get size(): number {
-    return this.#history.length - this.#head;
+    return this.#size;
   }
 
   /** Bytes held. */
@@ -243,48 +245,59 @@ export class WatchHub {
   #record(changes: KvChange[]): void {
     if (changes.length === 0) return;
     let size = 0;
-    for (const c of changes) size += packedSize(c);
+    for (let i = 0; i < changes.length; i++) size += packedSize(changes[i]);
     const buf = new Uint8Array(size);
     const dv = new DataView(buf.buffer);
+    // At most one commit per change; usually one per change (one put per entry).
+    const meta = new Float64Array(META * changes.length);
+    let n = 0;
     let at = 0;
-    let top = this.#history.length > this.#head ? this.#history.at(-1)! : undefined;
-    for (const c of changes) {
-      const index = indexOf(c.versionstamp);
-      const n = c.key.length + (c.entry?.value.length ?? 0) + 32;
-      const start = at;
+    let top = -1;
+    for (let i = 0; i < changes.length; i++) {
+      const c = changes[i];
+      const index = versionstampIndex(c.versionstamp);
+      const bytes = c.key.length + (c.entry?.value.length ?? 0) + 32;
       at = pack(c, buf, dv, at);
-      if (top && top.index === index && top.buf === buf && top.end === start) {
-        top.end = at;
-        top.bytes += n;
+      if (n > 0 && meta[top] === index) {
+        meta[top + 1] = at;
+        meta[top + 2] += bytes;
       } else {
-        top = { index, buf, start, end: at, bytes: n };
-        this.#history.push(top);
+        top = META * n++;
+        meta[top] = index;
+        meta[top + 1] = at;
+        meta[top + 2] = bytes;
       }
-      this.#bytes += n;
+      this.#bytes += bytes;
       if (index > this.#last) this.#last = index;
     }
+    this.#batches.push({ buf, meta, n, first: 0 });
+    this.#size += n;
     this.#trim();
     if (this.#waiters.size > 0) { for (const w of [...this.#waiters]) w(); }
   }
 
   #trim(): void {
     while (
-      this.size > 1 &&
-      (this.size > this.limits.maxEvents || this.#bytes > this.limits.maxBytes)
+      this.#size > 1 &&
+      (this.#size > this.limits.maxEvents || this.#bytes > this.limits.maxBytes)
     ) {
-      const c = this.#history[this.#head++];
-      this.#bytes -= c.bytes;
-      this.#floor = c.index;
+      const b = this.#batches[this.#head];
+      const m = META * b.first++;
+      this.#bytes -= b.meta[m + 2];
+      this.#floor = b.meta[m];
+      this.#size--;
+      if (b.first === b.n) this.#head++;
     }
-    if (this.#head > 1024 && this.#head * 2 > this.#history.length) {
-      this.#history = this.#history.slice(this.#head);
+    if (this.#head > 1024 && this.#head * 2 > this.#batches.length) {
+      this.#batches = this.#batches.slice(this.#head);
       this.#head = 0;
     }
   }
 
   #reset(index: number): void {
-    this.#history = [];
+    this.#batches = [];
     this.#head = 0;
+    this.#size = 0;
     this.#bytes = 0;
     this.#floor = Math.max(this.#floor, index);
     this.#last = Math.max(this.#last, index);
@@ -307,23 +320,36 @@ export class WatchHub {
     }
     const events: WatchEvent[] = [];
     let position = Math.max(after, this.#last);
-    // Binary search for the first commit after `after`.
+    const batches = this.#batches;
+    // Binary search for the first batch whose last commit is after `after`.
     let lo = this.#head;
-    let hi = this.#history.length;
+    let hi = batches.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.#history[mid].index <= after) lo = mid + 1;
+      const b = batches[mid];
+      if (b.meta[META * (b.n - 1)] <= after) lo = mid + 1;
       else hi = mid;
     }
-    for (let i = lo; i < this.#history.length; i++) {
-      const c = this.#history[i];
-      const changes = unpackMatching(c, sel);
-      if (changes.length === 0) continue;
-      if (events.length === max) {
-        position = this.#history[i - 1].index;
-        break;
+    // The index of the commit before the one being looked at (where an answer cut short by
+    // `max` is complete).
+    let prev = after;
+    outer: for (let bi = lo; bi < batches.length; bi++) {
+      const b = batches[bi];
+      for (let i = b.first; i < b.n; i++) {
+        const m = META * i;
+        const index = b.meta[m];
+        if (index <= after) continue;
+        const start = i === 0 ? 0 : b.meta[m - META + 1];
+        const changes = unpackMatching(b.buf, start, b.meta[m + 1], sel);
+        if (changes.length > 0) {
+          if (events.length === max) {
+            position = prev;
+            break outer;
+          }
+          events.push({ versionstamp: makeVersionstamp(index), changes });
+        }
+        prev = index;
       }
-      events.push({ versionstamp: makeVersionstamp(c.index), changes });
     }
     return { events, position };
   }

@@ -3,6 +3,7 @@
  * client library's watch over the binary protocol and the HTTP Server-Sent Events.
  */
 import assert from "node:assert/strict";
+import { Prng } from "../raft/sim/prng.ts";
 import { MemoryStateMachine } from "../storage/memory_sm.ts";
 import { atomicCommand, deleteCommand, encodeCommand, putCommand } from "../storage/command.ts";
 import {
@@ -288,5 +289,116 @@ Deno.test("HTTP /v1/watch streams Server-Sent Events with versionstamp ids; Last
   } finally {
     n.service.stopAccepting();
     await n.close();
+  }
+});
+
+Deno.test("property: the packed history answers since() like a plain list of commits (random batches, bounds, selectors, max, resets)", () => {
+  for (let seed = 1; seed <= 60; seed++) {
+    const prng = new Prng(seed);
+    const rand = () => prng.float();
+    const int = (n: number) => Math.floor(rand() * n);
+    const limits = { maxEvents: 1 + int(12), maxBytes: 64 + int(600) };
+    type RefCommit = { index: number; changes: KvChange[]; bytes: number };
+    const fake = { appliedIndex: () => 0 } as unknown as MemoryStateMachine;
+    const hub = new WatchHub(fake, limits);
+    let ref: RefCommit[] = [];
+    let floor = 0;
+    let last = 0;
+    let index = 0;
+    const keys = ["a", "a/1", "a/2", "b", "bb", "c/x"];
+    for (let step = 0; step < 80; step++) {
+      if (int(25) === 0) {
+        index += 1 + int(5);
+        fake.onReset!(index);
+        ref = [];
+        floor = Math.max(floor, index);
+        last = Math.max(last, index);
+      } else {
+        // One applied batch: 1-4 commits (entries) of 1-3 changes each, some entries without any.
+        const batch: KvChange[] = [];
+        for (let e = 1 + int(4); e > 0; e--) {
+          index++;
+          const vs = makeVersionstamp(index);
+          const n = int(4);
+          const commit: RefCommit = { index, changes: [], bytes: 0 };
+          for (let i = 0; i < n; i++) {
+            const key = b(keys[int(keys.length)]);
+            let entry: KvEntry | null = null;
+            if (int(4) !== 0) {
+              entry = {
+                key,
+                value: b("v".repeat(int(80))),
+                encoding: [ValueEncoding.BYTES, ValueEncoding.V8, ValueEncoding.LE64][int(3)],
+                versionstamp: vs,
+              };
+              if (int(3) === 0) entry.expireAt = 1_700_000_000_000 + int(1000);
+            }
+            const c = { key, entry, versionstamp: vs };
+            batch.push(c);
+            commit.changes.push(c);
+            commit.bytes += key.length + (entry?.value.length ?? 0) + 32;
+          }
+          if (n > 0) {
+            ref.push(commit);
+            last = Math.max(last, index);
+          }
+        }
+        fake.onChanges!(batch);
+        let bytes = ref.reduce((s, c) => s + c.bytes, 0);
+        while (ref.length > 1 && (ref.length > limits.maxEvents || bytes > limits.maxBytes)) {
+          const c = ref.shift()!;
+          bytes -= c.bytes;
+          floor = c.index;
+        }
+      }
+      assert.equal(hub.size, ref.length, `seed ${seed} step ${step}: size`);
+      assert.equal(hub.bytes, ref.reduce((s, c) => s + c.bytes, 0), `seed ${seed}: bytes`);
+      assert.equal(versionstampHex(hub.floor), versionstampHex(makeVersionstamp(floor)));
+      for (let q = 0; q < 4; q++) {
+        const sel = int(2) === 0
+          ? { keys: [b(keys[int(keys.length)])], prefixes: [] }
+          : { keys: [], prefixes: [b(["", "a", "a/", "b", "c/"][int(5)])] };
+        const after = Math.max(0, index - int(30));
+        const max = 1 + int(4);
+        if (after < floor) {
+          assert.throws(() => hub.since(sel, after, max), WatchCompactedError);
+          continue;
+        }
+        // The reference: matching commits after `after`; cut short at `max`, complete through
+        // the commit before the first one left out.
+        const sees = (k: Uint8Array) =>
+          sel.keys.some((x) => dec.decode(x) === dec.decode(k)) ||
+          sel.prefixes.some((p) => dec.decode(k).startsWith(dec.decode(p)));
+        const want: { index: number; changes: KvChange[] }[] = [];
+        let position = Math.max(after, last);
+        let prev = after;
+        for (const c of ref) {
+          if (c.index <= after) continue;
+          const changes = c.changes.filter((x) => sees(x.key));
+          if (changes.length > 0) {
+            if (want.length === max) {
+              position = prev;
+              break;
+            }
+            want.push({ index: c.index, changes });
+          }
+          prev = c.index;
+        }
+        const got = hub.since(sel, after, max);
+        const ctx = `seed ${seed} step ${step} after ${after} max ${max}`;
+        assert.equal(got.position, position, ctx);
+        assert.deepEqual(
+          got.events.map((e) => ({
+            vs: versionstampHex(e.versionstamp),
+            changes: e.changes.map((c) => ({ key: dec.decode(c.key), entry: c.entry })),
+          })),
+          want.map((w) => ({
+            vs: versionstampHex(makeVersionstamp(w.index)),
+            changes: w.changes.map((c) => ({ key: dec.decode(c.key), entry: c.entry })),
+          })),
+          ctx,
+        );
+      }
+    }
   }
 });

@@ -508,9 +508,92 @@ export function decodeCommand(data: Uint8Array): Command {
  * not. Throws {@link DecodeError} on malformed bytes.
  */
 export function decodeCommandWithHash(data: Uint8Array): { cmd: Command; hash: number } {
+  const put = decodePut(data);
+  if (put) {
+    return { cmd: put, hash: crc32c(data, crc32c(data, 0, 0, 1), putBodyStart, data.length) };
+  }
   const { cmd, bodyStart } = decode(data);
   const hash = crc32c(data, crc32c(data, 0, 0, 1), bodyStart, data.length);
   return { cmd, hash };
+}
+
+/** Where the body of the command {@link decodePut} decoded last starts. */
+let putBodyStart = 0;
+
+/** Reads an unsigned LEB128 varint of at most 8 bytes (as {@link ByteReader.uvarint}) at `at`,
+ * setting {@link varintEnd}; -1 when truncated or too long. */
+function varintAt(data: Uint8Array, at: number): number {
+  let v = 0;
+  let mul = 1;
+  for (let i = 0; i < 8 && at < data.length; i++) {
+    const b = data[at++];
+    v += (b & 0x7f) * mul;
+    if (b < 0x80) {
+      varintEnd = at;
+      return v;
+    }
+    mul *= 0x80;
+  }
+  return -1;
+}
+let varintEnd = 0;
+
+/** A u64 (little-endian) at `at` that is a safe integer, else -1. */
+function safeU64At(data: Uint8Array, at: number): number {
+  const lo = (data[at] | (data[at + 1] << 8) | (data[at + 2] << 16) | (data[at + 3] << 24)) >>> 0;
+  const hi = (data[at + 4] | (data[at + 5] << 8) | (data[at + 6] << 16) | (data[at + 7] << 24)) >>>
+    0;
+  return hi > 0x1fffff ? -1 : hi * 0x1_0000_0000 + lo;
+}
+
+/**
+ * The apply path's decoder of the command of nearly every entry, a well-formed Put: the same
+ * command {@link decode} returns, read without a reader object, its key and value views of
+ * `data` (not copies: the state machine copies what it keeps). Undefined for anything else,
+ * malformed bytes included: {@link decode} then decodes or refuses them, with its messages.
+ */
+function decodePut(data: Uint8Array): PutCommand | undefined {
+  const n = data.length;
+  if (n < 4 || data[0] !== CommandOp.Put) return undefined;
+  const flags = data[1];
+  if (flags & ~(FLAG_SESSION | FLAG_TIME)) return undefined;
+  let at = 2;
+  let session: ClientSession | undefined;
+  if (flags & FLAG_SESSION) {
+    if (n - at < 9) return undefined;
+    const id = safeU64At(data, at);
+    const clientId = id >= 0 ? BigInt(id) : new DataView(
+      data.buffer,
+      data.byteOffset,
+      data.byteLength,
+    ).getBigUint64(at, true);
+    const seq = varintAt(data, at + 8);
+    if (seq < 0) return undefined;
+    at = varintEnd;
+    session = { clientId, seq };
+  }
+  let time: number | undefined;
+  if (flags & FLAG_TIME) {
+    if (n - at < 8) return undefined;
+    time = safeU64At(data, at);
+    if (time < 0) return undefined;
+    at += 8;
+  }
+  const bodyStart = at;
+  const keyLen = varintAt(data, at);
+  if (keyLen < 0 || keyLen > n - varintEnd) return undefined;
+  const keyAt = varintEnd;
+  at = keyAt + keyLen;
+  const valueLen = varintAt(data, at);
+  if (valueLen < 0 || valueLen !== n - varintEnd) return undefined;
+  const valueAt = varintEnd;
+  putBodyStart = bodyStart;
+  return putCommand(
+    data.subarray(keyAt, keyAt + keyLen),
+    data.subarray(valueAt, n),
+    session,
+    time,
+  );
 }
 
 /** See {@link decodeCommandWithHash}: the hash of an encoded command. */

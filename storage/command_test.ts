@@ -4,11 +4,13 @@ import {
   type Command,
   CommandOp,
   decodeCommand,
+  decodeCommandWithHash,
   deleteCommand,
   encodeCommand,
   putCommand,
 } from "./command.ts";
 import { DecodeError } from "./errors.ts";
+import { crc32c } from "./crc32c.ts";
 
 // deno-lint-ignore no-explicit-any
 const rec = (m: any) => fc.record(m, { noNullPrototype: true }) as fc.Arbitrary<any>;
@@ -60,4 +62,51 @@ Deno.test("malformed commands are rejected with DecodeError", () => {
       assert.ok(e instanceof DecodeError);
     }
   }));
+});
+
+/** The hash decodeCommandWithHash must give, computed apart: CRC-32C of the op byte and the body
+ * (what follows the flags, the session and the time). */
+function referenceHash(data: Uint8Array): number {
+  let at = 2;
+  if (data[1] & 1) {
+    at += 8;
+    while (data[at] >= 0x80) at++;
+    at++;
+  }
+  if (data[1] & 2) at += 8;
+  return crc32c(data, crc32c(data, 0, 0, 1), at, data.length);
+}
+
+/** What decoding gives: the command and hash, or the error's message. */
+function outcome(f: () => unknown): unknown {
+  try {
+    return f();
+  } catch (e) {
+    if (!(e instanceof DecodeError)) throw e;
+    return { error: e.message };
+  }
+}
+
+Deno.test("property: the apply path's Put decoder gives decodeCommand's command, the body hash and the same refusals (valid, mutated and cut bytes)", () => {
+  const time = fc.option(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { nil: undefined });
+  const put = fc.tuple(bytes, bytes, session, time).map(([k, v, s, t]) => putCommand(k, v, s, t));
+  const edit = fc.record({
+    at: fc.nat(),
+    byte: fc.integer({ min: 0, max: 255 }),
+    cut: fc.nat(),
+    kind: fc.integer({ min: 0, max: 3 }),
+  });
+  fc.assert(
+    fc.property(fc.oneof(put, command), edit, (cmd, e) => {
+      let data = encodeCommand(cmd);
+      // 0: as encoded; 1: one byte changed; 2: cut short; 3: a byte appended.
+      if (e.kind === 1 && data.length > 0) data[e.at % data.length] = e.byte;
+      if (e.kind === 2) data = data.subarray(0, e.cut % (data.length + 1));
+      if (e.kind === 3) data = Uint8Array.of(...data, e.byte);
+      const want = outcome(() => ({ cmd: decodeCommand(data), hash: referenceHash(data) }));
+      const got = outcome(() => decodeCommandWithHash(data));
+      assert.deepEqual(got, want);
+    }),
+    { numRuns: 3000 },
+  );
 });

@@ -61,14 +61,7 @@
  * @module
  */
 import type { ApplyCommand } from "../raft/state_machine.ts";
-import {
-  ByteReader,
-  bytesToLatin1,
-  ByteWriter,
-  compareBytes,
-  latin1ToBytes,
-  prefixEnd,
-} from "./bytes.ts";
+import { ByteReader, bytesToLatin1, compareBytes, latin1ToBytes, prefixEnd } from "./bytes.ts";
 import {
   type AtomicCommand,
   CLUSTER_ID_PATTERN,
@@ -97,6 +90,7 @@ import {
   u64le,
   V8_SUM_ALL_MESSAGES,
   ValueEncoding,
+  versionstampIndex,
 } from "./kv_model.ts";
 import type {
   ApplyResult,
@@ -325,6 +319,29 @@ export function isSnapshotKey(k: Uint8Array): boolean {
   return true;
 }
 
+/** The store key of session `id`: {@link SESSION_PREFIX} ++ u64be id (no BigInt arithmetic for
+ * the ids there are: log indexes, safe integers). */
+export function sessionKey(id: bigint): Uint8Array {
+  if (id > MAX_SAFE_BIG || id < 0n) return be64Key(SESSION_PREFIX, id);
+  const n = Number(id);
+  const out = new Uint8Array(10);
+  out[0] = SESSION_PREFIX[0];
+  out[1] = SESSION_PREFIX[1];
+  const hi = Math.floor(n / 0x1_0000_0000);
+  const lo = n >>> 0;
+  out[2] = hi >>> 24;
+  out[3] = (hi >>> 16) & 0xff;
+  out[4] = (hi >>> 8) & 0xff;
+  out[5] = hi & 0xff;
+  out[6] = lo >>> 24;
+  out[7] = (lo >>> 16) & 0xff;
+  out[8] = (lo >>> 8) & 0xff;
+  out[9] = lo & 0xff;
+  return out;
+}
+
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
 function be64Key(prefix: Uint8Array, n: bigint): Uint8Array {
   const out = new Uint8Array(prefix.length + 8);
   out.set(prefix);
@@ -364,32 +381,52 @@ export function readAppliedIndex(r: StoreReader): Promise<number> {
   return readU64(r, APPLIED_KEY, "applied index");
 }
 
-/** The batch's writes on top of the store: reads see them, scans merge them. Each write keeps
- * its key's bytes beside the map key (its latin1 string), so {@link Pending.ops} converts nothing
- * back. */
+/**
+ * The batch's writes on top of the store: reads see them, scans merge them. The writes are kept
+ * in order as the batch's store ops; the index by key (latin1 strings of the keys) that reads
+ * need is built at the first read and kept up to date from then on, so a batch that reads
+ * nothing it wrote (plain puts under cached sessions) converts no key. A key written twice stays
+ * twice in {@link Pending.ops}, in order: the store applies a batch in order (the LSM gives later
+ * ops higher sequence numbers), so the later write wins, as it would across two batches.
+ */
 class Pending implements StoreReader {
-  readonly #m = new Map<string, { key: Uint8Array; value: Uint8Array | null }>();
+  readonly #ops: StoreOp[] = [];
+  #m: Map<string, StoreOp> | undefined;
   constructor(private readonly base: StoreReader) {}
 
+  #index(): Map<string, StoreOp> {
+    if (this.#m) return this.#m;
+    const m = new Map<string, StoreOp>();
+    for (const op of this.#ops) m.set(bytesToLatin1(op.key), op);
+    return this.#m = m;
+  }
+
   get(k: Uint8Array): Promise<Uint8Array | undefined> {
-    const w = this.#m.get(bytesToLatin1(k));
-    if (w) return Promise.resolve(w.value ?? undefined);
+    if (this.#ops.length === 0) return this.base.get(k);
+    const w = this.#index().get(bytesToLatin1(k));
+    if (w) return Promise.resolve(w.type === "put" ? w.value : undefined);
     return this.base.get(k);
   }
 
-  put(k: Uint8Array, v: Uint8Array): void {
-    this.#m.set(bytesToLatin1(k), { key: k, value: v });
+  put(key: Uint8Array, value: Uint8Array): void {
+    const op: StoreOp = { type: "put", key, value };
+    this.#ops.push(op);
+    this.#m?.set(bytesToLatin1(key), op);
   }
 
-  delete(k: Uint8Array): void {
-    this.#m.set(bytesToLatin1(k), { key: k, value: null });
+  delete(key: Uint8Array): void {
+    const op: StoreOp = { type: "delete", key };
+    this.#ops.push(op);
+    this.#m?.set(bytesToLatin1(key), op);
   }
 
   async *scan(range: StoreRange): AsyncGenerator<[Uint8Array, Uint8Array]> {
     const lo = bytesToLatin1(range.gte);
     const hi = bytesToLatin1(range.lt);
     const rev = range.reverse ?? false;
-    const ov = [...this.#m].filter(([k]) => k >= lo && k < hi).sort((a, b) => a[0] < b[0] ? -1 : 1);
+    const ov = [...this.#index()].filter(([k]) => k >= lo && k < hi).sort((a, b) =>
+      a[0] < b[0] ? -1 : 1
+    );
     if (rev) ov.reverse();
     const before = (a: string, b: string) => (rev ? a > b : a < b);
     let i = 0;
@@ -397,27 +434,24 @@ class Pending implements StoreReader {
       const ks = bytesToLatin1(k);
       while (i < ov.length && before(ov[i][0], ks)) {
         const w = ov[i++][1];
-        if (w.value) yield [w.key, w.value];
+        if (w.type === "put") yield [w.key, w.value];
       }
       if (i < ov.length && ov[i][0] === ks) {
         const w = ov[i++][1];
-        if (w.value) yield [k, w.value];
+        if (w.type === "put") yield [k, w.value];
         continue;
       }
       yield [k, v];
     }
     for (; i < ov.length; i++) {
       const w = ov[i][1];
-      if (w.value) yield [w.key, w.value];
+      if (w.type === "put") yield [w.key, w.value];
     }
   }
 
+  /** The writes, in order. */
   ops(): StoreOp[] {
-    const out: StoreOp[] = [];
-    for (const { key, value } of this.#m.values()) {
-      out.push(value ? { type: "put", key, value } : { type: "delete", key });
-    }
-    return out;
+    return this.#ops;
   }
 }
 
@@ -482,43 +516,86 @@ function checkFailed(failedChecks: number[]): ErrorResult {
 /** The first byte of a session record (its format). */
 const SESSION_FORMAT = 2;
 
-/** A session record: u8 format 2, u8 hasResult, u32 hash, uvarints lastSeq, lastActive,
- * lastIndex, idleTimeoutMs (about 20 bytes). */
-function encodeSession(s: SessionInfo): Uint8Array {
-  const w = new ByteWriter(40);
-  w.u8(SESSION_FORMAT);
-  w.u8(s.hasResult ? 1 : 0);
-  w.u32(s.hash);
-  w.uvarint(s.lastSeq);
-  w.uvarint(s.lastActive);
-  w.uvarint(s.lastIndex);
-  w.uvarint(s.idleTimeoutMs);
-  // The cached result of the last command (absent in records written before it was kept).
-  const c = s.result;
-  if (!c) return w.finish();
-  if (c.kind === "ok") {
-    // The versionstamp as its distance back from the last use (0 for the first attempt) and its
-    // position: two bytes, not ten, on every write under a session.
-    const v = new DataView(c.versionstamp.buffer, c.versionstamp.byteOffset, 10);
-    w.u8(1);
-    w.uvarint(s.lastIndex - Number(v.getBigUint64(0, false)));
-    w.uvarint(v.getUint16(8, false));
-  } else if (c.kind === "check_failed") {
-    w.u8(2);
-    let mask = 0;
-    for (const i of c.failedChecks) mask |= 1 << i;
-    w.uvarint(mask);
-  } else if (c.kind === "value_type") {
-    w.u8(3);
-    const i = VALUE_TYPE_MESSAGES.indexOf(c.message);
-    w.u8(i < 0 ? 255 : i);
-  } else {
-    w.u8(0);
+/** Bytes of `v` (a non-negative safe integer) as an unsigned LEB128 varint. */
+function uvarintSize(v: number): number {
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 0x80);
+    n++;
   }
-  return w.finish();
+  return n;
 }
 
-function decodeSession(id: bigint, v: Uint8Array): SessionInfo {
+/** Writes `v` as an unsigned LEB128 varint at `at`; returns the position after it. */
+function putUvarint(out: Uint8Array, at: number, v: number): number {
+  while (v >= 0x80) {
+    out[at++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  out[at++] = v;
+  return at;
+}
+
+/**
+ * A session record: u8 format 2, u8 hasResult, u32 hash (little-endian), uvarints lastSeq,
+ * lastActive, lastIndex, idleTimeoutMs, then the cached result (about 20 bytes). Written once
+ * per use of a session, so in one allocation of the exact size (the format of
+ * ByteWriter's u8/u32/uvarint, which {@link decodeSession} reads).
+ */
+export function encodeSession(s: SessionInfo): Uint8Array {
+  const c = s.result;
+  // The cached result of the last command (absent in records written before it was kept).
+  let kind = -1, a = 0, b = 0;
+  if (c) {
+    if (c.kind === "ok") {
+      // The versionstamp as its distance back from the last use (0 for the first attempt) and
+      // its position: two bytes, not ten, on every write under a session.
+      const vs = c.versionstamp;
+      kind = 1;
+      a = s.lastIndex - versionstampIndex(vs);
+      b = (vs[8] << 8) | vs[9];
+    } else if (c.kind === "check_failed") {
+      kind = 2;
+      let mask = 0;
+      for (const i of c.failedChecks) mask |= 1 << i;
+      a = mask;
+    } else if (c.kind === "value_type") {
+      kind = 3;
+      const i = VALUE_TYPE_MESSAGES.indexOf(c.message);
+      a = i < 0 ? 255 : i;
+    } else {
+      kind = 0;
+    }
+  }
+  let size = 6 + uvarintSize(s.lastSeq) + uvarintSize(s.lastActive) +
+    uvarintSize(s.lastIndex) + uvarintSize(s.idleTimeoutMs);
+  if (kind === 1) size += 1 + uvarintSize(a) + uvarintSize(b);
+  else if (kind === 2) size += 1 + uvarintSize(a);
+  else if (kind === 3) size += 2;
+  else if (kind === 0) size += 1;
+  const out = new Uint8Array(size);
+  out[0] = SESSION_FORMAT;
+  out[1] = s.hasResult ? 1 : 0;
+  const h = s.hash >>> 0;
+  out[2] = h & 0xff;
+  out[3] = (h >>> 8) & 0xff;
+  out[4] = (h >>> 16) & 0xff;
+  out[5] = h >>> 24;
+  let at = putUvarint(out, 6, s.lastSeq);
+  at = putUvarint(out, at, s.lastActive);
+  at = putUvarint(out, at, s.lastIndex);
+  at = putUvarint(out, at, s.idleTimeoutMs);
+  if (kind >= 0) out[at++] = kind;
+  if (kind === 1) {
+    at = putUvarint(out, at, a);
+    putUvarint(out, at, b);
+  } else if (kind === 2) putUvarint(out, at, a);
+  else if (kind === 3) out[at] = a;
+  return out;
+}
+
+/** Decodes a session record (see {@link encodeSession}). */
+export function decodeSession(id: bigint, v: Uint8Array): SessionInfo {
   const r = new ByteReader(v, "session");
   const format = r.u8();
   if (format !== SESSION_FORMAT) {
@@ -633,7 +710,7 @@ export class KvCore {
 
   /** One session's record, or undefined. */
   async session(r: StoreReader, id: bigint): Promise<SessionInfo | undefined> {
-    const v = await r.get(be64Key(SESSION_PREFIX, id));
+    const v = await r.get(sessionKey(id));
     return v ? decodeSession(id, v) : undefined;
   }
 
@@ -1022,7 +1099,7 @@ class BatchState {
     if (!this.core.has(id)) return undefined;
     const cached = this.core.cached(id);
     if (cached) return { ...cached };
-    const v = await this.p.get(be64Key(SESSION_PREFIX, id));
+    const v = await this.p.get(sessionKey(id));
     if (!v) throw new DecodeError("session table", `session ${id} has no record`);
     return decodeSession(id, v);
   }
@@ -1031,13 +1108,13 @@ class BatchState {
   private touch(s: SessionInfo, index: number): void {
     s.lastActive = this.clock;
     s.lastIndex = index;
-    this.p.put(be64Key(SESSION_PREFIX, s.id), encodeSession(s));
+    this.p.put(sessionKey(s.id), encodeSession(s));
     this.touched.delete(s.id);
     this.touched.set(s.id, s);
   }
 
   private remove(s: SessionInfo): void {
-    this.p.delete(be64Key(SESSION_PREFIX, s.id));
+    this.p.delete(sessionKey(s.id));
     this.touched.delete(s.id);
     this.touched.set(s.id, null);
     this.count--;

@@ -308,9 +308,12 @@ function writeVersionstamp(out: Uint8Array, at: number, index: number, position:
   out[at + 9] = position & 0xff;
 }
 
-/** The Raft index a versionstamp names. */
+/** The Raft index a versionstamp names (its first 8 bytes, big-endian; no BigInt: beyond 2^53
+ * the nearest double, as `Number` of the u64 would give). */
 export function versionstampIndex(vs: Uint8Array): number {
-  return Number(new DataView(vs.buffer, vs.byteOffset, vs.byteLength).getBigUint64(0, false));
+  const hi = ((vs[0] << 24) | (vs[1] << 16) | (vs[2] << 8) | vs[3]) >>> 0;
+  const lo = ((vs[4] << 24) | (vs[5] << 16) | (vs[6] << 8) | vs[7]) >>> 0;
+  return hi * 0x1_0000_0000 + lo;
 }
 
 /** A versionstamp as 20 lowercase hex digits. */

@@ -236,7 +236,7 @@ class Reader {
 
 /**
  * Decodes one message that fills `bytes` exactly. Byte fields are copied, so `bytes` may be
- * reused afterwards. Throws {@link DecodeError} on any malformed input.
+ * reused afterwards (the entries' data are views of one copy). Throws {@link DecodeError} on any malformed input.
  */
 export function decodeMessage(bytes: Uint8Array): Message {
   const r = new Reader(bytes);
@@ -258,18 +258,33 @@ export function decodeMessage(bytes: Uint8Array): Message {
     throw new DecodeError("bad-count", `entry count ${count} exceeds remaining bytes`, countAt);
   }
   const entries = new Array<Entry>(count);
+  // The entries' data are views of one copy of the bytes they span (one buffer per message,
+  // not one per entry: the log keeps every entry until it is compacted).
+  const dataFrom = r.o;
+  const offsets = new Array<number>(count);
+  const lengths = new Array<number>(count);
   for (let i = 0; i < count; i++) {
     const eTerm = r.u64("entry term");
     const eIndex = r.u64("entry index");
     const typeAt = r.o;
     const eType = r.u8("entry type");
     if (eType > MAX_ENTRY_TYPE) throw new DecodeError("bad-enum", `entry type ${eType}`, typeAt);
-    entries[i] = {
-      term: eTerm,
-      index: eIndex,
-      type: eType as EntryType,
-      data: r.bytes("entry data"),
-    };
+    const at = r.o;
+    const n = r.u32("entry data");
+    if (n > r.end - r.o) {
+      throw new DecodeError("bad-length", `entry data length ${n} exceeds remaining bytes`, at);
+    }
+    entries[i] = { term: eTerm, index: eIndex, type: eType as EntryType, data: EMPTY };
+    offsets[i] = r.o;
+    lengths[i] = n;
+    r.o += n;
+  }
+  if (count > 0) {
+    const copy = bytes.slice(dataFrom, r.o);
+    for (let i = 0; i < count; i++) {
+      const n = lengths[i];
+      if (n > 0) entries[i].data = copy.subarray(offsets[i] - dataFrom, offsets[i] - dataFrom + n);
+    }
   }
   let snapshot: SnapshotChunk | null = null;
   if ((flags & FLAG_SNAPSHOT) !== 0) {

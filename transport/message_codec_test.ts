@@ -63,6 +63,25 @@ Deno.test("decoded byte fields are copies, not views of the input", () => {
   assert.deepStrictEqual(m, full());
 });
 
+Deno.test("decoded entries' data are views of one copy of the entries alone (not of the input or the snapshot chunk)", () => {
+  const entries = [1, 0, 300, 5].map((n, i) => ({
+    term: 1,
+    index: i + 1,
+    type: EntryType.Normal,
+    data: new Uint8Array(n).fill(i + 1),
+  }));
+  const m = message({ ...full(), entries });
+  const b = encodeMessage(m);
+  const got = decodeMessage(b);
+  b.fill(0);
+  assert.deepStrictEqual(got, m);
+  const bufs = new Set(got.entries.filter((e) => e.data.length > 0).map((e) => e.data.buffer));
+  assert.equal(bufs.size, 1);
+  const [buf] = bufs;
+  assert.notEqual(buf, got.snapshot!.data.buffer);
+  assert.ok(buf.byteLength < b.length - got.snapshot!.data.length, `${buf.byteLength}`);
+});
+
 Deno.test("message decoder refuses every truncation with a DecodeError", () => {
   const b = encodeMessage(full());
   for (let n = 0; n < b.length; n++) {
