@@ -109,6 +109,47 @@ export class ByteWriter {
   }
 }
 
+/** Where an encoder takes the `n` bytes it writes (in full: only {@link HEAP} zeroes them). */
+export type Alloc = (n: number) => Uint8Array;
+
+/** Every allocation its own array. */
+export const HEAP: Alloc = (n) => new Uint8Array(n);
+
+/**
+ * Small byte strings carved out of shared chunks: a view costs a fraction of a new typed array
+ * (under Deno every `new Uint8Array` is a backing store of its own, ~8x the cost of a view), and
+ * the GC tracks one buffer per chunk instead of one per allocation. A view keeps its whole chunk
+ * alive, so only bytes that die together (or soon) belong in one slab; allocations larger than
+ * `maxShared` get their own array. {@link Slab.reset} reuses the current chunk from its start:
+ * only for bytes nothing reads any more (a store that copied them).
+ */
+export class Slab {
+  #buf: Uint8Array;
+  #at = 0;
+
+  /** Chunks of `chunkBytes`; allocations above `maxShared` bytes are arrays of their own. */
+  constructor(private readonly chunkBytes = 64 * 1024, private readonly maxShared = 4096) {
+    this.#buf = new Uint8Array(chunkBytes);
+  }
+
+  /** `n` bytes (not zeroed after a reset: write every byte); an {@link Alloc}. */
+  readonly alloc: Alloc = (n) => {
+    if (n > this.maxShared) return new Uint8Array(n);
+    if (this.#at + n > this.#buf.length) {
+      this.#buf = new Uint8Array(this.chunkBytes);
+      this.#at = 0;
+    }
+    const out = this.#buf.subarray(this.#at, this.#at + n);
+    this.#at += n;
+    return out;
+  };
+
+  /** Reuses the current chunk from its start: every view handed out before must be dead. */
+  reset(): void {
+    this.#at = 0;
+  }
+}
+
 /** A bounds-checked little-endian reader; every overrun throws {@link DecodeError}. */
 export class ByteReader {
   readonly #buf: Uint8Array;

@@ -34,7 +34,8 @@
  *
  * @module
  */
-import { ByteReader, ByteWriter } from "./bytes.ts";
+import { putVarint, varintLength } from "../lsm/bytes.ts";
+import { ByteReader, ByteWriter, Slab } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
 import { DecodeError } from "./errors.ts";
 import { commandSizeProblem } from "../config/limits.ts";
@@ -411,8 +412,69 @@ function checkUint(name: string, v: number): void {
   }
 }
 
+/** The encoded commands of this process: their bytes live as long as the Raft log keeps the
+ * entries, which it drops in log order, so neighbours in a chunk die together. */
+const COMMANDS = new Slab(64 * 1024, 4096);
+
+function putU64(out: Uint8Array, at: number, v: number): void {
+  let lo = v % 0x1_0000_0000;
+  let hi = Math.floor(v / 0x1_0000_0000);
+  for (let i = 0; i < 4; i++, lo = Math.floor(lo / 256)) out[at + i] = lo & 0xff;
+  for (let i = 4; i < 8; i++, hi = Math.floor(hi / 256)) out[at + i] = hi & 0xff;
+}
+
+function putBytes(out: Uint8Array, at: number, b: Uint8Array): number {
+  at = putVarint(out, at, b.length);
+  if (b.length > 32) out.set(b, at);
+  else for (let i = 0; i < b.length; i++) out[at + i] = b[i];
+  return at + b.length;
+}
+
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** A Put or a Delete (nearly every command) in one exact-size view of {@link COMMANDS}: the
+ * bytes {@link encodeGeneric} writes. */
+function encodePlain(cmd: PutCommand | DeleteCommand): Uint8Array {
+  const s = cmd.session;
+  if (s) checkUint("session seq", s.seq);
+  if (cmd.time !== undefined) checkUint("command time", cmd.time);
+  const put = cmd.op === CommandOp.Put;
+  const size = 2 + (s ? 8 + varintLength(s.seq) : 0) + (cmd.time !== undefined ? 8 : 0) +
+    varintLength(cmd.key.length) + cmd.key.length +
+    (put ? varintLength(cmd.value.length) + cmd.value.length : 0);
+  const out = COMMANDS.alloc(size);
+  out[0] = cmd.op;
+  out[1] = (s ? FLAG_SESSION : 0) | (cmd.time !== undefined ? FLAG_TIME : 0);
+  let at = 2;
+  if (s) {
+    const id = s.clientId;
+    if (id >= 0n && id <= MAX_SAFE_BIG) putU64(out, at, Number(id));
+    else {
+      new DataView(out.buffer, out.byteOffset, out.byteLength).setBigUint64(
+        at,
+        BigInt.asUintN(64, id),
+        true,
+      );
+    }
+    at = putVarint(out, at + 8, s.seq);
+  }
+  if (cmd.time !== undefined) {
+    putU64(out, at, cmd.time);
+    at += 8;
+  }
+  at = putBytes(out, at, cmd.key);
+  if (put) putBytes(out, at, cmd.value);
+  return out;
+}
+
 /** Encodes a command. */
 export function encodeCommand(cmd: Command): Uint8Array {
+  if (cmd.op === CommandOp.Put || cmd.op === CommandOp.Delete) return encodePlain(cmd);
+  return encodeGeneric(cmd);
+}
+
+/** Encodes any command through a {@link ByteWriter}. */
+function encodeGeneric(cmd: Command): Uint8Array {
   const size = 2 + 18 + 8 + 20 +
     (cmd.op === CommandOp.Put || cmd.op === CommandOp.Delete ? cmd.key.length : 0) +
     (cmd.op === CommandOp.Put ? cmd.value.length : 0) +

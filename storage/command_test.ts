@@ -11,6 +11,7 @@ import {
 } from "./command.ts";
 import { DecodeError } from "./errors.ts";
 import { crc32c } from "./crc32c.ts";
+import { ByteWriter } from "./bytes.ts";
 
 // deno-lint-ignore no-explicit-any
 const rec = (m: any) => fc.record(m, { noNullPrototype: true }) as fc.Arbitrary<any>;
@@ -109,4 +110,49 @@ Deno.test("property: the apply path's Put decoder gives decodeCommand's command,
     }),
     { numRuns: 3000 },
   );
+});
+
+/** The Put/Delete encoder before encodeCommand wrote them by hand (command.ts at 49ea605). */
+function referenceEncode(cmd: Command): Uint8Array {
+  const w = new ByteWriter(64);
+  w.u8(cmd.op);
+  w.u8((cmd.session ? 1 : 0) | (cmd.time !== undefined ? 2 : 0));
+  if (cmd.session) {
+    w.big64(cmd.session.clientId);
+    w.uvarint(cmd.session.seq);
+  }
+  if (cmd.time !== undefined) w.u64(cmd.time);
+  if (cmd.op !== CommandOp.Put && cmd.op !== CommandOp.Delete) throw new Error("not plain");
+  w.bytes(cmd.key);
+  if (cmd.op === CommandOp.Put) w.bytes(cmd.value);
+  return w.finish();
+}
+
+Deno.test("property: encodeCommand writes a Put or Delete as the ByteWriter encoder did, each in its own bytes", () => {
+  const time = fc.option(fc.oneof(fc.nat(1000), fc.maxSafeNat()), { nil: undefined });
+  const plain = fc.tuple(fc.boolean(), bytes, fc.uint8Array({ maxLength: 5000 }), session, time)
+    .map(([put, k, v, s, t]) => put ? putCommand(k, v, s, t) : deleteCommand(k, s, t));
+  fc.assert(
+    fc.property(fc.array(plain, { minLength: 1, maxLength: 8 }), (cmds) => {
+      const encoded = cmds.map((c) => encodeCommand(c));
+      for (let i = 0; i < cmds.length; i++) {
+        assert.deepEqual(encoded[i], referenceEncode(cmds[i]));
+        assert.deepEqual(decodeCommand(encoded[i]), cmds[i]);
+      }
+      // Views of one chunk never overlap: writing one changes no other.
+      const copies = encoded.map((e) => e.slice());
+      for (const e of encoded) e.fill(0xee);
+      for (let i = encoded.length - 1; i >= 0; i--) encoded[i].set(copies[i]);
+      for (let i = 0; i < encoded.length; i++) {
+        assert.deepEqual(decodeCommand(encoded[i]), cmds[i]);
+      }
+    }),
+    { numRuns: 2000 },
+  );
+  assert.throws(
+    () =>
+      encodeCommand(putCommand(new Uint8Array(1), new Uint8Array(1), { clientId: 1n, seq: -1 })),
+    RangeError,
+  );
+  assert.throws(() => encodeCommand(deleteCommand(new Uint8Array(1), undefined, 1.5)), RangeError);
 });

@@ -60,8 +60,18 @@
  *
  * @module
  */
+import { putVarint, varintLength } from "../lsm/bytes.ts";
 import type { ApplyCommand } from "../raft/state_machine.ts";
-import { ByteReader, bytesToLatin1, compareBytes, latin1ToBytes, prefixEnd } from "./bytes.ts";
+import {
+  type Alloc,
+  ByteReader,
+  bytesToLatin1,
+  compareBytes,
+  HEAP,
+  latin1ToBytes,
+  prefixEnd,
+  Slab,
+} from "./bytes.ts";
 import {
   type AtomicCommand,
   CLUSTER_ID_PATTERN,
@@ -90,6 +100,7 @@ import {
   u64le,
   V8_SUM_ALL_MESSAGES,
   ValueEncoding,
+  VERSIONSTAMP_BYTES,
   versionstampIndex,
 } from "./kv_model.ts";
 import type {
@@ -304,11 +315,12 @@ export const EXPIRED_PER_REGISTER = 16;
 /** Session records the core keeps cached in memory (the table itself stays in the store). */
 export const SESSION_CACHE = 4096;
 
-/** The store key of a user key. */
-export function userKey(k: Uint8Array): Uint8Array {
-  const out = new Uint8Array(k.length + 1);
+/** The store key of a user key (its bytes from `a`). */
+export function userKey(k: Uint8Array, a: Alloc = HEAP): Uint8Array {
+  const out = a(k.length + 1);
   out[0] = USER;
-  out.set(k, 1);
+  if (k.length > 32) out.set(k, 1);
+  else for (let i = 0; i < k.length; i++) out[1 + i] = k[i];
   return out;
 }
 
@@ -321,10 +333,10 @@ export function isSnapshotKey(k: Uint8Array): boolean {
 
 /** The store key of session `id`: {@link SESSION_PREFIX} ++ u64be id (no BigInt arithmetic for
  * the ids there are: log indexes, safe integers). */
-export function sessionKey(id: bigint): Uint8Array {
+export function sessionKey(id: bigint, a: Alloc = HEAP): Uint8Array {
   if (id > MAX_SAFE_BIG || id < 0n) return be64Key(SESSION_PREFIX, id);
   const n = Number(id);
-  const out = new Uint8Array(10);
+  const out = a(10);
   out[0] = SESSION_PREFIX[0];
   out[1] = SESSION_PREFIX[1];
   const hi = Math.floor(n / 0x1_0000_0000);
@@ -342,6 +354,10 @@ export function sessionKey(id: bigint): Uint8Array {
 
 const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
+/** The versionstamps of applied commands: a view each into small shared chunks (they live as
+ * long as a result or a cached session result; a chunk of 1 KiB holds ~100). */
+const VERSIONSTAMPS = new Slab(1024, VERSIONSTAMP_BYTES);
+
 function be64Key(prefix: Uint8Array, n: bigint): Uint8Array {
   const out = new Uint8Array(prefix.length + 8);
   out.set(prefix);
@@ -354,8 +370,8 @@ function readBe64(b: Uint8Array, at: number): bigint {
 }
 
 /** `n` (a non-negative safe integer) as 8 little-endian bytes: the format of ByteWriter.u64. */
-function u64Value(n: number): Uint8Array {
-  const out = new Uint8Array(8);
+function u64Value(n: number, a: Alloc = HEAP): Uint8Array {
+  const out = a(8);
   let lo = n % 0x1_0000_0000, hi = Math.floor(n / 0x1_0000_0000);
   for (let i = 0; i < 4; i++, lo = Math.floor(lo / 256)) out[i] = lo & 0xff;
   for (let i = 4; i < 8; i++, hi = Math.floor(hi / 256)) out[i] = hi & 0xff;
@@ -516,33 +532,13 @@ function checkFailed(failedChecks: number[]): ErrorResult {
 /** The first byte of a session record (its format). */
 const SESSION_FORMAT = 2;
 
-/** Bytes of `v` (a non-negative safe integer) as an unsigned LEB128 varint. */
-function uvarintSize(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 0x80);
-    n++;
-  }
-  return n;
-}
-
-/** Writes `v` as an unsigned LEB128 varint at `at`; returns the position after it. */
-function putUvarint(out: Uint8Array, at: number, v: number): number {
-  while (v >= 0x80) {
-    out[at++] = (v % 0x80) | 0x80;
-    v = Math.floor(v / 0x80);
-  }
-  out[at++] = v;
-  return at;
-}
-
 /**
  * A session record: u8 format 2, u8 hasResult, u32 hash (little-endian), uvarints lastSeq,
  * lastActive, lastIndex, idleTimeoutMs, then the cached result (about 20 bytes). Written once
  * per use of a session, so in one allocation of the exact size (the format of
  * ByteWriter's u8/u32/uvarint, which {@link decodeSession} reads).
  */
-export function encodeSession(s: SessionInfo): Uint8Array {
+export function encodeSession(s: SessionInfo, alloc: Alloc = HEAP): Uint8Array {
   const c = s.result;
   // The cached result of the last command (absent in records written before it was kept).
   let kind = -1, a = 0, b = 0;
@@ -567,13 +563,13 @@ export function encodeSession(s: SessionInfo): Uint8Array {
       kind = 0;
     }
   }
-  let size = 6 + uvarintSize(s.lastSeq) + uvarintSize(s.lastActive) +
-    uvarintSize(s.lastIndex) + uvarintSize(s.idleTimeoutMs);
-  if (kind === 1) size += 1 + uvarintSize(a) + uvarintSize(b);
-  else if (kind === 2) size += 1 + uvarintSize(a);
+  let size = 6 + varintLength(s.lastSeq) + varintLength(s.lastActive) +
+    varintLength(s.lastIndex) + varintLength(s.idleTimeoutMs);
+  if (kind === 1) size += 1 + varintLength(a) + varintLength(b);
+  else if (kind === 2) size += 1 + varintLength(a);
   else if (kind === 3) size += 2;
   else if (kind === 0) size += 1;
-  const out = new Uint8Array(size);
+  const out = alloc(size);
   out[0] = SESSION_FORMAT;
   out[1] = s.hasResult ? 1 : 0;
   const h = s.hash >>> 0;
@@ -581,15 +577,15 @@ export function encodeSession(s: SessionInfo): Uint8Array {
   out[3] = (h >>> 8) & 0xff;
   out[4] = (h >>> 16) & 0xff;
   out[5] = h >>> 24;
-  let at = putUvarint(out, 6, s.lastSeq);
-  at = putUvarint(out, at, s.lastActive);
-  at = putUvarint(out, at, s.lastIndex);
-  at = putUvarint(out, at, s.idleTimeoutMs);
+  let at = putVarint(out, 6, s.lastSeq);
+  at = putVarint(out, at, s.lastActive);
+  at = putVarint(out, at, s.lastIndex);
+  at = putVarint(out, at, s.idleTimeoutMs);
   if (kind >= 0) out[at++] = kind;
   if (kind === 1) {
-    at = putUvarint(out, at, a);
-    putUvarint(out, at, b);
-  } else if (kind === 2) putUvarint(out, at, a);
+    at = putVarint(out, at, a);
+    putVarint(out, at, b);
+  } else if (kind === 2) putVarint(out, at, a);
   else if (kind === 3) out[at] = a;
   return out;
 }
@@ -724,17 +720,22 @@ export class KvCore {
     return out;
   }
 
-  /** Computes what `cmds` do to the store `r` (which must not change until commit). */
-  async apply(r: StoreReader, cmds: ApplyCommand[]): Promise<PreparedBatch> {
+  /**
+   * Computes what `cmds` do to the store `r` (which must not change until commit). The store
+   * keys and values of the plain writes (puts, deletes, session records, the applied index) are
+   * taken from `scratch`: a {@link Slab} reset per batch suits only a store that copies what it
+   * is given (the LSM's memtable does; the memory backend keeps the arrays).
+   */
+  async apply(r: StoreReader, cmds: ApplyCommand[], scratch: Alloc = HEAP): Promise<PreparedBatch> {
     const p = new Pending(r);
     const count = this.#lru.size;
-    const b = new BatchState(this, p, this.#clock, count, this.#clusterId);
+    const b = new BatchState(this, p, this.#clock, count, this.#clusterId, scratch);
     const results: ApplyResult[] = [];
     for (const c of cmds) results.push(await b.applyOne(c));
-    if (cmds.length > 0) p.put(APPLIED_KEY, u64Value(cmds[cmds.length - 1].index));
+    if (cmds.length > 0) p.put(APPLIED_KEY, u64Value(cmds[cmds.length - 1].index, scratch));
     if (!this.#formatWritten) p.put(FORMAT_KEY, new Uint8Array([RECORD_FORMAT]));
-    if (b.clock !== this.#clock) p.put(CLOCK_KEY, u64Value(b.clock));
-    if (b.count !== count) p.put(SESSION_COUNT_KEY, u64Value(b.count));
+    if (b.clock !== this.#clock) p.put(CLOCK_KEY, u64Value(b.clock, scratch));
+    if (b.count !== count) p.put(SESSION_COUNT_KEY, u64Value(b.count, scratch));
     return {
       ops: p.ops(),
       results,
@@ -891,6 +892,7 @@ class BatchState {
     public clock: number,
     public count: number,
     public clusterId: string | undefined,
+    private readonly a: Alloc,
   ) {
     this.#lru = new LruCursor(core, this.touched);
   }
@@ -947,16 +949,21 @@ class BatchState {
     index: number,
     cmd: Exclude<Command, { op: CommandOp.RegisterSession }>,
   ): Promise<ApplyResult> {
-    const versionstamp = makeVersionstamp(index);
+    const versionstamp = makeVersionstamp(index, 0, VERSIONSTAMPS.alloc);
     switch (cmd.op) {
       case CommandOp.Put: {
-        const rec = { encoding: ValueEncoding.BYTES, versionstamp, value: cmd.value };
-        this.p.put(userKey(cmd.key), encodeRecord(rec));
-        this.changes.push({ key: cmd.key, entry: toEntry(cmd.key, rec), versionstamp });
+        const entry: KvEntry = {
+          key: cmd.key,
+          value: cmd.value,
+          encoding: ValueEncoding.BYTES,
+          versionstamp,
+        };
+        this.p.put(userKey(cmd.key, this.a), encodeRecord(entry, this.a));
+        this.changes.push({ key: cmd.key, entry, versionstamp });
         return { ok: true, versionstamp };
       }
       case CommandOp.Delete:
-        this.p.delete(userKey(cmd.key));
+        this.p.delete(userKey(cmd.key, this.a));
         this.changes.push({ key: cmd.key, entry: null, versionstamp });
         return { ok: true, versionstamp };
       case CommandOp.Atomic:
@@ -1099,7 +1106,7 @@ class BatchState {
     if (!this.core.has(id)) return undefined;
     const cached = this.core.cached(id);
     if (cached) return { ...cached };
-    const v = await this.p.get(sessionKey(id));
+    const v = await this.p.get(sessionKey(id, this.a));
     if (!v) throw new DecodeError("session table", `session ${id} has no record`);
     return decodeSession(id, v);
   }
@@ -1108,13 +1115,13 @@ class BatchState {
   private touch(s: SessionInfo, index: number): void {
     s.lastActive = this.clock;
     s.lastIndex = index;
-    this.p.put(sessionKey(s.id), encodeSession(s));
+    this.p.put(sessionKey(s.id, this.a), encodeSession(s, this.a));
     this.touched.delete(s.id);
     this.touched.set(s.id, s);
   }
 
   private remove(s: SessionInfo): void {
-    this.p.delete(sessionKey(s.id));
+    this.p.delete(sessionKey(s.id, this.a));
     this.touched.delete(s.id);
     this.touched.set(s.id, null);
     this.count--;

@@ -27,7 +27,7 @@
  *
  * @module
  */
-import { ByteReader, ByteWriter } from "./bytes.ts";
+import { ByteReader, ByteWriter, HEAP } from "./bytes.ts";
 import { DecodeError } from "./errors.ts";
 import { type AtomicLimits, checkAtomic } from "../config/limits.ts";
 /** The limits {@link checkAtomicLimits} applies (config/limits.ts). */
@@ -285,9 +285,14 @@ export function applyV8Sum(
   return { encoding: ValueEncoding.V8, value: new Uint8Array(v8Serialize(r)) };
 }
 
-/** The versionstamp of the command at `position` inside the entry at `index`. */
-export function makeVersionstamp(index: number, position = 0): Uint8Array {
-  const out = new Uint8Array(VERSIONSTAMP_BYTES);
+/** The versionstamp of the command at `position` inside the entry at `index` (its bytes from
+ * `a`). */
+export function makeVersionstamp(
+  index: number,
+  position = 0,
+  a: (n: number) => Uint8Array = HEAP,
+): Uint8Array {
+  const out = a(VERSIONSTAMP_BYTES);
   writeVersionstamp(out, 0, index, position);
   return out;
 }
@@ -428,8 +433,8 @@ export interface StoredRecord {
 
 const EXPIRES = 0x80;
 
-/** Encodes a record (header and value in one store value). */
-export function encodeRecord(r: StoredRecord): Uint8Array {
+/** Encodes a record (header and value in one store value; its bytes from `a`). */
+export function encodeRecord(r: StoredRecord, a: (n: number) => Uint8Array = HEAP): Uint8Array {
   const exp = r.expireAt !== undefined && r.expireAt > 0;
   if (exp) {
     const w = new ByteWriter(1 + VERSIONSTAMP_BYTES + 8 + r.value.length);
@@ -440,10 +445,12 @@ export function encodeRecord(r: StoredRecord): Uint8Array {
     return w.finish();
   }
   // The common case (every put) in one allocation and two copies.
-  const out = new Uint8Array(1 + VERSIONSTAMP_BYTES + r.value.length);
+  const v = r.value, vs = r.versionstamp;
+  const out = a(1 + VERSIONSTAMP_BYTES + v.length);
   out[0] = r.encoding;
-  out.set(r.versionstamp, 1);
-  out.set(r.value, 1 + VERSIONSTAMP_BYTES);
+  for (let i = 0; i < VERSIONSTAMP_BYTES; i++) out[1 + i] = vs[i];
+  if (v.length > 32) out.set(v, 1 + VERSIONSTAMP_BYTES);
+  else for (let i = 0; i < v.length; i++) out[1 + VERSIONSTAMP_BYTES + i] = v[i];
   return out;
 }
 

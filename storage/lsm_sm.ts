@@ -19,6 +19,7 @@
 import { join } from "node:path";
 import { LsmDb, type LsmError, type LsmOptions, type Snapshot as LsmSnapshot } from "../lsm/mod.ts";
 import type { ApplyCommand } from "../raft/state_machine.ts";
+import { Slab } from "./bytes.ts";
 import { CorruptionError, StoreClosedError } from "./errors.ts";
 import {
   denoEnv,
@@ -87,6 +88,8 @@ export class LsmStateMachine implements KvStateMachine {
   #tail: Promise<unknown> = Promise.resolve();
   #applies = 0;
   #restores = 0;
+  /** The store keys and values of the batch being applied (see {@link KvCore.apply}). */
+  readonly #scratch = new Slab();
   /** Snapshot scans in progress (they read the LSM outside the apply queue). */
   readonly #reading = new Set<Promise<unknown>>();
 
@@ -172,7 +175,10 @@ export class LsmStateMachine implements KvStateMachine {
 
   async #apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
     if (cmds.length === 0) return [];
-    const batch = await this.#core.apply(this.#db, cmds);
+    // The batch's store keys and values are views of one reused chunk: the memtable copies
+    // them, and the write below is awaited before the next batch starts (the apply queue).
+    this.#scratch.reset();
+    const batch = await this.#core.apply(this.#db, cmds, this.#scratch.alloc);
     await this.#db.write(batch.ops, { sync: false });
     batch.commit();
     this.#applied = cmds[cmds.length - 1].index;
