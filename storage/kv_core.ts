@@ -745,16 +745,15 @@ export class KvCore {
         this.#clock = b.clock;
         this.#clusterId = b.clusterId;
         // In order of last use within the batch, all after every session used before it.
-        for (const [id, s] of b.touched) {
-          this.#lru.delete(id);
-          this.#cache.delete(id);
-          if (!s) continue;
-          this.#lru.set(id, s.lastIndex);
-          this.#cache.set(id, s);
-          if (this.#cache.size > SESSION_CACHE) {
-            this.#cache.delete(this.#cache.keys().next().value!);
-          }
-        }
+        const lru = this.#lru, cache = this.#cache;
+        b.touched.forEach((s, id) => {
+          lru.delete(id);
+          cache.delete(id);
+          if (!s) return;
+          lru.set(id, s.lastIndex);
+          cache.set(id, s);
+          if (cache.size > SESSION_CACHE) cache.delete(cache.keys().next().value!);
+        });
       },
     };
   }
@@ -876,6 +875,22 @@ class LruCursor {
     for (const [id, s] of this.touched) if (s) return id;
     return undefined;
   }
+}
+
+/** A copy of a session record a batch may change (one object of a fixed shape: cheaper than a
+ * spread). */
+function copySession(s: SessionInfo): SessionInfo {
+  const c: SessionInfo = {
+    id: s.id,
+    lastSeq: s.lastSeq,
+    lastActive: s.lastActive,
+    lastIndex: s.lastIndex,
+    idleTimeoutMs: s.idleTimeoutMs,
+    hash: s.hash,
+    hasResult: s.hasResult,
+  };
+  if (s.result !== undefined) c.result = s.result;
+  return c;
 }
 
 /** The state of one batch being computed. */
@@ -1099,13 +1114,13 @@ class BatchState {
   }
 
   private async lookup(id: bigint): Promise<SessionInfo | undefined> {
-    if (this.touched.has(id)) {
-      const t = this.touched.get(id);
-      return t ? { ...t } : undefined;
-    }
-    if (!this.core.has(id)) return undefined;
+    // Touched by this batch: its state (null: removed).
+    const t = this.touched.get(id);
+    if (t !== undefined) return t ? copySession(t) : undefined;
+    // Cached sessions are in the table (the cache holds the most recently used of it).
     const cached = this.core.cached(id);
-    if (cached) return { ...cached };
+    if (cached) return copySession(cached);
+    if (!this.core.has(id)) return undefined;
     const v = await this.p.get(sessionKey(id, this.a));
     if (!v) throw new DecodeError("session table", `session ${id} has no record`);
     return decodeSession(id, v);
