@@ -451,6 +451,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class Client {
   private endpoints: string[];
   private conns = new Map<string, Promise<Connection>>();
+  /** The connections of {@link conns} that are open (no await to use them). */
+  private open = new Map<string, Connection>();
   private leader: string | undefined;
   private rr = 0;
   private sessions: Session[] = [];
@@ -613,7 +615,7 @@ export class Client {
       try {
         const conn = await this.connection(ep);
         if (conn.closed) {
-          this.conns.delete(ep);
+          this.forget(ep, conn);
           throw new UnavailableError(`connection to ${ep} closed`);
         }
         res = await conn.request(
@@ -799,6 +801,7 @@ export class Client {
     this.closed = true;
     const conns = [...this.conns.values()];
     this.conns.clear();
+    this.open.clear();
     for (const p of conns) {
       try {
         (await p).close();
@@ -868,10 +871,21 @@ export class Client {
     if (p) return p;
     p = Connection.open(ep, this.connectTimeoutMs, this.tls, this.token);
     this.conns.set(ep, p);
-    p.catch(() => {
+    p.then((c) => {
+      if (this.conns.get(ep) === p) this.open.set(ep, c);
+    }, () => {
       if (this.conns.get(ep) === p) this.conns.delete(ep);
     });
     return p;
+  }
+
+  /** Forgets the closed connection `conn` to `ep` (the next use opens a new one). */
+  private forget(ep: string, conn: Connection): void {
+    // A connection is in `open` from the moment its promise resolves until it is forgotten;
+    // when it is not there, a newer connection replaced it already.
+    if (this.open.get(ep) !== conn) return;
+    this.open.delete(ep);
+    this.conns.delete(ep);
   }
 
   /** The endpoint to try next: the cached leader, else round robin. */
@@ -910,9 +924,9 @@ export class Client {
       let res: Response;
       let sent = false;
       try {
-        const conn = await this.connection(ep);
+        const conn = this.open.get(ep) ?? await this.connection(ep);
         if (conn.closed) {
-          if (this.conns.get(ep) !== undefined) this.conns.delete(ep);
+          this.forget(ep, conn);
           throw new UnavailableError(`connection to ${ep} closed`);
         }
         sent = true;

@@ -1,16 +1,19 @@
 /**
  * One multiplexed TCP connection to a gokv server: many requests in flight, matched to their
- * responses by request id. Writes issued in the same tick are coalesced into one socket write.
+ * responses by request id. Requests are encoded straight into the connection's output buffer
+ * and the ones issued in the same tick go out in one socket write. Requests carry deadlines,
+ * swept by one timer per connection (armed for the earliest deadline): no timer per request.
  *
  * @module
  */
 import {
   decodeResponse,
-  encodeRequest,
+  encodeRequestTo,
   FrameReader,
+  FrameWriter,
   Op,
   ProtocolError,
-  type Request,
+  type RequestBody,
   type Response,
   Status,
 } from "./protocol.ts";
@@ -23,14 +26,20 @@ import {
   UnavailableError,
 } from "./errors.ts";
 
-/** A request without its id (the connection assigns one). */
-export type RequestBody = Request extends infer R ? R extends Request ? Omit<R, "id"> : never
-  : never;
+export type { RequestBody } from "./protocol.ts";
 
 interface Pending {
   resolve: (r: Response) => void;
   reject: (e: Error) => void;
-  timer: ReturnType<typeof setTimeout>;
+  /** When it times out (performance.now() ms: monotonic). */
+  deadline: number;
+  timeoutMs: number;
+}
+
+/** A timer that does not keep the process alive (web timers are numbers, Node's objects). */
+function unref(t: ReturnType<typeof setTimeout>): void {
+  if (typeof t === "number") Deno.unrefTimer(t);
+  else (t as { unref?: () => void }).unref?.();
 }
 
 /** Splits "host:port" (IPv6 in brackets allowed). */
@@ -56,9 +65,11 @@ export interface ClientTls {
 export class Connection {
   private nextId = 1;
   private pending = new Map<number, Pending>();
-  private outQueue: Uint8Array[] = [];
-  private outBytes = 0;
+  private out = new FrameWriter(4096);
   private writing = false;
+  /** The deadline sweep's timer and when it fires (Infinity: not armed). */
+  private sweepTimer: ReturnType<typeof setTimeout> | undefined;
+  private sweepAt = Infinity;
   private failure: Error | undefined;
 
   private constructor(readonly address: string, private conn: Deno.Conn) {
@@ -156,52 +167,58 @@ export class Connection {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    let frame: Uint8Array;
     try {
-      frame = encodeRequest({ ...body, id } as Request);
+      encodeRequestTo(this.out, body, id);
     } catch (e) {
       if (e instanceof LimitError) return Promise.reject(e);
       return Promise.reject(
         new InvalidArgumentError(e instanceof ProtocolError ? e.reason : String(e)),
       );
     }
-    return new Promise<Response>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new TimeoutError(`request to ${this.address} timed out`, timeoutMs));
-      }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
-      this.enqueue(frame);
-    });
-  }
-
-  private enqueue(frame: Uint8Array): void {
-    this.outQueue.push(frame);
-    this.outBytes += frame.length;
+    const deadline = performance.now() + timeoutMs;
+    if (deadline < this.sweepAt) this.armSweep(deadline);
     if (!this.writing) {
       this.writing = true;
       queueMicrotask(() => this.writeLoop());
     }
+    return new Promise<Response>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, deadline, timeoutMs });
+    });
+  }
+
+  /** (Re)arms the deadline sweep to run at `at`. */
+  private armSweep(at: number): void {
+    if (this.sweepTimer !== undefined) clearTimeout(this.sweepTimer);
+    this.sweepAt = at;
+    this.sweepTimer = setTimeout(
+      () => this.sweep(),
+      Math.max(0, Math.ceil(at - performance.now())),
+    );
+    unref(this.sweepTimer);
+  }
+
+  /** Fails the requests whose deadline passed; re-arms for the earliest one left. */
+  private sweep(): void {
+    this.sweepTimer = undefined;
+    this.sweepAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [id, p] of this.pending) {
+      if (p.deadline <= now) {
+        this.pending.delete(id);
+        p.reject(new TimeoutError(`request to ${this.address} timed out`, p.timeoutMs));
+      } else if (p.deadline < next) next = p.deadline;
+    }
+    if (next !== Infinity && !this.failure) this.armSweep(next);
   }
 
   private async writeLoop(): Promise<void> {
     try {
-      while (this.outQueue.length > 0 && !this.failure) {
-        let buf: Uint8Array;
-        if (this.outQueue.length === 1) {
-          buf = this.outQueue[0];
-        } else {
-          buf = new Uint8Array(this.outBytes);
-          let off = 0;
-          for (const f of this.outQueue) {
-            buf.set(f, off);
-            off += f.length;
-          }
-        }
-        this.outQueue = [];
-        this.outBytes = 0;
+      while (this.out.length > 0 && !this.failure) {
+        const buf = this.out.take();
         let off = 0;
         while (off < buf.length) off += await this.conn.write(buf.subarray(off));
+        this.out.recycle(buf);
       }
     } catch (e) {
       this.fail(new UnavailableError(`write to ${this.address} failed: ${(e as Error).message}`));
@@ -223,7 +240,6 @@ export class Connection {
           const p = this.pending.get(res.id);
           if (!p) continue; // timed out already
           this.pending.delete(res.id);
-          clearTimeout(p.timer);
           p.resolve(res);
         }
       }
@@ -242,10 +258,10 @@ export class Connection {
     try {
       this.conn.close();
     } catch { /* already closed */ }
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(err);
-    }
+    if (this.sweepTimer !== undefined) clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    this.sweepAt = Infinity;
+    for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }
 

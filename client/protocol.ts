@@ -239,15 +239,87 @@ const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 const EMPTY = new Uint8Array(0);
 
-/** A growable big-endian byte writer. */
-class Writer {
-  buf: Uint8Array;
-  view: DataView;
-  pos = 4; // room for the frame length
+/** Output buffers larger than this are not kept for reuse once written. */
+const WRITER_KEEP_BYTES = 1024 * 1024;
 
+/** Scratch for the u64 fields (no DataView per writer or reader). */
+const SCRATCH = new DataView(new ArrayBuffer(8));
+
+/**
+ * A growable big-endian writer of frames: one frame ({@link encodeRequest},
+ * {@link encodeResponse}) or a connection's output buffer that frames are appended to in place
+ * ({@link encodeRequestTo}, {@link encodeResponseTo}) and handed out with {@link take}, so a
+ * frame costs no allocation of its own and a write of many frames no concatenation.
+ */
+export class FrameWriter {
+  /** The bytes; frames written so far are `buf[0, length)`. */
+  buf: Uint8Array;
+  /** Where the next byte goes. */
+  pos = 0;
+  /** Where the frame being written starts (its length prefix). */
+  private start = 0;
+  private spare: Uint8Array | undefined;
+
+  /** A writer whose buffer starts at `size` bytes. */
   constructor(size = 64) {
     this.buf = new Uint8Array(size);
-    this.view = new DataView(this.buf.buffer);
+  }
+
+  /** Bytes of complete frames (and of the frame being written). */
+  get length(): number {
+    return this.pos;
+  }
+
+  /** Starts a frame: reserves its length prefix. */
+  begin(): void {
+    this.start = this.pos;
+    this.ensure(4);
+    this.pos += 4;
+  }
+
+  /** Completes the frame begun last. One over {@link MAX_FRAME} is dropped and throws
+   * {@link LimitError} (`frame_bytes`). */
+  end(): void {
+    const len = this.pos - this.start - 4;
+    if (len > MAX_FRAME) {
+      this.abort();
+      throw new LimitError("frame_bytes", MAX_FRAME, len);
+    }
+    const b = this.buf, s = this.start;
+    b[s] = len >>> 24;
+    b[s + 1] = (len >>> 16) & 0xff;
+    b[s + 2] = (len >>> 8) & 0xff;
+    b[s + 3] = len & 0xff;
+  }
+
+  /** Drops the frame begun last (an encoding failed); a buffer it grew large is released. */
+  abort(): void {
+    this.pos = this.start;
+    if (this.buf.length > WRITER_KEEP_BYTES && this.pos <= WRITER_KEEP_BYTES) {
+      const next = new Uint8Array(Math.max(64, this.pos * 2));
+      next.set(this.buf.subarray(0, this.pos));
+      this.buf = next;
+    }
+  }
+
+  /**
+   * Hands out the complete frames written so far and continues in another buffer. The bytes
+   * stay valid until they are given back with {@link recycle} (a writer keeps one spare).
+   */
+  take(): Uint8Array {
+    const out = this.buf.subarray(0, this.pos);
+    this.buf = this.spare ??
+      new Uint8Array(Math.min(Math.max(this.buf.length, 64), WRITER_KEEP_BYTES));
+    this.spare = undefined;
+    this.pos = this.start = 0;
+    return out;
+  }
+
+  /** Gives back bytes from {@link take} once written, for reuse (unless they grew large). */
+  recycle(b: Uint8Array): void {
+    if (b.buffer.byteLength <= WRITER_KEEP_BYTES && b.buffer !== this.buf.buffer) {
+      this.spare = new Uint8Array(b.buffer);
+    }
   }
 
   private ensure(n: number): void {
@@ -257,66 +329,62 @@ class Writer {
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
-    this.view = new DataView(next.buffer);
   }
 
+  /** Appends a u8. */
   u8(v: number): void {
     this.ensure(1);
     this.buf[this.pos++] = v;
   }
 
+  /** Appends a u32. */
   u32(v: number): void {
     this.ensure(4);
-    this.view.setUint32(this.pos, v >>> 0);
-    this.pos += 4;
+    const b = this.buf, p = this.pos;
+    b[p] = v >>> 24;
+    b[p + 1] = (v >>> 16) & 0xff;
+    b[p + 2] = (v >>> 8) & 0xff;
+    b[p + 3] = v & 0xff;
+    this.pos = p + 4;
   }
 
+  /** Appends a u64 (the low 64 bits of `v`). */
   u64(v: bigint): void {
-    this.ensure(8);
-    this.view.setBigUint64(this.pos, BigInt.asUintN(64, v));
-    this.pos += 8;
+    SCRATCH.setBigUint64(0, BigInt.asUintN(64, v));
+    this.u32(SCRATCH.getUint32(0));
+    this.u32(SCRATCH.getUint32(4));
   }
 
   /** A non-negative safe integer as u64. */
   num(v: number): void {
-    this.ensure(8);
-    this.view.setUint32(this.pos, Math.floor(v / 0x100000000));
-    this.view.setUint32(this.pos + 4, v >>> 0);
-    this.pos += 8;
+    this.u32(Math.floor(v / 0x100000000));
+    this.u32(v >>> 0);
   }
 
+  /** Appends `u32 length | bytes`. */
   bytes(b: Uint8Array): void {
     this.u32(b.length);
     this.raw(b);
   }
 
+  /** Appends bytes as they are. */
   raw(b: Uint8Array): void {
     this.ensure(b.length);
     this.buf.set(b, this.pos);
     this.pos += b.length;
   }
 
+  /** Appends a UTF-8 string as `bytes`. */
   str(s: string): void {
     this.bytes(s.length === 0 ? EMPTY : enc.encode(s));
-  }
-
-  /** Completes the frame: writes the length prefix and returns the frame bytes. */
-  finish(): Uint8Array {
-    const len = this.pos - 4;
-    if (len > MAX_FRAME) throw new LimitError("frame_bytes", MAX_FRAME, len);
-    this.view.setUint32(0, len);
-    return this.buf.subarray(0, this.pos);
   }
 }
 
 /** A bounds-checked big-endian byte reader; every underflow is a {@link ProtocolError}. */
 class Reader {
   pos = 0;
-  private view: DataView;
 
-  constructor(private buf: Uint8Array) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  }
+  constructor(private buf: Uint8Array) {}
 
   private need(n: number, what: string): void {
     if (this.pos + n > this.buf.length) {
@@ -331,23 +399,21 @@ class Reader {
 
   u32(what = "u32"): number {
     this.need(4, what);
-    const v = this.view.getUint32(this.pos);
-    this.pos += 4;
-    return v;
+    const b = this.buf, p = this.pos;
+    this.pos = p + 4;
+    return ((b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) >>> 0;
   }
 
   u64(what = "u64"): bigint {
-    this.need(8, what);
-    const v = this.view.getBigUint64(this.pos);
-    this.pos += 8;
-    return v;
+    const hi = this.u32(what);
+    const lo = this.u32(what);
+    return (BigInt(hi) << 32n) | BigInt(lo);
   }
 
   num(what = "u64"): number {
     this.need(8, what);
-    const hi = this.view.getUint32(this.pos);
-    const lo = this.view.getUint32(this.pos + 4);
-    this.pos += 8;
+    const hi = this.u32(what);
+    const lo = this.u32(what);
     if (hi >= 0x200000) throw new ProtocolError(`${what} exceeds 2^53`);
     return hi * 0x100000000 + lo;
   }
@@ -394,7 +460,7 @@ function checkOp(op: number): Op {
   return op;
 }
 
-function writeRange(w: Writer, r: ScanRange, consistency: Consistency): void {
+function writeRange(w: FrameWriter, r: ScanRange, consistency: Consistency): void {
   w.u8(
     (r.start ? SCAN_START : 0) | (r.end ? SCAN_END : 0) | (r.prefix ? SCAN_PREFIX : 0) |
       (r.reverse ? SCAN_REVERSE : 0),
@@ -438,7 +504,7 @@ function readKeys(r: Reader, frame: number): Uint8Array[] {
   return keys;
 }
 
-function writeChanges(w: Writer, changes: { key: Uint8Array; entry: KvEntry | null }[]): void {
+function writeChanges(w: FrameWriter, changes: { key: Uint8Array; entry: KvEntry | null }[]): void {
   w.u32(changes.length);
   for (const c of changes) {
     w.bytes(c.key);
@@ -454,7 +520,7 @@ function readChanges(r: Reader, frame: number): { key: Uint8Array; entry: KvEntr
   return out;
 }
 
-function writeEntry(w: Writer, e: KvEntry | null): void {
+function writeEntry(w: FrameWriter, e: KvEntry | null): void {
   if (!e) {
     w.u8(0);
     return;
@@ -492,13 +558,41 @@ function checkConsistency(c: number): Consistency {
   return c;
 }
 
+/** A request without its id (a connection assigns one). */
+export type RequestBody = Request extends infer R ? R extends Request ? Omit<R, "id"> : never
+  : never;
+
 /** Encodes a request as a complete frame (length prefix included). */
 export function encodeRequest(req: Request): Uint8Array {
-  const w = new Writer(
-    req.op === Op.Put ? 40 + req.key.length + req.value.length : 64,
+  const w = new FrameWriter(
+    req.op === Op.Put
+      ? 37 + req.key.length + req.value.length
+      : req.op === Op.Get
+      ? 14 + req.key.length
+      : 64,
   );
+  encodeRequestTo(w, req, req.id);
+  return w.buf.subarray(0, w.pos);
+}
+
+/**
+ * Appends request `body` with id `id` to `w` as a complete frame. Throws {@link LimitError}
+ * (over {@link MAX_FRAME}) or what the encoding of its parts throws; nothing is appended then.
+ */
+export function encodeRequestTo(w: FrameWriter, body: RequestBody, id: number): void {
+  w.begin();
+  try {
+    writeRequest(w, body, id);
+  } catch (e) {
+    w.abort();
+    throw e;
+  }
+  w.end();
+}
+
+function writeRequest(w: FrameWriter, req: RequestBody, id: number): void {
   w.u8(req.op);
-  w.u32(req.id);
+  w.u32(id);
   switch (req.op) {
     case Op.Put:
       w.bytes(req.key);
@@ -562,7 +656,6 @@ export function encodeRequest(req: Request): Uint8Array {
       w.str(req.token);
       break;
   }
-  return w.finish();
 }
 
 /** Decodes a request body (the frame without its length prefix). Throws {@link ProtocolError}. */
@@ -654,7 +747,27 @@ export function decodeRequest(body: Uint8Array): Request {
 
 /** Encodes a response as a complete frame (length prefix included). */
 export function encodeResponse(res: Response): Uint8Array {
-  const w = new Writer(res.value ? 32 + res.value.length : 64);
+  const w = new FrameWriter(res.value ? 14 + res.value.length : 64);
+  encodeResponseTo(w, res);
+  return w.buf.subarray(0, w.pos);
+}
+
+/**
+ * Appends response `res` to `w` as a complete frame. Throws {@link LimitError} (over
+ * {@link MAX_FRAME}); nothing is appended then.
+ */
+export function encodeResponseTo(w: FrameWriter, res: Response): void {
+  w.begin();
+  try {
+    writeResponse(w, res);
+  } catch (e) {
+    w.abort();
+    throw e;
+  }
+  w.end();
+}
+
+function writeResponse(w: FrameWriter, res: Response): void {
   w.u8(res.op | 0x80);
   w.u32(res.id);
   w.u8(res.status);
@@ -747,7 +860,6 @@ export function encodeResponse(res: Response): Uint8Array {
     }
     w.str(res.message ?? "");
   }
-  return w.finish();
 }
 
 /** Decodes a response body (the frame without its length prefix). Throws {@link ProtocolError}. */

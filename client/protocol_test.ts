@@ -5,8 +5,11 @@ import {
   decodeRequest,
   decodeResponse,
   encodeRequest,
+  encodeRequestTo,
   encodeResponse,
+  encodeResponseTo,
   FrameReader,
+  FrameWriter,
   MAX_FRAME,
   Op,
   ProtocolError,
@@ -284,4 +287,60 @@ Deno.test("the frame reader refuses oversized and empty frames", () => {
   const fr2 = new FrameReader();
   fr2.push(new Uint8Array(4));
   assert.throws(() => fr2.next(), /empty frame/);
+});
+
+Deno.test("frames appended to one writer, taken in runs, decode as encoded alone; a failed one leaves no trace", () => {
+  const tooBig: Request = {
+    op: Op.Put,
+    id: 9,
+    key: new Uint8Array(1),
+    value: new Uint8Array(MAX_FRAME),
+    clientId: 1n,
+    seq: 1,
+  };
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(requestArb, responseArb, fc.nat(4)), { minLength: 1, maxLength: 12 }),
+      (items) => {
+        const w = new FrameWriter(16);
+        const reader = new FrameReader();
+        const reqs: Request[] = [], ress: Response[] = [];
+        const takeAll = () => {
+          const b = w.take();
+          reader.push(b);
+          w.recycle(b);
+        };
+        for (const [req, res, what] of items) {
+          encodeRequestTo(w, req, req.id);
+          reqs.push(req);
+          if (what === 0) {
+            assert.throws(() => encodeRequestTo(w, tooBig, tooBig.id), /frame_bytes|exceeds/);
+          }
+          encodeResponseTo(w, res);
+          ress.push(res);
+          if (what === 1) takeAll();
+        }
+        takeAll();
+        const got: Array<Request | Response> = [];
+        for (let i = 0, b = reader.next(); b; b = reader.next(), i++) {
+          got.push(i % 2 === 0 ? decodeRequest(b) : decodeResponse(b));
+        }
+        assert.equal(got.length, 2 * items.length);
+        for (let i = 0; i < items.length; i++) {
+          assert.deepEqual(
+            encodeRequest(got[2 * i] as Request),
+            encodeRequest(reqs[i]),
+          );
+          assert.deepEqual(
+            encodeResponse(got[2 * i + 1] as Response),
+            encodeResponse(ress[i]),
+          );
+        }
+        assert.equal(reader.buffered, 0);
+        // A writer grown large by a refused frame is released.
+        assert.ok(w.buf.length <= 1024 * 1024);
+      },
+    ),
+    { numRuns: 100 },
+  );
 });

@@ -10,8 +10,9 @@ import type { Logger } from "../raft/logger.ts";
 import {
   Consistency,
   decodeRequest,
-  encodeResponse,
+  encodeResponseTo,
   FrameReader,
+  FrameWriter,
   Op,
   ProtocolError,
   type Request,
@@ -269,8 +270,8 @@ const FREE_BUFFER_BYTES = 64 * 1024;
 const counted = (capacity: number) => capacity > FREE_BUFFER_BYTES ? capacity : 0;
 
 class ServerConn {
-  private out: Uint8Array[] = [];
-  private outBytes = 0;
+  /** Responses not yet written, encoded in place (one buffer, no frame of their own). */
+  private out = new FrameWriter(4096);
   private writing = false;
   private closed = false;
   private writeDone: Promise<void> = Promise.resolve();
@@ -317,7 +318,7 @@ class ServerConn {
       this.o.metrics.requestErrors.inc({ op: "auth", status: "unauthenticated" });
       res = errorResponse(req.op, req.id, e);
     }
-    this.send(encodeResponse(res));
+    this.send(res);
   }
 
   /** Takes or gives back budget so that it covers the bytes this connection holds. */
@@ -428,17 +429,10 @@ class ServerConn {
         if (!this.closed) this.reconcile(this.lastBuffered);
         this.done();
         m.requestSeconds.observe({ op: OP_NAMES[req.op] }, (performance.now() - t0) / 1000);
-        let frame: Uint8Array;
-        try {
-          frame = encodeResponse(res);
-        } catch (e) {
-          res = errorResponse(req.op, req.id, e);
-          frame = encodeResponse(res);
-        }
+        res = this.send(res);
         if (res.status !== Status.Ok && res.status !== Status.NotFound) {
           m.requestErrors.inc({ op: OP_NAMES[req.op], status: STATUS_NAMES[res.status] });
         }
-        this.send(frame);
       }).catch((e) =>
         this.o.logger.error("client request failed", { op: req.op, error: (e as Error).message })
       );
@@ -453,36 +447,32 @@ class ServerConn {
     }
   }
 
-  private send(frame: Uint8Array): void {
-    if (this.closed) return;
-    this.out.push(frame);
-    this.outBytes += frame.length;
+  /** Queues `res` for writing; returns what was queued (an error response for one that cannot
+   * be encoded, e.g. over the frame limit). */
+  private send(res: Response): Response {
+    if (this.closed) return res;
+    try {
+      encodeResponseTo(this.out, res);
+    } catch (e) {
+      res = errorResponse(res.op, res.id, e);
+      encodeResponseTo(this.out, res);
+    }
     if (!this.writing) {
       this.writing = true;
       this.writeDone = new Promise<void>((resolve) =>
         queueMicrotask(() => this.flush().finally(resolve))
       );
     }
+    return res;
   }
 
   private async flush(): Promise<void> {
     try {
       while (this.out.length > 0 && !this.closed) {
-        let buf: Uint8Array;
-        if (this.out.length === 1) {
-          buf = this.out[0];
-        } else {
-          buf = new Uint8Array(this.outBytes);
-          let off = 0;
-          for (const f of this.out) {
-            buf.set(f, off);
-            off += f.length;
-          }
-        }
-        this.out = [];
-        this.outBytes = 0;
+        const buf = this.out.take();
         let off = 0;
         while (off < buf.length) off += await this.conn.write(buf.subarray(off));
+        this.out.recycle(buf);
       }
     } catch {
       this.close();
