@@ -380,11 +380,15 @@ export class FrameWriter {
   }
 }
 
-/** A bounds-checked big-endian byte reader; every underflow is a {@link ProtocolError}. */
+/**
+ * A bounds-checked big-endian byte reader; every underflow is a {@link ProtocolError}. Byte
+ * strings are copies, or with `views` views of `buf` (give it a buffer of its own: one copy of
+ * a whole request instead of one per field, and nothing pins a connection's receive buffer).
+ */
 class Reader {
   pos = 0;
 
-  constructor(private buf: Uint8Array) {}
+  constructor(private buf: Uint8Array, private readonly views = false) {}
 
   private need(n: number, what: string): void {
     if (this.pos + n > this.buf.length) {
@@ -420,18 +424,18 @@ class Reader {
 
   raw(n: number, what: string): Uint8Array {
     this.need(n, what);
-    const out = this.buf.slice(this.pos, this.pos + n);
+    const out = this.views
+      ? this.buf.subarray(this.pos, this.pos + n)
+      : this.buf.slice(this.pos, this.pos + n);
     this.pos += n;
     return out;
   }
 
   bytes(what = "bytes"): Uint8Array {
     const n = this.u32(`${what} length`);
-    this.need(n, what);
-    // Copy so decoded values do not pin (or alias) the connection's receive buffer.
-    const out = this.buf.slice(this.pos, this.pos + n);
-    this.pos += n;
-    return out;
+    // Copies (or views of a copy) so decoded values do not pin or alias the connection's
+    // receive buffer.
+    return this.raw(n, what);
   }
 
   str(what = "string"): string {
@@ -658,9 +662,13 @@ function writeRequest(w: FrameWriter, req: RequestBody, id: number): void {
   }
 }
 
-/** Decodes a request body (the frame without its length prefix). Throws {@link ProtocolError}. */
+/**
+ * Decodes a request body (the frame without its length prefix). Throws {@link ProtocolError}.
+ * The byte strings of the request are views of one copy of `body` (a request lives as long as
+ * it is served: nothing larger than itself stays pinned).
+ */
 export function decodeRequest(body: Uint8Array): Request {
-  const r = new Reader(body);
+  const r = new Reader(body.slice(), true);
   const op = checkOp(r.u8("op"));
   const id = r.u32("request id");
   let req: Request;

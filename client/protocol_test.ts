@@ -344,3 +344,17 @@ Deno.test("frames appended to one writer, taken in runs, decode as encoded alone
     { numRuns: 100 },
   );
 });
+
+Deno.test("a decoded request owns its bytes: reusing the receive buffer changes nothing", () => {
+  fc.assert(
+    fc.property(requestArb, (req) => {
+      const frame = encodeRequest(req);
+      const body = frame.subarray(4);
+      const got = decodeRequest(body);
+      const want = encodeRequest(got);
+      body.fill(0xee); // the connection's frame buffer is reused for the next bytes
+      assert.deepEqual(encodeRequest(got), want);
+    }),
+    { numRuns: 200 },
+  );
+});
