@@ -11,6 +11,7 @@
  */
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { getHeapSpaceStatistics } from "node:v8";
 import { mulberry32 } from "../lsm/prng.ts";
 
 interface Result {
@@ -118,7 +119,10 @@ async function child(kind: string): Promise<void> {
       if (Deno.env.get("LSM_BENCH_TIMES")) {
         console.error(`${name}: ${t.toFixed(0)}..${performance.now().toFixed(0)} ms`);
       }
-      if (Deno.env.get("LSM_BENCH_STATS")) console.error(`${name}: ${db.progress()}`);
+      if (Deno.env.get("LSM_BENCH_STATS")) {
+        console.error(`${name}: ${db.progress()}`);
+        memoryReport(Deno.memoryUsage());
+      }
     };
     await time("fillrandom (batch 1000)", N, async () => {
       for (let b = 0; b < N; b += 1000) {
@@ -161,7 +165,12 @@ async function child(kind: string): Promise<void> {
     await db.close();
     const mem = Deno.memoryUsage();
     const rss = mem.rss;
-    if (Deno.env.get("LSM_BENCH_STATS")) memoryReport(mem);
+    if (Deno.env.get("LSM_BENCH_STATS")) {
+      memoryReport(mem);
+      await new Promise((r) => setTimeout(r, 1000));
+      console.error("1 s after close:");
+      memoryReport(Deno.memoryUsage());
+    }
     console.log(JSON.stringify({ results, rss, found }));
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -179,16 +188,19 @@ function memoryReport(mem: Deno.MemoryUsage): void {
     if (m) {
       size = (parseInt(m[2], 16) - parseInt(m[1], 16)) / 1048576;
       // Anonymous mappings of V8's heap pages are small; malloc's arenas and large buffers are not.
-      name = m[3] || (size < 1 ? "anon < 1 MiB (V8 pages)" : "anon >= 1 MiB");
+      name = m[3] ||
+        (size < 1 ? "anon < 1 MiB (V8 pages)" : size < 63 ? "anon 1-63 MiB" : "anon >= 63 MiB");
     } else if (line.startsWith("Rss:")) {
       kinds.set(name, (kinds.get(name) ?? 0) + Number(line.split(/\s+/)[1]));
     }
   }
-  const top = [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 5);
+  const top = [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 7);
   console.error(
     `memory at end MiB: rss ${mib(mem.rss / 1024)} heapTotal ${mib(mem.heapTotal / 1024)} ` +
       `heapUsed ${mib(mem.heapUsed / 1024)} external ${mib(mem.external / 1024)}; ` +
-      top.map(([k, v]) => `${k} ${mib(v)}`).join(", "),
+      top.map(([k, v]) => `${k} ${mib(v)}`).join(", ") + "; V8 spaces " +
+      getHeapSpaceStatistics().filter((sp) => sp.space_size >= 1 << 20)
+        .map((sp) => `${sp.space_name} ${mib(sp.space_size / 1024)}`).join(", "),
   );
 }
 

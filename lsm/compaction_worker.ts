@@ -6,6 +6,7 @@
  * outputs and replies with their metadata. It never touches the manifest.
  * @module
  */
+import { parentPort } from "node:worker_threads";
 import { compareBytes } from "./bytes.ts";
 import { type Compaction, runMerge } from "./compaction.ts";
 import { ClosedError, CorruptionError } from "./errors.ts";
@@ -16,13 +17,11 @@ import { TableReader } from "./sstable_reader.ts";
 import { Version } from "./version.ts";
 import { Memtable, type MemtableState } from "./memtable.ts";
 import { TableWriter } from "./sstable_writer.ts";
+import { fromWire } from "./worker_wire.ts";
 import type { FileMeta } from "./version_edit.ts";
 
-/** The worker's global scope, typed without a global lib directive (not allowed in a package). */
-const self = globalThis as unknown as {
-  postMessage(message: unknown, transfer?: Transferable[]): void;
-  onmessage: ((ev: MessageEvent) => void) | null;
-};
+/** The port to the main thread (a node:worker_threads Worker: it takes V8 resource limits). */
+const self = parentPort!;
 
 /** Request to merge a compaction. */
 export interface MergeRequest {
@@ -177,7 +176,7 @@ async function merge(req: MergeRequest): Promise<void> {
       table: (f) => {
         let t = readers.get(f.number);
         if (!t) {
-          t = TableReader.open(tablePath(req.dir, f.number), f.number);
+          t = TableReader.open(tablePath(req.dir, f.number), f.number, undefined, undefined, false);
           readers.set(f.number, t);
         }
         return t;
@@ -221,10 +220,9 @@ async function merge(req: MergeRequest): Promise<void> {
   }
 }
 
-self.onmessage = (ev: MessageEvent) => {
-  const m = ev.data;
-  if (m.type === "merge") merge(m as MergeRequest);
-  else if (m.type === "flush") flush(m as FlushRequest);
+self.on("message", (m) => {
+  if (m.type === "merge") merge(fromWire(m) as MergeRequest);
+  else if (m.type === "flush") flush(fromWire(m) as FlushRequest);
   else if (m.type === "alloc") allocWaiters.shift()?.(m.number as number);
   else if (m.type === "crash-after-outputs") crashAfterOutputs = m.outputs as number;
-};
+});

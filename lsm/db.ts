@@ -1513,9 +1513,9 @@ export class LsmDb {
     });
   }
 
-  /** Stops the background worker. */
-  private terminateWorkers(): void {
-    this.worker.terminate();
+  /** Stops the background worker (resolves when its thread has exited). */
+  private terminateWorkers(): Promise<void> {
+    return this.worker.terminate();
   }
 
   /** Deletes obsolete tables that no pinned version still references. */
@@ -1689,8 +1689,10 @@ export class LsmDb {
       this.channel.port1.close();
       this.channel.port2.close();
       for (const r of this.yieldResolvers) r();
-      this.terminateWorkers();
+      const stopped = this.terminateWorkers();
       this.lock.release();
+      // close() resolves once the worker thread is gone: its memory is released by then.
+      await stopped;
     }
   }
 }

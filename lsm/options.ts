@@ -11,7 +11,7 @@ export interface LsmOptions {
   memtableBytes?: number;
   /** Target size of an SSTable data block before it is cut. Default 4 KiB. */
   blockBytes?: number;
-  /** Capacity of the LRU data-block cache in bytes. Default 16 MiB. */
+  /** Capacity of the LRU data-block cache in bytes. Default 8 MiB (LevelDB's default). */
   blockCacheBytes?: number;
   /** Bloom filter bits per key (0 disables filters). Default 10. */
   bloomBitsPerKey?: number;
@@ -69,7 +69,7 @@ export type ResolvedOptions = Required<Omit<LsmOptions, "env" | "onFailure">>;
 export const DEFAULT_OPTIONS: ResolvedOptions = {
   memtableBytes: 8 << 20,
   blockBytes: 4096,
-  blockCacheBytes: 16 << 20,
+  blockCacheBytes: 8 << 20,
   bloomBitsPerKey: 10,
   l0CompactionTrigger: 4,
   l0StopTrigger: 20,

@@ -20,7 +20,12 @@ export const TOMBSTONE: Uint8Array = new Uint8Array(0);
 
 /** An open table file. */
 export class TableReader {
-  private readonly indexKeys: Uint8Array[] = [];
+  /**
+   * The index's last-key-of-block keys, packed into one buffer (key `i` is
+   * `indexKeyBytes[keyOffs[i], keyOffs[i + 1])`): one allocation per table instead of one per block.
+   */
+  private readonly indexKeyBytes: Uint8Array;
+  private readonly keyOffs: number[] = [0];
   private readonly blockOffs: number[] = [];
   private readonly blockSizes: number[] = [];
   private readonly filter: Uint8Array;
@@ -37,6 +42,9 @@ export class TableReader {
     indexOffset: number,
   ) {
     this.filter = filter;
+    // The index block has a restart per entry (full keys), so its keys fit in its own size.
+    let keys = new Uint8Array(index.length);
+    let used = 0;
     const it = new BlockIterator(index, path, indexOffset);
     for (it.seekToFirst(); it.valid(); it.next()) {
       const v = it.value();
@@ -51,18 +59,31 @@ export class TableReader {
       if (off + size + BLOCK_TRAILER > indexOffset) {
         throw new CorruptionError(path, indexOffset, "index entry points past data");
       }
-      this.indexKeys.push(it.internalKey().slice());
+      const k = it.internalKey();
+      if (used + k.length > keys.length) { // prefix-shared index entries: grow
+        const nk = new Uint8Array((used + k.length) * 2);
+        nk.set(keys.subarray(0, used));
+        keys = nk;
+      }
+      keys.set(k, used);
+      used += k.length;
+      this.keyOffs.push(used);
       this.blockOffs.push(off);
       this.blockSizes.push(size);
     }
+    this.indexKeyBytes = keys.slice(0, used);
   }
 
-  /** Opens and validates a table file. Throws CorruptionError on damage. */
+  /**
+   * Opens and validates a table file. Throws CorruptionError on damage. `withFilter` false
+   * (a merge's input: it only iterates) skips loading the bloom filter.
+   */
   static open(
     path: string,
     number: number,
     cache?: BlockCache,
     env: Env = denoEnv,
+    withFilter = true,
   ): TableReader {
     let file: EnvFile;
     try {
@@ -87,7 +108,9 @@ export class TableReader {
         throw new CorruptionError(path, size - FOOTER_SIZE, "footer handles out of range");
       }
       const index = readBlockAt(file, path, f.indexOffset, f.indexSize);
-      const filter = readBlockAt(file, path, f.filterOffset, f.filterSize);
+      const filter = withFilter
+        ? readBlockAt(file, path, f.filterOffset, f.filterSize)
+        : new Uint8Array(0);
       return new TableReader(file, path, number, size, cache, filter, index, f.indexOffset);
     } catch (e) {
       file.close();
@@ -102,9 +125,7 @@ export class TableReader {
 
   /** Memory held by index + filter. */
   get metaBytes(): number {
-    let n = this.filter.length;
-    for (const k of this.indexKeys) n += k.length + 16;
-    return n;
+    return this.filter.length + this.indexKeyBytes.length + this.keyOffs.length * 24;
   }
 
   /** Returns data block `i` (cached). */
@@ -162,13 +183,14 @@ export class TableReader {
 
   /** Index of the first block whose last key >= (key, seq); blockCount when none. */
   findBlock(key: Uint8Array, seq: number): number {
-    const keys = this.indexKeys;
+    const keys = this.indexKeyBytes;
+    const offs = this.keyOffs;
     let lo = 0;
-    let hi = keys.length;
+    let hi = offs.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      const k = keys[mid];
-      if (compareInternalTo(k, 0, k.length, key, seq) < 0) lo = mid + 1;
+      const o = offs[mid];
+      if (compareInternalTo(keys, o, offs[mid + 1] - o, key, seq) < 0) lo = mid + 1;
       else hi = mid;
     }
     return lo;

@@ -4,11 +4,21 @@
  * replies into resolved results or typed errors.
  * @module
  */
+import { Worker } from "node:worker_threads";
 import type { MergeOutput } from "./compaction.ts";
 import type { FlushRequest, MergeRequest, WorkerMessage } from "./compaction_worker.ts";
+import { toWire } from "./worker_wire.ts";
 import { ClosedError, CorruptionError, LsmError } from "./errors.ts";
 
 type Request = Omit<FlushRequest, "id"> | Omit<MergeRequest, "id">;
+
+/**
+ * Young-generation cap of the worker's V8 heap, in MiB. Its live set is a few MiB (readers'
+ * indexes, the output block), but with V8's default (48 MiB, grown by the allocation rate of
+ * merges) the idle worker kept ~30-45 MiB of young-generation pages resident; with a small one
+ * it scavenges more often (cheap: little survives) and its heap stays ~12-15 MiB.
+ */
+export const WORKER_YOUNG_GENERATION_MB = 4;
 
 /** A lazily started background worker. */
 export class WorkerClient {
@@ -44,19 +54,20 @@ export class WorkerClient {
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined;
       if (this.reqs.size === 0 && this.worker) {
-        this.worker.terminate();
+        const w = this.worker;
         this.worker = undefined;
+        w.terminate();
       }
     }, this.idleMs);
     Deno.unrefTimer(this.idleTimer as unknown as number);
   }
 
   private start(): Worker {
-    const w = new Worker(new URL("./compaction_worker.ts", import.meta.url).href, {
-      type: "module",
+    // node:worker_threads rather than a web Worker: only it takes V8 resource limits.
+    const w = new Worker(new URL("./compaction_worker.ts", import.meta.url), {
+      resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
     });
-    w.onmessage = (ev: MessageEvent) => {
-      const m = ev.data as WorkerMessage;
+    w.on("message", (m: WorkerMessage) => {
       if (m.type === "alloc") {
         w.postMessage({ type: "alloc", number: this.allocFileNumber() });
         return;
@@ -71,24 +82,31 @@ export class WorkerClient {
       } else {r.reject(
           new LsmError("BACKGROUND", `background work failed: ${m.name}: ${m.message}`),
         );}
-    };
-    w.onerror = (ev: ErrorEvent) => {
-      ev.preventDefault();
-      this.failAll(new LsmError("BACKGROUND", `background worker crashed: ${ev.message}`));
-      this.worker = undefined;
+    });
+    w.on("error", (e: unknown) => {
+      if (this.worker === w) this.worker = undefined;
+      this.failAll(
+        new LsmError("BACKGROUND", `background worker crashed: ${(e as Error)?.message ?? e}`),
+      );
       w.terminate();
-    };
+    });
+    // Exiting without being told to (e.g. out of memory) also fails what was asked of it.
+    w.on("exit", (code: number) => {
+      if (this.worker !== w) return;
+      this.worker = undefined;
+      this.failAll(new LsmError("BACKGROUND", `background worker exited (code ${code})`));
+    });
     return w;
   }
 
   /** Sends a request and resolves with the worker's output. */
-  request(req: Request, transfer: Transferable[] = []): Promise<MergeOutput> {
+  request(req: Request): Promise<MergeOutput> {
     this.clearIdle();
     this.worker ??= this.start();
     const id = this.nextId++;
     return new Promise<MergeOutput>((resolve, reject) => {
       this.reqs.set(id, { resolve, reject });
-      this.worker!.postMessage({ ...req, id }, transfer);
+      this.worker!.postMessage(toWire({ ...req, id } as FlushRequest | MergeRequest));
     });
   }
 
@@ -108,13 +126,15 @@ export class WorkerClient {
     this.worker.postMessage({ type: "crash-after-outputs", outputs });
   }
 
-  /** Stops the worker; pending requests reject with ClosedError. */
-  terminate(): void {
+  /**
+   * Stops the worker; pending requests reject with ClosedError. Resolves when its thread has
+   * exited (its heap and native memory are released then).
+   */
+  terminate(): Promise<void> {
     this.clearIdle();
-    if (this.worker) {
-      this.worker.terminate();
-      this.worker = undefined;
-    }
+    const w = this.worker;
+    this.worker = undefined;
     this.failAll(new ClosedError());
+    return w ? w.terminate().then(() => {}, () => {}) : Promise.resolve();
   }
 }
