@@ -97,6 +97,8 @@ export interface RaftSettings {
   maxInflightMsgs: number;
   /** Maximum bytes of entries in one AppendEntries message. */
   maxSizePerMsg: number;
+  /** Maximum bytes of entries in flight (sent, not acknowledged) per follower. */
+  maxInflightBytes: number;
   /** Serve linearizable reads from a leader lease (requires checkQuorum). */
   leaseRead: boolean;
 }
@@ -283,6 +285,13 @@ const SECTIONS: Record<string, Record<string, KeySpec>> = {
       min: 1 * KIB,
       max: 64 * MIB,
       doc: "bytes of entries per AppendEntries",
+    },
+    max_inflight_bytes: {
+      kind: "int",
+      default: 8 * MIB,
+      min: 64 * KIB,
+      max: 1024 * MIB,
+      doc: "bytes of entries in flight per follower",
     },
     lease_read: { kind: "bool", default: false, doc: "leader-lease reads (needs check_quorum)" },
   },

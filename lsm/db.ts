@@ -286,6 +286,9 @@ export class LsmDb {
   private readonly snapshots = new Map<number, number>();
   private readonly versionRefs = new Map<Version, number>();
   private obsoleteTables: number[] = [];
+  /** Obsolete files waiting to be unlinked, and the paced loop unlinking them. */
+  private removals: string[] = [];
+  private removing: Promise<void> | null = null;
   private closed = false;
   private closing = false;
   private flushRunning: Promise<void> | undefined;
@@ -1533,11 +1536,34 @@ export class LsmDb {
       this.tables.get(n)?.close();
       this.tables.delete(n);
       this.cache.evictFile(n);
-      try {
-        this.env.removeSync(tablePath(this.dir, n));
-      } catch { /* ignore */ }
+      this.removals.push(tablePath(this.dir, n));
     }
     this.obsoleteTables = keep;
+    if (this.removals.length > 0 && !this.removing) this.removing = this.drainRemovals();
+  }
+
+  /**
+   * Unlinks the queued obsolete files, yielding to the event loop every few milliseconds:
+   * releasing a snapshot that pinned a large database can free hundreds of tables, whose
+   * unlinks in one go held the loop for half a second. A file left by a crash meanwhile belongs
+   * to no version and is removed at the next open ({@link removeObsoleteFiles}).
+   */
+  private async drainRemovals(): Promise<void> {
+    try {
+      let since = performance.now();
+      while (this.removals.length > 0) {
+        const path = this.removals.shift()!;
+        try {
+          this.env.removeSync(path);
+        } catch { /* ignore */ }
+        if (performance.now() - since >= 4) {
+          await new Promise((r) => setTimeout(r, 0));
+          since = performance.now();
+        }
+      }
+    } finally {
+      this.removing = null;
+    }
   }
 
   /** Waits until the background loop is idle. */
@@ -1661,6 +1687,7 @@ export class LsmDb {
       while (this.flushRunning || this.compactRunning) {
         await (this.flushRunning ?? this.compactRunning);
       }
+      if (this.removing) await this.removing;
     } finally {
       this.closed = true;
       this.wakeWaiters();

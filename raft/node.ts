@@ -516,7 +516,20 @@ export class RaftNode {
       // The transport dropped messages to m.from: fall back to probing that follower.
       this.rawNode.reportUnreachable(m.from);
     } else this.rawNode.step(m, this.clock.now());
+    this.sendImmediate();
     this.schedule();
+  }
+
+  /**
+   * While a pass is still persisting or applying (an apply can wait seconds for the state
+   * machine's compaction), sends at once what needs nothing persisted: heartbeats, their
+   * responses, read-index traffic ({@link RawNode.takeImmediateMessages}). Liveness then never
+   * depends on how long an apply takes.
+   */
+  private sendImmediate(): void {
+    if (!this.running) return;
+    const ms = this.rawNode.takeImmediateMessages();
+    if (ms.length) this.transport.send(ms);
   }
 
   private onTick(): void {
@@ -538,6 +551,7 @@ export class RaftNode {
       }
     }
     this.checkConds();
+    this.sendImmediate();
     this.schedule();
   }
 

@@ -62,6 +62,19 @@ class KvSm implements StateMachine {
   }
 }
 
+/** A {@link KvSm} whose next apply (once `blockNext` is set) waits until `release()`. */
+class GatedSm extends KvSm {
+  blockNext = false;
+  release: (() => void) | null = null;
+  override apply(cmds: ApplyCommand[]): Promise<unknown[]> {
+    if (!this.blockNext) return super.apply(cmds);
+    this.blockNext = false;
+    return new Promise((resolve) => {
+      this.release = () => resolve(super.apply(cmds));
+    });
+  }
+}
+
 /** An in-process network with per-node isolation. */
 class Hub {
   handlers = new Map<NodeId, MessageHandler>();
@@ -605,17 +618,6 @@ Deno.test("driver: a snapshot stepped while a pass awaits its apply supersedes t
     removePeer: () => {},
     close: () => Promise.resolve(),
   };
-  class GatedSm extends KvSm {
-    blockNext = false;
-    release: (() => void) | null = null;
-    override apply(cmds: ApplyCommand[]): Promise<unknown[]> {
-      if (!this.blockNext) return super.apply(cmds);
-      this.blockNext = false;
-      return new Promise((resolve) => {
-        this.release = () => resolve(super.apply(cmds));
-      });
-    }
-  }
   const sm = new GatedSm();
   const errors: string[] = [];
   const node = await RaftNode.start({
@@ -684,5 +686,50 @@ Deno.test("driver: a snapshot stepped while a pass awaits its apply supersedes t
   assert.equal(node.status().applied, 10);
   assert.equal(sm.data.get("a"), "1");
   assert.deepEqual(node.status().conf.voters, [1, 2, 3, 4]);
+  await node.stop();
+});
+
+Deno.test("driver: a follower answers heartbeats while its state machine is still applying", async () => {
+  // Found by a bulk load of 1 GiB (bench/scale_bench.ts): applying a batch waited seconds for the
+  // state machine's LSM compaction, and the heartbeat responses of the next pass waited with it;
+  // the leader, hearing from no quorum for an election timeout, stepped down ~10 times.
+  const peer = new ScriptedPeer();
+  const sm = new GatedSm();
+  const sched = new Scheduler();
+  const node = await RaftNode.start({
+    config: { ...config(2), preVote: false, electionTick: 1000 },
+    tickMs: 5,
+    log: new MemoryLogStore(),
+    sm,
+    transport: peer,
+    bootstrapVoters: [1, 2],
+    snapshotThreshold: 1000,
+    clock: new VirtualClock(sched),
+  });
+  const step = async (m: Partial<Message> & Pick<Message, "type">) => {
+    peer.deliver(message({ from: 1, to: 2, term: 5, ...m }));
+    await drainMicrotasks(40);
+  };
+  await step({ type: MessageType.Heartbeat, commit: 1 });
+  assert.equal(node.status().lead, 1);
+  // An entry committed at once; its apply is held (the LSM waiting for compaction).
+  sm.blockNext = true;
+  await step({
+    type: MessageType.App,
+    index: 1,
+    logTerm: 1,
+    entries: [{ index: 2, term: 5, type: EntryType.Normal, data: enc("a=1") }],
+    commit: 2,
+  });
+  assert.ok(sm.release, "the apply is held");
+  peer.sent = [];
+  for (let i = 0; i < 3; i++) await step({ type: MessageType.Heartbeat, commit: 2 });
+  const resps = peer.sent.filter((m) => m.type === MessageType.HeartbeatResp);
+  assert.equal(resps.length, 3, "every heartbeat is answered while the apply is held");
+  assert.equal(node.status().applied, 1, "the apply is still held");
+  sm.release!();
+  await drainMicrotasks(100);
+  assert.equal(node.status().applied, 2);
+  assert.equal(sm.data.get("a"), "1");
   await node.stop();
 });

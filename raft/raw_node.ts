@@ -289,14 +289,8 @@ export class RawNode {
     const messages: Message[] = [];
     const persistedMessages: Message[] = [];
     for (const m of r.msgs) {
-      if (
-        m.type === MessageType.ReadIndex ||
-        (TERM_ONLY_TYPES.has(m.type) && m.term === this.durableTerm)
-      ) {
-        messages.push(m);
-      } else {
-        persistedMessages.push(m);
-      }
+      if (this.#immediate(m)) messages.push(m);
+      else persistedMessages.push(m);
     }
     const rd: Ready = {
       softState,
@@ -319,6 +313,30 @@ export class RawNode {
     r.msgs = [];
     r.readStates = [];
     return rd;
+  }
+
+  /** Whether `m` may be sent before anything of its Ready is persisted ({@link Ready.messages}). */
+  #immediate(m: Message): boolean {
+    return m.type === MessageType.ReadIndex ||
+      (TERM_ONLY_TYPES.has(m.type) && m.term === this.durableTerm);
+  }
+
+  /**
+   * Takes the messages the next Ready would carry in {@link Ready.messages} (those that need
+   * nothing persisted first: heartbeats and their responses, appends from a leader of a durable
+   * term, read-index traffic), leaving the others for it. The driver sends them while a Ready
+   * is still being persisted or applied, so that a long apply (the state machine waiting for its
+   * compaction) never silences a node's heartbeats and responses: the leader would step down for
+   * want of a quorum, and a follower would start an election, though every node is up.
+   */
+  takeImmediateMessages(): Message[] {
+    const r = this.raft;
+    if (r.msgs.length === 0) return [];
+    const out: Message[] = [];
+    const keep: Message[] = [];
+    for (const m of r.msgs) (this.#immediate(m) ? out : keep).push(m);
+    r.msgs = keep;
+    return out;
   }
 
   /** Marks a Ready as persisted and applied. */

@@ -314,7 +314,7 @@ export async function startServerWithHooks(
         checkQuorum: r.checkQuorum,
         maxSizePerMsg: r.maxSizePerMsg,
         maxInflightMsgs: r.maxInflightMsgs,
-        maxInflightBytes: 0,
+        maxInflightBytes: r.maxInflightBytes,
         leaseRead: r.leaseRead,
       },
       tickMs: r.tickMs,

@@ -48,7 +48,8 @@ import type {
   StateImport,
   WatchState,
 } from "./kv_state_machine.ts";
-import { readSnapshot, SnapshotWriter } from "./sm_snapshot.ts";
+import { readSnapshotPaced, SnapshotWriter } from "./sm_snapshot.ts";
+import { Pacer } from "./settle.ts";
 
 const CURRENT = "SM_CURRENT";
 const RESTORE_BATCH = 1024;
@@ -71,6 +72,12 @@ export interface LsmStateMachineOptions {
    * on, so the node must halt. Overrides `lsm.onFailure`.
    */
   onFailure?: (error: LsmError) => void;
+  /**
+   * Paces the long work of a snapshot and a restore (reading, checksumming and copying the
+   * whole state) into slices between which the event loop runs (default: a {@link Pacer} of
+   * 4 ms slices per snapshot or restore).
+   */
+  pacer?: () => Pacer;
 }
 
 /** A state machine stored in the LSM engine. */
@@ -92,6 +99,7 @@ export class LsmStateMachine implements KvStateMachine {
   readonly #scratch = new Slab();
   /** Snapshot scans in progress (they read the LSM outside the apply queue). */
   readonly #reading = new Set<Promise<unknown>>();
+  #pacer: () => Pacer = () => new Pacer();
 
   private constructor(
     dir: string,
@@ -146,6 +154,7 @@ export class LsmStateMachine implements KvStateMachine {
       const core = await KvCore.load(db);
       const sm = new LsmStateMachine(dir, lsmOptions, env, gen, db, applied, core);
       sm.#onWork = opts.onBackgroundWork;
+      if (opts.pacer) sm.#pacer = opts.pacer;
       return sm;
     } catch (e) {
       await db.close();
@@ -306,9 +315,16 @@ export class LsmStateMachine implements KvStateMachine {
 
   async #readSnapshot(snap: LsmSnapshot): Promise<Uint8Array> {
     try {
+      // Paced: a large state is read, checksummed and copied in slices between which the event
+      // loop runs (heartbeats, requests), never in one block of seconds.
+      const pacer = this.#pacer();
       const w = new SnapshotWriter(await readAppliedIndex(snap));
-      for await (const [k, v] of snap.scan(ALL)) w.add(k, v);
-      return w.finish();
+      let n = 0;
+      for await (const [k, v] of snap.scan(ALL)) {
+        w.add(k, v);
+        if ((++n & 63) === 0) await pacer.pace();
+      }
+      return await w.finishPaced(pacer);
     } finally {
       snap.release();
     }
@@ -334,8 +350,8 @@ export class LsmStateMachine implements KvStateMachine {
 
   /** Replaces everything with a snapshot taken at `index` (atomic switch to a new LSM). */
   restore(data: Uint8Array, index: number): Promise<void> {
-    return this.#serial(() => {
-      const content = readSnapshot(data);
+    return this.#serial(async () => {
+      const content = await readSnapshotPaced(data, this.#pacer());
       return this.#load(
         (function* () {
           for (const [key, value] of content.records()) {
@@ -364,12 +380,14 @@ export class LsmStateMachine implements KvStateMachine {
     const db = await LsmDb.open(path, this.#lsmOptions);
     db.onBackgroundWork = this.#onWork;
     try {
+      const pacer = this.#pacer();
       let ops: StoreOp[] = [];
       for await (const op of records) {
         ops.push(op);
         if (ops.length >= RESTORE_BATCH) {
           await db.write(ops, { sync: false });
           ops = [];
+          await pacer.pace();
         }
       }
       await db.write(ops, { sync: false });

@@ -39,7 +39,7 @@ import {
   writeFileAtomic,
   writeFully,
 } from "./fsutil.ts";
-import { settle } from "./settle.ts";
+import { Pacer, settle } from "./settle.ts";
 import { cloneMeta, LogCoreReads } from "./log_core.ts";
 import type { Logger } from "../raft/logger.ts";
 import { nullLogger } from "../raft/logger.ts";
@@ -87,16 +87,18 @@ interface SegmentInfo {
   maxIndex: number;
 }
 
-/** Encodes a snapshot file: magic, Snapshot record (meta), u64 length, data, crc32c(data). */
-function encodeSnapshotFile(snap: Snapshot): Uint8Array {
-  const w = new ByteWriter(snap.data.length + 256);
+/** The head of a snapshot file: magic, Snapshot record (meta), u64 length of the data; the data
+ * and crc32c(data) follow. */
+function encodeSnapshotHead(snap: Snapshot): Uint8Array {
+  const w = new ByteWriter(256);
   w.raw(SNAP_MAGIC);
   writeSnapshotRecord(w, snap.meta, true, "v1");
   w.u64(snap.data.length);
-  w.raw(snap.data);
-  w.u32(crc32c(snap.data));
   return w.finish();
 }
+
+/** Bytes of snapshot data written (and checksummed) between two turns of the event loop. */
+const SNAP_SLICE = 1 << 20;
 
 function decodeSnapshotFile(name: string, buf: Uint8Array): Snapshot {
   for (let i = 0; i < SNAP_MAGIC.length; i++) {
@@ -468,7 +470,22 @@ export class SegmentLogStore extends LogCoreReads implements LogStore {
     const tmp = join(this.#dir, `${name}.tmp`);
     const f = env.openSync(tmp, { write: true, create: true, truncate: true });
     try {
-      writeFully(f, encodeSnapshotFile(snap));
+      // In slices, the checksum extended over each: a large snapshot is written (to the page
+      // cache) without holding the event loop; the fdatasync runs off it.
+      const pacer = new Pacer();
+      writeFully(f, encodeSnapshotHead(snap));
+      const data = snap.data;
+      let crc = 0;
+      for (let at = 0; at < data.length; at += SNAP_SLICE) {
+        const slice = data.subarray(at, Math.min(data.length, at + SNAP_SLICE));
+        crc = crc32c(slice, crc);
+        writeFully(f, slice);
+        await pacer.pace();
+        this.#check();
+      }
+      const tail = new Uint8Array(4);
+      new DataView(tail.buffer).setUint32(0, crc, true);
+      writeFully(f, tail);
       await f.syncData();
     } finally {
       f.close();
