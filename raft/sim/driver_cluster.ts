@@ -325,13 +325,20 @@ export class DriverCluster {
         dn.conf = structuredClone(conf);
         this.listener.onConfChange?.(dn, conf, index);
       },
-      onSnapshotRestored: () => {
+      onSnapshotRestored: (meta) => {
+        if (!inc.alive) return;
+        // A snapshot from the leader can cover configuration changes this node never applied
+        // as entries: its configuration is the snapshot's from here on.
+        dn.conf = structuredClone(meta.conf);
         this.stats.snapshotsInstalled++;
       },
     });
     started.then((node) => {
       if (!inc.alive) return;
       dn.node = node;
+      // The core rebuilt its configuration from the snapshot and the conf changes up to the
+      // state machine's applied index (no callback for those): the bookkeeping starts there.
+      dn.conf = structuredClone(node.status().conf);
       // Checked the moment the leader's commit index advances, against the configuration that
       // counted the quorum.
       const r = node.rawNode.raft;

@@ -266,7 +266,7 @@ export async function runDriverSimulation(
       const conf = leader?.conf;
       if (leader && conf && conf.voters.length >= 4) {
         const lid = leader.id;
-        trace(`handoff: leader ${lid} removes itself`);
+        trace(`handoff: leader ${lid} removes itself from voters [${conf.voters}]`);
         admin.keepRunning(lid);
         const prev = cluster.listener;
         cluster.listener = {
@@ -277,7 +277,7 @@ export async function runDriverSimulation(
             if (c.votersOutgoing.length > 0) return;
             const target = node.node?.rawNode.raft.leadTransferee ?? 0;
             down = target !== 0 ? target : c.voters.filter((id) => id !== lid)[0];
-            trace(`handoff: ${down} dies as ${lid} applies its removal`);
+            trace(`handoff: ${down} dies as ${lid} applies its removal (voters [${c.voters}])`);
             cluster.crash(down);
           },
         };
@@ -377,7 +377,27 @@ function converged(cluster: DriverCluster, down: NodeId | null): boolean {
     const n = cluster.nodes.get(id);
     if (!n?.up || n.kv.applied !== leader.kv.applied || n.kv.fingerprint() !== fp) return false;
   }
+  checkConfBookkeeping(cluster);
   return true;
+}
+
+/** What the driver reported (onConfChange, onSnapshotRestored) must be the configuration its
+ * Raft core runs: the heal phases pick nodes to kill by it. A node that installed a snapshot
+ * spanning a removal once kept the older configuration here, and a fault meant to leave a
+ * quorum left none (seeds 1700 and 2822). */
+function checkConfBookkeeping(cluster: DriverCluster): void {
+  for (const dn of cluster.nodes.values()) {
+    if (!dn.up || !dn.node) continue;
+    const real = dn.node.status().conf;
+    const key = (c: ConfState) =>
+      JSON.stringify([c.voters, c.votersOutgoing, c.learners].map((l) => [...l].sort()));
+    if (key(real) !== key(dn.conf)) {
+      throw new InvariantViolation(
+        "harness",
+        `node ${dn.id} reported configuration ${key(dn.conf)} but runs ${key(real)}`,
+      );
+    }
+  }
 }
 
 function slowest(cluster: DriverCluster, down: NodeId | null): number {
