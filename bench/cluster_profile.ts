@@ -5,7 +5,7 @@
  * functions with the most self time over the measured phase.
  *
  * Usage: deno run -A bench/cluster_profile.ts [--op put|get] [--c 64] [--n 30000] [--top 20]
- *        [--root <checkout>] [--out <dir>] [--json]
+ *        [--vsize 100] [--keys 10000] [--root <checkout>] [--out <dir>] [--json]
  *
  * `--root` profiles another checkout (its main.ts and its generator), for a before/after
  * breakdown. The .cpuprofile files stay in `--out` (default a temporary directory, printed) and
@@ -23,7 +23,7 @@ import { ROOT, startGokv } from "./gokv_cluster.ts";
 
 const USAGE =
   "Usage: deno run -A bench/cluster_profile.ts [--op put|get] [--c 64] [--n 30000] [--top 20] " +
-  "[--root <checkout>] [--out <dir>] [--json]";
+  "[--vsize 100] [--keys 10000] [--root <checkout>] [--out <dir>] [--json]";
 let a;
 try {
   a = parseArgs({
@@ -32,6 +32,8 @@ try {
       c: { type: "string", default: "64" },
       n: { type: "string", default: "30000" },
       top: { type: "string", default: "20" },
+      vsize: { type: "string", default: "100" },
+      keys: { type: "string", default: "10000" },
       root: { type: "string" },
       out: { type: "string" },
       json: { type: "boolean", default: false },
@@ -48,7 +50,10 @@ if (a.help) {
   console.log(USAGE);
   Deno.exit(0);
 }
-if (!["put", "get"].includes(a.op) || !(Number(a.c) > 0) || !(Number(a.n) > 0)) {
+if (
+  !["put", "get"].includes(a.op) || !(Number(a.c) > 0) || !(Number(a.n) > 0) ||
+  !(Number(a.vsize) >= 0) || !(Number(a.keys) > 0)
+) {
   console.error(USAGE);
   Deno.exit(EXIT_USAGE);
 }
@@ -161,6 +166,10 @@ try {
       a.c,
       "--n",
       a.n,
+      "--vsize",
+      a.vsize,
+      "--keys",
+      a.keys,
     ],
     stdout: "piped",
     stderr: "inherit",
@@ -197,7 +206,7 @@ if (a.json) {
   console.log(JSON.stringify({ op: a.op, c: Number(a.c), n: N, report, summaries }));
 } else {
   console.log(
-    `${a.op} c=${a.c} n=${N}: ${report.ops_per_s} ops/s, p50 ${report.p50_ms} ms, p99 ${report.p99_ms} ms` +
+    `${a.op} c=${a.c} n=${N} vsize=${a.vsize}: ${report.ops_per_s} ops/s, p50 ${report.p50_ms} ms, p99 ${report.p99_ms} ms` +
       ` (root ${root}; profiles in ${out})`,
   );
   for (const s of summaries) {

@@ -6,7 +6,8 @@
  * C workers each keep one request in flight over `--conns` clients (default 1); keys
  * "key" + 12 digits of i % --keys, --vsize byte values; gets are linearizable after preloading the
  * key space. Prints one JSON line: ops_per_s, p50_ms, p99_ms, errors, gen_cpu_pct (the generator's
- * own CPU over the measured phase, % of one core).
+ * own CPU over the measured phase, % of one core). Puts and compare-and-sets register the C client
+ * sessions they need before the measured phase (`Client.prepareSessions`).
  *
  * `--op cas`: each worker compare-and-sets its own key (check the versionstamp of its previous
  * commit, set): N commits, no contention. `--op watch`: `--watchers` W watches of one prefix
@@ -198,6 +199,12 @@ if (a.op === "cas") {
     const key = enc.encode("cas" + String(w).padStart(12, "0"));
     casState.push({ key, vs: (await clients[w % CONNS].getEntry(key)).versionstamp });
   }
+}
+
+if (a.op === "put" || a.op === "cas") {
+  // The sessions the writers will hold, registered before the measured phase (as the Go
+  // generator opens its connections before its clock starts): what is measured is the writes.
+  await Promise.all(clients.map((c, j) => c.prepareSessions(Math.ceil((C - j) / CONNS))));
 }
 
 const report = await closedLoop(N, C, async (i, w) => {

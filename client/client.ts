@@ -445,6 +445,9 @@ interface CallState {
   uncertain: boolean;
 }
 
+/** The most sessions {@link Client.prepareSessions} registers in one call. */
+const MAX_PREPARED_SESSIONS = 65_536;
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A gokv client. Create with {@link Client.connect} or {@link Client.fromConfig}. */
@@ -807,6 +810,31 @@ export class Client {
         (await p).close();
       } catch { /* never connected */ }
     }
+  }
+
+  /**
+   * Registers sessions ahead of the writes that need them, so that `count` writes in flight at
+   * once start without a registration round trip each (a write takes a pooled session; the
+   * client registers one when none is free). Registers only what the pool lacks, all at once
+   * (the node batches them into few Raft entries); resolves once they are pooled. A long-running
+   * writer with known concurrency calls it at start; sessions unused for longer than the
+   * cluster's `sessions.idle_timeout_ms` expire and are replaced on use as usual. Throws
+   * {@link InvalidArgumentError} unless `count` is an integer in [0, 65536].
+   */
+  async prepareSessions(count: number, opts: CallOptions = {}): Promise<void> {
+    if (!Number.isInteger(count) || count < 0 || count > MAX_PREPARED_SESSIONS) {
+      throw new InvalidArgumentError(
+        `prepareSessions: count must be an integer in [0, ${MAX_PREPARED_SESSIONS}]: ${count}`,
+      );
+    }
+    const missing = count - this.sessions.length;
+    if (missing <= 0) return;
+    const got = await Promise.allSettled(
+      Array.from({ length: missing }, () => this.registerSession(opts)),
+    );
+    for (const r of got) if (r.status === "fulfilled") this.sessions.push(r.value);
+    const failed = got.find((r) => r.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   /** Registers a new client session with the cluster. */

@@ -161,6 +161,35 @@ Deno.test("many concurrent callers share one client safely", async () => {
   }
 });
 
+Deno.test("prepareSessions registers what the pool lacks up front: later concurrent writes register none", async () => {
+  const n = await startFakeNode(1);
+  const kv = await Client.connect({ endpoints: [n.address] });
+  try {
+    await kv.prepareSessions(50);
+    assert.equal(n.raft.proposals, 50);
+    assert.equal(n.sm.sessionCount(), 50);
+    // The pool holds 50 already: asking for fewer or as many registers nothing.
+    await kv.prepareSessions(30);
+    await kv.prepareSessions(50);
+    assert.equal(n.raft.proposals, 50);
+    // 50 writes in flight at once take the prepared sessions: one proposal each, no registration.
+    await Promise.all(Array.from({ length: 50 }, (_, i) => kv.put(`k${i}`, `v${i}`)));
+    assert.equal(n.raft.proposals, 100);
+    assert.equal(n.sm.sessionCount(), 50);
+    // Only the difference is registered.
+    await kv.prepareSessions(60);
+    assert.equal(n.raft.proposals, 110);
+    assert.equal(n.sm.sessionCount(), 60);
+    for (const bad of [-1, 1.5, Number.NaN, 65_537]) {
+      await assert.rejects(kv.prepareSessions(bad), InvalidArgumentError);
+    }
+    assert.equal(n.raft.proposals, 110, "a refused count registers nothing");
+  } finally {
+    await kv.close();
+    await n.close();
+  }
+});
+
 Deno.test("list and scan follow pages (bounded by pairs and bytes) to the end or the limit", async () => {
   const n = await startFakeNode(1, { limits: { scanPagePairs: 4, scanPageBytes: 4096 } });
   const kv = await Client.connect({ endpoints: [n.address] });
