@@ -5,7 +5,10 @@
  * functions with the most self time over the measured phase.
  *
  * Usage: deno run -A bench/cluster_profile.ts [--op put|get] [--c 64] [--n 30000] [--top 20]
- *        [--vsize 100] [--keys 10000] [--root <checkout>] [--out <dir>] [--json]
+ *        [--vsize 100] [--keys 10000] [--warmup 0] [--root <checkout>] [--out <dir>] [--json]
+ *
+ * `--warmup N` first runs N requests of the same load unmeasured (not profiled client, outside
+ * the window): the nodes' code is optimized and their LSM workers started, as in a long run.
  *
  * `--root` profiles another checkout (its main.ts and its generator), for a before/after
  * breakdown. The .cpuprofile files stay in `--out` (default a temporary directory, printed) and
@@ -23,7 +26,7 @@ import { ROOT, startGokv } from "./gokv_cluster.ts";
 
 const USAGE =
   "Usage: deno run -A bench/cluster_profile.ts [--op put|get] [--c 64] [--n 30000] [--top 20] " +
-  "[--vsize 100] [--keys 10000] [--root <checkout>] [--out <dir>] [--json]";
+  "[--vsize 100] [--keys 10000] [--warmup 0] [--root <checkout>] [--out <dir>] [--json]";
 let a;
 try {
   a = parseArgs({
@@ -34,6 +37,7 @@ try {
       top: { type: "string", default: "20" },
       vsize: { type: "string", default: "100" },
       keys: { type: "string", default: "10000" },
+      warmup: { type: "string", default: "0" },
       root: { type: "string" },
       out: { type: "string" },
       json: { type: "boolean", default: false },
@@ -52,7 +56,7 @@ if (a.help) {
 }
 if (
   !["put", "get"].includes(a.op) || !(Number(a.c) > 0) || !(Number(a.n) > 0) ||
-  !(Number(a.vsize) >= 0) || !(Number(a.keys) > 0)
+  !(Number(a.vsize) >= 0) || !(Number(a.keys) > 0) || !(Number(a.warmup) >= 0)
 ) {
   console.error(USAGE);
   Deno.exit(EXIT_USAGE);
@@ -149,6 +153,21 @@ let tEnd = 0, tExit = 0;
 let procCpu: Map<string, number>[] = [];
 try {
   const leader = await cluster.leader();
+  if (Number(a.warmup) > 0) {
+    const warm = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        join(root, "bench", "gokv_load.ts"),
+        "--endpoints",
+        cluster.endpoints.join(","),
+      ]
+        .concat(["--op", a.op, "--c", a.c, "--n", a.warmup, "--vsize", a.vsize, "--keys", a.keys]),
+      stdout: "null",
+      stderr: "inherit",
+    }).output();
+    if (!warm.success) throw new Error("warm-up run failed");
+  }
   const cpu0 = cluster.pids.map(threadCpu);
 
   const gen = await new Deno.Command(Deno.execPath(), {
