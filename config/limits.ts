@@ -36,6 +36,11 @@ const FRAME_OVERHEAD_BYTES = 64 * KIB;
  * first pair alone exceeds the budget holds only that pair). */
 export const MAX_CLIENT_FRAME_BYTES: number = MAX_KEY_BYTES + MAX_VALUE_BYTES +
   FRAME_OVERHEAD_BYTES;
+/** Most bytes of commands the leader puts in one batch entry (many client commands per Raft
+ * entry, raft/node.ts ProposalBatcher); a larger command gets an entry of its own. */
+export const MAX_BATCH_ENTRY_BYTES = 1 * MIB;
+/** Most commands in one batch entry (each gets its own versionstamp position, a u16). */
+export const MAX_BATCH_COMMANDS = 4096;
 /** Largest peer transport frame payload: 16 MiB (one entry of the largest size fits). */
 export const MAX_PEER_FRAME_BYTES = 16 * MIB;
 /** Largest payload a peer may send before its Hello (the Hello itself is a few bytes). */

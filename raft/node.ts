@@ -60,12 +60,32 @@ export interface RaftNodeOptions {
   clock?: Clock;
   /** The random source of the core's randomized election timeouts (default Math.random). */
   random?: () => number;
+  /** Groups proposals made with `batch: true` that arrive together into one entry (none: one
+   * entry per proposal). */
+  batcher?: ProposalBatcher;
+}
+
+/**
+ * Puts many proposals in one entry: those made (with `batch: true`) while the driver's pass is
+ * busy, or in one event-loop turn, are proposed together at the start of the next pass, so the
+ * per-entry costs (log record, replication, apply) are paid once per batch on every node.
+ */
+export interface ProposalBatcher {
+  /** The data of one entry carrying `parts` (two or more), in order. The state machine's result
+   * for such an entry must be an array of one result per part, in the same order. */
+  encode(parts: Uint8Array[]): Uint8Array;
+  /** Most bytes of parts in one entry; a larger proposal gets an entry of its own. */
+  maxBytes: number;
+  /** Most parts in one entry. */
+  maxParts: number;
 }
 
 /** Per-request options. */
 export interface RequestOptions {
   /** Deadline in milliseconds (default 10 000). */
   timeoutMs?: number;
+  /** The proposal may share an entry with others ({@link RaftNodeOptions.batcher}). */
+  batch?: boolean;
 }
 
 /** Extra fields of {@link RaftNode.status}. */
@@ -85,6 +105,14 @@ interface ProposalWaiter {
   /** When it times out (clock ms): swept by the tick, no timer per request. */
   deadline: number;
   what: string;
+  timeoutMs: number;
+}
+
+/** A proposal waiting for the next pass to put it in a batch entry. */
+interface QueuedProposal {
+  data: Uint8Array;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
   timeoutMs: number;
 }
 
@@ -138,6 +166,8 @@ export class RaftNode {
   private stopped = false;
   private ticks = 0;
   private proposals = new Map<number, ProposalWaiter>();
+  /** Batchable proposals not yet in the log (proposed at the start of the next pass). */
+  private queued: QueuedProposal[] = [];
   /** No proposal times out before this (a lower bound: resolved proposals are not removed). */
   private proposalDeadline = Infinity;
   /** Every read not yet answered or timed out, for the deadline sweep. */
@@ -212,15 +242,81 @@ export class RaftNode {
   /** Proposes a command; resolves with the state machine's result once it is applied. */
   propose(data: Uint8Array, opts?: RequestOptions): Promise<unknown> {
     if (this.stopped || this.fatal) return Promise.reject(this.fatal ?? new StoppedError());
+    const timeoutMs = opts?.timeoutMs ?? DEFAULT_TIMEOUT;
+    const b = this.opts.batcher;
+    const raft = this.rawNode.raft;
+    // Queued only where the core would take it now (else the refusal below comes at once).
+    if (
+      opts?.batch && b && data.length <= b.maxBytes && raft.role === "leader" &&
+      raft.leadTransferee === NONE
+    ) {
+      return new Promise((resolve, reject) => {
+        this.queued.push({ data, resolve, reject, timeoutMs });
+        this.schedule();
+      });
+    }
+    // Proposals keep their order: those queued before this one enter the log first.
+    this.flushQueued();
     let r: { index: number; term: number };
     try {
       r = this.rawNode.propose(data);
     } catch (e) {
       return Promise.reject(e);
     }
-    const p = this.waitProposal(r.index, r.term, opts?.timeoutMs ?? DEFAULT_TIMEOUT, "propose");
+    const p = this.waitProposal(r.index, r.term, timeoutMs, "propose");
     this.schedule();
     return p;
+  }
+
+  /** Proposes the queued proposals, as few entries as the batcher's bounds allow. */
+  private flushQueued(): void {
+    const q = this.queued;
+    if (q.length === 0) return;
+    this.queued = [];
+    const b = this.opts.batcher!;
+    for (let i = 0; i < q.length;) {
+      let j = i + 1;
+      let bytes = q[i].data.length;
+      while (j < q.length && j - i < b.maxParts && bytes + q[j].data.length <= b.maxBytes) {
+        bytes += q[j].data.length;
+        j++;
+      }
+      this.proposeGroup(j - i === q.length ? q : q.slice(i, j));
+      i = j;
+    }
+  }
+
+  /** Proposes `g` as one entry (a batch entry when it has more than one proposal). */
+  private proposeGroup(g: QueuedProposal[]): void {
+    let timeoutMs = g[0].timeoutMs;
+    for (const p of g) if (p.timeoutMs < timeoutMs) timeoutMs = p.timeoutMs;
+    let r: { index: number; term: number };
+    try {
+      r = this.rawNode.propose(
+        g.length === 1 ? g[0].data : this.opts.batcher!.encode(g.map((p) => p.data)),
+      );
+    } catch (e) {
+      for (const p of g) p.reject(e as Error);
+      return;
+    }
+    if (g.length === 1) {
+      this.addWaiter(r.index, r.term, g[0].resolve, g[0].reject, timeoutMs, "propose");
+      return;
+    }
+    this.addWaiter(
+      r.index,
+      r.term,
+      (v) => {
+        if (Array.isArray(v) && v.length === g.length) {
+          for (let k = 0; k < g.length; k++) g[k].resolve(v[k]);
+        } else for (const p of g) p.resolve(v); // refused as a whole (an unreadable entry)
+      },
+      (e) => {
+        for (const p of g) p.reject(e);
+      },
+      timeoutMs,
+      "propose",
+    );
   }
 
   /** Proposes a membership change; resolves once it is applied. */
@@ -387,6 +483,7 @@ export class RaftNode {
 
   /** Rejects every waiting request with `err`. */
   private failAll(err: Error): void {
+    for (const p of this.queued.splice(0)) p.reject(err);
     for (const w of this.proposals.values()) w.reject(err);
     this.proposals.clear();
     this.pendingReads.clear();
@@ -413,12 +510,23 @@ export class RaftNode {
 
   private waitProposal(index: number, term: number, timeoutMs: number, what: string) {
     return new Promise<unknown>((resolve, reject) => {
-      const deadline = this.clock.now() + timeoutMs;
-      if (deadline < this.proposalDeadline) this.proposalDeadline = deadline;
-      const prev = this.proposals.get(index);
-      if (prev) prev.reject(new ProposalDroppedError("entry overwritten by another term"));
-      this.proposals.set(index, { term, resolve, reject, deadline, what, timeoutMs });
+      this.addWaiter(index, term, resolve, reject, timeoutMs, what);
     });
+  }
+
+  private addWaiter(
+    index: number,
+    term: number,
+    resolve: (v: unknown) => void,
+    reject: (e: Error) => void,
+    timeoutMs: number,
+    what: string,
+  ): void {
+    const deadline = this.clock.now() + timeoutMs;
+    if (deadline < this.proposalDeadline) this.proposalDeadline = deadline;
+    const prev = this.proposals.get(index);
+    if (prev) prev.reject(new ProposalDroppedError("entry overwritten by another term"));
+    this.proposals.set(index, { term, resolve, reject, deadline, what, timeoutMs });
   }
 
   /**
@@ -564,7 +672,10 @@ export class RaftNode {
         this.running = this.run().finally(() => {
           this.running = null;
           // Work may have arrived while the last pass was finishing.
-          if (!this.stopped && (this.rawNode.hasReady() || this.newReads.length)) this.schedule();
+          if (
+            !this.stopped &&
+            (this.rawNode.hasReady() || this.newReads.length || this.queued.length)
+          ) this.schedule();
         });
       }
     });
@@ -572,6 +683,7 @@ export class RaftNode {
 
   private async run(): Promise<void> {
     while (!this.stopped && !this.fatal) {
+      this.flushQueued();
       this.issueReads();
       if (!this.rawNode.hasReady()) break;
       const rd = this.rawNode.ready();

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { ConfChangeApplyError, NotLeaderError, TimeoutError } from "./errors.ts";
 import { encodeConfChange } from "./confchange_codec.ts";
 import { MemoryLogStore } from "./memory_log_store.ts";
-import { RaftNode } from "./node.ts";
+import { type ProposalBatcher, RaftNode } from "./node.ts";
 import { drainMicrotasks, Scheduler, VirtualClock } from "./sim/scheduler.ts";
 import type { ApplyCommand, StateMachine } from "./state_machine.ts";
 import type { MessageHandler, Transport } from "./transport.ts";
@@ -37,11 +37,21 @@ class KvSm implements StateMachine {
         out.push(null);
         continue;
       }
-      const [k, v] = dec(c.data).split("=");
-      out.push(this.data.get(k) ?? null);
-      this.data.set(k, v);
+      const text = dec(c.data);
+      if (text.startsWith("[")) {
+        // A batch entry (jsonBatcher): one result per part.
+        out.push((JSON.parse(text) as string[]).map((part) => this.set(part)));
+        continue;
+      }
+      out.push(this.set(text));
     }
     return Promise.resolve(out);
+  }
+  private set(cmd: string): string | null {
+    const [k, v] = cmd.split("=");
+    const old = this.data.get(k) ?? null;
+    this.data.set(k, v);
+    return old;
   }
   snapshot(): Promise<Uint8Array> {
     return Promise.resolve(enc([...this.data].map(([k, v]) => `${k}=${v}`).join("\n")));
@@ -123,6 +133,13 @@ const config = (id: NodeId) => ({
   snapshotChunkBytes: 64,
 });
 
+/** The test double's batch entries: a JSON array of the parts' "key=value" strings. */
+const jsonBatcher: ProposalBatcher = {
+  encode: (parts) => enc(JSON.stringify(parts.map(dec))),
+  maxBytes: 64,
+  maxParts: 8,
+};
+
 async function startMember(
   hub: Hub,
   id: NodeId,
@@ -130,6 +147,7 @@ async function startMember(
   log = new MemoryLogStore(),
   sm = new KvSm(),
   snapshotThreshold = 1000,
+  batcher?: ProposalBatcher,
 ): Promise<Member> {
   const node = await RaftNode.start({
     config: config(id),
@@ -139,6 +157,7 @@ async function startMember(
     transport: hub.transport(id),
     bootstrapVoters: voters,
     snapshotThreshold,
+    batcher,
   });
   return { id, node, log, sm };
 }
@@ -151,14 +170,14 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
   }
 }
 
-async function cluster(n = 3, snapshotThreshold = 1000) {
+async function cluster(n = 3, snapshotThreshold = 1000, batcher?: ProposalBatcher) {
   const hub = new Hub();
   const ids = Array.from({ length: n }, (_, i) => i + 1);
   const members = new Map<NodeId, Member>();
   for (const id of ids) {
     members.set(
       id,
-      await startMember(hub, id, ids, undefined, undefined, snapshotThreshold),
+      await startMember(hub, id, ids, undefined, undefined, snapshotThreshold, batcher),
     );
   }
   const leader = async () => {
@@ -198,6 +217,55 @@ Deno.test("driver: many concurrent proposals share log syncs (group commit)", as
     const syncs = l.log.syncCount - before;
     assert.ok(syncs < 50, `expected batching, got ${syncs} syncs for 500 proposals`);
     assert.equal(l.sm.data.size, 500);
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: batchable proposals made together share entries within the batcher's bounds, each answered with its own result, in order", async () => {
+  const c = await cluster(3, 1000, jsonBatcher);
+  try {
+    const l = await c.leader();
+    // Settle: the leader's no-op and anything before are applied.
+    await l.node.propose(enc("warm=1"));
+    const first = l.log.lastIndex() + 1;
+    const ps: Promise<unknown>[] = [];
+    // 40 writes of 10 keys: each answer is the value the write before it left.
+    for (let i = 0; i < 40; i++) ps.push(l.node.propose(enc(`k${i % 10}=${i}`), { batch: true }));
+    // Larger than maxBytes: an entry of its own, after the ones queued before it.
+    const big = "b=" + "x".repeat(80);
+    ps.push(l.node.propose(enc(big), { batch: true }));
+    // Not batchable: proposed after everything queued before it (it sees k0=30).
+    ps.push(l.node.propose(enc("k0=plain")));
+    const got = await Promise.all(ps);
+    const want: (string | null)[] = [];
+    for (let i = 0; i < 40; i++) want.push(i < 10 ? null : String(i - 10));
+    assert.deepEqual(got, [...want, null, "30"]);
+    const ents = l.log.entries(first, l.log.lastIndex() + 1, Infinity);
+    const texts = ents.map((e) => dec(e.data));
+    assert.equal(texts.at(-1), "k0=plain");
+    assert.equal(texts.at(-2), big);
+    const batches = texts.slice(0, -2).map((t) => JSON.parse(t) as string[]);
+    assert.deepEqual(batches.flat(), Array.from({ length: 40 }, (_, i) => `k${i % 10}=${i}`));
+    for (const b of batches) {
+      assert.ok(b.length >= 2 && b.length <= jsonBatcher.maxParts, `${b.length} parts`);
+      const bytes = b.reduce((n, p) => n + enc(p).length, 0);
+      assert.ok(bytes <= jsonBatcher.maxBytes, `${bytes} bytes in one entry`);
+    }
+    assert.ok(batches.length <= 10, `${batches.length} entries for 40 proposals`);
+    await until(
+      () => [...c.members.values()].every((m) => m.sm.data.get("k0") === "plain"),
+      "followers apply the batches",
+    );
+    for (const m of c.members.values()) assert.equal(m.sm.data.get("k9"), "39");
+    // A follower refuses at once, batchable or not.
+    const f = [...c.members.values()].find((m) => m !== l)!;
+    await assert.rejects(f.node.propose(enc("x=1"), { batch: true }), NotLeaderError);
+    // Queued proposals are refused when the node stops before proposing them.
+    const late = l.node.propose(enc("late=1"), { batch: true });
+    const stopping = l.node.stop();
+    await assert.rejects(late);
+    await stopping;
   } finally {
     await c.stopAll();
   }

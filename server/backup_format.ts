@@ -63,7 +63,8 @@ export interface BackupHeader {
   index: number;
   /** The term of the entry at `index`. */
   term: number;
-  /** The versionstamp of the last write included (20 hex digits), or null before versionstamps. */
+  /** The versionstamp through which the state is complete (20 hex digits): (index, 0xffff), above
+   * every write it includes and below every later one; null before versionstamps. */
   versionstamp: string | null;
   /** When the snapshot was taken (ISO 8601). */
   createdAt: string;

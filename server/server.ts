@@ -17,6 +17,8 @@ import type { LogStore } from "../raft/storage.ts";
 import { RaftNode } from "../raft/node.ts";
 import { type ConfChange, ConfChangeType, type ConfState } from "../raft/types.ts";
 import { openStorage } from "../storage/mod.ts";
+import { encodeBatch } from "../storage/command.ts";
+import { MAX_BATCH_COMMANDS, MAX_BATCH_ENTRY_BYTES } from "../config/limits.ts";
 import { createTransport, TcpTransport } from "../transport/mod.ts";
 import { exposure, InsecureBindError, memberHttp, peerSecurity, portTls } from "./node_security.ts";
 import { AuthGate, authorize, TokensFileError } from "./auth.ts";
@@ -325,6 +327,11 @@ export async function startServerWithHooks(
       snapshotThreshold: r.snapshotThreshold,
       logger,
       onConfChange,
+      batcher: {
+        encode: encodeBatch,
+        maxBytes: MAX_BATCH_ENTRY_BYTES,
+        maxParts: MAX_BATCH_COMMANDS,
+      },
     });
   } catch (e) {
     await transport.close().catch(() => {});

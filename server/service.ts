@@ -86,8 +86,9 @@ export interface RaftStatusLike {
 
 /** The subset of raft/node.ts `RaftNode` the server uses (fakes implement it in tests). */
 export interface RaftApi {
-  /** Proposes a command; resolves with the state machine's apply result. */
-  propose(data: Uint8Array, opts?: { timeoutMs?: number }): Promise<unknown>;
+  /** Proposes a command; resolves with the state machine's apply result. `batch`: it may share
+   * an entry with other client writes (storage/command.ts encodeBatch). */
+  propose(data: Uint8Array, opts?: { timeoutMs?: number; batch?: boolean }): Promise<unknown>;
   /** Linearizable read barrier: resolves once local state reflects every write committed
    * before the call. */
   readIndex(opts?: { timeoutMs?: number }): Promise<void>;
@@ -437,11 +438,11 @@ export class KvService {
 
   /** Proposes a command; resolves with its apply result, throws the typed error of a refusal
    * (an atomic's failed checks are a result, not a refusal). */
-  private async propose(data: Uint8Array): Promise<unknown> {
+  private async propose(data: Uint8Array, batch = false): Promise<unknown> {
     this.o.metrics.proposals.inc();
     let result: unknown;
     try {
-      result = await this.o.raft.propose(data, { timeoutMs: this.timeoutMs });
+      result = await this.o.raft.propose(data, { timeoutMs: this.timeoutMs, batch });
     } catch (e) {
       this.o.metrics.proposalsFailed.inc();
       throw e;
@@ -505,7 +506,7 @@ export class KvService {
     return this.run(async () => {
       this.checkSession(session);
       return versionstampOf(
-        await this.propose(encodeCommand(putCommand(key, value, session, this.now()))),
+        await this.propose(encodeCommand(putCommand(key, value, session, this.now())), true),
       );
     });
   }
@@ -521,7 +522,7 @@ export class KvService {
     return this.run(async () => {
       this.checkSession(session);
       return versionstampOf(
-        await this.propose(encodeCommand(deleteCommand(key, session, this.now()))),
+        await this.propose(encodeCommand(deleteCommand(key, session, this.now())), true),
       );
     });
   }
@@ -546,12 +547,10 @@ export class KvService {
     }
     return this.run(async () => {
       this.checkSession(opts.session);
-      const r = await this.propose(encodeCommand(atomicCommand(
-        op.checks,
-        op.mutations,
-        opts.session,
-        this.now(),
-      ))) as { ok: boolean; versionstamp?: Uint8Array; failedChecks?: number[] } | null;
+      const r = await this.propose(
+        encodeCommand(atomicCommand(op.checks, op.mutations, opts.session, this.now())),
+        true,
+      ) as { ok: boolean; versionstamp?: Uint8Array; failedChecks?: number[] } | null;
       if (r?.ok === true && r.versionstamp) return { ok: true, versionstamp: r.versionstamp };
       if (r?.ok === false) return { ok: false, failedChecks: r.failedChecks ?? [] };
       throw new InternalError("atomic operation without a result");

@@ -3,7 +3,8 @@
  * of it.
  *
  * The hub listens to the state machine's applied batches (`onChanges`) and keeps the changes of
- * the most recent commits, grouped per commit (one Raft entry: one versionstamp), bounded by
+ * the most recent commits, grouped per Raft entry (a batch entry holds many client commits, each
+ * with its own versionstamp (index, position): an event's is that of its last change), bounded by
  * count and bytes (`limits.watch_history_events`, `limits.watch_history_bytes`). The history is
  * complete after its *floor*: the applied index when the hub attached (before the node replays its
  * log), raised when old commits are dropped or a snapshot replaces the state. A watch resuming
@@ -21,10 +22,13 @@ import type { KvChange, KvStateMachine } from "../storage/kv_state_machine.ts";
 import {
   type KvEntry,
   makeVersionstamp,
+  THROUGH_POSITION,
+  throughVersionstamp,
   type ValueEncoding,
   VERSIONSTAMP_BYTES,
   versionstampHex,
   versionstampIndex,
+  versionstampPosition,
 } from "../storage/kv_model.ts";
 import { hasPrefix } from "../storage/bytes.ts";
 import { InvalidArgumentError, WatchCompactedError } from "../client/errors.ts";
@@ -45,7 +49,7 @@ export interface WatchSelector {
 
 /** One commit's changes of selected keys. */
 export interface WatchEvent {
-  /** The commit's versionstamp. */
+  /** The versionstamp of its last change (a batch entry's commits share one event). */
   versionstamp: Uint8Array;
   /** The changed keys: the new entry, or null when deleted (also by expiry). */
   changes: { key: Uint8Array; entry: KvEntry | null }[];
@@ -130,12 +134,17 @@ function pack(c: KvChange, buf: Uint8Array, dv: DataView, at: number): number {
   return at;
 }
 
-/** The changes packed in `b[start, end)` whose keys `sel` selects (copies, in commit order). */
+/** Where the versionstamp of the last change {@link unpackMatching} returned starts. */
+let lastMatchVsAt = 0;
+
+/** The changes packed in `b[start, end)` whose keys `sel` selects (copies, in commit order; with
+ * `afterPos`, only those whose versionstamp position is after it). */
 function unpackMatching(
   b: Uint8Array,
   start: number,
   end: number,
   sel: WatchSelector,
+  afterPos = -1,
 ): WatchEvent["changes"] {
   const out: WatchEvent["changes"] = [];
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -158,6 +167,8 @@ function unpackMatching(
       at = valueAt + valueLen;
     }
     if (!matches(sel, key)) continue;
+    if (afterPos >= 0 && ((b[vsAt + 8] << 8) | b[vsAt + 9]) <= afterPos) continue;
+    lastMatchVsAt = vsAt;
     const k = key.slice();
     if (flags & DELETED) {
       out.push({ key: k, entry: null });
@@ -229,7 +240,7 @@ export class WatchHub {
 
   /** The oldest versionstamp a watch can resume after. */
   get floor(): Uint8Array {
-    return makeVersionstamp(this.#floor);
+    return throughVersionstamp(this.#floor);
   }
 
   /** Commits held. */
@@ -304,20 +315,26 @@ export class WatchHub {
     for (const w of [...this.#waiters]) w();
   }
 
-  /** The matching commits after index `after` (at most `max`), and how far they are complete.
-   * Throws {@link WatchCompactedError} when the history no longer reaches back to `after`. */
+  /** The matching commits after versionstamp (`after`, `afterPos`) (at most `max`), and the
+   * entry index through which they are complete. A commit is one entry: of the entry `after`
+   * itself (a batch entry), only the changes after position `afterPos`. Throws
+   * {@link WatchCompactedError} when the history no longer reaches back to `after`. */
   since(
     sel: WatchSelector,
     after: number,
     max: number,
+    afterPos: number = THROUGH_POSITION,
   ): { events: WatchEvent[]; position: number } {
-    if (after < this.#floor) {
+    const partial = afterPos < THROUGH_POSITION;
+    if (after < this.#floor || (partial && after === this.#floor)) {
       throw new WatchCompactedError(
         `this node's change history starts after ${versionstampHex(this.floor)}; ` +
-          `cannot resume after ${versionstampHex(makeVersionstamp(after))}`,
+          `cannot resume after ${versionstampHex(makeVersionstamp(after, afterPos))}`,
         versionstampHex(this.floor),
       );
     }
+    // Of the entry `after` itself, the changes after `afterPos` are still to come.
+    if (partial) after--;
     const events: WatchEvent[] = [];
     let position = Math.max(after, this.#last);
     const batches = this.#batches;
@@ -340,13 +357,21 @@ export class WatchHub {
         const index = b.meta[m];
         if (index <= after) continue;
         const start = i === 0 ? 0 : b.meta[m - META + 1];
-        const changes = unpackMatching(b.buf, start, b.meta[m + 1], sel);
+        const changes = unpackMatching(
+          b.buf,
+          start,
+          b.meta[m + 1],
+          sel,
+          partial && index === after + 1 ? afterPos : -1,
+        );
         if (changes.length > 0) {
           if (events.length === max) {
             position = prev;
             break outer;
           }
-          events.push({ versionstamp: makeVersionstamp(index), changes });
+          // The stamp of its last change: resuming after it continues inside a batch entry.
+          const vs = b.buf.slice(lastMatchVsAt, lastMatchVsAt + VERSIONSTAMP_BYTES);
+          events.push({ versionstamp: vs, changes });
         }
         prev = index;
       }
@@ -385,6 +410,7 @@ export class WatchHub {
   ): Promise<WatchPoll> {
     let initial: WatchInitial | undefined;
     let from: number;
+    let fromPos = THROUGH_POSITION;
     if (after === undefined) {
       let st;
       try {
@@ -402,7 +428,7 @@ export class WatchHub {
       }
       from = st.appliedIndex;
       initial = {
-        versionstamp: makeVersionstamp(from),
+        versionstamp: throughVersionstamp(from),
         entries: [
           ...sel.keys.map((key, i) => ({ key, entry: st.keys[i] })),
           ...st.prefixes.flat().map((e) => ({ key: e.key, entry: e })),
@@ -418,16 +444,18 @@ export class WatchHub {
       }
     } else {
       from = versionstampIndex(after);
+      fromPos = versionstampPosition(after);
     }
     const deadline = Date.now() + waitMs;
     for (;;) {
-      const r = this.since(sel, from, max);
+      const r = this.since(sel, from, max, fromPos);
       const left = deadline - Date.now();
       if (initial || r.events.length > 0 || left <= 0 || signal?.aborted) {
-        return { initial, events: r.events, position: makeVersionstamp(r.position) };
+        return { initial, events: r.events, position: throughVersionstamp(r.position) };
       }
       // Nothing matched yet: continue from where this answer is complete.
       from = r.position;
+      fromPos = THROUGH_POSITION;
       await this.wait(from, left, signal);
     }
   }

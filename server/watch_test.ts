@@ -5,10 +5,17 @@
 import assert from "node:assert/strict";
 import { Prng } from "../raft/sim/prng.ts";
 import { MemoryStateMachine } from "../storage/memory_sm.ts";
-import { atomicCommand, deleteCommand, encodeCommand, putCommand } from "../storage/command.ts";
+import {
+  atomicCommand,
+  deleteCommand,
+  encodeBatch,
+  encodeCommand,
+  putCommand,
+} from "../storage/command.ts";
 import {
   type KvEntry,
   makeVersionstamp,
+  throughVersionstamp,
   ValueEncoding,
   versionstampHex,
 } from "../storage/kv_model.ts";
@@ -49,6 +56,46 @@ Deno.test("the hub keeps commits in order, filters by key and prefix, and resume
   const page = hub.since(sel, 0, 2);
   assert.equal(page.events.length, 2);
   assert.equal(page.position, 2);
+});
+
+Deno.test("a batch entry's commits are one event stamped by its last change; a resume after a write inside the entry gets the rest of it", async () => {
+  const sm = new MemoryStateMachine();
+  const hub = new WatchHub(sm, { maxEvents: 100, maxBytes: 1 << 20 });
+  await apply(sm, 1, "a", "0");
+  const batch = encodeBatch([
+    encodeCommand(putCommand(b("a"), b("1"))),
+    encodeCommand(putCommand(b("b"), b("1"))),
+    encodeCommand(deleteCommand(b("a"))),
+    encodeCommand(putCommand(b("c"), b("1"))),
+  ]);
+  const [res] = await sm.apply([{ index: 2, data: batch }]);
+  const stamps = (res as { versionstamp: Uint8Array }[]).map((r) =>
+    versionstampHex(r.versionstamp)
+  );
+  assert.deepEqual(stamps, [0, 1, 2, 3].map((j) => versionstampHex(makeVersionstamp(2, j))));
+  await apply(sm, 3, "b", "2");
+  const all = { keys: [], prefixes: [b("")] };
+  const keysOf = (e: { changes: { key: Uint8Array }[] }) => e.changes.map((c) => dec.decode(c.key));
+  const ev = hub.since(all, 1, 100).events;
+  assert.deepEqual(ev.map(keysOf), [["a", "b", "a", "c"], ["b"]]);
+  assert.equal(versionstampHex(ev[0].versionstamp), stamps[3]);
+  // Selected keys only: the event's stamp is that of its last selected change.
+  const onlyA = hub.since({ keys: [b("a")], prefixes: [] }, 1, 100).events;
+  assert.equal(versionstampHex(onlyA[0].versionstamp), stamps[2]);
+  // After the write at (2, 1): the rest of entry 2, then entry 3.
+  const p = await hub.poll(all, makeVersionstamp(2, 1), 0, 100);
+  assert.deepEqual(p.events.map(keysOf), [["a", "c"], ["b"]]);
+  assert.equal(versionstampHex(p.position), versionstampHex(throughVersionstamp(3)));
+  // After an event's stamp: nothing of that entry again.
+  const q = await hub.poll({ keys: [b("a")], prefixes: [] }, onlyA[0].versionstamp, 0, 100);
+  assert.equal(q.events.length, 0);
+  const r = await hub.poll(all, ev[0].versionstamp, 0, 100);
+  assert.deepEqual(r.events.map(keysOf), [["b"]]);
+  // Every write of entry 2 is below its through-stamp and above entry 1's.
+  for (const st of stamps) {
+    assert.ok(st < versionstampHex(throughVersionstamp(2)));
+    assert.ok(st > versionstampHex(throughVersionstamp(1)));
+  }
 });
 
 Deno.test("the hub's events hold exactly the changes the state machine reported (encoding, expiry, deletes, several commits and keys per batch)", async () => {
@@ -134,7 +181,7 @@ Deno.test("the history is bounded by count and bytes; an older resume is WatchCo
   assert.throws(
     () => hub.since(sel, 1, 10),
     (e: unknown) =>
-      e instanceof WatchCompactedError && e.oldest === versionstampHex(makeVersionstamp(2)),
+      e instanceof WatchCompactedError && e.oldest === versionstampHex(throughVersionstamp(2)),
   );
   const small = new WatchHub(new MemoryStateMachine(), { maxEvents: 1000, maxBytes: 1 });
   assert.equal(small.size, 0);
@@ -173,7 +220,7 @@ Deno.test("a poll without after reports the current state, then exactly the late
       ["p/2", "b"],
     ],
   );
-  assert.deepEqual(first.initial!.versionstamp, makeVersionstamp(2));
+  assert.deepEqual(first.initial!.versionstamp, throughVersionstamp(2));
   assert.equal(first.events.length, 0, "nothing before the state is repeated");
   // A poll that waits is woken by the next commit.
   const waiting = hub.poll(sel, first.position, 5_000, 100);
@@ -184,7 +231,7 @@ Deno.test("a poll without after reports the current state, then exactly the late
   await apply(sm, 4, "other", "x");
   const idle = await hub.poll(sel, next.position, 30, 100);
   assert.equal(idle.events.length, 0);
-  assert.deepEqual(idle.position, makeVersionstamp(4));
+  assert.deepEqual(idle.position, throughVersionstamp(4));
 });
 
 Deno.test("Client.watch: initial state, changes in order, resume after a versionstamp, compaction", async () => {
@@ -353,7 +400,7 @@ Deno.test("property: the packed history answers since() like a plain list of com
       }
       assert.equal(hub.size, ref.length, `seed ${seed} step ${step}: size`);
       assert.equal(hub.bytes, ref.reduce((s, c) => s + c.bytes, 0), `seed ${seed}: bytes`);
-      assert.equal(versionstampHex(hub.floor), versionstampHex(makeVersionstamp(floor)));
+      assert.equal(versionstampHex(hub.floor), versionstampHex(throughVersionstamp(floor)));
       for (let q = 0; q < 4; q++) {
         const sel = int(2) === 0
           ? { keys: [b(keys[int(keys.length)])], prefixes: [] }

@@ -5,7 +5,7 @@
  *
  * ```
  * u8 op        1 = Put, 2 = Delete, 3 = RegisterSession, 4 = Atomic, 5 = ExpirySweep,
- *              6 = SetClusterId
+ *              6 = SetClusterId, 7 = Batch
  * u8 flags     bit 0: a client session follows; bit 1: a leader timestamp follows
  * [session]    u64 clientId, uvarint seq            (when flags & 1)
  * [time]       u64 milliseconds since the epoch     (when flags & 2)
@@ -24,6 +24,9 @@
  *                                (each uvarint length + V8 bytes)
  *                      min, max: 8-byte operand
  *   ExpirySweep:     uvarint most keys to delete (the time field is required)
+ *   Batch:           (flags 0) uvarint count (2 or more), then per command: uvarint length +
+ *                    an encoded Put, Delete or Atomic; command j of the batch in the entry at
+ *                    index i has versionstamp (i, j) and its own session (encodeBatch)
  * ```
  *
  * Nothing may follow the last field. The timestamp is the proposing node's clock reading when it
@@ -62,6 +65,8 @@ export enum CommandOp {
   ExpirySweep = 5,
   /** Sets the cluster id unless the state machine has one (the first one applied wins). */
   SetClusterId = 6,
+  /** Many commands in one entry ({@link encodeBatch}); not a {@link Command} of its own. */
+  Batch = 7,
 }
 
 /** Identifies a client command for exactly-once application. */
@@ -656,6 +661,52 @@ function decodePut(data: Uint8Array): PutCommand | undefined {
     session,
     time,
   );
+}
+
+/** The ops a batch entry may carry: client writes, each under its own session. */
+export function batchable(op: CommandOp): boolean {
+  return op === CommandOp.Put || op === CommandOp.Delete || op === CommandOp.Atomic;
+}
+
+/**
+ * Encodes encoded commands (two or more, each a Put, Delete or Atomic: {@link batchable}) as one
+ * batch entry. The caller bounds the batch (config/limits.ts MAX_BATCH_ENTRY_BYTES and
+ * MAX_BATCH_COMMANDS); the parts are copied once, into the entry.
+ */
+export function encodeBatch(parts: Uint8Array[]): Uint8Array {
+  let size = 2 + varintLength(parts.length);
+  for (const p of parts) size += varintLength(p.length) + p.length;
+  const out = new Uint8Array(size);
+  out[0] = CommandOp.Batch;
+  out[1] = 0;
+  let at = putVarint(out, 2, parts.length);
+  for (const p of parts) {
+    at = putVarint(out, at, p.length);
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** True when `data` is a batch entry ({@link encodeBatch}). */
+export function isBatch(data: Uint8Array): boolean {
+  return data.length > 0 && data[0] === CommandOp.Batch;
+}
+
+/** The encoded commands of a batch entry (views of `data`, not decoded: each is refused or applied
+ * on its own); throws {@link DecodeError} when the framing is malformed. */
+export function decodeBatch(data: Uint8Array): Uint8Array[] {
+  const r = new ByteReader(data, "batch");
+  if (r.u8() !== CommandOp.Batch) throw new DecodeError("batch", "not a batch entry");
+  if (r.u8() !== 0) throw new DecodeError("batch", "unknown flags");
+  const n = r.uvarint();
+  // A command's position in its entry is the u16 of its versionstamp.
+  if (n < 2 || n > 0xffff) throw new DecodeError("batch", `a batch of ${n} commands`);
+  if (n > r.remaining) throw new DecodeError("batch", `${n} commands in ${r.remaining} bytes`);
+  const parts: Uint8Array[] = new Array(n);
+  for (let i = 0; i < n; i++) parts[i] = r.raw(r.uvarint());
+  if (r.remaining !== 0) throw new DecodeError("batch", `${r.remaining} trailing bytes`);
+  return parts;
 }
 
 /** See {@link decodeCommandWithHash}: the hash of an encoded command. */

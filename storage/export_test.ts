@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  type ApplyResult,
   encodeCommand,
   type KvStateMachine,
   MemoryStateMachine,
@@ -126,7 +127,7 @@ for (const kind of KINDS) {
       assert.equal(await sm.get(enc.encode("old")), undefined);
       // A duplicate of the imported session is answered from the session table.
       const r = await sm.apply([put(51, "x", "y", [1n, 4]), put(52, "k00000", "dup", [1n, 4])]);
-      assert.deepEqual(r.map((x) => x?.ok), [true, false]);
+      assert.deepEqual(r.map((x) => (x as ApplyResult)?.ok), [true, false]);
       assert.equal(dec.decode((await sm.get(enc.encode("k00000")))!), "v0");
       // Meta records must be the state machine's own: a user-range key is refused.
       await assert.rejects(

@@ -74,10 +74,12 @@ import {
 } from "./bytes.ts";
 import {
   type AtomicCommand,
+  batchable,
   CLUSTER_ID_PATTERN,
   type Command,
   CommandOp,
   commandSizeError,
+  decodeBatch,
   decodeCommandWithHash,
   type ExpirySweepCommand,
   type SetClusterIdCommand,
@@ -97,6 +99,7 @@ import {
   type StoredRecord,
   suffixVersionstampedKey,
   SUM_RANGE_MESSAGE,
+  throughVersionstamp,
   u64le,
   V8_SUM_ALL_MESSAGES,
   ValueEncoding,
@@ -107,6 +110,7 @@ import type {
   ApplyResult,
   CachedResult,
   ClusterIdResult,
+  EntryResult,
   ErrorResult,
   KvChange,
   OkResult,
@@ -193,7 +197,7 @@ export async function exportView(
   try {
     return {
       appliedIndex: await readAppliedIndex(view),
-      versionstamp: makeVersionstamp(await readAppliedIndex(view)),
+      versionstamp: throughVersionstamp(await readAppliedIndex(view)),
       sessionCount: await readU64(view, SESSION_COUNT_KEY, "session count"),
       async *meta() {
         for await (const [k, v] of view.scan(META)) if (isSnapshotKey(k)) yield [k, v];
@@ -617,8 +621,8 @@ export function decodeSession(id: bigint, v: Uint8Array): SessionInfo {
 export interface PreparedBatch {
   /** The store writes (the applied index included). */
   ops: StoreOp[];
-  /** One result per command. */
-  results: ApplyResult[];
+  /** One result per entry (an array of one per command for a batch entry). */
+  results: EntryResult[];
   /** The user-key changes, in commit order. */
   changes: KvChange[];
   /** Installs the batch's cached state; call after the ops are written. */
@@ -730,7 +734,7 @@ export class KvCore {
     const p = new Pending(r);
     const count = this.#lru.size;
     const b = new BatchState(this, p, this.#clock, count, this.#clusterId, scratch);
-    const results: ApplyResult[] = [];
+    const results: EntryResult[] = [];
     for (const c of cmds) {
       const r = b.applyOne(c);
       results.push(r instanceof Promise ? await r : r);
@@ -920,32 +924,84 @@ class BatchState {
    * under a cached session: nearly every command), a promise otherwise: no microtask turns and
    * promises per command on the common path.
    */
-  applyOne(c: ApplyCommand): ApplyResult | Promise<ApplyResult> {
+  applyOne(c: ApplyCommand): EntryResult | Promise<EntryResult> {
     if (c.data.length === 0) return null;
-    let cmd: Command;
-    let hash: number;
+    if (c.data[0] === CommandOp.Batch) return this.applyBatch(c.index, c.data);
+    return this.applyPart(c.index, 0, c.data, false);
+  }
+
+  /** A batch entry: its commands in order, command j at versionstamp (index, j), one result each
+   * (the whole entry is refused only when its framing is malformed). */
+  private applyBatch(index: number, data: Uint8Array): EntryResult | Promise<EntryResult> {
+    let parts: Uint8Array[];
     try {
-      ({ cmd, hash } = decodeCommandWithHash(c.data));
+      parts = decodeBatch(data);
     } catch (e) {
       if (!(e instanceof DecodeError)) throw e;
       return { ok: false, error: "bad_command", message: e.message };
     }
+    const out: ApplyResult[] = new Array(parts.length);
+    for (let j = 0; j < parts.length; j++) {
+      const r = this.applyPart(index, j, parts[j], true);
+      if (r instanceof Promise) return this.finishBatch(index, parts, j, r, out);
+      out[j] = r;
+    }
+    return out;
+  }
+
+  /** The rest of {@link applyBatch} from the first command that had to read the store. */
+  private async finishBatch(
+    index: number,
+    parts: Uint8Array[],
+    j: number,
+    pending: Promise<ApplyResult>,
+    out: ApplyResult[],
+  ): Promise<ApplyResult[]> {
+    out[j] = await pending;
+    for (let k = j + 1; k < parts.length; k++) {
+      const r = this.applyPart(index, k, parts[k], true);
+      out[k] = r instanceof Promise ? await r : r;
+    }
+    return out;
+  }
+
+  /** One command at versionstamp (index, pos); `inBatch`: only client writes are allowed. */
+  private applyPart(
+    index: number,
+    pos: number,
+    data: Uint8Array,
+    inBatch: boolean,
+  ): ApplyResult | Promise<ApplyResult> {
+    let cmd: Command;
+    let hash: number;
+    try {
+      ({ cmd, hash } = decodeCommandWithHash(data));
+    } catch (e) {
+      if (!(e instanceof DecodeError)) throw e;
+      return { ok: false, error: "bad_command", message: e.message };
+    }
+    if (inBatch && !batchable(cmd.op)) {
+      return { ok: false, error: "bad_command", message: `op ${cmd.op} cannot share an entry` };
+    }
     const tooBig = commandSizeError(cmd);
     if (tooBig) return { ok: false, error: "bad_command", message: tooBig };
     if (cmd.time !== undefined && cmd.time > this.clock) this.clock = cmd.time;
-    if (cmd.op === CommandOp.RegisterSession) return this.register(c.index, cmd);
-    if (!cmd.session) return this.execute(c.index, cmd);
+    if (cmd.op === CommandOp.RegisterSession) return this.register(index, cmd);
+    if (!cmd.session) return this.execute(index, pos, cmd);
     const id = cmd.session.clientId;
     if (id === 0n) return { ok: false, error: "bad_session", message: "session id 0 is invalid" };
-    const data = cmd;
+    const data2 = cmd;
     const s = this.lookupNow(id);
-    if (s === undefined) return this.lookup(id).then((s) => this.underSession(c, data, hash, s));
-    return this.underSession(c, data, hash, s ?? undefined);
+    if (s === undefined) {
+      return this.lookup(id).then((s) => this.underSession(index, pos, data2, hash, s));
+    }
+    return this.underSession(index, pos, data2, hash, s ?? undefined);
   }
 
   /** The rest of {@link applyOne} for a command under session `s` (undefined: unknown). */
   private underSession(
-    c: ApplyCommand,
+    index: number,
+    pos: number,
     cmd: Exclude<Command, { op: CommandOp.RegisterSession }>,
     hash: number,
     s: SessionInfo | undefined,
@@ -960,7 +1016,7 @@ class BatchState {
     }
     if (seq <= s.lastSeq) {
       if (seq === s.lastSeq && s.hasResult && hash === s.hash) {
-        this.touch(s, c.index);
+        this.touch(s, index);
         return fromCached(s.result);
       }
       return {
@@ -976,19 +1032,20 @@ class BatchState {
       s.hash = hash;
       s.hasResult = true;
       s.result = toCached(result);
-      this.touch(s, c.index);
+      this.touch(s, index);
       return result;
     };
-    const r = this.execute(c.index, cmd);
+    const r = this.execute(index, pos, cmd);
     return r instanceof Promise ? r.then(done) : done(r);
   }
 
-  /** Applies a data command at log index `index` (its versionstamp); a put or delete at once. */
+  /** Applies a data command at versionstamp (index, pos); a put or delete at once. */
   private execute(
     index: number,
+    pos: number,
     cmd: Exclude<Command, { op: CommandOp.RegisterSession }>,
   ): ApplyResult | Promise<ApplyResult> {
-    const versionstamp = makeVersionstamp(index, 0, VERSIONSTAMPS.alloc);
+    const versionstamp = makeVersionstamp(index, pos, VERSIONSTAMPS.alloc);
     switch (cmd.op) {
       case CommandOp.Put: {
         const entry: KvEntry = {

@@ -321,6 +321,21 @@ export function versionstampIndex(vs: Uint8Array): number {
   return hi * 0x1_0000_0000 + lo;
 }
 
+/** The position a versionstamp names inside its entry (its last 2 bytes, big-endian). */
+export function versionstampPosition(vs: Uint8Array): number {
+  return (vs[8] << 8) | vs[9];
+}
+
+/** The position of {@link throughVersionstamp}: above every command's (a batch entry holds at
+ * most 65,535 commands, positions 0 to 65,534). */
+export const THROUGH_POSITION = 0xffff;
+
+/** The versionstamp of a state through the entry at `index`: every write of that entry or before
+ * has a smaller one, every later write a larger one (a watch's or an export's position). */
+export function throughVersionstamp(index: number): Uint8Array {
+  return makeVersionstamp(index, THROUGH_POSITION);
+}
+
 /** A versionstamp as 20 lowercase hex digits. */
 export function versionstampHex(vs: Uint8Array): string {
   let s = "";

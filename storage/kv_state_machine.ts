@@ -4,7 +4,8 @@
  *
  * ## Apply results
  *
- * `apply()` returns one {@link ApplyResult} per command:
+ * `apply()` returns one {@link EntryResult} per entry: for a batch entry, an array of one
+ * {@link ApplyResult} per command of the batch; otherwise the command's {@link ApplyResult}:
  * - `null` for an empty command (a leader's no-op or a conf change): only the applied index moves;
  * - `{ ok: true, versionstamp }` for a Put, Delete or committed Atomic (the put path never reads
  *   the old value); `{ ok: true, versionstamp, expired, more }` for an expiry sweep; a retry of a
@@ -105,6 +106,10 @@ export interface ErrorResult {
 /** One command's result (see the module documentation). */
 export type ApplyResult = OkResult | RegisterResult | ClusterIdResult | ErrorResult | null;
 
+/** One entry's result: a command's, or for a batch entry (storage/command.ts encodeBatch) one
+ * per command of the batch, in order (a batch whose framing is malformed gets one `bad_command`). */
+export type EntryResult = ApplyResult | ApplyResult[];
+
 /** A client session as stored in the session table. */
 export interface SessionInfo {
   /** The session id (the log index of its registration). */
@@ -204,8 +209,8 @@ export interface KvStateMachine extends StateMachine {
   exportState(): Promise<StateExport>;
   /** Replaces the whole state with `src`, atomically: a failure keeps the old state. */
   importState(src: StateImport): Promise<void>;
-  /** Applies committed commands in order: one {@link ApplyResult} per command. */
-  apply(cmds: ApplyCommand[]): Promise<ApplyResult[]>;
+  /** Applies committed entries in order: one {@link EntryResult} per entry. */
+  apply(cmds: ApplyCommand[]): Promise<EntryResult[]>;
   /** The value of a user key, or undefined (also when expired by the state machine's clock). */
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
   /** User key/value pairs in key order (descending with `reverse`), from one consistent view. */

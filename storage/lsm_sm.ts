@@ -38,7 +38,7 @@ import {
   type StoreOp,
 } from "./kv_core.ts";
 import type {
-  ApplyResult,
+  EntryResult,
   KvChange,
   KvEntry,
   KvStateMachine,
@@ -178,11 +178,11 @@ export class LsmStateMachine implements KvStateMachine {
   }
 
   /** Applies commands in one LSM batch that also records the applied index (into the memtable). */
-  apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+  apply(cmds: ApplyCommand[]): Promise<EntryResult[]> {
     return this.#serial(() => this.#apply(cmds));
   }
 
-  async #apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+  async #apply(cmds: ApplyCommand[]): Promise<EntryResult[]> {
     if (cmds.length === 0) return [];
     // The batch's store keys and values are views of one reused chunk: the memtable copies
     // them, and the write below is awaited before the next batch starts (the apply queue).

@@ -19,7 +19,7 @@ import {
   USER_LO,
 } from "./kv_core.ts";
 import type {
-  ApplyResult,
+  EntryResult,
   KvChange,
   KvEntry,
   KvStateMachine,
@@ -131,12 +131,12 @@ export class MemoryStateMachine implements KvStateMachine {
   }
 
   /** Applies commands (see kv_state_machine.ts for the results). */
-  apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+  apply(cmds: ApplyCommand[]): Promise<EntryResult[]> {
     return this.serial(() => this.applyBatch(cmds));
   }
 
   /** Computes and writes one batch. */
-  protected async applyBatch(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+  protected async applyBatch(cmds: ApplyCommand[]): Promise<EntryResult[]> {
     if (cmds.length === 0) return [];
     const batch = await this.core.apply(this.store, cmds);
     this.store.write(batch.ops);

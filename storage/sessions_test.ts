@@ -8,6 +8,7 @@ import {
   type ApplyResult,
   deleteCommand,
   encodeCommand,
+  type EntryResult,
   type KvStateMachine,
   putCommand,
   registerSessionCommand,
@@ -25,11 +26,15 @@ function applier(sm: () => KvStateMachine) {
   return async (...cmds: Uint8Array[]): Promise<ApplyResult[]> => {
     const from = next;
     next += cmds.length;
-    return await sm().apply(cmds.map((data, i) => ({ index: from + i, data })));
+    // No batch entries here: one command's result per entry.
+    return await sm().apply(cmds.map((data, i) => ({ index: from + i, data }))) as ApplyResult[];
   };
 }
 
-const errorOf = (r: ApplyResult) => (r && r.ok === false ? r.error : "ok");
+const errorOf = (r: EntryResult) => {
+  if (Array.isArray(r)) throw new Error("a batch result where one command's was expected");
+  return r && r.ok === false ? r.error : "ok";
+};
 const value = async (sm: KvStateMachine, k: string) => {
   const v = await sm.get(b(k));
   return v === undefined ? undefined : dec.decode(v);

@@ -21,7 +21,7 @@ import { fromBase64, toBase64 } from "./bytes.ts";
 import { CorruptionError } from "./errors.ts";
 import { denoEnv, type Env, mkdirDurable, readFileIfExists, writeFileAtomic } from "./fsutil.ts";
 import { ALL, KvCore, type StoreOp, upgradeLegacyOps, userKey } from "./kv_core.ts";
-import type { ApplyResult } from "./kv_state_machine.ts";
+import type { EntryResult } from "./kv_state_machine.ts";
 import { MemoryStateMachine, MemoryStore } from "./memory_sm.ts";
 
 const FILE = "sm-state.json";
@@ -83,7 +83,7 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
   }
 
   /** Applies, then persists the whole state. */
-  override apply(cmds: ApplyCommand[]): Promise<ApplyResult[]> {
+  override apply(cmds: ApplyCommand[]): Promise<EntryResult[]> {
     return this.serial(async () => {
       const out = await this.applyBatch(cmds);
       if (cmds.length > 0) this.#persist();

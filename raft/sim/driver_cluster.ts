@@ -37,7 +37,7 @@ import {
   type SnapshotMeta,
 } from "../types.ts";
 import { InvariantChecker, InvariantViolation } from "./invariants.ts";
-import { SimKv } from "./kv.ts";
+import { encodeBatch, SimKv } from "./kv.ts";
 import { Prng } from "./prng.ts";
 import { drainMicrotasks, Scheduler, VirtualClock } from "./scheduler.ts";
 import { SimLogStore } from "./sim_log_store.ts";
@@ -71,6 +71,8 @@ export interface DriverClusterOptions {
   snapshotThreshold?: number;
   /** Lease-based reads. */
   leaseRead?: boolean;
+  /** Writes proposed with `batch: true` share entries (kv.ts encodeBatch). */
+  batch?: boolean;
   /** The state machine survives crashes at its applied index. */
   durableStateMachine?: boolean;
   /** Network faults. */
@@ -195,6 +197,9 @@ export class DriverCluster {
     held: 0,
     snapshotsTaken: 0,
     snapshotsInstalled: 0,
+    /** Batch entries applied (on any node) and the commands they carried. */
+    batchEntries: 0,
+    batchedCommands: 0,
   };
   readonly #opts: DriverClusterOptions;
   readonly #cuts = new Set<number>();
@@ -320,6 +325,7 @@ export class DriverCluster {
       logger: this.#logger(dn, inc),
       clock,
       random: () => dn.rng.float(),
+      batcher: o.batch ? { encode: encodeBatch, maxBytes: 256, maxParts: 6 } : undefined,
       onConfChange: (_cc, conf, index) => {
         if (!inc.alive) return;
         dn.conf = structuredClone(conf);
@@ -897,7 +903,12 @@ export class SimSm implements StateMachine {
             data: c.data,
           });
         }
-        return dn.kv.apply(c.index, c.data);
+        const r = dn.kv.applyEntry(c.index, c.data);
+        if (Array.isArray(r)) {
+          this.#cl.stats.batchEntries++;
+          this.#cl.stats.batchedCommands += r.length;
+        }
+        return r;
       })
     );
   }

@@ -93,6 +93,8 @@ interface Profile {
   maxSizePerMsg: number;
   durableStateMachine: boolean;
   leaseRead: boolean;
+  /** Client writes share entries (the driver's batcher). */
+  batch: boolean;
   drift: number;
   heal: HealMode;
   clients: number;
@@ -137,6 +139,7 @@ function chooseProfile(rng: Prng): Profile {
     maxSizePerMsg: rng.pick([1, 64, 256, 4096]),
     durableStateMachine: rng.chance(0.3),
     leaseRead: false,
+    batch: false,
     drift: 0,
     heal: "all",
     clients: rng.range(2, 5),
@@ -169,6 +172,7 @@ export async function runDriverSimulation(
   p.sessionIdleMs = xrng.pick([1e9, 1e9, 400, 100]);
   p.maxSessions = xrng.pick([1000, 1000, 4, 2]);
   p.freshSessionShare = xrng.pick([0, 0, 0.3]);
+  p.batch = xrng.chance(0.5);
   if (options.heal) p.heal = options.heal;
   if (options.leaseRead !== undefined) p.leaseRead = options.leaseRead;
   const ticks = options.ticks ?? 300;
@@ -177,6 +181,7 @@ export async function runDriverSimulation(
     heal: p.heal,
     membership: p.membership,
     leaseRead: p.leaseRead,
+    batch: p.batch,
     snapshotThreshold: p.snapshotThreshold,
     maxDelay: p.net.maxDelay,
     eioRate: p.eioRate,
@@ -207,6 +212,7 @@ export async function runDriverSimulation(
     maxSizePerMsg: p.maxSizePerMsg,
     durableStateMachine: p.durableStateMachine,
     leaseRead: p.leaseRead,
+    batch: p.batch,
     drift: p.drift,
     logger,
   });
@@ -427,6 +433,8 @@ function collect(cluster: DriverCluster, workload: DriverWorkload): Record<strin
     held: cluster.stats.held,
     snapshotsTaken: cluster.stats.snapshotsTaken,
     snapshotsInstalled: cluster.stats.snapshotsInstalled,
+    batchEntries: cluster.stats.batchEntries,
+    batchedCommands: cluster.stats.batchedCommands,
     leaderTerms: cluster.checker.leaderTerms(),
     maxApplied: cluster.checker.maxApplied(),
     messages: cluster.stats.sent,
@@ -938,7 +946,7 @@ class DriverWorkload {
           value: input.kind === "put" ? input.value : "",
         });
         const r = await this.#deadline(
-          node.propose(data, { timeoutMs }),
+          node.propose(data, { timeoutMs, batch: true }),
           timeoutMs + 5,
         ) as KvApplyResult;
         c.hint = target;

@@ -77,6 +77,46 @@ export function encodeCommand(cmd: KvCommand): Uint8Array {
   return out;
 }
 
+/** The first byte of a batch entry (command kinds are 1 to 5). */
+const BATCH = 0xbb;
+
+/** Encodes commands (puts, deletes, compare-and-sets, multi-key puts: never a registration,
+ * whose session id is its entry's index) as one batch entry, the driver's ProposalBatcher
+ * format here: 0xbb, u16 count, then per command u32 length + bytes. */
+export function encodeBatch(parts: Uint8Array[]): Uint8Array {
+  let size = 3;
+  for (const p of parts) size += 4 + p.length;
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  out[0] = BATCH;
+  view.setUint16(1, parts.length, true);
+  let at = 3;
+  for (const p of parts) {
+    view.setUint32(at, p.length, true);
+    out.set(p, at + 4);
+    at += 4 + p.length;
+  }
+  return out;
+}
+
+/** The commands of a batch entry; throws RangeError on malformed bytes. */
+export function decodeBatch(data: Uint8Array): Uint8Array[] {
+  if (data.length < 3 || data[0] !== BATCH) throw new RangeError("not a batch entry");
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const n = view.getUint16(1, true);
+  const parts: Uint8Array[] = [];
+  let at = 3;
+  for (let i = 0; i < n; i++) {
+    if (at + 4 > data.length) throw new RangeError("batch entry truncated");
+    const len = view.getUint32(at, true);
+    if (at + 4 + len > data.length) throw new RangeError("batch command overruns its entry");
+    parts.push(data.subarray(at + 4, at + 4 + len));
+    at += 4 + len;
+  }
+  if (at !== data.length) throw new RangeError("trailing bytes after a batch");
+  return parts;
+}
+
 /** A registration command (`time`: the proposer's clock reading). */
 export function registerCommand(
   idleTimeoutMs: number,
@@ -175,17 +215,36 @@ export class SimKv {
     return this.#sessions.has(id);
   }
 
-  /** Applies the entry at `index` (empty data = no-op or conf change). */
+  /** Applies the entry at `index` (empty data = no-op or conf change), one command. */
   apply(index: number, data: Uint8Array): KvApplyResult {
+    const r = this.applyEntry(index, data);
+    if (Array.isArray(r)) throw new RangeError(`a batch entry at ${index} where one command was`);
+    return r;
+  }
+
+  /** Applies the entry at `index`: one command, or a batch entry's commands in order (one
+   * result each, as the real state machine answers a batch). */
+  applyEntry(index: number, data: Uint8Array): KvApplyResult | KvApplyResult[] {
     if (index !== this.applied + 1) {
       throw new RangeError(`applying index ${index} after ${this.applied}`);
     }
     this.applied = index;
     for (const [k, v] of this.#deferred.splice(0)) this.#data.set(k, v);
     if (data.length === 0) return { cmd: null, ok: true, duplicate: false };
+    if (data[0] === BATCH) {
+      return decodeBatch(data).map((part) => this.#applyCommand(index, part, true));
+    }
+    return this.#applyCommand(index, data, false);
+  }
+
+  #applyCommand(index: number, data: Uint8Array, inBatch: boolean): KvApplyResult {
     const cmd = decodeCommand(data);
     if (cmd.time !== undefined && cmd.time > this.clock) this.clock = cmd.time;
-    if (cmd.kind === "register") return this.#register(index, cmd);
+    if (cmd.kind === "register") {
+      // Never proposed so (its id would be shared): a harness bug.
+      if (inBatch) throw new RangeError(`a registration inside the batch entry at ${index}`);
+      return this.#register(index, cmd);
+    }
     if (!cmd.session) return this.#execute(cmd);
     const { id, seq } = cmd.session;
     const refuse = (error: KvRefusal): KvApplyResult => ({
