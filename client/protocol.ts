@@ -241,6 +241,10 @@ const EMPTY = new Uint8Array(0);
 
 /** Output buffers larger than this are not kept for reuse once written. */
 const WRITER_KEEP_BYTES = 1024 * 1024;
+/** A frame begun when the buffer already holds this much starts a new buffer: large frames are
+ * not copied again and again into one buffer grown by doubling (64 writers of 256 KiB values in
+ * one tick would grow it to 16 MiB, copying and zero-filling twice that). */
+const WRITER_SEAL_BYTES = 256 * 1024;
 
 /** Scratch for the u64 fields (no DataView per writer or reader). */
 const SCRATCH = new DataView(new ArrayBuffer(8));
@@ -259,6 +263,9 @@ export class FrameWriter {
   /** Where the frame being written starts (its length prefix). */
   private start = 0;
   private spare: Uint8Array | undefined;
+  /** Complete frames in earlier buffers, oldest first (handed out by {@link take} first). */
+  private sealed: Uint8Array[] = [];
+  private sealedBytes = 0;
 
   /** A writer whose buffer starts at `size` bytes. */
   constructor(size = 64) {
@@ -267,11 +274,17 @@ export class FrameWriter {
 
   /** Bytes of complete frames (and of the frame being written). */
   get length(): number {
-    return this.pos;
+    return this.sealedBytes + this.pos;
   }
 
   /** Starts a frame: reserves its length prefix. */
   begin(): void {
+    if (this.pos >= WRITER_SEAL_BYTES) {
+      this.sealed.push(this.buf.subarray(0, this.pos));
+      this.sealedBytes += this.pos;
+      this.buf = this.fresh();
+      this.pos = 0;
+    }
     this.start = this.pos;
     this.ensure(4);
     this.pos += 4;
@@ -307,12 +320,23 @@ export class FrameWriter {
    * stay valid until they are given back with {@link recycle} (a writer keeps one spare).
    */
   take(): Uint8Array {
+    const first = this.sealed.shift();
+    if (first) {
+      this.sealedBytes -= first.length;
+      return first;
+    }
     const out = this.buf.subarray(0, this.pos);
-    this.buf = this.spare ??
-      new Uint8Array(Math.min(Math.max(this.buf.length, 64), WRITER_KEEP_BYTES));
-    this.spare = undefined;
+    this.buf = this.fresh();
     this.pos = this.start = 0;
     return out;
+  }
+
+  /** The next buffer: the spare, or a new one (as large as the last, within the keep bound). */
+  private fresh(): Uint8Array {
+    const b = this.spare ??
+      new Uint8Array(Math.min(Math.max(this.buf.length, 64), WRITER_KEEP_BYTES));
+    this.spare = undefined;
+    return b;
   }
 
   /** Gives back bytes from {@link take} once written, for reuse (unless they grew large). */
@@ -324,8 +348,9 @@ export class FrameWriter {
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
+    // Doubling for small frames; a large one gets the room it needs, not twice that.
     let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
+    if (size < this.pos + n) size = this.pos + n + (n >= WRITER_SEAL_BYTES ? 64 : size);
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;

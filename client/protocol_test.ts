@@ -289,6 +289,44 @@ Deno.test("the frame reader refuses oversized and empty frames", () => {
   assert.throws(() => fr2.next(), /empty frame/);
 });
 
+Deno.test("large frames appended to one writer go out in buffers of their own size, not one buffer grown by doubling", () => {
+  const w = new FrameWriter(4096);
+  const reqs: Request[] = [];
+  for (let i = 0; i < 24; i++) {
+    const big = i % 3 !== 2;
+    const req: Request = {
+      op: Op.Put,
+      id: i + 1,
+      key: new TextEncoder().encode(`k${i}`),
+      value: new Uint8Array(big ? 200_000 + i : 10).fill(i),
+      clientId: 1n,
+      seq: i + 1,
+    };
+    encodeRequestTo(w, req, req.id);
+    reqs.push(req);
+  }
+  const total = w.length;
+  const reader = new FrameReader();
+  let chunks = 0, bytes = 0;
+  while (w.length > 0) {
+    const b = w.take();
+    chunks++;
+    bytes += b.length;
+    // No buffer far larger than what it holds (big frames are not over-allocated 2x).
+    const room = Math.max(b.length * 1.5, 512 * 1024);
+    assert.ok(b.buffer.byteLength <= room, `${b.buffer.byteLength} for ${b.length}`);
+    reader.push(b);
+    w.recycle(b);
+  }
+  assert.equal(bytes, total);
+  assert.ok(chunks >= 8, `${chunks} buffers for ${total} bytes`);
+  for (let i = 0, f = reader.next(); i < reqs.length; i++, f = reader.next()) {
+    assert.ok(f, `frame ${i}`);
+    assert.deepEqual(encodeRequest(decodeRequest(f)), encodeRequest(reqs[i]));
+  }
+  assert.equal(reader.next(), undefined);
+});
+
 Deno.test("frames appended to one writer, taken in runs, decode as encoded alone; a failed one leaves no trace", () => {
   const tooBig: Request = {
     op: Op.Put,
@@ -306,9 +344,11 @@ Deno.test("frames appended to one writer, taken in runs, decode as encoded alone
         const reader = new FrameReader();
         const reqs: Request[] = [], ress: Response[] = [];
         const takeAll = () => {
-          const b = w.take();
-          reader.push(b);
-          w.recycle(b);
+          while (w.length > 0) {
+            const b = w.take();
+            reader.push(b);
+            w.recycle(b);
+          }
         };
         for (const [req, res, what] of items) {
           encodeRequestTo(w, req, req.id);
