@@ -312,7 +312,7 @@ Deno.test("a node that catches up by snapshot learns the members added meanwhile
     nodes.set(3, again);
     assert.ok(again.book.get(4), "members.json still lists node 4");
     assert.ok(again.node.status().applied > again.node.status().snapshotIndex);
-    assert.deepEqual([...again.transport.peers.keys()].sort(), [1, 2], "node 4 is no peer");
+    assert.deepEqual([...again.transport.peers.keys()].sort(), [1, 2], "no peer 4 after a restart");
   } finally {
     await stopAll();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
