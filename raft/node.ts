@@ -26,6 +26,7 @@ import {
   type ConfState,
   type Entry,
   EntryType,
+  type MemberContext,
   type Message,
   MessageType,
   type NodeId,
@@ -53,7 +54,8 @@ export interface RaftNodeOptions {
   logger?: Logger;
   /** Called after a ConfChange entry is applied, with the resulting configuration. */
   onConfChange?: (cc: ConfChange, conf: ConfState, index: number) => void;
-  /** Called after a snapshot received from the leader was installed. */
+  /** Called after a snapshot received from the leader was installed (its `conf` and
+   * `memberContexts` are then the node's configuration). */
   onSnapshotRestored?: (meta: SnapshotMeta) => void;
   /** The clock and timers of the driver (default {@link systemClock}; the simulator passes a
    * virtual one). */
@@ -427,6 +429,15 @@ export class RaftNode {
     this.schedule();
   }
 
+  /**
+   * Per member of the current configuration, the context of the conf change that added it
+   * ({@link RawNode.memberContexts}): with {@link status}'s `conf`, what a node that installed
+   * a snapshot or restarted knows of the members it did not see being added.
+   */
+  memberContexts(): MemberContext[] {
+    return this.rawNode.memberContexts();
+  }
+
   /** The node's state. */
   status(): NodeStatus {
     const st = this.rawNode.status();
@@ -777,7 +788,11 @@ export class RaftNode {
           this.proposals.delete(idx);
         }
       }
-      this.opts.onSnapshotRestored?.(meta);
+      try {
+        this.opts.onSnapshotRestored?.(meta);
+      } catch (err) {
+        this.logger.warn("raft: onSnapshotRestored callback failed", { err: String(err) });
+      }
     }
     if (rd.persistedMessages.length) this.transport.send(rd.persistedMessages);
     if (rd.committedEntries.length) await this.apply(rd.committedEntries);
@@ -857,10 +872,11 @@ export class RaftNode {
     if (index < this.rawNode.raft.log.firstIndex()) return;
     const term = this.rawNode.raft.log.term(index);
     const conf = this.rawNode.status().conf;
+    const memberContexts = this.rawNode.memberContexts();
     this.snapshotRun = this.sm.snapshot().then((data) => {
       // A snapshot received from the leader meanwhile may already cover more.
       if (this.stopped || this.fatal || index <= this.snapshotIndex) return;
-      this.log.createSnapshot({ meta: { index, term, conf }, data });
+      this.log.createSnapshot({ meta: { index, term, conf, memberContexts }, data });
       this.snapshotIndex = index;
       this.logger.info("raft: snapshot taken", {
         id: this.rawNode.raft.id,

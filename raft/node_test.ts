@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { ConfChangeApplyError, NotLeaderError, TimeoutError } from "./errors.ts";
 import { encodeConfChange } from "./confchange_codec.ts";
 import { MemoryLogStore } from "./memory_log_store.ts";
-import { type ProposalBatcher, RaftNode } from "./node.ts";
+import { type ProposalBatcher, RaftNode, type RaftNodeOptions } from "./node.ts";
 import { drainMicrotasks, Scheduler, VirtualClock } from "./sim/scheduler.ts";
 import type { ApplyCommand, StateMachine } from "./state_machine.ts";
 import type { MessageHandler, Transport } from "./transport.ts";
@@ -11,10 +11,12 @@ import {
   type ConfChange,
   ConfChangeType,
   EntryType,
+  type MemberContext,
   type Message,
   message,
   MessageType,
   type NodeId,
+  type SnapshotMeta,
 } from "./types.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -147,7 +149,7 @@ async function startMember(
   log = new MemoryLogStore(),
   sm = new KvSm(),
   snapshotThreshold = 1000,
-  batcher?: ProposalBatcher,
+  extra: Partial<RaftNodeOptions> = {},
 ): Promise<Member> {
   const node = await RaftNode.start({
     config: config(id),
@@ -157,7 +159,7 @@ async function startMember(
     transport: hub.transport(id),
     bootstrapVoters: voters,
     snapshotThreshold,
-    batcher,
+    ...extra,
   });
   return { id, node, log, sm };
 }
@@ -177,7 +179,7 @@ async function cluster(n = 3, snapshotThreshold = 1000, batcher?: ProposalBatche
   for (const id of ids) {
     members.set(
       id,
-      await startMember(hub, id, ids, undefined, undefined, snapshotThreshold, batcher),
+      await startMember(hub, id, ids, undefined, undefined, snapshotThreshold, { batcher }),
     );
   }
   const leader = async () => {
@@ -800,4 +802,102 @@ Deno.test("driver: a follower answers heartbeats while its state machine is stil
   assert.equal(node.status().applied, 2);
   assert.equal(sm.data.get("a"), "1");
   await node.stop();
+});
+
+const contexts = (cs: MemberContext[] | undefined) => (cs ?? []).map((c) => [c.id, dec(c.context)]);
+
+/** Proposes until the leader's log no longer holds `index` (a lagging node needs a snapshot). */
+async function compactPast(l: Member, index: number): Promise<void> {
+  for (let i = 0; l.log.firstIndex() <= index; i++) {
+    if (i > 500) throw new Error(`log not compacted past ${index}`);
+    await l.node.propose(enc(`c${i}=${i}`));
+  }
+}
+
+Deno.test("driver: a follower that catches up by snapshot gets the contexts of the members added meanwhile and drops those removed", async () => {
+  const c = await cluster(3, 10);
+  const restored: SnapshotMeta[] = [];
+  try {
+    const l = await c.leader();
+    const fid = [...c.members.keys()].find((id) => id !== l.id)!;
+    // Restart the follower with a callback (its log and state machine are kept).
+    const old = c.members.get(fid)!;
+    await old.node.stop();
+    old.sm.closed = false;
+    const f = await startMember(c.hub, fid, [1, 2, 3], old.log.crash(), old.sm, 10, {
+      onSnapshotRestored: (meta) => restored.push(meta),
+    });
+    c.members.set(fid, f);
+    await l.node.propose(enc("before=1"));
+    await until(() => f.sm.data.get("before") === "1", "the follower is up to date");
+    assert.deepEqual(contexts(f.node.memberContexts()), []);
+
+    // Cut off while node 4 is added and the log is compacted past the addition.
+    c.hub.down.add(fid);
+    const m4 = await startMember(c.hub, 4, undefined);
+    c.members.set(4, m4);
+    await l.node.addMember(4, enc("addr4"), { timeoutMs: 10_000 });
+    assert.deepEqual(contexts(l.node.memberContexts()), [[4, "addr4"]]);
+    await compactPast(l, l.node.status().applied);
+    assert.deepEqual(contexts(l.log.snapshotMeta().memberContexts), [[4, "addr4"]]);
+    c.hub.down.delete(fid);
+    await until(() => restored.length === 1, "the follower installs a snapshot");
+    assert.deepEqual(restored[0].conf.voters, [1, 2, 3, 4]);
+    assert.deepEqual(contexts(restored[0].memberContexts), [[4, "addr4"]]);
+    assert.deepEqual(contexts(f.node.memberContexts()), [[4, "addr4"]]);
+    assert.deepEqual(contexts(f.log.snapshotMeta().memberContexts), [[4, "addr4"]]);
+
+    // Cut off again while node 4 is removed, past the removal.
+    c.hub.down.add(fid);
+    await l.node.removeMember(4, { timeoutMs: 10_000 });
+    assert.deepEqual(contexts(l.node.memberContexts()), []);
+    await compactPast(l, l.node.status().applied);
+    c.hub.down.delete(fid);
+    await until(() => restored.length === 2, "the follower installs a second snapshot");
+    assert.deepEqual(restored[1].conf.voters, [1, 2, 3]);
+    assert.deepEqual(contexts(restored[1].memberContexts), []);
+    assert.deepEqual(contexts(f.node.memberContexts()), []);
+    assert.deepEqual(f.node.status().conf.voters, [1, 2, 3]);
+  } finally {
+    await c.stopAll();
+  }
+});
+
+Deno.test("driver: a restart rebuilds the member contexts from the snapshot and the conf changes after it", async () => {
+  const c = await cluster(3, 10);
+  try {
+    const l = await c.leader();
+    const m4 = await startMember(c.hub, 4, undefined);
+    c.members.set(4, m4);
+    await l.node.addMember(4, enc("addr4"), { timeoutMs: 10_000 });
+    const fid = [...c.members.keys()].find((id) => id !== l.id && id !== 4)!;
+    const restart = async (): Promise<Member> => {
+      const m = c.members.get(fid)!;
+      await until(() => m.node.status().applied >= l.node.status().applied, "caught up");
+      await m.node.stop();
+      m.sm.closed = false;
+      const r = await startMember(c.hub, fid, [1, 2, 3], m.log.crash(), m.sm, 10);
+      c.members.set(fid, r);
+      return r;
+    };
+    // The addition is in the follower's own snapshot: the restart takes it from there.
+    await compactPast(l, l.node.status().applied);
+    let f = await restart();
+    assert.ok(f.log.snapshotMeta().index > 0);
+    assert.deepEqual(contexts(f.log.snapshotMeta().memberContexts), [[4, "addr4"]]);
+    assert.deepEqual(contexts(f.node.memberContexts()), [[4, "addr4"]]);
+    // The removal is applied (the state machine is durable) but after the snapshot: replayed
+    // by the core at start without callbacks.
+    await l.node.removeMember(4, { timeoutMs: 10_000 });
+    f = await restart();
+    assert.ok(f.log.snapshotMeta().index < f.node.status().applied);
+    assert.deepEqual(f.node.status().conf.voters, [1, 2, 3]);
+    assert.deepEqual(contexts(f.node.memberContexts()), []);
+    // Re-added with another context: the newest one counts.
+    await l.node.addMember(4, enc("addr4b"), { timeoutMs: 10_000 });
+    f = await restart();
+    assert.deepEqual(contexts(f.node.memberContexts()), [[4, "addr4b"]]);
+  } finally {
+    await c.stopAll();
+  }
 });

@@ -30,10 +30,12 @@ import {
 } from "./tracker.ts";
 import {
   type ConfChange,
+  ConfChangeType,
   type ConfState,
   type Entry,
   EntryType,
   type HardState,
+  type MemberContext,
   type Message,
   message,
   MessageType,
@@ -121,6 +123,12 @@ export class Raft {
   isLearner = false;
   readonly log: RaftLog;
   readonly trk: ProgressTracker;
+  /**
+   * Per member of the configuration, the context of the conf change that last added it (only
+   * non-empty ones): part of the replicated configuration, carried in snapshots
+   * (`SnapshotMeta.memberContexts`) and rebuilt with it at restart.
+   */
+  memberContexts = new Map<NodeId, Uint8Array>();
   msgs: Message[] = [];
   readStates: ReadState[] = [];
 
@@ -207,7 +215,7 @@ export class Raft {
     let applied = Math.max(c.applied ?? 0, snapMeta.index);
     if (applied > this.log.lastIndex()) applied = this.log.lastIndex();
     if (hs.commit < applied) hs.commit = applied;
-    this.restoreConfig(snapMeta.conf);
+    this.restoreConfig(snapMeta.conf, snapMeta.memberContexts);
     if (applied > snapMeta.index) {
       for (const e of this.log.slice(snapMeta.index + 1, applied + 1)) {
         if (e.type === EntryType.ConfChange) this.applyConfChangeEntry(e);
@@ -999,11 +1007,19 @@ export class Raft {
       return false;
     }
     this.log.restore(s);
-    this.restoreConfig(cs);
+    this.restoreConfig(cs, s.meta.memberContexts);
     return true;
   }
 
-  private restoreConfig(cs: ConfState): void {
+  /** The member contexts as `SnapshotMeta.memberContexts` carries them (sorted by id). */
+  memberContextList(): MemberContext[] {
+    return [...this.memberContexts].sort((a, b) => a[0] - b[0]).map(([id, context]) => ({
+      id,
+      context,
+    }));
+  }
+
+  private restoreConfig(cs: ConfState, contexts: MemberContext[] = []): void {
     const cfg = fromConfState(cs);
     const last = this.log.lastIndex();
     const prs = new Map<NodeId, Progress>();
@@ -1019,6 +1035,10 @@ export class Raft {
     this.trk.config = cfg;
     this.trk.progress = prs;
     this.isLearner = !this.trk.isVoter(this.id) && prs.has(this.id);
+    this.memberContexts = new Map();
+    for (const c of contexts) {
+      if (prs.has(c.id) && c.context.length > 0) this.memberContexts.set(c.id, c.context.slice());
+    }
   }
 
   // ---------------------------------------------------------------- follower handlers
@@ -1187,6 +1207,19 @@ export class Raft {
       res = applyChange(this.trk.config, this.trk.progress, cc, this.changeParams());
     } catch (e) {
       throw new ConfChangeApplyError(index, (e as Error).message ?? String(e));
+    }
+    // A change that adds (or promotes) a node with a context records it for that node; the
+    // contexts of nodes no longer in the configuration go.
+    if (cc.context.length > 0) {
+      let copy: Uint8Array | undefined;
+      for (const ch of cc.changes) {
+        if (ch.type === ConfChangeType.AddNode || ch.type === ConfChangeType.AddLearner) {
+          this.memberContexts.set(ch.nodeId, copy ??= cc.context.slice());
+        }
+      }
+    }
+    for (const id of this.memberContexts.keys()) {
+      if (!res.progress.has(id)) this.memberContexts.delete(id);
     }
     return this.switchToConfig(res.config, res.progress);
   }

@@ -26,6 +26,7 @@ import {
   type Entry,
   EntryType,
   type HardState,
+  type MemberContext,
   type Message,
   message,
   MessageType,
@@ -238,6 +239,15 @@ export class RawNode {
       throw new ConfChangeApplyError(e.index, String(err));
     }
     return { cc, conf: this.applyConfChange(cc, e.index) };
+  }
+
+  /**
+   * Per member of the current configuration, the context of the conf change that added it
+   * (members whose change carried one; sorted by id): what a snapshot taken now carries in
+   * `SnapshotMeta.memberContexts`.
+   */
+  memberContexts(): MemberContext[] {
+    return this.raft.memberContextList();
   }
 
   /** Reports that `id` could not be reached (the leader slows down replication to it). */

@@ -89,6 +89,17 @@ export interface ConfChange {
   context: Uint8Array;
 }
 
+/**
+ * The context of the conf change that last added (or promoted) a member of the configuration:
+ * application bytes opaque to Raft (gokv's server stores the member's addresses there).
+ */
+export interface MemberContext {
+  /** The member. */
+  id: NodeId;
+  /** The non-empty {@link ConfChange.context} of the change that added it. */
+  context: Uint8Array;
+}
+
 /** What describes a snapshot: the last index and term it covers and the configuration then. */
 export interface SnapshotMeta {
   /** The last log index the snapshot includes. */
@@ -97,6 +108,13 @@ export interface SnapshotMeta {
   term: number;
   /** The membership configuration as of `index`. */
   conf: ConfState;
+  /**
+   * The contexts of the conf changes that added the members of `conf` (only members whose
+   * change carried one; sorted by id). A node that installs the snapshot never sees those
+   * entries, so this is how it learns what they carried. Absent in metadata written before it
+   * existed (read as none).
+   */
+  memberContexts?: MemberContext[];
 }
 
 /** A snapshot: metadata plus the state machine's serialized bytes (including client sessions). */

@@ -15,7 +15,7 @@ import { createLogger } from "../config/log.ts";
 import type { Logger } from "../raft/logger.ts";
 import type { LogStore } from "../raft/storage.ts";
 import { RaftNode } from "../raft/node.ts";
-import { type ConfChange, ConfChangeType, type ConfState } from "../raft/types.ts";
+import type { ConfState } from "../raft/types.ts";
 import { openStorage } from "../storage/mod.ts";
 import { encodeBatch } from "../storage/command.ts";
 import { MAX_BATCH_COMMANDS, MAX_BATCH_ENTRY_BYTES } from "../config/limits.ts";
@@ -28,7 +28,7 @@ import { ClientServer } from "./client_server.ts";
 import { createHttpHandler } from "./http.ts";
 import { HttpListener } from "./http_listener.ts";
 import { ByteBudget } from "../transport/listener.ts";
-import { AddressBook, decodeMemberContext } from "./members.ts";
+import { AddressBook, MemberPeers } from "./members.ts";
 import {
   countingStateMachine,
   countingTransport,
@@ -63,6 +63,8 @@ export interface ServerOptions {
 export interface ServerTestHooks {
   /** Wraps the node's Raft log store before the node uses it (e.g. a failing `sync()`). */
   wrapLogStore?: (log: LogStore) => LogStore;
+  /** Receives a view of the transport's peers (id → peer address) as the node sets them. */
+  peers?: (current: () => ReadonlyMap<number, string>) => void;
 }
 
 /** A running node. */
@@ -273,36 +275,11 @@ export async function startServerWithHooks(
     logger.info("empty log: waiting to be added to the cluster (--join)");
   }
 
-  const onConfChange = (cc: ConfChange, conf: ConfState, index: number) => {
-    for (const ch of cc.changes) {
-      if (ch.type === ConfChangeType.RemoveNode) {
-        if (ch.nodeId !== id) transport.removePeer(ch.nodeId);
-        logger.info("member removed", { node: ch.nodeId, index });
-        continue;
-      }
-      if (cc.context.length > 0) {
-        try {
-          const m = decodeMemberContext(cc.context);
-          if (m.id === ch.nodeId) {
-            const eff = book.learn(m);
-            if (m.id !== id) transport.addPeer(m.id, eff.peer);
-          }
-        } catch (e) {
-          logger.warn("conf change with unreadable member context", {
-            index,
-            error: (e as Error).message,
-          });
-        }
-      }
-      const known = book.get(ch.nodeId);
-      if (known && ch.nodeId !== id) transport.addPeer(ch.nodeId, known.peer);
-      logger.info(ch.type === ConfChangeType.AddLearner ? "learner added" : "voter added", {
-        node: ch.nodeId,
-        index,
-      });
-    }
-    logger.debug("configuration", { voters: conf.voters, learners: conf.learners });
-  };
+  // The transport's peers follow the configuration: conf changes as they apply, and the
+  // configuration a snapshot install or the restart brings (with the member contexts it
+  // carries: the addresses of members added by entries this node never applied).
+  const memberPeers = new MemberPeers({ self: id, transport, peers, book, logger });
+  hooks.peers?.(() => memberPeers.peers);
 
   const r = config.raft;
   let raft: RaftNode;
@@ -326,7 +303,8 @@ export async function startServerWithHooks(
       bootstrapVoters,
       snapshotThreshold: r.snapshotThreshold,
       logger,
-      onConfChange,
+      onConfChange: (cc, conf, index) => memberPeers.onConfChange(cc, conf, index),
+      onSnapshotRestored: (meta) => memberPeers.onSnapshotRestored(meta),
       batcher: {
         encode: encodeBatch,
         maxBytes: MAX_BATCH_ENTRY_BYTES,
@@ -340,6 +318,9 @@ export async function startServerWithHooks(
     throw e;
   }
   ref.raft = raft;
+  // The core rebuilt its configuration from the snapshot and the conf changes up to the applied
+  // index without callbacks: members added before may be unknown, members removed still peers.
+  memberPeers.reconcile(raft.status().conf, raft.memberContexts());
   const failed = Promise.withResolvers<Error>();
   raft.onFatal((err) => {
     logger.error(

@@ -37,7 +37,12 @@ interface TestCluster {
   stop(): Promise<void>;
 }
 
-async function startCluster(size = 3, extra = 0, attempt = 1): Promise<TestCluster> {
+async function startCluster(
+  size = 3,
+  extra = 0,
+  attempt = 1,
+  opts: { storage?: Config["storage"]; snapshotThreshold?: number } = {},
+): Promise<TestCluster> {
   const ports = freePorts(3 * (size + extra));
   const all = Array.from({ length: size + extra }, (_, i) => ({
     id: i + 1,
@@ -48,10 +53,11 @@ async function startCluster(size = 3, extra = 0, attempt = 1): Promise<TestClust
   const nodes = all.slice(0, size);
   const config = defaultConfig(nodes);
   const fullConfig = defaultConfig(all);
-  config.storage = "memory";
+  config.storage = opts.storage ?? "memory";
   config.transport = "tcp";
   config.dataDir = await Deno.makeTempDir({ prefix: "gokv-server-test-" });
   Object.assign(config.raft, { tickMs: 10, heartbeatMs: 30, electionMs: 200 });
+  if (opts.snapshotThreshold) config.raft.snapshotThreshold = opts.snapshotThreshold;
   const servers = new Map<number, ServerHandle>();
   const started = await Promise.allSettled(nodes.map(async (n) => {
     servers.set(n.id, await startServer(config, n.id, { logger: nullLogger }));
@@ -63,7 +69,7 @@ async function startCluster(size = 3, extra = 0, attempt = 1): Promise<TestClust
     await Deno.remove(config.dataDir, { recursive: true }).catch(() => {});
     const reason = (failed as PromiseRejectedResult).reason;
     if (reason instanceof Deno.errors.AddrInUse && attempt < 3) {
-      return startCluster(size, extra, attempt + 1);
+      return startCluster(size, extra, attempt + 1, opts);
     }
     throw reason;
   }
@@ -191,6 +197,60 @@ Deno.test("a node started with --join does not bootstrap; once added it catches 
     const got = await r.json();
     assert.deepEqual([got.key, got.value, got.encoding], ["j9", "v9", "bytes"]);
     assert.match(got.versionstamp, /^[0-9a-f]{20}$/);
+  } finally {
+    await kv.close();
+    await n4?.close();
+    await c.stop();
+  }
+});
+
+Deno.test("a restarted node learns a member added while it was down from the snapshot it installs, and drops a removed member from its peers", async () => {
+  const c = await startCluster(3, 1, 1, { storage: "simplefile", snapshotThreshold: 20 });
+  const kv = await Client.connect({ endpoints: c.endpoints, timeoutMs: 15_000 });
+  let n4: ServerHandle | undefined;
+  const peersOf3: { current?: () => ReadonlyMap<number, string> } = {};
+  const stop3 = async () => {
+    await c.servers.get(3)?.close();
+    c.servers.delete(3);
+  };
+  const restart3 = async () => {
+    await stop3();
+    // Node 3's config lists nodes 1-3 only: it learns node 4 from the replicated state.
+    c.servers.set(
+      3,
+      await startServerWithHooks(c.config, 3, { logger: nullLogger }, {
+        peers: (current) => peersOf3.current = current,
+      }),
+    );
+  };
+  try {
+    await restart3();
+    await c.leader();
+    await stop3();
+    const l = await c.leader();
+    const spec = c.fullConfig.nodes[3];
+    n4 = await startServer(c.fullConfig, 4, { logger: nullLogger, join: true });
+    await kv.addMember({ id: 4, peer: spec.peer, client: spec.client, http: spec.http });
+    for (let i = 0; i < 60; i++) await kv.put(`s${i}`, `v${i}`);
+    const ls = c.servers.get(l)!.status();
+    assert.ok((ls.snapshotIndex as number) > 0, "the leader compacted its log");
+    await restart3();
+    const http3 = c.config.nodes[2].http;
+    await waitFor("node 3 to know node 4's addresses", async () => {
+      const r = await (await fetch(`http://${http3}/v1/members`)).json();
+      const m4 = r.members.find((m: { id: number }) => m.id === 4);
+      return m4?.http === spec.http && m4?.client === spec.client;
+    }, 20_000);
+    assert.equal(peersOf3.current!().get(4), spec.peer, "node 4 is a peer of node 3");
+    // Removed while node 3 runs; node 3 restarts with node 4 still in its members.json.
+    await kv.removeMember(4);
+    await waitFor("node 3 to apply the removal", async () => {
+      const r = await (await fetch(`http://${http3}/v1/members`)).json();
+      return !r.members.some((m: { id: number }) => m.id === 4);
+    });
+    await restart3();
+    assert.ok(!peersOf3.current!().has(4), "node 4 is no peer after the restart");
+    assert.deepEqual([...peersOf3.current!().keys()].sort(), [1, 2]);
   } finally {
     await kv.close();
     await n4?.close();

@@ -3,6 +3,7 @@
  * (memory, simplefile, lsm); reopen and kill -9 checks run against the disk backends.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CompactedError, type LogStore, UnavailableError } from "../raft/storage.ts";
 import { type ConfState, type Entry, EntryType } from "../raft/types.ts";
@@ -16,7 +17,9 @@ import {
   openStorage,
   putCommand,
   registerSessionCommand,
+  SegmentLogStore,
   setClusterIdCommand,
+  SimpleFileLogStore,
   type StorageKind,
   StoreLockedError,
 } from "./mod.ts";
@@ -180,6 +183,36 @@ for (const { kind, disk } of BACKENDS) {
       };
       discard(log);
       if (disk) discard((await reopen()).log);
+    });
+  });
+
+  Deno.test(`${kind}: snapshot metadata keeps its member contexts (created, installed, reopened)`, async () => {
+    await withStorage(kind, async ({ log }, reopen) => {
+      const ctx = (id: number, s: string) => ({ id, context: b(s) });
+      log.append(range(1, 20, 1));
+      await log.sync();
+      const created = { index: 10, term: 1, conf, memberContexts: [ctx(4, "four"), ctx(5, "")] };
+      log.createSnapshot({ meta: created, data: b("snap@10") });
+      await log.sync();
+      created.memberContexts[0].context[0] = 0; // the store keeps its own copy
+      const want = { index: 10, term: 1, conf, memberContexts: [ctx(4, "four"), ctx(5, "")] };
+      assert.deepEqual(log.snapshotMeta(), want);
+      assert.deepEqual(log.snapshot().meta, want);
+      if (disk) {
+        log = (await reopen()).log;
+        assert.deepEqual(log.snapshotMeta(), want);
+        assert.deepEqual(log.snapshot().meta, want);
+      }
+      const installed = { index: 30, term: 3, conf, memberContexts: [ctx(6, "six")] };
+      log.applySnapshot({ meta: installed, data: b("snap@30") });
+      await log.sync();
+      assert.deepEqual(log.snapshotMeta(), installed);
+      if (disk) assert.deepEqual((log = (await reopen()).log).snapshotMeta(), installed);
+      // None (or an empty list): the field is absent, as in metadata written before it existed.
+      log.applySnapshot({ meta: { index: 40, term: 3, conf, memberContexts: [] }, data: b("s") });
+      await log.sync();
+      assert.deepEqual(log.snapshotMeta(), { index: 40, term: 3, conf });
+      if (disk) assert.deepEqual((await reopen()).log.snapshotMeta(), { index: 40, term: 3, conf });
     });
   });
 
@@ -490,3 +523,33 @@ for (const { kind, disk } of BACKENDS) {
     }
   });
 }
+
+Deno.test("log directories written before snapshot member contexts existed still open (simplefile, lsm)", async () => {
+  for (const kind of ["simplefile", "wal"] as const) {
+    // Written by the previous version: entries 1-8 at term 2, a snapshot at 5, hard state.
+    const src = fileURLToPath(new URL(`./testdata/old_meta/${kind}/`, import.meta.url));
+    const dir = Deno.makeTempDirSync({ prefix: `gokv-old-meta-${kind}-` });
+    try {
+      for (const f of Deno.readDirSync(src)) {
+        Deno.copyFileSync(join(src, f.name), join(dir, f.name));
+      }
+      const open = () => kind === "wal" ? SegmentLogStore.open(dir) : SimpleFileLogStore.open(dir);
+      let log: LogStore = await open();
+      const old = { voters: [1, 2, 3], votersOutgoing: [], learners: [4], learnersNext: [] };
+      assert.deepEqual(log.snapshotMeta(), { index: 5, term: 2, conf: old }, kind);
+      assert.deepEqual(log.initialState().hardState, { term: 2, vote: 1, commit: 8 });
+      assert.equal(dec.decode(log.snapshot().data), "snap@5");
+      assert.deepEqual(log.entries(6, 9).map((e) => dec.decode(e.data)), ["e6", "e7", "e8"]);
+      // Written on: a snapshot with member contexts is kept across a reopen.
+      const memberContexts = [{ id: 4, context: b("addr4") }];
+      log.createSnapshot({ meta: { index: 7, term: 2, conf: old, memberContexts }, data: b("s7") });
+      await log.sync();
+      await log.close();
+      log = await open();
+      assert.deepEqual(log.snapshotMeta(), { index: 7, term: 2, conf: old, memberContexts });
+      await log.close();
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  }
+});

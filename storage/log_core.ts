@@ -24,9 +24,13 @@ export function cloneConf(c: ConfState): ConfState {
   };
 }
 
-/** Copies snapshot metadata. */
+/** Copies snapshot metadata (`memberContexts` only when there are some). */
 export function cloneMeta(m: SnapshotMeta): SnapshotMeta {
-  return { index: m.index, term: m.term, conf: cloneConf(m.conf) };
+  const out: SnapshotMeta = { index: m.index, term: m.term, conf: cloneConf(m.conf) };
+  if (m.memberContexts && m.memberContexts.length > 0) {
+    out.memberContexts = m.memberContexts.map((c) => ({ id: c.id, context: c.context.slice() }));
+  }
+  return out;
 }
 
 /** The live log. `ents[i].index === snap.index + 1 + i`. */

@@ -28,6 +28,7 @@ export type {
   Entry,
   EntryType,
   HardState,
+  MemberContext,
   NodeId,
   Snapshot,
   SnapshotMeta,

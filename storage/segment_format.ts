@@ -24,14 +24,24 @@
  * Payloads (integers little-endian, ids as uvarints):
  * - Entry:     u64 index, u64 term, u8 entry type, data (rest of the payload)
  * - HardState: u64 term, u64 vote, u64 commit
- * - Snapshot:  u8 keep (1 = entries after it were kept), snapshot meta
- * - Header:    snapshot meta, hard state (first record of every segment)
+ * - Snapshot:  u8 keep (1 = entries after it were kept), snapshot meta, [member contexts]
+ * - Header:    snapshot meta, hard state, [member contexts] (first record of every segment)
  *
- * where snapshot meta is u64 index, u64 term and the four conf lists (uvarint count, uvarint ids).
+ * where snapshot meta is u64 index, u64 term and the four conf lists (uvarint count, uvarint ids),
+ * and the member contexts, present only when the meta has some (so records written before they
+ * existed still read, as metas without any), are uvarint n ≥ 1 then n × (uvarint id, uvarint
+ * length, context bytes).
  *
  * @module
  */
-import type { ConfState, Entry, EntryType, HardState, SnapshotMeta } from "../raft/types.ts";
+import type {
+  ConfState,
+  Entry,
+  EntryType,
+  HardState,
+  MemberContext,
+  SnapshotMeta,
+} from "../raft/types.ts";
 import { ByteReader, ByteWriter } from "./bytes.ts";
 import { crc32c } from "./crc32c.ts";
 
@@ -112,6 +122,36 @@ function readMeta(r: ByteReader): SnapshotMeta {
   return { index, term, conf };
 }
 
+/**
+ * The optional tail of a Snapshot or Header record: `uvarint n | n × (uvarint id, uvarint len,
+ * context)`, written only when the meta has member contexts (n ≥ 1), so a meta without any is
+ * encoded as before they existed and a record written before them reads as none.
+ */
+function writeContexts(w: ByteWriter, m: SnapshotMeta): void {
+  const cs = m.memberContexts;
+  if (!cs || cs.length === 0) return;
+  w.uvarint(cs.length);
+  for (const c of cs) {
+    w.uvarint(c.id);
+    w.uvarint(c.context.length);
+    w.raw(c.context);
+  }
+}
+
+function readContexts(r: ByteReader, m: SnapshotMeta): void {
+  if (r.remaining === 0) return;
+  const n = r.uvarint();
+  if (n === 0 || n > r.remaining) throw new RangeError("bad member context count");
+  const out: MemberContext[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = r.uvarint();
+    const len = r.uvarint();
+    if (len > r.remaining) throw new RangeError("bad member context length");
+    out.push({ id, context: r.raw(len).slice() });
+  }
+  m.memberContexts = out;
+}
+
 function writeHs(w: ByteWriter, hs: HardState): void {
   w.u64(hs.term);
   w.u64(hs.vote);
@@ -175,6 +215,7 @@ export function writeSnapshotRecord(
   frame(w, RecordType.Snapshot, framing, (w) => {
     w.u8(keep ? 1 : 0);
     writeMeta(w, meta);
+    writeContexts(w, meta);
   });
 }
 
@@ -188,6 +229,7 @@ export function writeHeaderRecord(
   frame(w, RecordType.Header, framing, (w) => {
     writeMeta(w, meta);
     writeHs(w, hs);
+    writeContexts(w, meta);
   });
 }
 
@@ -241,12 +283,18 @@ function decodePayload(type: number, buf: Uint8Array, start: number, end: number
     case RecordType.Snapshot: {
       const keep = r.u8();
       if (keep > 1) throw new RangeError("keep flag");
-      record = { type, keep: keep === 1, meta: readMeta(r) };
+      const meta = readMeta(r);
+      readContexts(r, meta);
+      record = { type, keep: keep === 1, meta };
       break;
     }
-    case RecordType.Header:
-      record = { type, meta: readMeta(r), hs: readHs(r) };
+    case RecordType.Header: {
+      const meta = readMeta(r);
+      const hs = readHs(r);
+      readContexts(r, meta);
+      record = { type, meta, hs };
       break;
+    }
     default:
       throw new RangeError("record type");
   }

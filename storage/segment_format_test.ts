@@ -27,7 +27,16 @@ const rec = (m: any) => fc.record(m, { noNullPrototype: true }) as fc.Arbitrary<
 const u = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 const ids = fc.array(fc.integer({ min: 1, max: 1 << 30 }), { maxLength: 5 });
 const conf = rec({ voters: ids, votersOutgoing: ids, learners: ids, learnersNext: ids });
-const meta = rec({ index: u, term: u, conf });
+// Member contexts are optional (records written before them have none) and never empty.
+const meta = fc.record({
+  index: u,
+  term: u,
+  conf,
+  memberContexts: fc.array(
+    rec({ id: fc.integer({ min: 1, max: 1 << 30 }), context: fc.uint8Array({ maxLength: 40 }) }),
+    { minLength: 1, maxLength: 3 },
+  ),
+}, { noNullPrototype: true, requiredKeys: ["index", "term", "conf"] });
 const hs = rec({ term: u, vote: u, commit: u });
 const record: fc.Arbitrary<LogRecord> = fc.oneof(
   rec({

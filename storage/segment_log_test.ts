@@ -5,7 +5,13 @@ import { CorruptionError, StorageIoError } from "./errors.ts";
 import { FaultEnv, InjectedIoError } from "../lsm/fault_env.ts";
 import { SegmentLogStore } from "./segment_log.ts";
 import { ByteWriter } from "./bytes.ts";
-import { SEGMENT_MAGIC_V1, writeEntryRecord, writeHeaderRecord } from "./segment_format.ts";
+import {
+  RecordType,
+  scanSegment,
+  SEGMENT_MAGIC_V1,
+  writeEntryRecord,
+  writeHeaderRecord,
+} from "./segment_format.ts";
 import { entryPayload, payloadMatches } from "./testdata/payload.ts";
 
 const conf = { voters: [1], votersOutgoing: [], learners: [], learnersNext: [] };
@@ -104,6 +110,45 @@ Deno.test("segment log: segments roll at their size and covered ones are deleted
     assert.equal(log.lastIndex(), 400);
     assert.equal(log.term(305), 9);
     checkEntries(log, 306, 400);
+    await log.close();
+  });
+});
+
+Deno.test("segment log: snapshot member contexts are kept by the Snapshot record and every later segment's Header", async () => {
+  await withDir(async (dir) => {
+    const memberContexts = [
+      { id: 4, context: new Uint8Array([1, 4]) },
+      { id: 7, context: new Uint8Array([7, 7, 7]) },
+    ];
+    let log = await SegmentLogStore.open(dir, { segmentBytes: 4096 });
+    log.append(ents(1, 20));
+    log.createSnapshot({
+      meta: { index: 10, term: 1, conf, memberContexts },
+      data: new Uint8Array([5]),
+    });
+    await log.sync();
+    const want = { index: 10, term: 1, conf, memberContexts };
+    assert.deepEqual(log.snapshotMeta(), want);
+    for (let i = 21; i <= 200; i += 10) {
+      log.append(ents(i, i + 9));
+      await log.sync();
+    }
+    const segs = segments(dir);
+    assert.ok(segs.length >= 3, `rolled: ${segs}`);
+    const header = scanSegment(Deno.readFileSync(join(dir, segs[segs.length - 1]))).records[0];
+    assert.equal(header.type, RecordType.Header);
+    assert.deepEqual(header.type === RecordType.Header && header.meta, want);
+    await log.close();
+    log = await SegmentLogStore.open(dir, { segmentBytes: 4096 });
+    assert.deepEqual(log.snapshotMeta(), want);
+    assert.deepEqual(log.snapshot().meta, want);
+    assert.deepEqual(log.snapshot().data, new Uint8Array([5]));
+    // An installed snapshot without contexts has none.
+    log.applySnapshot({ meta: { index: 300, term: 2, conf }, data: new Uint8Array([6]) });
+    await log.sync();
+    await log.close();
+    log = await SegmentLogStore.open(dir, { segmentBytes: 4096 });
+    assert.deepEqual(log.snapshotMeta(), { index: 300, term: 2, conf });
     await log.close();
   });
 });

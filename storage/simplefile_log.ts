@@ -48,11 +48,45 @@ const STATE_FILE = "raft-state.json";
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** Snapshot metadata as JSON: member contexts in base64 (absent when there are none). */
+interface MetaJson {
+  index: number;
+  term: number;
+  conf: ConfState;
+  memberContexts?: { id: number; context: string }[];
+}
+
 interface StateJson {
   version: 1;
   hardState: HardState;
-  snapshot: SnapshotMeta;
+  snapshot: MetaJson;
   logFile: string;
+}
+
+function metaJson(m: SnapshotMeta): MetaJson {
+  const o: MetaJson = { index: m.index, term: m.term, conf: m.conf };
+  if (m.memberContexts && m.memberContexts.length > 0) {
+    o.memberContexts = m.memberContexts.map((c) => ({ id: c.id, context: toBase64(c.context) }));
+  }
+  return o;
+}
+
+/** Reads {@link metaJson}'s output; a state file written before member contexts has none. */
+function parseMeta(o: MetaJson): SnapshotMeta {
+  const meta: SnapshotMeta = { index: o.index, term: o.term, conf: parseConf(o.conf) };
+  if (o.memberContexts !== undefined) {
+    if (
+      !Array.isArray(o.memberContexts) ||
+      o.memberContexts.some((c) => !Number.isSafeInteger(c?.id) || typeof c.context !== "string")
+    ) throw new CorruptionError(STATE_FILE, 0, "member contexts");
+    if (o.memberContexts.length > 0) {
+      meta.memberContexts = o.memberContexts.map((c) => ({
+        id: c.id,
+        context: fromBase64(c.context),
+      }));
+    }
+  }
+  return meta;
 }
 
 function logName(gen: number): string {
@@ -148,11 +182,7 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
         vote: st.hardState.vote,
         commit: st.hardState.commit,
       };
-      this.core.snap = {
-        index: st.snapshot.index,
-        term: st.snapshot.term,
-        conf: parseConf(st.snapshot.conf),
-      };
+      this.core.snap = parseMeta(st.snapshot);
       logFile = st.logFile;
       const m = /^raft-log-(\d+)\.jsonl$/.exec(logFile);
       if (!m) throw new CorruptionError(STATE_FILE, 0, "log file name", logFile);
@@ -295,7 +325,7 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
     const st: StateJson = {
       version: 1,
       hardState: this.core.hs,
-      snapshot: this.core.snap,
+      snapshot: metaJson(this.core.snap),
       logFile,
     };
     writeFileAtomic(
@@ -319,7 +349,7 @@ export class SimpleFileLogStore extends LogCoreReads implements LogStore {
       env,
       this.#dir,
       snapName(meta.index),
-      enc.encode(JSON.stringify({ meta, data: toBase64(snap.data) }) + "\n"),
+      enc.encode(JSON.stringify({ meta: metaJson(meta), data: toBase64(snap.data) }) + "\n"),
     );
     this.#writeState(newLog);
     this.#file!.close();

@@ -106,7 +106,12 @@ for (const kind of TRANSPORT_KINDS) {
         to: 2,
         term: 5,
         snapshot: {
-          meta: { index: 100, term: 4, conf },
+          meta: {
+            index: 100,
+            term: 4,
+            conf,
+            memberContexts: [{ id: 5, context: new Uint8Array([5, 0, 5]) }],
+          },
           offset: 10,
           total: 20,
           data: new Uint8Array([1, 2, 3, 4, 5]),

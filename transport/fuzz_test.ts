@@ -25,7 +25,15 @@ const entry: fc.Arbitrary<Entry> = fc.record({
   data: bytes,
 }, { noNullPrototype: true });
 const chunk: fc.Arbitrary<SnapshotChunk> = fc.record({
-  meta: fc.record({ index: u64, term: u64, conf }, { noNullPrototype: true }),
+  meta: fc.record({
+    index: u64,
+    term: u64,
+    conf,
+    memberContexts: fc.array(fc.record({ id: u64, context: bytes }, { noNullPrototype: true }), {
+      minLength: 1,
+      maxLength: 3,
+    }),
+  }, { noNullPrototype: true, requiredKeys: ["index", "term", "conf"] }),
   offset: fc.nat(1000),
   extra: fc.nat(1000),
   data: bytes,

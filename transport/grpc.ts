@@ -189,6 +189,15 @@ export function messageFromProto(p: Any): Message {
       data,
       done: s.done === true,
     };
+    // Absent (a sender that predates it) or empty: none.
+    const mcs = meta.memberContexts ?? [];
+    if (!Array.isArray(mcs)) throw new DecodeError("bad-count", "memberContexts", 0);
+    if (mcs.length > 0) {
+      snapshot.meta.memberContexts = mcs.map((c: Any) => ({
+        id: int(c?.id, "member context id"),
+        context: bytes(c.context, "member context"),
+      }));
+    }
   }
   return {
     type,

@@ -12,6 +12,7 @@ import {
   type ConfState,
   type Entry,
   EntryType,
+  type MemberContext,
   type Message,
   MessageType,
   type SnapshotChunk,
@@ -27,7 +28,9 @@ export const SNAPSHOT_FIXED_BYTES = 8 + 8 + 4 * 4 + 8 + 8 + 1 + 4;
 
 const FLAG_REJECT = 1;
 const FLAG_SNAPSHOT = 2;
-const KNOWN_FLAGS = FLAG_REJECT | FLAG_SNAPSHOT;
+/** The snapshot chunk's meta carries member contexts (set only with {@link FLAG_SNAPSHOT}). */
+const FLAG_MEMBER_CONTEXTS = 4;
+const KNOWN_FLAGS = FLAG_REJECT | FLAG_SNAPSHOT | FLAG_MEMBER_CONTEXTS;
 const MAX_MESSAGE_TYPE = MessageType.CheckQuorum;
 const MAX_ENTRY_TYPE = EntryType.ConfChange;
 const TWO_32 = 0x1_0000_0000;
@@ -50,13 +53,30 @@ function confIdsLength(c: ConfState): number {
   return c.voters.length + c.votersOutgoing.length + c.learners.length + c.learnersNext.length;
 }
 
+/** The snapshot meta's member contexts when there are some (encoded only then), else null. */
+function contextsOf(s: SnapshotChunk): MemberContext[] | null {
+  const cs = s.meta.memberContexts;
+  return cs && cs.length > 0 ? cs : null;
+}
+
+/** Bytes of the member contexts section: u32 count, count × (u64 id, bytes context). */
+function contextsLength(cs: MemberContext[] | null): number {
+  if (cs === null) return 0;
+  let n = 4;
+  for (let i = 0; i < cs.length; i++) n += 12 + cs[i].context.length;
+  return n;
+}
+
 /** The number of bytes {@link encodeMessageInto} writes for `m`. */
 export function encodedMessageSize(m: Message): number {
   let n = MESSAGE_FIXED_BYTES + m.context.length;
   const es = m.entries;
   for (let i = 0; i < es.length; i++) n += ENTRY_FIXED_BYTES + es[i].data.length;
   const s = m.snapshot;
-  if (s !== null) n += SNAPSHOT_FIXED_BYTES + 8 * confIdsLength(s.meta.conf) + s.data.length;
+  if (s !== null) {
+    n += SNAPSHOT_FIXED_BYTES + 8 * confIdsLength(s.meta.conf) + contextsLength(contextsOf(s)) +
+      s.data.length;
+  }
   return n;
 }
 
@@ -102,7 +122,12 @@ export function encodeMessageInto(
   checkLen("entries", m.entries.length);
   let o = offset;
   dv.setUint8(o, m.type);
-  dv.setUint8(o + 1, (m.reject ? FLAG_REJECT : 0) | (m.snapshot !== null ? FLAG_SNAPSHOT : 0));
+  const contexts = m.snapshot !== null ? contextsOf(m.snapshot) : null;
+  dv.setUint8(
+    o + 1,
+    (m.reject ? FLAG_REJECT : 0) | (m.snapshot !== null ? FLAG_SNAPSHOT : 0) |
+      (contexts !== null ? FLAG_MEMBER_CONTEXTS : 0),
+  );
   putU64(dv, o + 2, m.to);
   putU64(dv, o + 10, m.from);
   putU64(dv, o + 18, m.term);
@@ -149,6 +174,20 @@ export function encodeMessageInto(
     o = putIds(dv, o, "snapshot.meta.conf.votersOutgoing", c.votersOutgoing);
     o = putIds(dv, o, "snapshot.meta.conf.learners", c.learners);
     o = putIds(dv, o, "snapshot.meta.conf.learnersNext", c.learnersNext);
+    if (contexts !== null) {
+      checkLen("snapshot.meta.memberContexts", contexts.length);
+      dv.setUint32(o, contexts.length);
+      o += 4;
+      for (let i = 0; i < contexts.length; i++) {
+        const mc = contexts[i];
+        checkU64("snapshot.meta.memberContexts.id", mc.id);
+        checkLen("snapshot.meta.memberContexts.context", mc.context.length);
+        putU64(dv, o, mc.id);
+        dv.setUint32(o + 8, mc.context.length);
+        buf.set(mc.context, o + 12);
+        o += 12 + mc.context.length;
+      }
+    }
     putU64(dv, o, s.offset);
     putU64(dv, o + 8, s.total);
     dv.setUint8(o + 16, s.done ? 1 : 0);
@@ -295,6 +334,20 @@ export function decodeMessage(bytes: Uint8Array): Message {
     const votersOutgoing = r.ids("votersOutgoing");
     const learners = r.ids("learners");
     const learnersNext = r.ids("learnersNext");
+    let memberContexts: MemberContext[] | undefined;
+    if ((flags & FLAG_MEMBER_CONTEXTS) !== 0) {
+      const at = r.o;
+      const n = r.u32("member context count");
+      // Present only when non-empty (canonical); each takes at least 12 bytes.
+      if (n === 0 || n * 12 > r.end - r.o) {
+        throw new DecodeError("bad-count", `member context count ${n}`, at);
+      }
+      memberContexts = new Array<MemberContext>(n);
+      for (let i = 0; i < n; i++) {
+        const id = r.u64("member context id");
+        memberContexts[i] = { id, context: r.bytes("member context") };
+      }
+    }
     const offset = r.u64("snapshot offset");
     const total = r.u64("snapshot total");
     const doneAt = r.o;
@@ -315,6 +368,9 @@ export function decodeMessage(bytes: Uint8Array): Message {
       data,
       done: done === 1,
     };
+    if (memberContexts) snapshot.meta.memberContexts = memberContexts;
+  } else if ((flags & FLAG_MEMBER_CONTEXTS) !== 0) {
+    throw new DecodeError("bad-flags", `flags ${flags}: member contexts without a snapshot`, 1);
   }
   if (r.o !== r.end) throw new DecodeError("trailing-bytes", `${r.end - r.o} bytes left`, r.o);
   return {

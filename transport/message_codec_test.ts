@@ -29,6 +29,7 @@ function full(): Message {
         index: 10,
         term: 2,
         conf: { voters: [1, 2], votersOutgoing: [3], learners: [], learnersNext: [4] },
+        memberContexts: [{ id: 4, context: new Uint8Array([1, 4, 4]) }],
       },
       offset: 3,
       total: 8,
@@ -109,7 +110,8 @@ Deno.test("message decoder refuses out-of-range enums, flags and integers", () =
     return b;
   };
   expectDecodeError(mut((b) => b[0] = 19), "bad-enum");
-  expectDecodeError(mut((b) => b[1] = 4), "bad-flags");
+  expectDecodeError(mut((b) => b[1] = 8), "bad-flags");
+  expectDecodeError(mut((b) => b[1] = 4), "bad-flags"); // member contexts without a snapshot
   expectDecodeError(mut((_, dv) => dv.setUint32(18, 0x20_0000)), "bad-integer"); // term hi word
   expectDecodeError(mut((b) => b[MESSAGE_FIXED_BYTES + 16] = 2), "bad-enum"); // entry type
   expectDecodeError(mut((_, dv) => dv.setUint32(58, 0xffff_ffff)), "bad-length"); // context
@@ -146,6 +148,42 @@ Deno.test("message decoder refuses a bad snapshot chunk", () => {
   new DataView(c.buffer).setUint32(snapAt + 16, 0x1000_0000); // voters count
   expectDecodeError(c, "bad-count");
   assert.equal(dv.getUint32(snapAt + 16), 1);
+});
+
+Deno.test("snapshot member contexts: flag bit 2, present only when there are some", () => {
+  const conf = { voters: [1], votersOutgoing: [], learners: [], learnersNext: [] };
+  const chunk = (memberContexts?: { id: number; context: Uint8Array }[]) =>
+    message({
+      type: MessageType.Snap,
+      snapshot: {
+        meta: memberContexts
+          ? { index: 1, term: 1, conf, memberContexts }
+          : { index: 1, term: 1, conf },
+        offset: 0,
+        total: 1,
+        data: new Uint8Array([1]),
+        done: true,
+      },
+    });
+  // Without contexts (and with an empty list) the bytes are those of the format before them.
+  const plain = encodeMessage(chunk());
+  assert.equal(plain[1], 2);
+  assert.deepStrictEqual(encodeMessage(chunk([])), plain);
+  assert.equal(decodeMessage(plain).snapshot!.meta.memberContexts, undefined);
+  const m = chunk([{ id: 2, context: new Uint8Array([7]) }, { id: 9, context: new Uint8Array(0) }]);
+  const b = encodeMessage(m);
+  assert.equal(b[1], 2 | 4);
+  assert.equal(b.length, plain.length + 4 + 12 + 1 + 12);
+  assert.deepStrictEqual(decodeMessage(b), m);
+  // The flag with a zero count is not canonical; the flag without a snapshot is refused.
+  const zero = new Uint8Array(plain.length + 4);
+  zero.set(plain.subarray(0, MESSAGE_FIXED_BYTES + 16 + 4 + 8 + 12));
+  zero.set(plain.subarray(MESSAGE_FIXED_BYTES + 16 + 4 + 8 + 12), MESSAGE_FIXED_BYTES + 40 + 4);
+  zero[1] = 2 | 4;
+  expectDecodeError(zero, "bad-count");
+  const noSnap = encodeMessage(message({ type: MessageType.App }));
+  noSnap[1] = 4;
+  expectDecodeError(noSnap, "bad-flags");
 });
 
 Deno.test("message encoder refuses fields it cannot represent", () => {

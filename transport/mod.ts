@@ -21,6 +21,7 @@ export type {
   ConfState,
   Entry,
   EntryType,
+  MemberContext,
   Message,
   MessageType,
   NodeId,

@@ -85,6 +85,18 @@ export const RAFT_PROTO_JSON: Record<string, unknown> = {
                     },
                   },
                 },
+                "MemberContext": {
+                  "fields": {
+                    "id": {
+                      "type": "uint64",
+                      "id": 1,
+                    },
+                    "context": {
+                      "type": "bytes",
+                      "id": 2,
+                    },
+                  },
+                },
                 "SnapshotMeta": {
                   "fields": {
                     "index": {
@@ -98,6 +110,11 @@ export const RAFT_PROTO_JSON: Record<string, unknown> = {
                     "conf": {
                       "type": "ConfState",
                       "id": 3,
+                    },
+                    "memberContexts": {
+                      "rule": "repeated",
+                      "type": "MemberContext",
+                      "id": 4,
                     },
                   },
                 },
