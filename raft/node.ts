@@ -116,6 +116,8 @@ interface QueuedProposal {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   timeoutMs: number;
+  /** When it times out (from the propose call, not from the pass that proposes it). */
+  deadline: number;
 }
 
 interface ReadWaiter {
@@ -253,7 +255,9 @@ export class RaftNode {
       raft.leadTransferee === NONE
     ) {
       return new Promise((resolve, reject) => {
-        this.queued.push({ data, resolve, reject, timeoutMs });
+        const deadline = this.clock.now() + timeoutMs;
+        if (deadline < this.proposalDeadline) this.proposalDeadline = deadline;
+        this.queued.push({ data, resolve, reject, timeoutMs, deadline });
         this.schedule();
       });
     }
@@ -290,8 +294,9 @@ export class RaftNode {
 
   /** Proposes `g` as one entry (a batch entry when it has more than one proposal). */
   private proposeGroup(g: QueuedProposal[]): void {
-    let timeoutMs = g[0].timeoutMs;
-    for (const p of g) if (p.timeoutMs < timeoutMs) timeoutMs = p.timeoutMs;
+    let deadline = g[0].deadline;
+    for (const p of g) if (p.deadline < deadline) deadline = p.deadline;
+    const timeoutMs = Math.max(0, deadline - this.clock.now());
     let r: { index: number; term: number };
     try {
       r = this.rawNode.propose(
@@ -413,6 +418,8 @@ export class RaftNode {
   /** Transfers leadership to `id`; resolves once `id` is the known leader. */
   transferLeader(id: NodeId, opts?: RequestOptions): Promise<void> {
     if (this.stopped || this.fatal) return Promise.reject(this.fatal ?? new StoppedError());
+    // Writes accepted before the transfer enter the log before it refuses proposals.
+    this.flushQueued();
     this.rawNode.transferLeader(id);
     this.schedule();
     return this.waitFor(
@@ -548,6 +555,17 @@ export class RaftNode {
   private expireRequests(now: number): void {
     if (now >= this.proposalDeadline) {
       let next = Infinity;
+      if (this.queued.length > 0) {
+        const keep: QueuedProposal[] = [];
+        for (const p of this.queued) {
+          if (p.deadline <= now) p.reject(new TimeoutError("propose", p.timeoutMs));
+          else {
+            keep.push(p);
+            if (p.deadline < next) next = p.deadline;
+          }
+        }
+        this.queued = keep;
+      }
       for (const [index, w] of this.proposals) {
         if (w.deadline <= now) {
           this.proposals.delete(index);

@@ -273,6 +273,24 @@ Deno.test("driver: batchable proposals made together share entries within the ba
   }
 });
 
+for (const batch of [false, true]) {
+  // Regression (review of a9ea805): queued writes were refused once the transfer began.
+  Deno.test(`driver: a write proposed just before transferLeader is not dropped (batch: ${batch})`, async () => {
+    const c = await cluster(3, 1000, jsonBatcher);
+    try {
+      const l = await c.leader();
+      await l.node.propose(enc("warm=1"));
+      const target = [...c.members.values()].find((m) => m !== l)!;
+      const w = l.node.propose(enc("k=1"), { batch }).then(() => "applied", (e) => e);
+      const t = l.node.transferLeader(target.id, { timeoutMs: 5000 }).catch((e) => e);
+      assert.equal(await w, "applied");
+      await t;
+    } finally {
+      await c.stopAll();
+    }
+  });
+}
+
 Deno.test("driver: a follower refuses proposals with NotLeaderError naming the leader", async () => {
   const c = await cluster();
   try {

@@ -91,8 +91,8 @@ interface Batch {
   first: number;
 }
 
-/** Numbers per commit in {@link Batch.meta}: index, end, bytes. */
-const META = 3;
+/** Numbers per commit in {@link Batch.meta}: index, end, bytes, position of its last change. */
+const META = 4;
 
 /** Flags of a packed change. */
 const DELETED = 1, EXPIRES = 2;
@@ -216,6 +216,10 @@ export class WatchHub {
   #size = 0;
   #bytes = 0;
   #floor: number;
+  /** The position of the floor entry's last change when known (it was trimmed from the history),
+   * else {@link THROUGH_POSITION}: a resume after a position inside the floor entry is served only
+   * when nothing of that entry follows it. */
+  #floorLastPos = THROUGH_POSITION;
   #last: number;
   #waiters = new Set<() => void>();
 
@@ -278,6 +282,7 @@ export class WatchHub {
         meta[top + 1] = at;
         meta[top + 2] = bytes;
       }
+      meta[top + 3] = versionstampPosition(c.versionstamp);
       this.#bytes += bytes;
       if (index > this.#last) this.#last = index;
     }
@@ -296,6 +301,7 @@ export class WatchHub {
       const m = META * b.first++;
       this.#bytes -= b.meta[m + 2];
       this.#floor = b.meta[m];
+      this.#floorLastPos = b.meta[m + 3];
       this.#size--;
       if (b.first === b.n) this.#head++;
     }
@@ -310,6 +316,7 @@ export class WatchHub {
     this.#head = 0;
     this.#size = 0;
     this.#bytes = 0;
+    if (index > this.#floor) this.#floorLastPos = THROUGH_POSITION;
     this.#floor = Math.max(this.#floor, index);
     this.#last = Math.max(this.#last, index);
     for (const w of [...this.#waiters]) w();
@@ -326,7 +333,9 @@ export class WatchHub {
     afterPos: number = THROUGH_POSITION,
   ): { events: WatchEvent[]; position: number } {
     const partial = afterPos < THROUGH_POSITION;
-    if (after < this.#floor || (partial && after === this.#floor)) {
+    if (
+      after < this.#floor || (partial && after === this.#floor && afterPos < this.#floorLastPos)
+    ) {
       throw new WatchCompactedError(
         `this node's change history starts after ${versionstampHex(this.floor)}; ` +
           `cannot resume after ${versionstampHex(makeVersionstamp(after, afterPos))}`,
@@ -449,14 +458,23 @@ export class WatchHub {
     const deadline = Date.now() + waitMs;
     for (;;) {
       const r = this.since(sel, from, max, fromPos);
+      // Inside entry `from` (a partial resume) on a node that has not applied it yet: the
+      // answer is complete only through `from - 1`, below `after`; stay at `after`.
+      const reached = r.position >= from;
       const left = deadline - Date.now();
       if (initial || r.events.length > 0 || left <= 0 || signal?.aborted) {
-        return { initial, events: r.events, position: throughVersionstamp(r.position) };
+        return {
+          initial,
+          events: r.events,
+          position: reached ? throughVersionstamp(r.position) : makeVersionstamp(from, fromPos),
+        };
       }
       // Nothing matched yet: continue from where this answer is complete.
-      from = r.position;
-      fromPos = THROUGH_POSITION;
-      await this.wait(from, left, signal);
+      if (reached) {
+        from = r.position;
+        fromPos = THROUGH_POSITION;
+      }
+      await this.wait(fromPos < THROUGH_POSITION ? from - 1 : from, left, signal);
     }
   }
 }

@@ -534,11 +534,12 @@ function checkFailed(failedChecks: number[]): ErrorResult {
 }
 
 /** The first byte of a session record (its format). */
-const SESSION_FORMAT = 2;
+const SESSION_FORMAT = 3;
 
 /**
- * A session record: u8 format 2, u8 hasResult, u32 hash (little-endian), uvarints lastSeq,
- * lastActive, lastIndex, idleTimeoutMs, then the cached result (about 20 bytes). Written once
+ * A session record: u8 format 3, u8 hasResult, u32 hash (little-endian), uvarints lastSeq,
+ * lastActive, lastIndex, lastPos (the position of that use in its entry), idleTimeoutMs, then the
+ * cached result (about 20 bytes); format 2 (no lastPos: 0) is still read. Written once
  * per use of a session, so in one allocation of the exact size (the format of
  * ByteWriter's u8/u32/uvarint, which {@link decodeSession} reads).
  */
@@ -568,7 +569,7 @@ export function encodeSession(s: SessionInfo, alloc: Alloc = HEAP): Uint8Array {
     }
   }
   let size = 6 + varintLength(s.lastSeq) + varintLength(s.lastActive) +
-    varintLength(s.lastIndex) + varintLength(s.idleTimeoutMs);
+    varintLength(s.lastIndex) + varintLength(s.lastPos ?? 0) + varintLength(s.idleTimeoutMs);
   if (kind === 1) size += 1 + varintLength(a) + varintLength(b);
   else if (kind === 2) size += 1 + varintLength(a);
   else if (kind === 3) size += 2;
@@ -584,6 +585,7 @@ export function encodeSession(s: SessionInfo, alloc: Alloc = HEAP): Uint8Array {
   let at = putVarint(out, 6, s.lastSeq);
   at = putVarint(out, at, s.lastActive);
   at = putVarint(out, at, s.lastIndex);
+  at = putVarint(out, at, s.lastPos ?? 0);
   at = putVarint(out, at, s.idleTimeoutMs);
   if (kind >= 0) out[at++] = kind;
   if (kind === 1) {
@@ -598,7 +600,7 @@ export function encodeSession(s: SessionInfo, alloc: Alloc = HEAP): Uint8Array {
 export function decodeSession(id: bigint, v: Uint8Array): SessionInfo {
   const r = new ByteReader(v, "session");
   const format = r.u8();
-  if (format !== SESSION_FORMAT) {
+  if (format !== SESSION_FORMAT && format !== 2) {
     throw new DecodeError("session", `record format ${format} (expected ${SESSION_FORMAT})`);
   }
   const hasResult = r.u8() === 1;
@@ -608,6 +610,7 @@ export function decodeSession(id: bigint, v: Uint8Array): SessionInfo {
     lastSeq: r.uvarint(),
     lastActive: r.uvarint(),
     lastIndex: r.uvarint(),
+    lastPos: format === 2 ? 0 : r.uvarint(),
     idleTimeoutMs: r.uvarint(),
     hash,
     hasResult,
@@ -677,7 +680,8 @@ export class KvCore {
     for await (const [k, v] of r.scan({ gte: SESSION_PREFIX, lt: SESSION_END })) {
       if (isSessionRecord(k)) all.push(decodeSession(readBe64(k, SESSION_PREFIX.length), v));
     }
-    all.sort((x, y) => x.lastIndex - y.lastIndex);
+    // In order of last use: sessions used by one batch entry by their position in it.
+    all.sort((x, y) => x.lastIndex - y.lastIndex || (x.lastPos ?? 0) - (y.lastPos ?? 0));
     for (const s of all) c.#lru.set(s.id, s.lastIndex);
     for (const s of all.slice(-SESSION_CACHE)) c.#cache.set(s.id, s);
     return c;
@@ -892,6 +896,7 @@ function copySession(s: SessionInfo): SessionInfo {
     lastSeq: s.lastSeq,
     lastActive: s.lastActive,
     lastIndex: s.lastIndex,
+    lastPos: s.lastPos,
     idleTimeoutMs: s.idleTimeoutMs,
     hash: s.hash,
     hasResult: s.hasResult,
@@ -1016,7 +1021,7 @@ class BatchState {
     }
     if (seq <= s.lastSeq) {
       if (seq === s.lastSeq && s.hasResult && hash === s.hash) {
-        this.touch(s, index);
+        this.touch(s, index, pos);
         return fromCached(s.result);
       }
       return {
@@ -1032,7 +1037,7 @@ class BatchState {
       s.hash = hash;
       s.hasResult = true;
       s.result = toCached(result);
-      this.touch(s, index);
+      this.touch(s, index, pos);
       return result;
     };
     const r = this.execute(index, pos, cmd);
@@ -1217,9 +1222,10 @@ class BatchState {
   }
 
   /** Records a use of `s` at log index `index` (one store write). */
-  private touch(s: SessionInfo, index: number): void {
+  private touch(s: SessionInfo, index: number, pos = 0): void {
     s.lastActive = this.clock;
     s.lastIndex = index;
+    s.lastPos = pos;
     this.p.put(sessionKey(s.id, this.a), encodeSession(s, this.a));
     this.touched.delete(s.id);
     this.touched.set(s.id, s);

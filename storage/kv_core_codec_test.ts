@@ -26,12 +26,13 @@ const MESSAGES = [
 /** The session record encoder before it was hand-written (kv_core.ts at 49ea605). */
 function referenceEncodeSession(s: SessionInfo): Uint8Array {
   const w = new ByteWriter(40);
-  w.u8(2);
+  w.u8(3);
   w.u8(s.hasResult ? 1 : 0);
   w.u32(s.hash);
   w.uvarint(s.lastSeq);
   w.uvarint(s.lastActive);
   w.uvarint(s.lastIndex);
+  w.uvarint(s.lastPos ?? 0);
   w.uvarint(s.idleTimeoutMs);
   const c = s.result;
   if (!c) return w.finish();
@@ -67,6 +68,7 @@ Deno.test("property: encodeSession writes the bytes of the ByteWriter encoder, a
       lastSeq: num(),
       lastActive: num(),
       lastIndex,
+      lastPos: Math.floor(rand() * 0x10000),
       idleTimeoutMs: num(),
       hash: Math.floor(rand() * 0x1_0000_0000),
       hasResult: rand() < 0.5,
@@ -96,6 +98,7 @@ Deno.test("property: encodeSession writes the bytes of the ByteWriter encoder, a
     assert.equal(back.lastSeq, s.lastSeq);
     assert.equal(back.lastActive, s.lastActive);
     assert.equal(back.lastIndex, s.lastIndex);
+    assert.equal(back.lastPos, s.lastPos);
     assert.equal(back.idleTimeoutMs, s.idleTimeoutMs);
     assert.equal(back.hash, s.hash);
     assert.equal(back.hasResult, s.hasResult);

@@ -120,6 +120,9 @@ export interface SessionInfo {
   lastActive: number;
   /** The log index of the session's last use. */
   lastIndex: number;
+  /** The position of that use in its entry (a batch entry's command; 0 otherwise): sessions
+   * used by one entry are ordered by it. */
+  lastPos?: number;
   /** Idle time after which the session expires (ms of the state machine's clock). */
   idleTimeoutMs: number;
   /** Hash of the last applied command (op and body). */
