@@ -167,8 +167,9 @@ export interface SetOptions {
   encoding?: ValueEncoding;
 }
 
-/** A message of {@link Client.watch}: the initial state, then one per commit that changed
- * selected keys (in commit order; a deleted or expired key has value null). */
+/** A message of {@link Client.watch}: the initial state, then one per Raft entry whose commits
+ * changed selected keys (in commit order; the writes of one batch entry come in one message, each
+ * entry with its own versionstamp; a deleted or expired key has value null). */
 export type WatchMessage =
   | {
     /** The current state when the watch started (without `after`). */
