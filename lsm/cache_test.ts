@@ -34,3 +34,22 @@ Deno.test("block cache charges a block the whole buffer it lives in and recycles
   assert.equal(c.takeBuffer()?.byteLength, 1000, "the evicted block's buffer is reused");
   assert.equal(c.takeBuffer(), undefined);
 });
+
+Deno.test("block cache release frees unpinned blocks and pool buffers at once, never pinned ones", () => {
+  const c = new BlockCache(3000, 1000);
+  const plain = new Uint8Array(new ArrayBuffer(1000), 0, 100);
+  const pinned = new Uint8Array(new ArrayBuffer(1000), 0, 100);
+  const evicted = new Uint8Array(new ArrayBuffer(1000), 0, 100);
+  c.set(BlockCache.key(1, 0), evicted);
+  c.set(BlockCache.key(1, 1), plain);
+  c.set(BlockCache.key(1, 2), pinned);
+  c.pin(pinned);
+  c.set(BlockCache.key(1, 3), new Uint8Array(new ArrayBuffer(1000), 0, 100)); // evicts `evicted`
+  c.release();
+  assert.equal(c.size, 0);
+  assert.equal(c.get(BlockCache.key(1, 1)), undefined);
+  assert.equal(plain.buffer.byteLength, 0, "an unpinned block's memory is freed");
+  assert.equal(evicted.buffer.byteLength, 0, "a recycled pool buffer is freed");
+  assert.equal(pinned.length, 100, "a block an iterator may hold stays readable");
+  assert.equal(c.takeBuffer(), undefined);
+});

@@ -257,11 +257,27 @@ export class Snapshot {
   }
 }
 
-interface SyncWaiter {
+/**
+ * The sync writers waiting for the next fdatasync. They share one promise: a group commit
+ * settles one promise, not one per writer.
+ */
+interface SyncGroup {
+  promise: Promise<void>;
   resolve: () => void;
   reject: (e: unknown) => void;
-  /** First sequence number of the waiting write. */
+  /** First sequence number of the group's first write (every later write is above it). */
   seq: number;
+}
+
+/** A new, empty sync group whose first write starts at `seq`. */
+function newSyncGroup(seq: number): SyncGroup {
+  let resolve!: () => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject, seq };
 }
 
 /**
@@ -304,7 +320,8 @@ export class LsmDb {
   private bgWaiters: Array<() => void> = [];
   private writeQueue: Promise<void> | undefined;
   private queued = 0;
-  private syncWaiters: SyncWaiter[] = [];
+  /** Sync writers waiting for the next group commit (undefined when none). */
+  private syncGroup: SyncGroup | undefined;
   private syncInFlight: Promise<void> | undefined;
   private walError: LsmError | undefined;
   /**
@@ -780,7 +797,7 @@ export class LsmDb {
     this.lastSeq = seq + ops.length - 1;
     let p: Promise<void>;
     if (sync) {
-      p = new Promise<void>((resolve, reject) => this.syncWaiters.push({ resolve, reject, seq }));
+      p = (this.syncGroup ??= newSyncGroup(seq)).promise;
       if (this.syncInFlight === undefined) this.syncInFlight = this.groupCommit();
     } else {
       p = this.settle(undefined);
@@ -821,34 +838,42 @@ export class LsmDb {
     }
   }
 
-  /** One fdatasync for every sync writer queued so far; repeats while more queue up. */
+  /**
+   * One fdatasync for every sync writer queued so far; repeats while more queue up.
+   *
+   * The fdatasync runs on this thread (blocking the event loop for its duration, as LevelDB's
+   * writer thread blocks in it): every writer of the group waits for it anyway, and handing it
+   * to a thread-pool thread (`syncData`) and waking the event loop when it is done cost about
+   * 0.5 ms per group on the 2-core development VM, as much as the fdatasync itself (64 sync
+   * writers: ~1.15 ms per group commit with the hand-off, ~0.65 ms without).
+   */
   private async groupCommit(): Promise<void> {
     try {
       for (;;) {
         // One event-loop turn lets every writer that is ready (including those
         // just released by the previous sync) join this group.
         await this.yieldNow();
-        if (this.syncWaiters.length === 0) break;
-        const waiters = this.syncWaiters;
-        this.syncWaiters = [];
+        const group = this.syncGroup;
+        if (group === undefined) break;
+        this.syncGroup = undefined;
         if (this.walError !== undefined) {
           // Never retry a failed fdatasync: its outcome is unknown.
-          this.failWal(this.walError, waiters);
+          this.failWal(this.walError, group);
           continue;
         }
         const wal = this.wal!;
         try {
           Atomics.add(this.ioSignal, 0, 1);
           try {
-            await wal.sync();
+            wal.syncSync();
           } finally {
             Atomics.sub(this.ioSignal, 0, 1);
             Atomics.notify(this.ioSignal, 0);
           }
           this.counters.syncs++;
-          for (const w of waiters) w.resolve();
+          group.resolve();
         } catch (e) {
-          this.failWal(e, waiters);
+          this.failWal(e, group);
         }
       }
     } finally {
@@ -862,7 +887,7 @@ export class LsmDb {
    * invisible to reads, and every later write is refused with the same error
    * (the database is read-only until reopened, as in LevelDB). Returns the error.
    */
-  private failWal(e: unknown, refused: SyncWaiter[] = []): LsmError {
+  private failWal(e: unknown, refused?: SyncGroup): LsmError {
     if (this.walError === undefined) {
       this.walError = e instanceof LsmError && e.code === "WAL_FAILED"
         ? e
@@ -871,11 +896,12 @@ export class LsmDb {
         });
       this.reportFailure(this.walError);
     }
-    const all = refused.concat(this.syncWaiters);
-    this.syncWaiters = [];
-    for (const w of all) {
-      if (w.seq <= this.visibleSeq) this.visibleSeq = w.seq - 1;
-      w.reject(this.walError);
+    const queued = this.syncGroup;
+    this.syncGroup = undefined;
+    for (const g of [refused, queued]) {
+      if (g === undefined) continue;
+      if (g.seq <= this.visibleSeq) this.visibleSeq = g.seq - 1;
+      g.reject(this.walError);
     }
     return this.walError;
   }
@@ -898,14 +924,14 @@ export class LsmDb {
       this.scheduleBackground();
       return;
     }
-    const waiters = this.syncWaiters;
-    this.syncWaiters = [];
+    const group = this.syncGroup;
+    this.syncGroup = undefined;
     try {
       old.syncSync();
     } catch (e) {
-      throw this.failWal(e, waiters);
+      throw this.failWal(e, group);
     }
-    for (const w of waiters) w.resolve();
+    group?.resolve();
     let n: number;
     try {
       const prep = this.nextWal;
@@ -1713,6 +1739,7 @@ export class LsmDb {
       }
       for (const t of this.tables.values()) t.close();
       this.tables.clear();
+      this.cache.release();
       this.channel.port1.close();
       this.channel.port2.close();
       for (const r of this.yieldResolvers) r();

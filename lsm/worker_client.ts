@@ -32,7 +32,9 @@ export class WorkerClient {
 
   /**
    * @param allocFileNumber answers the worker's requests for output file numbers
-   * @param idleMs the worker is stopped after this long without work (it restarts on demand)
+   * @param idleMs the worker is stopped after this long without work (it restarts on demand;
+   *   a start blocks the event loop ~40 ms, so not sooner: a pause between bursts of writes
+   *   would pay it every time)
    */
   constructor(private readonly allocFileNumber: () => number, private readonly idleMs = 10_000) {}
 
@@ -135,6 +137,31 @@ export class WorkerClient {
     const w = this.worker;
     this.worker = undefined;
     this.failAll(new ClosedError());
-    return w ? w.terminate().then(() => {}, () => {}) : Promise.resolve();
+    if (!w) return Promise.resolve();
+    return w.terminate().then(() => threadGone(w.threadId), () => {});
+  }
+}
+
+/**
+ * Resolves once the thread of worker `threadId` has exited. `terminate()` resolves before it
+ * does, and the thread's memory (its isolate, ~25-30 MiB resident) is released only at its
+ * exit, a few ms later. Linux names the thread `worker-<threadId>` in /proc/self/task; where
+ * that cannot be read, resolves at once. Waits at most 1 s.
+ */
+async function threadGone(threadId: number): Promise<void> {
+  const name = `worker-${threadId}`;
+  const running = (): boolean => {
+    try {
+      for (const t of Deno.readDirSync("/proc/self/task")) {
+        try {
+          if (Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`).trim() === name) return true;
+        } catch { /* the thread exited while listed */ }
+      }
+    } catch { /* no /proc (or no permission to read it): do not wait */ }
+    return false;
+  };
+  const deadline = performance.now() + 1000;
+  while (running() && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 1));
   }
 }

@@ -62,3 +62,35 @@ Deno.test("worker merge errors come back typed (CorruptionError names the file)"
     }
   });
 });
+
+Deno.test({
+  name: "terminate resolves once the worker thread has exited (its memory is released)",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const w = new WorkerClient(() => 1);
+      const threads = () =>
+        [...Deno.readDirSync("/proc/self/task")].flatMap((t) => {
+          try {
+            return [Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`).trim()];
+          } catch {
+            return [];
+          }
+        });
+      const before = threads().filter((n) => n.startsWith("worker-")).length;
+      const m = new Memtable();
+      m.add(1, KIND_PUT, b("k"), b("v"));
+      await w.request({
+        type: "flush",
+        dir,
+        path: `${dir}/000003.sst`,
+        number: 3,
+        opts: resolveOptions(),
+        mem: m.exportState(),
+      });
+      assert.equal(threads().filter((n) => n.startsWith("worker-")).length, before + 1);
+      await w.terminate();
+      assert.equal(threads().filter((n) => n.startsWith("worker-")).length, before);
+    });
+  },
+});
