@@ -30,7 +30,7 @@ Deno.test("worker flushes a memtable to a table, then stops when idle", async ()
       assert.ok(w.active);
       await until(() => !w.active);
     } finally {
-      w.terminate();
+      await w.terminate();
     }
   });
 });
@@ -58,7 +58,7 @@ Deno.test("worker merge errors come back typed (CorruptionError names the file)"
         (e: unknown) => e instanceof CorruptionError && e.file.endsWith("000003.sst"),
       );
     } finally {
-      w.terminate();
+      await w.terminate();
     }
   });
 });
@@ -67,30 +67,42 @@ Deno.test({
   name: "terminate resolves once the worker thread has exited (its memory is released)",
   ignore: Deno.build.os !== "linux",
   fn: async () => {
-    await withTempDir(async (dir) => {
-      const w = new WorkerClient(() => 1);
+    // In a process of its own: `deno test --parallel` runs other modules' workers in this one.
+    const code = `
+      import { WorkerClient } from ${JSON.stringify(import.meta.resolve("./worker_client.ts"))};
+      import { Memtable } from ${JSON.stringify(import.meta.resolve("./memtable.ts"))};
+      import { resolveOptions } from ${JSON.stringify(import.meta.resolve("./options.ts"))};
+      import { KIND_PUT } from ${JSON.stringify(import.meta.resolve("./internal_key.ts"))};
       const threads = () =>
         [...Deno.readDirSync("/proc/self/task")].flatMap((t) => {
           try {
-            return [Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`).trim()];
+            return [Deno.readTextFileSync("/proc/self/task/" + t.name + "/comm").trim()];
           } catch {
             return [];
           }
-        });
-      const before = threads().filter((n) => n.startsWith("worker-")).length;
+        }).filter((n) => n.startsWith("worker-")).length;
+      const dir = Deno.makeTempDirSync();
+      const w = new WorkerClient(() => 1);
+      const before = threads();
       const m = new Memtable();
-      m.add(1, KIND_PUT, b("k"), b("v"));
+      m.add(1, KIND_PUT, new Uint8Array([107]), new Uint8Array([118]));
       await w.request({
-        type: "flush",
-        dir,
-        path: `${dir}/000003.sst`,
-        number: 3,
-        opts: resolveOptions(),
+        type: "flush", dir, path: dir + "/000003.sst", number: 3, opts: resolveOptions(),
         mem: m.exportState(),
       });
-      assert.equal(threads().filter((n) => n.startsWith("worker-")).length, before + 1);
+      const running = threads();
       await w.terminate();
-      assert.equal(threads().filter((n) => n.startsWith("worker-")).length, before);
-    });
+      console.log(JSON.stringify([before, running, threads()]));
+      Deno.removeSync(dir, { recursive: true });
+    `;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--quiet", code],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    assert.ok(out.success, "the child failed");
+    const [before, running, after] = JSON.parse(new TextDecoder().decode(out.stdout).trim());
+    assert.equal(running, before + 1, "the worker thread runs");
+    assert.equal(after, before, "gone once terminate() resolved");
   },
 });
