@@ -510,7 +510,9 @@ Deno.test("RaftNode takes its ticks and deadlines from the injected clock", asyn
   await solo.stop();
 });
 
-Deno.test("requests carry deadlines, not a timer each: 50 stuck proposals time out together on the tick after their deadline", async () => {
+/** A one-voter node on a virtual clock, elected leader; `holdSyncs()` makes the log's syncs hang
+ * until the returned release is called (a disk stall). */
+async function soloOnVirtualClock(extra: Partial<RaftNodeOptions> = {}) {
   const sched = new Scheduler();
   const clock = new VirtualClock(sched);
   const advance = async (ms: number) => {
@@ -536,14 +538,24 @@ Deno.test("requests carry deadlines, not a timer each: 50 stuck proposals time o
     snapshotThreshold: 1000,
     clock,
     random: () => 0,
+    ...extra,
   });
   await advance(10 * 10 + 10);
   assert.equal(solo.status().role, "leader");
+  const holdSyncs = () => {
+    const sync = log.sync.bind(log);
+    let release!: () => void;
+    const held = new Promise<void>((r) => release = r);
+    log.sync = () => held.then(sync);
+    return release;
+  };
+  return { clock, advance, solo, holdSyncs };
+}
+
+Deno.test("requests carry deadlines, not a timer each: 50 stuck proposals time out together on the tick after their deadline", async () => {
+  const { clock, advance, solo, holdSyncs } = await soloOnVirtualClock();
   // The log's sync hangs: nothing proposed from now on commits.
-  const sync = log.sync.bind(log);
-  let release!: () => void;
-  const held = new Promise<void>((r) => release = r);
-  log.sync = () => held.then(sync);
+  const release = holdSyncs();
   const outcomes: unknown[] = Array(50).fill("pending");
   for (let i = 0; i < 50; i++) {
     solo.propose(enc(`k${i}=v`), { timeoutMs: 100 }).then(
@@ -568,6 +580,32 @@ Deno.test("requests carry deadlines, not a timer each: 50 stuck proposals time o
   await advance(20);
   await solo.stop();
 });
+
+for (const batch of [false, true]) {
+  // Regression (review of a9ea805): queued batchable proposals had no deadline until proposed.
+  Deno.test(`proposals made while a pass's sync hangs time out at their deadline (batch: ${batch})`, async () => {
+    const { advance, solo, holdSyncs } = await soloOnVirtualClock({ batcher: jsonBatcher });
+    const release = holdSyncs();
+    // The first write starts a pass whose sync hangs (a disk stall).
+    const first = solo.propose(enc("a=1"), { timeoutMs: 100, batch });
+    first.catch(() => {});
+    await drainMicrotasks();
+    // Writes arriving while that pass awaits its sync.
+    const outcomes: unknown[] = Array(20).fill("pending");
+    for (let i = 0; i < 20; i++) {
+      solo.propose(enc(`k${i}=v`), { timeoutMs: 100, batch }).then(
+        () => outcomes[i] = "applied",
+        (e) => outcomes[i] = e,
+      );
+    }
+    await advance(500); // 5x their timeout
+    const stuck = outcomes.filter((o) => !(o instanceof TimeoutError)).length;
+    release();
+    await advance(50);
+    await solo.stop();
+    assert.equal(stuck, 0, `${stuck} of 20 proposals still pending 500 ms after a 100 ms timeout`);
+  });
+}
 
 /** A transport to one scripted peer: records what the node sends, delivers what the test says. */
 class ScriptedPeer implements Transport {

@@ -277,43 +277,58 @@ Deno.test("Client.watch: initial state, changes in order, resume after a version
   }
 });
 
+/** One Server-Sent Event as the tests read it. */
+interface SseEvent {
+  id?: string;
+  event?: string;
+  data?: unknown;
+}
+
+/** Reads a Server-Sent Events response until `enough` holds of what was read (or the stream
+ * ends, or `ms` pass), then cancels it. Comments (keep-alives) are skipped. */
+async function readSse(
+  res: Response,
+  enough: (out: SseEvent[]) => boolean,
+  ms = 3000,
+): Promise<SseEvent[]> {
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  const out: SseEvent[] = [];
+  const deadline = Date.now() + ms;
+  while (!enough(out) && Date.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      if (block.startsWith(":")) continue;
+      const ev: SseEvent = {};
+      for (const line of block.split("\n")) {
+        const [k, ...rest] = line.split(": ");
+        const v = rest.join(": ");
+        if (k === "id") ev.id = v;
+        if (k === "event") ev.event = v;
+        if (k === "data") ev.data = JSON.parse(v);
+      }
+      out.push(ev);
+    }
+  }
+  await reader.cancel();
+  return out;
+}
+
 Deno.test("HTTP /v1/watch streams Server-Sent Events with versionstamp ids; Last-Event-ID resumes", async () => {
   const n = await startFakeNode(1);
   const handler = createHttpHandler(n.service, { metrics: n.metrics });
-  const read = async (res: Response, events: number) => {
-    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    const out: { id?: string; event?: string; data?: unknown }[] = [];
-    while (out.length < events) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let i;
-      while ((i = buf.indexOf("\n\n")) >= 0) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        if (block.startsWith(":")) continue;
-        const ev: { id?: string; event?: string; data?: unknown } = {};
-        for (const line of block.split("\n")) {
-          const [k, ...rest] = line.split(": ");
-          const v = rest.join(": ");
-          if (k === "id") ev.id = v;
-          if (k === "event") ev.event = v;
-          if (k === "data") ev.data = JSON.parse(v);
-        }
-        out.push(ev);
-      }
-    }
-    await reader.cancel();
-    return out;
-  };
   try {
     await n.service.put(b("s/1"), b("a"));
     const res = await handler(new Request("http://node/v1/watch?prefix=s/&wait_ms=100"));
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("content-type"), "text/event-stream");
     const put = n.service.put(b("s/2"), b("b"));
-    const evs = await read(res, 2);
+    const evs = await readSse(res, (out) => out.length >= 2);
     await put;
     assert.equal(evs[0].event, "initial");
     assert.deepEqual((evs[0].data as { entries: { key: string }[] }).entries.map((e) => e.key), [
@@ -327,7 +342,7 @@ Deno.test("HTTP /v1/watch streams Server-Sent Events with versionstamp ids; Last
         headers: { "last-event-id": evs[0].id! },
       }),
     );
-    const evs2 = await read(res2, 1);
+    const evs2 = await readSse(res2, (out) => out.length >= 1);
     assert.deepEqual([evs2[0].event, evs2[0].id], ["change", evs[1].id]);
     const bad = await handler(new Request("http://node/v1/watch"));
     assert.equal(bad.status, 400);
@@ -447,5 +462,137 @@ Deno.test("property: the packed history answers since() like a plain list of com
         );
       }
     }
+  }
+});
+
+// Resuming after a write inside an entry (review of a9ea805): a poll or an SSE stream on a node
+// that had not applied that entry yet delivered the whole entry when it arrived, including what
+// came at or before the resume point; a resume at the history's floor entry was refused.
+
+/** Applies `n` single puts of key "other" as entries 1..n. */
+async function applyOthers(sm: MemoryStateMachine, n: number): Promise<void> {
+  for (let i = 1; i <= n; i++) {
+    await sm.apply([{ index: i, data: encodeCommand(putCommand(b("other"), b(String(i)))) }]);
+  }
+}
+
+Deno.test("a poll after (10, 1) on a node still at 9 gets only the changes after (10, 1)", async () => {
+  const sm = new MemoryStateMachine();
+  const hub = new WatchHub(sm, { maxEvents: 100, maxBytes: 1 << 20 });
+  await applyOthers(sm, 9);
+  const sel = { keys: [b("k")], prefixes: [] };
+  // The client's put answered (10, 1) (the leader applied it); this node has not applied 10 yet.
+  const polling = hub.poll(sel, makeVersionstamp(10, 1), 5_000, 100);
+  await sm.apply([{
+    index: 10,
+    data: encodeBatch([
+      encodeCommand(putCommand(b("k"), b("v0"))),
+      encodeCommand(putCommand(b("k"), b("v1"))), // the client's own write: (10, 1)
+      encodeCommand(putCommand(b("k"), b("v2"))),
+    ]),
+  }]);
+  const p = await polling;
+  const stamps = p.events.flatMap((e) =>
+    e.changes.map((c) => versionstampHex(c.entry!.versionstamp))
+  );
+  assert.deepEqual(
+    stamps,
+    [versionstampHex(makeVersionstamp(10, 2))],
+    "only the change after (10, 1)",
+  );
+});
+
+Deno.test("same without waiting: since() right away on the lagging node, then a later poll from its position", async () => {
+  const sm = new MemoryStateMachine();
+  const hub = new WatchHub(sm, { maxEvents: 100, maxBytes: 1 << 20 });
+  await applyOthers(sm, 9);
+  const sel = { keys: [b("k")], prefixes: [] };
+  const first = await hub.poll(sel, makeVersionstamp(10, 1), 0, 100);
+  // The answer's position must not be below what the caller asked to resume after.
+  assert.ok(
+    versionstampHex(first.position) >= versionstampHex(makeVersionstamp(10, 1)),
+    `position ${versionstampHex(first.position)} is below the after (10, 1)`,
+  );
+});
+
+Deno.test("a resume after the last write of the history's floor entry is served; one inside it is compacted", async () => {
+  const sm = new MemoryStateMachine();
+  const hub = new WatchHub(sm, { maxEvents: 2, maxBytes: 1 << 20 });
+  const put = (k: string, v: string) => encodeCommand(putCommand(b(k), b(v)));
+  await sm.apply([{ index: 1, data: encodeBatch([put("a", "1"), put("b", "1")]) }]);
+  await sm.apply([{ index: 2, data: put("k", "2") }]);
+  await sm.apply([{ index: 3, data: put("k", "3") }]); // entry 1 trimmed: the floor is 1
+  assert.equal(versionstampHex(hub.floor), "0000000000000001ffff");
+  const all = { keys: [], prefixes: [b("")] };
+  // (1, 1) was entry 1's last write: nothing of it is missing.
+  const p = await hub.poll(all, makeVersionstamp(1, 1), 0, 100);
+  assert.deepEqual(p.events.map((e) => e.changes.map((c) => dec.decode(c.key))), [["k"], ["k"]]);
+  // (1, 0): b=1 at (1, 1) is no longer held.
+  await assert.rejects(hub.poll(all, makeVersionstamp(1, 0), 0, 100), WatchCompactedError);
+  await sm.apply([{ index: 4, data: put("k", "4") }]); // entry 2 trimmed: a single put's stamp
+  const q = await hub.poll(all, makeVersionstamp(2, 0), 0, 100);
+  assert.equal(q.events.length, 2);
+});
+
+Deno.test("SSE resume with Last-Event-ID inside a batch entry on a lagging node repeats nothing", async () => {
+  const sm = new MemoryStateMachine();
+  const n = await startFakeNode(1, { sm });
+  const handler = createHttpHandler(n.service, { metrics: n.metrics });
+  try {
+    await applyOthers(sm, 9);
+    // On the node that served the first stream, entry 10 = [s/a, s/b, t/x]; the watch of s/
+    // got one event with id (10, 1), the stamp of its last change.
+    const lastEventId = versionstampHex(makeVersionstamp(10, 1));
+    const res = await handler(
+      new Request("http://node/v1/watch?prefix=s/&wait_ms=2000", {
+        headers: { "last-event-id": lastEventId },
+      }),
+    );
+    assert.equal(res.status, 200);
+    // This node applies entry 10 only now.
+    await sm.apply([{
+      index: 10,
+      data: encodeBatch([
+        encodeCommand(putCommand(b("s/a"), b("1"))),
+        encodeCommand(putCommand(b("s/b"), b("1"))),
+        encodeCommand(putCommand(b("t/x"), b("1"))),
+      ]),
+    }]);
+    await sm.apply([{ index: 11, data: encodeCommand(putCommand(b("s/c"), b("1"))) }]);
+    const changes: string[] = [];
+    await readSse(res, (out) => {
+      const ev = out.at(-1);
+      if (ev?.event === "change") {
+        for (const c of (ev.data as { changes: { key: string }[] }).changes) changes.push(c.key);
+      }
+      return changes.includes("s/c");
+    });
+    assert.deepEqual(changes, ["s/c"], "s/a and s/b were delivered before the reconnect");
+  } finally {
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
+
+Deno.test("SSE resume with Last-Event-ID of a single put on a lagging node repeats nothing (no batch entry)", async () => {
+  const sm = new MemoryStateMachine();
+  const n = await startFakeNode(1, { sm });
+  const handler = createHttpHandler(n.service, { metrics: n.metrics });
+  try {
+    await applyOthers(sm, 9);
+    // The stream on another node delivered the put at entry 10 (id (10, 0)), then broke.
+    const res = await handler(
+      new Request("http://node/v1/watch?prefix=s/&wait_ms=2000", {
+        headers: { "last-event-id": versionstampHex(makeVersionstamp(10, 0)) },
+      }),
+    );
+    await sm.apply([{ index: 10, data: encodeCommand(putCommand(b("s/a"), b("1"))) }]);
+    await sm.apply([{ index: 11, data: encodeCommand(putCommand(b("s/c"), b("1"))) }]);
+    const evs = await readSse(res, (out) => out.some((e) => e.event === "change"));
+    const ids = evs.filter((e) => e.event === "change").map((e) => e.id);
+    assert.deepEqual(ids, [versionstampHex(makeVersionstamp(11, 0))], "entry 10 again");
+  } finally {
+    n.service.stopAccepting();
+    await n.close();
   }
 });

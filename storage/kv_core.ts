@@ -995,12 +995,13 @@ class BatchState {
     if (!cmd.session) return this.execute(index, pos, cmd);
     const id = cmd.session.clientId;
     if (id === 0n) return { ok: false, error: "bad_session", message: "session id 0 is invalid" };
-    const data2 = cmd;
+    // Narrowed (not a registration) for the closure below.
+    const write = cmd;
     const s = this.lookupNow(id);
     if (s === undefined) {
-      return this.lookup(id).then((s) => this.underSession(index, pos, data2, hash, s));
+      return this.lookup(id).then((s) => this.underSession(index, pos, write, hash, s));
     }
-    return this.underSession(index, pos, data2, hash, s ?? undefined);
+    return this.underSession(index, pos, write, hash, s ?? undefined);
   }
 
   /** The rest of {@link applyOne} for a command under session `s` (undefined: unknown). */
