@@ -37,6 +37,7 @@ import { LimitError, type NodeLimits } from "../config/limits.ts";
 import { AcceptLoop, ByteBudget } from "../transport/listener.ts";
 import { listenStream, type PeerConn, type ServerTlsMaterial } from "../transport/peer_conn.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
+import type { HistogramSeries } from "./metrics.ts";
 import { parseAddress } from "../client/connection.ts";
 import { parseVersionstamp } from "../storage/kv_model.ts";
 
@@ -285,6 +286,8 @@ class ServerConn {
   private resume: (() => void) | undefined;
   /** Who this connection authenticated as (undefined: no valid token yet). */
   private principal: Principal | undefined;
+  /** The request latency series by op, bound on first use (no label hashing per request). */
+  private readonly latency: HistogramSeries[] = [];
 
   constructor(
     readonly conn: PeerConn,
@@ -428,7 +431,8 @@ class ServerConn {
         this.inflightBytes -= bytes;
         if (!this.closed) this.reconcile(this.lastBuffered);
         this.done();
-        m.requestSeconds.observe({ op: OP_NAMES[req.op] }, (performance.now() - t0) / 1000);
+        (this.latency[req.op] ??= m.requestSeconds.series({ op: OP_NAMES[req.op] }))
+          .observe((performance.now() - t0) / 1000);
         res = this.send(res);
         if (res.status !== Status.Ok && res.status !== Status.NotFound) {
           m.requestErrors.inc({ op: OP_NAMES[req.op], status: STATUS_NAMES[res.status] });

@@ -19,7 +19,9 @@ import {
   DURATION_BUCKETS,
   Gauge,
   Histogram,
+  type HistogramSeries,
   LATENCY_BUCKETS,
+  LatencyHistogram,
   Registry,
 } from "./metrics.ts";
 
@@ -59,15 +61,15 @@ export interface ServerMetrics extends NodeMetrics {
   /** HTTP request latency (to the response headers) by method, route and status. */
   httpRequestSeconds: Histogram<"method" | "route" | "status">;
   /** Client protocol request latency by op. */
-  requestSeconds: Histogram<"op">;
+  requestSeconds: LatencyHistogram<"op">;
   /** Client protocol requests answered with an error, by op and status. */
   requestErrors: Counter<"op" | "status">;
   /** ReadIndex barrier latency. */
-  readIndexSeconds: Histogram;
+  readIndexSeconds: LatencyHistogram;
   /** Log fsync (LogStore.sync) latency. */
-  fsyncSeconds: Histogram;
+  fsyncSeconds: LatencyHistogram;
   /** State machine apply latency (per batch of committed entries). */
-  applySeconds: Histogram;
+  applySeconds: LatencyHistogram;
   /** Raft messages handed to the transport, by type. */
   raftMessagesSent: Counter<"type">;
   /** Raft messages received from peers, by type. */
@@ -137,7 +139,7 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
   const gauge = (name: string, help: string, labelNames: string[] = []) =>
     new Gauge({ name, help, labelNames, registers });
   const lat = (name: string, help: string) =>
-    new Histogram({ name, help, buckets: LATENCY_BUCKETS, registers });
+    new LatencyHistogram({ name, help, buckets: LATENCY_BUCKETS, registers });
 
   const httpRequests = new Counter({
     name: "gokv_http_requests_total",
@@ -267,7 +269,7 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
     ),
     httpRequests,
     httpRequestSeconds,
-    requestSeconds: new Histogram({
+    requestSeconds: new LatencyHistogram({
       name: "gokv_request_seconds",
       help: "Latency of client protocol requests served by this node, by operation.",
       labelNames: ["op"] as const,
@@ -344,7 +346,7 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
 
 /** Wraps a log store so every `sync()` is timed into `hist` (plain delegation: the Raft core
  * calls the read methods often). */
-export function timedLogStore(log: LogStore, hist: Histogram): LogStore {
+export function timedLogStore(log: LogStore, hist: HistogramSeries): LogStore {
   return {
     initialState: () => log.initialState(),
     entries: (lo, hi, maxBytes) => log.entries(lo, hi, maxBytes),

@@ -482,6 +482,19 @@ export function decodeRecord(b: Uint8Array): StoredRecord {
   return rec;
 }
 
+/**
+ * The value of a record that has no expiry, without decoding the rest of its header (a view
+ * of `b`); undefined for a record with an expiry (decode it: {@link decodeRecord}).
+ * {@link DecodeError} for malformed bytes, as decodeRecord.
+ */
+export function plainRecordValue(b: Uint8Array): Uint8Array | undefined {
+  if (b.length < 1 + VERSIONSTAMP_BYTES) return decodeRecord(b).value; // throws
+  const tag = b[0];
+  if (tag & EXPIRES) return undefined;
+  if (!isValueEncoding(tag)) throw new DecodeError("record", `unknown encoding ${tag}`);
+  return b.subarray(1 + VERSIONSTAMP_BYTES);
+}
+
 /** Whether a record is expired by the state machine's clock `clock` (ms). */
 export function isExpired(rec: { expireAt?: number }, clock: number): boolean {
   return rec.expireAt !== undefined && rec.expireAt <= clock;

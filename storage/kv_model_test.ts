@@ -2,6 +2,7 @@
  * The data model (kv_model.ts) on every backend: versionstamps, encodings, atomic checks and
  * mutations, expiry, cached results of sessions, snapshots, export/import and reopen.
  */
+import { DecodeError } from "./errors.ts";
 import assert from "node:assert/strict";
 import {
   type AtomicCheck,
@@ -26,7 +27,13 @@ import {
   versionstampHex,
 } from "./mod.ts";
 import { KINDS, withSm } from "./testdata/with_sm.ts";
-import { decodeRecord, encodeRecord, parseVersionstamp, readU64le } from "./kv_model.ts";
+import {
+  decodeRecord,
+  encodeRecord,
+  parseVersionstamp,
+  plainRecordValue,
+  readU64le,
+} from "./kv_model.ts";
 import { LsmDb } from "../lsm/mod.ts";
 import { userKey } from "./kv_core.ts";
 
@@ -81,9 +88,24 @@ Deno.test("records round-trip encoding, versionstamp, expiry and value", () => {
       ...(expireAt ? { expireAt } : {}),
     };
     assert.deepEqual({ ...decodeRecord(encodeRecord(r)) }, r);
+    // The fast path of point reads: the value of a record without expiry, nothing otherwise.
+    assert.deepEqual(plainRecordValue(encodeRecord(r)), expireAt ? undefined : r.value);
   }
+  assert.deepEqual(
+    plainRecordValue(encodeRecord({ ...rec0(), value: new Uint8Array(0) })),
+    new Uint8Array(0),
+  );
   assert.throws(() => decodeRecord(new Uint8Array([9, 0, 0])));
+  assert.throws(() => plainRecordValue(new Uint8Array([9, 0, 0])), DecodeError);
+  const bad = encodeRecord(rec0());
+  bad[0] = 0x7f; // an unknown encoding, no expiry flag
+  assert.throws(() => plainRecordValue(bad), DecodeError);
+  assert.throws(() => decodeRecord(bad), DecodeError);
 });
+
+function rec0() {
+  return { encoding: ValueEncoding.V8, versionstamp: makeVersionstamp(1), value: b("v") };
+}
 
 Deno.test("atomic commands round-trip through the codec; malformed ones are refused", () => {
   const cmd = atomicCommand(
