@@ -91,6 +91,8 @@ export interface ClusterOptions {
   nodes?: number;
   /** `raft.snapshot_threshold` (the node's default when absent). */
   snapshotThreshold?: number;
+  /** The nodes' log level (default warn; their stderr is this process's). */
+  logLevel?: string;
   /** Extra `deno run` flags of node `id` (e.g. `--cpu-prof`), before the script. */
   denoFlags?: (id: number) => string[];
 }
@@ -152,7 +154,7 @@ export async function startGokv(opts: ClusterOptions = {}): Promise<GokvCluster>
       // KV Connect (the denokv rows; a --baseline only when it has KV Connect: an older one
       // refuses the config key).
       hasKvConnect(root) ? `kv_connect:\n  access_token: ${KV_TOKEN}\n` : "",
-      "log:\n  level: warn\n",
+      `log:\n  level: ${opts.logLevel ?? "warn"}\n`,
       secured?.yaml ?? "",
       opts.extraConfig ?? "",
     ].join("\n");

@@ -241,6 +241,11 @@ export class ByteReader {
   bytes(): Uint8Array {
     return this.raw(this.uvarint()).slice();
   }
+
+  /** Reads a varint-length-prefixed byte string (a view, not a copy). */
+  view(): Uint8Array {
+    return this.raw(this.uvarint());
+  }
 }
 
 /** Compares two byte strings lexicographically: negative, zero or positive. */

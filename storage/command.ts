@@ -332,7 +332,8 @@ export function decodeAtomicBody(
   data: Uint8Array,
 ): { checks: AtomicCheck[]; mutations: AtomicMutation[] } {
   const r = new ByteReader(data, "atomic operation");
-  const out = decodeAtomic(r);
+  // The caller (the client protocol's request decoder) hands over a private copy.
+  const out = decodeAtomic(r, true);
   if (r.remaining !== 0) {
     throw new DecodeError("atomic operation", `${r.remaining} trailing bytes`);
   }
@@ -344,22 +345,29 @@ function checkU64(b: Uint8Array): Uint8Array {
   return b;
 }
 
-function decodeAtomic(r: ByteReader): { checks: AtomicCheck[]; mutations: AtomicMutation[] } {
+/** Decodes checks and mutations; their byte strings are views of the reader's bytes when
+ * `views` (a caller that keeps nothing beyond the life of those bytes), else copies. */
+function decodeAtomic(
+  r: ByteReader,
+  views: boolean,
+): { checks: AtomicCheck[]; mutations: AtomicMutation[] } {
+  const bytes = views ? () => r.view() : () => r.bytes();
+  const fixed = views ? (n: number) => r.raw(n) : (n: number) => r.raw(n).slice();
   const checks: AtomicCheck[] = [];
   const nc = r.uvarint();
   for (let i = 0; i < nc; i++) {
-    const key = r.bytes();
+    const key = bytes();
     const has = r.u8();
     if (has > 1) throw new DecodeError("command", `bad check flag ${has}`);
-    checks.push({ key, versionstamp: has ? r.raw(VERSIONSTAMP_BYTES).slice() : null });
+    checks.push({ key, versionstamp: has ? fixed(VERSIONSTAMP_BYTES) : null });
   }
   const mutations: AtomicMutation[] = [];
   const nm = r.uvarint();
   for (let i = 0; i < nm; i++) {
     const t = r.u8();
     if (t === V8_SUM_TYPE) {
-      const key = r.bytes();
-      const value = r.bytes();
+      const key = bytes();
+      const value = bytes();
       const flags = r.u8();
       if (flags & ~7) throw new DecodeError("command", `bad sum flags ${flags}`);
       const m: Extract<AtomicMutation, { type: "sum" }> = {
@@ -368,21 +376,21 @@ function decodeAtomic(r: ByteReader): { checks: AtomicCheck[]; mutations: Atomic
         value,
         encoding: ValueEncoding.V8,
       };
-      if (flags & 1) m.min = r.bytes();
-      if (flags & 2) m.max = r.bytes();
+      if (flags & 1) m.min = bytes();
+      if (flags & 2) m.max = bytes();
       if (flags & 4) m.clamp = true;
       mutations.push(m);
       continue;
     }
     const type = MUTATION_NAMES.get(t);
     if (!type) throw new DecodeError("command", `unknown mutation type ${t}`);
-    const key = r.bytes();
+    const key = bytes();
     if (type === "set" || type === "setSuffixVersionstampedKey") {
       const encoding = r.u8();
       if (!isValueEncoding(encoding)) {
         throw new DecodeError("command", `unknown value encoding ${encoding}`);
       }
-      const value = r.bytes();
+      const value = bytes();
       const has = r.u8();
       if (has > 1) throw new DecodeError("command", `bad expiry flag ${has}`);
       mutations.push(
@@ -396,16 +404,16 @@ function decodeAtomic(r: ByteReader): { checks: AtomicCheck[]; mutations: Atomic
     } else if (type === "delete") {
       mutations.push({ type, key });
     } else if (type === "sum") {
-      const value = r.raw(8).slice();
+      const value = fixed(8);
       const flags = r.u8();
       if (flags & ~7) throw new DecodeError("command", `bad sum flags ${flags}`);
       const m: Extract<AtomicMutation, { type: "sum" }> = { type, key, value };
-      if (flags & 1) m.min = r.raw(8).slice();
-      if (flags & 2) m.max = r.raw(8).slice();
+      if (flags & 1) m.min = fixed(8);
+      if (flags & 2) m.max = fixed(8);
       if (flags & 4) m.clamp = true;
       mutations.push(m);
     } else {
-      mutations.push({ type, key, value: r.raw(8).slice() });
+      mutations.push({ type, key, value: fixed(8) });
     }
   }
   return { checks, mutations };
@@ -525,8 +533,9 @@ function encodeGeneric(cmd: Command): Uint8Array {
   return w.finish();
 }
 
-/** A decoded command and where its body starts in the encoded bytes. */
-function decode(data: Uint8Array): { cmd: Command; bodyStart: number } {
+/** A decoded command and where its body starts in the encoded bytes; an atomic command's byte
+ * strings are views of `data` when `views` (see {@link decodeAtomic}). */
+function decode(data: Uint8Array, views = false): { cmd: Command; bodyStart: number } {
   const r = new ByteReader(data, "command");
   const op = r.u8();
   const flags = r.u8();
@@ -548,7 +557,7 @@ function decode(data: Uint8Array): { cmd: Command; bodyStart: number } {
     const max = r.uvarint();
     cmd = withBase({ op, idleTimeoutMs: idle, maxSessions: max }, session, time);
   } else if (op === CommandOp.Atomic) {
-    const { checks, mutations } = decodeAtomic(r);
+    const { checks, mutations } = decodeAtomic(r, views);
     cmd = atomicCommand(checks, mutations, session, time);
   } else if (op === CommandOp.ExpirySweep) {
     if (time === undefined) throw new DecodeError("command", "an expiry sweep without a time");
@@ -579,7 +588,8 @@ export function decodeCommandWithHash(data: Uint8Array): { cmd: Command; hash: n
   if (put) {
     return { cmd: put, hash: crc32c(data, crc32c(data, 0, 0, 1), putBodyStart, data.length) };
   }
-  const { cmd, bodyStart } = decode(data);
+  // The apply path keeps nothing of a command beyond its entry: views, as decodePut's.
+  const { cmd, bodyStart } = decode(data, true);
   const hash = crc32c(data, crc32c(data, 0, 0, 1), bodyStart, data.length);
   return { cmd, hash };
 }

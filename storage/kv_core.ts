@@ -68,7 +68,6 @@ import {
   bytesToLatin1,
   compareBytes,
   HEAP,
-  latin1ToBytes,
   prefixEnd,
   Slab,
 } from "./bytes.ts";
@@ -896,6 +895,16 @@ class LruCursor {
   }
 }
 
+/** A mutation of an atomic command staged until every one of them has succeeded. */
+interface Staged {
+  /** The user key. */
+  key: Uint8Array;
+  /** Its store key. */
+  sk: Uint8Array;
+  /** The new record (null: deleted). */
+  rec: StoredRecord | null;
+}
+
 /** A copy of a session record a batch may change (one object of a fixed shape: cheaper than a
  * spread). */
 function copySession(s: SessionInfo): SessionInfo {
@@ -1118,35 +1127,41 @@ class BatchState {
     const failed: number[] = [];
     for (let i = 0; i < cmd.checks.length; i++) {
       const c = cmd.checks[i];
-      const cur = (await this.live(userKey(c.key)))?.versionstamp ?? null;
+      const cur = (await this.live(userKey(c.key, LOOKUP.alloc)))?.versionstamp ?? null;
       const same = cur === null || c.versionstamp === null
         ? cur === c.versionstamp
         : compareVersionstamps(cur, c.versionstamp) === 0;
       if (!same) failed.push(i);
     }
     if (failed.length > 0) return checkFailed(failed);
-    const staged = new Map<string, { key: Uint8Array; rec: StoredRecord | null }>();
+    // Staged by store key (its latin1 string: later mutations of a key replace earlier ones);
+    // the store keys and records come from the batch's allocator, as the put path's.
+    const staged = new Map<string, Staged>();
     for (const m of cmd.mutations) {
       const key = m.type === "setSuffixVersionstampedKey"
         ? suffixVersionstampedKey(m.key, versionstamp)
         : m.key;
-      const sk = userKey(key);
+      const sk = userKey(key, this.a);
       const id = bytesToLatin1(sk);
       if (m.type === "delete") {
-        staged.set(id, { key, rec: null });
+        staged.set(id, { key, sk, rec: null });
         continue;
       }
       if (m.type === "set" || m.type === "setSuffixVersionstampedKey") {
         const rec: StoredRecord = { encoding: m.encoding, versionstamp, value: m.value };
         if (m.expireAt !== undefined && m.expireAt > 0) rec.expireAt = m.expireAt;
-        staged.set(id, { key, rec });
+        staged.set(id, { key, sk, rec });
         continue;
       }
       const cur = staged.has(id) ? staged.get(id)!.rec ?? undefined : await this.live(sk);
       if (m.type === "sum" && m.encoding === ValueEncoding.V8) {
         const out = applyV8Sum(m, cur);
         if (typeof out === "string") return { ok: false, error: "value_type", message: out };
-        staged.set(id, { key, rec: { encoding: out.encoding, versionstamp, value: out.value } });
+        staged.set(id, {
+          key,
+          sk,
+          rec: { encoding: out.encoding, versionstamp, value: out.value },
+        });
         continue;
       }
       if (cur && (cur.encoding !== ValueEncoding.LE64 || cur.value.length !== 8)) {
@@ -1156,13 +1171,13 @@ class BatchState {
       if (typeof next === "string") return { ok: false, error: "value_type", message: next };
       staged.set(id, {
         key,
+        sk,
         rec: { encoding: ValueEncoding.LE64, versionstamp, value: u64le(next) },
       });
     }
-    for (const [id, { key, rec }] of staged) {
-      const sk = latin1ToBytes(id);
+    for (const { key, sk, rec } of staged.values()) {
       if (rec) {
-        this.p.put(sk, encodeRecord(rec));
+        this.p.put(sk, encodeRecord(rec, this.a));
         if (rec.expireAt !== undefined) {
           this.p.put(expiryKey(rec.expireAt, key), new Uint8Array(0));
         }
