@@ -384,6 +384,7 @@ export function countingStateMachine(
 ): KvStateMachine {
   return {
     appliedIndex: () => sm.appliedIndex(),
+    appliedLastChange: () => sm.appliedLastChange(),
     apply: async (cmds: ApplyCommand[]) => {
       m.applies.inc(cmds.length);
       const t0 = performance.now();
