@@ -68,7 +68,7 @@ import type { ScanRange } from "../client/protocol.ts";
 import { atomicScope, type KvService, watchScope, type WriteSession } from "./service.ts";
 import { LimitError } from "../config/limits.ts";
 import type { ByteBudget } from "../transport/listener.ts";
-import type { ServerMetrics } from "./server_metrics.ts";
+import type { HttpMetrics } from "./server_metrics.ts";
 import type { MemberAddrs } from "./members.ts";
 import { clusterView, consoleAsset } from "./console.ts";
 import { encodingName, entryJson, parseDuration, parseTxnJson } from "../client/txn_json.ts";
@@ -80,8 +80,8 @@ export const FORWARDED_HEADER = "x-gokv-forwarded";
 
 /** Options of {@link createHttpHandler}. */
 export interface HttpOptions {
-  /** Metrics (rendered at /metrics). */
-  metrics: ServerMetrics;
+  /** Metrics (rendered at /metrics; every request is observed). */
+  metrics: HttpMetrics;
   /** The HTTP address of a node (for forwarding); default: the service's address book. */
   httpAddressOf?: (id: number) => string | undefined;
   /** Forward not-leader requests to the leader (default true). */
