@@ -737,3 +737,25 @@ Deno.test("a one-node lsm server restarted after a write: a watch resuming after
     Deno.removeSync(config.dataDir, { recursive: true });
   }
 });
+
+Deno.test("an SSE watch with wait_ms=0 leaves the event loop free: timers run while it streams keepalives", async () => {
+  const n = await startFakeNode(1);
+  const handler = createHttpHandler(n.service, { metrics: n.metrics });
+  let ticks = 0;
+  const iv = setInterval(() => ticks++, 5);
+  try {
+    const res = await handler(new Request("http://node/v1/watch?prefix=s/&wait_ms=0"));
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    // Before, the stream's loop never waited for a timer: this read loop got chunks at once
+    // forever and the interval never fired (the deadline is checked by Date.now, not a timer).
+    const deadline = Date.now() + 3_000;
+    while (ticks < 3 && Date.now() < deadline) await reader.read();
+    await reader.cancel();
+    assert.ok(ticks >= 3, `${ticks} timer ticks in 3 s of streaming`);
+  } finally {
+    clearInterval(iv);
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
