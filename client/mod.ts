@@ -9,6 +9,8 @@ export { Consistency, type MemberInfo, Op, ProtocolError, Status } from "./proto
 export type { ClientTls } from "./connection.ts";
 export type { Response as ProtocolResponse, WireWatchEvent } from "./protocol.ts";
 export * from "../storage/kv_model.ts";
+// The node limits AtomicLimits picks from.
+export type { NodeLimits } from "../config/limits.ts";
 export type {
   AtomicCheck as AtomicCheckSpec,
   AtomicMutation as AtomicMutationSpec,

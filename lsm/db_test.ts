@@ -379,7 +379,8 @@ Deno.test("large values and maximum-size keys survive flush, compaction and reop
 
 Deno.test("after a WAL write failure every later write is refused, reads still work", async () => {
   await withTempDir(async (dir) => {
-    const db = await LsmDb.open(dir);
+    const failures: LsmError[] = [];
+    const db = await LsmDb.open(dir, { onFailure: (e) => failures.push(e) });
     await db.put("a", "1");
     // Simulate an I/O failure by closing the WAL file behind the engine's back.
     // deno-lint-ignore no-explicit-any
@@ -391,6 +392,9 @@ Deno.test("after a WAL write failure every later write is refused, reads still w
     );
     assert.equal(s(await db.get("a")), "1");
     assert.match(db.stats().backgroundError ?? "", /write-ahead log failed/);
+    // Reported once, to onFailure (nothing printed).
+    assert.deepEqual(failures.map((e) => e.code), ["WAL_FAILED"]);
+    assert.equal(failures[0], db.failure);
     await db.close();
   });
 });

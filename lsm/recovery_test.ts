@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { LsmDb } from "./db.ts";
-import { CorruptionError } from "./errors.ts";
+import { CorruptionError, type LsmError } from "./errors.ts";
 import { FaultEnv } from "./fault_env.ts";
 import { readLog } from "./log_reader.ts";
 import { b, s } from "./testutil_test.ts";
@@ -89,7 +89,13 @@ Deno.test("item 14: a missing live table is a CorruptionError, not a raw NotFoun
 
 Deno.test("item 13: a failed fdatasync at memtable switch fails the writes; none is acknowledged after it", async () => {
   const env = new FaultEnv();
-  const db = await LsmDb.open(DIR, { env, memtableBytes: 4096, maxMemtables: 4 });
+  const failures: LsmError[] = [];
+  const db = await LsmDb.open(DIR, {
+    env,
+    memtableBytes: 4096,
+    maxMemtables: 4,
+    onFailure: (e) => failures.push(e),
+  });
   let failed = false;
   env.onOp = (c) => {
     // Fail the fdatasync of the first WAL once it is about full (the switch).
@@ -116,12 +122,16 @@ Deno.test("item 13: a failed fdatasync at memtable switch fails the writes; none
   assert.ok(failed, "the fault was injected");
   assert.ok(res.some((r) => r.status === "rejected"), "writes failed");
   assert.equal(ackedAfter, 0, "sync writes acknowledged after a failed fdatasync");
+  // The failed state is reported once (to onFailure: nothing printed).
+  assert.deepEqual(failures.map((e) => e.code), ["WAL_FAILED"]);
+  assert.equal(failures[0], db.failure);
   await db.close();
 });
 
 Deno.test("item 13: a write refused because the WAL write failed is not readable", async () => {
   const env = new FaultEnv();
-  const db = await LsmDb.open(DIR, { env });
+  const failures: LsmError[] = [];
+  const db = await LsmDb.open(DIR, { env, onFailure: (e) => failures.push(e) });
   await db.put("a", "1");
   env.onOp = (c) => (c.op === "write" && c.path.endsWith(".log") ? "eio" : undefined);
   await assert.rejects(
@@ -134,12 +144,15 @@ Deno.test("item 13: a write refused because the WAL write failed is not readable
   const keys: string[] = [];
   for await (const [k] of db.scan()) keys.push(s(k)!);
   assert.deepEqual(keys, ["a"]);
+  assert.deepEqual(failures.map((e) => e.code), ["WAL_FAILED"]);
+  assert.equal(failures[0], db.failure);
   await db.close();
 });
 
 Deno.test("item 13: after a short WAL write and an error, close does not write the buffer again", async () => {
   const env = new FaultEnv();
-  const db = await LsmDb.open(DIR, { env });
+  const failures: LsmError[] = [];
+  const db = await LsmDb.open(DIR, { env, onFailure: (e) => failures.push(e) });
   await db.put("a", "1", { sync: true });
   let n = 0;
   env.onOp = (c) => {
@@ -148,6 +161,7 @@ Deno.test("item 13: after a short WAL write and an error, close does not write t
   };
   await assert.rejects(db.put("b", "x".repeat(500)));
   env.onOp = undefined;
+  assert.deepEqual(failures.map((e) => e.code), ["WAL_FAILED"]);
   await db.close();
   const again = await LsmDb.open(DIR, { env }); // duplicate bytes would read as corruption
   assert.equal(s(await again.get("a")), "1");

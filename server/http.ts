@@ -68,7 +68,7 @@ import type { ScanRange } from "../client/protocol.ts";
 import { atomicScope, type KvService, watchScope, type WriteSession } from "./service.ts";
 import { LimitError } from "../config/limits.ts";
 import type { ByteBudget } from "../transport/listener.ts";
-import type { ServerMetrics } from "./server_metrics.ts";
+import type { HttpMetrics } from "./server_metrics.ts";
 import type { MemberAddrs } from "./members.ts";
 import { clusterView, consoleAsset } from "./console.ts";
 import { encodingName, entryJson, parseDuration, parseTxnJson } from "../client/txn_json.ts";
@@ -80,8 +80,8 @@ export const FORWARDED_HEADER = "x-gokv-forwarded";
 
 /** Options of {@link createHttpHandler}. */
 export interface HttpOptions {
-  /** Metrics (rendered at /metrics). */
-  metrics: ServerMetrics;
+  /** Metrics (rendered at /metrics; every request is observed). */
+  metrics: HttpMetrics;
   /** The HTTP address of a node (for forwarding); default: the service's address book. */
   httpAddressOf?: (id: number) => string | undefined;
   /** Forward not-leader requests to the leader (default true). */
@@ -378,6 +378,9 @@ function nodeIdOf(v: unknown): number {
   return n;
 }
 
+/** The shortest wait of a `GET /v1/watch` poll for a commit before a keepalive (`wait_ms`). */
+const SSE_MIN_WAIT_MS = 100;
+
 /** One Server-Sent Event: its id is the versionstamp (so `Last-Event-ID` resumes after it). */
 export function watchEventText(event: string, versionstamp: Uint8Array, data: unknown): string {
   return `id: ${versionstampHex(versionstamp)}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
@@ -424,7 +427,10 @@ export function createHttpHandler(
       }
     }
     may("watch", watchScope(sel));
-    const waitMs = intParam(q, "wait_ms") ?? 15_000;
+    // Between keepalives; at least SSE_MIN_WAIT_MS: with 0, every poll answered at once without
+    // a timer, so the stream's loop ran on microtasks only and held the event loop (no Raft
+    // tick, no other request) while it queued keepalives without bound.
+    const waitMs = Math.max(SSE_MIN_WAIT_MS, intParam(q, "wait_ms") ?? 15_000);
     // The first poll answers before the stream starts: a bad selection or a compacted history
     // is an HTTP error, not a broken stream.
     const first = await service.watchPoll(sel, { after, waitMs: 0 });

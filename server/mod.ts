@@ -33,3 +33,47 @@ export {
   encodeMemberContext,
   type MemberAddrs,
 } from "./members.ts";
+// The types the API above refers to.
+export type { LogFields, Logger } from "../raft/logger.ts";
+export type { HttpMetrics, NodeMetrics } from "./server_metrics.ts";
+export type {
+  Config,
+  HttpSettings,
+  KvConnectSettings,
+  LogSettings,
+  LsmSettings,
+  NodeConfig,
+  RaftSettings,
+  SecuritySettings,
+  SessionSettings,
+  TlsBlock,
+  TlsSettings,
+} from "../config/config.ts";
+export type { NodeLimits } from "../config/limits.ts";
+export type {
+  Consistency,
+  GetManyResult,
+  RaftStatusLike,
+  RangeRequest,
+  RangeResult,
+  ScanPage,
+  WriteSession,
+} from "./service.ts";
+export {
+  type WatchEvent,
+  WatchHub,
+  type WatchInitial,
+  type WatchPoll,
+  type WatchSelector,
+} from "./watch.ts";
+export {
+  type AtomicCheck,
+  type AtomicMutation,
+  type AtomicOperation,
+  type AtomicResult,
+  type KvEntry,
+  ValueEncoding,
+} from "../storage/kv_model.ts";
+export type { ConfState, NodeId } from "../raft/types.ts";
+export type { MemberInfo, ScanRange } from "../client/protocol.ts";
+export { ByteBudget } from "../transport/listener.ts";

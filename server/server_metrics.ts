@@ -34,8 +34,14 @@ export interface NodeMetrics {
   readonly contentType: string;
 }
 
+/** What the HTTP API needs of the metrics: `/metrics` and one observation per request. */
+export interface HttpMetrics extends NodeMetrics {
+  /** Records one HTTP request (the route label is the path's template, see {@link httpRoute}). */
+  observeHttp(method: string, path: string, status: number, seconds: number): void;
+}
+
 /** Everything the server measures. */
-export interface ServerMetrics extends NodeMetrics {
+export interface ServerMetrics extends HttpMetrics {
   /** The node's registry (prom-client). */
   registry: Registry;
   /** Proposals submitted. */
@@ -82,8 +88,6 @@ export interface ServerMetrics extends NodeMetrics {
   snapshotSaveSeconds: Histogram;
   /** LSM background work by kind (`flush`, `compaction`, `move`). */
   lsmBackgroundSeconds: Histogram<"kind">;
-  /** Records one HTTP request (the route label is the path's template, see {@link httpRoute}). */
-  observeHttp(method: string, path: string, status: number, seconds: number): void;
 }
 
 /** Values sampled at scrape time. */
@@ -386,6 +390,7 @@ export function countingStateMachine(
 ): KvStateMachine {
   return {
     appliedIndex: () => sm.appliedIndex(),
+    appliedLastChange: () => sm.appliedLastChange(),
     apply: async (cmds: ApplyCommand[]) => {
       m.applies.inc(cmds.length);
       const t0 = performance.now();

@@ -398,6 +398,8 @@ export class KvService {
     return this.inflight;
   }
 
+  /** Runs one request: refused once the node is shutting down, counted in {@link pending}, Raft
+   * errors mapped to the client errors. */
   private async run<T>(fn: () => Promise<T>): Promise<T> {
     if (this.closing) throw new UnavailableError("node is shutting down");
     this.inflight++;
@@ -637,6 +639,7 @@ export class KvService {
     });
   }
 
+  /** A linearizable read's ReadIndex barrier (shared with the reads waiting at that moment). */
   private async barrier(linearizable: boolean): Promise<void> {
     if (!linearizable) return;
     const t0 = performance.now();

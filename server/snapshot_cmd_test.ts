@@ -261,33 +261,46 @@ Deno.test("save: a stream that breaks or arrives truncated leaves neither the fi
   const good = join(dir, "good.db");
   await writeBackup(good, 2000);
   const bytes = await Deno.readFile(good);
-  let mode: "truncate" | "abort" | "follower" = "truncate";
+  let mode: "truncate" | "follower" = "truncate";
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
     if (mode === "follower") {
       return new Response(JSON.stringify({ error: "not_leader", leaderHttp: "" }), {
         status: 503,
       });
     }
-    if (mode === "truncate") return new Response(bytes.slice(0, bytes.length - 1000));
-    let sent = false;
-    return new Response(
-      new ReadableStream({
-        pull(ctl) {
-          if (!sent) {
-            sent = true;
-            ctl.enqueue(bytes.slice(0, 5000));
-          } else ctl.error(new Error("leader died"));
-        },
-      }),
-    );
+    return new Response(bytes.slice(0, bytes.length - 1000));
   });
-  const addr = `127.0.0.1:${server.addr.port}`;
+  // The leader dies mid-stream: its connection closes after 5000 of the bytes its headers
+  // announced. A raw socket: a Deno.serve body stream that errors is printed on stderr.
+  const raw = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dying = (async () => {
+    for await (const conn of raw) {
+      const buf = new Uint8Array(16 * 1024);
+      let head = "";
+      while (!head.includes("\r\n\r\n")) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        head += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      const enc = new TextEncoder();
+      try {
+        await conn.write(enc.encode(`HTTP/1.1 200 OK\r\ncontent-length: ${bytes.length}\r\n\r\n`));
+        await conn.write(bytes.slice(0, 5000));
+      } catch { /* the client went away */ }
+      conn.close();
+    }
+  })();
+  const addrs = {
+    truncate: `127.0.0.1:${server.addr.port}`,
+    abort: `127.0.0.1:${(raw.addr as Deno.NetAddr).port}`,
+    follower: `127.0.0.1:${server.addr.port}`,
+  };
   try {
     for (const m of ["truncate", "abort", "follower"] as const) {
-      mode = m;
+      if (m !== "abort") mode = m;
       const out = join(dir, `out-${m}.db`);
       await assert.rejects(
-        saveSnapshot(out, [addr], 1500),
+        saveSnapshot(out, [addrs[m]], 1500),
         m === "follower"
           ? /no leader answered/
           : m === "abort"
@@ -301,6 +314,8 @@ Deno.test("save: a stream that breaks or arrives truncated leaves neither the fi
     }
   } finally {
     await server.shutdown();
+    raw.close();
+    await dying.catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -10,7 +10,12 @@
  * log), raised when old commits are dropped or a snapshot replaces the state. A watch resuming
  * after a versionstamp at or above the floor gets every matching change after it, in commit
  * order; one below it gets {@link WatchCompactedError} naming the floor's versionstamp (the
- * oldest it can resume after), never a silent gap.
+ * oldest it can resume after), never a silent gap. Inside the floor entry itself (after a write of
+ * a batch entry), a resume is served when nothing of that entry follows it: the hub knows the
+ * position of the entry's last change when it dropped the entry from the history, and at start
+ * from the state machine, which records it with the applied index
+ * (`KvStateMachine.appliedLastChange`); when it is not known (after a snapshot install, or a
+ * state written by an earlier version), such a resume is refused.
  *
  * A watch without `after` starts with the current state of its keys and prefixes, read from one
  * view of the state machine together with the applied index it reflects: the changes that follow
@@ -216,10 +221,11 @@ export class WatchHub {
   #size = 0;
   #bytes = 0;
   #floor: number;
-  /** The position of the floor entry's last change when known (it was trimmed from the history),
-   * else {@link THROUGH_POSITION}: a resume after a position inside the floor entry is served only
+  /** The position of the floor entry's last change when known (-1: it changed nothing; known when
+   * the entry was trimmed from the history, or at start from the state machine), else
+   * {@link THROUGH_POSITION}: a resume after a position inside the floor entry is served only
    * when nothing of that entry follows it. */
-  #floorLastPos = THROUGH_POSITION;
+  #floorLastPos: number;
   #last: number;
   #waiters = new Set<() => void>();
 
@@ -229,6 +235,7 @@ export class WatchHub {
     private readonly limits: { maxEvents: number; maxBytes: number },
   ) {
     this.#floor = sm.appliedIndex();
+    this.#floorLastPos = sm.appliedLastChange() ?? THROUGH_POSITION;
     this.#last = this.#floor;
     const prevChanges = sm.onChanges;
     sm.onChanges = (changes) => {

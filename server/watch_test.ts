@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { Prng } from "../raft/sim/prng.ts";
 import { MemoryStateMachine } from "../storage/memory_sm.ts";
+import { LsmStateMachine } from "../storage/lsm_sm.ts";
+import { SimpleFileStateMachine } from "../storage/simplefile_sm.ts";
 import {
   atomicCommand,
   deleteCommand,
@@ -15,15 +17,20 @@ import {
 import {
   type KvEntry,
   makeVersionstamp,
+  parseVersionstamp,
   throughVersionstamp,
   ValueEncoding,
   versionstampHex,
+  versionstampIndex,
 } from "../storage/kv_model.ts";
 import type { KvChange } from "../storage/kv_state_machine.ts";
 import { WatchCompactedError } from "../client/errors.ts";
 import { Client, type WatchMessage } from "../client/client.ts";
 import { WatchHub } from "./watch.ts";
 import { startFakeNode } from "./testing.ts";
+import { startServer } from "./server.ts";
+import { defaultConfig } from "../config/config.ts";
+import { nullLogger } from "../raft/logger.ts";
 import { createHttpHandler } from "./http.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);
@@ -361,7 +368,10 @@ Deno.test("property: the packed history answers since() like a plain list of com
     const int = (n: number) => Math.floor(rand() * n);
     const limits = { maxEvents: 1 + int(12), maxBytes: 64 + int(600) };
     type RefCommit = { index: number; changes: KvChange[]; bytes: number };
-    const fake = { appliedIndex: () => 0 } as unknown as MemoryStateMachine;
+    const fake = {
+      appliedIndex: () => 0,
+      appliedLastChange: () => undefined,
+    } as unknown as MemoryStateMachine;
     const hub = new WatchHub(fake, limits);
     let ref: RefCommit[] = [];
     let floor = 0;
@@ -592,6 +602,159 @@ Deno.test("SSE resume with Last-Event-ID of a single put on a lagging node repea
     const ids = evs.filter((e) => e.event === "change").map((e) => e.id);
     assert.deepEqual(ids, [versionstampHex(makeVersionstamp(11, 0))], "entry 10 again");
   } finally {
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
+
+// A resume inside the floor entry after a restart: the floor is then the applied index the node
+// reopened at, and the position of that entry's last change was not known, so every resume
+// inside it was refused (WatchCompactedError), also one after its last change, which the node
+// can serve exactly. One that something of the entry follows must still be refused.
+for (const kind of ["lsm", "simplefile"] as const) {
+  Deno.test(`${kind}: after a restart, a resume inside the floor entry after its last change is served; one before it is compacted`, async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "gokv-watch-restart-" });
+    const open = () =>
+      kind === "lsm" ? LsmStateMachine.open(dir) : SimpleFileStateMachine.open(dir);
+    const limits = { maxEvents: 100, maxBytes: 1 << 20 };
+    const put = (k: string, v: string) => encodeCommand(putCommand(b(k), b(v)));
+    try {
+      let sm: MemoryStateMachine | LsmStateMachine = await open();
+      let hub = new WatchHub(sm, limits);
+      await sm.apply([{ index: 1, data: put("other", "1") }]);
+      // Entry 2 = [t/x, s/a, s/b]: a watch of s/ gets one event with id (2, 2), one of t/ one
+      // with id (2, 0).
+      await sm.apply([{
+        index: 2,
+        data: encodeBatch([put("t/x", "1"), put("s/a", "1"), put("s/b", "1")]),
+      }]);
+      const s = { keys: [], prefixes: [b("s/")] };
+      const seen = hub.since(s, 1, 100).events;
+      assert.deepEqual(seen.map((e) => versionstampHex(e.versionstamp)), [
+        versionstampHex(makeVersionstamp(2, 2)),
+      ]);
+      await sm.close();
+
+      sm = await open();
+      hub = new WatchHub(sm, limits);
+      assert.equal(versionstampHex(hub.floor), versionstampHex(throughVersionstamp(2)));
+      await sm.apply([{ index: 3, data: put("s/c", "1") }]);
+      // After (2, 2), the entry's last change: exactly the later commits.
+      const p = await hub.poll(s, makeVersionstamp(2, 2), 0, 100);
+      assert.deepEqual(
+        p.events.map((e) => e.changes.map((c) => dec.decode(c.key))),
+        [["s/c"]],
+      );
+      assert.equal(versionstampHex(p.position), versionstampHex(throughVersionstamp(3)));
+      // After (2, 0): s/a and s/b of entry 2 follow and are held nowhere.
+      await assert.rejects(
+        hub.poll({ keys: [], prefixes: [b("")] }, makeVersionstamp(2, 0), 0, 100),
+        WatchCompactedError,
+      );
+      await sm.close();
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("after a restart on a state of an earlier version (the floor entry's last change not recorded), a resume inside the floor entry is compacted", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "gokv-watch-restart-" });
+  const put = (k: string) => encodeCommand(putCommand(b(k), b("1")));
+  try {
+    let sm = await SimpleFileStateMachine.open(dir);
+    await sm.apply([{ index: 1, data: encodeBatch([put("s/a"), put("s/b")]) }]);
+    await sm.close();
+    // The state file as an earlier version wrote it: no appliedLastChange.
+    const file = `${dir}/sm-state.json`;
+    const st = JSON.parse(Deno.readTextFileSync(file));
+    assert.equal(st.appliedLastChange, 1);
+    delete st.appliedLastChange;
+    Deno.writeTextFileSync(file, JSON.stringify(st));
+    sm = await SimpleFileStateMachine.open(dir);
+    const hub = new WatchHub(sm, { maxEvents: 100, maxBytes: 1 << 20 });
+    const all = { keys: [], prefixes: [b("")] };
+    await assert.rejects(hub.poll(all, makeVersionstamp(1, 1), 0, 100), WatchCompactedError);
+    // A resume through the entry is served as before.
+    await sm.apply([{ index: 2, data: put("s/c") }]);
+    const p = await hub.poll(all, throughVersionstamp(1), 0, 100);
+    assert.deepEqual(p.events.map((e) => e.changes.map((c) => dec.decode(c.key))), [["s/c"]]);
+    await sm.close();
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("a one-node lsm server restarted after a write: a watch resuming after that write (the floor entry's last change) continues, repeating and missing nothing", async () => {
+  const ls = Array.from({ length: 3 }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const [peer, client, http] = ls.map((l) => `127.0.0.1:${l.addr.port}`);
+  for (const l of ls) l.close();
+  const config = defaultConfig([{ id: 1, peer, client, http }]);
+  config.storage = "lsm";
+  config.dataDir = Deno.makeTempDirSync({ prefix: "gokv-watch-restart-server-" });
+  Object.assign(config.raft, { tickMs: 10, heartbeatMs: 30, electionMs: 200 });
+  let srv = await startServer(config, 1, { logger: nullLogger });
+  let kv: Client | undefined;
+  const ac = new AbortController();
+  try {
+    kv = await Client.connect({ endpoints: [client] });
+    // The cluster id's entry comes first: the write is the last entry the node applies.
+    const deadline = Date.now() + 10_000;
+    while (srv.status().clusterId === null) {
+      assert.ok(Date.now() < deadline, "no cluster id after 10 s");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const w = await kv.atomic().set("w/a", "1").commit();
+    assert.ok(w.ok);
+    await kv.close();
+    await srv.close();
+
+    srv = await startServer(config, 1, { logger: nullLogger });
+    // The floor is the write's entry (a resume inside it is what this checks), and the SSE
+    // stream resumes after the write (410 watch_compacted before).
+    const res = await fetch(`http://${http}/v1/watch?prefix=w/&wait_ms=2000`, {
+      headers: { "last-event-id": w.versionstamp },
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 200);
+    const floor = throughVersionstamp(versionstampIndex(parseVersionstamp(w.versionstamp)));
+    assert.equal(res.headers.get("x-gokv-watch-floor"), versionstampHex(floor));
+    kv = await Client.connect({ endpoints: [client] });
+    const it = kv.watch({ prefixes: ["w/"] }, {
+      after: w.versionstamp,
+      waitMs: 200,
+      signal: ac.signal,
+    });
+    const next = it.next();
+    await kv.put("w/b", "2");
+    const m = (await next).value as Extract<WatchMessage, { type: "change" }>;
+    assert.equal(m.type, "change");
+    assert.deepEqual(m.changes.map((c) => dec.decode(c.key)), ["w/b"]);
+  } finally {
+    ac.abort();
+    await kv?.close();
+    await srv.close();
+    Deno.removeSync(config.dataDir, { recursive: true });
+  }
+});
+
+Deno.test("an SSE watch with wait_ms=0 leaves the event loop free: timers run while it streams keepalives", async () => {
+  const n = await startFakeNode(1);
+  const handler = createHttpHandler(n.service, { metrics: n.metrics });
+  let ticks = 0;
+  const iv = setInterval(() => ticks++, 5);
+  try {
+    const res = await handler(new Request("http://node/v1/watch?prefix=s/&wait_ms=0"));
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    // Before, the stream's loop never waited for a timer: this read loop got chunks at once
+    // forever and the interval never fired (the deadline is checked by Date.now, not a timer).
+    const deadline = Date.now() + 3_000;
+    while (ticks < 3 && Date.now() < deadline) await reader.read();
+    await reader.cancel();
+    assert.ok(ticks >= 3, `${ticks} timer ticks in 3 s of streaming`);
+  } finally {
+    clearInterval(iv);
     n.service.stopAccepting();
     await n.close();
   }

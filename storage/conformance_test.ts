@@ -8,7 +8,9 @@ import { fileURLToPath } from "node:url";
 import { CompactedError, type LogStore, UnavailableError } from "../raft/storage.ts";
 import { type ConfState, type Entry, EntryType } from "../raft/types.ts";
 import {
+  atomicCommand,
   deleteCommand,
+  encodeBatch,
   encodeCommand,
   type KvStateMachine,
   makeVersionstamp,
@@ -22,6 +24,7 @@ import {
   SimpleFileLogStore,
   type StorageKind,
   StoreLockedError,
+  ValueEncoding,
 } from "./mod.ts";
 import { entryPayload, payloadMatches } from "./testdata/payload.ts";
 import { LEGACY_CLUSTER_ID_KEY } from "./kv_core.ts";
@@ -362,6 +365,42 @@ for (const { kind, disk } of BACKENDS) {
         assert.equal(rows.length, 500);
         assert.ok(rows.every((r) => r.endsWith("=old")), "snapshot saw writes made after it");
       });
+    });
+  });
+
+  Deno.test(`${kind}: the applied index keeps the position of its entry's last user-key change (across a reopen); a restore does not know it`, async () => {
+    await withStorage(kind, async (st, reopen) => {
+      let sm = st.sm;
+      const check = async (index: number, lastChange: number | undefined, what: string) => {
+        assert.equal(sm.appliedIndex(), index, what);
+        assert.equal(sm.appliedLastChange(), lastChange, what);
+        if (!disk) return;
+        sm = (await reopen()).sm;
+        assert.equal(sm.appliedIndex(), index, `${what}, reopened`);
+        assert.equal(sm.appliedLastChange(), lastChange, `${what}, reopened`);
+      };
+      const put = (k: string) => encodeCommand(putCommand(b(k), b("v")));
+      assert.equal(sm.appliedLastChange(), undefined, "a new state");
+      // A batch entry whose last command is a delete: its position.
+      await applyCmds(sm, 1, [
+        encodeBatch([put("a"), put("b"), encodeCommand(deleteCommand(b("c")))]),
+      ]);
+      await check(1, 2, "a batch entry");
+      // The last command changed nothing (a failed check): the one before it.
+      const failing = atomicCommand([{ key: b("nope"), versionstamp: makeVersionstamp(1) }], [
+        { type: "set", key: b("z"), value: b("1"), encoding: ValueEncoding.BYTES },
+      ]);
+      await applyCmds(sm, 2, [encodeBatch([put("d"), encodeCommand(failing)])]);
+      await check(2, 0, "a batch entry ending with a failed atomic");
+      // The last entry of an apply changed nothing (a no-op after a put): none.
+      await applyCmds(sm, 3, [put("e"), new Uint8Array(0)]);
+      await check(4, -1, "a no-op after a put");
+      await applyCmds(sm, 5, [put("f")]);
+      await check(5, 0, "a single put");
+      // A state restored from a snapshot at 5: the position is not known.
+      const snap = await sm.snapshot();
+      await sm.restore(snap, 5);
+      await check(5, undefined, "restored");
     });
   });
 

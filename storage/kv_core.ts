@@ -7,7 +7,11 @@
  * ## Key layout
  *
  * - `0x01 ++ userKey` → the user record (kv_model.ts: encoding, versionstamp, expiry, value)
- * - `0x00 0x01` → u64 applied index (written in the same batch as the commands it covers)
+ * - `0x00 0x01` → u64 applied index (written in the same batch as the commands it covers), then
+ *   uvarint (1 + the position of the last user-key change of the entry at that index; 0: it changed
+ *   none). Absent (8 bytes only: written by a restore, an import or an earlier version): not known.
+ *   A watch resuming inside that entry after a restart is served only when nothing of it follows
+ *   (server/watch.ts).
  * - `0x00 0x02 ++ …` → the session table of an earlier format (ignored, dropped by snapshots)
  * - `0x00 0x03` → the lsm backend's sync marker of an earlier version (ignored, dropped by snapshots)
  * - `0x00 0x05` → u64 the state machine's clock (ms; the largest command timestamp applied)
@@ -105,6 +109,7 @@ import {
   ValueEncoding,
   VERSIONSTAMP_BYTES,
   versionstampIndex,
+  versionstampPosition,
 } from "./kv_model.ts";
 import type {
   ApplyResult,
@@ -380,10 +385,15 @@ function readBe64(b: Uint8Array, at: number): bigint {
 /** `n` (a non-negative safe integer) as 8 little-endian bytes: the format of ByteWriter.u64. */
 function u64Value(n: number, a: Alloc = HEAP): Uint8Array {
   const out = a(8);
+  putU64le(out, n);
+  return out;
+}
+
+/** Writes `n` (a non-negative safe integer) into `out[0, 8)`, little-endian. */
+function putU64le(out: Uint8Array, n: number): void {
   let lo = n % 0x1_0000_0000, hi = Math.floor(n / 0x1_0000_0000);
   for (let i = 0; i < 4; i++, lo = Math.floor(lo / 256)) out[i] = lo & 0xff;
   for (let i = 4; i < 8; i++, hi = Math.floor(hi / 256)) out[i] = hi & 0xff;
-  return out;
 }
 
 async function readU64(r: StoreReader, key: Uint8Array, what: string): Promise<number> {
@@ -403,6 +413,38 @@ async function readClusterId(r: StoreReader): Promise<string | undefined> {
 /** Reads the applied index recorded in a store. */
 export function readAppliedIndex(r: StoreReader): Promise<number> {
   return readU64(r, APPLIED_KEY, "applied index");
+}
+
+/** Reads the position of the last user-key change of the entry at the applied index recorded in
+ * a store: -1 when it changed none, undefined when not recorded (see the key layout). */
+export async function readAppliedLastChange(r: StoreReader): Promise<number | undefined> {
+  const v = await r.get(APPLIED_KEY);
+  return v ? decodeAppliedLastChange(v) : undefined;
+}
+
+/** The largest position of a command in an entry. */
+const MAX_POSITION = 0xfffe;
+
+/** The last-change position of an applied-index record (see {@link readAppliedLastChange}). */
+export function decodeAppliedLastChange(v: Uint8Array): number | undefined {
+  const rd = new ByteReader(v, "applied index");
+  rd.u64();
+  if (rd.remaining === 0) return undefined;
+  const n = rd.uvarint();
+  if (rd.remaining !== 0 || n > MAX_POSITION + 1) {
+    throw new DecodeError("applied index", "bad last-change position");
+  }
+  return n - 1;
+}
+
+/** The applied-index record: `index`, and the position of the last user-key change of that
+ * entry (-1: none; undefined: not known, the format of an earlier version). */
+function appliedValue(index: number, lastChange: number | undefined, a: Alloc = HEAP): Uint8Array {
+  if (lastChange === undefined) return u64Value(index, a);
+  const out = a(8 + varintLength(lastChange + 1));
+  putU64le(out, index);
+  putVarint(out, 8, lastChange + 1);
+  return out;
 }
 
 /**
@@ -632,6 +674,9 @@ export interface PreparedBatch {
   results: EntryResult[];
   /** The user-key changes, in commit order. */
   changes: KvChange[];
+  /** The position of the last user-key change of the batch's last entry (-1: it changed none),
+   * recorded with the applied index. */
+  lastChange: number;
   /** Installs the batch's cached state; call after the ops are written. */
   commit(): void;
 }
@@ -655,9 +700,10 @@ export class KvCore {
     return new KvCore();
   }
 
-  /** The write that records `index` as applied (for a restore). */
-  static appliedOp(index: number): StoreOp {
-    return { type: "put", key: APPLIED_KEY, value: u64Value(index) };
+  /** The write that records `index` as applied (for a restore: the position of that entry's
+   * last change is not known, unless given as `lastChange`, -1: none). */
+  static appliedOp(index: number, lastChange?: number): StoreOp {
+    return { type: "put", key: APPLIED_KEY, value: appliedValue(index, lastChange) };
   }
 
   /** Loads the clock and the order of last use of the sessions (from their records). */
@@ -747,7 +793,13 @@ export class KvCore {
       const r = b.applyOne(c);
       results.push(r instanceof Promise ? await r : r);
     }
-    if (cmds.length > 0) p.put(APPLIED_KEY, u64Value(cmds[cmds.length - 1].index, scratch));
+    // The changes are in commit order: the last one is of the last entry if it changed any.
+    const lastIndex = cmds.length > 0 ? cmds[cmds.length - 1].index : 0;
+    const lastVs = b.changes.length > 0 ? b.changes[b.changes.length - 1].versionstamp : undefined;
+    const lastChange = lastVs && versionstampIndex(lastVs) === lastIndex
+      ? versionstampPosition(lastVs)
+      : -1;
+    if (cmds.length > 0) p.put(APPLIED_KEY, appliedValue(lastIndex, lastChange, scratch));
     if (!this.#formatWritten) p.put(FORMAT_KEY, new Uint8Array([RECORD_FORMAT]));
     if (b.clock !== this.#clock) p.put(CLOCK_KEY, u64Value(b.clock, scratch));
     if (b.count !== count) p.put(SESSION_COUNT_KEY, u64Value(b.count, scratch));
@@ -755,6 +807,7 @@ export class KvCore {
       ops: p.ops(),
       results,
       changes: b.changes,
+      lastChange,
       commit: () => {
         this.#formatWritten = true;
         this.#clock = b.clock;

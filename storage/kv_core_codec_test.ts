@@ -5,7 +5,17 @@
 import assert from "node:assert/strict";
 import { Prng } from "../raft/sim/prng.ts";
 import { ByteWriter } from "./bytes.ts";
-import { decodeSession, encodeSession, sessionKey } from "./kv_core.ts";
+import {
+  APPLIED_KEY,
+  decodeAppliedLastChange,
+  decodeSession,
+  encodeSession,
+  KvCore,
+  readAppliedIndex,
+  readAppliedLastChange,
+  sessionKey,
+} from "./kv_core.ts";
+import { DecodeError } from "./errors.ts";
 import type { SessionInfo } from "./kv_state_machine.ts";
 import {
   makeVersionstamp,
@@ -153,4 +163,41 @@ Deno.test("property: versionstampIndex reads the u64 index as Number() of the Bi
     assert.equal(versionstampIndex(vs), want);
   }
   assert.equal(versionstampIndex(makeVersionstamp(2 ** 53 - 1)), 2 ** 53 - 1);
+});
+
+Deno.test("the applied-index record: the index as u64 (what earlier versions read), then 1 + the last change's position; 8 bytes (an earlier version, a restore) is not known", async () => {
+  const store = (v: Uint8Array) => ({
+    get: (k: Uint8Array) =>
+      Promise.resolve(k.length === 2 && k[0] === 0 && k[1] === 1 ? v : undefined),
+    scan: () => (async function* () {})(),
+  });
+  const le = (n: number, ...tail: number[]) => {
+    const w = new ByteWriter(16);
+    w.u64(n);
+    return new Uint8Array([...w.finish(), ...tail]);
+  };
+  for (
+    const [index, lastChange] of [[7, undefined], [7, -1], [2 ** 40 + 3, 0], [9, 4095], [
+      9,
+      0xfffe,
+    ]] as const
+  ) {
+    const op = KvCore.appliedOp(index, lastChange);
+    assert.deepEqual(op.key, APPLIED_KEY);
+    assert.ok(op.type === "put");
+    // The first 8 bytes are the u64 of the format before (readAppliedIndex is unchanged).
+    assert.deepEqual(op.value.subarray(0, 8), le(index));
+    assert.equal(
+      op.value.length,
+      lastChange === undefined
+        ? 8
+        : 8 + (lastChange + 1 < 128 ? 1 : lastChange + 1 < 16384 ? 2 : 3),
+    );
+    assert.equal(await readAppliedIndex(store(op.value)), index);
+    assert.equal(await readAppliedLastChange(store(op.value)), lastChange);
+  }
+  assert.equal(await readAppliedLastChange(store(le(5))), undefined, "the earlier format");
+  assert.throws(() => decodeAppliedLastChange(le(5, 1, 0)), DecodeError, "trailing bytes");
+  assert.throws(() => decodeAppliedLastChange(le(5, 0x80)), DecodeError, "a torn varint");
+  assert.throws(() => decodeAppliedLastChange(le(5, 0x81, 0x80, 0x04)), DecodeError, "> 0xfffe");
 });

@@ -225,6 +225,12 @@ export interface KvStateMachine extends StateMachine {
   /** The earliest expiry time in the expiry index (ms), or undefined: nothing expires. May be a
    * time whose key was overwritten since (a sweep then only drops the index entry). */
   nextExpiry(): Promise<number | undefined>;
+  /** The position of the last user-key change made by the entry at `appliedIndex()`: -1 when it
+   * changed none, undefined when not known (the state was restored from a snapshot or a backup
+   * at that index, or written by an earlier version). Kept with the applied index, so it is
+   * known after a restart: a watch resuming inside that entry is served when nothing of the
+   * entry follows its position (server/watch.ts). */
+  appliedLastChange(): number | undefined;
   /** Called after every applied batch with the user-key changes it made, in commit order. */
   onChanges?: (changes: KvChange[]) => void;
   /** Called after the whole state was replaced (a Raft snapshot or a backup installed) with the

@@ -35,6 +35,7 @@ import {
   importRecords,
   KvCore,
   readAppliedIndex,
+  readAppliedLastChange,
   type StoreOp,
 } from "./kv_core.ts";
 import type {
@@ -89,6 +90,8 @@ export class LsmStateMachine implements KvStateMachine {
   #gen: number;
   #db: LsmDb;
   #applied: number;
+  /** See {@link KvStateMachine.appliedLastChange}. */
+  #appliedChange: number | undefined;
   #core: KvCore;
   #closed = false;
   /** Serializes apply, snapshot and restore. */
@@ -108,6 +111,7 @@ export class LsmStateMachine implements KvStateMachine {
     gen: number,
     db: LsmDb,
     applied: number,
+    appliedChange: number | undefined,
     core: KvCore,
   ) {
     this.#dir = dir;
@@ -116,6 +120,7 @@ export class LsmStateMachine implements KvStateMachine {
     this.#gen = gen;
     this.#db = db;
     this.#applied = applied;
+    this.#appliedChange = appliedChange;
     this.#core = core;
   }
 
@@ -151,8 +156,9 @@ export class LsmStateMachine implements KvStateMachine {
     db.onBackgroundWork = opts.onBackgroundWork;
     try {
       const applied = await readAppliedIndex(db);
+      const appliedChange = await readAppliedLastChange(db);
       const core = await KvCore.load(db);
-      const sm = new LsmStateMachine(dir, lsmOptions, env, gen, db, applied, core);
+      const sm = new LsmStateMachine(dir, lsmOptions, env, gen, db, applied, appliedChange, core);
       sm.#onWork = opts.onBackgroundWork;
       if (opts.pacer) sm.#pacer = opts.pacer;
       return sm;
@@ -165,6 +171,11 @@ export class LsmStateMachine implements KvStateMachine {
   /** See {@link KvStateMachine.appliedIndex}: what the LSM holds (or will after replay). */
   appliedIndex(): number {
     return this.#applied;
+  }
+
+  /** See {@link KvStateMachine.appliedLastChange}: recorded with the applied index. */
+  appliedLastChange(): number | undefined {
+    return this.#appliedChange;
   }
 
   /** Runs `fn` after every earlier apply/snapshot/restore has finished. */
@@ -191,6 +202,7 @@ export class LsmStateMachine implements KvStateMachine {
     await this.#db.write(batch.ops, { sync: false });
     batch.commit();
     this.#applied = cmds[cmds.length - 1].index;
+    this.#appliedChange = batch.lastChange;
     this.#applies += cmds.length;
     if (batch.changes.length > 0) this.onChanges?.(batch.changes);
     return batch.results;
@@ -403,6 +415,7 @@ export class LsmStateMachine implements KvStateMachine {
     this.#db = db;
     this.#gen = gen;
     this.#applied = index;
+    this.#appliedChange = await readAppliedLastChange(db);
     this.#core = await KvCore.load(db);
     this.#restores++;
     this.onReset?.(index);

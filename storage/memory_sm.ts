@@ -14,6 +14,7 @@ import {
   importRecords,
   KvCore,
   readAppliedIndex,
+  readAppliedLastChange,
   type StoreOp,
   type StoreRange,
   USER_LO,
@@ -102,6 +103,8 @@ export class MemoryStateMachine implements KvStateMachine {
   protected core: KvCore = KvCore.empty();
   /** The last applied index. */
   protected applied = 0;
+  /** See {@link KvStateMachine.appliedLastChange}. */
+  protected appliedChange: number | undefined;
   #closed = false;
   #applies = 0;
   /** Serializes apply and restore. */
@@ -111,6 +114,7 @@ export class MemoryStateMachine implements KvStateMachine {
   protected async installStore(store: MemoryStore): Promise<void> {
     const core = await KvCore.load(store);
     this.applied = await readAppliedIndex(store);
+    this.appliedChange = await readAppliedLastChange(store);
     this.store = store;
     this.core = core;
   }
@@ -130,6 +134,11 @@ export class MemoryStateMachine implements KvStateMachine {
     return this.applied;
   }
 
+  /** See {@link KvStateMachine.appliedLastChange}. */
+  appliedLastChange(): number | undefined {
+    return this.appliedChange;
+  }
+
   /** Applies commands (see kv_state_machine.ts for the results). */
   apply(cmds: ApplyCommand[]): Promise<EntryResult[]> {
     return this.serial(() => this.applyBatch(cmds));
@@ -142,6 +151,7 @@ export class MemoryStateMachine implements KvStateMachine {
     this.store.write(batch.ops);
     batch.commit();
     this.applied = cmds[cmds.length - 1].index;
+    this.appliedChange = batch.lastChange;
     this.#applies += cmds.length;
     if (batch.changes.length > 0) this.onChanges?.(batch.changes);
     return batch.results;

@@ -27,10 +27,11 @@ const segmentLsm: Backend = {
   logDir: "/node/wal",
   atomicSync: true,
   openLog: (env) => SegmentLogStore.open("/node/wal", { env, segmentBytes: 8192 }),
-  openSm: (env) =>
+  openSm: (env, onFailure) =>
     LsmStateMachine.open("/node/sm", {
       env,
       lsm: { memtableBytes: 4096, targetFileBytes: 8192, l0CompactionTrigger: 2 },
+      onFailure,
     }),
 };
 

@@ -5,9 +5,12 @@
  * index, so after a crash the driver replays the log from there.
  *
  * ```json
- * { "version": 2, "appliedIndex": 42,
+ * { "version": 2, "appliedIndex": 42, "appliedLastChange": 3,
  *   "records": [["<store key base64>", "<value base64>"]] }
  * ```
+ *
+ * `appliedLastChange` is the position of the last user-key change of the entry at `appliedIndex`
+ * (-1: none; absent: not known, as in files of an earlier version; see kv_core.ts).
  *
  * The records are the store of kv_core.ts (user keys under `0x01`, sessions and the clock under
  * `0x00`). Version 1 files (`data` of user keys, `sessions` of unregistered client ids) are read:
@@ -35,6 +38,7 @@ interface StateJsonV1 {
 interface StateJson {
   version: 2;
   appliedIndex: number;
+  appliedLastChange?: number;
   records: Array<[string, string]>;
 }
 
@@ -71,7 +75,14 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
         } else {
           throw new Error(`unknown version ${(st as { version: unknown }).version}`);
         }
-        ops.push(KvCore.appliedOp(st.appliedIndex));
+        const lastChange = st.version === 2 ? st.appliedLastChange : undefined;
+        if (
+          lastChange !== undefined &&
+          !(Number.isInteger(lastChange) && lastChange >= -1 && lastChange < 0xffff)
+        ) {
+          throw new Error(`appliedLastChange ${lastChange}`);
+        }
+        ops.push(KvCore.appliedOp(st.appliedIndex, lastChange));
         // A state file of an older version holds raw values: they become bytes records.
         store.write(upgradeLegacyOps(ops, st.appliedIndex));
       } catch (e) {
@@ -111,6 +122,7 @@ export class SimpleFileStateMachine extends MemoryStateMachine {
       records.push([toBase64(k), toBase64(v)]);
     }
     const st: StateJson = { version: 2, appliedIndex: this.applied, records };
+    if (this.appliedChange !== undefined) st.appliedLastChange = this.appliedChange;
     writeFileAtomic(
       this.#env,
       this.#dir,

@@ -43,8 +43,9 @@ export interface Backend {
   name: string;
   /** Opens the log. */
   openLog(env: Env): Promise<LogStore>;
-  /** Opens the state machine. */
-  openSm(env: Env): Promise<KvStateMachine>;
+  /** Opens the state machine; `onFailure` receives its engine's background failures (the lsm
+   * backend's flushes and compactions), which would otherwise be printed. */
+  openSm(env: Env, onFailure: (e: Error) => void): Promise<KvStateMachine>;
   /** The directory whose files a bit flip may hit (the log's). */
   logDir: string;
   /**
@@ -279,11 +280,12 @@ async function workload(
   backend: Backend,
   seed: number,
   steps: number,
+  failures: Error[],
 ): Promise<{ node: Node | null; error: unknown }> {
   let node: Node | null = null;
   try {
     const log = await backend.openLog(env);
-    const sm = await backend.openSm(env);
+    const sm = await backend.openSm(env, (e) => failures.push(e));
     node = new Node(log, sm, new Prng(seed));
     node.acked = view(log);
     node.inFlight = node.acked;
@@ -311,8 +313,10 @@ export async function countOps(
       return undefined;
     };
   }
-  const { error } = await workload(env, backend, seed, steps);
+  const failures: Error[] = [];
+  const { error } = await workload(env, backend, seed, steps, failures);
   if (error) throw error;
+  assert.deepEqual(failures, [], "background failures in the fault-free run");
   return env.opCount;
 }
 
@@ -333,8 +337,13 @@ export async function powerLossRun(
   } else {
     env.crashAtOp(at);
   }
-  const { node, error } = await workload(env, backend, seed, steps);
+  const failures: Error[] = [];
+  const { node, error } = await workload(env, backend, seed, steps, failures);
   const ops = env.opCount;
+  // The engine fails in the background only through the injected fault.
+  for (const f of failures) {
+    if (!isEio(f) && !isCrash(f)) throw new Error(`background failure: ${f}`, { cause: f });
+  }
   if (error === undefined) {
     // The run finished before its fault point (the LSM engine's background work can shift the
     // numbering between runs of one seed): power is lost at the end instead.
@@ -399,7 +408,9 @@ async function recover(
       );
     }
   }
-  const sm = await backend.openSm(env);
+  // No fault is injected after the power loss: the recovered engine must not fail.
+  const failures: Error[] = [];
+  const sm = await backend.openSm(env, (e) => failures.push(e));
   const node = new Node(log, sm, new Prng(seed ^ 0x5bd1e995));
   if (before) {
     for (const [k, v] of before.modelAt) node.modelAt.set(k, v);
@@ -429,6 +440,7 @@ async function recover(
   for (let i = 0; i < 3; i++) await node.step();
   const end = view(log);
   await sm.close();
+  assert.deepEqual(failures, [], "background failures after recovery");
   await log.close();
   const again = await backend.openLog(env);
   assert.ok(sameView(end, view(again)), "clean reopen after recovery");
