@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BlockCache } from "./cache.ts";
+import { BlockCache, POOL_MAX } from "./cache.ts";
 
 Deno.test("block cache evicts least recently used blocks beyond its byte capacity", () => {
   const c = new BlockCache(300);
@@ -35,21 +35,32 @@ Deno.test("block cache charges a block the whole buffer it lives in and recycles
   assert.equal(c.takeBuffer(), undefined);
 });
 
-Deno.test("block cache release frees unpinned blocks and pool buffers at once, never pinned ones", () => {
-  const c = new BlockCache(3000, 1000);
-  const plain = new Uint8Array(new ArrayBuffer(1000), 0, 100);
-  const pinned = new Uint8Array(new ArrayBuffer(1000), 0, 100);
-  const evicted = new Uint8Array(new ArrayBuffer(1000), 0, 100);
-  c.set(BlockCache.key(1, 0), evicted);
-  c.set(BlockCache.key(1, 1), plain);
-  c.set(BlockCache.key(1, 2), pinned);
-  c.pin(pinned);
-  c.set(BlockCache.key(1, 3), new Uint8Array(new ArrayBuffer(1000), 0, 100)); // evicts `evicted`
+Deno.test("block cache frees evicted buffers beyond its pool at once, and everything at release", () => {
+  const c = new BlockCache(4 * 1000, 1000);
+  const blocks: Uint8Array[] = [];
+  for (let i = 0; i < 4; i++) {
+    blocks.push(new Uint8Array(new ArrayBuffer(1000), 0, 100));
+    c.set(BlockCache.key(1, i), blocks[i]);
+  }
+  const odd = new Uint8Array(new ArrayBuffer(3000), 0, 2500); // not a pool buffer's size
+  c.set(BlockCache.key(2, 0), odd); // evicts blocks 0..2: recycled
+  assert.equal(c.size, 4000);
+  assert.equal(blocks[0].buffer.byteLength, 1000, "an evicted pool-size buffer is recycled");
+  c.evictFile(2);
+  assert.equal(odd.buffer.byteLength, 0, "an evicted buffer the pool cannot take is freed now");
+  const big = new BlockCache(1000 * (POOL_MAX + 4), 1000);
+  const many: Uint8Array[] = [];
+  for (let i = 0; i < POOL_MAX + 4; i++) {
+    many.push(new Uint8Array(new ArrayBuffer(1000), 0, 100));
+    big.set(BlockCache.key(3, i), many[i]);
+  }
+  big.evictFile(3);
+  assert.equal(big.size, 0);
+  assert.equal(many.filter((b) => b.buffer.byteLength === 0).length, 4, "beyond the pool: freed");
   c.release();
   assert.equal(c.size, 0);
-  assert.equal(c.get(BlockCache.key(1, 1)), undefined);
-  assert.equal(plain.buffer.byteLength, 0, "an unpinned block's memory is freed");
-  assert.equal(evicted.buffer.byteLength, 0, "a recycled pool buffer is freed");
-  assert.equal(pinned.length, 100, "a block an iterator may hold stays readable");
+  assert.equal(c.get(BlockCache.key(1, 3)), undefined);
+  assert.equal(blocks[3].buffer.byteLength, 0, "a cached block's memory is freed");
+  assert.equal(blocks[0].buffer.byteLength, 0, "a recycled pool buffer is freed");
   assert.equal(c.takeBuffer(), undefined);
 });

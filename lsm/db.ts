@@ -42,7 +42,7 @@ import { LevelIterator } from "./level_iterator.ts";
 import { DirLock } from "./lock.ts";
 import { readLog } from "./log_reader.ts";
 import { LogWriter } from "./log_writer.ts";
-import { Memtable, type MemtableBuffers } from "./memtable.ts";
+import { freeMemtableBuffers, Memtable, type MemtableBuffers } from "./memtable.ts";
 import { type LsmOptions, type ResolvedOptions, resolveOptions } from "./options.ts";
 import { TableReader, TOMBSTONE } from "./sstable_reader.ts";
 import { TableWriter } from "./sstable_writer.ts";
@@ -268,6 +268,12 @@ interface SyncGroup {
   /** First sequence number of the group's first write (every later write is above it). */
   seq: number;
 }
+
+/**
+ * Zeros written into a prepared WAL (never written to: its pages stay unallocated), one buffer
+ * for every preparation instead of a new 1 MiB one each time.
+ */
+const walZeros = new Uint8Array(1 << 20);
 
 /** A new, empty sync group whose first write starts at `seq`. */
 function newSyncGroup(seq: number): SyncGroup {
@@ -559,7 +565,7 @@ export class LsmDb {
     const run = async () => {
       const f = this.env.openSync(path, { write: true, create: true, truncate: true });
       try {
-        const zeros = new Uint8Array(Math.min(size, 1 << 20));
+        const zeros = walZeros.subarray(0, Math.min(size, walZeros.length));
         for (let done = 0; done < size; done += zeros.length) {
           writeFully(f, zeros.subarray(0, Math.min(zeros.length, size - done)));
           await this.yieldNow();
@@ -595,8 +601,10 @@ export class LsmDb {
    * in place), reusing the arrays of the last flushed memtable when there are some.
    */
   private newMemtable(): Memtable {
+    // Sized for a full memtable up front (untouched pages cost nothing): growing by doubling
+    // would copy and leave ~1.5x its size in dead arrays until a full garbage collection.
     const m = new Memtable(
-      64 * 1024,
+      this.opts.memtableBytes,
       this.opts.memtableBytes,
       this.opts.backgroundWorker,
       this.spareMem,
@@ -1738,6 +1746,11 @@ export class LsmDb {
       for (const t of this.tables.values()) t.close();
       this.tables.clear();
       this.cache.release();
+      // No read runs after close: the memtables' memory goes now (or, shared, at the next GC).
+      for (const m of [this.mem, ...this.imms]) m.dispose();
+      this.imms = [];
+      if (this.spareMem !== undefined) freeMemtableBuffers(this.spareMem);
+      this.spareMem = undefined;
       this.channel.port1.close();
       this.channel.port2.close();
       for (const r of this.yieldResolvers) r();

@@ -69,6 +69,18 @@ export interface MemtableBuffers {
   shared: boolean;
 }
 
+/**
+ * Frees a retired memtable's arrays now when they are not shared (a transfer detaches them and
+ * drops their memory); shared ones are freed by the garbage collector once unreferenced.
+ */
+export function freeMemtableBuffers(b: MemtableBuffers): void {
+  if (b.shared) return;
+  for (const a of [b.arena, b.nodes, b.filter]) {
+    const ab = a?.buffer as ArrayBuffer | undefined;
+    if (ab !== undefined && !ab.detached) ab.transfer(0);
+  }
+}
+
 function newBytes(n: number, shared: boolean): Uint8Array {
   return new Uint8Array(shared ? new SharedArrayBuffer(n) : new ArrayBuffer(n));
 }
@@ -103,7 +115,9 @@ export class Memtable {
   readers = 0;
 
   /**
-   * @param initialArena initial arena capacity in bytes
+   * @param initialArena initial arena capacity in bytes (the node array gets as many bytes); a
+   *   new array's pages take memory only once written, so a capacity the memtable may reach
+   *   costs nothing up front and saves the copies (and dead arrays) of growing
    * @param capacityBytes expected size when full; sizes the key filter (about
    *   1/16 of it, at least 256 bytes); 0 disables the filter
    * @param shared allocate the arrays on SharedArrayBuffers
@@ -128,7 +142,7 @@ export class Memtable {
       this.filterMask = bits - 1;
     }
     this.arena = reuse?.arena ?? newBytes(initialArena, shared);
-    this.nodes = reuse?.nodes ?? newInts(Math.max(1024, initialArena >>> 3), shared);
+    this.nodes = reuse?.nodes ?? newInts(Math.max(1024, initialArena >>> 2), shared);
     const hs = this.nodes;
     hs.fill(0, 0, LINKS);
     hs[KIND_H] = MAX_HEIGHT << 8;
@@ -383,6 +397,15 @@ export class Memtable {
     this.entries = 0;
     this.filter = undefined;
     return b;
+  }
+
+  /**
+   * Empties this memtable for good (the database closed: it is never read again) and frees its
+   * arrays at once when they are not shared (shared ones are freed by the garbage collector once
+   * nothing refers to them).
+   */
+  dispose(): void {
+    freeMemtableBuffers(this.releaseBuffers());
   }
 
   /** Rebuilds a read-only memtable from {@linkcode Memtable.exportState} output. */
