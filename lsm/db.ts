@@ -597,8 +597,10 @@ export class LsmDb {
   }
 
   /**
-   * A new active memtable: on shared arrays when a Worker flushes it (read there
-   * in place), reusing the arrays of the last flushed memtable when there are some.
+   * A new active memtable, on ordinary arrays (reusing those of the previous active memtable
+   * when no reader holds them): close() frees them at once. A Worker reads frozen memtables in
+   * place, so with one a memtable moves onto shared arrays when it is frozen ({@linkcode
+   * LsmDb.freeze}).
    */
   private newMemtable(): Memtable {
     // Sized for a full memtable up front (untouched pages cost nothing): growing by doubling
@@ -606,14 +608,25 @@ export class LsmDb {
     const m = new Memtable(
       this.opts.memtableBytes,
       this.opts.memtableBytes,
-      this.opts.backgroundWorker,
+      false,
       this.spareMem,
     );
     this.spareMem = undefined;
     return m;
   }
-  /** Arrays of a flushed memtable that no reader holds, for the next memtable. */
+  /** Ordinary arrays no reader holds, for the next active memtable. */
   private spareMem: MemtableBuffers | undefined;
+  /** Shared arrays of a flushed memtable that no reader holds, for the next frozen one. */
+  private spareShared: MemtableBuffers | undefined;
+
+  /** Freezes the active memtable (moved onto shared arrays when a Worker flushes). */
+  private freeze(m: Memtable): void {
+    if (this.opts.backgroundWorker) {
+      this.spareMem = m.moveToShared(this.spareShared) ?? this.spareMem;
+      this.spareShared = undefined;
+    }
+    this.imms.push(m);
+  }
 
   /** Starts WAL file number `n` for new writes. */
   private openWal(n: number): void {
@@ -924,7 +937,7 @@ export class LsmDb {
     const old = this.wal;
     if (!old) {
       const walNumber = this.mem.walNumber;
-      this.imms.push(this.mem);
+      this.freeze(this.mem);
       this.mem = this.newMemtable();
       this.mem.walNumber = walNumber;
       this.scheduleBackground();
@@ -962,8 +975,7 @@ export class LsmDb {
       }
       throw this.failWal(e);
     }
-    const oldMem = this.mem;
-    this.imms.push(oldMem);
+    this.freeze(this.mem);
     this.mem = this.newMemtable();
     this.mem.walNumber = n;
     old.closeWhenIdle().catch(() => {});
@@ -1408,7 +1420,11 @@ export class LsmDb {
     const obsoleteWals = this.vs.wals.filter((n) => n < nextLog);
     this.vs.logAndApply(edit);
     this.imms.shift();
-    if (m.readers === 0 && !this.closed) this.spareMem = m.releaseBuffers();
+    if (m.readers === 0 && !this.closed) {
+      const b = m.releaseBuffers();
+      if (b.shared) this.spareShared = b;
+      else this.spareMem ??= b;
+    }
     this.counters.flushes++;
     for (const n of obsoleteWals) {
       try {
@@ -1751,6 +1767,7 @@ export class LsmDb {
       this.imms = [];
       if (this.spareMem !== undefined) freeMemtableBuffers(this.spareMem);
       this.spareMem = undefined;
+      this.spareShared = undefined;
       this.channel.port1.close();
       this.channel.port2.close();
       for (const r of this.yieldResolvers) r();

@@ -110,7 +110,10 @@ export class Memtable {
   private filterMask = 0;
 
   /** Arrays on SharedArrayBuffers (readable by a Worker in place). */
-  readonly shared: boolean;
+  get shared(): boolean {
+    return this.isShared;
+  }
+  private isShared: boolean;
   /** Open iterators of callers that may outlive a flush (scans); see {@linkcode Memtable.releaseBuffers}. */
   readers = 0;
 
@@ -130,7 +133,7 @@ export class Memtable {
     shared = false,
     reuse?: MemtableBuffers,
   ) {
-    this.shared = shared;
+    this.isShared = shared;
     if (reuse !== undefined && reuse.shared !== shared) reuse = undefined;
     if (capacityBytes > 0) {
       let bits = 2048;
@@ -381,6 +384,47 @@ export class Memtable {
       maxSeq: this.maxSeq,
       minSeq: this.minSeq,
     };
+  }
+
+  /**
+   * Moves a frozen memtable onto shared arrays, so that a Worker can read it in place: its
+   * contents are copied into `target` (a flushed memtable's shared arrays, when large enough)
+   * or into new shared arrays. Returns its previous arrays for the next active memtable, or
+   * undefined when a reader (a scan's iterator, which may hold views of them) is open.
+   *
+   * The active memtable lives on ordinary arrays, so that close() can free it at once (shared
+   * memory is only freed by a full garbage collection); the copy (~1 ms per 8 MiB) is made once
+   * per memtable switch.
+   */
+  moveToShared(target: MemtableBuffers | undefined): MemtableBuffers | undefined {
+    if (this.isShared) return undefined;
+    const t = target?.shared ? target : undefined;
+    const arena = t !== undefined && t.arena.length >= this.arenaLen
+      ? t.arena
+      : newBytes(Math.max(this.arena.length, this.arenaLen), true);
+    const nodes = t !== undefined && t.nodes.length >= this.nodesLen
+      ? t.nodes
+      : newInts(this.nodes.length, true);
+    let filter: Int32Array | undefined;
+    if (this.filter !== undefined) {
+      filter = t?.filter !== undefined && t.filter.length === this.filter.length
+        ? t.filter
+        : newInts(this.filter.length, true);
+      filter.set(this.filter);
+    }
+    arena.set(this.arena.subarray(0, this.arenaLen));
+    nodes.set(this.nodes.subarray(0, this.nodesLen));
+    const old: MemtableBuffers = {
+      arena: this.arena,
+      nodes: this.nodes,
+      filter: this.filter,
+      shared: false,
+    };
+    this.arena = arena;
+    this.nodes = nodes;
+    this.filter = filter;
+    this.isShared = true;
+    return this.readers === 0 ? old : undefined;
   }
 
   /**
