@@ -42,7 +42,7 @@ import { LevelIterator } from "./level_iterator.ts";
 import { DirLock } from "./lock.ts";
 import { readLog } from "./log_reader.ts";
 import { LogWriter } from "./log_writer.ts";
-import { Memtable, type MemtableBuffers } from "./memtable.ts";
+import { freeMemtableBuffers, Memtable, type MemtableBuffers } from "./memtable.ts";
 import { type LsmOptions, type ResolvedOptions, resolveOptions } from "./options.ts";
 import { TableReader, TOMBSTONE } from "./sstable_reader.ts";
 import { TableWriter } from "./sstable_writer.ts";
@@ -268,6 +268,12 @@ interface SyncGroup {
   /** First sequence number of the group's first write (every later write is above it). */
   seq: number;
 }
+
+/**
+ * Zeros written into a prepared WAL (never written to: its pages stay unallocated), one buffer
+ * for every preparation instead of a new 1 MiB one each time.
+ */
+const walZeros = new Uint8Array(1 << 20);
 
 /** A new, empty sync group whose first write starts at `seq`. */
 function newSyncGroup(seq: number): SyncGroup {
@@ -559,7 +565,7 @@ export class LsmDb {
     const run = async () => {
       const f = this.env.openSync(path, { write: true, create: true, truncate: true });
       try {
-        const zeros = new Uint8Array(Math.min(size, 1 << 20));
+        const zeros = walZeros.subarray(0, Math.min(size, walZeros.length));
         for (let done = 0; done < size; done += zeros.length) {
           writeFully(f, zeros.subarray(0, Math.min(zeros.length, size - done)));
           await this.yieldNow();
@@ -591,21 +597,36 @@ export class LsmDb {
   }
 
   /**
-   * A new active memtable: on shared arrays when a Worker flushes it (read there
-   * in place), reusing the arrays of the last flushed memtable when there are some.
+   * A new active memtable, on ordinary arrays (reusing those of the previous active memtable
+   * when no reader holds them): close() frees them at once. A Worker reads frozen memtables in
+   * place, so with one a memtable moves onto shared arrays when it is frozen ({@linkcode
+   * LsmDb.freeze}).
    */
   private newMemtable(): Memtable {
+    // Sized for a full memtable up front (untouched pages cost nothing): growing by doubling
+    // would copy and leave ~1.5x its size in dead arrays until a full garbage collection.
     const m = new Memtable(
-      64 * 1024,
       this.opts.memtableBytes,
-      this.opts.backgroundWorker,
+      this.opts.memtableBytes,
+      false,
       this.spareMem,
     );
     this.spareMem = undefined;
     return m;
   }
-  /** Arrays of a flushed memtable that no reader holds, for the next memtable. */
+  /** Ordinary arrays no reader holds, for the next active memtable. */
   private spareMem: MemtableBuffers | undefined;
+  /** Shared arrays of a flushed memtable that no reader holds, for the next frozen one. */
+  private spareShared: MemtableBuffers | undefined;
+
+  /** Freezes the active memtable (moved onto shared arrays when a Worker flushes). */
+  private freeze(m: Memtable): void {
+    if (this.opts.backgroundWorker) {
+      this.spareMem = m.moveToShared(this.spareShared) ?? this.spareMem;
+      this.spareShared = undefined;
+    }
+    this.imms.push(m);
+  }
 
   /** Starts WAL file number `n` for new writes. */
   private openWal(n: number): void {
@@ -916,7 +937,7 @@ export class LsmDb {
     const old = this.wal;
     if (!old) {
       const walNumber = this.mem.walNumber;
-      this.imms.push(this.mem);
+      this.freeze(this.mem);
       this.mem = this.newMemtable();
       this.mem.walNumber = walNumber;
       this.scheduleBackground();
@@ -954,8 +975,7 @@ export class LsmDb {
       }
       throw this.failWal(e);
     }
-    const oldMem = this.mem;
-    this.imms.push(oldMem);
+    this.freeze(this.mem);
     this.mem = this.newMemtable();
     this.mem.walNumber = n;
     old.closeWhenIdle().catch(() => {});
@@ -1400,7 +1420,11 @@ export class LsmDb {
     const obsoleteWals = this.vs.wals.filter((n) => n < nextLog);
     this.vs.logAndApply(edit);
     this.imms.shift();
-    if (m.readers === 0 && !this.closed) this.spareMem = m.releaseBuffers();
+    if (m.readers === 0 && !this.closed) {
+      const b = m.releaseBuffers();
+      if (b.shared) this.spareShared = b;
+      else this.spareMem ??= b;
+    }
     this.counters.flushes++;
     for (const n of obsoleteWals) {
       try {
@@ -1738,6 +1762,12 @@ export class LsmDb {
       for (const t of this.tables.values()) t.close();
       this.tables.clear();
       this.cache.release();
+      // No read runs after close: the memtables' memory goes now (or, shared, at the next GC).
+      for (const m of [this.mem, ...this.imms]) m.dispose();
+      this.imms = [];
+      if (this.spareMem !== undefined) freeMemtableBuffers(this.spareMem);
+      this.spareMem = undefined;
+      this.spareShared = undefined;
       this.channel.port1.close();
       this.channel.port2.close();
       for (const r of this.yieldResolvers) r();

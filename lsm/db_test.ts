@@ -332,7 +332,35 @@ Deno.test("a scan stays correct while point lookups churn a tiny block cache", a
     }
     assert.equal(n, 3000);
     assert.ok(db.stats().cacheMisses > 1000);
+    // Reverse scans re-open blocks (seekLT): the same churn under them.
+    let prev = 3000;
+    for await (const [k, v] of db.scan({ reverse: true })) {
+      const i = Number(s(k)!.slice(1));
+      assert.equal(i, prev - 1);
+      assert.equal(s(v), val(i));
+      prev = i;
+      for (let j = 0; j < 3; j++) {
+        const r = (i * 104729 + j * 7919) % 3000;
+        assert.equal(s(await db.get(`k${String(r).padStart(5, "0")}`)), val(r));
+      }
+    }
+    assert.equal(prev, 0);
+    assert.ok(db.stats().cacheBytes <= 2048, "the cache stays within its budget");
     await db.close();
+  });
+});
+
+Deno.test("a scan left open across close fails with ClosedError (close freed what it read)", async () => {
+  await withTempDir(async (dir) => {
+    const db = await LsmDb.open(dir, { ...small, backgroundWorker: false });
+    for (let i = 0; i < 500; i++) await db.put(`k${String(i).padStart(4, "0")}`, `v${i}`);
+    await db.flush();
+    for (let i = 0; i < 50; i++) await db.put(`m${i}`, `w${i}`); // also in the memtable
+    assert.equal(s(await db.get("k0001")), "v1"); // a cached block
+    const it = db.scan();
+    assert.equal(s((await it.next()).value![0]), "k0000");
+    await db.close();
+    await assert.rejects(it.next(), ClosedError);
   });
 });
 

@@ -69,6 +69,18 @@ export interface MemtableBuffers {
   shared: boolean;
 }
 
+/**
+ * Frees a retired memtable's arrays now when they are not shared (a transfer detaches them and
+ * drops their memory); shared ones are freed by the garbage collector once unreferenced.
+ */
+export function freeMemtableBuffers(b: MemtableBuffers): void {
+  if (b.shared) return;
+  for (const a of [b.arena, b.nodes, b.filter]) {
+    const ab = a?.buffer as ArrayBuffer | undefined;
+    if (ab !== undefined && !ab.detached) ab.transfer(0);
+  }
+}
+
 function newBytes(n: number, shared: boolean): Uint8Array {
   return new Uint8Array(shared ? new SharedArrayBuffer(n) : new ArrayBuffer(n));
 }
@@ -98,12 +110,17 @@ export class Memtable {
   private filterMask = 0;
 
   /** Arrays on SharedArrayBuffers (readable by a Worker in place). */
-  readonly shared: boolean;
+  get shared(): boolean {
+    return this.isShared;
+  }
+  private isShared: boolean;
   /** Open iterators of callers that may outlive a flush (scans); see {@linkcode Memtable.releaseBuffers}. */
   readers = 0;
 
   /**
-   * @param initialArena initial arena capacity in bytes
+   * @param initialArena initial arena capacity in bytes (the node array gets as many bytes); a
+   *   new array's pages take memory only once written, so a capacity the memtable may reach
+   *   costs nothing up front and saves the copies (and dead arrays) of growing
    * @param capacityBytes expected size when full; sizes the key filter (about
    *   1/16 of it, at least 256 bytes); 0 disables the filter
    * @param shared allocate the arrays on SharedArrayBuffers
@@ -116,7 +133,7 @@ export class Memtable {
     shared = false,
     reuse?: MemtableBuffers,
   ) {
-    this.shared = shared;
+    this.isShared = shared;
     if (reuse !== undefined && reuse.shared !== shared) reuse = undefined;
     if (capacityBytes > 0) {
       let bits = 2048;
@@ -128,7 +145,7 @@ export class Memtable {
       this.filterMask = bits - 1;
     }
     this.arena = reuse?.arena ?? newBytes(initialArena, shared);
-    this.nodes = reuse?.nodes ?? newInts(Math.max(1024, initialArena >>> 3), shared);
+    this.nodes = reuse?.nodes ?? newInts(Math.max(1024, initialArena >>> 2), shared);
     const hs = this.nodes;
     hs.fill(0, 0, LINKS);
     hs[KIND_H] = MAX_HEIGHT << 8;
@@ -370,6 +387,47 @@ export class Memtable {
   }
 
   /**
+   * Moves a frozen memtable onto shared arrays, so that a Worker can read it in place: its
+   * contents are copied into `target` (a flushed memtable's shared arrays, when large enough)
+   * or into new shared arrays. Returns its previous arrays for the next active memtable, or
+   * undefined when a reader (a scan's iterator, which may hold views of them) is open.
+   *
+   * The active memtable lives on ordinary arrays, so that close() can free it at once (shared
+   * memory is only freed by a full garbage collection); the copy (~1 ms per 8 MiB) is made once
+   * per memtable switch.
+   */
+  moveToShared(target: MemtableBuffers | undefined): MemtableBuffers | undefined {
+    if (this.isShared) return undefined;
+    const t = target?.shared ? target : undefined;
+    const arena = t !== undefined && t.arena.length >= this.arenaLen
+      ? t.arena
+      : newBytes(Math.max(this.arena.length, this.arenaLen), true);
+    const nodes = t !== undefined && t.nodes.length >= this.nodesLen
+      ? t.nodes
+      : newInts(this.nodes.length, true);
+    let filter: Int32Array | undefined;
+    if (this.filter !== undefined) {
+      filter = t?.filter !== undefined && t.filter.length === this.filter.length
+        ? t.filter
+        : newInts(this.filter.length, true);
+      filter.set(this.filter);
+    }
+    arena.set(this.arena.subarray(0, this.arenaLen));
+    nodes.set(this.nodes.subarray(0, this.nodesLen));
+    const old: MemtableBuffers = {
+      arena: this.arena,
+      nodes: this.nodes,
+      filter: this.filter,
+      shared: false,
+    };
+    this.arena = arena;
+    this.nodes = nodes;
+    this.filter = filter;
+    this.isShared = true;
+    return this.readers === 0 ? old : undefined;
+  }
+
+  /**
    * Hands this memtable's arrays over to a new memtable; this one must never
    * be read again (no reader, iterator or Worker may still use it).
    */
@@ -383,6 +441,15 @@ export class Memtable {
     this.entries = 0;
     this.filter = undefined;
     return b;
+  }
+
+  /**
+   * Empties this memtable for good (the database closed: it is never read again) and frees its
+   * arrays at once when they are not shared (shared ones are freed by the garbage collector once
+   * nothing refers to them).
+   */
+  dispose(): void {
+    freeMemtableBuffers(this.releaseBuffers());
   }
 
   /** Rebuilds a read-only memtable from {@linkcode Memtable.exportState} output. */

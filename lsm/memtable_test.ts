@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { compareBytes } from "./bytes.ts";
 import { KIND_DELETE, KIND_PUT, MAX_SEQ } from "./internal_key.ts";
 import { Memtable } from "./memtable.ts";
+import { bloomHash } from "./bloom.ts";
 import { b, prng, s } from "./testutil_test.ts";
 
 Deno.test("memtable find returns the newest version visible at a sequence", () => {
@@ -71,4 +72,29 @@ Deno.test("memtable accounts for memory as it grows", () => {
   const before = m.approximateBytes;
   for (let i = 0; i < 1000; i++) m.add(i + 1, KIND_PUT, b("key" + i), new Uint8Array(100));
   assert.ok(m.approximateBytes - before >= 100_000);
+});
+
+Deno.test("moveToShared copies a frozen memtable onto shared arrays, reusing targets", () => {
+  const enc = new TextEncoder();
+  const fill = (m: Memtable) => {
+    for (let i = 0; i < 300; i++) m.add(i + 1, KIND_PUT, enc.encode(`k${i}`), enc.encode(`v${i}`));
+  };
+  const m = new Memtable(1 << 16, 1 << 16);
+  fill(m);
+  const old = m.moveToShared(undefined);
+  assert.ok(m.shared && old !== undefined && !old.shared, "previous arrays handed back");
+  assert.equal(m.entries, 300);
+  const x = m.find(enc.encode("k123"), MAX_SEQ, bloomHash(enc.encode("k123")));
+  assert.ok(x >= 0);
+  assert.equal(new TextDecoder().decode(m.valueOf(x)), "v123");
+  const target = m.releaseBuffers();
+  assert.ok(target.shared);
+  // The next memtable reuses the ordinary arrays, and moves into the shared target.
+  const n = new Memtable(1 << 16, 1 << 16, false, old);
+  fill(n);
+  n.readers++; // a scan holds it: its arrays are not handed back
+  assert.equal(n.moveToShared(target), undefined);
+  const y = n.find(enc.encode("k299"), MAX_SEQ);
+  assert.equal(new TextDecoder().decode(n.valueOf(y)), "v299");
+  assert.equal(n.exportState().arena, target.arena, "the target's arrays are used");
 });

@@ -156,24 +156,26 @@ export class TableReader {
   private getIter: BlockIterator | undefined;
 
   /**
-   * Data block `i` for an iterator: the cached block (pinned: the iterator may
-   * hold it past its eviction) or else read into `buf` (grown when too small;
-   * returned as `[block, buffer]`) without filling the cache, so a scan
-   * neither evicts the point lookups' blocks nor allocates a buffer per block.
+   * Data block `i` for an iterator, in `buf` (grown when too small; returned as
+   * `[block, buffer]`): a copy of the cached block, or else read from disk
+   * without filling the cache. A scan neither evicts the point lookups' blocks
+   * nor allocates a buffer per block, and it never holds a cached block's
+   * buffer, which the cache may then recycle or free as soon as it evicts it.
    */
   iteratorBlock(i: number, buf: Uint8Array): [Uint8Array, Uint8Array] {
     const off = this.blockOffs[i];
+    const size = this.blockSizes[i];
+    const need = size + BLOCK_TRAILER;
+    if (buf.length < need) buf = new Uint8Array(Math.max(need, 8192));
     const c = this.cache;
     if (c !== undefined) {
       const b = c.get(this.number * 4294967296 + off);
       if (b !== undefined) {
-        c.pin(b);
-        return [b, buf];
+        buf.set(b);
+        return [buf.subarray(0, b.length), buf];
       }
     }
-    const need = this.blockSizes[i] + BLOCK_TRAILER;
-    if (buf.length < need) buf = new Uint8Array(Math.max(need, 8192));
-    return [readBlockAt(this.file, this.path, off, this.blockSizes[i], buf), buf];
+    return [readBlockAt(this.file, this.path, off, size, buf), buf];
   }
 
   /** Offset of data block `i`. */
@@ -272,18 +274,16 @@ export class TableIterator extends TwoLevelIterator<BlockIterator> {
   private buf: Uint8Array = new Uint8Array(0);
   private bufBlock = -1;
   private bufData: Uint8Array | undefined;
-  /** An iterator over data block `i` (from the cache, else read into this iterator's buffer). */
+  /** An iterator over data block `i`, in this iterator's buffer (copied from the cache or read). */
   protected openChild(i: number): BlockIterator {
     let data: Uint8Array;
     if (i === this.bufBlock) data = this.bufData!; // reverse scans re-open the same block
     else {
       const [b, buf] = this.t.iteratorBlock(i, this.buf);
       data = b;
-      if (b.buffer === buf.buffer) {
-        this.buf = buf;
-        this.bufBlock = i;
-        this.bufData = b;
-      }
+      this.buf = buf;
+      this.bufBlock = i;
+      this.bufData = b;
     }
     return new BlockIterator(data, this.t.path, this.t.blockOffset(i));
   }
