@@ -105,6 +105,8 @@ export class LatencyHistogram<L extends string = never> {
   readonly #labelNames: readonly L[];
   readonly #bounds: Float64Array;
   readonly #series = new Map<string, Series>();
+  /** The series of a histogram without labels (bound once: observed per batch or request). */
+  #unlabelled: HistogramSeries | undefined;
 
   /** Registers the histogram with `opts.registers`. */
   constructor(opts: LatencyHistogramOptions<L>) {
@@ -118,7 +120,7 @@ export class LatencyHistogram<L extends string = never> {
       }
     }
     // An unlabelled histogram is rendered (zero) before its first observation, as prom-client's.
-    if (this.#labelNames.length === 0) this.series({} as Record<L, string>);
+    if (this.#labelNames.length === 0) this.#unlabelled = this.series({} as Record<L, string>);
     for (const r of opts.registers ?? []) {
       r.registerMetric(this as unknown as Parameters<Registry["registerMetric"]>[0]);
     }
@@ -146,8 +148,9 @@ export class LatencyHistogram<L extends string = never> {
   /** Counts one observation (a histogram without labels). */
   observe(value: number): void;
   observe(a: Record<L, string> | number, value?: number): void {
-    if (typeof a === "number") this.series({} as Record<L, string>).observe(a);
-    else this.series(a).observe(value!);
+    if (typeof a === "number") {
+      (this.#unlabelled ??= this.series({} as Record<L, string>)).observe(a);
+    } else this.series(a).observe(value!);
   }
 
   /** The samples, as a prom-client registry renders them (cumulative buckets). */
