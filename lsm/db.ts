@@ -1587,7 +1587,21 @@ export class LsmDb {
       this.removals.push(tablePath(this.dir, n));
     }
     this.obsoleteTables = keep;
-    if (this.removals.length > 0 && !this.removing) this.removing = this.drainRemovals();
+    this.startRemovals();
+  }
+
+  /**
+   * Starts a removal pass unless one runs. `removing` is cleared in a callback of the pass's
+   * promise, never inside the pass: a pass that ends without yielding would clear it before it
+   * is stored and leave it set for good (no later pass would start). Paths queued while a pass
+   * ends are picked up by the next one.
+   */
+  private startRemovals(): void {
+    if (this.removing || this.removals.length === 0) return;
+    this.removing = this.drainRemovals().finally(() => {
+      this.removing = null;
+      this.startRemovals();
+    });
   }
 
   /**
@@ -1597,20 +1611,16 @@ export class LsmDb {
    * to no version and is removed at the next open ({@link removeObsoleteFiles}).
    */
   private async drainRemovals(): Promise<void> {
-    try {
-      let since = performance.now();
-      while (this.removals.length > 0) {
-        const path = this.removals.shift()!;
-        try {
-          this.env.removeSync(path);
-        } catch { /* ignore */ }
-        if (performance.now() - since >= 4) {
-          await new Promise((r) => setTimeout(r, 0));
-          since = performance.now();
-        }
+    let since = performance.now();
+    while (this.removals.length > 0) {
+      const path = this.removals.shift()!;
+      try {
+        this.env.removeSync(path);
+      } catch { /* ignore */ }
+      if (performance.now() - since >= 4) {
+        await new Promise((r) => setTimeout(r, 0));
+        since = performance.now();
       }
-    } finally {
-      this.removing = null;
     }
   }
 
@@ -1735,7 +1745,7 @@ export class LsmDb {
       while (this.flushRunning || this.compactRunning) {
         await (this.flushRunning ?? this.compactRunning);
       }
-      if (this.removing) await this.removing;
+      while (this.removing) await this.removing;
     } finally {
       this.closed = true;
       this.wakeWaiters();
