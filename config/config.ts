@@ -93,6 +93,11 @@ export interface RaftSettings {
   checkQuorum: boolean;
   /** Applied entries between two state-machine snapshots. */
   snapshotThreshold: number;
+  /**
+   * Applied entry bytes that also trigger a snapshot, once they exceed the last snapshot's size
+   * too (0: entries only). Bounds the log on disk when entries are large batches.
+   */
+  snapshotBytes: number;
   /** Maximum AppendEntries messages in flight per follower. */
   maxInflightMsgs: number;
   /** Maximum bytes of entries in one AppendEntries message. */
@@ -271,6 +276,13 @@ const SECTIONS: Record<string, Record<string, KeySpec>> = {
       min: 1,
       max: 100_000_000,
       doc: "applied entries between snapshots (etcd's snapshot-count default)",
+    },
+    snapshot_bytes: {
+      kind: "int",
+      default: 64 * MIB,
+      min: 0,
+      max: 1024 * 1024 * MIB,
+      doc: "applied log bytes that also trigger a snapshot (at least the last one's size; 0: off)",
     },
     max_inflight_msgs: {
       kind: "int",

@@ -6,7 +6,8 @@
  * `messages` at once, persists entries / hard state / snapshot with ONE `LogStore.sync()`
  * (group commit: every proposal made since the previous pass shares it), sends
  * `persistedMessages`, applies committed entries (resolving waiting proposals by index and
- * term), serves reads, advances, and takes a snapshot every `snapshotThreshold` applied entries.
+ * term), serves reads, advances, and takes a snapshot every `snapshotThreshold` applied entries
+ * (or `snapshotBytes` applied bytes, once above the last snapshot's size).
  *
  * `stop()` closes the transport, the log store and the state machine (the node owns them).
  *
@@ -50,6 +51,13 @@ export interface RaftNodeOptions {
   bootstrapVoters?: NodeId[];
   /** Applied entries since the last snapshot before a new snapshot is taken. */
   snapshotThreshold: number;
+  /**
+   * Applied entry bytes since the last snapshot that also trigger one, once they exceed the last
+   * snapshot's size too (0 or absent: entries only). With many commands per entry the entry
+   * count says little about the log's size; this bounds the log on disk to about the state's
+   * size (at least this many bytes), and a snapshot never serializes more than the log grew.
+   */
+  snapshotBytes?: number;
   /** Logger (default: discard). */
   logger?: Logger;
   /** Called after a ConfChange entry is applied, with the resulting configuration. */
@@ -194,6 +202,10 @@ export class RaftNode {
   private lead: NodeId = NONE;
   private applied: number;
   private snapshotIndex: number;
+  /** Bytes of entries applied since the last snapshot (counted from this process's start). */
+  private appliedBytes = 0;
+  /** The size of the last snapshot taken or installed by this process (0: none yet). */
+  private lastSnapshotBytes = 0;
   private fatal: Error | null = null;
   private syncedTerm: number;
   private syncedVote: NodeId;
@@ -800,6 +812,8 @@ export class RaftNode {
       await this.sm.restore(rd.snapshot.data, meta.index);
       this.applied = meta.index;
       this.snapshotIndex = meta.index;
+      this.appliedBytes = 0;
+      this.lastSnapshotBytes = rd.snapshot.data.length;
       for (const [idx, w] of this.proposals) {
         if (idx <= meta.index) {
           w.reject(new ProposalDroppedError("outcome unknown: superseded by a snapshot"));
@@ -865,6 +879,7 @@ export class RaftNode {
         }
       }
       this.applied = e.index;
+      this.appliedBytes += e.data.length;
       const w = this.proposals.get(e.index);
       if (w) {
         this.proposals.delete(e.index);
@@ -875,15 +890,20 @@ export class RaftNode {
   }
 
   /**
-   * Takes a snapshot in the background when enough entries were applied since the last one.
-   * The processing loop does not wait for it: the state machine captures a consistent view at
-   * `index` at once, serializes it off the loop, and the log is compacted when it is ready.
+   * Takes a snapshot in the background when enough entries (or bytes, see
+   * {@link RaftNodeOptions.snapshotBytes}) were applied since the last one. The processing loop
+   * does not wait for it: the state machine captures a consistent view at `index` at once,
+   * serializes it off the loop, and the log is compacted when it is ready.
    */
   private maybeSnapshot(): void {
     if (this.snapshotRun) return;
     const th = this.opts.snapshotThreshold;
-    if (!(th > 0) || this.applied - this.snapshotIndex < th) return;
+    const bytes = this.opts.snapshotBytes ?? 0;
+    const byEntries = th > 0 && this.applied - this.snapshotIndex >= th;
+    const byBytes = bytes > 0 && this.appliedBytes >= Math.max(bytes, this.lastSnapshotBytes);
+    if (!byEntries && !byBytes) return;
     const index = this.applied;
+    const appliedBytes = this.appliedBytes;
     if (this.sm.appliedIndex() !== index) return;
     // A snapshot received while this pass awaited (messages are stepped meanwhile) may already
     // have compacted the core's log past `index`: it supersedes this one.
@@ -896,10 +916,13 @@ export class RaftNode {
       if (this.stopped || this.fatal || index <= this.snapshotIndex) return;
       this.log.createSnapshot({ meta: { index, term, conf, memberContexts }, data });
       this.snapshotIndex = index;
+      this.appliedBytes = Math.max(0, this.appliedBytes - appliedBytes);
+      this.lastSnapshotBytes = data.length;
       this.logger.info("raft: snapshot taken", {
         id: this.rawNode.raft.id,
         index,
         bytes: data.length,
+        trigger: byEntries ? "entries" : "bytes",
       });
     }).catch((e) => {
       if (!this.stopped) this.logger.warn("raft: snapshot failed", { index, err: String(e) });

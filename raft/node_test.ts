@@ -957,3 +957,52 @@ Deno.test("driver: a restart rebuilds the member contexts from the snapshot and 
     await c.stopAll();
   }
 });
+
+Deno.test("driver: snapshotBytes triggers a snapshot by applied bytes, at least the last snapshot's size", async () => {
+  // With many commands per entry, an entry count says little about the log's size: 100 000
+  // entries of batched 1 KiB puts grew a node's log by gigabytes between snapshots. The state
+  // grows here (distinct keys), so the last snapshot's size soon exceeds snapshotBytes and the
+  // trigger follows it: a snapshot never serializes more than the log grew since the last one.
+  const hub = new Hub();
+  const MIN = 4000;
+  const m = await startMember(hub, 1, [1], undefined, undefined, 1_000_000, {
+    snapshotBytes: MIN,
+  });
+  try {
+    await until(() => m.node.status().role === "leader", "a leader");
+    const v = "x".repeat(200);
+    const bytesAt = new Map<number, number>(); // entry index -> its data's bytes
+    let prevIdx = 0, prevSize = 0, snapshots = 0;
+    const pending = (upTo: number) => {
+      let b = 0;
+      for (const [i, n] of bytesAt) if (i > prevIdx && i <= upTo) b += n;
+      return b;
+    };
+    for (let i = 0; i < 150; i++) {
+      const data = enc(`k${i}=${v}`);
+      await m.node.propose(data);
+      bytesAt.set(m.node.status().applied, data.length);
+      const snapIdx = m.node.status().snapshotIndex;
+      if (snapIdx !== prevIdx) {
+        const due = Math.max(MIN, prevSize);
+        const grown = pending(snapIdx);
+        assert.ok(grown >= due, `snapshot at ${snapIdx} after ${grown} bytes (due at ${due})`);
+        prevIdx = snapIdx;
+        prevSize = m.log.snapshot().data.length;
+        snapshots++;
+      } else {
+        // Taken within a few entries of becoming due (the snapshot itself is asynchronous).
+        const due = Math.max(MIN, prevSize);
+        assert.ok(
+          pending(Infinity) < due + 3 * data.length,
+          `no snapshot after ${pending(Infinity)} bytes`,
+        );
+      }
+    }
+    assert.ok(prevSize > 2 * MIN, `the state outgrew snapshotBytes (${prevSize})`);
+    assert.ok(snapshots >= 3 && snapshots <= 8, `${snapshots} snapshots for ~31 KB of log`);
+    assert.ok(m.log.firstIndex() > 1, "log compacted");
+  } finally {
+    await m.node.stop();
+  }
+});

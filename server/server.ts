@@ -302,6 +302,7 @@ export async function startServerWithHooks(
       transport,
       bootstrapVoters,
       snapshotThreshold: r.snapshotThreshold,
+      snapshotBytes: r.snapshotBytes,
       logger,
       onConfChange: (cc, conf, index) => memberPeers.onConfChange(cc, conf, index),
       onSnapshotRestored: (meta) => memberPeers.onSnapshotRestored(meta),

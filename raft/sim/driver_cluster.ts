@@ -69,6 +69,8 @@ export interface DriverClusterOptions {
   maxSizePerMsg?: number;
   /** Entries applied between snapshots (default 0: never). */
   snapshotThreshold?: number;
+  /** Applied bytes that also trigger a snapshot (default 0: never). */
+  snapshotBytes?: number;
   /** Lease-based reads. */
   leaseRead?: boolean;
   /** Writes proposed with `batch: true` share entries (kv.ts encodeBatch). */
@@ -322,6 +324,7 @@ export class DriverCluster {
       transport: this.#transport(dn, inc),
       bootstrapVoters: bootstrap,
       snapshotThreshold: o.snapshotThreshold ?? 0,
+      snapshotBytes: o.snapshotBytes ?? 0,
       logger: this.#logger(dn, inc),
       clock,
       random: () => dn.rng.float(),

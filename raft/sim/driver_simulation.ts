@@ -90,6 +90,8 @@ interface Profile {
   membership: boolean;
   transferRate: number;
   snapshotThreshold: number;
+  /** Applied bytes that also trigger a snapshot (the driver's snapshotBytes; 0: off). */
+  snapshotBytes: number;
   maxSizePerMsg: number;
   durableStateMachine: boolean;
   leaseRead: boolean;
@@ -136,6 +138,7 @@ function chooseProfile(rng: Prng): Profile {
     membership: rng.chance(0.4),
     transferRate: rng.pick([0, 0, 0.005]),
     snapshotThreshold: rng.pick([3, 5, 10, 30, 0]),
+    snapshotBytes: 0,
     maxSizePerMsg: rng.pick([1, 64, 256, 4096]),
     durableStateMachine: rng.chance(0.3),
     leaseRead: false,
@@ -173,6 +176,8 @@ export async function runDriverSimulation(
   p.maxSessions = xrng.pick([1000, 1000, 4, 2]);
   p.freshSessionShare = xrng.pick([0, 0, 0.3]);
   p.batch = xrng.chance(0.5);
+  // Drawn last from xrng: the earlier parameters of every seed stay what they were.
+  p.snapshotBytes = xrng.pick([0, 0, 64, 512]);
   if (options.heal) p.heal = options.heal;
   if (options.leaseRead !== undefined) p.leaseRead = options.leaseRead;
   const ticks = options.ticks ?? 300;
@@ -183,6 +188,7 @@ export async function runDriverSimulation(
     leaseRead: p.leaseRead,
     batch: p.batch,
     snapshotThreshold: p.snapshotThreshold,
+    snapshotBytes: p.snapshotBytes,
     maxDelay: p.net.maxDelay,
     eioRate: p.eioRate,
     sessionIdleMs: p.sessionIdleMs,
@@ -209,6 +215,7 @@ export async function runDriverSimulation(
     syncMs: p.syncMs,
     smMaxMs: p.smMaxMs,
     snapshotThreshold: p.snapshotThreshold,
+    snapshotBytes: p.snapshotBytes,
     maxSizePerMsg: p.maxSizePerMsg,
     durableStateMachine: p.durableStateMachine,
     leaseRead: p.leaseRead,
