@@ -759,3 +759,111 @@ Deno.test("an SSE watch with wait_ms=0 leaves the event loop free: timers run wh
     await n.close();
   }
 });
+
+/** A sample of the node's metrics: the value of `name` (0 when absent). */
+async function metricValue(n: { metrics: { scrape(): Promise<string> } }, name: string) {
+  const m = new RegExp(`^${name} (\\S+)$`, "m").exec(await n.metrics.scrape());
+  return m ? Number(m[1]) : 0;
+}
+
+Deno.test("an SSE watch whose reader stops reading: the node's queue for it stays bounded, the stream ends with watch_slow_reader, Last-Event-ID resumes; writes and other watchers go on", async () => {
+  const bound = 256 * 1024;
+  const stallMs = 1_000;
+  const n = await startFakeNode(1, {
+    limits: { sendBufferBytes: bound, requestTimeoutMs: stallMs } as Record<string, number>,
+  });
+  const handler = createHttpHandler(n.service, { metrics: n.metrics });
+  const value = "v".repeat(32 * 1024);
+  const puts = 256; // 8 MiB of values, within the history's 16 MiB
+  try {
+    // The slow reader: never reads its body (until the end of the test).
+    const slow = await handler(new Request("http://node/v1/watch?prefix=w/&wait_ms=100"));
+    assert.equal(slow.status, 200);
+    // Another watcher that reads: it gets every change while the slow one stalls.
+    const fast = await handler(new Request("http://node/v1/watch?prefix=w/&wait_ms=100"));
+    const fastRead = readSse(
+      fast,
+      (out) => out.filter((e) => e.event === "change").length >= puts,
+      20_000,
+    );
+    let maxQueued = 0;
+    for (let i = 0; i < puts; i++) {
+      await n.service.put(b(`w/${String(i).padStart(4, "0")}`), b(value));
+      if (i % 16 === 15) {
+        maxQueued = Math.max(maxQueued, await metricValue(n, "gokv_watch_buffered_bytes"));
+      }
+    }
+    const fastEvents = await fastRead;
+    assert.equal(fastEvents.filter((e) => e.event === "change").length, puts);
+    // The slow stream is ended once its reader took nothing for the stall time at the bound.
+    const deadline = Date.now() + 10_000;
+    while (
+      Date.now() < deadline && await metricValue(n, "gokv_watch_slow_readers_total") < 1
+    ) await new Promise((r) => setTimeout(r, 20));
+    maxQueued = Math.max(maxQueued, await metricValue(n, "gokv_watch_buffered_bytes"));
+    // Now read what the node had queued for it: every event up to the bound, then the error.
+    const reader = slow.body!.getReader();
+    let received = 0;
+    const chunks: Uint8Array[] = [];
+    const readDeadline = Date.now() + 10_000;
+    while (Date.now() < readDeadline) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const r = await Promise.race([
+        reader.read(),
+        new Promise<undefined>((res) => timer = setTimeout(() => res(undefined), 2_000)),
+      ]);
+      clearTimeout(timer);
+      if (r === undefined || r.done) break;
+      received += r.value.length;
+      chunks.push(r.value);
+      if (received > 64 * 1024 * 1024) break;
+    }
+    await reader.cancel().catch(() => {});
+    const text = dec.decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+    const blocks = text.split("\n\n").filter((t) => t !== "" && !t.startsWith(":"));
+    const events = blocks.map((block) => {
+      const ev: SseEvent = {};
+      for (const line of block.split("\n")) {
+        const [k, ...rest] = line.split(": ");
+        if (k === "id") ev.id = rest.join(": ");
+        if (k === "event") ev.event = rest.join(": ");
+        if (k === "data") ev.data = JSON.parse(rest.join(": "));
+      }
+      return ev;
+    });
+    const changes = events.filter((e) => e.event === "change");
+    const oneEvent = value.length + 1024;
+    assert.ok(
+      received <= bound + 2 * oneEvent,
+      `the slow reader's stream held ${received} bytes (${changes.length} of ${puts} changes), ` +
+        `bound ${bound}; last event: ${events.at(-1)?.event}`,
+    );
+    assert.equal(events.at(-1)?.event, "error");
+    assert.equal((events.at(-1)!.data as { error: string }).error, "watch_slow_reader");
+    assert.ok(changes.length > 0 && changes.length < puts);
+    assert.ok(maxQueued > 0 && maxQueued <= bound + oneEvent, `queued up to ${maxQueued}`);
+    // Nothing is left queued, and the stream is gone.
+    assert.equal(await metricValue(n, "gokv_watch_buffered_bytes"), 0);
+    // Resuming after the last change received continues with the next write, through the last.
+    const lastId = changes.at(-1)!.id!;
+    const resumed = await handler(
+      new Request("http://node/v1/watch?prefix=w/&wait_ms=100", {
+        headers: { "last-event-id": lastId },
+      }),
+    );
+    assert.equal(resumed.status, 200);
+    const rest = (await readSse(
+      resumed,
+      (out) => out.filter((e) => e.event === "change").length >= puts - changes.length,
+      10_000,
+    )).filter((e) => e.event === "change");
+    const keyOf = (e: SseEvent) => (e.data as { changes: { key: string }[] }).changes[0].key;
+    assert.deepEqual(
+      [...changes, ...rest].map(keyOf),
+      Array.from({ length: puts }, (_, i) => `w/${String(i).padStart(4, "0")}`),
+    );
+  } finally {
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
