@@ -407,15 +407,14 @@ export function createKvConnectHandler(
     allow(subject, "watch", keys);
     const consistency: Consistency = dp.eventual ? "eventual" : "strong";
     // Bounded (server/watch_stream.ts): a frame waits for room in the stream's queue; a reader
-    // that takes nothing meanwhile for the stall time ends the stream (Deno's client opens the
-    // watch again, and its first frame is the keys' current state).
-    let keepAlive: ReturnType<typeof setInterval> | undefined;
+    // that takes nothing meanwhile for the stall time ends the stream (KV Connect has no error
+    // frame; a watch opened again starts with the keys' current state, so nothing is lost).
     const out = streams.stream(() => clearInterval(keepAlive));
     const stop = out.signal;
     // Ends with the node (closing) or the client (the stream's cancel).
     const abort = () => out.end();
     o.closing?.addEventListener("abort", abort, { once: true });
-    keepAlive = setInterval(() => {
+    const keepAlive = setInterval(() => {
       if (out.hasRoom) out.send(watchFrame(new Uint8Array()));
     }, keepAliveMs);
     const changes = o.store.changesAfter?.bind(o.store);
