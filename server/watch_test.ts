@@ -32,6 +32,7 @@ import { startServer } from "./server.ts";
 import { defaultConfig } from "../config/config.ts";
 import { nullLogger } from "../raft/logger.ts";
 import { createHttpHandler } from "./http.ts";
+import { Consistency, encodeRequest, Op } from "../client/protocol.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);
 const dec = new TextDecoder();
@@ -863,6 +864,61 @@ Deno.test("an SSE watch whose reader stops reading: the node's queue for it stay
       Array.from({ length: puts }, (_, i) => `w/${String(i).padStart(4, "0")}`),
     );
   } finally {
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
+
+Deno.test("the client port: a client that pipelines reads and never reads the responses is no longer served at send_buffer_bytes, then disconnected; other clients are served", async () => {
+  const stallMs = 1_000;
+  const n = await startFakeNode(1, {
+    limits: { sendBufferBytes: 256 * 1024, requestTimeoutMs: stallMs } as Record<string, number>,
+  });
+  const big = new Uint8Array(256 * 1024).fill(7);
+  await n.service.put(b("big"), big);
+  const [host, port] = n.address.split(":");
+  const conn = await Deno.connect({ hostname: host, port: Number(port) });
+  let other: Client | undefined;
+  try {
+    // Each batch: a read of the 256 KiB value (its response is what piles up) and one of an
+    // absent 60 KiB key (a small response; it fills the request direction once the node stops
+    // reading).
+    const batch = new Uint8Array([
+      ...encodeRequest({ op: Op.Get, id: 1, key: b("big"), consistency: Consistency.Serializable }),
+      ...encodeRequest({
+        op: Op.Get,
+        id: 2,
+        key: new Uint8Array(60 * 1024).fill(0x61),
+        consistency: Consistency.Serializable,
+      }),
+    ]);
+    // Bounded for the run before the fix, which buffered every response (256 MiB).
+    const maxBatches = 1024;
+    let batches = 0;
+    let failed: unknown;
+    const deadline = Date.now() + 20_000;
+    while (batches < maxBatches && Date.now() < deadline) {
+      try {
+        let off = 0;
+        while (off < batch.length) off += await conn.write(batch.subarray(off));
+      } catch (e) {
+        failed = e;
+        break;
+      }
+      batches++;
+    }
+    assert.ok(
+      failed !== undefined,
+      `the node kept reading: ${batches} batches (${batches / 4} MiB of responses) written`,
+    );
+    // Another client is served meanwhile.
+    other = await Client.connect({ endpoints: [n.address] });
+    assert.equal((await other.get("big"))?.length, big.length);
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+    await other?.close();
     n.service.stopAccepting();
     await n.close();
   }
