@@ -32,6 +32,7 @@ import { startServer } from "./server.ts";
 import { defaultConfig } from "../config/config.ts";
 import { nullLogger } from "../raft/logger.ts";
 import { createHttpHandler } from "./http.ts";
+import { HttpListener } from "./http_listener.ts";
 import { Consistency, encodeRequest, Op } from "../client/protocol.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);
@@ -919,6 +920,55 @@ Deno.test("the client port: a client that pipelines reads and never reads the re
       conn.close();
     } catch { /* closed */ }
     await other?.close();
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
+
+Deno.test("over a real HTTP port: an SSE reader that never reads its socket leaves the node's queue bounded and is ended", async () => {
+  const bound = 256 * 1024;
+  const n = await startFakeNode(1, {
+    limits: {
+      sendBufferBytes: bound,
+      requestTimeoutMs: 1_000,
+      watchHistoryBytes: 128 * 1024 * 1024,
+    } as Record<string, number>,
+  });
+  const http = new HttpListener({
+    listen: "127.0.0.1:0",
+    handler: createHttpHandler(n.service, { metrics: n.metrics }),
+    logger: nullLogger,
+    limits: n.service.limits,
+  });
+  const addr = await http.start();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: addr.port });
+  try {
+    await conn.write(b(`GET /v1/watch?prefix=w/&wait_ms=100 HTTP/1.1\r\nhost: node\r\n\r\n`));
+    const deadline0 = Date.now() + 5_000;
+    while (Date.now() < deadline0 && await metricValue(n, "gokv_watch_streams") < 1) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(await metricValue(n, "gokv_watch_streams"), 1);
+    // 64 MiB of changes: more than the kernel's socket buffers on the way can take.
+    const value = new Uint8Array(256 * 1024).fill(0x76);
+    let maxQueued = 0;
+    for (let i = 0; i < 256; i++) {
+      await n.service.put(b(`w/${i}`), value);
+      maxQueued = Math.max(maxQueued, await metricValue(n, "gokv_watch_buffered_bytes"));
+    }
+    const deadline = Date.now() + 10_000;
+    while (
+      Date.now() < deadline && await metricValue(n, "gokv_watch_slow_readers_total") < 1
+    ) {
+      maxQueued = Math.max(maxQueued, await metricValue(n, "gokv_watch_buffered_bytes"));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await metricValue(n, "gokv_watch_slow_readers_total"), 1);
+    // One event is ~350 KiB of JSON here: the bound plus one event.
+    assert.ok(maxQueued <= bound + 400 * 1024, `queued up to ${maxQueued}`);
+  } finally {
+    conn.close();
+    await http.shutdown();
     n.service.stopAccepting();
     await n.close();
   }
