@@ -394,6 +394,7 @@ class ServerConn {
           // Backpressure on responses: a client that leaves `send_buffer_bytes` of them unread
           // gets no more requests served (those already dispatched still answer).
           if (this.unsent >= this.limits.sendBufferBytes) await this.drained();
+          if (this.closed) break;
           const req = decodeRequest(body);
           if (req.op === Op.Auth) this.authenticate(req);
           else this.dispatch(req, body.length);
