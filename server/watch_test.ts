@@ -966,6 +966,13 @@ Deno.test("over a real HTTP port: an SSE reader that never reads its socket leav
     assert.equal(await metricValue(n, "gokv_watch_slow_readers_total"), 1);
     // One event is ~350 KiB of JSON here: the bound plus one event.
     assert.ok(maxQueued <= bound + 400 * 1024, `queued up to ${maxQueued}`);
+    // Its reader still takes nothing: the ended stream is dropped, its queue freed.
+    const dropped = Date.now() + 10_000;
+    while (Date.now() < dropped && await metricValue(n, "gokv_watch_streams") > 0) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await metricValue(n, "gokv_watch_streams"), 0);
+    assert.equal(await metricValue(n, "gokv_watch_buffered_bytes"), 0);
   } finally {
     conn.close();
     await http.shutdown();
