@@ -74,6 +74,11 @@ export interface NodeLimits {
   watchHistoryEvents: number;
   /** Bytes (keys and values) of the change history a node keeps for watches. */
   watchHistoryBytes: number;
+  /** Bytes a node holds unsent for one reader that does not keep up: an HTTP (Server-Sent
+   * Events) or KV Connect watch stream's queue, a client connection's unwritten responses. A
+   * stream at the bound stops producing (a connection stops reading requests); one whose reader
+   * takes nothing for `requestTimeoutMs` meanwhile is ended (server/watch_stream.ts). */
+  sendBufferBytes: number;
   /** Atomic operations, every front end (Deno's defaults): checks in one operation. */
   atomicChecks: number;
   /** Atomic operations: mutations in one operation. */
@@ -159,7 +164,8 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
     default: 10_000,
     min: 10,
     max: 3_600_000,
-    doc: "a request (first byte, frame, headers, body) stalled this long is dropped",
+    doc: "a request (first byte, frame, headers, body) stalled this long is dropped; " +
+      "so is a reader that takes nothing while send_buffer_bytes are held for it",
   },
   {
     key: "buffered_bytes",
@@ -184,6 +190,15 @@ export const NODE_LIMIT_SPECS: readonly NodeLimitSpec[] = [
     min: 64 * KIB,
     max: 16 * 1024 * MIB,
     doc: "bytes of keys and values in the change history kept for watches",
+  },
+  {
+    key: "send_buffer_bytes",
+    field: "sendBufferBytes",
+    default: 4 * MIB,
+    min: 64 * KIB,
+    max: 1024 * MIB,
+    doc: "bytes held unsent for one slow reader (a watch stream, a client connection); " +
+      "stalled there for request_timeout_ms: the stream is ended (watch_slow_reader)",
   },
   // Atomic operations (every front end: KV Connect, the binary protocol, HTTP): Deno KV's own
   // limits by default (limits.rs), checked once, by the service, before anything is proposed.

@@ -284,6 +284,10 @@ class ServerConn {
   /** The frame buffer's share at the last {@link reconcile}. */
   private lastBuffered = 0;
   private resume: (() => void) | undefined;
+  /** Bytes of the buffer being written that the socket has not taken yet. */
+  private unwritten = 0;
+  /** Wakes {@link drained} when the socket takes bytes. */
+  private wrote: (() => void) | undefined;
   /** Who this connection authenticated as (undefined: no valid token yet). */
   private principal: Principal | undefined;
   /** The request latency series by op, bound on first use (no label hashing per request). */
@@ -387,6 +391,10 @@ class ServerConn {
         }
         frames.push(chunk);
         for (let body = frames.next(); body; body = frames.next()) {
+          // Backpressure on responses: a client that leaves `send_buffer_bytes` of them unread
+          // gets no more requests served (those already dispatched still answer).
+          if (this.unsent >= this.limits.sendBufferBytes) await this.drained();
+          if (this.closed) break;
           const req = decodeRequest(body);
           if (req.op === Op.Auth) this.authenticate(req);
           else this.dispatch(req, body.length);
@@ -417,6 +425,37 @@ class ServerConn {
     }
     await this.writeDone;
     this.close();
+  }
+
+  /** Response bytes not yet taken by the socket. */
+  private get unsent(): number {
+    return this.out.length + this.unwritten;
+  }
+
+  /**
+   * Waits until the unsent responses are below `send_buffer_bytes` (the bound of what a node
+   * holds for one slow reader, as for watch streams: server/watch_stream.ts); a client that
+   * takes nothing for the request timeout meanwhile is disconnected (StalledError).
+   */
+  private async drained(): Promise<void> {
+    const ms = this.limits.requestTimeoutMs;
+    while (!this.closed && this.unsent >= this.limits.sendBufferBytes) {
+      const progressed = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          this.wrote = undefined;
+          resolve(false);
+        }, ms);
+        this.wrote = () => {
+          clearTimeout(timer);
+          this.wrote = undefined;
+          resolve(true);
+        };
+      });
+      if (!progressed && !this.closed) {
+        this.close();
+        throw new StalledError("not reading its responses", ms);
+      }
+    }
   }
 
   private dispatch(req: Request, bytes: number): void {
@@ -475,13 +514,19 @@ class ServerConn {
       while (this.out.length > 0 && !this.closed) {
         const buf = this.out.take();
         let off = 0;
-        while (off < buf.length) off += await this.conn.write(buf.subarray(off));
+        this.unwritten = buf.length;
+        while (off < buf.length) {
+          off += await this.conn.write(buf.subarray(off));
+          this.unwritten = buf.length - off;
+          this.wrote?.();
+        }
         this.out.recycle(buf);
       }
     } catch {
       this.close();
     } finally {
       this.writing = false;
+      this.unwritten = 0;
     }
   }
 
@@ -500,6 +545,7 @@ class ServerConn {
     this.budget.release(this.held);
     this.held = 0;
     this.resume?.();
+    this.wrote?.();
     try {
       this.conn.close();
     } catch { /* already closed */ }

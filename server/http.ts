@@ -74,6 +74,7 @@ import { clusterView, consoleAsset } from "./console.ts";
 import { encodingName, entryJson, parseDuration, parseTxnJson } from "../client/txn_json.ts";
 import { parseVersionstamp, ValueEncoding, versionstampHex } from "../storage/kv_model.ts";
 import type { WatchEvent, WatchPoll, WatchSelector } from "./watch.ts";
+import { SlowReaderError } from "./watch_stream.ts";
 
 /** Header marking a request forwarded by a follower. */
 export const FORWARDED_HEADER = "x-gokv-forwarded";
@@ -434,50 +435,54 @@ export function createHttpHandler(
     // The first poll answers before the stream starts: a bad selection or a compacted history
     // is an HTTP error, not a broken stream.
     const first = await service.watchPoll(sel, { after, waitMs: 0 });
-    const ac = new AbortController();
-    const stream = new ReadableStream<Uint8Array>({
-      start: (ctl) => {
-        const send = (text: string) => ctl.enqueue(enc.encode(text));
-        const emit = (p: WatchPoll) => {
-          if (p.initial) {
-            send(watchEventText("initial", p.initial.versionstamp, {
-              versionstamp: versionstampHex(p.initial.versionstamp),
-              entries: p.initial.entries.map((c) => entryJson(c.key, c.entry)),
-            }));
-          }
-          for (const e of p.events) send(changeText(e));
-          return p.position;
-        };
-        (async () => {
-          let position = emit(first);
-          try {
-            while (!ac.signal.aborted) {
-              const p = await service.watchPoll(sel, {
-                after: position,
-                waitMs,
-                signal: ac.signal,
-              });
-              if (p.events.length === 0 && !ac.signal.aborted) send(": keepalive\n\n");
-              position = emit(p);
+    // Bounded (server/watch_stream.ts): each poll and each event waits for room in the stream's
+    // queue; a reader that takes nothing meanwhile for the stall time ends it (watch_slow_reader).
+    const out = service.watchStreams.stream();
+    const { signal } = out;
+    const send = (text: string) => out.send(enc.encode(text));
+    /** Sends a poll's answer, an event at a time as the queue has room; its position. */
+    const emit = async (p: WatchPoll) => {
+      if (p.initial) {
+        send(watchEventText("initial", p.initial.versionstamp, {
+          versionstamp: versionstampHex(p.initial.versionstamp),
+          entries: p.initial.entries.map((c) => entryJson(c.key, c.entry)),
+        }));
+      }
+      for (const e of p.events) {
+        if (!out.hasRoom) await out.room();
+        if (signal.aborted) break;
+        send(changeText(e));
+      }
+      return p.position;
+    };
+    (async () => {
+      try {
+        let position = await emit(first);
+        while (!signal.aborted) {
+          await out.room();
+          if (signal.aborted) break;
+          const p = await service.watchPoll(sel, { after: position, waitMs, signal });
+          if (p.events.length === 0 && !signal.aborted) send(": keepalive\n\n");
+          position = await emit(p);
+        }
+      } catch (e) {
+        if (!signal.aborted) {
+          const body = e instanceof WatchCompactedError
+            ? { error: "watch_compacted", oldest: e.oldest, message: e.message }
+            : e instanceof SlowReaderError
+            ? {
+              error: "watch_slow_reader",
+              limit: "send_buffer_bytes",
+              max: e.maxBytes,
+              message: e.message,
             }
-          } catch (e) {
-            if (!ac.signal.aborted) {
-              const body = e instanceof WatchCompactedError
-                ? { error: "watch_compacted", oldest: e.oldest, message: e.message }
-                : { error: "unavailable", message: (e as Error).message };
-              try {
-                send(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
-              } catch { /* closed */ }
-            }
-          }
-          try {
-            ctl.close();
-          } catch { /* cancelled */ }
-        })();
-      },
-      cancel: () => ac.abort(),
-    });
-    return new Response(stream, {
+            : { error: "unavailable", message: (e as Error).message };
+          out.end(enc.encode(`event: error\ndata: ${JSON.stringify(body)}\n\n`));
+        }
+      }
+      out.end();
+    })();
+    return new Response(out.readable, {
       status: 200,
       headers: {
         "content-type": "text/event-stream",

@@ -56,6 +56,7 @@ import {
 import type { Consistency, KvService } from "./service.ts";
 import { MutationTypeError } from "../client/errors.ts";
 import { toHex as hex } from "../storage/bytes.ts";
+import { WatchStreams } from "./watch_stream.ts";
 import {
   type AccessCheck,
   type DataPathTokens,
@@ -129,6 +130,9 @@ export interface KvConnectOptions {
   watchPollMs?: number;
   /** How often a watch stream sends a keep-alive frame (ms; default 5 000). */
   watchKeepAliveMs?: number;
+  /** The node's watch streams (bounded queues, server/watch_stream.ts; default: streams of
+   * their own, bounded by `limits`). */
+  watchStreams?: WatchStreams;
 }
 
 /** The data-path operations, named as server/auth.ts `AuthOp` names them. */
@@ -227,6 +231,7 @@ export function createKvConnectHandler(
   const l = o.limits;
   const pollMs = o.watchPollMs ?? 50;
   const keepAliveMs = o.watchKeepAliveMs ?? 5_000;
+  const streams = o.watchStreams ?? new WatchStreams(l);
 
   const metadata = async (req: Request, url: URL, body: Uint8Array | undefined) => {
     const version = negotiateVersion(body);
@@ -401,83 +406,76 @@ export function createKvConnectHandler(
     const keys = w.keys.map((k) => k.key);
     allow(subject, "watch", keys);
     const consistency: Consistency = dp.eventual ? "eventual" : "strong";
-    const stop = new AbortController();
-    const abort = () => stop.abort();
+    // Bounded (server/watch_stream.ts): a frame waits for room in the stream's queue; a reader
+    // that takes nothing meanwhile for the stall time ends the stream (KV Connect has no error
+    // frame; a watch opened again starts with the keys' current state, so nothing is lost).
+    const out = streams.stream(() => clearInterval(keepAlive));
+    const stop = out.signal;
     // Ends with the node (closing) or the client (the stream's cancel).
+    const abort = () => out.end();
     o.closing?.addEventListener("abort", abort, { once: true });
-    let keepAlive: ReturnType<typeof setInterval> | undefined;
-    const stream = new ReadableStream<Uint8Array>({
-      start: (ctl) => {
-        keepAlive = setInterval(() => {
-          try {
-            ctl.enqueue(watchFrame(new Uint8Array()));
-          } catch { /* closed */ }
-        }, keepAliveMs);
-        const changes = o.store.changesAfter?.bind(o.store);
-        (async () => {
-          // The versionstamp each key had in the last frame sent ("" absent, undefined never).
-          let last: (string | undefined)[] = keys.map(() => undefined);
-          let first = true;
-          // This node's change-history position the last read covers (push), if it has one.
-          let position: Uint8Array | undefined;
-          while (!stop.signal.aborted) {
-            let entries: (StoreEntry | null)[];
-            try {
-              // The position first, then the read: a commit between the two wakes the wait.
-              if (changes && position === undefined) {
-                position = await changes(keys, undefined, stop.signal);
-              }
-              // Each frame is one consistent snapshot of every watched key (a strong watch
-              // starts with a barrier; later polls read the node as it is).
-              entries = (await o.store.getMany(keys, {
-                consistency: first ? consistency : "eventual",
-              })).entries;
-            } catch {
-              // Not available right now (restarting, no leader): try again shortly.
-              await sleep(pollMs * 4, stop.signal);
-              continue;
-            }
-            const now = entries.map((e) => e ? hex(e.versionstamp) : "");
-            // Every frame reports every key as changed with its current entry: Deno's client
-            // (2.9.6) reads an unchanged key of a remote watch as deleted, and every client
-            // drops entries whose versionstamp it already has.
-            const out: WatchKeyOutput[] = entries.map((e) =>
-              e ? { changed: true, entryIfChanged: msg(e) } : { changed: true }
-            );
-            if (first || now.some((v, i) => v !== last[i])) {
-              ctl.enqueue(watchFrame(encodeWatchOutput({
-                status: SnapshotReadStatus.Success,
-                keys: out,
-              })));
-              last = now;
-              first = false;
-            }
-            if (!changes) {
-              await sleep(pollMs, stop.signal);
-              continue;
-            }
-            try {
-              position = await changes(keys, position, stop.signal);
-            } catch {
-              // History compacted past the position, node restarting...: start again from now.
-              position = undefined;
-              await sleep(pollMs, stop.signal);
-            }
+    const keepAlive = setInterval(() => {
+      if (out.hasRoom) out.send(watchFrame(new Uint8Array()));
+    }, keepAliveMs);
+    const changes = o.store.changesAfter?.bind(o.store);
+    (async () => {
+      // The versionstamp each key had in the last frame sent ("" absent, undefined never).
+      let last: (string | undefined)[] = keys.map(() => undefined);
+      let first = true;
+      // This node's change-history position the last read covers (push), if it has one.
+      let position: Uint8Array | undefined;
+      while (!stop.aborted) {
+        await out.room();
+        if (stop.aborted) break;
+        let entries: (StoreEntry | null)[];
+        try {
+          // The position first, then the read: a commit between the two wakes the wait.
+          if (changes && position === undefined) {
+            position = await changes(keys, undefined, stop);
           }
-        })().catch(() => {}).finally(() => {
-          clearInterval(keepAlive);
-          o.closing?.removeEventListener("abort", abort);
-          try {
-            ctl.close();
-          } catch { /* already closed */ }
-        });
-      },
-      cancel: () => {
-        clearInterval(keepAlive);
-        stop.abort();
-      },
+          // Each frame is one consistent snapshot of every watched key (a strong watch
+          // starts with a barrier; later polls read the node as it is).
+          entries = (await o.store.getMany(keys, {
+            consistency: first ? consistency : "eventual",
+          })).entries;
+        } catch {
+          // Not available right now (restarting, no leader): try again shortly.
+          await sleep(pollMs * 4, stop);
+          continue;
+        }
+        const now = entries.map((e) => e ? hex(e.versionstamp) : "");
+        // Every frame reports every key as changed with its current entry: Deno's client
+        // (2.9.6) reads an unchanged key of a remote watch as deleted, and every client
+        // drops entries whose versionstamp it already has.
+        const frame: WatchKeyOutput[] = entries.map((e) =>
+          e ? { changed: true, entryIfChanged: msg(e) } : { changed: true }
+        );
+        if (first || now.some((v, i) => v !== last[i])) {
+          out.send(watchFrame(encodeWatchOutput({
+            status: SnapshotReadStatus.Success,
+            keys: frame,
+          })));
+          last = now;
+          first = false;
+        }
+        if (!changes) {
+          await sleep(pollMs, stop);
+          continue;
+        }
+        try {
+          position = await changes(keys, position, stop);
+        } catch {
+          // History compacted past the position, node restarting...: start again from now.
+          position = undefined;
+          await sleep(pollMs, stop);
+        }
+      }
+    })().catch(() => {}).finally(() => {
+      clearInterval(keepAlive);
+      o.closing?.removeEventListener("abort", abort);
+      out.end();
     });
-    return new Response(stream, {
+    return new Response(out.readable, {
       status: 200,
       headers: { "content-type": "application/octet-stream" },
     });

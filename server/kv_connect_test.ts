@@ -16,10 +16,13 @@ import {
   decodeSnapshotReadOutput,
   encodeAtomicWrite,
   encodeSnapshotRead,
+  encodeWatch,
   MutationType,
   ValueEncoding,
 } from "../client/kv_connect_codec.ts";
 import { encodeKey } from "../client/kv_key.ts";
+import { ValueEncoding as StoredEncoding } from "../storage/kv_model.ts";
+import { WatchStreams } from "./watch_stream.ts";
 import { encodeValue } from "../client/kv_value.ts";
 
 const TOKEN = "test-access-token-1234";
@@ -507,5 +510,99 @@ Deno.test("every data-path request is authorized for the token's subject: its op
     assert.ok(seen.some(([, op, n]) => op === "snapshot_read" && n === 1));
   } finally {
     await s.close();
+  }
+});
+
+Deno.test("a watch stream whose reader stops reading: the node's queue for it stays bounded and the stream ends", async () => {
+  const bound = 64 * 1024;
+  const Bytes = StoredEncoding.BYTES;
+  const limits = { ...defaultNodeLimits(), sendBufferBytes: bound, requestTimeoutMs: 500 };
+  const store = new MemoryKvStore();
+  // Counts the watch's reads of its key.
+  let reads = 0;
+  const getMany = store.getMany.bind(store);
+  store.getMany = (keys, opts) => {
+    reads++;
+    return getMany(keys, opts);
+  };
+  const tokens = new DataPathTokens(TOKEN, 60_000);
+  const streams = new WatchStreams(limits);
+  const handler = createKvConnectHandler({
+    store,
+    access: staticAccessCheck(TOKEN),
+    tokens,
+    limits,
+    watchPollMs: 5,
+    watchStreams: streams,
+  });
+  const key = encodeKey(["k"]);
+  const url = new URL("http://node/kv/v3/watch");
+  const body = encodeWatch({ keys: [{ key }] });
+  const res = await handler(
+    new Request(url, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${tokens.issue(store.id, W).token}`,
+        "x-denokv-database-id": store.id,
+        "x-denokv-version": "3",
+      },
+    }),
+    url,
+    body,
+  )!;
+  assert.equal(res.status, 200);
+  try {
+    // 8 MiB of changes of the watched key (60 KiB values), each seen by the watch's poll; its
+    // reader reads nothing.
+    const value = new Uint8Array(60 * 1024).fill(0x78);
+    let maxQueued = 0;
+    for (let i = 0; i < 140 && streams.slowReaders === 0; i++) {
+      value[0] = i;
+      const set = { type: "set" as const, key, value: value.slice(), encoding: Bytes };
+      await store.atomic({ checks: [], mutations: [set] });
+      // Until the watch read the key again (its frame queued), or it stopped at its bound.
+      const reads0 = reads;
+      const seen = Date.now() + 1_000;
+      while (Date.now() < seen && reads === reads0 && streams.bufferedBytes < bound) {
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      maxQueued = Math.max(maxQueued, streams.bufferedBytes);
+    }
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && streams.slowReaders === 0) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // The reader gets the frames queued before the end, then the end.
+    const reader = res.body!.getReader();
+    let received = 0;
+    let ended = false;
+    const readDeadline = Date.now() + 5_000;
+    while (Date.now() < readDeadline && received < 64 * 1024 * 1024) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const r = await Promise.race([
+        reader.read(),
+        new Promise<undefined>((res) => timer = setTimeout(() => res(undefined), 1_000)),
+      ]);
+      clearTimeout(timer);
+      if (r === undefined) break;
+      if (r.done) {
+        ended = true;
+        break;
+      }
+      received += r.value.length;
+    }
+    await reader.cancel().catch(() => {});
+    assert.ok(
+      received <= bound + 64 * 1024,
+      `${received} bytes were queued for a reader that read nothing (bound ${bound}); ` +
+        `ended: ${ended}`,
+    );
+    assert.ok(received > 0 && ended);
+    assert.equal(streams.slowReaders, 1);
+    assert.ok(maxQueued <= bound + 64 * 1024, `queued up to ${maxQueued}`);
+    assert.equal(streams.open, 0);
+    assert.equal(streams.bufferedBytes, 0);
+  } finally {
+    await res.body?.cancel().catch(() => {});
   }
 });

@@ -181,7 +181,7 @@ export async function startServerWithHooks(
     claimMemoryIncarnation(id, dir);
   }
 
-  const ref: { raft?: RaftNode } = {};
+  const ref: { raft?: RaftNode; service?: KvService } = {};
   let storageStats: () => Record<string, unknown> = () => ({});
   const metrics = createServerMetrics({
     raft: () => {
@@ -197,6 +197,7 @@ export async function startServerWithHooks(
       };
     },
     storage: () => storageStats(),
+    watch: () => ref.service?.watchStreams,
   });
 
   // The state machine's engine failing in the background (a flush or compaction: EIO, a worker
@@ -369,6 +370,7 @@ export async function startServerWithHooks(
       clusterId: sm.clusterId() ?? null,
     }),
   });
+  ref.service = service;
 
   service.startExpirySweeper();
   // The cluster id (server/cluster_id.ts): proposed by the leader while the state has none.
@@ -405,6 +407,7 @@ export async function startServerWithHooks(
     authorize: (subject, op, scope) => authorize(subject, op, scope),
     limits: config.limits,
     closing: kvClosing.signal,
+    watchStreams: service.watchStreams,
   });
   // SIGHUP reloads the tokens file (a broken file keeps the tokens in force; it is logged).
   const onHup = () => void auth.reload().catch(() => {});

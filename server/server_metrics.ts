@@ -103,6 +103,8 @@ export interface MetricSources {
   };
   /** Storage statistics (the state machine's `stats()`). */
   storage: () => Record<string, unknown>;
+  /** The watch streams (server/watch_stream.ts `WatchStreams`), when the node has them. */
+  watch?: () => { bufferedBytes: number; open: number; slowReaders: number } | undefined;
 }
 
 const ROUTES: Array<[RegExp, string]> = [
@@ -176,7 +178,16 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
     cacheBytes: gauge("gokv_lsm_block_cache_bytes", "Bytes in the LSM block cache."),
     metaBytes: gauge("gokv_lsm_table_meta_bytes", "Bytes of SSTable index and filter blocks."),
     liveSnapshots: gauge("gokv_lsm_live_snapshots", "LSM snapshots not yet released."),
+    watchBuffered: gauge(
+      "gokv_watch_buffered_bytes",
+      "Bytes queued for watch stream readers (HTTP and KV Connect), not yet taken by them.",
+    ),
+    watchStreams: gauge("gokv_watch_streams", "Open watch streams (HTTP and KV Connect)."),
   };
+  const watchSlow = counter(
+    "gokv_watch_slow_readers_total",
+    "Watch streams ended because their reader took nothing while send_buffer_bytes were queued.",
+  );
   const lsmCounters: Array<[Counter, string, number]> = [
     [counter("gokv_lsm_compactions_total", "Completed LSM compactions."), "compactions", 1],
     [counter("gokv_lsm_flushes_total", "Completed memtable flushes."), "flushes", 1],
@@ -206,6 +217,12 @@ export function createServerMetrics(src: MetricSources): ServerMetrics {
   ];
 
   const sample = () => {
+    const w = src.watch?.();
+    if (w) {
+      g.watchBuffered.set(w.bufferedBytes);
+      g.watchStreams.set(w.open);
+      mirror(watchSlow, w.slowReaders);
+    }
     try {
       const s = src.raft();
       g.term.set(s.term);

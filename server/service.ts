@@ -60,6 +60,7 @@ import {
 } from "../config/limits.ts";
 import { type AddressBook, encodeMemberContext, type MemberAddrs } from "./members.ts";
 import { checkSelector, WatchHub, type WatchPoll, type WatchSelector } from "./watch.ts";
+import { WatchStreams } from "./watch_stream.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 
 /** The Raft status fields the server reads (raft/node.ts `RaftNode.status()`). */
@@ -261,6 +262,8 @@ export class KvService {
 
   /** The change history watches read. */
   readonly watchHub: WatchHub;
+  /** The node's watch streams (HTTP and KV Connect): their bound and what they hold. */
+  readonly watchStreams: WatchStreams;
 
   /** Creates the service. */
   constructor(private readonly o: ServiceOptions) {
@@ -270,6 +273,7 @@ export class KvService {
       maxEvents: this.limits.watchHistoryEvents,
       maxBytes: this.limits.watchHistoryBytes,
     });
+    this.watchStreams = new WatchStreams(this.limits);
   }
 
   /**

@@ -132,6 +132,8 @@ export async function startFakeNode(
   const metrics = createServerMetrics({
     raft: () => ({ term: 1, commit: raft.index, applied: raft.index, isLeader: true, logSize: 0 }),
     storage: () => sm.stats(),
+    // Read at scrape time, after the service exists.
+    watch: () => service.watchStreams,
   });
   const limits = { ...defaultNodeLimits(), ...opts.limits };
   const service = new KvService({ id, raft, sm, book, metrics, requestTimeoutMs: 1000, limits });

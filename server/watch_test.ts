@@ -32,6 +32,8 @@ import { startServer } from "./server.ts";
 import { defaultConfig } from "../config/config.ts";
 import { nullLogger } from "../raft/logger.ts";
 import { createHttpHandler } from "./http.ts";
+import { HttpListener } from "./http_listener.ts";
+import { Consistency, encodeRequest, Op } from "../client/protocol.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);
 const dec = new TextDecoder();
@@ -755,6 +757,225 @@ Deno.test("an SSE watch with wait_ms=0 leaves the event loop free: timers run wh
     assert.ok(ticks >= 3, `${ticks} timer ticks in 3 s of streaming`);
   } finally {
     clearInterval(iv);
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
+
+/** A sample of the node's metrics: the value of `name` (0 when absent). */
+async function metricValue(n: { metrics: { scrape(): Promise<string> } }, name: string) {
+  const m = new RegExp(`^${name} (\\S+)$`, "m").exec(await n.metrics.scrape());
+  return m ? Number(m[1]) : 0;
+}
+
+Deno.test("an SSE watch whose reader stops reading: the node's queue for it stays bounded, the stream ends with watch_slow_reader, Last-Event-ID resumes; writes and other watchers go on", async () => {
+  const bound = 256 * 1024;
+  const stallMs = 1_000;
+  const n = await startFakeNode(1, {
+    limits: { sendBufferBytes: bound, requestTimeoutMs: stallMs } as Record<string, number>,
+  });
+  const handler = createHttpHandler(n.service, { metrics: n.metrics });
+  const value = "v".repeat(32 * 1024);
+  const puts = 256; // 8 MiB of values, within the history's 16 MiB
+  try {
+    // The slow reader: never reads its body (until the end of the test).
+    const slow = await handler(new Request("http://node/v1/watch?prefix=w/&wait_ms=100"));
+    assert.equal(slow.status, 200);
+    // Another watcher that reads: it gets every change while the slow one stalls.
+    const fast = await handler(new Request("http://node/v1/watch?prefix=w/&wait_ms=100"));
+    const fastRead = readSse(
+      fast,
+      (out) => out.filter((e) => e.event === "change").length >= puts,
+      20_000,
+    );
+    let maxQueued = 0;
+    for (let i = 0; i < puts; i++) {
+      await n.service.put(b(`w/${String(i).padStart(4, "0")}`), b(value));
+      if (i % 16 === 15) {
+        maxQueued = Math.max(maxQueued, await metricValue(n, "gokv_watch_buffered_bytes"));
+      }
+    }
+    const fastEvents = await fastRead;
+    assert.equal(fastEvents.filter((e) => e.event === "change").length, puts);
+    // The slow stream is ended once its reader took nothing for the stall time at the bound.
+    const deadline = Date.now() + 10_000;
+    while (
+      Date.now() < deadline && await metricValue(n, "gokv_watch_slow_readers_total") < 1
+    ) await new Promise((r) => setTimeout(r, 20));
+    maxQueued = Math.max(maxQueued, await metricValue(n, "gokv_watch_buffered_bytes"));
+    // Now read what the node had queued for it: every event up to the bound, then the error.
+    const reader = slow.body!.getReader();
+    let received = 0;
+    const chunks: Uint8Array[] = [];
+    const readDeadline = Date.now() + 10_000;
+    while (Date.now() < readDeadline) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const r = await Promise.race([
+        reader.read(),
+        new Promise<undefined>((res) => timer = setTimeout(() => res(undefined), 2_000)),
+      ]);
+      clearTimeout(timer);
+      if (r === undefined || r.done) break;
+      received += r.value.length;
+      chunks.push(r.value);
+      if (received > 64 * 1024 * 1024) break;
+    }
+    await reader.cancel().catch(() => {});
+    const text = dec.decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+    const blocks = text.split("\n\n").filter((t) => t !== "" && !t.startsWith(":"));
+    const events = blocks.map((block) => {
+      const ev: SseEvent = {};
+      for (const line of block.split("\n")) {
+        const [k, ...rest] = line.split(": ");
+        if (k === "id") ev.id = rest.join(": ");
+        if (k === "event") ev.event = rest.join(": ");
+        if (k === "data") ev.data = JSON.parse(rest.join(": "));
+      }
+      return ev;
+    });
+    const changes = events.filter((e) => e.event === "change");
+    const oneEvent = value.length + 1024;
+    assert.ok(
+      received <= bound + 2 * oneEvent,
+      `the slow reader's stream held ${received} bytes (${changes.length} of ${puts} changes), ` +
+        `bound ${bound}; last event: ${events.at(-1)?.event}`,
+    );
+    assert.equal(events.at(-1)?.event, "error");
+    assert.equal((events.at(-1)!.data as { error: string }).error, "watch_slow_reader");
+    assert.ok(changes.length > 0 && changes.length < puts);
+    assert.ok(maxQueued > 0 && maxQueued <= bound + oneEvent, `queued up to ${maxQueued}`);
+    // Nothing is left queued, and the stream is gone.
+    assert.equal(await metricValue(n, "gokv_watch_buffered_bytes"), 0);
+    // Resuming after the last change received continues with the next write, through the last.
+    const lastId = changes.at(-1)!.id!;
+    const resumed = await handler(
+      new Request("http://node/v1/watch?prefix=w/&wait_ms=100", {
+        headers: { "last-event-id": lastId },
+      }),
+    );
+    assert.equal(resumed.status, 200);
+    const rest = (await readSse(
+      resumed,
+      (out) => out.filter((e) => e.event === "change").length >= puts - changes.length,
+      10_000,
+    )).filter((e) => e.event === "change");
+    const keyOf = (e: SseEvent) => (e.data as { changes: { key: string }[] }).changes[0].key;
+    assert.deepEqual(
+      [...changes, ...rest].map(keyOf),
+      Array.from({ length: puts }, (_, i) => `w/${String(i).padStart(4, "0")}`),
+    );
+  } finally {
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
+
+Deno.test("the client port: a client that pipelines reads and never reads the responses is no longer served at send_buffer_bytes, then disconnected; other clients are served", async () => {
+  const stallMs = 1_000;
+  const n = await startFakeNode(1, {
+    limits: { sendBufferBytes: 256 * 1024, requestTimeoutMs: stallMs } as Record<string, number>,
+  });
+  const big = new Uint8Array(256 * 1024).fill(7);
+  await n.service.put(b("big"), big);
+  const [host, port] = n.address.split(":");
+  const conn = await Deno.connect({ hostname: host, port: Number(port) });
+  let other: Client | undefined;
+  try {
+    // Each batch: a read of the 256 KiB value (its response is what piles up) and one of an
+    // absent 60 KiB key (a small response; it fills the request direction once the node stops
+    // reading).
+    const batch = new Uint8Array([
+      ...encodeRequest({ op: Op.Get, id: 1, key: b("big"), consistency: Consistency.Serializable }),
+      ...encodeRequest({
+        op: Op.Get,
+        id: 2,
+        key: new Uint8Array(60 * 1024).fill(0x61),
+        consistency: Consistency.Serializable,
+      }),
+    ]);
+    // Bounded for the run before the fix, which buffered every response (256 MiB).
+    const maxBatches = 1024;
+    let batches = 0;
+    let failed: unknown;
+    const deadline = Date.now() + 20_000;
+    while (batches < maxBatches && Date.now() < deadline) {
+      try {
+        let off = 0;
+        while (off < batch.length) off += await conn.write(batch.subarray(off));
+      } catch (e) {
+        failed = e;
+        break;
+      }
+      batches++;
+    }
+    assert.ok(
+      failed !== undefined,
+      `the node kept reading: ${batches} batches (${batches / 4} MiB of responses) written`,
+    );
+    // Another client is served meanwhile.
+    other = await Client.connect({ endpoints: [n.address] });
+    assert.equal((await other.get("big"))?.length, big.length);
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+    await other?.close();
+    n.service.stopAccepting();
+    await n.close();
+  }
+});
+
+Deno.test("over a real HTTP port: an SSE reader that never reads its socket leaves the node's queue bounded and is ended", async () => {
+  const bound = 256 * 1024;
+  const n = await startFakeNode(1, {
+    limits: {
+      sendBufferBytes: bound,
+      requestTimeoutMs: 1_000,
+      watchHistoryBytes: 128 * 1024 * 1024,
+    } as Record<string, number>,
+  });
+  const http = new HttpListener({
+    listen: "127.0.0.1:0",
+    handler: createHttpHandler(n.service, { metrics: n.metrics }),
+    logger: nullLogger,
+    limits: n.service.limits,
+  });
+  const addr = await http.start();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: addr.port });
+  try {
+    await conn.write(b(`GET /v1/watch?prefix=w/&wait_ms=100 HTTP/1.1\r\nhost: node\r\n\r\n`));
+    const deadline0 = Date.now() + 5_000;
+    while (Date.now() < deadline0 && await metricValue(n, "gokv_watch_streams") < 1) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(await metricValue(n, "gokv_watch_streams"), 1);
+    // 64 MiB of changes: more than the kernel's socket buffers on the way can take.
+    const value = new Uint8Array(256 * 1024).fill(0x76);
+    let maxQueued = 0;
+    for (let i = 0; i < 256; i++) {
+      await n.service.put(b(`w/${i}`), value);
+      maxQueued = Math.max(maxQueued, await metricValue(n, "gokv_watch_buffered_bytes"));
+    }
+    const deadline = Date.now() + 10_000;
+    while (
+      Date.now() < deadline && await metricValue(n, "gokv_watch_slow_readers_total") < 1
+    ) {
+      maxQueued = Math.max(maxQueued, await metricValue(n, "gokv_watch_buffered_bytes"));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await metricValue(n, "gokv_watch_slow_readers_total"), 1);
+    // One event is ~350 KiB of JSON here: the bound plus one event.
+    assert.ok(maxQueued <= bound + 400 * 1024, `queued up to ${maxQueued}`);
+    // Its reader still takes nothing: the ended stream is dropped, its queue freed.
+    const dropped = Date.now() + 10_000;
+    while (Date.now() < dropped && await metricValue(n, "gokv_watch_streams") > 0) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(await metricValue(n, "gokv_watch_streams"), 0);
+    assert.equal(await metricValue(n, "gokv_watch_buffered_bytes"), 0);
+  } finally {
+    conn.close();
+    await http.shutdown();
     n.service.stopAccepting();
     await n.close();
   }
