@@ -5,10 +5,15 @@
  * functions with the most self time over the measured phase.
  *
  * Usage: deno run -A bench/cluster_profile.ts [--op put|get] [--c 64] [--n 30000] [--top 20]
- *        [--vsize 100] [--keys 10000] [--warmup 0] [--root <checkout>] [--out <dir>] [--json]
+ *        [--vsize 100] [--keys 10000] [--warmup 0] [--driver gokv|denokv] [--root <checkout>]
+ *        [--out <dir>] [--json]
  *
  * `--warmup N` first runs N requests of the same load unmeasured (not profiled client, outside
  * the window): the nodes' code is optimized and their LSM workers started, as in a long run.
+ *
+ * `--driver denokv` drives the leader's KV Connect endpoint through the Deno runtime's own client
+ * (bench/denokv_load.ts under `--unstable-kv`: put = one atomic commit, get = a strongly
+ * consistent `kv.get`) instead of gokv's binary client.
  *
  * `--root` profiles another checkout (its main.ts and its generator), for a before/after
  * breakdown. The .cpuprofile files stay in `--out` (default a temporary directory, printed) and
@@ -22,11 +27,12 @@
 import { parseArgs } from "node:util";
 import { join, relative, resolve } from "node:path";
 import { asUsageError, EXIT_USAGE, UsageError } from "../config/cli.ts";
-import { ROOT, startGokv } from "./gokv_cluster.ts";
+import { KV_TOKEN, ROOT, startGokv } from "./gokv_cluster.ts";
 
 const USAGE =
   "Usage: deno run -A bench/cluster_profile.ts [--op put|get] [--c 64] [--n 30000] [--top 20] " +
-  "[--vsize 100] [--keys 10000] [--warmup 0] [--root <checkout>] [--out <dir>] [--json]";
+  "[--vsize 100] [--keys 10000] [--warmup 0] [--driver gokv|denokv] [--root <checkout>] " +
+  "[--out <dir>] [--json]";
 let a;
 try {
   a = parseArgs({
@@ -38,6 +44,7 @@ try {
       vsize: { type: "string", default: "100" },
       keys: { type: "string", default: "10000" },
       warmup: { type: "string", default: "0" },
+      driver: { type: "string", default: "gokv" },
       root: { type: "string" },
       out: { type: "string" },
       json: { type: "boolean", default: false },
@@ -55,7 +62,8 @@ if (a.help) {
   Deno.exit(0);
 }
 if (
-  !["put", "get"].includes(a.op) || !(Number(a.c) > 0) || !(Number(a.n) > 0) ||
+  !["put", "get"].includes(a.op) || !["gokv", "denokv"].includes(a.driver) || !(Number(a.c) > 0) ||
+  !(Number(a.n) > 0) ||
   !(Number(a.vsize) >= 0) || !(Number(a.keys) > 0) || !(Number(a.warmup) >= 0)
 ) {
   console.error(USAGE);
@@ -153,15 +161,17 @@ let tEnd = 0, tExit = 0;
 let procCpu: Map<string, number>[] = [];
 try {
   const leader = await cluster.leader();
+  // The generator and its target: gokv's binary client on every node, or Deno's KV Connect
+  // client on the leader (the token in the environment, as Deno's client reads it).
+  const kvUrl = a.driver === "denokv" ? await cluster.kvUrl() : "";
+  if (a.driver === "denokv") Deno.env.set("DENO_KV_ACCESS_TOKEN", KV_TOKEN);
+  const generator = (flags: string[]) =>
+    a.driver === "denokv"
+      ? [...flags, "--unstable-kv", join(root, "bench", "denokv_load.ts"), "--url", kvUrl]
+      : [...flags, join(root, "bench", "gokv_load.ts"), "--endpoints", cluster.endpoints.join(",")];
   if (Number(a.warmup) > 0) {
     const warm = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        join(root, "bench", "gokv_load.ts"),
-        "--endpoints",
-        cluster.endpoints.join(","),
-      ]
+      args: generator(["run", "-A"])
         .concat(["--op", a.op, "--c", a.c, "--n", a.warmup, "--vsize", a.vsize, "--keys", a.keys]),
       stdout: "null",
       stderr: "inherit",
@@ -172,13 +182,7 @@ try {
 
   const gen = await new Deno.Command(Deno.execPath(), {
     args: [
-      "run",
-      "-A",
-      "--cpu-prof",
-      `--cpu-prof-dir=${join(out, "client")}`,
-      join(root, "bench", "gokv_load.ts"),
-      "--endpoints",
-      cluster.endpoints.join(","),
+      ...generator(["run", "-A", "--cpu-prof", `--cpu-prof-dir=${join(out, "client")}`]),
       "--op",
       a.op,
       "--c",
@@ -219,7 +223,14 @@ for (const id of [1, 2, 3]) {
   summaries.push(s);
 }
 summaries.sort((x, y) => (x.role.startsWith("leader") ? -1 : y.role.startsWith("leader") ? 1 : 0));
-summaries.push(summarize("client (gokv_load.ts)", profileIn(join(out, "client")), secs * 1e6, 0));
+summaries.push(
+  summarize(
+    `client (${a.driver === "denokv" ? "denokv_load.ts" : "gokv_load.ts"})`,
+    profileIn(join(out, "client")),
+    secs * 1e6,
+    0,
+  ),
+);
 
 if (a.json) {
   console.log(JSON.stringify({ op: a.op, c: Number(a.c), n: N, report, summaries }));
