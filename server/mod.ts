@@ -14,6 +14,7 @@ export {
 } from "./server.ts";
 export { SERVER_USAGE, serverCommand } from "./cli.ts";
 export { KvService, type RaftApi } from "./service.ts";
+export { SlowReaderError, type WatchStream, type WatchStreams } from "./watch_stream.ts";
 export {
   AuthGate,
   type AuthGateOptions,
