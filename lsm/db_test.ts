@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ClosedError, DatabaseLockedError, InvalidArgumentError, LsmDb, LsmError } from "./mod.ts";
-import { s, withTempDir } from "./testutil_test.ts";
+import { liveTables, onlyLiveTables, s, tablesOnDisk, withTempDir } from "./testutil_test.ts";
 
 const small = {
   memtableBytes: 16 * 1024,
@@ -474,7 +474,6 @@ Deno.test("tables a finished scan pinned are unlinked after it, and close waits 
   // Finishing a scan that pinned a large database (a snapshot's) frees hundreds of tables; their unlinks
   // now run paced (a few ms per event-loop turn) instead of in one block.
   await withTempDir(async (dir) => {
-    const tables = () => [...Deno.readDirSync(dir)].filter((d) => d.name.endsWith(".sst")).length;
     const db = await LsmDb.open(dir, { ...small, l0CompactionTrigger: 50, l0StopTrigger: 60 });
     // Two passes over the same keys: overlapping L0 tables, which compaction must rewrite
     // (disjoint ones could move down without becoming obsolete).
@@ -488,12 +487,12 @@ Deno.test("tables a finished scan pinned are unlinked after it, and close waits 
     const scan = db.scan()[Symbol.asyncIterator]();
     assert.equal((await scan.next()).done, false);
     await db.compact();
-    const pinned = tables();
-    const live = db.stats().levels.reduce((a: number, l: { files: number }) => a + l.files, 0);
+    const pinned = tablesOnDisk(dir);
+    const live = liveTables(db);
     assert.ok(pinned > live, `the snapshot pins the compacted inputs (${pinned} > ${live})`);
     await scan.return?.(undefined);
     await db.close();
-    assert.equal(tables(), live, "only the live tables remain once closed");
+    assert.equal(tablesOnDisk(dir), live, "only the live tables remain once closed");
     const again = await LsmDb.open(dir);
     assert.equal(s(await again.get("k01234")), "x".repeat(40));
     await again.close();
@@ -506,9 +505,6 @@ Deno.test("obsolete tables are unlinked after every compaction while the databas
   // compaction after the first left its inputs on disk until the next open (a 3M-key load kept
   // ~2.3 GB of obsolete tables beside 0.4 GB of live ones).
   await withTempDir(async (dir) => {
-    const tables = () => [...Deno.readDirSync(dir)].filter((d) => d.name.endsWith(".sst")).length;
-    const live = () =>
-      db.stats().levels.reduce((a: number, l: { files: number }) => a + l.files, 0);
     const db = await LsmDb.open(dir, { ...small, l0CompactionTrigger: 50, l0StopTrigger: 60 });
     try {
       for (let round = 0; round < 4; round++) {
@@ -519,11 +515,7 @@ Deno.test("obsolete tables are unlinked after every compaction while the databas
           await db.flush();
         }
         await db.compact();
-        const deadline = Date.now() + 10_000;
-        while (tables() !== live() && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 10));
-        }
-        assert.equal(tables(), live(), `round ${round}: only the live tables are on disk`);
+        await onlyLiveTables(db, dir, `round ${round}: only the live tables are on disk`, 10_000);
       }
       assert.equal(s(await db.get("k00999")), "x3".repeat(20));
     } finally {

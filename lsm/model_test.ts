@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { LsmDb, type LsmOptions, type ScanOptions, type Snapshot } from "./mod.ts";
-import { prng, withTempDir } from "./testutil_test.ts";
+import { onlyLiveTables, prng, withTempDir } from "./testutil_test.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -28,19 +28,6 @@ async function dbScan(it: AsyncIterable<[Uint8Array, Uint8Array]>): Promise<stri
   const out: string[] = [];
   for await (const [k, v] of it) out.push(`${dec.decode(k)}=${dec.decode(v)}`);
   return out;
-}
-
-/**
- * Once the background work is idle, the directory holds exactly the live tables: an obsolete
- * table is unlinked while the database stays open (no pinned scan runs at these points), not at
- * the next open. Polled: the unlinks are paced on the event loop.
- */
-async function onlyLiveTables(db: LsmDb, dir: string, ctx: string): Promise<void> {
-  const onDisk = () => [...Deno.readDirSync(dir)].filter((d) => d.name.endsWith(".sst")).length;
-  const live = () => db.stats().levels.reduce((a, l) => a + l.files, 0);
-  const deadline = Date.now() + 5000;
-  while (onDisk() !== live() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-  assert.equal(onDisk(), live(), `${ctx}: tables on disk against live tables`);
 }
 
 async function runModel(seed: number, steps: number, opts: LsmOptions): Promise<void> {
@@ -131,7 +118,7 @@ async function runModel(seed: number, steps: number, opts: LsmOptions): Promise<
           await db.flush();
         } else if (c < 0.975) {
           await db.compact(r() < 0.5 ? {} : { start: key(), end: "c/999" });
-          await onlyLiveTables(db, dir, ctx);
+          await onlyLiveTables(db, dir, `${ctx}: tables on disk against live tables`);
         } else {
           for (const x of snaps) x.snap.release();
           snaps = [];
@@ -143,7 +130,7 @@ async function runModel(seed: number, steps: number, opts: LsmOptions): Promise<
       const st = db.stats();
       assert.ok(st.flushes > 0 || st.levels.some((l) => l.files > 0));
       await db.compact();
-      await onlyLiveTables(db, dir, `seed ${seed} final`);
+      await onlyLiveTables(db, dir, `seed ${seed} final: tables on disk against live tables`);
     } finally {
       for (const x of snaps) x.snap.release();
       await db.close();

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { mulberry32 } from "./prng.ts";
+import type { LsmDb } from "./db.ts";
 
 /** Deterministic PRNG (mulberry32) returning floats in [0, 1). */
 export const prng: (seed: number) => () => number = mulberry32;
@@ -32,6 +33,34 @@ export async function withTempDir(f: (dir: string) => Promise<void> | void): Pro
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+}
+
+/** SSTables in `dir` (live or not). */
+export function tablesOnDisk(dir: string): number {
+  return [...Deno.readDirSync(dir)].filter((d) => d.name.endsWith(".sst")).length;
+}
+
+/** Tables in `db`'s current version, over all levels. */
+export function liveTables(db: LsmDb): number {
+  return db.stats().levels.reduce((a, l) => a + l.files, 0);
+}
+
+/**
+ * Once the background work is idle, the directory holds exactly the live tables: an obsolete
+ * table is unlinked while the database stays open (no pinned scan runs at these points), not at
+ * the next open. Polled for up to `ms`: the unlinks are paced on the event loop.
+ */
+export async function onlyLiveTables(
+  db: LsmDb,
+  dir: string,
+  what: string,
+  ms = 5000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (tablesOnDisk(dir) !== liveTables(db) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.equal(tablesOnDisk(dir), liveTables(db), what);
 }
 
 Deno.test("prng is deterministic per seed", () => {
