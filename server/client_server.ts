@@ -38,6 +38,7 @@ import { AcceptLoop, ByteBudget } from "../transport/listener.ts";
 import { listenStream, type PeerConn, type ServerTlsMaterial } from "../transport/peer_conn.ts";
 import type { ServerMetrics } from "./server_metrics.ts";
 import type { HistogramSeries } from "./metrics.ts";
+import { progressWithin } from "./watch_stream.ts";
 import { parseAddress } from "../client/connection.ts";
 import { parseVersionstamp } from "../storage/kv_model.ts";
 
@@ -440,17 +441,7 @@ class ServerConn {
   private async drained(): Promise<void> {
     const ms = this.limits.requestTimeoutMs;
     while (!this.closed && this.unsent >= this.limits.sendBufferBytes) {
-      const progressed = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
-          this.wrote = undefined;
-          resolve(false);
-        }, ms);
-        this.wrote = () => {
-          clearTimeout(timer);
-          this.wrote = undefined;
-          resolve(true);
-        };
-      });
+      const progressed = await progressWithin(ms, (w) => this.wrote = w);
       if (!progressed && !this.closed) {
         this.close();
         throw new StalledError("not reading its responses", ms);

@@ -38,6 +38,29 @@ export class SlowReaderError extends Error {
   }
 }
 
+/**
+ * Waits for a writer's progress: `arm` is handed the wake-up to call when the reader takes
+ * something (and `undefined` once the wait is over); true when it was called within `ms`, false
+ * when `ms` passed first. The one stall rule of a bounded queue, for watch streams here and for
+ * the client port's responses (server/client_server.ts).
+ */
+export function progressWithin(
+  ms: number,
+  arm: (wake: (() => void) | undefined) => void,
+): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => {
+      arm(undefined);
+      resolve(false);
+    }, ms);
+    arm(() => {
+      clearTimeout(timer);
+      arm(undefined);
+      resolve(true);
+    });
+  });
+}
+
 /** The watch streams of one node: their bound, and what they hold (the metrics). */
 export class WatchStreams {
   #bytes = 0;
@@ -139,17 +162,10 @@ export class WatchStream {
    */
   room(): Promise<void> {
     if (this.hasRoom || this.#ended || this.#done) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#roomWaiter = undefined;
-        this.countSlow();
-        reject(new SlowReaderError(this.streams.maxBytes, this.streams.stallMs));
-      }, this.streams.stallMs);
-      this.#roomWaiter = () => {
-        clearTimeout(timer);
-        this.#roomWaiter = undefined;
-        resolve();
-      };
+    return progressWithin(this.streams.stallMs, (w) => this.#roomWaiter = w).then((woke) => {
+      if (woke) return;
+      this.countSlow();
+      throw new SlowReaderError(this.streams.maxBytes, this.streams.stallMs);
     });
   }
 
