@@ -17,6 +17,7 @@
  * @module
  */
 import type { Logger } from "../raft/logger.ts";
+import { SlowReaderError } from "./watch_stream.ts";
 import type { NodeLimits } from "../config/limits.ts";
 import { AcceptLoop } from "../transport/listener.ts";
 import { parseAddress } from "../client/connection.ts";
@@ -98,7 +99,13 @@ export class HttpListener {
       port: 0,
       onListen: () => {},
       onError: (e) => {
-        this.o.logger.error("http handler failed", { error: (e as Error)?.message });
+        if (e instanceof SlowReaderError) {
+          // A watch stream dropped because its reader took nothing (server/watch_stream.ts):
+          // the client's doing, expected, and counted in gokv_watch_slow_readers_total.
+          this.o.logger.warn("watch stream dropped: its reader stopped reading", {
+            error: e.message,
+          });
+        } else this.o.logger.error("http handler failed", { error: (e as Error)?.message });
         return new Response(JSON.stringify({ error: "internal" }), { status: 500 });
       },
     }, this.o.handler);
